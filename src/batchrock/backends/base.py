@@ -1,0 +1,86 @@
+"""The seam between the engine and whatever answers a record.
+
+A backend takes one record's ``modelInput`` (already parsed JSON) and returns the
+``modelOutput`` body Bedrock would have written, or a per-record error. Backends never
+raise for a bad record: a record that cannot be answered is a :class:`RecordError`.
+Only a backend that is broken as a whole (misconfigured, cannot start) may raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+InvocationType = Literal["InvokeModel", "Converse"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """One record to answer."""
+
+    #: The job's modelId, exactly as the user gave it.
+    model_id: str
+    #: ``InvokeModel`` (the model's native body) or ``Converse`` (the Converse body).
+    invocation_type: InvocationType
+    #: The record's ``modelInput`` object.
+    body: dict[str, Any]
+    #: The record's ``recordId`` (for logs and deterministic outputs).
+    record_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """A per-record failure, written as ``"error": {"errorCode", "errorMessage"}``."""
+
+    #: HTTP-style status, as Bedrock writes it (400 bad input, 429 throttled, 500 ...).
+    code: int
+    message: str
+    #: Whether trying again may succeed (throttling, 5xx, timeouts, dropped connections).
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResult:
+    """The answer to one record: exactly one of ``output`` and ``error`` is set."""
+
+    output: dict[str, Any] | None = None
+    error: RecordError | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: Free-form notes for metrics (e.g. how many retries it took).
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.output is None) == (self.error is None):
+            raise ValueError("exactly one of output and error must be set")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class ModelBackend(Protocol):
+    """Answers records. Implementations must be safe to call concurrently."""
+
+    async def invoke(self, request: ModelRequest) -> ModelResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+Handler = Callable[[ModelRequest], Awaitable[ModelResult]]
+
+
+class MockBackend:
+    """A test double: answers every record with ``handler`` (httpx ``MockTransport`` style)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self.calls: list[ModelRequest] = []
+
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        self.calls.append(request)
+        return await self._handler(request)
+
+    async def aclose(self) -> None:
+        return None
