@@ -58,6 +58,64 @@ class Settings:
     config_file: Path | None = field(
         default=None, metadata=_meta("TOML file to read settings from (see docs/settings.md).")
     )
+    # --- engine (job runner) ---------------------------------------------------------------
+    engine_max_jobs: int = field(
+        default=4, metadata=_meta("Jobs one engine (serve or worker process) runs at a time.")
+    )
+    engine_record_concurrency: int = field(
+        default=64, metadata=_meta("Records of one job sent to the model at the same time.")
+    )
+    engine_poll_seconds: float = field(
+        default=0.5, metadata=_meta("How often an idle engine looks for new or stopped jobs.")
+    )
+    engine_lease_seconds: float = field(
+        default=30.0,
+        metadata=_meta("How long a job stays with a silent worker before another takes it over."),
+    )
+    engine_checkpoint_seconds: float = field(
+        default=0.5,
+        metadata=_meta("How often a running job saves its counters and resume point."),
+    )
+    # --- quotas (Bedrock's defaults) ---------------------------------------------------------
+    quota_min_records_per_job: int = field(
+        default=100, metadata=_meta("Minimum number of records per batch inference job.")
+    )
+    quota_max_records_per_job: int = field(
+        default=50_000, metadata=_meta("Maximum number of records per batch inference job.")
+    )
+    quota_max_records_per_file: int = field(
+        default=50_000, metadata=_meta("Maximum number of records per input file.")
+    )
+    quota_max_file_bytes: int = field(
+        default=1024**3, metadata=_meta("Largest input file, in bytes (1 GiB).")
+    )
+    quota_max_job_bytes: int = field(
+        default=5 * 1024**3, metadata=_meta("Largest total input of one job, in bytes (5 GiB).")
+    )
+    quota_max_concurrent_jobs_per_model: int = field(
+        default=10,
+        metadata=_meta("Jobs per account and model InProgress at once; the rest wait Scheduled."),
+    )
+    # --- object storage ------------------------------------------------------------------
+    object_store: str = field(
+        default="local",
+        metadata=_meta("'local' (s3://bucket/key is DATA_DIR/s3/bucket/key) or 's3'."),
+    )
+    s3_endpoint_url: str | None = field(
+        default=None,
+        metadata=_meta("S3-compatible endpoint (MinIO, moto); unset means AWS S3 itself."),
+    )
+    s3_region: str = field(default="us-east-1", metadata=_meta("Region of the S3 service."))
+    s3_access_key_id: str | None = field(
+        default=None, metadata=_meta("S3 access key; unset: AWS_ACCESS_KEY_ID and friends.")
+    )
+    s3_secret_access_key: str | None = field(
+        default=None, metadata=_meta("S3 secret key; unset: AWS_SECRET_ACCESS_KEY.")
+    )
+    s3_virtual_hosted_style: bool = field(
+        default=False,
+        metadata=_meta("Address a custom endpoint as bucket.host instead of host/bucket."),
+    )
 
     @property
     def database_path(self) -> Path:
