@@ -26,7 +26,7 @@ class ServiceError(Exception):
     sender_fault: ClassVar[bool] = True
 
     def __init__(self, message: str | None = None) -> None:
-        self.message = message or (self.__doc__ or self.code).strip()
+        self.message = message or " ".join((self.__doc__ or self.code).split())
         super().__init__(self.message)
 
 

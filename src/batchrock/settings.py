@@ -55,6 +55,10 @@ class Settings:
         default=100, metadata=_meta("Page size of ListModelInvocationJobs without maxResults.")
     )
     log_level: str = field(default="info", metadata=_meta("Log level: debug, info, warning."))
+    engine: bool = field(
+        default=True,
+        metadata=_meta("Run jobs inside `batchrock serve` (--no-engine: API only, for workers)."),
+    )
     config_file: Path | None = field(
         default=None, metadata=_meta("TOML file to read settings from (see docs/settings.md).")
     )

@@ -1,0 +1,193 @@
+"""The service's own sub-commands: ``serve``, ``worker``, ``models`` and ``demo``.
+
+Every option is a :class:`batchrock.settings.Settings` field: flags are generated from that one
+table (``--data-dir`` for ``data_dir``), so flags > environment > config file > defaults holds
+for every setting without a second list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from batchrock import __version__
+from batchrock import settings as settings_mod
+from batchrock.clock import Clock, SystemClock
+from batchrock.settings import Settings, SettingsError
+from batchrock.store.base import JobStore
+
+log = logging.getLogger("batchrock")
+
+COMMANDS = ("serve", "worker", "models", "demo")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchrock",
+        description="Self-hosted Amazon Bedrock batch inference.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchrock {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    helps = {
+        "serve": "Serve the Bedrock API (and run jobs, unless --no-engine).",
+        "worker": "Run jobs from the same data dir as a running server, without serving the API.",
+        "models": "Show which backend answers which model ids.",
+        "demo": "Start a local service, run sample jobs and show their progress.",
+    }
+    for name in COMMANDS:
+        sub = commands.add_parser(name, help=helps[name], description=helps[name])
+        _add_setting_flags(sub)
+    return parser
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for f in settings_mod.fields_table():
+        flag = "--" + f.name.replace("_", "-")
+        env = settings_mod.env_name(f.name)
+        help_text = f"{f.metadata.get('help', '')} [env {env}]"
+        if str(f.type).startswith("bool"):
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    flags = {f.name: getattr(args, f.name, None) for f in settings_mod.fields_table()}
+    try:
+        settings = settings_mod.load(flags)
+    except SettingsError as exc:
+        print(f"batchrock: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    command: str = args.command
+    if command == "serve":
+        return _run(serve(settings))
+    if command == "worker":
+        return _run(worker(settings))
+    if command == "models":
+        from batchrock.backends import cli as models_cli
+
+        return models_cli.main([], settings)
+    from batchrock import demo
+
+    return demo.main([], settings)
+
+
+def _run(coro: Any) -> int:
+    try:
+        asyncio.run(coro)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def make_clock(settings: Settings) -> Clock:
+    return SystemClock(float(getattr(settings, "time_scale", 1.0)))
+
+
+async def open_store(settings: Settings) -> JobStore:
+    from batchrock.store.sqlite import SqliteStore
+
+    return await SqliteStore.open(settings.database_path)
+
+
+@contextlib.asynccontextmanager
+async def engine_running(settings: Settings, store: JobStore, clock: Clock) -> AsyncIterator[None]:
+    """Run one engine in the current event loop for the duration of the block."""
+    from batchrock.backends.routing import build_resolver
+    from batchrock.engine import Engine
+
+    resolver = build_resolver(settings)
+    engine = Engine(settings, store, clock, resolver)
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop), name="engine")
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await resolver.aclose()
+
+
+async def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from batchrock.api.app import BedrockApp
+    from batchrock.service import JobService
+
+    store = await open_store(settings)
+    clock = make_clock(settings)
+    service = JobService(store, clock)
+    run_engine = settings.engine
+
+    def lifespan() -> contextlib.AbstractAsyncContextManager[None]:
+        if run_engine:
+            return engine_running(settings, store, clock)
+        return contextlib.nullcontext()
+
+    app = BedrockApp(service, settings, lifespan=lifespan)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=settings.log_level.lower() == "debug",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "batchrock %s serving http://%s:%d (data dir %s)",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.data_dir,
+    )
+    try:
+        await server.serve()
+    finally:
+        await store.close()
+
+
+async def worker(settings: Settings) -> None:
+    store = await open_store(settings)
+    clock = make_clock(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("batchrock worker running on %s", settings.data_dir)
+    try:
+        async with engine_running(settings, store, clock):
+            await stop.wait()
+    finally:
+        await store.close()
+
+
+def settings_doc_rows() -> list[str]:
+    """Rows of the settings table in docs/settings.md (a test checks the file matches)."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else "(computed)"
+        rows.append(f"| `{f.name}` | `{settings_mod.env_name(f.name)}` | {default} |")
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

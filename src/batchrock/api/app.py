@@ -1,0 +1,354 @@
+"""The ASGI application serving Bedrock's model-invocation-job API (restJson1).
+
+Routes, member locations and constraints come from the botocore model (:mod:`.model`); this
+module decodes a request into typed arguments, calls :class:`batchrock.service.JobService`, and
+encodes the answer. Every failure leaves as ``{"message": ...}`` with ``x-amzn-ErrorType`` and
+``x-amzn-RequestId``: never a traceback.
+
+Routing uses the raw path, because SDKs percent-encode the ARN (``%3A``, ``%2F``) into
+``/model-invocation-job/{jobIdentifier}`` and a decoded ``/`` would split it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import orjson
+
+from batchrock.api import codec, identity, model, pagination, validation
+from batchrock.errors import (
+    InternalServerException,
+    ResourceNotFoundException,
+    ServiceError,
+    TooManyTagsException,
+    ValidationException,
+)
+from batchrock.jobs import JobStatus
+from batchrock.service import Caller, JobService, NewJob
+from batchrock.settings import Settings
+from batchrock.store.base import Cursor, JobFilter, PageRequest
+
+log = logging.getLogger("batchrock.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+
+_ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
+HEALTH_PATH = "/_batchrock/health"
+
+
+class UnknownOperation(ServiceError):
+    """The requested operation is not recognized by the service."""
+
+    code = "UnknownOperationException"
+    http_status = 404
+
+
+class MethodNotAllowed(ServiceError):
+    """The requested operation is not recognized by the service."""
+
+    code = "UnknownOperationException"
+    http_status = 405
+
+
+class PayloadTooLarge(ValidationException):
+    http_status = 413
+
+
+class Request:
+    """What a handler needs from one HTTP request."""
+
+    def __init__(self, caller: Caller, params: dict[str, Any]) -> None:
+        self.caller = caller
+        self.params = params
+
+
+Handler = Callable[[Request], Awaitable[dict[str, Any]]]
+
+
+class BedrockApp:
+    """``BedrockApp(service, settings)`` is an ASGI app; ``lifespan`` runs around serving
+    (``batchrock serve`` starts the engine there)."""
+
+    def __init__(
+        self, service: JobService, settings: Settings, lifespan: Lifespan | None = None
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self._lifespan = lifespan
+        self._routes = model.routes()
+        self._handlers: dict[str, Handler] = {
+            "CreateModelInvocationJob": self._create,
+            "GetModelInvocationJob": self._get,
+            "ListModelInvocationJobs": self._list,
+            "StopModelInvocationJob": self._stop,
+            "TagResource": self._tag,
+            "UntagResource": self._untag,
+            "ListTagsForResource": self._list_tags,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._run_lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # websockets: not ours
+            return
+        request_id = str(uuid.uuid4())
+        try:
+            status, body = await self._dispatch(scope, receive)
+            headers = [(b"content-type", b"application/json")]
+        except ServiceError as exc:
+            status, body, headers = _error(exc)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id})
+            status, body, headers = _error(InternalServerException())
+        payload = orjson.dumps(body)
+        headers += [
+            (b"x-amzn-requestid", request_id.encode()),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        manager = self._lifespan() if self._lifespan else None
+        try:
+            if manager is not None:
+                await manager.__aenter__()
+        except Exception as exc:
+            log.exception("start-up failed")
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            if manager is not None:
+                await manager.__aexit__(None, None, None)
+        finally:
+            await send({"type": "lifespan.shutdown.complete"})
+
+    # --- decoding -----------------------------------------------------------------------
+
+    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        method: str = scope["method"]
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.split(b"?", 1)[0].decode("latin-1")
+        if path == HEALTH_PATH and method == "GET":
+            return 200, {"status": "ok"}
+        operation, labels = self._route(method, path)
+        op_model = model.operation(operation)
+        query = scope.get("query_string", b"").decode("latin-1")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body = await self._read_body(receive, headers)
+
+        params: dict[str, Any] = {}
+        shape = op_model.input_shape
+        query_values = parse_qs(query, keep_blank_values=True) if query else {}
+        for name, member in shape.members.items():
+            location = member.serialization.get("location")
+            wire_name = member.serialization.get("name", name)
+            if location == "uri":
+                params[name] = labels[wire_name]
+            elif location == "querystring" and wire_name in query_values:
+                params[name] = _query_value(name, member.type_name, query_values[wire_name][0])
+        if op_model.http["method"] == "POST" and any(
+            "location" not in m.serialization for m in shape.members.values()
+        ):
+            params.update(_json_body(body))
+        validation.validate(shape, params)
+        caller = identity.caller_from(
+            headers.get("authorization"),
+            query,
+            default_region=self.settings.default_region,
+            default_account=self.settings.default_account_id,
+        )
+        result = await self._handlers[operation](Request(caller, params))
+        return 200, result
+
+    def _route(self, method: str, path: str) -> tuple[str, dict[str, str]]:
+        segments = path.strip("/").split("/")
+        path_matched = False
+        for route_method, pattern, operation in self._routes:
+            if len(pattern) != len(segments):
+                continue
+            labels: dict[str, str] = {}
+            for want, got in zip(pattern, segments, strict=True):
+                if want.startswith("{"):
+                    if not got:
+                        break
+                    labels[want.strip("{}+")] = unquote(got)
+                elif want != got:
+                    break
+            else:
+                path_matched = True
+                if route_method == method:
+                    return operation, labels
+        if path_matched:
+            raise MethodNotAllowed()
+        raise UnknownOperation()
+
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    # --- operations ---------------------------------------------------------------------
+
+    async def _create(self, request: Request) -> dict[str, Any]:
+        p = request.params
+        s3_in = p["inputDataConfig"]["s3InputDataConfig"]
+        s3_out = p["outputDataConfig"]["s3OutputDataConfig"]
+        vpc = p.get("vpcConfig")
+        new = NewJob(
+            name=p["jobName"],
+            model_id=p["modelId"],
+            role_arn=p["roleArn"],
+            client_request_token=p.get("clientRequestToken"),
+            input_s3_uri=s3_in["s3Uri"],
+            input_format=s3_in.get("s3InputFormat"),
+            input_bucket_owner=s3_in.get("s3BucketOwner"),
+            output_s3_uri=s3_out["s3Uri"],
+            output_kms_key_id=s3_out.get("s3EncryptionKeyId"),
+            output_bucket_owner=s3_out.get("s3BucketOwner"),
+            vpc_subnet_ids=tuple(vpc["subnetIds"]) if vpc else None,
+            vpc_security_group_ids=tuple(vpc["securityGroupIds"]) if vpc else None,
+            timeout_hours=p.get("timeoutDurationInHours"),
+            invocation_type=p.get("modelInvocationType"),
+            tags=[(t["key"], t["value"]) for t in p.get("tags") or ()],
+        )
+        job, _ = await self.service.create(request.caller, new)
+        return {"jobArn": identity.job_arn(job.region, job.account_id, job.job_id)}
+
+    async def _get(self, request: Request) -> dict[str, Any]:
+        job_id = _owned_job_id(request.params["jobIdentifier"], request.caller)
+        return codec.job_to_wire(await self.service.get(request.caller, job_id))
+
+    async def _stop(self, request: Request) -> dict[str, Any]:
+        job_id = _owned_job_id(request.params["jobIdentifier"], request.caller)
+        await self.service.stop(request.caller, job_id)
+        return {}
+
+    async def _list(self, request: Request) -> dict[str, Any]:
+        p = request.params
+        caller = request.caller
+        status = p.get("statusEquals")
+        job_filter = JobFilter(
+            account_id=caller.account_id,
+            region=caller.region,
+            status=JobStatus(status) if status else None,
+            name_contains=p.get("nameContains"),
+            submitted_after=_time_param(p, "submitTimeAfter"),
+            submitted_before=_time_param(p, "submitTimeBefore"),
+        )
+        # Newest first unless asked otherwise (the console's order).
+        descending = p.get("sortOrder", "Descending") == "Descending"
+        listing = pagination.fingerprint(caller, job_filter, descending)
+        after = pagination.decode(p["nextToken"], listing) if "nextToken" in p else None
+        limit = p.get("maxResults") or self.settings.default_page_size
+        page = await self.service.list(
+            job_filter, PageRequest(limit=limit, descending=descending, after=after)
+        )
+        out: dict[str, Any] = {"invocationJobSummaries": [codec.job_to_wire(j) for j in page.jobs]}
+        if page.more and page.jobs:
+            last = page.jobs[-1]
+            out["nextToken"] = pagination.encode(Cursor(last.submit_time, last.job_id), listing)
+        return out
+
+    async def _tag(self, request: Request) -> dict[str, Any]:
+        arn = request.params["resourceARN"]
+        job_id = _owned_job_id(arn, request.caller)
+        tags = [(t["key"], t["value"]) for t in request.params["tags"]]
+        await self.service.tag(request.caller, job_id, tags, arn)
+        return {}
+
+    async def _untag(self, request: Request) -> dict[str, Any]:
+        job_id = _owned_job_id(request.params["resourceARN"], request.caller)
+        await self.service.untag(request.caller, job_id, request.params["tagKeys"])
+        return {}
+
+    async def _list_tags(self, request: Request) -> dict[str, Any]:
+        job_id = _owned_job_id(request.params["resourceARN"], request.caller)
+        tags = await self.service.list_tags(request.caller, job_id)
+        return {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+
+
+def _owned_job_id(identifier: str, caller: Caller) -> str:
+    ref = identity.parse_job_identifier(identifier)
+    if ref is None or not ref.owned_by(caller):
+        raise ResourceNotFoundException(f"Could not find model invocation job {identifier}.")
+    return ref.job_id
+
+
+def _time_param(params: dict[str, Any], name: str) -> Any:
+    value = params.get(name)
+    return None if value is None else codec.parse_time(value)
+
+
+def _query_value(name: str, kind: str, raw: str) -> Any:
+    if kind in {"integer", "long"}:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValidationException(
+                f"1 validation error detected: Value '{raw}' at '{name}' failed to satisfy "
+                f"constraint: Member must be an integer"
+            ) from None
+    if kind == "timestamp":
+        try:
+            codec.parse_time(raw)
+        except ValueError:
+            raise ValidationException(
+                f"1 validation error detected: Value '{raw}' at '{name}' failed to satisfy "
+                f"constraint: Member must be a timestamp in ISO 8601 format "
+                f"(for example 2024-08-01T12:34:56Z)"
+            ) from None
+    return raw
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationException(f"Could not parse request body into json: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationException("Request body must be a JSON object.")
+    return data
+
+
+def _error(exc: ServiceError) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+    body: dict[str, Any] = {"message": exc.message}
+    if isinstance(exc, TooManyTagsException) and exc.resource_name:
+        body["resourceName"] = exc.resource_name
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-amzn-errortype", (exc.code + _ERROR_TYPE_SUFFIX).encode()),
+    ]
+    return exc.http_status, body, headers

@@ -1,0 +1,77 @@
+"""Who is calling, and how jobs are named on the wire (ARNs).
+
+batchrock accepts any credentials (SigV4 signatures are not verified yet). The region comes
+from the SigV4 credential scope (``Credential=AKID/20261128/us-east-1/bedrock/aws4_request``,
+in the Authorization header or a presigned query), so a client configured for eu-west-1 sees
+eu-west-1's jobs. The account is the access key id when that is 12 digits (so tests can act as
+several accounts), and ``default_account_id`` otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from batchrock.service import Caller
+
+_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([a-z0-9-]+)/[^/,\s]+/aws4_request")
+_ACCOUNT = re.compile(r"\d{12}")
+_JOB_ARN = re.compile(
+    r"arn:(aws(?:-[^:]+)?):bedrock:([a-z0-9-]{1,20}):(\d{12}):model-invocation-job/([a-z0-9]{12})"
+)
+_JOB_ID = re.compile(r"[a-z0-9]{12}")
+
+
+def caller_from(
+    authorization: str | None, query_string: str, *, default_region: str, default_account: str
+) -> Caller:
+    access_key: str | None = None
+    region: str | None = None
+    if authorization:
+        match = _SCOPE.search(authorization)
+        if match:
+            access_key, region = match.group(1), match.group(2)
+    if region is None and "X-Amz-Credential" in query_string:
+        values = parse_qs(query_string).get("X-Amz-Credential", [])
+        parts = values[0].split("/") if values else []
+        if len(parts) == 5:
+            access_key, region = parts[0], parts[2]
+    account = access_key if access_key and _ACCOUNT.fullmatch(access_key) else default_account
+    return Caller(account_id=account, region=region or default_region)
+
+
+def partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def job_arn(region: str, account_id: str, job_id: str) -> str:
+    return f"arn:{partition(region)}:bedrock:{region}:{account_id}:model-invocation-job/{job_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """A parsed jobIdentifier / resourceARN: a job id, plus the owner when an ARN named one."""
+
+    job_id: str
+    region: str | None = None
+    account_id: str | None = None
+
+    def owned_by(self, caller: Caller) -> bool:
+        return (self.region is None or self.region == caller.region) and (
+            self.account_id is None or self.account_id == caller.account_id
+        )
+
+
+def parse_job_identifier(text: str) -> JobRef | None:
+    """A bare 12-character id or a model-invocation-job ARN; ``None`` for anything else."""
+    if _JOB_ID.fullmatch(text):
+        return JobRef(text)
+    match = _JOB_ARN.fullmatch(text)
+    if match:
+        return JobRef(match.group(4), region=match.group(2), account_id=match.group(3))
+    return None

@@ -1,0 +1,155 @@
+"""Validate a request against the botocore ``bedrock`` model, in AWS's own words.
+
+Every constraint comes from the model (required, min/max length or value, pattern, enum, union
+arity); nothing is copied by hand. Messages follow the AWS (Coral) wording, for example::
+
+    1 validation error detected: Value '5000' at 'maxResults' failed to satisfy constraint:
+    Member must have value less than or equal to 1000
+
+Patterns are applied with full-match semantics (the API reference shows them anchored).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.model import Shape
+
+from batchrock.errors import ValidationException
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_render(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_render(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _violation(value: Any, path: str, constraint: str) -> str:
+    shown = "null" if value is None else f"'{_render(value)}'"
+    return f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}"
+
+
+class TypeMismatch(ValueError):
+    """A member of the wrong JSON type (the request cannot be read as the model says)."""
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "long": (int,),
+    "boolean": (bool,),
+    "structure": (dict,),
+    "list": (list,),
+    "map": (dict,),
+    "timestamp": (str, int, float),
+    "double": (int, float),
+    "float": (int, float),
+}
+
+
+def _check(shape: Shape, value: Any, path: str) -> Iterator[str]:
+    kind = shape.type_name
+    expected = _TYPES.get(kind)
+    is_bool = isinstance(value, bool)
+    if expected is not None and (
+        not isinstance(value, expected) or (is_bool and kind not in {"boolean"})
+    ):
+        raise TypeMismatch(f"Value at '{path}' must be of type {_json_type(kind)}")
+    meta = shape.metadata
+    if kind == "string":
+        yield from _check_length(value, len(value), meta, path)
+        if "enum" in meta and value not in meta["enum"]:
+            yield _violation(
+                value, path, f"Member must satisfy enum value set: [{', '.join(meta['enum'])}]"
+            )
+        pattern = meta.get("pattern")
+        if pattern is not None and _compiled(pattern).fullmatch(value) is None:
+            yield _violation(
+                value, path, f"Member must satisfy regular expression pattern: {pattern}"
+            )
+    elif kind in {"integer", "long"}:
+        if "min" in meta and value < meta["min"]:
+            yield _violation(
+                value, path, f"Member must have value greater than or equal to {meta['min']}"
+            )
+        if "max" in meta and value > meta["max"]:
+            yield _violation(
+                value, path, f"Member must have value less than or equal to {meta['max']}"
+            )
+    elif kind == "list":
+        yield from _check_length(value, len(value), meta, path)
+        for index, item in enumerate(value, start=1):
+            yield from _check(shape.member, item, f"{path}.{index}.member")
+    elif kind == "structure":
+        yield from check_structure(shape, value, f"{path}.")
+
+
+def _check_length(value: Any, length: int, meta: dict[str, Any], path: str) -> Iterator[str]:
+    if "min" in meta and length < meta["min"]:
+        yield _violation(
+            value, path, f"Member must have length greater than or equal to {meta['min']}"
+        )
+    if "max" in meta and length > meta["max"]:
+        yield _violation(
+            value, path, f"Member must have length less than or equal to {meta['max']}"
+        )
+
+
+def _json_type(kind: str) -> str:
+    return {
+        "structure": "object",
+        "map": "object",
+        "list": "array",
+        "integer": "integer",
+        "long": "integer",
+        "timestamp": "timestamp",
+    }.get(kind, kind)
+
+
+def check_structure(shape: Shape, value: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Yield one message per violated constraint in ``value`` (a structure of ``shape``)."""
+    members: dict[str, Shape] = shape.members
+    if shape.metadata.get("union"):
+        present = [name for name in members if value.get(name) is not None]
+        if len(present) != 1:
+            yield _violation(
+                value or None,
+                prefix.rstrip(".") or shape.name,
+                f"Member must have exactly one of the following members set: "
+                f"[{', '.join(members)}]",
+            )
+    required = set(shape.required_members)
+    for name, member in members.items():
+        path = f"{prefix}{name}"
+        item = value.get(name)
+        if item is None:
+            if name in required:
+                yield _violation(None, path, "Member must not be null")
+            continue
+        yield from _check(member, item, path)
+
+
+def validate(shape: Shape | None, params: dict[str, Any]) -> None:
+    """Raise :class:`ValidationException` listing every violation in ``params``."""
+    if shape is None:
+        return
+    try:
+        problems = list(check_structure(shape, params))
+    except TypeMismatch as exc:
+        raise ValidationException(str(exc)) from exc
+    if problems:
+        count = len(problems)
+        noun = "error" if count == 1 else "errors"
+        raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(problems))

@@ -1,0 +1,159 @@
+"""The job service: the rules of the control plane, in domain terms.
+
+The API calls these methods with typed arguments (never wire dicts), and they raise
+:mod:`batchrock.errors` exceptions the API renders. Validation of shapes (lengths, patterns,
+enums) happens at the edge against the botocore model; rules that need the store (idempotency,
+ownership, which statuses can be stopped) live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from batchrock import jobs
+from batchrock.clock import Clock
+from batchrock.errors import (
+    ResourceNotFoundException,
+    TooManyTagsException,
+    ValidationException,
+)
+from batchrock.jobs import Job, JobStatus
+from batchrock.store.base import JobFilter, JobStore, PageRequest
+
+#: Tags one job may hold (the TooManyTagsException doc: "50 tags per resource").
+MAX_TAGS_PER_RESOURCE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: jobs are per account and per region, as on AWS."""
+
+    account_id: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """What CreateModelInvocationJob asks for, already validated for shape."""
+
+    name: str
+    model_id: str
+    role_arn: str
+    input_s3_uri: str
+    output_s3_uri: str
+    client_request_token: str | None = None
+    input_format: str | None = None
+    input_bucket_owner: str | None = None
+    output_kms_key_id: str | None = None
+    output_bucket_owner: str | None = None
+    vpc_subnet_ids: tuple[str, ...] | None = None
+    vpc_security_group_ids: tuple[str, ...] | None = None
+    timeout_hours: int | None = None
+    invocation_type: str | None = None
+    tags: Sequence[tuple[str, str]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    #: Whether more jobs follow the last one in this order.
+    more: bool
+
+
+class JobService:
+    """Create, read, list, stop and tag jobs on behalf of a :class:`Caller`."""
+
+    def __init__(self, store: JobStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def create(self, caller: Caller, new: NewJob) -> tuple[Job, bool]:
+        """Store a new job in Submitted; a repeated clientRequestToken returns the original
+        job and creates nothing (the ``bool`` says whether a job was created)."""
+        now = self.clock.now()
+        timeout = new.timeout_hours if new.timeout_hours is not None else jobs.DEFAULT_TIMEOUT_HOURS
+        tags = dict(new.tags)
+        if len(tags) > MAX_TAGS_PER_RESOURCE:
+            raise TooManyTagsException(
+                f"The number of tags ({len(tags)}) exceeds the limit of "
+                f"{MAX_TAGS_PER_RESOURCE} tags per resource."
+            )
+        job = Job(
+            job_id=jobs.new_job_id(),
+            account_id=caller.account_id,
+            region=caller.region,
+            name=new.name,
+            model_id=new.model_id,
+            role_arn=new.role_arn,
+            client_request_token=new.client_request_token,
+            status=JobStatus.SUBMITTED,
+            submit_time=now,
+            last_modified_time=now,
+            input_s3_uri=new.input_s3_uri,
+            # Bedrock reports the defaults it applied (Terraform marks these as computed).
+            input_format=new.input_format or "JSONL",
+            input_bucket_owner=new.input_bucket_owner,
+            output_s3_uri=new.output_s3_uri,
+            output_kms_key_id=new.output_kms_key_id,
+            output_bucket_owner=new.output_bucket_owner,
+            vpc_subnet_ids=new.vpc_subnet_ids,
+            vpc_security_group_ids=new.vpc_security_group_ids,
+            timeout_hours=timeout,
+            expiration_time=jobs.expiration_for(now, timeout),
+            invocation_type=new.invocation_type or "InvokeModel",
+        )
+        return await self.store.create(job, tags)
+
+    async def get(self, caller: Caller, job_id: str) -> Job:
+        job = await self.store.get(caller.account_id, caller.region, job_id)
+        if job is None:
+            raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
+        return job
+
+    async def list(self, filter: JobFilter, page: PageRequest) -> JobPage:
+        # One extra row tells whether another page follows, without a count query.
+        rows = await self.store.list_jobs(
+            filter, PageRequest(limit=page.limit + 1, descending=page.descending, after=page.after)
+        )
+        return JobPage(jobs=rows[: page.limit], more=len(rows) > page.limit)
+
+    async def stop(self, caller: Caller, job_id: str) -> Job:
+        """Ask a job to stop: an unfinished job moves to Stopping and the engine finishes it
+        to Stopped. Stopping a job that is already Stopping is a no-op."""
+        job = await self.get(caller, job_id)
+        while True:
+            if job.status is JobStatus.STOPPING:
+                return job
+            if job.status not in jobs.STOPPABLE:
+                raise ValidationException(
+                    f"Cannot stop a job that has already finished. State was: {job.status.value}"
+                )
+            try:
+                return await self.store.transition(
+                    job.job_id, JobStatus.STOPPING, now=self.clock.now(), expected={job.status}
+                )
+            except jobs.InvalidTransition:
+                # The engine moved the job meanwhile: look again and decide on the new status.
+                job = await self.get(caller, job_id)
+
+    async def list_tags(self, caller: Caller, job_id: str) -> dict[str, str]:
+        await self.get(caller, job_id)
+        return await self.store.get_tags(job_id)
+
+    async def tag(
+        self, caller: Caller, job_id: str, tags: Sequence[tuple[str, str]], resource: str
+    ) -> None:
+        await self.get(caller, job_id)
+        try:
+            await self.store.put_tags(job_id, dict(tags), max_tags=MAX_TAGS_PER_RESOURCE)
+        except OverflowError as exc:
+            raise TooManyTagsException(
+                f"Adding these tags would give the resource {exc.args[0]} tags, more than the "
+                f"limit of {MAX_TAGS_PER_RESOURCE} tags per resource.",
+                resource_name=resource,
+            ) from exc
+
+    async def untag(self, caller: Caller, job_id: str, keys: Sequence[str]) -> None:
+        await self.get(caller, job_id)
+        await self.store.remove_tags(job_id, keys)

@@ -1,0 +1,135 @@
+"""The job store interface, in domain terms.
+
+Every implementation (SQLite now, PostgreSQL later) passes the one contract suite in
+``tests/contract``. Rules that are not about persistence (validation, idempotency policy,
+which statuses may be stopped) live in :mod:`batchrock.service`; the store only guarantees
+atomicity: guarded status updates, unique idempotency tokens, exclusive claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from batchrock.jobs import Counters, Job, JobEvent, JobStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFilter:
+    """Which jobs a listing shows. Jobs are regional and per account."""
+
+    account_id: str
+    region: str
+    status: JobStatus | None = None
+    #: Case-insensitive substring of the job name.
+    name_contains: str | None = None
+    #: Exclusive bounds on submit_time.
+    submitted_after: datetime | None = None
+    submitted_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Keyset position: the (submit_time, job_id) of the last job on the previous page."""
+
+    submit_time: datetime
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageRequest:
+    limit: int
+    descending: bool = True
+    after: Cursor | None = None
+
+
+class JobStore(Protocol):
+    """Persistence of jobs, their tags and their status history."""
+
+    async def create(self, job: Job, tags: Mapping[str, str]) -> tuple[Job, bool]:
+        """Insert ``job``; if its account already has a job with the same
+        ``client_request_token``, insert nothing and return that job with ``False``."""
+        ...
+
+    async def get(self, account_id: str, region: str, job_id: str) -> Job | None:
+        """The job as its owner sees it, or ``None`` (other accounts/regions see nothing)."""
+        ...
+
+    async def get_by_id(self, job_id: str) -> Job | None:
+        """The job regardless of owner (for the engine)."""
+        ...
+
+    async def list_jobs(self, filter: JobFilter, page: PageRequest) -> list[Job]:
+        """Up to ``page.limit`` jobs matching ``filter``, ordered by (submit_time, job_id),
+        strictly after ``page.after`` in that order."""
+        ...
+
+    async def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        now: datetime,
+        expected: Collection[JobStatus] | None = None,
+        message: str | None = None,
+        end_time: datetime | None = None,
+    ) -> Job:
+        """Move the job to ``to`` if the lifecycle allows it from its current status (and the
+        current status is in ``expected``, when given). Records a :class:`JobEvent`.
+        Raises :class:`batchrock.jobs.InvalidTransition` otherwise, and ``LookupError`` for
+        an unknown job."""
+        ...
+
+    async def events(self, job_id: str) -> list[JobEvent]:
+        """The job's status history, oldest first (creation included)."""
+        ...
+
+    async def get_tags(self, job_id: str) -> dict[str, str]: ...
+
+    async def put_tags(self, job_id: str, tags: Mapping[str, str], *, max_tags: int) -> None:
+        """Add or overwrite tags. Raises ``OverflowError`` if the job would hold more than
+        ``max_tags`` tags (and changes nothing)."""
+        ...
+
+    async def remove_tags(self, job_id: str, keys: Collection[str]) -> None: ...
+
+    # --- the engine's side -------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        statuses: Collection[JobStatus],
+        *,
+        now: datetime,
+        lease_seconds: float,
+    ) -> Job | None:
+        """Atomically take the oldest job in ``statuses`` that no live worker holds (no lease,
+        or an expired one) and lease it to ``worker_id``. ``None`` when there is none."""
+        ...
+
+    async def renew(
+        self, job_id: str, worker_id: str, *, now: datetime, lease_seconds: float
+    ) -> bool:
+        """Extend the lease; ``False`` if ``worker_id`` no longer holds it."""
+        ...
+
+    async def release(self, job_id: str, worker_id: str) -> None:
+        """Give up the lease (no-op if not held)."""
+        ...
+
+    async def save_progress(
+        self,
+        job_id: str,
+        *,
+        counters: Counters,
+        now: datetime,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store the counters (and the engine's resume checkpoint, a JSON-able mapping)."""
+        ...
+
+    async def load_checkpoint(self, job_id: str) -> dict[str, Any] | None: ...
+
+    async def close(self) -> None: ...

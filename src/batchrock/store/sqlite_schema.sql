@@ -1,0 +1,74 @@
+-- batchrock SQLite schema. Applied with CREATE ... IF NOT EXISTS at every start;
+-- PRAGMA user_version records the schema version for future migrations.
+
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id                TEXT PRIMARY KEY,
+    account_id            TEXT NOT NULL,
+    region                TEXT NOT NULL,
+    name                  TEXT NOT NULL,
+    model_id              TEXT NOT NULL,
+    role_arn              TEXT NOT NULL,
+    client_request_token  TEXT,
+    status                TEXT NOT NULL,
+    message               TEXT,
+    -- Times are integer microseconds since the Unix epoch, UTC.
+    submit_time           INTEGER NOT NULL,
+    last_modified_time    INTEGER NOT NULL,
+    end_time              INTEGER,
+    expiration_time       INTEGER NOT NULL,
+    timeout_hours         INTEGER NOT NULL,
+    invocation_type       TEXT NOT NULL,
+    input_s3_uri          TEXT NOT NULL,
+    input_format          TEXT,
+    input_bucket_owner    TEXT,
+    output_s3_uri         TEXT NOT NULL,
+    output_kms_key_id     TEXT,
+    output_bucket_owner   TEXT,
+    -- JSON {"subnetIds": [...], "securityGroupIds": [...]} or NULL.
+    vpc_config            TEXT,
+    total_records         INTEGER NOT NULL DEFAULT 0,
+    processed_records     INTEGER NOT NULL DEFAULT 0,
+    success_records       INTEGER NOT NULL DEFAULT 0,
+    error_records         INTEGER NOT NULL DEFAULT 0,
+    input_tokens          INTEGER NOT NULL DEFAULT 0,
+    output_tokens         INTEGER NOT NULL DEFAULT 0,
+    -- The engine's lease: which worker runs the job, until when (microseconds).
+    lease_owner           TEXT,
+    lease_expires         INTEGER,
+    -- The engine's resume point (JSON).
+    checkpoint            TEXT
+);
+
+-- Idempotency: one job per (account, clientRequestToken).
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_token
+    ON jobs (account_id, client_request_token) WHERE client_request_token IS NOT NULL;
+
+-- Listing: keyset pagination over (submit_time, job_id) within an account and region,
+-- with or without a status filter.
+CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (account_id, region, submit_time, job_id);
+CREATE INDEX IF NOT EXISTS jobs_listing_by_status
+    ON jobs (account_id, region, status, submit_time, job_id);
+
+-- The engine claims the oldest job in a given status.
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, submit_time, job_id);
+
+-- nameContains: a trigram index over names, so substring search need not scan every job.
+-- Contentless (names live in jobs); rowid = jobs.rowid. Names never change after creation.
+CREATE VIRTUAL TABLE IF NOT EXISTS job_names USING fts5 (name, tokenize = 'trigram', content = '');
+
+CREATE TABLE IF NOT EXISTS job_events (
+    id           INTEGER PRIMARY KEY,
+    job_id       TEXT NOT NULL,
+    from_status  TEXT,
+    to_status    TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    message      TEXT
+);
+CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, id);
+
+CREATE TABLE IF NOT EXISTS job_tags (
+    job_id  TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (job_id, key)
+) WITHOUT ROWID;

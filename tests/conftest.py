@@ -1,0 +1,138 @@
+"""Shared fixtures: real `batchrock serve` processes on free loopback ports, and boto3 clients.
+
+def test_x(server_factory):
+    server = server_factory(engine=False)      # extra settings -> BATCHROCK_<NAME>
+    client = bedrock_client(server.url)
+    server.kill(); server.start()              # SIGKILL and restart, same port and data
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """One `batchrock serve` process and its data dir."""
+
+    def __init__(self, data_dir: Path, settings: dict[str, Any], log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
+        for name, value in self.settings.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"BATCHROCK_{name.upper()}"] = str(value)
+        return env
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = self._spawn(log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/_batchrock/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batchrock.admin",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    servers: list[ServerProcess] = []
+
+    def make(**settings: Any) -> ServerProcess:
+        root = tmp_path_factory.mktemp("server")
+        server = ServerProcess(root / "data", settings, root / "server.log")
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def bedrock_client(
+    url: str, region: str = "us-east-1", access_key: str = "AKIAEXAMPLE", **config: Any
+) -> Any:
+    """A real boto3 bedrock client pointed at ``url`` (no retries: tests see every answer)."""
+    session = boto3.session.Session(
+        aws_access_key_id=access_key, aws_secret_access_key="secret", region_name=region
+    )
+    return session.client(
+        "bedrock",
+        endpoint_url=url,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
+    )
