@@ -71,7 +71,9 @@ class JobService:
     async def create(self, caller: Caller, new: NewJob) -> tuple[Job, bool]:
         """Store a new job in Submitted; a repeated clientRequestToken returns the original
         job and creates nothing (the ``bool`` says whether a job was created)."""
+        # Keep what the wire shows (milliseconds), so time filters agree with listed times.
         now = self.clock.now()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         timeout = new.timeout_hours if new.timeout_hours is not None else jobs.DEFAULT_TIMEOUT_HOURS
         tags = dict(new.tags)
         if len(tags) > MAX_TAGS_PER_RESOURCE:
