@@ -1,0 +1,318 @@
+"""The JobStore contract: every store implementation runs this one suite.
+
+Add an implementation by subclassing :class:`StoreContract` with a ``store`` fixture (and a
+``second_store`` fixture: another connection to the same data, as a second process would have).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrock import jobs
+from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
+from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest
+from batchrock.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+S = JobStatus
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_job(n: int = 0, **changes: Any) -> Job:
+    submit = changes.pop("submit_time", T0 + timedelta(seconds=n))
+    base = Job(
+        job_id=changes.pop("job_id", f"job{n:09d}"),
+        account_id="123456789012",
+        region="us-east-1",
+        name=f"job-{n}",
+        model_id="amazon.titan-text-express-v1",
+        role_arn="arn:aws:iam::123456789012:role/R",
+        submit_time=submit,
+        last_modified_time=submit,
+        input_s3_uri="s3://bucket/in/",
+        output_s3_uri="s3://bucket/out/",
+        expiration_time=submit + timedelta(hours=24),
+    )
+    return base.evolve(**changes)
+
+
+def everyone(**kw: Any) -> JobFilter:
+    return JobFilter(account_id="123456789012", region="us-east-1", **kw)
+
+
+class StoreContract:
+    async def test_create_and_get_round_trip_every_field(self, store: JobStore) -> None:
+        job = make_job(
+            1,
+            client_request_token="tok-1",
+            message="",
+            input_bucket_owner="111122223333",
+            output_kms_key_id="alias/k",
+            output_bucket_owner="111122223333",
+            vpc_subnet_ids=("subnet-a", "subnet-b"),
+            vpc_security_group_ids=("sg-1",),
+            timeout_hours=168,
+            invocation_type="Converse",
+            counters=Counters(total=0, processed=0, success=0, error=0),
+        )
+        created, fresh = await store.create(job, {"team": "ml", "empty": ""})
+        assert fresh and created == job
+        assert await store.get("123456789012", "us-east-1", job.job_id) == job
+        assert await store.get_by_id(job.job_id) == job
+        assert await store.get_tags(job.job_id) == {"empty": "", "team": "ml"}
+
+    async def test_get_is_scoped_to_account_and_region(self, store: JobStore) -> None:
+        job = make_job(2)
+        await store.create(job, {})
+        assert await store.get("999999999999", "us-east-1", job.job_id) is None
+        assert await store.get("123456789012", "eu-west-1", job.job_id) is None
+        assert await store.get("123456789012", "us-east-1", "nosuchjob000") is None
+
+    async def test_client_request_token_is_unique_per_account(self, store: JobStore) -> None:
+        first, created = await store.create(make_job(3, client_request_token="same"), {})
+        again, created_again = await store.create(
+            make_job(4, client_request_token="same", name="other"), {"x": "y"}
+        )
+        assert created and not created_again
+        assert again == first
+        assert await store.get_tags(first.job_id) == {}
+        other_account = make_job(5, client_request_token="same", account_id="210987654321")
+        assert (await store.create(other_account, {}))[1]
+
+    async def test_list_orders_filters_and_pages(self, store: JobStore) -> None:
+        names = ["alpha-one", "beta-two", "ALPHA-three", "gamma", "alphabet"]
+        for i, name in enumerate(names):
+            await store.create(make_job(i, name=name), {})
+        await store.create(make_job(9, name="alpha-elsewhere", region="eu-west-1"), {})
+        asc = await store.list_jobs(everyone(), PageRequest(limit=10, descending=False))
+        assert [j.name for j in asc] == names
+        desc = await store.list_jobs(everyone(), PageRequest(limit=10))
+        assert [j.name for j in desc] == names[::-1]
+
+        alpha = await store.list_jobs(everyone(name_contains="alpha"), PageRequest(limit=10))
+        assert [j.name for j in alpha] == ["alphabet", "ALPHA-three", "alpha-one"]
+        short = await store.list_jobs(everyone(name_contains="a-"), PageRequest(limit=10))
+        assert {j.name for j in short} == {"alpha-one", "ALPHA-three", "beta-two"}
+
+        window = everyone(
+            submitted_after=T0 + timedelta(seconds=1), submitted_before=T0 + timedelta(seconds=4)
+        )
+        assert [j.name for j in await store.list_jobs(window, PageRequest(limit=10))] == [
+            "gamma",
+            "ALPHA-three",
+        ]
+
+        page1 = await store.list_jobs(everyone(), PageRequest(limit=2, descending=False))
+        cursor = Cursor(page1[-1].submit_time, page1[-1].job_id)
+        page2 = await store.list_jobs(
+            everyone(), PageRequest(limit=2, descending=False, after=cursor)
+        )
+        assert [j.name for j in page1 + page2] == names[:4]
+
+    async def test_keyset_breaks_submit_time_ties_by_id(self, store: JobStore) -> None:
+        for suffix in "cab":
+            await store.create(make_job(0, job_id=f"tie00000000{suffix}", submit_time=T0), {})
+        seen = []
+        after = None
+        while True:
+            page = await store.list_jobs(everyone(), PageRequest(limit=1, after=after))
+            if not page:
+                break
+            seen.append(page[0].job_id)
+            after = Cursor(page[0].submit_time, page[0].job_id)
+        assert seen == ["tie00000000c", "tie00000000b", "tie00000000a"]
+
+    async def test_status_filter(self, store: JobStore) -> None:
+        a, _ = await store.create(make_job(1), {})
+        await store.create(make_job(2), {})
+        await store.transition(a.job_id, S.VALIDATING, now=T0)
+        found = await store.list_jobs(everyone(status=S.VALIDATING), PageRequest(limit=10))
+        assert [j.job_id for j in found] == [a.job_id]
+
+    async def test_transitions_follow_the_lifecycle(self, store: JobStore) -> None:
+        job, _ = await store.create(make_job(1), {})
+        path = [S.VALIDATING, S.SCHEDULED, S.IN_PROGRESS, S.COMPLETED]
+        for i, status in enumerate(path, start=1):
+            job = await store.transition(job.job_id, status, now=T0 + timedelta(minutes=i))
+            assert job.status is status
+            assert job.last_modified_time == T0 + timedelta(minutes=i)
+        assert job.end_time == T0 + timedelta(minutes=4)
+        with pytest.raises(InvalidTransition) as exc:
+            await store.transition(job.job_id, S.STOPPING, now=T0)
+        assert exc.value.current is S.COMPLETED
+        events = await store.events(job.job_id)
+        assert [(e.from_status, e.to_status) for e in events] == [
+            (None, S.SUBMITTED),
+            (S.SUBMITTED, S.VALIDATING),
+            (S.VALIDATING, S.SCHEDULED),
+            (S.SCHEDULED, S.IN_PROGRESS),
+            (S.IN_PROGRESS, S.COMPLETED),
+        ]
+
+    async def test_illegal_moves_are_refused(self, store: JobStore) -> None:
+        job, _ = await store.create(make_job(1), {})
+        for target in (S.COMPLETED, S.IN_PROGRESS, S.PARTIALLY_COMPLETED):
+            with pytest.raises(InvalidTransition):
+                await store.transition(job.job_id, target, now=T0)
+        with pytest.raises(InvalidTransition):
+            await store.transition(job.job_id, S.VALIDATING, now=T0, expected={S.SCHEDULED})
+        with pytest.raises(LookupError):
+            await store.transition("nosuchjob000", S.VALIDATING, now=T0)
+        assert (await store.get_by_id(job.job_id)) == job
+
+    async def test_failure_message_and_end_time(self, store: JobStore) -> None:
+        job, _ = await store.create(make_job(1), {})
+        await store.transition(job.job_id, S.VALIDATING, now=T0)
+        failed = await store.transition(
+            job.job_id, S.FAILED, now=T0 + timedelta(seconds=5), message="No .jsonl files found"
+        )
+        assert failed.message == "No .jsonl files found"
+        assert failed.end_time == T0 + timedelta(seconds=5)
+
+    async def test_concurrent_writers_cannot_both_win(
+        self, store: JobStore, second_store: JobStore
+    ) -> None:
+        job, _ = await store.create(make_job(1), {})
+        await store.transition(job.job_id, S.VALIDATING, now=T0)
+        # A stop and the engine's next step race from the same observed status.
+        await second_store.transition(job.job_id, S.STOPPING, now=T0, expected={S.VALIDATING})
+        with pytest.raises(InvalidTransition):
+            await store.transition(job.job_id, S.SCHEDULED, now=T0, expected={S.VALIDATING})
+        assert (await store.get_by_id(job.job_id)).status is S.STOPPING  # type: ignore[union-attr]
+
+    async def test_claims_are_exclusive_and_leases_expire(
+        self, store: JobStore, second_store: JobStore
+    ) -> None:
+        older, _ = await store.create(make_job(1), {})
+        newer, _ = await store.create(make_job(2), {})
+        first = await store.claim("w1", {S.SUBMITTED}, now=T0, lease_seconds=30)
+        second = await second_store.claim("w2", {S.SUBMITTED}, now=T0, lease_seconds=30)
+        assert first is not None and second is not None
+        assert (first.job_id, second.job_id) == (older.job_id, newer.job_id)
+        assert await store.claim("w3", {S.SUBMITTED}, now=T0, lease_seconds=30) is None
+        # w1 dies; after its lease runs out another worker takes the job over.
+        later = T0 + timedelta(seconds=31)
+        assert await store.renew(newer.job_id, "w2", now=later, lease_seconds=30)
+        taken = await store.claim("w3", {S.SUBMITTED}, now=later, lease_seconds=30)
+        assert taken is not None and taken.job_id == older.job_id
+        assert not await store.renew(older.job_id, "w1", now=later, lease_seconds=30)
+        await store.release(older.job_id, "w3")
+        again = await store.claim("w4", {S.SUBMITTED}, now=later, lease_seconds=30)
+        assert again is not None and again.job_id == older.job_id
+
+    async def test_claim_only_matching_statuses(self, store: JobStore) -> None:
+        job, _ = await store.create(make_job(1), {})
+        assert await store.claim("w", {S.SCHEDULED}, now=T0, lease_seconds=5) is None
+        assert await store.claim("w", set(), now=T0, lease_seconds=5) is None
+        await store.transition(job.job_id, S.VALIDATING, now=T0)
+        claimed = await store.claim("w", {S.VALIDATING}, now=T0, lease_seconds=5)
+        assert claimed is not None and claimed.status is S.VALIDATING
+
+    async def test_finishing_releases_the_lease(self, store: JobStore) -> None:
+        job, _ = await store.create(make_job(1), {})
+        await store.claim("w", {S.SUBMITTED}, now=T0, lease_seconds=300)
+        await store.transition(job.job_id, S.STOPPING, now=T0)
+        await store.transition(job.job_id, S.STOPPED, now=T0)
+        assert not await store.renew(job.job_id, "w", now=T0, lease_seconds=300)
+
+    async def test_progress_and_checkpoint(self, store: JobStore) -> None:
+        job, _ = await store.create(make_job(1), {})
+        assert await store.load_checkpoint(job.job_id) is None
+        counters = Counters(total=10, processed=4, success=3, error=1, input_tokens=40)
+        await store.save_progress(
+            job.job_id, counters=counters, now=T0, checkpoint={"file": "a.jsonl", "line": 4}
+        )
+        got = await store.get_by_id(job.job_id)
+        assert got is not None and got.counters == counters
+        assert await store.load_checkpoint(job.job_id) == {"file": "a.jsonl", "line": 4}
+        # Counters alone leave the checkpoint in place.
+        await store.save_progress(job.job_id, counters=Counters(total=10, processed=5), now=T0)
+        assert await store.load_checkpoint(job.job_id) == {"file": "a.jsonl", "line": 4}
+
+    async def test_tags(self, store: JobStore) -> None:
+        job, _ = await store.create(make_job(1), {"a": "1"})
+        await store.put_tags(job.job_id, {"a": "2", "b": "3"}, max_tags=3)
+        assert await store.get_tags(job.job_id) == {"a": "2", "b": "3"}
+        with pytest.raises(OverflowError):
+            await store.put_tags(job.job_id, {"c": "", "d": ""}, max_tags=3)
+        assert await store.get_tags(job.job_id) == {"a": "2", "b": "3"}
+        await store.remove_tags(job.job_id, ["a", "zzz"])
+        assert await store.get_tags(job.job_id) == {"b": "3"}
+
+    async def test_every_status_round_trips(self, store: JobStore) -> None:
+        for i, status in enumerate(JobStatus):
+            job = make_job(i, status=status)
+            await store.create(job, {})
+            got = await store.get_by_id(job.job_id)
+            assert got is not None and got.status is status
+        assert jobs.TERMINAL <= set(JobStatus)
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[JobStore]:
+        store = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
+        yield store
+        await store.close()
+
+    @pytest.fixture
+    async def second_store(self, tmp_path: Path, store: JobStore) -> AsyncIterator[JobStore]:
+        other = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
+        yield other
+        await other.close()
+
+    async def test_reopening_keeps_everything(self, tmp_path: Path) -> None:
+        path = tmp_path / "reopen.sqlite3"
+        first = await SqliteStore.open(path)
+        job, _ = await first.create(make_job(1, client_request_token="t"), {"k": "v"})
+        await first.close()
+        second = await SqliteStore.open(path)
+        try:
+            assert await second.get_by_id(job.job_id) == job
+            assert await second.get_tags(job.job_id) == {"k": "v"}
+        finally:
+            await second.close()
+
+    async def test_many_processes_claim_each_job_once(self, tmp_path: Path) -> None:
+        path = tmp_path / "race.sqlite3"
+        seed = await SqliteStore.open(path)
+        for i in range(60):
+            await seed.create(make_job(i), {})
+        await seed.close()
+        script = (
+            "import asyncio, sys\n"
+            "from datetime import UTC, datetime\n"
+            "from pathlib import Path\n"
+            "from batchrock.jobs import JobStatus\n"
+            "from batchrock.store.sqlite import SqliteStore\n"
+            "async def main():\n"
+            "    store = await SqliteStore.open(Path(sys.argv[1]))\n"
+            "    while (job := await store.claim(sys.argv[2], {JobStatus.SUBMITTED},\n"
+            "            now=datetime.now(UTC), lease_seconds=600)) is not None:\n"
+            "        print(job.job_id, flush=True)\n"
+            "    await store.close()\n"
+            "asyncio.run(main())\n"
+        )
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", script, str(path), f"w{i}", stdout=asyncio.subprocess.PIPE
+            )
+            for i in range(4)
+        ]
+        outputs = await asyncio.gather(*(p.communicate() for p in procs))
+        assert all(p.returncode == 0 for p in procs)
+        claimed = [line for out, _ in outputs for line in out.decode().split()]
+        assert len(claimed) == 60 and len(set(claimed)) == 60
