@@ -132,4 +132,22 @@ class JobStore(Protocol):
 
     async def load_checkpoint(self, job_id: str) -> dict[str, Any] | None: ...
 
+    async def start_next(
+        self,
+        worker_id: str,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        max_in_progress: int,
+    ) -> Job | None:
+        """Atomically move the oldest Scheduled job that no live worker holds, and whose
+        (account, region, model) has fewer than ``max_in_progress`` jobs InProgress, to
+        InProgress (recording the event) and lease it to ``worker_id``. ``None`` when no
+        Scheduled job may start now."""
+        ...
+
+    async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:
+        """Up to ``limit`` jobs in ``statuses``, of any owner, oldest first (engine sweeps)."""
+        ...
+
     async def close(self) -> None: ...

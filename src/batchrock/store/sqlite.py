@@ -27,8 +27,6 @@ from batchrock.store.base import JobFilter, PageRequest
 
 SCHEMA_VERSION = 1
 
-# A nameContains pattern at least this long can use the trigram index.
-_TRIGRAM = 3
 # When the trigram index yields at most this many candidates, fetch them directly; otherwise the
 # pattern is common and walking the listing index in order finds a page of matches sooner.
 _SELECTIVE_CANDIDATES = 5000
@@ -93,6 +91,11 @@ def _row_to_job(row: sqlite3.Row) -> Job:
             output_tokens=row["output_tokens"],
         ),
     )
+
+
+def _tripled(text: str) -> str:
+    """Every character three times (see the job_names index in sqlite_schema.sql)."""
+    return "".join(ch * 3 for ch in text.lower())
 
 
 def _placeholders(n: int) -> str:
@@ -187,7 +190,8 @@ class SqliteStore:
                 ),
             )
             conn.execute(
-                "INSERT INTO job_names (rowid, name) VALUES (?, ?)", (cur.lastrowid, job.name)
+                "INSERT INTO job_names (rowid, name) VALUES (?, ?)",
+                (cur.lastrowid, _tripled(job.name)),
             )
             conn.execute(
                 "INSERT INTO job_events (job_id, from_status, to_status, at) VALUES (?, ?, ?, ?)",
@@ -249,9 +253,7 @@ class SqliteStore:
     def _name_candidates(self, needle: str) -> list[int] | None:
         """Rowids whose name may contain ``needle``, when the trigram index can narrow the
         search to a few; ``None`` when an ordered scan is the better plan."""
-        if len(needle) < _TRIGRAM:
-            return None
-        phrase = '"' + needle.replace('"', '""') + '"'
+        phrase = '"' + _tripled(needle).replace('"', '""') + '"'
         rows = self._conn.execute(
             "SELECT rowid FROM job_names WHERE job_names MATCH ? LIMIT ?",
             (phrase, _SELECTIVE_CANDIDATES + 1),
@@ -434,6 +436,60 @@ class SqliteStore:
             return None
         data: dict[str, Any] = orjson.loads(row["checkpoint"])
         return data
+
+    async def start_next(
+        self,
+        worker_id: str,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        max_in_progress: int,
+    ) -> Job | None:
+        micros = to_micros(now)
+        scheduled, running = JobStatus.SCHEDULED.value, JobStatus.IN_PROGRESS.value
+        with _write(self._conn):
+            # Counting and moving in one write transaction: two workers cannot both take the
+            # last free slot of a model.
+            row = self._conn.execute(
+                "SELECT job_id FROM jobs AS j WHERE status = ? "
+                "AND (lease_expires IS NULL OR lease_expires < ?) "
+                "AND (SELECT count(*) FROM jobs AS r WHERE r.status = ? "
+                "     AND r.account_id = j.account_id AND r.region = j.region "
+                "     AND r.model_id = j.model_id) < ? "
+                "ORDER BY submit_time, job_id LIMIT 1",
+                (scheduled, micros, running, max_in_progress),
+            ).fetchone()
+            if row is None:
+                return None
+            updated = self._conn.execute(
+                f"UPDATE jobs SET status = ?, last_modified_time = ?, lease_owner = ?, "
+                f"lease_expires = ? WHERE job_id = ? AND status = ? RETURNING {_JOB_COLUMNS}",
+                (
+                    running,
+                    micros,
+                    worker_id,
+                    micros + int(lease_seconds * 1_000_000),
+                    row["job_id"],
+                    scheduled,
+                ),
+            ).fetchone()
+            self._conn.execute(
+                "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
+                "VALUES (?, ?, ?, ?, NULL)",
+                (row["job_id"], scheduled, running, micros),
+            )
+        return _row_to_job(updated)
+
+    async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:
+        if not statuses:
+            return []
+        values = [s.value for s in statuses]
+        rows = self._conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({_placeholders(len(values))}) "
+            f"ORDER BY submit_time, job_id LIMIT ?",
+            (*values, limit),
+        ).fetchall()
+        return [_row_to_job(r) for r in rows]
 
     async def close(self) -> None:
         self._conn.close()

@@ -52,8 +52,12 @@ CREATE INDEX IF NOT EXISTS jobs_listing_by_status
 -- The engine claims the oldest job in a given status.
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, submit_time, job_id);
 
--- nameContains: a trigram index over names, so substring search need not scan every job.
--- Contentless (names live in jobs); rowid = jobs.rowid. Names never change after creation.
+-- nameContains: a trigram index, so substring search need not scan every job. It holds each
+-- name with every character written three times ("ab-1" -> "aaabbb---111"): then a pattern of
+-- any length, tripled the same way, is at least one trigram long, and an occurrence of the
+-- pattern in the name is an occurrence of the tripled pattern in the tripled name. (Plain
+-- trigrams cannot find patterns of 1-2 characters.) Candidates are re-checked against the
+-- name itself. Contentless; rowid = jobs.rowid; names never change after creation.
 CREATE VIRTUAL TABLE IF NOT EXISTS job_names USING fts5 (name, tokenize = 'trigram', content = '');
 
 CREATE TABLE IF NOT EXISTS job_events (
