@@ -120,6 +120,33 @@ class Settings:
         default=False,
         metadata=_meta("Address a custom endpoint as bucket.host instead of host/bucket."),
     )
+    time_scale: float = field(
+        default=1.0,
+        metadata=_meta("Speed-up of the service clock for timeouts and expiry (3600: 1 h = 1 s)."),
+    )
+    # --- model backends (see docs/models.md) ------------------------------------------------
+    models_config: Path | None = field(
+        default=None,
+        metadata=_meta("TOML file routing model ids to backends (see docs/models.md)."),
+    )
+    builtin_fallback: bool = field(
+        default=True,
+        metadata=_meta("Answer model ids that no route matches with the built-in model."),
+    )
+    builtin_latency_ms: float = field(
+        default=0.0, metadata=_meta("Built-in model: time each record takes, in milliseconds.")
+    )
+    builtin_error_rate: float = field(
+        default=0.0,
+        metadata=_meta("Built-in model: share of records (0-1) that fail with errorCode 500."),
+    )
+    builtin_throttle_rate: float = field(
+        default=0.0,
+        metadata=_meta("Built-in model: chance (0-1) that an attempt is throttled (429)."),
+    )
+    builtin_seed: int = field(
+        default=0, metadata=_meta("Built-in model: seed that varies its answers and draws.")
+    )
 
     @property
     def database_path(self) -> Path:

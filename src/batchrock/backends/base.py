@@ -40,9 +40,13 @@ class RecordError:
     retryable: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModelResult:
-    """The answer to one record: exactly one of ``output`` and ``error`` is set."""
+    """The answer to one record: exactly one of ``output`` and ``error`` is set.
+
+    Treat it as immutable. It is not ``frozen`` only because a frozen dataclass costs about a
+    microsecond more to build, and one is built for every record.
+    """
 
     output: dict[str, Any] | None = None
     error: RecordError | None = None

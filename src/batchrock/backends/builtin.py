@@ -1,0 +1,232 @@
+"""The built-in model: offline, deterministic, answers every family well-formed.
+
+It exists so the whole service can be exercised without a model server: the same record
+always gets the same answer (text derived from a hash of the input), token counts follow the
+usual four-characters-a-token rule, Titan embeddings have the requested dimension (normalized
+when asked, and texts sharing words point in similar directions), and a body that does not
+fit its family's schema becomes the 400 record error Bedrock would write.
+
+Knobs for exercising clients: a fixed per-record latency, an error rate (a deterministic share
+of records fails with errorCode 500, the same records on every run) and a throttling rate
+(each attempt is throttled with that probability; the retry layer retries, and a record still
+throttled after its last retry fails with errorCode 429).
+
+At zero latency the per-record cost is a few microseconds: everything that can be is
+precomputed at import time, and the hot path avoids allocation beyond the answer itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import zlib
+from collections.abc import Awaitable, Callable
+
+from batchrock.backends.base import ModelRequest, ModelResult, RecordError
+from batchrock.backends.families import BodyError, ChatFamily, family_for
+from batchrock.backends.neutral import (
+    ChatAnswer,
+    ChatRequest,
+    EmbedAnswer,
+    EmbedRequest,
+    ImagePart,
+    StopReason,
+    estimate_tokens,
+    request_text,
+)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+_VOCABULARY = (
+    "the model reads each record and writes an answer that depends only on its input so a "
+    "batch job can be checked line by line against the expected output while the service "
+    "moves through its states and counts tokens for the manifest data records prompts "
+    "results are stored in order with every identifier kept intact for later joins across "
+    "files buckets folders workers and retries when a request is throttled or slow the "
+    "engine waits then tries again until the deadline passes or an answer arrives"
+).split()
+
+
+def _build_corpus(words: int = 6000) -> tuple[str, list[int]]:
+    """A fixed pseudo-English text and the offset of each word in it."""
+    rng = random.Random(20240307)
+    pieces: list[str] = []
+    offsets: list[int] = []
+    position = 0
+    sentence_left = 0
+    for _ in range(words):
+        word = rng.choice(_VOCABULARY)
+        if sentence_left == 0:
+            word = word.capitalize()
+            sentence_left = rng.randint(6, 16)
+        sentence_left -= 1
+        if sentence_left == 0:
+            word += "."
+        offsets.append(position)
+        pieces.append(word)
+        position += len(word) + 1
+    offsets.append(position)
+    return " ".join(pieces) + " ", offsets
+
+
+_CORPUS, _OFFSETS = _build_corpus()
+_MAX_WORDS = 96
+_SPAN = len(_OFFSETS) - _MAX_WORDS - 1
+#: A pool of unit-variance floats; vectors are windows into it (no per-record RNG).
+_POOL_RNG = random.Random(7)
+_POOL = [_POOL_RNG.gauss(0.0, 1.0) for _ in range(8192 + 1536)]
+
+
+class BuiltinModel:
+    """Answers every record offline. Safe to share between jobs and tasks."""
+
+    def __init__(
+        self,
+        *,
+        latency_ms: float = 0.0,
+        error_rate: float = 0.0,
+        throttle_rate: float = 0.0,
+        seed: int = 0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        for name, rate in (("error_rate", error_rate), ("throttle_rate", throttle_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"builtin {name} must be between 0 and 1, got {rate}")
+        if latency_ms < 0:
+            raise ValueError(f"builtin latency_ms must not be negative, got {latency_ms}")
+        self.latency_ms = latency_ms
+        self.error_rate = error_rate
+        self.throttle_rate = throttle_rate
+        self.seed = seed
+        self._latency_s = latency_ms / 1000.0
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        # Error draws are a pure function of the record: its threshold on a 32-bit hash.
+        self._error_cut = int(error_rate * 0xFFFFFFFF)
+
+    def describe(self) -> str:
+        return (
+            f"built-in model (latency {self.latency_ms:g} ms, error rate {self.error_rate:g}, "
+            f"throttle rate {self.throttle_rate:g}, seed {self.seed})"
+        )
+
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        body = request.body
+        family = family_for(request.model_id, request.invocation_type, body)
+        if family is None:
+            return ModelResult(
+                error=RecordError(
+                    400,
+                    f"The built-in model cannot tell which request format model "
+                    f"'{request.model_id}' uses, and the modelInput matches none it knows. "
+                    "Route the model to a backend in the models config, or use a known model "
+                    "id.",
+                )
+            )
+        try:
+            parsed = family.parse(body)
+        except BodyError as exc:
+            return ModelResult(error=RecordError(exc.code, exc.message))
+        if self._latency_s:
+            await self._sleep(self._latency_s)
+        if self.throttle_rate and self._rng.random() < self.throttle_rate:
+            return ModelResult(
+                error=RecordError(
+                    429, "Too many requests, please wait before trying again.", retryable=True
+                )
+            )
+        if isinstance(family, ChatFamily):
+            assert isinstance(parsed, ChatRequest)
+            text = request_text(parsed)
+            key = zlib.crc32(text.encode()) ^ self.seed
+            if self._error_cut and self._fails(key, request.record_id):
+                return self._injected_error()
+            answer = self.chat(parsed, text, key)
+            output = family.render(answer, parsed, request.model_id)
+            return ModelResult(
+                output=output, input_tokens=answer.input_tokens, output_tokens=answer.output_tokens
+            )
+        assert isinstance(parsed, EmbedRequest)
+        key = zlib.crc32(parsed.text.encode()) ^ self.seed
+        if self._error_cut and self._fails(key, request.record_id):
+            return self._injected_error()
+        embedding = self.embed(parsed, family.default_dimensions)
+        return ModelResult(
+            output=family.render(embedding, parsed, request.model_id),
+            input_tokens=embedding.input_tokens,
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+    # --- the answers ------------------------------------------------------------------
+
+    def chat(self, request: ChatRequest, text: str, key: int) -> ChatAnswer:
+        words = 12 + key % 52
+        start = (key >> 6) % _SPAN
+        body = _CORPUS[_OFFSETS[start] : _OFFSETS[start + words] - 1]
+        reply = body[0].upper() + body[1:]
+        reason: StopReason = "end"
+        stop_sequence = None
+        for stop in request.stop:
+            at = reply.find(stop) if stop else -1
+            if at >= 0:
+                reply = reply[:at]
+                reason = "stop"
+                stop_sequence = stop
+        output_tokens = estimate_tokens(reply)
+        limit = request.max_tokens
+        if limit is not None and output_tokens > limit:
+            reply = reply[: limit * 4].rstrip()
+            output_tokens = limit
+            reason = "length"
+            stop_sequence = None
+        # Chat templates cost a few tokens a message on top of the text.
+        input_tokens = estimate_tokens(text)
+        for message in request.messages:
+            input_tokens += 3
+            for part in message.parts:
+                if type(part) is ImagePart:
+                    # About what a mid-sized picture costs on the hosted models.
+                    input_tokens += 1200
+        return ChatAnswer(
+            text=reply,
+            stop_reason=reason,
+            input_tokens=max(1, input_tokens),
+            output_tokens=output_tokens,
+            stop_sequence=stop_sequence,
+            latency_ms=int(self.latency_ms),
+        )
+
+    def embed(self, request: EmbedRequest, default_dimensions: int) -> EmbedAnswer:
+        size = request.dimensions or default_dimensions
+        vector = [0.0] * size
+        # Feature hashing: each word pushes a few fixed dimensions, so texts that share words
+        # get similar vectors; a small dense component keeps the vector from being sparse.
+        for word in request.text.lower().split():
+            h = zlib.crc32(word.encode())
+            vector[h % size] += 1.0 if h & 0x100000 else -1.0
+            vector[(h >> 11) % size] += 0.5 if h & 0x200000 else -0.5
+        start = zlib.crc32(request.text.encode()) % 8192
+        window = _POOL[start : start + size]
+        vector = [v + 0.05 * w for v, w in zip(vector, window, strict=True)]
+        if request.normalize:
+            norm = math.sqrt(math.fsum(v * v for v in vector)) or 1.0
+            vector = [v / norm for v in vector]
+        return EmbedAnswer(vector=vector, input_tokens=max(1, estimate_tokens(request.text)))
+
+    # --- injected failures ------------------------------------------------------------
+
+    def _fails(self, key: int, record_id: str) -> bool:
+        mixed = zlib.crc32(record_id.encode(), key & 0xFFFFFFFF)
+        return mixed < self._error_cut
+
+    def _injected_error(self) -> ModelResult:
+        return ModelResult(
+            error=RecordError(
+                500,
+                "The built-in model failed this record on purpose "
+                f"(builtin_error_rate={self.error_rate:g}).",
+            )
+        )

@@ -1,0 +1,120 @@
+"""Model families: which request/response layout a model id (or a Converse job) uses.
+
+:func:`family_for` maps a job's ``modelId`` and ``modelInvocationType`` to a family. It
+understands bare ids (``anthropic.claude-3-haiku-20240307-v1:0``), cross-region inference
+profiles (``us.anthropic...``, ``global.amazon.nova-2-lite-v1:0``) and ARNs of foundation
+models and inference profiles. For ids it cannot place (custom or imported models,
+application inference profiles, ids made up for local servers) :func:`sniff` recognises the
+family from the body itself.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from batchrock.backends.families.anthropic import AnthropicMessages
+from batchrock.backends.families.base import ChatFamily, EmbedFamily, Family
+from batchrock.backends.families.embeddings import TitanEmbedV1, TitanEmbedV2
+from batchrock.backends.families.nova import Converse, NovaMessages
+from batchrock.backends.families.prompt import MetaLlama, Mistral, TitanText
+from batchrock.backends.families.schema import BodyError
+
+__all__ = [
+    "FAMILIES",
+    "BodyError",
+    "ChatFamily",
+    "EmbedFamily",
+    "Family",
+    "base_model_id",
+    "family_for",
+    "family_for_id",
+    "sniff",
+]
+
+ANTHROPIC = AnthropicMessages()
+NOVA = NovaMessages()
+CONVERSE = Converse()
+TITAN_TEXT = TitanText()
+TITAN_EMBED_V1 = TitanEmbedV1()
+TITAN_EMBED_V2 = TitanEmbedV2()
+LLAMA = MetaLlama()
+MISTRAL = Mistral()
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (ANTHROPIC, NOVA, CONVERSE, TITAN_TEXT, TITAN_EMBED_V1, TITAN_EMBED_V2, LLAMA, MISTRAL)
+}
+
+_PROVIDERS = frozenset(
+    {"anthropic", "amazon", "meta", "mistral", "cohere", "ai21", "deepseek", "openai", "writer"}
+)
+#: (prefix of the base id, family), first match wins.
+_PREFIXES: tuple[tuple[str, Family], ...] = (
+    ("anthropic.", ANTHROPIC),
+    ("amazon.nova", NOVA),
+    ("amazon.titan-text", TITAN_TEXT),
+    ("amazon.titan-tg1", TITAN_TEXT),
+    ("amazon.titan-embed-text-v2", TITAN_EMBED_V2),
+    ("amazon.titan-embed-text-v1", TITAN_EMBED_V1),
+    ("amazon.titan-embed-g1-text", TITAN_EMBED_V1),
+    ("meta.llama", LLAMA),
+    ("mistral.", MISTRAL),
+)
+
+
+@lru_cache(maxsize=1024)
+def base_model_id(model_id: str) -> str:
+    """The foundation-model id inside an ARN or a cross-region inference profile id.
+
+    ``arn:aws:bedrock:us-east-1::foundation-model/meta.llama3-8b-instruct-v1:0`` and
+    ``us.meta.llama3-8b-instruct-v1:0`` both give ``meta.llama3-8b-instruct-v1:0``.
+    """
+    model = model_id
+    if model.startswith("arn:"):
+        model = model.rsplit("/", 1)[-1]
+    head, dot, rest = model.partition(".")
+    if dot and head not in _PROVIDERS and rest.partition(".")[0] in _PROVIDERS:
+        # A geography prefix (us., eu., apac., global. ...) of an inference profile.
+        model = rest
+    return model
+
+
+@lru_cache(maxsize=1024)
+def family_for_id(model_id: str) -> Family | None:
+    """The InvokeModel family of ``model_id``, or ``None`` when the id says nothing."""
+    base = base_model_id(model_id)
+    for prefix, family in _PREFIXES:
+        if base.startswith(prefix):
+            return family
+    return None
+
+
+def family_for(model_id: str, invocation_type: str, body: Any = None) -> Family | None:
+    """The family a record is parsed with. Converse jobs use the Converse shape for every
+    model; otherwise the id decides, and the body when the id is not a known one."""
+    if invocation_type == "Converse":
+        return CONVERSE
+    family = family_for_id(model_id)
+    if family is None and type(body) is dict:
+        return sniff(body)
+    return family
+
+
+def sniff(body: dict[str, Any]) -> Family | None:
+    """Recognise a family from the members of an InvokeModel body."""
+    if "anthropic_version" in body:
+        return ANTHROPIC
+    if "messages" in body:
+        return NOVA
+    if "inputText" in body:
+        if "textGenerationConfig" in body:
+            return TITAN_TEXT
+        if {"dimensions", "normalize", "embeddingTypes"} & body.keys():
+            return TITAN_EMBED_V2
+        return TITAN_TEXT
+    if "prompt" in body:
+        if "max_gen_len" in body:
+            return LLAMA
+        return MISTRAL if {"max_tokens", "stop", "top_k"} & body.keys() else LLAMA
+    return None

@@ -1,0 +1,258 @@
+"""Anthropic Claude, Messages API (``anthropic.claude-*``).
+
+Request: ``anthropic_version`` (``bedrock-2023-05-31``), ``max_tokens`` and ``messages`` are
+required; ``system`` (text or text blocks), ``temperature``, ``top_p``, ``top_k``,
+``stop_sequences`` and tool/thinking members are optional. Response: a ``message`` object with
+text content blocks, ``stop_reason`` and ``usage``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from batchrock.backends.families.base import ChatFamily, stable_id
+from batchrock.backends.families.schema import Checker
+from batchrock.backends.neutral import (
+    ChatAnswer,
+    ChatRequest,
+    ImagePart,
+    Message,
+    Part,
+    Role,
+    TextPart,
+)
+
+_TOP = frozenset(
+    {
+        "anthropic_version",
+        "anthropic_beta",
+        "max_tokens",
+        "system",
+        "messages",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "thinking",
+    }
+)
+_REQUIRED = ("anthropic_version", "max_tokens", "messages")
+#: Members the neutral form does not carry; a backend that cannot serve them says so.
+_EXTRAS = ("tools", "tool_choice", "thinking")
+_ROLES = ("user", "assistant")
+_MESSAGE = frozenset({"role", "content"})
+_SYSTEM_BLOCK = frozenset({"type", "text", "cache_control"})
+_TEXT_BLOCK = frozenset({"type", "text", "cache_control", "citations"})
+_IMAGE_BLOCK = frozenset({"type", "source", "cache_control"})
+_SOURCE = frozenset({"type", "media_type", "data"})
+_BLOCK_TYPES = (
+    "text",
+    "image",
+    "document",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+)
+_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_STOP = {"end": "end_turn", "length": "max_tokens", "stop": "stop_sequence"}
+
+
+class AnthropicMessages(ChatFamily):
+    name = "anthropic-messages"
+
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        # Most records are plain text conversations: take them in one straight pass, and
+        # leave everything else (and every malformed body) to the checked path.
+        request = _fast_parse(body)
+        if request is not None:
+            return request
+        return self._checked_parse(body)
+
+    def _checked_parse(self, body: dict[str, Any]) -> ChatRequest:
+        c = Checker()
+        c.top(body, _REQUIRED, _TOP)
+        c.string(body, "anthropic_version", "#", enum=("bedrock-2023-05-31",))
+        max_tokens = c.integer(body, "max_tokens", "#", minimum=1)
+        temperature = c.number(body, "temperature", "#", 0, 1)
+        top_p = c.number(body, "top_p", "#", 0, 1)
+        top_k = c.integer(body, "top_k", "#", minimum=0)
+        stop = c.strings(body, "stop_sequences", "#")
+        system = self._system(c, body.get("system"))
+        messages = []
+        for index, raw in enumerate(c.array(body, "messages", "#", min_items=1)):
+            message = self._message(c, raw, f"#/messages/{index}")
+            if message is not None:
+                messages.append(message)
+        c.done()
+        extras = tuple(key for key in _EXTRAS if key in body)
+        return ChatRequest(
+            messages=tuple(messages),
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            extras=extras,
+        )
+
+    @staticmethod
+    def _system(c: Checker, value: Any) -> str:
+        if value is None:
+            return ""
+        if type(value) is str:
+            return value
+        if type(value) is not list:
+            c.type_error("#/system", "String", value)
+            return ""
+        texts = []
+        for index, block in enumerate(value):
+            path = f"#/system/{index}"
+            if c.obj(block, path, ("type", "text"), _SYSTEM_BLOCK):
+                c.string(block, "type", path, enum=("text",))
+                text = c.string(block, "text", path)
+                if text is not None:
+                    texts.append(text)
+        return "\n".join(texts)
+
+    def _message(self, c: Checker, raw: Any, path: str) -> Message | None:
+        if not c.obj(raw, path, ("role", "content"), _MESSAGE):
+            return None
+        role = c.string(raw, "role", path, enum=_ROLES)
+        content = raw.get("content")
+        parts: list[Part] = []
+        if type(content) is str:
+            parts.append(TextPart(content))
+        elif type(content) is list:
+            for index, block in enumerate(content):
+                part = self._block(c, block, f"{path}/content/{index}")
+                if part is not None:
+                    parts.append(part)
+        elif content is not None:
+            c.type_error(f"{path}/content", "JSONArray", content)
+        if role is None:
+            return None
+        checked: Role = "user" if role == "user" else "assistant"
+        return Message(checked, tuple(parts))
+
+    @staticmethod
+    def _block(c: Checker, block: Any, path: str) -> Part | None:
+        if not c.obj(block, path, ("type",)):
+            return None
+        kind = c.string(block, "type", path, enum=_BLOCK_TYPES)
+        if kind == "text":
+            c.obj(block, path, ("text",), _TEXT_BLOCK)
+            text = c.string(block, "text", path)
+            return None if text is None else TextPart(text)
+        if kind == "image":
+            c.obj(block, path, ("source",), _IMAGE_BLOCK)
+            source = block.get("source")
+            where = f"{path}/source"
+            if source is None or not c.obj(source, where, ("type", "media_type", "data"), _SOURCE):
+                return None
+            c.string(source, "type", where, enum=("base64",))
+            media = c.string(source, "media_type", where, enum=_MEDIA_TYPES)
+            data = c.string(source, "data", where)
+            if media is None or data is None:
+                return None
+            return ImagePart(media, data)
+        # Tool results, documents and thinking blocks carry no text the neutral form keeps;
+        # their text (if any) still counts towards the prompt.
+        text = block.get("text") or block.get("content")
+        return TextPart(text) if type(text) is str else None
+
+    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        seed = f"{answer.input_tokens}:{answer.text[:64]}"
+        return {
+            "id": "msg_bdrk_01" + stable_id(seed, 22),
+            "type": "message",
+            "role": "assistant",
+            "model": _served_name(model_id),
+            "content": [{"type": "text", "text": answer.text}],
+            "stop_reason": _STOP[answer.stop_reason],
+            "stop_sequence": answer.stop_sequence if answer.stop_reason == "stop" else None,
+            "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
+        }
+
+
+def _fast_parse(body: Any) -> ChatRequest | None:
+    """The common well-formed shape, or ``None`` to fall back to the checked parser."""
+    if (
+        type(body) is not dict
+        or not body.keys() <= _TOP
+        or body.get("anthropic_version") != "bedrock-2023-05-31"
+    ):
+        return None
+    max_tokens = body.get("max_tokens")
+    raw_messages = body.get("messages")
+    if type(max_tokens) is not int or max_tokens < 1 or type(raw_messages) is not list:
+        return None
+    messages = []
+    for raw in raw_messages:
+        if type(raw) is not dict or len(raw) != 2:
+            return None
+        role = raw.get("role")
+        content = raw.get("content")
+        if role != "user" and role != "assistant":
+            return None
+        if type(content) is str:
+            parts: tuple[Part, ...] = (TextPart(content),)
+        elif type(content) is list:
+            blocks: list[Part] = []
+            for block in content:
+                if (
+                    type(block) is not dict
+                    or block.get("type") != "text"
+                    or type(block.get("text")) is not str
+                    or not block.keys() <= _TEXT_BLOCK
+                ):
+                    return None
+                blocks.append(TextPart(block["text"]))
+            parts = tuple(blocks)
+        else:
+            return None
+        messages.append(Message(role, parts))
+    if not messages:
+        return None
+    params: list[float | None] = []
+    for key in ("temperature", "top_p"):
+        value = body.get(key)
+        if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
+            return None
+        params.append(value)
+    top_k = body.get("top_k")
+    system = body.get("system", "")
+    stop = body.get("stop_sequences", ())
+    if (
+        (top_k is not None and (type(top_k) is not int or top_k < 0))
+        or type(system) is not str
+        or (stop and (type(stop) is not list or any(type(s) is not str for s in stop)))
+    ):
+        return None
+    return ChatRequest(
+        messages=tuple(messages),
+        system=system,
+        max_tokens=max_tokens,
+        temperature=params[0],
+        top_p=params[1],
+        top_k=top_k,
+        stop=tuple(stop),
+        extras=tuple(key for key in _EXTRAS if key in body),
+    )
+
+
+@lru_cache(maxsize=256)
+def _served_name(model_id: str) -> str:
+    """``anthropic.claude-3-haiku-20240307-v1:0`` -> ``claude-3-haiku-20240307``."""
+    name = model_id.rsplit("/", 1)[-1]
+    if "anthropic." in name:
+        name = name.split("anthropic.", 1)[1]
+    head, sep, tail = name.rpartition("-v")
+    if sep and tail[:1].isdigit():
+        return head
+    return name

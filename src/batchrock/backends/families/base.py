@@ -1,0 +1,55 @@
+"""What a model family is: a request schema and a response layout."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+from batchrock.backends.neutral import ChatAnswer, ChatRequest, EmbedAnswer, EmbedRequest
+
+
+class ChatFamily(ABC):
+    """A text-generation family: parses its body into a :class:`ChatRequest` and renders a
+    :class:`ChatAnswer` back into its own response body."""
+
+    kind: ClassVar[Literal["chat"]] = "chat"
+    #: Stable short name, shown by ``batchrock models`` and in docs/models.md.
+    name: ClassVar[str]
+
+    @abstractmethod
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        """Validate and translate ``body``; raise ``BodyError`` when it does not fit."""
+
+    @abstractmethod
+    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        """The response body Bedrock would return for ``answer``."""
+
+
+class EmbedFamily(ABC):
+    """An embedding family."""
+
+    kind: ClassVar[Literal["embed"]] = "embed"
+    name: ClassVar[str]
+    #: The vector size when the body does not choose one.
+    default_dimensions: ClassVar[int]
+
+    @abstractmethod
+    def parse(self, body: dict[str, Any]) -> EmbedRequest: ...
+
+    @abstractmethod
+    def render(
+        self, answer: EmbedAnswer, request: EmbedRequest, model_id: str
+    ) -> dict[str, Any]: ...
+
+
+Family = ChatFamily | EmbedFamily
+
+_ID_CHARS = bytes.maketrans(b"+/", b"xQ")
+
+
+def stable_id(text: str, length: int) -> str:
+    """A deterministic alphanumeric id (at most 24 characters) derived from ``text``."""
+    digest = hashlib.blake2s(text.encode(), digest_size=18).digest()
+    return base64.b64encode(digest)[:length].translate(_ID_CHARS).decode()

@@ -1,0 +1,322 @@
+"""Amazon Nova (``amazon.nova-*``, InvokeModel) and the Converse shape (any model).
+
+Both use the same message layout: ``messages[].content[]`` blocks keyed by kind (``text``,
+``image``, ``video``, ``document`` ...), ``system`` as text blocks and ``inferenceConfig``. They
+differ in three ways: Nova's InvokeModel body also accepts ``schemaVersion`` and the snake_case
+parameter names of the first Nova release; Converse takes ``topK`` through
+``additionalModelRequestFields``, rejects ``toolConfig`` in batch jobs (Bedrock fails such a
+record with 400), and reports violations in the AWS validation style; the Converse response
+carries ``metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchrock.backends.families.base import ChatFamily
+from batchrock.backends.families.schema import BodyError, Checker
+from batchrock.backends.neutral import ChatAnswer, ChatRequest, ImagePart, Message, Part, TextPart
+
+_ROLES = ("user", "assistant")
+_MESSAGE = frozenset({"role", "content"})
+_IMAGE = frozenset({"format", "source"})
+_SOURCE = frozenset({"bytes", "s3Location"})
+_IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
+_BLOCK_KINDS = frozenset(
+    {
+        "text",
+        "image",
+        "video",
+        "audio",
+        "document",
+        "toolUse",
+        "toolResult",
+        "reasoningContent",
+        "cachePoint",
+        "guardContent",
+    }
+)
+_STOP = {"end": "end_turn", "length": "max_tokens", "stop": "stop_sequence"}
+
+
+class _MessagesShape(ChatFamily):
+    """The parsing both shapes share; subclasses choose the top level and the style."""
+
+    def _system(self, c: Checker, body: dict[str, Any]) -> str:
+        root = c.root()
+        texts = []
+        for index, block in enumerate(c.array(body, "system", root)):
+            path = c.child(c.child(root, "system"), index)
+            if c.obj(block, path) and "text" in block:
+                text = c.string(block, "text", path)
+                if text is not None:
+                    texts.append(text)
+        return "\n".join(texts)
+
+    def _messages(self, c: Checker, body: dict[str, Any], extras: set[str]) -> list[Message]:
+        root = c.root()
+        messages = []
+        where = c.child(root, "messages")
+        for index, raw in enumerate(c.array(body, "messages", root, min_items=1)):
+            path = c.child(where, index)
+            if not c.obj(raw, path, ("role", "content"), _MESSAGE):
+                continue
+            role = c.string(raw, "role", path, enum=_ROLES)
+            parts: list[Part] = []
+            content_path = c.child(path, "content")
+            for block_index, block in enumerate(c.array(raw, "content", path)):
+                part = self._block(c, block, c.child(content_path, block_index), extras)
+                if part is not None:
+                    parts.append(part)
+            if role is not None:
+                messages.append(Message("user" if role == "user" else "assistant", tuple(parts)))
+        return messages
+
+    def _block(self, c: Checker, block: Any, path: str, extras: set[str]) -> Part | None:
+        if not c.obj(block, path, (), _BLOCK_KINDS):
+            return None
+        if "text" in block:
+            text = c.string(block, "text", path)
+            return None if text is None else TextPart(text)
+        if "image" in block:
+            return self._image(c, block["image"], c.child(path, "image"), extras)
+        for kind in ("video", "audio", "document", "toolUse", "toolResult", "reasoningContent"):
+            if kind in block:
+                extras.add(kind)
+        return None
+
+    def _image(self, c: Checker, image: Any, path: str, extras: set[str]) -> Part | None:
+        if not c.obj(image, path, ("format", "source"), _IMAGE):
+            return None
+        fmt = c.string(image, "format", path, enum=_IMAGE_FORMATS)
+        source = image.get("source")
+        where = c.child(path, "source")
+        if source is None or not c.obj(source, where, (), _SOURCE):
+            return None
+        if "s3Location" in source:
+            # Media in S3 is read by the model service itself; a backend without S3 access
+            # reports it instead of answering without the image.
+            extras.add("s3Location")
+            return None
+        data = c.string(source, "bytes", where)
+        if data is None or fmt is None:
+            if data is None and "bytes" not in source:
+                c.fail(where, "required key [bytes] not found")
+            return None
+        return ImagePart("image/" + fmt, data)
+
+    def _params(self, c: Checker, config: dict[str, Any], path: str) -> dict[str, Any]:
+        return {
+            "max_tokens": c.integer(config, "maxTokens", path, minimum=1),
+            "temperature": c.number(config, "temperature", path, 0, 1),
+            "top_p": c.number(config, "topP", path, 0, 1),
+            "stop": c.strings(config, "stopSequences", path),
+        }
+
+
+class NovaMessages(_MessagesShape):
+    name = "amazon-nova"
+
+    _top = frozenset({"schemaVersion", "system", "messages", "inferenceConfig", "toolConfig"})
+    _config = frozenset(
+        {
+            "maxTokens",
+            "max_new_tokens",
+            "temperature",
+            "topP",
+            "top_p",
+            "topK",
+            "top_k",
+            "stopSequences",
+            "reasoningConfig",
+        }
+    )
+
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        request = _fast_parse(body, self._top)
+        if request is not None:
+            return request
+        c = Checker()
+        c.top(body, ("messages",), self._top)
+        c.string(body, "schemaVersion", "#", enum=("messages-v1",))
+        extras: set[str] = set()
+        system = self._system(c, body)
+        messages = self._messages(c, body, extras)
+        params: dict[str, Any] = {"stop": ()}
+        config = body.get("inferenceConfig")
+        if config is not None and c.obj(config, "#/inferenceConfig", (), self._config):
+            path = "#/inferenceConfig"
+            params = self._params(c, config, path)
+            # The first Nova release documented snake_case names; both are accepted.
+            if params["max_tokens"] is None:
+                params["max_tokens"] = c.integer(config, "max_new_tokens", path, minimum=1)
+            if params["top_p"] is None:
+                params["top_p"] = c.number(config, "top_p", path, 0, 1)
+            params["top_k"] = c.integer(config, "topK", path, minimum=0)
+            if params["top_k"] is None:
+                params["top_k"] = c.integer(config, "top_k", path, minimum=0)
+            if "reasoningConfig" in config:
+                extras.add("reasoningConfig")
+        c.done()
+        if "toolConfig" in body:
+            extras.add("toolConfig")
+        return ChatRequest(
+            messages=tuple(messages), system=system, extras=tuple(sorted(extras)), **params
+        )
+
+    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        return {
+            "output": {"message": {"content": [{"text": answer.text}], "role": "assistant"}},
+            "stopReason": _STOP[answer.stop_reason],
+            "usage": {
+                "inputTokens": answer.input_tokens,
+                "outputTokens": answer.output_tokens,
+                "totalTokens": answer.input_tokens + answer.output_tokens,
+                "cacheReadInputTokenCount": 0,
+                "cacheWriteInputTokenCount": 0,
+            },
+        }
+
+
+class Converse(_MessagesShape):
+    name = "converse"
+
+    _top = frozenset(
+        {
+            "messages",
+            "system",
+            "inferenceConfig",
+            "toolConfig",
+            "guardrailConfig",
+            "additionalModelRequestFields",
+            "promptVariables",
+            "additionalModelResponseFieldPaths",
+            "requestMetadata",
+            "performanceConfig",
+        }
+    )
+    _config = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
+
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        if type(body) is dict and "toolConfig" in body:
+            raise BodyError(
+                "Tool use (toolConfig) is not supported for batch inference jobs whose "
+                "modelInvocationType is Converse. Remove toolConfig from the record, or use an "
+                "InvokeModel job with the model's native tool format."
+            )
+        request = _fast_parse(body, self._top)
+        if request is not None:
+            return request
+        c = Checker("converse")
+        c.top(body, ("messages",), self._top)
+        extras: set[str] = set()
+        system = self._system(c, body)
+        messages = self._messages(c, body, extras)
+        params: dict[str, Any] = {"stop": ()}
+        config = body.get("inferenceConfig")
+        if config is not None and c.obj(config, "inferenceConfig", (), self._config):
+            params = self._params(c, config, "inferenceConfig")
+        additional = body.get("additionalModelRequestFields")
+        if type(additional) is dict:
+            params["top_k"] = _top_k(additional)
+        c.done()
+        if messages and messages[0].role != "user":
+            raise BodyError(
+                "A conversation must start with a user message. Try again with a conversation "
+                "that starts with a user message."
+            )
+        return ChatRequest(
+            messages=tuple(messages), system=system, extras=tuple(sorted(extras)), **params
+        )
+
+    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        return {
+            "output": {"message": {"role": "assistant", "content": [{"text": answer.text}]}},
+            "stopReason": _STOP[answer.stop_reason],
+            "usage": {
+                "inputTokens": answer.input_tokens,
+                "outputTokens": answer.output_tokens,
+                "totalTokens": answer.input_tokens + answer.output_tokens,
+            },
+            "metrics": {"latencyMs": answer.latency_ms},
+        }
+
+
+_FAST_TOP = frozenset({"schemaVersion", "system", "messages", "inferenceConfig"})
+_FAST_CONFIG = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
+
+
+def _fast_parse(body: Any, allowed: frozenset[str]) -> ChatRequest | None:
+    """Text-only conversations with camelCase parameters in one pass; ``None`` otherwise
+    (the checked parser then handles the record, including every malformed one)."""
+    if type(body) is not dict or not body.keys() <= _FAST_TOP or not body.keys() <= allowed:
+        return None
+    if body.get("schemaVersion", "messages-v1") != "messages-v1":
+        return None
+    raw_messages = body.get("messages")
+    if type(raw_messages) is not list or not raw_messages:
+        return None
+    messages = []
+    for raw in raw_messages:
+        if type(raw) is not dict or len(raw) != 2:
+            return None
+        role = raw.get("role")
+        content = raw.get("content")
+        if (role != "user" and role != "assistant") or type(content) is not list:
+            return None
+        parts: list[Part] = []
+        for block in content:
+            if type(block) is not dict or len(block) != 1 or type(block.get("text")) is not str:
+                return None
+            parts.append(TextPart(block["text"]))
+        messages.append(Message(role, tuple(parts)))
+    if messages[0].role != "user":
+        return None
+    system = ""
+    raw_system = body.get("system")
+    if raw_system is not None:
+        if type(raw_system) is not list:
+            return None
+        texts = []
+        for block in raw_system:
+            if type(block) is not dict or len(block) != 1 or type(block.get("text")) is not str:
+                return None
+            texts.append(block["text"])
+        system = "\n".join(texts)
+    config = body.get("inferenceConfig")
+    if config is None:
+        return ChatRequest(messages=tuple(messages), system=system)
+    if type(config) is not dict or not config.keys() <= _FAST_CONFIG:
+        return None
+    max_tokens = config.get("maxTokens")
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        return None
+    params: list[float | None] = []
+    for key in ("temperature", "topP"):
+        value = config.get(key)
+        if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
+            return None
+        params.append(value)
+    stop = config.get("stopSequences", ())
+    if stop and (type(stop) is not list or any(type(s) is not str for s in stop)):
+        return None
+    return ChatRequest(
+        messages=tuple(messages),
+        system=system,
+        max_tokens=max_tokens,
+        temperature=params[0],
+        top_p=params[1],
+        stop=tuple(stop),
+    )
+
+
+def _top_k(additional: dict[str, Any]) -> int | None:
+    """``top_k`` as models take it in ``additionalModelRequestFields`` (several spellings)."""
+    for key in ("top_k", "topK"):
+        value = additional.get(key)
+        if type(value) is int:
+            return value
+    nested = additional.get("inferenceConfig")
+    if type(nested) is dict and type(nested.get("topK")) is int:
+        return int(nested["topK"])
+    return None

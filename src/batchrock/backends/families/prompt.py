@@ -1,0 +1,124 @@
+"""Families whose body is one prompt string: Titan Text, Meta Llama, Mistral.
+
+The prompt already carries the model's chat template (``<|begin_of_text|>...`` for Llama,
+``<s>[INST] ... [/INST]`` for Mistral), so backends send it as a raw completion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from batchrock.backends.families.base import ChatFamily
+from batchrock.backends.families.schema import Checker
+from batchrock.backends.neutral import ChatAnswer, ChatRequest
+
+
+class TitanText(ChatFamily):
+    """``amazon.titan-text-*``: ``inputText`` plus ``textGenerationConfig``."""
+
+    name = "amazon-titan-text"
+    _top = frozenset({"inputText", "textGenerationConfig"})
+    _config = frozenset({"temperature", "topP", "maxTokenCount", "stopSequences"})
+    _reason: ClassVar[dict[str, str]] = {
+        "end": "FINISH",
+        "length": "LENGTH",
+        "stop": "STOP_CRITERIA_MET",
+    }
+
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        c = Checker()
+        c.top(body, ("inputText",), self._top)
+        prompt = c.string(body, "inputText", "#")
+        params: dict[str, Any] = {}
+        config = body.get("textGenerationConfig")
+        path = "#/textGenerationConfig"
+        if config is not None and c.obj(config, path, (), self._config):
+            params = {
+                "temperature": c.number(config, "temperature", path, 0, 1),
+                "top_p": c.number(config, "topP", path, 0, 1),
+                "max_tokens": c.integer(config, "maxTokenCount", path, 0, 8192),
+                "stop": c.strings(config, "stopSequences", path),
+            }
+        c.done()
+        return ChatRequest(prompt=prompt or "", **params)
+
+    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        return {
+            "inputTextTokenCount": answer.input_tokens,
+            "results": [
+                {
+                    "tokenCount": answer.output_tokens,
+                    "outputText": answer.text,
+                    "completionReason": self._reason[answer.stop_reason],
+                }
+            ],
+        }
+
+
+class MetaLlama(ChatFamily):
+    """``meta.llama*``: ``prompt``, ``temperature``, ``top_p``, ``max_gen_len``."""
+
+    name = "meta-llama"
+    _top = frozenset({"prompt", "temperature", "top_p", "max_gen_len", "images"})
+
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        c = Checker()
+        c.top(body, ("prompt",), self._top)
+        prompt = c.string(body, "prompt", "#")
+        temperature = c.number(body, "temperature", "#", 0, 1)
+        top_p = c.number(body, "top_p", "#", 0, 1)
+        max_tokens = c.integer(body, "max_gen_len", "#", 1, 2048)
+        images = c.strings(body, "images", "#")
+        c.done()
+        return ChatRequest(
+            prompt=prompt or "",
+            temperature=temperature,
+            top_p=top_p,
+            # Bedrock's documented default for max_gen_len.
+            max_tokens=512 if max_tokens is None else max_tokens,
+            extras=("images",) if images else (),
+        )
+
+    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        return {
+            "generation": answer.text,
+            "prompt_token_count": answer.input_tokens,
+            "generation_token_count": answer.output_tokens,
+            "stop_reason": "length" if answer.stop_reason == "length" else "stop",
+        }
+
+
+class Mistral(ChatFamily):
+    """``mistral.*`` text completion: ``prompt``, ``max_tokens``, ``stop`` ... -> ``outputs``."""
+
+    name = "mistral"
+    _top = frozenset({"prompt", "max_tokens", "stop", "temperature", "top_p", "top_k"})
+
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        c = Checker()
+        c.top(body, ("prompt",), self._top)
+        prompt = c.string(body, "prompt", "#")
+        max_tokens = c.integer(body, "max_tokens", "#", minimum=1)
+        stop = c.strings(body, "stop", "#")
+        temperature = c.number(body, "temperature", "#", 0, 1)
+        top_p = c.number(body, "top_p", "#", 0, 1)
+        top_k = c.integer(body, "top_k", "#", 1, 200)
+        c.done()
+        return ChatRequest(
+            prompt=prompt or "",
+            max_tokens=max_tokens,
+            stop=stop,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+        )
+
+    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        return {
+            "outputs": [
+                {
+                    "text": answer.text,
+                    "stop_reason": "length" if answer.stop_reason == "length" else "stop",
+                }
+            ]
+        }

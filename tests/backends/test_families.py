@@ -1,0 +1,424 @@
+"""Each family against request/response pairs shaped like the providers' documentation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from batchrock.backends.families import (
+    ANTHROPIC,
+    CONVERSE,
+    LLAMA,
+    MISTRAL,
+    NOVA,
+    TITAN_EMBED_V1,
+    TITAN_EMBED_V2,
+    TITAN_TEXT,
+    BodyError,
+    base_model_id,
+    family_for,
+    family_for_id,
+    sniff,
+)
+from batchrock.backends.neutral import (
+    ChatAnswer,
+    ChatRequest,
+    EmbedAnswer,
+    EmbedRequest,
+    ImagePart,
+    TextPart,
+)
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def bad(family: Any, body: Any) -> str:
+    with pytest.raises(BodyError) as info:
+        family.parse(body)
+    return info.value.message
+
+
+# --- detection ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_id", "family"),
+    [
+        (CLAUDE, ANTHROPIC),
+        ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", ANTHROPIC),
+        ("arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-v2:1", ANTHROPIC),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+            "eu.anthropic.claude-3-haiku-20240307-v1:0",
+            ANTHROPIC,
+        ),
+        ("amazon.nova-lite-v1:0", NOVA),
+        ("global.amazon.nova-2-lite-v1:0", NOVA),
+        ("amazon.titan-text-express-v1", TITAN_TEXT),
+        ("amazon.titan-text-premier-v1:0", TITAN_TEXT),
+        ("amazon.titan-embed-text-v1", TITAN_EMBED_V1),
+        ("amazon.titan-embed-text-v2:0", TITAN_EMBED_V2),
+        ("meta.llama3-1-8b-instruct-v1:0", LLAMA),
+        ("us.meta.llama3-2-11b-instruct-v1:0", LLAMA),
+        ("mistral.mistral-7b-instruct-v0:2", MISTRAL),
+        ("mistral.mixtral-8x7b-instruct-v0:1", MISTRAL),
+    ],
+)
+def test_family_from_model_id(model_id: str, family: Any) -> None:
+    assert family_for_id(model_id) is family
+
+
+def test_base_model_id_strips_arn_and_geography() -> None:
+    assert base_model_id("us.meta.llama3-8b-instruct-v1:0") == "meta.llama3-8b-instruct-v1:0"
+    assert base_model_id("meta.llama3-8b-instruct-v1:0") == "meta.llama3-8b-instruct-v1:0"
+    assert base_model_id("my-local-model") == "my-local-model"
+
+
+def test_converse_jobs_use_the_converse_shape_for_any_model() -> None:
+    assert family_for(CLAUDE, "Converse") is CONVERSE
+    assert family_for("something-custom", "Converse") is CONVERSE
+
+
+def test_unknown_ids_are_recognised_from_the_body() -> None:
+    assert family_for("my-model", "InvokeModel", {"anthropic_version": "x"}) is ANTHROPIC
+    assert sniff({"messages": []}) is NOVA
+    assert sniff({"inputText": "a", "dimensions": 256}) is TITAN_EMBED_V2
+    assert sniff({"inputText": "a", "textGenerationConfig": {}}) is TITAN_TEXT
+    assert sniff({"prompt": "a", "max_gen_len": 5}) is LLAMA
+    assert sniff({"prompt": "a", "max_tokens": 5}) is MISTRAL
+    assert sniff({"foo": 1}) is None
+
+
+# --- Anthropic Claude Messages ------------------------------------------------------------
+
+CLAUDE_BODY = {
+    "anthropic_version": "bedrock-2023-05-31",
+    "max_tokens": 1024,
+    "system": "You are terse.",
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hello world"}]},
+        {"role": "assistant", "content": "Hi."},
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+                },
+                {"type": "text", "text": "What is this?"},
+            ],
+        },
+    ],
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "top_k": 250,
+    "stop_sequences": ["\n\nHuman:"],
+}
+
+
+def test_claude_request_parses_every_member() -> None:
+    request = ANTHROPIC.parse(CLAUDE_BODY)
+    assert request.system == "You are terse."
+    assert request.max_tokens == 1024
+    assert (request.temperature, request.top_p, request.top_k) == (0.5, 0.9, 250)
+    assert request.stop == ("\n\nHuman:",)
+    assert [m.role for m in request.messages] == ["user", "assistant", "user"]
+    assert request.messages[1].parts == (TextPart("Hi."),)
+    assert request.messages[2].parts == (
+        ImagePart("image/png", "iVBORw0KGgo="),
+        TextPart("What is this?"),
+    )
+
+
+def test_claude_plain_text_request_takes_the_same_result_on_both_paths() -> None:
+    simple = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        "tools": [{"name": "x", "input_schema": {}}],
+    }
+    assert ANTHROPIC.parse(simple) == ANTHROPIC._checked_parse(simple)
+    assert ANTHROPIC.parse(simple).extras == ("tools",)
+
+
+def test_claude_system_as_text_blocks() -> None:
+    body = {**CLAUDE_BODY, "system": [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}]}
+    assert ANTHROPIC.parse(body).system == "A\nB"
+
+
+def test_claude_response_layout() -> None:
+    request = ANTHROPIC.parse(CLAUDE_BODY)
+    out = ANTHROPIC.render(ChatAnswer("Hello!", "end", 12, 6), request, CLAUDE)
+    assert set(out) == {
+        "id",
+        "type",
+        "role",
+        "model",
+        "content",
+        "stop_reason",
+        "stop_sequence",
+        "usage",
+    }
+    assert out["id"].startswith("msg_bdrk_01") and len(out["id"]) == 33
+    assert out["type"] == "message" and out["role"] == "assistant"
+    assert out["model"] == "claude-3-haiku-20240307"
+    assert out["content"] == [{"type": "text", "text": "Hello!"}]
+    assert out["stop_reason"] == "end_turn" and out["stop_sequence"] is None
+    assert out["usage"] == {"input_tokens": 12, "output_tokens": 6}
+    stopped = ANTHROPIC.render(ChatAnswer("x", "stop", 1, 1, "\n\nHuman:"), request, CLAUDE)
+    assert (stopped["stop_reason"], stopped["stop_sequence"]) == ("stop_sequence", "\n\nHuman:")
+    assert ANTHROPIC.render(ChatAnswer("x", "length", 1, 1), request, CLAUDE)["stop_reason"] == (
+        "max_tokens"
+    )
+
+
+def test_claude_malformed_bodies_read_like_bedrock() -> None:
+    assert bad(ANTHROPIC, {"messages": [], "max_tokens": 5}) == (
+        "Malformed input request: #: required key [anthropic_version] not found"
+        "#/messages: expected minimum item count: 1, found: 0, "
+        "please reformat your input and try again."
+    )
+    message = bad(
+        ANTHROPIC,
+        {
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": "many",
+            "messages": [{"role": "bot", "content": [{"type": "text"}]}],
+            "stream": True,
+        },
+    )
+    assert message.startswith("Malformed input request: ")
+    assert message.endswith(", please reformat your input and try again.")
+    for part in (
+        "#: extraneous key [stream] is not permitted",
+        "#/max_tokens: expected type: Integer, found: String",
+        "#/messages/0/role: bot is not a valid enum value",
+        "#/messages/0/content/0: required key [text] not found",
+    ):
+        assert part in message
+    assert "#/temperature: 1.5 is not less or equal to 1" in bad(
+        ANTHROPIC, {**CLAUDE_BODY, "temperature": 1.5}
+    )
+    assert "#/max_tokens: 0 is not greater or equal to 1" in bad(
+        ANTHROPIC, {**CLAUDE_BODY, "max_tokens": 0}
+    )
+    assert bad(ANTHROPIC, ["not", "an", "object"]).startswith(
+        "Malformed input request: #: expected type: JSONObject, found: JSONArray"
+    )
+
+
+# --- Nova and Converse --------------------------------------------------------------------
+
+NOVA_BODY = {
+    "schemaVersion": "messages-v1",
+    "system": [{"text": "Be brief."}],
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"text": "Describe"},
+                {"image": {"format": "jpeg", "source": {"bytes": "/9j/4AA="}}},
+            ],
+        }
+    ],
+    "inferenceConfig": {
+        "maxTokens": 300,
+        "temperature": 0.3,
+        "topP": 0.1,
+        "topK": 20,
+        "stopSequences": ["END"],
+    },
+}
+
+
+def test_nova_request_and_response() -> None:
+    request = NOVA.parse(NOVA_BODY)
+    assert request.system == "Be brief."
+    assert request.messages[0].parts == (TextPart("Describe"), ImagePart("image/jpeg", "/9j/4AA="))
+    assert (request.max_tokens, request.temperature, request.top_p, request.top_k) == (
+        300,
+        0.3,
+        0.1,
+        20,
+    )
+    assert request.stop == ("END",)
+    out = NOVA.render(ChatAnswer("A cat.", "end", 40, 3), request, "amazon.nova-lite-v1:0")
+    assert out == {
+        "output": {"message": {"content": [{"text": "A cat."}], "role": "assistant"}},
+        "stopReason": "end_turn",
+        "usage": {
+            "inputTokens": 40,
+            "outputTokens": 3,
+            "totalTokens": 43,
+            "cacheReadInputTokenCount": 0,
+            "cacheWriteInputTokenCount": 0,
+        },
+    }
+
+
+def test_nova_accepts_first_release_parameter_names() -> None:
+    body = {
+        "messages": [{"role": "user", "content": [{"text": "x"}]}],
+        "inferenceConfig": {"max_new_tokens": 7, "top_p": 0.5, "top_k": 3},
+    }
+    request = NOVA.parse(body)
+    assert (request.max_tokens, request.top_p, request.top_k) == (7, 0.5, 3)
+
+
+def test_nova_s3_media_is_flagged_not_dropped() -> None:
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"video": {"format": "mp4", "source": {"s3Location": {"uri": "s3://b/v.mp4"}}}}
+                ],
+            }
+        ]
+    }
+    assert "video" in NOVA.parse(body).extras
+
+
+def test_converse_request_and_response() -> None:
+    body = {
+        "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+        "system": [{"text": "S"}],
+        "inferenceConfig": {"maxTokens": 50, "stopSequences": ["x"]},
+        "additionalModelRequestFields": {"top_k": 40},
+    }
+    request = CONVERSE.parse(body)
+    assert (request.system, request.max_tokens, request.top_k, request.stop) == (
+        "S",
+        50,
+        40,
+        ("x",),
+    )
+    out = CONVERSE.render(ChatAnswer("Hello", "length", 5, 50, latency_ms=12), request, CLAUDE)
+    assert out == {
+        "output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
+        "stopReason": "max_tokens",
+        "usage": {"inputTokens": 5, "outputTokens": 50, "totalTokens": 55},
+        "metrics": {"latencyMs": 12},
+    }
+
+
+def test_converse_errors_use_the_aws_validation_style() -> None:
+    assert bad(CONVERSE, {"system": []}) == (
+        "1 validation error detected: Value null at 'messages' failed to satisfy constraint: "
+        "Member must not be null"
+    )
+    message = bad(
+        CONVERSE,
+        {
+            "messages": [{"role": "robot", "content": [{"text": "x"}]}],
+            "inferenceConfig": {"maxTokens": 0},
+        },
+    )
+    assert message.startswith("2 validation errors detected: ")
+    assert "Value 'robot' at 'messages.1.member.role' failed to satisfy constraint" in message
+    assert "at 'inferenceConfig.maxTokens'" in message
+
+
+def test_converse_rejects_tool_config_and_assistant_first() -> None:
+    body = {"messages": [{"role": "user", "content": [{"text": "x"}]}], "toolConfig": {"tools": []}}
+    assert "toolConfig" in bad(CONVERSE, body)
+    first = {"messages": [{"role": "assistant", "content": [{"text": "x"}]}]}
+    assert bad(CONVERSE, first).startswith("A conversation must start with a user message.")
+
+
+# --- prompt families ----------------------------------------------------------------------
+
+
+def test_titan_text_pair_from_the_batch_docs() -> None:
+    request = TITAN_TEXT.parse({"inputText": "Roses are red, violets are"})
+    assert request.prompt == "Roses are red, violets are"
+    out = TITAN_TEXT.render(
+        ChatAnswer("blue\n", "end", 8, 3), request, "amazon.titan-text-express-v1"
+    )
+    assert out == {
+        "inputTextTokenCount": 8,
+        "results": [{"tokenCount": 3, "outputText": "blue\n", "completionReason": "FINISH"}],
+    }
+    config = {"temperature": 0, "topP": 1, "maxTokenCount": 20, "stopSequences": ["User:"]}
+    parsed = TITAN_TEXT.parse({"inputText": "x", "textGenerationConfig": config})
+    assert (parsed.max_tokens, parsed.stop) == (20, ("User:",))
+    assert (
+        TITAN_TEXT.render(ChatAnswer("", "length", 1, 20), parsed, "m")["results"][0][
+            "completionReason"
+        ]
+        == "LENGTH"
+    )
+    assert "#: extraneous key [textGenerationconfig] is not permitted" in bad(
+        TITAN_TEXT, {"inputText": "x", "textGenerationconfig": {}}
+    )
+
+
+def test_llama_pair() -> None:
+    prompt = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\nHi<|eot_id|>"
+    request = LLAMA.parse({"prompt": prompt, "temperature": 0.5, "top_p": 0.9, "max_gen_len": 128})
+    assert (request.prompt, request.max_tokens, request.temperature) == (prompt, 128, 0.5)
+    assert LLAMA.parse({"prompt": "x"}).max_tokens == 512
+    out = LLAMA.render(ChatAnswer("Hello", "end", 10, 2), request, "meta.llama3-8b-instruct-v1:0")
+    assert out == {
+        "generation": "Hello",
+        "prompt_token_count": 10,
+        "generation_token_count": 2,
+        "stop_reason": "stop",
+    }
+    assert "#/max_gen_len: 4096 is not less or equal to 2048" in bad(
+        LLAMA, {"prompt": "x", "max_gen_len": 4096}
+    )
+    assert "#: required key [prompt] not found" in bad(LLAMA, {"inputText": "x"})
+
+
+def test_mistral_pair() -> None:
+    body = {"prompt": "<s>[INST] Hi [/INST]", "max_tokens": 64, "stop": ["</s>"], "top_k": 50}
+    request = MISTRAL.parse(body)
+    assert (request.max_tokens, request.stop, request.top_k) == (64, ("</s>",), 50)
+    out = MISTRAL.render(ChatAnswer("Hey", "length", 7, 64), request, "mistral.x")
+    assert out == {"outputs": [{"text": "Hey", "stop_reason": "length"}]}
+
+
+# --- embeddings ---------------------------------------------------------------------------
+
+
+def test_titan_embed_v2_pair() -> None:
+    request = TITAN_EMBED_V2.parse(
+        {
+            "inputText": "hello",
+            "dimensions": 256,
+            "normalize": False,
+            "embeddingTypes": ["binary", "float"],
+        }
+    )
+    assert request == EmbedRequest("hello", 256, False, ("binary", "float"))
+    out = TITAN_EMBED_V2.render(
+        EmbedAnswer([0.5, -0.5], 2), request, "amazon.titan-embed-text-v2:0"
+    )
+    assert out == {
+        "embedding": [0.5, -0.5],
+        "inputTextTokenCount": 2,
+        "embeddingsByType": {"float": [0.5, -0.5], "binary": [1, 0]},
+    }
+    default = TITAN_EMBED_V2.parse({"inputText": "hello"})
+    assert (default.dimensions, default.normalize, default.types) == (None, True, ("float",))
+    plain = TITAN_EMBED_V2.render(EmbedAnswer([0.1], 1), default, "m")
+    assert plain["embeddingsByType"] == {"float": [0.1]}
+    assert "#/dimensions: 300 is not a valid enum value" in bad(
+        TITAN_EMBED_V2, {"inputText": "x", "dimensions": 300}
+    )
+    assert "#/inputText: expected minLength: 1, actual: 0" in bad(TITAN_EMBED_V2, {"inputText": ""})
+
+
+def test_titan_embed_v1_pair() -> None:
+    request = TITAN_EMBED_V1.parse({"inputText": "hello"})
+    out = TITAN_EMBED_V1.render(EmbedAnswer([0.1, 0.2], 1), request, "amazon.titan-embed-text-v1")
+    assert out == {"embedding": [0.1, 0.2], "inputTextTokenCount": 1}
+    assert "#: extraneous key [dimensions] is not permitted" in bad(
+        TITAN_EMBED_V1, {"inputText": "x", "dimensions": 256}
+    )
+
+
+def test_chat_request_default_is_empty() -> None:
+    assert ChatRequest().messages == () and not ChatRequest().has_images

@@ -1,0 +1,121 @@
+"""Retries, backoff, the per-record deadline and the concurrency bound."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from batchrock.backends.base import MockBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.resilience import ResilientBackend, RetryPolicy
+
+REQUEST = ModelRequest("m", "InvokeModel", {}, "r1")
+OK = {"answer": 1}
+
+
+def scripted(*errors: RecordError | None) -> MockBackend:
+    """Answers with the given errors in turn, then succeeds."""
+    queue = list(errors)
+
+    async def handler(request: ModelRequest) -> ModelResult:
+        error = queue.pop(0) if queue else None
+        return ModelResult(error=error) if error else ModelResult(output=OK, input_tokens=1)
+
+    return MockBackend(handler)
+
+
+def no_sleep() -> tuple[list[float], object]:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    return pauses, sleep
+
+
+def test_retryable_errors_are_retried_with_growing_jittered_pauses() -> None:
+    throttle = RecordError(429, "slow down", retryable=True)
+    server = RecordError(503, "unavailable", retryable=True)
+    inner = scripted(throttle, server, throttle)
+    pauses, sleep = no_sleep()
+    policy = RetryPolicy(max_retries=4, backoff_base_s=1.0, backoff_max_s=3.0)
+    backend = ResilientBackend(inner, policy, sleep=sleep, rng=random.Random(1))  # type: ignore[arg-type]
+    result = asyncio.run(backend.invoke(REQUEST))
+    assert result.ok and result.output == OK
+    assert result.info == {"attempts": 4, "throttled": 2}
+    assert len(inner.calls) == 4
+    assert 0.5 <= pauses[0] <= 1.0 and 1.0 <= pauses[1] <= 2.0 and 1.5 <= pauses[2] <= 3.0
+
+
+def test_last_retry_error_is_final() -> None:
+    throttle = RecordError(429, "slow down", retryable=True)
+    pauses, sleep = no_sleep()
+    backend = ResilientBackend(scripted(*[throttle] * 10), RetryPolicy(max_retries=2), sleep=sleep)  # type: ignore[arg-type]
+    result = asyncio.run(backend.invoke(REQUEST))
+    assert result.error == RecordError(429, "slow down", retryable=False)
+    assert result.info == {"attempts": 3, "throttled": 3}
+    assert len(pauses) == 2
+
+
+def test_non_retryable_errors_are_not_retried() -> None:
+    inner = scripted(RecordError(400, "bad"))
+    backend = ResilientBackend(inner, RetryPolicy())
+    result = asyncio.run(backend.invoke(REQUEST))
+    assert result.error == RecordError(400, "bad") and len(inner.calls) == 1
+    assert result.info == {}
+
+
+def test_retry_after_hint_is_honoured() -> None:
+    async def handler(request: ModelRequest) -> ModelResult:
+        if len(inner.calls) == 1:
+            return ModelResult(
+                error=RecordError(429, "x", retryable=True), info={"retry_after": 2.5}
+            )
+        return ModelResult(output=OK)
+
+    inner = MockBackend(handler)
+    pauses, sleep = no_sleep()
+    backend = ResilientBackend(inner, RetryPolicy(backoff_base_s=0.1), sleep=sleep)  # type: ignore[arg-type]
+    assert asyncio.run(backend.invoke(REQUEST)).ok
+    assert pauses == [2.5]
+
+
+def test_deadline_ends_a_slow_record_with_408() -> None:
+    async def handler(request: ModelRequest) -> ModelResult:
+        await asyncio.sleep(5)
+        return ModelResult(output=OK)
+
+    backend = ResilientBackend(MockBackend(handler), RetryPolicy(deadline_s=0.05))
+    result = asyncio.run(backend.invoke(REQUEST))
+    assert result.error is not None and result.error.code == 408
+    assert "0.05 seconds" in result.error.message
+
+
+def test_no_retry_starts_that_would_overrun_the_deadline() -> None:
+    throttle = RecordError(429, "x", retryable=True)
+    inner = scripted(*[throttle] * 10)
+    backend = ResilientBackend(inner, RetryPolicy(backoff_base_s=10, deadline_s=1))
+    result = asyncio.run(backend.invoke(REQUEST))
+    assert result.error is not None and result.error.code == 429 and len(inner.calls) == 1
+
+
+def test_concurrency_is_bounded_and_queueing_does_not_eat_the_deadline() -> None:
+    running = 0
+    peak = 0
+
+    async def handler(request: ModelRequest) -> ModelResult:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return ModelResult(output=OK)
+
+    backend = ResilientBackend(MockBackend(handler), RetryPolicy(deadline_s=0.1), max_concurrency=3)
+
+    async def run() -> list[ModelResult]:
+        return await asyncio.gather(*(backend.invoke(REQUEST) for _ in range(30)))
+
+    results = asyncio.run(run())
+    assert peak == 3
+    # 30 records at 3 at a time take ~0.2 s in all, more than the 0.1 s deadline each.
+    assert all(r.ok for r in results)
