@@ -217,31 +217,36 @@ class SqliteStore:
         return None if row is None else _row_to_job(row)
 
     async def list_jobs(self, filter: JobFilter, page: PageRequest) -> list[Job]:
-        where = ["account_id = ?", "region = ?"]
+        candidates: list[int] | None = None
+        if filter.name_contains:
+            candidates = self._name_candidates(filter.name_contains.lower())
+            if candidates == []:
+                return []
+        # With a short candidate list, fetch those rows by rowid and sort them; the unary "+"
+        # keeps the planner from walking a listing index instead (which would visit every job
+        # of the account to find a rare name).
+        p = "+" if candidates is not None else ""
+        where = [f"{p}account_id = ?", f"{p}region = ?"]
         params: list[Any] = [filter.account_id, filter.region]
         if filter.status is not None:
-            where.append("status = ?")
+            where.append(f"{p}status = ?")
             params.append(filter.status.value)
         if filter.submitted_after is not None:
-            where.append("submit_time > ?")
+            where.append(f"{p}submit_time > ?")
             params.append(to_micros(filter.submitted_after))
         if filter.submitted_before is not None:
-            where.append("submit_time < ?")
+            where.append(f"{p}submit_time < ?")
             params.append(to_micros(filter.submitted_before))
         op = "<" if page.descending else ">"
         if page.after is not None:
-            where.append(f"(submit_time, job_id) {op} (?, ?)")
+            where.append(f"({p}submit_time, {p}job_id) {op} (?, ?)")
             params.extend([to_micros(page.after.submit_time), page.after.job_id])
         if filter.name_contains:
-            needle = filter.name_contains.lower()
             where.append("instr(lower(name), ?) > 0")
-            params.append(needle)
-            candidates = self._name_candidates(needle)
-            if candidates is not None:
-                if not candidates:
-                    return []
-                where.append(f"rowid IN ({_placeholders(len(candidates))})")
-                params.extend(candidates)
+            params.append(filter.name_contains.lower())
+        if candidates is not None:
+            where.append(f"rowid IN ({_placeholders(len(candidates))})")
+            params.extend(candidates)
         order = "DESC" if page.descending else "ASC"
         sql = (
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
