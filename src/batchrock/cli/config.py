@@ -1,0 +1,208 @@
+"""Configuration as AWS CLI v2 reads it: flags, ``AWS_*`` variables, ``~/.aws/config`` and
+``~/.aws/credentials``, profiles and ``[services]`` sections.
+
+Precedence, highest first: command-line flag, environment variable, profile setting, default.
+The files are parsed here with the same INI rules as botocore (``[profile x]`` sections,
+indented sub-sections for ``s3 =`` style nesting, ``#``/``;`` comments).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from batchrock.cli.errors import (
+    CliError,
+    ConfigurationError,
+    NoRegionError,
+    ParamValidationError,
+    ProfileNotFound,
+)
+
+#: Where ``batchrock serve`` listens by default (Settings.host / Settings.port).
+DEFAULT_ENDPOINT = "http://127.0.0.1:8765"
+SERVICE_ENV = "BEDROCK"
+SERVICE_KEY = "bedrock"
+
+Section = dict[str, Any]
+
+
+def parse_ini(text: str) -> dict[str, Section]:
+    """botocore's raw config format: sections, ``key = value``, indented nested keys."""
+    sections: dict[str, Section] = {}
+    current: Section | None = None
+    nested_key: str | None = None
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = sections.setdefault(stripped[1:-1].strip(), {})
+            nested_key = None
+            continue
+        if current is None:
+            continue
+        indented = raw[:1] in (" ", "\t")
+        key, sep, value = stripped.partition("=")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if indented and nested_key is not None:
+            sub = current[nested_key]
+            if isinstance(sub, dict):
+                sub[key] = value
+            continue
+        if value == "":
+            current[key] = {}
+            nested_key = key
+        else:
+            current[key] = value
+            nested_key = None
+    return sections
+
+
+def _read(path: str) -> dict[str, Section]:
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            return parse_ini(f.read())
+    except (OSError, UnicodeDecodeError):
+        return {}
+
+
+def _truthy(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "true"
+
+
+@dataclass
+class Config:
+    env: Mapping[str, str]
+    profile: str
+    explicit_profile: bool
+    profiles: dict[str, Section] = field(default_factory=dict)
+    credentials: dict[str, Section] = field(default_factory=dict)
+    services: dict[str, Section] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, env: Mapping[str, str], profile_flag: str | None) -> Config:
+        profile = profile_flag or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE")
+        config_path = env.get("AWS_CONFIG_FILE") or "~/.aws/config"
+        creds_path = env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
+        raw = _read(config_path)
+        profiles: dict[str, Section] = {}
+        services: dict[str, Section] = {}
+        for name, section in raw.items():
+            if name == "default":
+                profiles.setdefault("default", {}).update(section)
+            elif name.startswith("profile "):
+                profiles[name[len("profile ") :].strip()] = section
+            elif name.startswith("services "):
+                services[name[len("services ") :].strip()] = section
+        return cls(
+            env=env,
+            profile=profile or "default",
+            explicit_profile=bool(profile),
+            profiles=profiles,
+            credentials=_read(creds_path),
+            services=services,
+        )
+
+    def check_profile(self) -> None:
+        if (
+            self.explicit_profile
+            and self.profile not in self.profiles
+            and self.profile not in self.credentials
+        ):
+            raise ProfileNotFound(self.profile)
+
+    def get(self, key: str) -> Any:
+        return self.profiles.get(self.profile, {}).get(key)
+
+    # --- individual settings ---------------------------------------------------------
+
+    def region(self, flag: str | None) -> str:
+        region = flag or self.env.get("AWS_REGION") or self.env.get("AWS_DEFAULT_REGION")
+        region = region or self.get("region")
+        if not region or not isinstance(region, str):
+            raise NoRegionError()
+        return region
+
+    def output(self, flag: str | None) -> str:
+        value = flag or self.env.get("AWS_DEFAULT_OUTPUT") or self.get("output") or "json"
+        return str(value)
+
+    def timestamp_format(self) -> str:
+        value = self.get("cli_timestamp_format") or "iso8601"
+        if value not in ("wire", "iso8601"):
+            raise ConfigurationError(
+                f'Unknown cli_timestamp_format value: {value}, valid values are "wire" or "iso8601"'
+            )
+        return str(value)
+
+    def pager(self) -> str:
+        if "AWS_PAGER" in self.env:
+            return self.env["AWS_PAGER"]
+        configured = self.get("cli_pager")
+        if isinstance(configured, str):
+            return configured
+        return self.env.get("PAGER", "less")
+
+    def error_format(self, flag: str | None) -> str:
+        value = flag or self.env.get("AWS_CLI_ERROR_FORMAT") or self.get("cli_error_format")
+        return str(value or "enhanced")
+
+    def auto_prompt(self) -> str:
+        value = self.env.get("AWS_CLI_AUTO_PROMPT") or self.get("cli_auto_prompt") or "off"
+        return str(value)
+
+    def max_attempts(self) -> int:
+        mode = self.env.get("AWS_RETRY_MODE") or self.get("retry_mode") or "standard"
+        raw = self.env.get("AWS_MAX_ATTEMPTS") or self.get("max_attempts")
+        if raw is not None:
+            try:
+                return max(1, int(raw))
+            except ValueError as exc:
+                raise ConfigurationError(f"Invalid max_attempts value: {raw}") from exc
+        return 5 if mode == "legacy" else 3
+
+    def ca_bundle(self, flag: str | None) -> str | None:
+        value = flag or self.env.get("AWS_CA_BUNDLE") or self.get("ca_bundle")
+        return str(value) if value else None
+
+    def endpoint(self, flag: str | None) -> str:
+        if flag is not None:
+            parts = urlsplit(flag)
+            if not parts.scheme or not parts.netloc:
+                raise ParamValidationError(
+                    f'Bad value for --endpoint-url "{flag}": scheme is missing.  '
+                    "Must be of the form http://<hostname>/ or https://<hostname>/"
+                )
+            return flag
+        ignore = self.env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        if ignore is None:
+            ignore = self.get("ignore_configured_endpoint_urls")
+        if not _truthy(ignore):
+            for name in (f"AWS_ENDPOINT_URL_{SERVICE_ENV}", "AWS_ENDPOINT_URL"):
+                if self.env.get(name):
+                    return self.env[name]
+            services_name = self.get("services")
+            if isinstance(services_name, str):
+                sub = self.services.get(services_name, {}).get(SERVICE_KEY)
+                if isinstance(sub, dict) and sub.get("endpoint_url"):
+                    return str(sub["endpoint_url"])
+            if isinstance(self.get("endpoint_url"), str):
+                return str(self.get("endpoint_url"))
+        return DEFAULT_ENDPOINT
+
+
+def parse_timeout(raw: str | None) -> float | None:
+    """``--cli-read-timeout``/``--cli-connect-timeout``: seconds; 0 means no timeout."""
+    if raw is None:
+        return 60.0
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    return None if value == 0 else float(value)

@@ -1,0 +1,455 @@
+"""One command line, start to exit: parse, resolve configuration, call, print.
+
+Order of checks follows AWS CLI v2, because it decides which error a user sees first:
+argument syntax -> auto-prompt flags -> profile -> pagination flags -> skeleton ->
+``--cli-input-*`` -> required options -> ``--query`` -> output format and timestamp format
+-> region -> credentials -> parameter validation -> request(s).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from batchrock.cli import cliargs, protocol, skeleton, validate
+from batchrock.cli.argparser import (
+    OUTPUT_CHOICES,
+    build_service_parser,
+    missing,
+    parse_main,
+)
+from batchrock.cli.config import Config, parse_timeout
+from batchrock.cli.errors import (
+    CliError,
+    NoCredentialsError,
+    ParamValidationError,
+    ServiceError,
+    UnknownArgumentError,
+)
+from batchrock.cli.formatter import Formatter
+from batchrock.cli.model import SERVICE_CLI_NAME, Operation, ServiceModel, load
+from batchrock.cli.paginate import PageIterator
+from batchrock.cli.transport import Transport, error_code
+
+log = logging.getLogger("batchrock.cli")
+
+
+class Streams:
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def version_line() -> str:
+    import platform
+
+    from batchrock import __version__
+
+    return (
+        f"batchrock-cli/{__version__} Python/{platform.python_version()} "
+        f"{platform.system()}/{platform.release()} source/{platform.machine()}"
+    )
+
+
+def run(argv: Sequence[str], env: Mapping[str, str], streams: Streams) -> int:
+    debug = "--debug" in argv
+    if debug:
+        _setup_debug(streams.stderr, argv)
+    try:
+        return _run(list(argv), env, streams)
+    except KeyboardInterrupt:
+        streams.stdout.write("\n")
+        return 130
+    except CliError as exc:
+        if debug:
+            log.debug("Exception details", exc_info=True)
+            log.debug("Exiting with rc %s", exc.rc)
+        _render_error(exc, env, argv, streams)
+        return exc.rc
+    except BrokenPipeError:
+        return 255
+    except Exception as exc:  # any other failure is reported like AWS CLI: message, rc 255
+        if debug:
+            log.debug("Exception details", exc_info=True)
+        _render_error(CliError(str(exc)), env, argv, streams)
+        return 255
+
+
+def _setup_debug(stderr: TextIO, argv: Sequence[str]) -> None:
+    handler = logging.StreamHandler(stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s - %(threadName)s - %(name)s - %(levelname)s - %(message)s")
+    )
+    root = logging.getLogger("batchrock")
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    log.debug("CLI version: %s", version_line())
+    log.debug("Arguments entered to CLI: %s", list(argv))
+
+
+def _render_error(
+    exc: CliError, env: Mapping[str, str], argv: Sequence[str], streams: Streams
+) -> None:
+    fmt = getattr(exc, "error_format", "enhanced")
+    if isinstance(exc, ServiceError) and fmt in ("json", "yaml", "text", "table"):
+        details: dict[str, Any] = {"Code": exc.error_code, "Message": exc.error_message}
+        for key, value in exc.fields.items():
+            if key not in ("__type", "code"):
+                details[key] = value
+        Formatter(fmt, None, streams.stderr, "error").whole(details)
+        return
+    streams.stderr.write(exc.render())
+
+
+def _commands(model: ServiceModel) -> list[str]:
+    return [SERVICE_CLI_NAME, *model.operations, "help"]
+
+
+def _run(argv: list[str], env: Mapping[str, str], streams: Streams) -> int:
+    model = load()
+    ns, rest = parse_main(argv, _commands(model))
+    if ns.version:
+        streams.stdout.write(version_line() + "\n")
+        return 0
+    if ns.cli_auto_prompt and ns.no_cli_auto_prompt:
+        raise ParamValidationError(
+            "Both --cli-auto-prompt and --no-cli-auto-prompt cannot be specified at the same time."
+        )
+    if ns.cli_auto_prompt or (
+        not ns.no_cli_auto_prompt
+        and Config.load(env, ns.profile).auto_prompt() in ("on", "on-partial")
+    ):
+        from batchrock.cli import prompt
+
+        new_argv = prompt.prompt_for_command(model, argv, streams)
+        if new_argv is None:
+            streams.stdout.write("\n")
+            return 130
+        return _run([*new_argv, "--no-cli-auto-prompt"], env, streams)
+    if ns.command is None:
+        raise missing("command")
+    if ns.command == "help":
+        from batchrock.cli import help as helptext
+
+        streams.stdout.write(helptext.top_help(model))
+        return 0
+    if ns.command == SERVICE_CLI_NAME:
+        if rest[:1] == ["help"]:
+            from batchrock.cli import help as helptext
+
+            streams.stdout.write(helptext.service_help(model))
+            return 0
+        sns, rest = build_service_parser(list(model.operations)).parse_known_args(rest)
+        if sns.operation is None:
+            raise missing("operation")
+        op_name = sns.operation
+    else:
+        op_name = ns.command
+    op = model.operations[op_name]
+    cfg = Config.load(env, ns.profile)
+    if rest and rest[-1] == "help":
+        from batchrock.cli import help as helptext
+
+        streams.stdout.write(helptext.operation_help(model, op))
+        return 0
+    return Invocation(model, op, ns, rest, cfg, env, streams).execute()
+
+
+class Invocation:
+    """One operation call with its parsed arguments and resolved configuration."""
+
+    def __init__(
+        self,
+        model: ServiceModel,
+        op: Operation,
+        globals_ns: Any,
+        rest: list[str],
+        cfg: Config,
+        env: Mapping[str, str],
+        streams: Streams,
+    ) -> None:
+        self.model = model
+        self.op = op
+        self.g = globals_ns
+        self.cfg = cfg
+        self.env = env
+        self.streams = streams
+        self.table = cliargs.arg_table(model, op)
+        parser = cliargs.operation_parser(self.table)
+        self.args, unknown = parser.parse_known_args(rest)
+        if unknown:
+            raise UnknownArgumentError("Unknown options: " + ", ".join(unknown))
+
+    # --- building the parameters -------------------------------------------------------
+
+    def _cli_input(self) -> dict[str, Any] | None:
+        j, y = self.args.cli_input_json, self.args.cli_input_yaml
+        if j is not None and y is not None:
+            raise ParamValidationError("Only one --cli-input- parameter may be specified.")
+        if j is None and y is None:
+            return None
+        option = "--cli-input-json" if j is not None else "--cli-input-yaml"
+        raw = cliargs.load_paramfile(j if j is not None else y, option)
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        if j is not None:
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise ParamValidationError(
+                    "Error parsing parameter 'cli-input-json': Invalid JSON received."
+                ) from exc
+        else:
+            from ruamel.yaml import YAML
+            from ruamel.yaml.error import YAMLError
+
+            try:
+                data = YAML(typ="safe", pure=True).load(raw)
+            except YAMLError as exc:
+                raise ParamValidationError(
+                    "Error parsing parameter 'cli-input-yaml': Invalid YAML received."
+                ) from exc
+        if not isinstance(data, dict):
+            raise ParamValidationError(
+                f"Error parsing parameter '{option}': Invalid type: expecting map, "
+                f"received {type(data)}"
+            )
+        return data
+
+    def _params(self, cli_input: dict[str, Any] | None) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for arg in self.table:
+            if arg.member is None:
+                continue
+            raw = getattr(self.args, arg.dest)
+            if raw is None:
+                continue
+            params[arg.member] = cliargs.unpack(self.model, arg, raw)
+        if cli_input:
+            for key, value in cli_input.items():
+                params.setdefault(key, value)
+        elif cli_input is None:
+            absent = [a.option for a in self.table if a.required and a.member not in params]
+            if absent:
+                raise missing(", ".join(absent))
+        return params
+
+    # --- running ---------------------------------------------------------------------
+
+    def execute(self) -> int:
+        a, g = self.args, self.g
+        self.cfg.check_profile()
+        paged = self.op.paginator
+        if paged and not g.paginate:
+            given = [
+                name
+                for name, value in (
+                    ("--starting-token", a.starting_token),
+                    ("--page-size", a.page_size),
+                    ("--max-items", a.max_items),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ParamValidationError(
+                    "Cannot specify --no-paginate along with pagination arguments: "
+                    + ", ".join(given)
+                )
+        if a.generate_cli_skeleton in ("input", "yaml-input"):
+            return self._print_input_skeleton(a.generate_cli_skeleton)
+        cli_input = self._cli_input()
+        params = self._params(cli_input)
+        query = self._compile_query()
+        output = self.cfg.output(g.output)
+        if g.output is None and output not in OUTPUT_CHOICES:
+            raise CliError(f"Unknown output type: {output}")
+        ts_format = self.cfg.timestamp_format()
+        if a.generate_cli_skeleton == "output":
+            return self._print_output_skeleton(params, query, output)
+        if paged and a.max_items is not None and a.max_items <= 0:
+            self.streams.stderr.write(
+                "warning: Non-positive values for --max-items may result in undefined behavior.\n"
+            )
+        region = self.cfg.region(g.region)
+        endpoint = self.cfg.endpoint(g.endpoint_url)
+        bearer = self.env.get("AWS_BEARER_TOKEN_BEDROCK") or None
+        creds = None
+        if g.sign_request and not bearer:
+            from batchrock.cli import credentials
+
+            creds = credentials.resolve(self.cfg)
+            if creds is None:
+                raise NoCredentialsError()
+        from batchrock import __version__
+
+        transport = Transport(
+            endpoint=endpoint,
+            region=region,
+            service=self.model.metadata.get("signingName", "bedrock"),
+            credentials=creds,
+            bearer_token=bearer if g.sign_request else None,
+            verify=g.verify_ssl,
+            ca_bundle=self.cfg.ca_bundle(g.ca_bundle),
+            connect_timeout=parse_timeout(g.cli_connect_timeout),
+            read_timeout=parse_timeout(g.cli_read_timeout),
+            max_attempts=self.cfg.max_attempts(),
+            user_agent=f"batchrock-cli/{__version__} md/batchrock",
+        )
+        render_ts = protocol.ts_renderer(ts_format)
+        error_format = self.cfg.error_format(g.cli_error_format)
+
+        def call(call_params: dict[str, Any]) -> dict[str, Any]:
+            return self._call(transport, call_params, render_ts, error_format)
+
+        paginate = bool(paged) and g.paginate
+        if paged and (
+            ("maxResults" in params and getattr(a, "maxResults", None) is not None)
+            or ("nextToken" in params and getattr(a, "nextToken", None) is not None)
+        ):
+            paginate = False
+        if (
+            paged
+            and cli_input
+            and (paged["input_token"] in cli_input or paged.get("limit_key") in cli_input)
+        ):
+            paginate = False
+        with self._output_stream() as (out, tty):
+            formatter = Formatter(
+                output,
+                query,
+                out,
+                self.op.name,
+                color=self._color(tty),
+                autoreset=self._color(tty),
+                terminal_width=_terminal_width(),
+            )
+            try:
+                if paginate and paged:
+                    pages = PageIterator(
+                        call,
+                        params,
+                        paged,
+                        page_size=a.page_size,
+                        max_items=a.max_items,
+                        starting_token=a.starting_token,
+                    )
+                    formatter.paginated(pages)
+                else:
+                    formatter.single(call(params))
+            finally:
+                transport.close()
+        if output == "table" and self._color(tty) and tty:
+            # colorama's exit hook resets the terminal once more (AWS CLI prints it too).
+            self.streams.stdout.write("\x1b[0m")
+        return 0
+
+    def _call(
+        self,
+        transport: Transport,
+        params: dict[str, Any],
+        render_ts: Any,
+        error_format: str,
+    ) -> dict[str, Any]:
+        op, model = self.op, self.model
+        protocol.fill_idempotency_tokens(model, op, params)
+        if op.input:
+            problems = validate.validate(model, params, model.shape(op.input))
+            if problems:
+                raise ParamValidationError("Parameter validation failed:\n" + "\n".join(problems))
+        method, path, query, body = protocol.serialize(model, op, params)
+        log.debug("Making request for %s with params: %s", op.name, params)
+        resp = transport.send(method, path, query, body)
+        if resp.status >= 300:
+            code, message, fields = error_code(resp)
+            retries = (
+                resp.attempts - 1
+                if resp.attempts >= transport.max_attempts and (resp.attempts > 1)
+                else None
+            )
+            err = ServiceError(
+                code, message, op.name, retries=retries, status=resp.status, fields=fields
+            )
+            err.error_format = error_format  # type: ignore[attr-defined]
+            raise err
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise CliError(f"Unable to parse response ({exc}), invalid JSON received") from exc
+        if not op.output:
+            return {}
+        parsed = protocol.parse(model, model.shape(op.output), data, render_ts)
+        return parsed if isinstance(parsed, dict) else {}
+
+    def _compile_query(self) -> Any:
+        if self.g.query is None:
+            return None
+        import jmespath
+        from jmespath.exceptions import JMESPathError
+
+        try:
+            return jmespath.compile(self.g.query)
+        except JMESPathError as exc:
+            raise ParamValidationError(f"Bad value for --query {self.g.query}: {exc}") from exc
+
+    def _print_input_skeleton(self, kind: str) -> int:
+        if kind == "yaml-input":
+            from ruamel.yaml import YAML
+
+            data = skeleton.yaml_input_skeleton(self.model, self.op.input)
+            YAML().dump(data, self.streams.stdout)
+            return 0
+        data = skeleton.input_skeleton(self.model, self.op.input)
+        self.streams.stdout.write(json.dumps(data, indent=4, default=_isoformat) + "\n")
+        return 0
+
+    def _print_output_skeleton(self, params: dict[str, Any], query: Any, output: str) -> int:
+        op, model = self.op, self.model
+        protocol.fill_idempotency_tokens(model, op, params)
+        if op.input:
+            problems = validate.validate(model, params, model.shape(op.input))
+            if problems:
+                raise ParamValidationError("Parameter validation failed:\n" + "\n".join(problems))
+        data = skeleton.output_skeleton(model, op.output)
+        if op.output:
+            problems = validate.validate(model, data, model.shape(op.output))
+            if problems:
+                raise ParamValidationError("Parameter validation failed:\n" + "\n".join(problems))
+        Formatter(output, query, self.streams.stdout, op.name).single(
+            json.loads(json.dumps(data, default=_isoformat))
+        )
+        return 0
+
+    def _color(self, tty: bool) -> bool:
+        if self.g.color == "on":
+            return True
+        if self.g.color == "off":
+            return False
+        return tty
+
+    def _output_stream(self) -> Any:
+        from batchrock.cli.pager import output_stream
+
+        pager = None if self.g.no_cli_pager else self.cfg.pager()
+        return output_stream(self.streams.stdout, pager, self.env)
+
+
+def _isoformat(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+def print_traceback(stderr: TextIO) -> None:
+    traceback.print_exc(file=stderr)

@@ -1,0 +1,28 @@
+"""``batchrock`` entry point.
+
+``serve``, ``worker``, ``models`` and ``demo`` belong to :mod:`batchrock.admin` (imported only
+for them, so the client path stays fast); everything else is the AWS-CLI-compatible client.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ADMIN_COMMANDS = frozenset({"serve", "worker", "models", "demo"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in ADMIN_COMMANDS:
+        from batchrock import admin  # type: ignore[attr-defined,unused-ignore]
+
+        rc: int = admin.main(args)
+        return rc
+    from batchrock.cli.driver import Streams, run
+
+    return run(args, os.environ, Streams(sys.stdout, sys.stderr))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

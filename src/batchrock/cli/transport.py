@@ -1,0 +1,238 @@
+"""One HTTP call with AWS CLI v2's retry rules (standard mode: 3 attempts by default).
+
+Retried: connection failures, HTTP 500/502/503/504, throttling and transient error codes.
+Between attempts it sleeps ``random() * 2**(attempt-1)`` seconds (capped at 20), as botocore's
+standard retry mode does. Connections are kept open across the pages of one command.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import socket
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from batchrock.cli import sigv4
+from batchrock.cli.credentials import Credentials
+from batchrock.cli.errors import EndpointError
+
+log = logging.getLogger("batchrock.cli.transport")
+
+USER_AGENT = "batchrock-cli/{version} Python/{py} md/botocore-free"
+
+_THROTTLING = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+}
+_TRANSIENT = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"}
+_RETRY_STATUS = {500, 502, 503, 504}
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    attempts: int = 1
+
+    def json(self) -> Any:
+        if not self.body.strip():
+            return {}
+        return json.loads(self.body)
+
+
+def error_code(resp: Response) -> tuple[str, str, dict[str, Any]]:
+    """(code, message, body) of an error response, with botocore's rest-json rules."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return str(resp.status), http.client.responses.get(resp.status, ""), {}
+    code = resp.headers.get("x-amzn-errortype") or body.get("code") or body.get("__type") or ""
+    code = str(code).split(":")[0]
+    if "#" in code:
+        code = code.rsplit("#", 1)[1]
+    message = body.get("message", body.get("Message", ""))
+    return code or "Unknown", str(message), body
+
+
+@dataclass
+class Transport:
+    endpoint: str
+    region: str
+    service: str
+    credentials: Credentials | None
+    bearer_token: str | None = None
+    verify: bool = True
+    ca_bundle: str | None = None
+    connect_timeout: float | None = 60.0
+    read_timeout: float | None = 60.0
+    max_attempts: int = 3
+    user_agent: str = "batchrock-cli"
+    _conn: http.client.HTTPConnection | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.endpoint)
+        self.scheme = parts.scheme
+        self.netloc = parts.netloc
+        self.host = parts.hostname or ""
+        self.port = parts.port
+        self.base_path = parts.path.rstrip("/")
+
+    def url_for(self, path: str, query: list[tuple[str, str]]) -> str:
+        url = f"{self.scheme}://{self.netloc}{self.base_path}{path}"
+        if query:
+            url += "?" + "&".join(
+                f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in query
+            )
+        return url
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            timeout = self.connect_timeout
+            if self.scheme == "https":
+                ctx = ssl.create_default_context(cafile=self.ca_bundle)
+                if not self.verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                self._conn = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=timeout, context=ctx
+                )
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def send(
+        self, method: str, path: str, query: list[tuple[str, str]], body: bytes | None
+    ) -> Response:
+        payload = body or b""
+        invocation = str(uuid.uuid4())
+        url = self.url_for(path, query)
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = self._headers(method, path, query, payload, invocation, attempt)
+            try:
+                resp = self._once(method, path, query, headers, payload)
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if attempt < self.max_attempts:
+                    self._sleep(attempt)
+                    continue
+                raise _connection_error(exc, url) from exc
+            resp.attempts = attempt
+            if resp.status >= 300 and attempt < self.max_attempts and self._retryable(resp):
+                self._sleep(attempt)
+                continue
+            return resp
+
+    def _headers(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        payload: bytes,
+        invocation: str,
+        attempt: int,
+    ) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if method != "GET" or payload:
+            headers["Content-Type"] = "application/json"
+        now = datetime.now(UTC)
+        if self.bearer_token:
+            headers["Authorization"] = f"Bearer {self.bearer_token}"
+        elif self.credentials is not None:
+            headers.update(
+                sigv4.sign(
+                    method=method,
+                    host=self.netloc,
+                    path=self.base_path + path,
+                    query=query,
+                    headers=dict(headers),
+                    body=payload,
+                    creds=self.credentials,
+                    region=self.region,
+                    service=self.service,
+                    now=now,
+                )
+            )
+        headers["User-Agent"] = self.user_agent
+        headers["amz-sdk-invocation-id"] = invocation
+        if attempt == 1:
+            headers["amz-sdk-request"] = "attempt=1"
+        else:
+            ttl = (now + timedelta(seconds=self.read_timeout or 60)).strftime("%Y%m%dT%H%M%SZ")
+            headers["amz-sdk-request"] = f"ttl={ttl}; attempt={attempt}; max={self.max_attempts}"
+        return headers
+
+    def _once(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        payload: bytes,
+    ) -> Response:
+        conn = self._connection()
+        target = self.url_for(path, query)[len(self.scheme) + 3 + len(self.netloc) :]
+        log.debug(
+            "Sending http request: %s %s headers=%s body=%r", method, target, headers, payload
+        )
+        conn.request(
+            method, target, body=payload if (payload or method != "GET") else None, headers=headers
+        )
+        if conn.sock is not None:
+            conn.sock.settimeout(self.read_timeout)
+        raw = conn.getresponse()
+        data = raw.read()
+        resp = Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, data)
+        log.debug("Response: %s headers=%s body=%r", resp.status, resp.headers, data)
+        if raw.will_close:
+            self.close()
+        return resp
+
+    def _retryable(self, resp: Response) -> bool:
+        if resp.status in _RETRY_STATUS:
+            return True
+        code, _, _ = error_code(resp)
+        return code in _THROTTLING or code in _TRANSIENT
+
+    @staticmethod
+    def _sleep(attempt: int) -> None:
+        time.sleep(random.random() * min(20, 2 ** (attempt - 1)))
+
+
+def _connection_error(exc: BaseException, url: str) -> EndpointError:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        if isinstance(exc, ConnectionError):
+            return EndpointError(f'Connect timeout on endpoint URL: "{url}"')
+        return EndpointError(f'Read timeout on endpoint URL: "{url}"')
+    if isinstance(exc, ssl.SSLError):
+        return EndpointError(f"SSL validation failed for {url} {exc}")
+    return EndpointError(f'Could not connect to the endpoint URL: "{url}"')
