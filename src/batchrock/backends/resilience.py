@@ -102,7 +102,8 @@ class ResilientBackend:
                 break
             if error.code == 429:
                 throttled += 1
-        result.info = {**result.info, "attempts": attempts, "throttled": throttled}
+        info = {k: v for k, v in result.info.items() if k != "retry_after"}
+        result.info = {**info, "attempts": attempts, "throttled": throttled}
         if result.error is not None and result.error.retryable:
             # Out of retries: this is the record's final error.
             result.error = RecordError(result.error.code, result.error.message, retryable=False)

@@ -102,7 +102,9 @@ def _builtin_factory(route: Route, settings: Settings) -> ModelBackend:
 
 
 def _openai_factory(route: Route, settings: Settings) -> ModelBackend:
-    raise ConfigError(f"route {route.index + 1}: the openai backend is not available yet")
+    from batchrock.backends.openai_compat import from_route
+
+    return from_route(route, settings)
 
 
 def _bedrock_factory(route: Route, settings: Settings) -> ModelBackend:
