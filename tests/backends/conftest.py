@@ -63,3 +63,10 @@ def fake_openai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer
     server = start("fake_openai.py", tmp_path_factory.mktemp("openai"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_bedrock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
+    server = start("fake_bedrock.py", tmp_path_factory.mktemp("bedrock"))
+    yield server
+    server.stop()

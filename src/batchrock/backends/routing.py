@@ -108,7 +108,9 @@ def _openai_factory(route: Route, settings: Settings) -> ModelBackend:
 
 
 def _bedrock_factory(route: Route, settings: Settings) -> ModelBackend:
-    raise ConfigError(f"route {route.index + 1}: the bedrock backend is not available yet")
+    from batchrock.backends.bedrock_runtime import from_route
+
+    return from_route(route, settings)
 
 
 BACKEND_TYPES: dict[str, BackendFactory] = {
