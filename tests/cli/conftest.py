@@ -64,11 +64,14 @@ def stub() -> Iterator[Stub]:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
+    text = ""
     while time.monotonic() < deadline:
-        if os.path.exists(port_file) and open(port_file).read().strip():
-            break
+        if os.path.exists(port_file):
+            text = Path(port_file).read_text().strip()
+            if text:
+                break
         time.sleep(0.02)
-    port = int(open(port_file).read())
+    port = int(text)
     shutil.rmtree(folder, ignore_errors=True)
     yield Stub(f"http://127.0.0.1:{port}", proc)
     proc.terminate()
