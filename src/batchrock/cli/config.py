@@ -9,6 +9,7 @@ indented sub-sections for ``s3 =`` style nesting, ``#``/``;`` comments).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ SERVICE_ENV = "BEDROCK"
 SERVICE_KEY = "bedrock"
 
 Section = dict[str, Any]
+
+# botocore's check on region names (they become part of host names and signatures).
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?")
 
 
 def parse_ini(text: str) -> dict[str, Section]:
@@ -127,6 +131,8 @@ class Config:
         region = region or self.get("region")
         if not region or not isinstance(region, str):
             raise NoRegionError()
+        if not _REGION.fullmatch(region):
+            raise CliError(f"Provided region_name '{region}' doesn't match a supported format.")
         return region
 
     def output(self, flag: str | None) -> str:

@@ -46,13 +46,23 @@ class Streams:
 
 
 def version_line() -> str:
+    """``batchrock-cli/<version> Python/<x.y.z> <OS>/<release> source/<arch>[.<distro>]``."""
     import platform
 
     from batchrock import __version__
 
+    machine = platform.machine()
+    try:
+        release = platform.freedesktop_os_release()
+        distro = release.get("ID", "")
+        number = release.get("VERSION_ID", "").split(".")[0]
+        if distro:
+            machine += f".{distro}" + (f".{number}" if number else "")
+    except OSError:
+        pass
     return (
         f"batchrock-cli/{__version__} Python/{platform.python_version()} "
-        f"{platform.system()}/{platform.release()} source/{platform.machine()}"
+        f"{platform.system()}/{platform.release()} source/{machine}"
     )
 
 
