@@ -1,9 +1,9 @@
 """The layers only depend inward: the wire protocol stays at the edge.
 
-    api/, cli/, admin, demo  (edges)
-        -> service, engine
-            -> jobs, errors, clock, settings, store.base, backends.base, objects (seams)
-                <- store.sqlite, backends.*, objects.* (implementations)
+api/, cli/, admin, demo  (edges)
+    -> service, engine
+        -> jobs, errors, clock, settings, store.base, backends.base, objects (seams)
+            <- store.sqlite, backends.*, objects.* (implementations)
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
 def test_imports_point_inward(path: Path) -> None:
     name = _module_name(path)
-    rules = [bad for prefix, bad in FORBIDDEN.items() if name == prefix or name.startswith(prefix + ".")]
+    rules = [
+        bad for prefix, bad in FORBIDDEN.items() if name == prefix or name.startswith(prefix + ".")
+    ]
     imported = _imports(path)
     violations = sorted(
         imp
