@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchrock.cli import shorthand
 from batchrock.cli.argparser import SKELETON_CHOICES, CliArgParser
@@ -21,8 +20,7 @@ from batchrock.cli.model import Operation, ServiceModel, Shape, cli_name
 SCALARS = ("string", "integer", "long", "boolean", "float", "double", "timestamp", "blob")
 
 
-@dataclass(frozen=True, slots=True)
-class CliArgument:
+class CliArgument(NamedTuple):
     name: str
     dest: str
     member: str | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,14 +79,22 @@ def _truthy(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == "true"
 
 
-@dataclass
 class Config:
-    env: Mapping[str, str]
-    profile: str
-    explicit_profile: bool
-    profiles: dict[str, Section] = field(default_factory=dict)
-    credentials: dict[str, Section] = field(default_factory=dict)
-    services: dict[str, Section] = field(default_factory=dict)
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        profile: str,
+        explicit_profile: bool,
+        profiles: dict[str, Section] | None = None,
+        credentials: dict[str, Section] | None = None,
+        services: dict[str, Section] | None = None,
+    ) -> None:
+        self.env = env
+        self.profile = profile
+        self.explicit_profile = explicit_profile
+        self.profiles = profiles or {}
+        self.credentials = credentials or {}
+        self.services = services or {}
 
     @classmethod
     def load(cls, env: Mapping[str, str], profile_flag: str | None) -> Config:

@@ -9,7 +9,7 @@ source AWS CLI v2 supports still works.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from batchrock.cli.config import Config
 
@@ -25,8 +25,7 @@ _DELEGATED_KEYS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(NamedTuple):
     access_key: str
     secret_key: str
     token: str | None = None

@@ -9,14 +9,12 @@ argument syntax -> auto-prompt flags -> profile -> pagination flags -> skeleton 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from batchrock.cli import cliargs, protocol, skeleton, validate
+from batchrock.cli import cliargs, debuglog, protocol, validate
 from batchrock.cli.argparser import (
     OUTPUT_CHOICES,
     build_service_parser,
@@ -35,8 +33,6 @@ from batchrock.cli.formatter import Formatter
 from batchrock.cli.model import SERVICE_CLI_NAME, Operation, ServiceModel, load
 from batchrock.cli.paginate import PageIterator
 from batchrock.cli.transport import Transport, error_code
-
-log = logging.getLogger("batchrock.cli")
 
 
 class Streams:
@@ -77,29 +73,23 @@ def run(argv: Sequence[str], env: Mapping[str, str], streams: Streams) -> int:
         return 130
     except CliError as exc:
         if debug:
-            log.debug("Exception details", exc_info=True)
-            log.debug("Exiting with rc %s", exc.rc)
+            debuglog.debug("Exception details", exc_info=True)
+            debuglog.debug("Exiting with rc %s", exc.rc)
         _render_error(exc, env, argv, streams)
         return exc.rc
     except BrokenPipeError:
         return 255
     except Exception as exc:  # any other failure is reported like AWS CLI: message, rc 255
         if debug:
-            log.debug("Exception details", exc_info=True)
+            debuglog.debug("Exception details", exc_info=True)
         _render_error(CliError(str(exc)), env, argv, streams)
         return 255
 
 
 def _setup_debug(stderr: TextIO, argv: Sequence[str]) -> None:
-    handler = logging.StreamHandler(stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s - %(threadName)s - %(name)s - %(levelname)s - %(message)s")
-    )
-    root = logging.getLogger("batchrock")
-    root.setLevel(logging.DEBUG)
-    root.addHandler(handler)
-    log.debug("CLI version: %s", version_line())
-    log.debug("Arguments entered to CLI: %s", list(argv))
+    debuglog.enable(stderr)
+    debuglog.debug("CLI version: %s", version_line())
+    debuglog.debug("Arguments entered to CLI: %s", list(argv))
 
 
 def _render_error(
@@ -372,7 +362,7 @@ class Invocation:
             if problems:
                 raise ParamValidationError("Parameter validation failed:\n" + "\n".join(problems))
         method, path, query, body = protocol.serialize(model, op, params)
-        log.debug("Making request for %s with params: %s", op.name, params)
+        debuglog.debug("Making request for %s with params: %s", op.name, params)
         resp = transport.send(method, path, query, body)
         if resp.status >= 300:
             code, message, fields = error_code(resp)
@@ -407,6 +397,8 @@ class Invocation:
             raise ParamValidationError(f"Bad value for --query {self.g.query}: {exc}") from exc
 
     def _print_input_skeleton(self, kind: str) -> int:
+        from batchrock.cli import skeleton
+
         if kind == "yaml-input":
             from ruamel.yaml import YAML
 
@@ -418,6 +410,8 @@ class Invocation:
         return 0
 
     def _print_output_skeleton(self, params: dict[str, Any], query: Any, output: str) -> int:
+        from batchrock.cli import skeleton
+
         op, model = self.op, self.model
         protocol.fill_idempotency_tokens(model, op, params)
         if op.input:
@@ -459,7 +453,3 @@ def _terminal_width() -> int:
         return os.get_terminal_size(sys.stdout.fileno()).columns
     except (OSError, ValueError, AttributeError):
         return 80
-
-
-def print_traceback(stderr: TextIO) -> None:
-    traceback.print_exc(file=stderr)

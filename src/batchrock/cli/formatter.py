@@ -9,11 +9,12 @@ stays written when a later page fails.
 from __future__ import annotations
 
 import json
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from batchrock.cli.errors import CliError
-from batchrock.cli.paginate import PageIterator
-from batchrock.cli.table import TableError, format_table
+
+if TYPE_CHECKING:
+    from batchrock.cli.paginate import PageIterator
 from batchrock.cli.text import format_text
 
 FORMATS = ("json", "text", "table", "yaml", "yaml-stream", "off")
@@ -76,6 +77,8 @@ class Formatter:
                 json.dump(value, self.out, indent=4, ensure_ascii=False, default=str)
                 self.out.write("\n")
         elif self.fmt == "table":
+            from batchrock.cli.table import TableError, format_table
+
             try:
                 format_table(
                     self.operation,

@@ -12,9 +12,8 @@ import gzip
 import importlib.util
 import json
 import os
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 SERVICE = "bedrock"
 SERVICE_CLI_NAME = "bedrock"
@@ -63,8 +62,7 @@ def _read_json(folder: str, stem: str) -> Any:
         return json.loads(g.read())
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(NamedTuple):
     name: str
     cli: str
     method: str

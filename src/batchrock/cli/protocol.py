@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +24,8 @@ def fill_idempotency_tokens(model: ServiceModel, op: Operation, params: dict[str
         return
     for member, ref in model.shape(op.input).get("members", {}).items():
         if ref.get("idempotencyToken") and member not in params:
+            import uuid
+
             params[member] = str(uuid.uuid4())
 
 

@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
+import os
 import random
 import socket
-import ssl
 import time
-import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from batchrock.cli import sigv4
+from batchrock.cli import debuglog, sigv4
 from batchrock.cli.credentials import Credentials
 from batchrock.cli.errors import EndpointError
-
-log = logging.getLogger("batchrock.cli.transport")
 
 USER_AGENT = "batchrock-cli/{version} Python/{py} md/botocore-free"
 
@@ -48,12 +43,12 @@ _TRANSIENT = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotCompl
 _RETRY_STATUS = {500, 502, 503, 504}
 
 
-@dataclass
 class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    attempts: int = 1
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.attempts = 1
 
     def json(self) -> Any:
         if not self.body.strip():
@@ -77,22 +72,34 @@ def error_code(resp: Response) -> tuple[str, str, dict[str, Any]]:
     return code or "Unknown", str(message), body
 
 
-@dataclass
 class Transport:
-    endpoint: str
-    region: str
-    service: str
-    credentials: Credentials | None
-    bearer_token: str | None = None
-    verify: bool = True
-    ca_bundle: str | None = None
-    connect_timeout: float | None = 60.0
-    read_timeout: float | None = 60.0
-    max_attempts: int = 3
-    user_agent: str = "batchrock-cli"
-    _conn: http.client.HTTPConnection | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        region: str,
+        service: str,
+        credentials: Credentials | None,
+        bearer_token: str | None = None,
+        verify: bool = True,
+        ca_bundle: str | None = None,
+        connect_timeout: float | None = 60.0,
+        read_timeout: float | None = 60.0,
+        max_attempts: int = 3,
+        user_agent: str = "batchrock-cli",
+    ) -> None:
+        self.endpoint = endpoint
+        self.region = region
+        self.service = service
+        self.credentials = credentials
+        self.bearer_token = bearer_token
+        self.verify = verify
+        self.ca_bundle = ca_bundle
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_attempts = max_attempts
+        self.user_agent = user_agent
+        self._conn: http.client.HTTPConnection | None = None
         parts = urlsplit(self.endpoint)
         self.scheme = parts.scheme
         self.netloc = parts.netloc
@@ -112,6 +119,8 @@ class Transport:
         if self._conn is None:
             timeout = self.connect_timeout
             if self.scheme == "https":
+                import ssl
+
                 ctx = ssl.create_default_context(cafile=self.ca_bundle)
                 if not self.verify:
                     ctx.check_hostname = False
@@ -132,7 +141,7 @@ class Transport:
         self, method: str, path: str, query: list[tuple[str, str]], body: bytes | None
     ) -> Response:
         payload = body or b""
-        invocation = str(uuid.uuid4())
+        invocation = _uuid4()
         url = self.url_for(path, query)
         attempt = 0
         while True:
@@ -201,7 +210,7 @@ class Transport:
     ) -> Response:
         conn = self._connection()
         target = self.url_for(path, query)[len(self.scheme) + 3 + len(self.netloc) :]
-        log.debug(
+        debuglog.debug(
             "Sending http request: %s %s headers=%s body=%r", method, target, headers, payload
         )
         conn.request(
@@ -212,7 +221,7 @@ class Transport:
         raw = conn.getresponse()
         data = raw.read()
         resp = Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, data)
-        log.debug("Response: %s headers=%s body=%r", resp.status, resp.headers, data)
+        debuglog.debug("Response: %s headers=%s body=%r", resp.status, resp.headers, data)
         if raw.will_close:
             self.close()
         return resp
@@ -233,6 +242,17 @@ def _connection_error(exc: BaseException, url: str) -> EndpointError:
         if isinstance(exc, ConnectionError):
             return EndpointError(f'Connect timeout on endpoint URL: "{url}"')
         return EndpointError(f'Read timeout on endpoint URL: "{url}"')
+    import ssl
+
     if isinstance(exc, ssl.SSLError):
         return EndpointError(f"SSL validation failed for {url} {exc}")
     return EndpointError(f'Could not connect to the endpoint URL: "{url}"')
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID string; the uuid module costs more to import than this."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

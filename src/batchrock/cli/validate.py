@@ -7,7 +7,6 @@ lengths and values. Enums, ``max`` and patterns are left to the service, as AWS 
 from __future__ import annotations
 
 import datetime as _dt
-from decimal import Decimal
 from typing import Any
 
 from batchrock.cli import timestamps
@@ -70,7 +69,7 @@ def _validate(model: ServiceModel, value: Any, shape: Shape, errors: _Errors, na
             return
         _min_value(value, shape, errors, name)
     elif kind in ("float", "double"):
-        if not isinstance(value, float | Decimal | int):
+        if not (isinstance(value, float | int) or type(value).__name__ == "Decimal"):
             errors.type(
                 name, value, ["<class 'float'>", "<class 'decimal.Decimal'>", "<class 'int'>"]
             )
