@@ -19,7 +19,8 @@ no route matches go to the built-in model unless ``builtin_fallback`` is off, in
 :meth:`BackendResolver.for_model` raises :class:`NoRouteError` and the job fails in
 Validating with that message.
 
-Backend types are registered in :data:`BACKEND_TYPES` (``builtin``, ``openai``, ``bedrock``)
+Backend types are registered in :data:`BACKEND_TYPES` (``builtin``, ``openai``, ``bedrock``,
+and with the ``local`` extra ``transformers`` and ``sentence-transformers``)
 and through the ``batchrock.backends`` entry-point group, the same way for third parties.
 """
 
@@ -113,10 +114,24 @@ def _bedrock_factory(route: Route, settings: Settings) -> ModelBackend:
     return from_route(route, settings)
 
 
+def _transformers_factory(route: Route, settings: Settings) -> ModelBackend:
+    from batchrock.backends.local import transformers_from_route
+
+    return transformers_from_route(route, settings)
+
+
+def _sentence_transformers_factory(route: Route, settings: Settings) -> ModelBackend:
+    from batchrock.backends.local import sentence_transformers_from_route
+
+    return sentence_transformers_from_route(route, settings)
+
+
 BACKEND_TYPES: dict[str, BackendFactory] = {
     "builtin": _builtin_factory,
     "openai": _openai_factory,
     "bedrock": _bedrock_factory,
+    "transformers": _transformers_factory,
+    "sentence-transformers": _sentence_transformers_factory,
 }
 
 
