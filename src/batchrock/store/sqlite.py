@@ -11,6 +11,7 @@ event loop rather than paying a thread hop per call.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
 from batchrock.store.base import JobFilter, PageRequest
 
 SCHEMA_VERSION = 1
+
+log = logging.getLogger("batchrock.store")
 
 # When the trigram index yields at most this many candidates, fetch them directly; otherwise the
 # pattern is common and walking the listing index in order finds a page of matches sooner.
@@ -316,6 +319,14 @@ class SqliteStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 (job_id, current.value, to.value, micros, message),
             )
+        log.info(
+            "job %s: %s -> %s%s",
+            job_id,
+            current.value,
+            to.value,
+            f" ({message})" if message else "",
+            extra={"action": "job_transition", "job_id": job_id, "to_status": to.value},
+        )
         return _row_to_job(updated)
 
     async def events(self, job_id: str) -> list[JobEvent]:
@@ -483,6 +494,13 @@ class SqliteStore:
                 "VALUES (?, ?, ?, ?, NULL)",
                 (row["job_id"], scheduled, running, micros),
             )
+        log.info(
+            "job %s: %s -> %s",
+            row["job_id"],
+            scheduled,
+            running,
+            extra={"action": "job_transition", "job_id": row["job_id"], "to_status": running},
+        )
         return _row_to_job(updated)
 
     async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:
