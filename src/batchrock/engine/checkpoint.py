@@ -1,0 +1,113 @@
+"""A running job's resume point, kept in the store beside its counters.
+
+Output records of the file in progress are appended to a spool file under
+``DATA_DIR/spool/{jobId}/``; the checkpoint says how many of its bytes are good
+(``spool_size``) and where the input resumes (``offset``, ``line``). Counters and checkpoint
+are saved in one store write, so after a crash the spool is cut back to ``spool_size`` and
+every record is in the output exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchrock.engine.inputs import InputFile
+from batchrock.jobs import Counters
+
+VERSION = 1
+
+
+@dataclass(slots=True, kw_only=True)
+class Checkpoint:
+    files: list[InputFile]
+    #: Index in ``files`` of the file in progress; ``len(files)`` when all are done.
+    file: int = 0
+    #: Input byte offset and line number after the last record written to the spool.
+    offset: int = 0
+    line: int = 0
+    #: Spool file name (under the job's spool folder) and its good length.
+    spool: str = ""
+    spool_size: int = 0
+    #: Counters when the file in progress started: a lost spool restarts the file from them.
+    file_base: Counters = field(default_factory=Counters)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "files": [f.to_json() for f in self.files],
+            "file": self.file,
+            "offset": self.offset,
+            "line": self.line,
+            "spool": self.spool,
+            "spool_size": self.spool_size,
+            "file_base": dataclasses.asdict(self.file_base),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Checkpoint | None:
+        """``None`` for a checkpoint this version cannot read (the job then restarts)."""
+        if data.get("v") != VERSION:
+            return None
+        return cls(
+            files=[InputFile.from_json(f) for f in data["files"]],
+            file=data["file"],
+            offset=data["offset"],
+            line=data["line"],
+            spool=data["spool"],
+            spool_size=data["spool_size"],
+            file_base=Counters(**data["file_base"]),
+        )
+
+    def next_file(self, counters: Counters) -> None:
+        self.file += 1
+        self.offset = 0
+        self.line = 0
+        self.spool = ""
+        self.spool_size = 0
+        self.file_base = counters
+
+
+def spool_dir(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "spool" / job_id
+
+
+def new_spool_name(file_index: int) -> str:
+    # A fresh name per attempt: a worker that lost its lease but still runs writes to its own
+    # file, never into the one its successor resumes.
+    return f"{file_index:05d}-{secrets.token_hex(4)}.out"
+
+
+def open_spool(path: Path, good_size: int) -> Any:
+    """Open the spool for appending, cut back to its last checkpointed length."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+b")
+    handle.truncate(good_size)
+    handle.seek(good_size)
+    return handle
+
+
+def append_durably(handle: Any, data: bytes) -> None:
+    handle.write(data)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def manifest_bytes(counters: Counters) -> bytes:
+    """``manifest.json.out``, with Bedrock's field names."""
+    return orjson.dumps(
+        {
+            "totalRecordCount": counters.total,
+            "processedRecordCount": counters.processed,
+            "successRecordCount": counters.success,
+            "errorRecordCount": counters.error,
+            "inputTokenCount": counters.input_tokens,
+            "outputTokenCount": counters.output_tokens,
+        }
+    )

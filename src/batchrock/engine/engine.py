@@ -1,0 +1,144 @@
+"""The engine: finds work in the store and drives each job through its lifecycle.
+
+One engine runs inside ``batchrock serve`` and one in each ``batchrock worker``; they share
+the store, and leases keep them apart (a job is run by one live engine at a time; a crashed
+engine's jobs are taken over when its leases run out).
+
+Each poll, an engine with free capacity takes, in this order:
+  1. Stopping jobs nobody runs (so a stop finishes promptly),
+  2. InProgress jobs nobody runs (resumed from their checkpoint),
+  3. a Scheduled job whose account and model are below the concurrent-jobs quota,
+  4. Submitted/Validating jobs (validation).
+Scheduled jobs waiting past their ``jobExpirationTime`` become Expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+
+from batchrock.clock import Clock
+from batchrock.engine.runner import EngineContext, JobRunner, Resolver, deadline_of
+from batchrock.jobs import InvalidTransition, Job, JobStatus
+from batchrock.objects import ObjectStore, build_object_store
+from batchrock.settings import Settings
+from batchrock.store.base import JobStore
+
+log = logging.getLogger("batchrock.engine")
+S = JobStatus
+
+_WAITING = frozenset({S.SUBMITTED, S.VALIDATING, S.SCHEDULED})
+
+
+class Engine:
+    """Runs jobs until told to stop.
+
+    >>> engine = Engine(settings, store, SystemClock(), resolver)
+    >>> await engine.run(stop_event)   # returns once in-flight work is checkpointed
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        clock: Clock,
+        resolver: Resolver | None = None,
+        objects: ObjectStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self._own_resolver = resolver is None
+        if resolver is None:
+            from batchrock.backends.routing import build_resolver
+
+            resolver = build_resolver(settings)
+        self._own_objects = objects is None
+        self.objects = objects if objects is not None else build_object_store(settings)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._shutdown = asyncio.Event()
+        self.ctx = EngineContext(
+            settings=settings,
+            store=store,
+            clock=clock,
+            objects=self.objects,
+            resolver=resolver,
+            worker_id=self.worker_id,
+            shutdown=self._shutdown,
+        )
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("engine %s started", self.worker_id)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                except Exception:
+                    # The store may be busy or briefly unavailable; try again next poll.
+                    log.exception("engine poll failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.engine_poll_seconds)
+        finally:
+            self._shutdown.set()
+            if self._running:
+                await asyncio.gather(*self._running.values(), return_exceptions=True)
+            if self._own_resolver:
+                await self.ctx.resolver.aclose()
+            if self._own_objects:
+                await self.objects.aclose()
+            log.info("engine %s stopped", self.worker_id)
+
+    async def tick(self) -> None:
+        """One poll: expire overdue jobs, then take work while there is capacity."""
+        await self.expire_overdue()
+        while len(self._running) < self.settings.engine_max_jobs:
+            job = await self._next_job()
+            if job is None:
+                return
+            self._start(job)
+
+    async def _next_job(self) -> Job | None:
+        store, now, lease = self.store, self.clock.now(), self.settings.engine_lease_seconds
+        for statuses in ({S.STOPPING}, {S.IN_PROGRESS}):
+            job = await store.claim(self.worker_id, statuses, now=now, lease_seconds=lease)
+            if job is not None:
+                return job
+        job = await store.start_next(
+            self.worker_id,
+            now=now,
+            lease_seconds=lease,
+            max_in_progress=self.settings.quota_max_concurrent_jobs_per_model,
+        )
+        if job is not None:
+            log.info("job %s: InProgress", job.job_id, extra={"action": "job.InProgress"})
+            return job
+        return await store.claim(
+            self.worker_id, {S.SUBMITTED, S.VALIDATING}, now=now, lease_seconds=lease
+        )
+
+    def _start(self, job: Job) -> None:
+        runner = JobRunner(self.ctx, job)
+        task = asyncio.create_task(runner.run(), name=f"job-{job.job_id}")
+        self._running[job.job_id] = task
+        job_id = job.job_id
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self._running.pop(job_id, None)
+
+        task.add_done_callback(forget)
+
+    async def expire_overdue(self) -> None:
+        """Jobs that have not started by their expiration time become Expired (nobody holds
+        a waiting job, so no runner would notice)."""
+        now = self.clock.now()
+        for job in await self.store.jobs_in({S.SCHEDULED, S.SUBMITTED}, limit=1000):
+            if now < deadline_of(job, self.clock) or job.job_id in self._running:
+                continue
+            with contextlib.suppress(InvalidTransition, LookupError):
+                await self.store.transition(job.job_id, S.EXPIRED, now=now, expected=_WAITING)
+                log.info("job %s: Expired", job.job_id, extra={"action": "job.Expired"})

@@ -1,0 +1,179 @@
+"""The Validating step: find a job's input files, check every record's shape and the quotas.
+
+Everything wrong here ends the job ``Failed`` with a message naming what to fix (the file and
+line, or the quota and the numbers), never an exception escaping to the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from batchrock.engine.records import BadRecord, LineTooLong, is_blank, iter_lines, parse_record
+from batchrock.objects.base import (
+    InvalidLocation,
+    NoSuchBucket,
+    ObjectStore,
+    ObjectStoreError,
+    S3Location,
+    parse_s3_uri,
+)
+from batchrock.settings import Settings
+
+JSONL_SUFFIX = ".jsonl"
+
+
+class InputError(Exception):
+    """Validation failed; the message is the job's ``message``."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One input object and where its results go."""
+
+    bucket: str
+    key: str
+    size: int
+    #: The name under ``{output}/{jobId}/``: the key relative to the input prefix (the file
+    #: name for a single-object input), plus ``.out``.
+    out_name: str
+    records: int = 0
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "size": self.size,
+            "out": self.out_name,
+            "records": self.records,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputFile:
+        return cls(data["bucket"], data["key"], data["size"], data["out"], data["records"])
+
+
+async def find_input_files(objects: ObjectStore, input_uri: str) -> list[InputFile]:
+    """The ``.jsonl`` objects that ``input_uri`` names: one object, or all under a prefix."""
+    try:
+        loc = parse_s3_uri(input_uri)
+        if not await objects.bucket_exists(loc.bucket):
+            raise InputError(f"The input S3 bucket {loc.bucket!r} does not exist ({input_uri}).")
+        if loc.key and not loc.key.endswith("/"):
+            single = await objects.head(loc.bucket, loc.key)
+            if single is not None:
+                if not loc.key.endswith(JSONL_SUFFIX):
+                    raise InputError(
+                        f"The input file {input_uri} does not end in {JSONL_SUFFIX}: batch "
+                        f"inference reads JSONL files only."
+                    )
+                name = loc.key.rsplit("/", 1)[-1]
+                return [InputFile(loc.bucket, loc.key, single.size, name + ".out")]
+        prefix = loc.key if not loc.key or loc.key.endswith("/") else loc.key + "/"
+        found = await objects.list_objects(loc.bucket, prefix)
+    except NoSuchBucket as exc:
+        raise InputError(
+            f"The input S3 bucket {exc.bucket!r} does not exist ({input_uri})."
+        ) from None
+    except (InvalidLocation, ObjectStoreError) as exc:
+        raise InputError(f"Cannot read the input location {input_uri}: {exc}") from None
+    if not found:
+        raise InputError(f"The input location {input_uri} does not exist (no object or prefix).")
+    files = [
+        InputFile(loc.bucket, o.key, o.size, o.key[len(prefix) :] + ".out")
+        for o in found
+        if o.key.endswith(JSONL_SUFFIX)
+    ]
+    if not files:
+        raise InputError(
+            f"The input location {input_uri} holds no {JSONL_SUFFIX} files "
+            f"({len(found)} other object(s) found)."
+        )
+    return files
+
+
+def check_size_quotas(files: list[InputFile], settings: Settings) -> None:
+    for f in files:
+        if f.size > settings.quota_max_file_bytes:
+            raise InputError(
+                f"The input file {f.uri} is {f.size} bytes, more than the quota 'Batch "
+                f"inference input file size' of {settings.quota_max_file_bytes} bytes."
+            )
+    total = sum(f.size for f in files)
+    if total > settings.quota_max_job_bytes:
+        raise InputError(
+            f"The job's input files total {total} bytes, more than the quota 'Batch inference "
+            f"job size' of {settings.quota_max_job_bytes} bytes."
+        )
+
+
+async def count_records(
+    objects: ObjectStore,
+    file: InputFile,
+    settings: Settings,
+    *,
+    records_before: int,
+    keep_going: Callable[[], Awaitable[bool]],
+) -> int:
+    """Check every line of ``file`` and return how many records it holds.
+
+    ``records_before`` (records in earlier files) lets the job-wide maximum fail early;
+    ``keep_going`` is awaited now and then (it renews the lease and says whether the job
+    was stopped meanwhile; ``False`` abandons the scan).
+    """
+    count = 0
+    try:
+        async for batch in iter_lines(objects.read(file.bucket, file.key)):
+            for line in batch:
+                if is_blank(line.data):
+                    continue
+                try:
+                    parse_record(line.data)
+                except BadRecord as exc:
+                    raise InputError(
+                        f"Line {line.number} of the input file {file.uri} {exc}. Every line "
+                        f'must be a JSON object with a "modelInput" object and an optional '
+                        f'"recordId" string.'
+                    ) from None
+                count += 1
+            if count > settings.quota_max_records_per_file:
+                raise InputError(
+                    f"The input file {file.uri} has more than "
+                    f"{settings.quota_max_records_per_file} records, the quota 'Records per "
+                    f"input file per batch inference job'."
+                )
+            if records_before + count > settings.quota_max_records_per_job:
+                raise InputError(
+                    f"The job has more than {settings.quota_max_records_per_job} records, the "
+                    f"quota 'Records per batch inference job'."
+                )
+            if not await keep_going():
+                return count
+    except LineTooLong as exc:
+        raise InputError(f"The input file {file.uri}: {exc}.") from None
+    except ObjectStoreError as exc:
+        raise InputError(f"Cannot read the input file {file.uri}: {exc}") from None
+    return count
+
+
+def check_record_quotas(total: int, settings: Settings) -> None:
+    if total < settings.quota_min_records_per_job:
+        raise InputError(
+            f"The job has {total} records, fewer than the quota 'Minimum number of records "
+            f"per batch inference job' of {settings.quota_min_records_per_job}."
+        )
+
+
+async def check_output_location(objects: ObjectStore, output_uri: str) -> S3Location:
+    try:
+        loc = parse_s3_uri(output_uri)
+        if not await objects.bucket_exists(loc.bucket):
+            raise InputError(f"The output S3 bucket {loc.bucket!r} does not exist ({output_uri}).")
+    except (InvalidLocation, ObjectStoreError) as exc:
+        raise InputError(f"Cannot use the output location {output_uri}: {exc}") from None
+    return loc

@@ -1,0 +1,451 @@
+"""Everything the engine does with one job it holds (a lease in the store).
+
+    Submitted/Validating --validate()--> Scheduled | Failed | Expired | Stopped
+    InProgress           --execute()---> Completed | PartiallyCompleted (timeout) | Failed
+                                         | Stopped (stop requested) | (checkpointed, on shutdown)
+    Stopping             --finish_stop()--> Stopped
+
+A heartbeat renews the lease and watches the job: a stop request, the job's timeout and the
+engine's own shutdown set ``halt``; the work in progress checkpoints and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import shutil
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from batchrock import jobs
+from batchrock.backends.base import ModelBackend
+from batchrock.clock import Clock
+from batchrock.engine import inputs
+from batchrock.engine.checkpoint import (
+    Checkpoint,
+    append_durably,
+    manifest_bytes,
+    new_spool_name,
+    open_spool,
+    spool_dir,
+)
+from batchrock.engine.file_pass import FilePass
+from batchrock.engine.records import LineTooLong, iter_lines
+from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
+from batchrock.objects.base import ObjectStore, ObjectStoreError, S3Location, parse_s3_uri
+from batchrock.settings import Settings
+from batchrock.store.base import JobStore
+
+log = logging.getLogger("batchrock.engine")
+S = JobStatus
+
+#: How long in-flight records may take to finish once a job is told to halt.
+HALT_GRACE_SECONDS = 2.0
+MANIFEST_NAME = "manifest.json.out"
+
+
+class Resolver(Protocol):
+    """What the engine needs from :mod:`batchrock.backends.routing`'s resolver."""
+
+    def for_model(self, model_id: str) -> ModelBackend: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineContext:
+    settings: Settings
+    store: JobStore
+    clock: Clock
+    objects: ObjectStore
+    resolver: Resolver
+    worker_id: str
+    shutdown: asyncio.Event
+
+
+class Halt(enum.Enum):
+    STOP = "stop"
+    TIMEOUT = "timeout"
+    LOST = "lost"
+    SHUTDOWN = "shutdown"
+
+
+def deadline_of(job: Job, clock: Clock) -> datetime:
+    """When the job times out (or expires): ``jobExpirationTime``, with the clock's time scale
+    applied to the time since submission."""
+    return job.submit_time + clock.scaled(job.expiration_time - job.submit_time)
+
+
+class JobFailed(Exception):
+    """Ends the job ``Failed``; the message is the job's ``message``."""
+
+
+class JobRunner:
+    def __init__(self, ctx: EngineContext, job: Job) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.halt = asyncio.Event()
+        self.reason: Halt | None = None
+        self._watch_timeout = False
+
+    # --- entry -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat-{self.job.job_id}")
+        try:
+            await self._dispatch()
+        except Exception:
+            log.exception("job %s: engine error", self.job.job_id)
+            await self._fail("Internal error while running the job; see the service log.")
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            if self.reason is not Halt.LOST:
+                with contextlib.suppress(Exception):
+                    await self.ctx.store.release(self.job.job_id, self.ctx.worker_id)
+
+    async def _dispatch(self) -> None:
+        status = self.job.status
+        if status is S.STOPPING:
+            await self.finish_stop()
+        elif status in (S.SUBMITTED, S.VALIDATING):
+            await self.validate()
+        elif status is S.IN_PROGRESS:
+            await self.execute()
+
+    def _set_halt(self, reason: Halt) -> None:
+        if self.reason is None or reason is Halt.LOST:
+            self.reason = reason
+        self.halt.set()
+
+    async def _heartbeat(self) -> None:
+        ctx = self.ctx
+        interval = max(0.05, min(ctx.settings.engine_lease_seconds / 3, 0.5))
+        while True:
+            # Plain sleeps: cancelling this task (when the job is done) must always work, and
+            # asyncio.wait_for can swallow a cancellation that races with its own timeout.
+            for _ in range(5):
+                await asyncio.sleep(interval / 5)
+                if ctx.shutdown.is_set():
+                    break
+            if ctx.shutdown.is_set():
+                self._set_halt(Halt.SHUTDOWN)
+            ok = await ctx.store.renew(
+                self.job.job_id,
+                ctx.worker_id,
+                now=ctx.clock.now(),
+                lease_seconds=ctx.settings.engine_lease_seconds,
+            )
+            if not ok:
+                log.warning("job %s: lease lost; another worker takes over", self.job.job_id)
+                self._set_halt(Halt.LOST)
+                return
+            current = await ctx.store.get_by_id(self.job.job_id)
+            if current is None or current.is_terminal:
+                self._set_halt(Halt.LOST)
+                return
+            if current.status is S.STOPPING:
+                self._set_halt(Halt.STOP)
+            elif self._watch_timeout and ctx.clock.now() >= deadline_of(current, ctx.clock):
+                self._set_halt(Halt.TIMEOUT)
+
+    # --- transitions ---------------------------------------------------------------------
+
+    async def _move(
+        self,
+        to: JobStatus,
+        *,
+        expected: Collection[JobStatus],
+        message: str | None = None,
+    ) -> bool:
+        """Transition; ``False`` (and ``self.job`` refreshed) when the job moved meanwhile."""
+        try:
+            self.job = await self.ctx.store.transition(
+                self.job.job_id, to, now=self.ctx.clock.now(), expected=expected, message=message
+            )
+        except InvalidTransition:
+            fresh = await self.ctx.store.get_by_id(self.job.job_id)
+            if fresh is not None:
+                self.job = fresh
+            return False
+        log.info("job %s: %s", self.job.job_id, to.value, extra={"action": f"job.{to.value}"})
+        return True
+
+    async def _fail(self, message: str) -> None:
+        message = message[:2048]
+        await self._move(S.FAILED, expected=jobs.sources_of(S.FAILED), message=message)
+
+    async def _end_after_stop_race(self) -> None:
+        """A final move lost to a stop request: the job is Stopping, so it ends Stopped."""
+        if self.job.status is S.STOPPING:
+            await self._move(S.STOPPED, expected={S.STOPPING})
+
+    # --- Validating ----------------------------------------------------------------------
+
+    def _expired(self) -> bool:
+        return self.ctx.clock.now() >= deadline_of(self.job, self.ctx.clock)
+
+    async def validate(self) -> None:
+        ctx, job = self.ctx, self.job
+        if job.status is S.SUBMITTED:
+            if self._expired():
+                await self._move(S.EXPIRED, expected={S.SUBMITTED})
+                return
+            if not await self._move(S.VALIDATING, expected={S.SUBMITTED}):
+                return await self._after_race()
+        try:
+            ctx.resolver.for_model(job.model_id)
+        except Exception as exc:  # NoRouteError: its message is written for users
+            await self._move(S.FAILED, expected={S.VALIDATING}, message=str(exc)[:2048])
+            return
+        try:
+            await inputs.check_output_location(ctx.objects, job.output_s3_uri)
+            files = await inputs.find_input_files(ctx.objects, job.input_s3_uri)
+            inputs.check_size_quotas(files, ctx.settings)
+            total = 0
+            for i, f in enumerate(files):
+                n = await inputs.count_records(
+                    ctx.objects, f, ctx.settings, records_before=total, keep_going=self._going
+                )
+                if self.halt.is_set():
+                    return await self._after_halt_before_run()
+                files[i] = replace(f, records=n)
+                total += n
+            inputs.check_record_quotas(total, ctx.settings)
+        except inputs.InputError as exc:
+            await self._move(S.FAILED, expected={S.VALIDATING}, message=str(exc)[:2048])
+            if self.job.status is S.STOPPING:
+                await self._end_after_stop_race()
+            return
+        except ObjectStoreError as exc:
+            await self._move(S.FAILED, expected={S.VALIDATING}, message=str(exc)[:2048])
+            return
+        checkpoint = Checkpoint(files=files)
+        await ctx.store.save_progress(
+            job.job_id,
+            counters=Counters(total=total),
+            now=ctx.clock.now(),
+            checkpoint=checkpoint.to_json(),
+        )
+        if self._expired():
+            await self._move(S.EXPIRED, expected={S.VALIDATING})
+        elif not await self._move(S.SCHEDULED, expected={S.VALIDATING}):
+            await self._after_race()
+
+    async def _going(self) -> bool:
+        await asyncio.sleep(0)  # let the heartbeat run between chunks of a long scan
+        return not self.halt.is_set()
+
+    async def _after_race(self) -> None:
+        if self.job.status is S.STOPPING:
+            await self.finish_stop()
+
+    async def _after_halt_before_run(self) -> None:
+        if self.reason is Halt.STOP:
+            await self.finish_stop()
+        # SHUTDOWN / LOST: the job stays Validating and is validated again later.
+
+    # --- InProgress ----------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        ctx, job = self.ctx, self.job
+        raw = await ctx.store.load_checkpoint(job.job_id)
+        cp = Checkpoint.from_json(raw) if raw else None
+        if cp is None:
+            await self._fail("The job's progress record was lost; submit the job again.")
+            return
+        counters = job.counters
+        self._watch_timeout = True
+        try:
+            out_loc = parse_s3_uri(job.output_s3_uri)
+            backend = ctx.resolver.for_model(job.model_id)
+            if self._expired():
+                self._set_halt(Halt.TIMEOUT)
+            while cp.file < len(cp.files) and not self.halt.is_set():
+                counters = await self._run_file(cp, counters, backend, out_loc)
+        except (JobFailed, ObjectStoreError) as exc:
+            await self._keep_partial(cp, out_loc, self.job.counters)
+            await self._fail(str(exc))
+            return
+        except LineTooLong as exc:
+            await self._keep_partial(cp, out_loc, self.job.counters)
+            await self._fail(f"The input file {cp.files[cp.file].uri}: {exc}.")
+            return
+        reason = self.reason if self.halt.is_set() else None
+        if reason in (Halt.SHUTDOWN, Halt.LOST):
+            return
+        if cp.file >= len(cp.files):
+            await self._write_manifest(out_loc, counters)
+            if not await self._move(S.COMPLETED, expected={S.IN_PROGRESS}):
+                await self._end_after_stop_race()
+        elif reason is Halt.TIMEOUT:
+            await self._keep_partial(cp, out_loc, counters)
+            if not await self._move(
+                S.PARTIALLY_COMPLETED,
+                expected={S.IN_PROGRESS},
+                message="The job timed out before every record was processed.",
+            ):
+                await self._end_after_stop_race()
+        else:  # Halt.STOP
+            await self._keep_partial(cp, out_loc, counters)
+            await self._move(S.STOPPED, expected={S.STOPPING})
+        if self.job.is_terminal:
+            self._remove_spool()
+
+    async def _run_file(
+        self, cp: Checkpoint, counters: Counters, backend: ModelBackend, out_loc: S3Location
+    ) -> Counters:
+        ctx, job = self.ctx, self.job
+        f = cp.files[cp.file]
+        folder = spool_dir(ctx.settings.data_dir, job.job_id)
+        old = folder / cp.spool if cp.spool else None
+        if cp.spool_size and (old is None or not old.exists() or _size(old) < cp.spool_size):
+            # The spool is gone (another machine's disk?): redo this file from its start.
+            log.warning("job %s: spool lost, restarting %s", job.job_id, f.uri)
+            counters = cp.file_base
+            cp.offset = cp.line = cp.spool_size = 0
+        name = new_spool_name(cp.file)
+        path = folder / name
+        handle = await asyncio.to_thread(_resume_spool, old, path, cp.spool_size)
+        cp.spool = name
+        try:
+            await self._save(cp, counters)
+            if old is not None and old != path:
+                old.unlink(missing_ok=True)
+            chunks = ctx.objects.read(f.bucket, f.key, cp.offset) if cp.offset < f.size else None
+            fp = FilePass(
+                lines=iter_lines(_or_empty(chunks), start_offset=cp.offset, start_line=cp.line),
+                backend=backend,
+                model_id=job.model_id,
+                invocation_type=job.invocation_type,
+                job_id=job.job_id,
+                file_index=cp.file,
+                start_offset=cp.offset,
+                start_line=cp.line,
+                concurrency=ctx.settings.engine_record_concurrency,
+                halt=self.halt,
+            )
+            base = counters
+            task = asyncio.create_task(fp.run())
+            halted_at: float | None = None
+            loop = asyncio.get_running_loop()
+            while not task.done():
+                await asyncio.wait({task}, timeout=ctx.settings.engine_checkpoint_seconds)
+                if self.halt.is_set():
+                    if self.reason is Halt.LOST:
+                        task.cancel()
+                    halted_at = halted_at or loop.time()
+                    if loop.time() - halted_at > HALT_GRACE_SECONDS:
+                        task.cancel()
+                counters = await self._flush(fp, cp, base, handle)
+            with contextlib.suppress(asyncio.CancelledError):
+                exc = task.exception() if not task.cancelled() else None
+                if exc is not None:
+                    raise exc
+            counters = await self._flush(fp, cp, base, handle)
+        finally:
+            handle.close()
+        if fp.finished and self.reason is not Halt.LOST:
+            key = out_loc.child(job.job_id, f.out_name).key
+            await ctx.objects.put_file(out_loc.bucket, key, path)
+            cp.next_file(counters)
+            await self._save(cp, counters)
+            path.unlink(missing_ok=True)
+            # The manifest follows progress file by file, so it can be watched while running.
+            await self._write_manifest(out_loc, counters)
+        return counters
+
+    async def _flush(self, fp: FilePass, cp: Checkpoint, base: Counters, handle: Any) -> Counters:
+        data, progress = fp.take_output()
+        if self.reason is Halt.LOST:
+            return progress.add_to(base)
+        if data:
+            await asyncio.to_thread(append_durably, handle, data)
+        cp.spool_size += len(data)
+        cp.offset = progress.offset
+        cp.line = progress.line
+        counters = progress.add_to(base)
+        await self._save(cp, counters)
+        return counters
+
+    async def _save(self, cp: Checkpoint, counters: Counters) -> None:
+        if self.reason is Halt.LOST:
+            return
+        await self.ctx.store.save_progress(
+            self.job.job_id, counters=counters, now=self.ctx.clock.now(), checkpoint=cp.to_json()
+        )
+        self.job = self.job.evolve(counters=counters)
+
+    async def _keep_partial(self, cp: Checkpoint, out_loc: S3Location, counters: Counters) -> None:
+        """Publish the finished part of the file in progress, and the manifest."""
+        with contextlib.suppress(ObjectStoreError, OSError):
+            if cp.file < len(cp.files) and cp.spool and cp.spool_size:
+                f = cp.files[cp.file]
+                path = spool_dir(self.ctx.settings.data_dir, self.job.job_id) / cp.spool
+                if path.exists():
+                    await asyncio.to_thread(_truncate, path, cp.spool_size)
+                    key = out_loc.child(self.job.job_id, f.out_name).key
+                    await self.ctx.objects.put_file(out_loc.bucket, key, path)
+            await self._write_manifest(out_loc, counters)
+
+    async def _write_manifest(self, out_loc: S3Location, counters: Counters) -> None:
+        key = out_loc.child(self.job.job_id, MANIFEST_NAME).key
+        await self.ctx.objects.put(out_loc.bucket, key, manifest_bytes(counters))
+
+    def _remove_spool(self) -> None:
+        shutil.rmtree(spool_dir(self.ctx.settings.data_dir, self.job.job_id), ignore_errors=True)
+
+    # --- Stopping ------------------------------------------------------------------------
+
+    async def finish_stop(self) -> None:
+        """Stopping -> Stopped, keeping what was finished and writing the manifest."""
+        raw = await self.ctx.store.load_checkpoint(self.job.job_id)
+        cp = Checkpoint.from_json(raw) if raw else None
+        with contextlib.suppress(Exception):
+            out_loc = parse_s3_uri(self.job.output_s3_uri)
+            if cp is not None:
+                await self._keep_partial(cp, out_loc, self.job.counters)
+            elif await self.ctx.objects.bucket_exists(out_loc.bucket):
+                await self._write_manifest(out_loc, self.job.counters)
+        if await self._move(S.STOPPED, expected={S.STOPPING}):
+            self._remove_spool()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _truncate(path: Path, size: int) -> None:
+    with path.open("r+b") as fh:
+        fh.truncate(size)
+
+
+def _resume_spool(old: Path | None, new: Path, good_size: int) -> Any:
+    """Open ``new`` holding the first ``good_size`` bytes of ``old``."""
+    handle = open_spool(new, 0)
+    if old is not None and good_size:
+        with old.open("rb") as src:
+            remaining = good_size
+            while remaining:
+                chunk = src.read(min(remaining, 4 * 1024 * 1024))
+                if not chunk:
+                    break
+                handle.write(chunk)
+                remaining -= len(chunk)
+        handle.flush()
+    return handle
+
+
+async def _or_empty(chunks: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    if chunks is not None:
+        async for chunk in chunks:
+            yield chunk

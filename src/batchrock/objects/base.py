@@ -1,0 +1,101 @@
+"""Object storage as the engine sees it: buckets of keys, read as a stream, written whole.
+
+Two implementations: :mod:`.local` (the embedded default, ``s3://bucket/key`` is a file under
+``DATA_DIR/s3/bucket/key``) and :mod:`.s3` (any S3-compatible service through obstore).
+Errors are turned into :class:`ObjectStoreError` subclasses whose messages a user can act on;
+the engine copies them into a job's ``message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+#: Chunk size for streamed reads; large enough that per-chunk overhead does not matter.
+READ_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class ObjectStoreError(Exception):
+    """Object storage failed; the message is user-facing."""
+
+
+class NoSuchBucket(ObjectStoreError):
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"The S3 bucket {bucket!r} does not exist or cannot be reached.")
+        self.bucket = bucket
+
+
+class NoSuchKey(ObjectStoreError):
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"The S3 object s3://{bucket}/{key} does not exist.")
+        self.bucket = bucket
+        self.key = key
+
+
+class InvalidLocation(ObjectStoreError):
+    """An S3 URI or key that cannot name an object (bad syntax, or a key leaving its bucket)."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    """``s3://bucket/key``; ``key`` may be empty (the whole bucket) or a prefix."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def child(self, *parts: str) -> S3Location:
+        """The location ``key/part/...`` (one ``/`` between parts, whatever the key ends with)."""
+        segments = [self.key.rstrip("/")] if self.key.strip("/") else []
+        segments += [p.strip("/") for p in parts if p.strip("/")]
+        return S3Location(self.bucket, "/".join(segments))
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    """Split ``s3://bucket/key``. Raises :class:`InvalidLocation` for anything else."""
+    if not uri.startswith("s3://"):
+        raise InvalidLocation(f"{uri!r} is not an S3 URI (expected s3://bucket/key).")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise InvalidLocation(f"{uri!r} names no bucket.")
+    return S3Location(bucket, key)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class ObjectStore(Protocol):
+    """What the engine needs from object storage. Implementations are safe to share."""
+
+    async def bucket_exists(self, bucket: str) -> bool: ...
+
+    async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, sorted by key.
+        Raises :class:`NoSuchBucket`."""
+        ...
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object's size, or ``None`` when there is no such object."""
+        ...
+
+    def read(self, bucket: str, key: str, start: int = 0) -> AsyncIterator[bytes]:
+        """The object's bytes from offset ``start`` on, in chunks. Raises :class:`NoSuchKey`."""
+        ...
+
+    async def put(self, bucket: str, key: str, data: bytes) -> None:
+        """Write the whole object at once: readers see the old object or the new one."""
+        ...
+
+    async def put_file(self, bucket: str, key: str, path: Path) -> None:
+        """Upload a local file as the whole object (same all-or-nothing rule as :meth:`put`)."""
+        ...
+
+    async def aclose(self) -> None: ...

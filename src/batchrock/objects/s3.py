@@ -1,0 +1,138 @@
+"""Any S3-compatible service (AWS S3, MinIO, moto's server) through obstore.
+
+obstore (Rust ``object_store``) does signing, retries, multipart uploads and streaming; this
+module only maps its errors to :mod:`.base`'s and keeps one client per bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.store import S3Store
+
+from batchrock.objects.base import NoSuchBucket, NoSuchKey, ObjectInfo, ObjectStoreError
+
+
+def _is_no_such_bucket(exc: BaseException) -> bool:
+    return "NoSuchBucket" in str(exc)
+
+
+def _short(exc: BaseException) -> str:
+    """obstore messages carry a long debug dump after the first line; users need the first."""
+    return str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+
+
+class S3ObjectStore:
+    """S3 through obstore.
+
+    >>> store = S3ObjectStore(endpoint_url="http://127.0.0.1:9000", region="us-east-1")
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        virtual_hosted_style: bool = False,
+        max_retries: int = 3,
+    ) -> None:
+        self._config: dict[str, Any] = {"region": region}
+        if endpoint_url:
+            self._config["endpoint"] = endpoint_url
+            self._config["virtual_hosted_style_request"] = virtual_hosted_style
+        if access_key_id:
+            self._config["access_key_id"] = access_key_id
+        if secret_access_key:
+            self._config["secret_access_key"] = secret_access_key
+        if session_token:
+            self._config["session_token"] = session_token
+        plain_http = bool(endpoint_url and endpoint_url.startswith("http:"))
+        self._client_options: Any = {"allow_http": plain_http}
+        self._retry: Any = {"max_retries": max_retries, "retry_timeout": timedelta(seconds=30)}
+        self._stores: dict[str, S3Store] = {}
+
+    def _store(self, bucket: str) -> S3Store:
+        store = self._stores.get(bucket)
+        if store is None:
+            store = S3Store(
+                bucket,
+                client_options=self._client_options,
+                retry_config=self._retry,
+                **self._config,
+            )
+            self._stores[bucket] = store
+        return store
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        try:
+            async for _ in obstore.list(self._store(bucket), None, chunk_size=1):
+                break
+        except Exception as exc:
+            if _is_no_such_bucket(exc):
+                return False
+            raise ObjectStoreError(f"Cannot read S3 bucket {bucket!r}: {_short(exc)}") from exc
+        return True
+
+    async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        try:
+            async for batch in obstore.list(self._store(bucket), prefix or None, chunk_size=1000):
+                found.extend(ObjectInfo(m["path"], int(m["size"])) for m in batch)
+        except Exception as exc:
+            if _is_no_such_bucket(exc):
+                raise NoSuchBucket(bucket) from exc
+            raise ObjectStoreError(f"Cannot list s3://{bucket}/{prefix}: {_short(exc)}") from exc
+        # object_store lists keys below a "folder" prefix; keep S3's plain string-prefix rule.
+        found = [o for o in found if o.key.startswith(prefix)]
+        found.sort(key=lambda o: o.key)
+        return found
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            meta = await obstore.head_async(self._store(bucket), key)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            if _is_no_such_bucket(exc):
+                raise NoSuchBucket(bucket) from exc
+            raise ObjectStoreError(f"Cannot read s3://{bucket}/{key}: {_short(exc)}") from exc
+        return ObjectInfo(key, int(meta["size"]))
+
+    async def read(self, bucket: str, key: str, start: int = 0) -> AsyncIterator[bytes]:
+        options: Any = {"range": {"offset": start}} if start else {}
+        try:
+            result = await obstore.get_async(self._store(bucket), key, options=options or None)
+            async for chunk in result.stream(min_chunk_size=1024 * 1024):
+                yield bytes(chunk)
+        except FileNotFoundError as exc:
+            raise NoSuchKey(bucket, key) from exc
+        except ObjectStoreError:
+            raise
+        except Exception as exc:
+            if _is_no_such_bucket(exc):
+                raise NoSuchBucket(bucket) from exc
+            raise ObjectStoreError(f"Cannot read s3://{bucket}/{key}: {_short(exc)}") from exc
+
+    async def put(self, bucket: str, key: str, data: bytes) -> None:
+        await self._put(bucket, key, data)
+
+    async def put_file(self, bucket: str, key: str, path: Path) -> None:
+        await self._put(bucket, key, path)
+
+    async def _put(self, bucket: str, key: str, data: bytes | Path) -> None:
+        try:
+            await obstore.put_async(self._store(bucket), key, data)
+        except Exception as exc:
+            if _is_no_such_bucket(exc):
+                raise NoSuchBucket(bucket) from exc
+            raise ObjectStoreError(f"Cannot write s3://{bucket}/{key}: {_short(exc)}") from exc
+
+    async def aclose(self) -> None:
+        self._stores.clear()

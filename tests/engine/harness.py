@@ -1,0 +1,196 @@
+"""An engine in the test's own event loop, on a real SQLite store and local object store.
+
+The backend is a :class:`MockBackend` (the seam the engine talks to); everything else is the
+real thing. End-to-end tests through ``batchrock serve`` and boto3 are in ``test_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchrock import jobs
+from batchrock.backends.base import (
+    MockBackend,
+    ModelBackend,
+    ModelRequest,
+    ModelResult,
+    RecordError,
+)
+from batchrock.clock import Clock, SystemClock
+from batchrock.engine import Engine
+from batchrock.jobs import Job, JobStatus
+from batchrock.objects import LocalObjectStore
+from batchrock.settings import Settings
+from batchrock.store.sqlite import SqliteStore
+
+FAST = {
+    "engine_poll_seconds": 0.02,
+    "engine_checkpoint_seconds": 0.05,
+    "engine_lease_seconds": 1.5,
+    "quota_min_records_per_job": 1,
+}
+
+_counter = itertools.count()
+
+
+async def echo(request: ModelRequest) -> ModelResult:
+    """Answers every record with its own input; records asking for it fail (per record)."""
+    if request.body.get("fail"):
+        return ModelResult(error=RecordError(400, f"bad record {request.record_id}"))
+    text = str(request.body.get("prompt", ""))
+    return ModelResult(
+        output={"echo": text, "id": request.record_id},
+        input_tokens=len(text.split()),
+        output_tokens=2,
+    )
+
+
+def slow(seconds: float) -> Any:
+    async def handler(request: ModelRequest) -> ModelResult:
+        await asyncio.sleep(seconds)
+        return await echo(request)
+
+    return handler
+
+
+class OneBackend:
+    """A resolver that answers every model id with one backend."""
+
+    def __init__(self, backend: ModelBackend) -> None:
+        self.backend = backend
+
+    def for_model(self, model_id: str) -> ModelBackend:
+        if model_id.startswith("unknown."):
+            raise LookupError(f"No model backend is configured for model '{model_id}'.")
+        return self.backend
+
+    async def aclose(self) -> None:
+        return None
+
+
+def records(n: int, *, start: int = 0, ids: bool = True) -> list[dict[str, Any]]:
+    out = []
+    for i in range(start, start + n):
+        rec: dict[str, Any] = {"modelInput": {"prompt": f"hello number {i}"}}
+        if ids:
+            rec = {"recordId": f"REC{i:08d}", **rec}
+        out.append(rec)
+    return out
+
+
+def jsonl(recs: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in recs)
+
+
+class Harness:
+    def __init__(
+        self, tmp_path: Path, handler: Any = echo, clock: Clock | None = None, **settings: Any
+    ) -> None:
+        self.data_dir = tmp_path / "data"
+        self.settings = Settings(data_dir=self.data_dir, **{**FAST, **settings})
+        self.store = SqliteStore.open_sync(self.settings.database_path)
+        self.objects = LocalObjectStore(self.data_dir / "s3")
+        self.backend = MockBackend(handler)
+        self.resolver = OneBackend(self.backend)
+        self.clock = clock or SystemClock()
+
+    def put(self, uri: str, data: bytes) -> None:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        path = self.data_dir / "s3" / bucket / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def bucket(self, name: str) -> None:
+        (self.data_dir / "s3" / name).mkdir(parents=True, exist_ok=True)
+
+    def read(self, uri: str) -> bytes:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return (self.data_dir / "s3" / bucket / key).read_bytes()
+
+    def exists(self, uri: str) -> bool:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return (self.data_dir / "s3" / bucket / key).exists()
+
+    def engine(self, **settings: Any) -> Engine:
+        return Engine(
+            self.settings.evolve(**settings) if settings else self.settings,
+            self.store,
+            self.clock,
+            self.resolver,
+            self.objects,
+        )
+
+    async def submit(
+        self,
+        input_uri: str,
+        output_uri: str = "s3://out-bucket/results/",
+        *,
+        model_id: str = "anthropic.claude-3-haiku-20240307-v1:0",
+        timeout_hours: int = 24,
+        submit_time: datetime | None = None,
+        account_id: str = "123456789012",
+    ) -> Job:
+        now = submit_time or self.clock.now()
+        job = Job(
+            job_id=jobs.new_job_id(),
+            account_id=account_id,
+            region="us-east-1",
+            name=f"job-{next(_counter)}",
+            model_id=model_id,
+            role_arn="arn:aws:iam::123456789012:role/r",
+            submit_time=now,
+            last_modified_time=now,
+            input_s3_uri=input_uri,
+            output_s3_uri=output_uri,
+            timeout_hours=timeout_hours,
+            expiration_time=jobs.expiration_for(now, timeout_hours),
+        )
+        created, _ = await self.store.create(job, {})
+        return created
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.store.get_by_id(job_id)
+        assert job is not None
+        return job
+
+    async def wait_for(
+        self, job_id: str, statuses: set[JobStatus] | frozenset[JobStatus], timeout: float = 20
+    ) -> Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.get(job_id)
+            if job.status in statuses:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} stuck in {job.status}: {job.message}")
+            await asyncio.sleep(0.01)
+
+    async def run(self, *job_ids: str, timeout: float = 20, **settings: Any) -> list[Job]:
+        """Run an engine until every job is final; return the jobs."""
+        stop = asyncio.Event()
+        engine = self.engine(**settings)
+        task = asyncio.create_task(engine.run(stop))
+        try:
+            done = [await self.wait_for(j, jobs.TERMINAL, timeout) for j in job_ids]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        return done
+
+    async def statuses(self, job_id: str) -> list[str]:
+        return [e.to_status.value for e in await self.store.events(job_id)]
+
+
+def out_lines(data: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+def later(dt: datetime, **delta: float) -> datetime:
+    return dt + timedelta(**delta)

@@ -1,0 +1,378 @@
+"""The lifecycle, driven by a real engine over a real store and the local object store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchrock.clock import SystemClock
+from batchrock.engine.records import generated_record_id
+from batchrock.jobs import JobStatus
+
+from .harness import Harness, echo, jsonl, out_lines, records, slow
+
+S = JobStatus
+OUT = "s3://out-bucket/results"
+
+
+def manifest(h: Harness, job_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(h.read(f"{OUT}/{job_id}/manifest.json.out"))
+    return data
+
+
+def test_completed_job_writes_every_record_in_order_with_manifest(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.bucket("out-bucket")
+    first = records(150)
+    # Records without recordId, a blank line and a last line without newline.
+    second = records(60, start=150, ids=False)
+    second[3]["modelInput"] = {"fail": True, "prompt": "x"}
+    h.put("s3://in-bucket/batch/a.jsonl", jsonl(first))
+    h.put("s3://in-bucket/batch/b.jsonl", jsonl(second[:10]) + b"\n  \n" + jsonl(second[10:])[:-1])
+    h.put("s3://in-bucket/batch/notes.txt", b"not input")
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/batch/", OUT + "/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED, done.message
+        assert await h.statuses(job.job_id) == [
+            "Submitted",
+            "Validating",
+            "Scheduled",
+            "InProgress",
+            "Completed",
+        ]
+        assert done.end_time is not None
+        c = done.counters
+        assert (c.total, c.processed, c.success, c.error) == (210, 210, 209, 1)
+
+        a = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        assert [r["recordId"] for r in a] == [r["recordId"] for r in first]
+        for line, rec in zip(a, first, strict=True):
+            assert list(line) == ["recordId", "modelInput", "modelOutput"]
+            assert line["modelInput"] == rec["modelInput"]
+            assert line["modelOutput"] == {
+                "echo": rec["modelInput"]["prompt"],
+                "id": rec["recordId"],
+            }
+
+        b = out_lines(h.read(f"{OUT}/{job.job_id}/b.jsonl.out"))
+        assert len(b) == 60
+        # Line numbers count the blank line: records after it sit one line further down.
+        numbers = list(range(1, 11)) + list(range(13, 63))
+        expected_ids = [generated_record_id(job.job_id, 1, n) for n in numbers]
+        assert [r["recordId"] for r in b] == expected_ids
+        assert all(len(i) == 11 and i.isalnum() for i in expected_ids)
+        assert b[3] == {
+            "recordId": expected_ids[3],
+            "modelInput": {"fail": True, "prompt": "x"},
+            "error": {"errorCode": 400, "errorMessage": f"bad record {expected_ids[3]}"},
+        }
+        assert not h.exists(f"{OUT}/{job.job_id}/notes.txt.out")
+
+        tokens_in = sum(len(r["modelInput"]["prompt"].split()) for r in first + second) - 1
+        assert manifest(h, job.job_id) == {
+            "totalRecordCount": 210,
+            "processedRecordCount": 210,
+            "successRecordCount": 209,
+            "errorRecordCount": 1,
+            "inputTokenCount": tokens_in,
+            "outputTokenCount": 2 * 209,
+        }
+        assert (c.input_tokens, c.output_tokens) == (tokens_in, 418)
+        # Nothing is left behind in the spool.
+        assert not (h.data_dir / "spool" / job.job_id).exists()
+
+    asyncio.run(main())
+
+
+def test_single_object_input_and_output_uri_without_slash(tmp_path: Path) -> None:
+    h = Harness(tmp_path, engine_record_concurrency=1)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/deep/one.jsonl", jsonl(records(5)))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/deep/one.jsonl", "s3://out-bucket/results")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED, done.message
+        lines = out_lines(h.read(f"{OUT}/{job.job_id}/one.jsonl.out"))
+        assert [r["recordId"] for r in lines] == [f"REC{i:08d}" for i in range(5)]
+
+    asyncio.run(main())
+
+
+BAD_INPUTS: list[tuple[str, bytes, list[str]]] = [
+    (
+        "not-json",
+        b'{"modelInput": {}}\n{"modelInput": \n',
+        ["Line 2", "s3://in-bucket/in/x.jsonl", "not valid JSON"],
+    ),
+    ("array", b'{"modelInput": {}}\n[1, 2]\n', ["Line 2", "JSON array", "not a JSON object"]),
+    ("no-model-input", b'{"recordId": "a", "prompt": "x"}\n', ["Line 1", '"modelInput"']),
+    ("model-input-string", b'{"modelInput": "hi"}\n', ["Line 1", '"modelInput"', "string"]),
+    (
+        "record-id-number",
+        b'{"recordId": 7, "modelInput": {}}\n',
+        ["Line 1", '"recordId"', "number"],
+    ),
+    ("binary", b'{"modelInput": {}}\n\xff\xfe\x00garbage\n', ["Line 2", "not valid JSON"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
+def test_malformed_input_fails_naming_file_and_line(
+    tmp_path: Path, name: str, content: bytes, expected: list[str]
+) -> None:
+    h = Harness(tmp_path)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/x.jsonl", content)
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.FAILED
+        for part in expected:
+            assert part in (done.message or ""), done.message
+        assert await h.statuses(job.job_id) == ["Submitted", "Validating", "Failed"]
+        assert h.backend.calls == []
+
+    asyncio.run(main())
+
+
+def _setup_missing(h: Harness) -> None:
+    h.bucket("out-bucket")
+    h.bucket("empty-bucket")
+    h.put("s3://in-bucket/csv/data.csv", b"a,b\n")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(3)))
+
+
+LOCATION_ERRORS = [
+    ("s3://no-such-bucket/in/", OUT, ["bucket 'no-such-bucket' does not exist"]),
+    ("s3://empty-bucket/in/", OUT, ["s3://empty-bucket/in/", "does not exist"]),
+    ("s3://in-bucket/csv/", OUT, ["holds no .jsonl files"]),
+    ("s3://in-bucket/csv/data.csv", OUT, ["does not end in .jsonl"]),
+    ("s3://in-bucket/../etc/", OUT, ["s3://in-bucket/../etc/"]),
+    ("s3://in-bucket/in/", "s3://no-out-bucket/x/", ["output S3 bucket 'no-out-bucket'"]),
+]
+
+
+@pytest.mark.parametrize(("input_uri", "output_uri", "expected"), LOCATION_ERRORS)
+def test_bad_locations_fail_with_clear_message(
+    tmp_path: Path, input_uri: str, output_uri: str, expected: list[str]
+) -> None:
+    h = Harness(tmp_path)
+    _setup_missing(h)
+
+    async def main() -> None:
+        job = await h.submit(input_uri, output_uri)
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.FAILED
+        for part in expected:
+            assert part in (done.message or ""), done.message
+
+    asyncio.run(main())
+
+
+def test_unknown_model_fails_with_the_resolver_message(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    _setup_missing(h)
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/", model_id="unknown.model-v1")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.FAILED
+        assert "No model backend is configured for model 'unknown.model-v1'" in (done.message or "")
+
+    asyncio.run(main())
+
+
+QUOTAS: list[tuple[dict[str, Any], int, list[str]]] = [
+    ({"quota_min_records_per_job": 100}, 99, ["99 records", "Minimum number of records", "100"]),
+    (
+        {"quota_max_records_per_job": 50},
+        51,
+        ["more than 50 records", "Records per batch inference job"],
+    ),
+    ({"quota_max_records_per_file": 20}, 21, ["more than 20 records", "Records per input file"]),
+    (
+        {"quota_max_file_bytes": 1000},
+        40,
+        ["bytes, more than", "Batch inference input file size", "1000"],
+    ),
+    ({"quota_max_job_bytes": 1000}, 40, ["Batch inference job size", "1000 bytes"]),
+]
+
+
+@pytest.mark.parametrize(("quota", "n", "expected"), QUOTAS, ids=[next(iter(q[0])) for q in QUOTAS])
+def test_quota_breach_fails_naming_quota_and_numbers(
+    tmp_path: Path, quota: dict[str, Any], n: int, expected: list[str]
+) -> None:
+    h = Harness(tmp_path, **quota)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(n)))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.FAILED
+        for part in expected:
+            assert part in (done.message or ""), done.message
+
+    asyncio.run(main())
+
+
+def test_stop_mid_run_keeps_finished_records_and_manifest(tmp_path: Path) -> None:
+    h = Harness(tmp_path, handler=slow(0.01), engine_record_concurrency=4)
+    h.bucket("out-bucket")
+    recs = records(2000)
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(recs))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.engine().run(stop))
+        while (await h.get(job.job_id)).counters.processed < 50:
+            await asyncio.sleep(0.01)
+        await h.store.transition(job.job_id, S.STOPPING, now=h.clock.now())
+        done = await h.wait_for(job.job_id, {S.STOPPED}, timeout=10)
+        stop.set()
+        await task
+        c = done.counters
+        assert 50 <= c.processed < 2000
+        lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        # Exactly the first `processed` records, in order, each once.
+        assert [r["recordId"] for r in lines] == [r["recordId"] for r in recs[: c.processed]]
+        m = manifest(h, job.job_id)
+        assert m["totalRecordCount"] == 2000
+        assert m["processedRecordCount"] == m["successRecordCount"] == c.processed
+        assert await h.statuses(job.job_id) == [
+            "Submitted",
+            "Validating",
+            "Scheduled",
+            "InProgress",
+            "Stopping",
+            "Stopped",
+        ]
+
+    asyncio.run(main())
+
+
+def test_stop_before_start_ends_stopped(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(10)))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        await h.store.transition(job.job_id, S.STOPPING, now=h.clock.now())
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.STOPPED
+        assert h.backend.calls == []
+        assert manifest(h, job.job_id)["processedRecordCount"] == 0
+
+    asyncio.run(main())
+
+
+def test_concurrent_jobs_quota_keeps_the_rest_scheduled(tmp_path: Path) -> None:
+    h = Harness(tmp_path, handler=slow(0.005), quota_max_concurrent_jobs_per_model=1)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(200)))
+
+    async def main() -> None:
+        first = await h.submit("s3://in-bucket/in/")
+        second = await h.submit("s3://in-bucket/in/")
+        other = await h.submit("s3://in-bucket/in/", model_id="amazon.titan-text-express-v1")
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.engine(engine_record_concurrency=2).run(stop))
+        await h.wait_for(first.job_id, {S.IN_PROGRESS})
+        # Another model has its own quota; the same model waits.
+        await h.wait_for(other.job_id, {S.IN_PROGRESS})
+        assert (await h.get(second.job_id)).status is S.SCHEDULED
+        await h.wait_for(first.job_id, {S.COMPLETED})
+        done = await h.wait_for(second.job_id, {S.COMPLETED})
+        stop.set()
+        await task
+        assert done.counters.success == 200
+        assert first.job_id != second.job_id
+
+    asyncio.run(main())
+
+
+def test_scheduled_job_expires_when_it_cannot_start_in_time(tmp_path: Path) -> None:
+    # 24 h pass in 1.2 s: the blocked job expires, the running one is cut to PartiallyCompleted.
+    clock = SystemClock(time_scale=24 * 3600 / 1.2)
+    h = Harness(tmp_path, handler=slow(0.02), clock=clock, quota_max_concurrent_jobs_per_model=1)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(3000)))
+
+    async def main() -> None:
+        running = await h.submit("s3://in-bucket/in/")
+        waiting = await h.submit("s3://in-bucket/in/")
+        r, w = await h.run(running.job_id, waiting.job_id, engine_record_concurrency=2)
+        assert w.status is S.EXPIRED
+        assert await h.statuses(w.job_id) == ["Submitted", "Validating", "Scheduled", "Expired"]
+        assert r.status is S.PARTIALLY_COMPLETED
+        c = r.counters
+        assert 0 < c.processed < 3000
+        lines = out_lines(h.read(f"{OUT}/{r.job_id}/a.jsonl.out"))
+        assert len(lines) == c.processed
+        assert manifest(h, r.job_id)["processedRecordCount"] == c.processed
+        assert manifest(h, r.job_id)["totalRecordCount"] == 3000
+
+    asyncio.run(main())
+
+
+def test_shutdown_and_resume_on_another_engine_processes_each_record_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path, handler=slow(0.005), engine_record_concurrency=4)
+    h.bucket("out-bucket")
+    recs = records(1500)
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(recs[:700]))
+    h.put("s3://in-bucket/in/b.jsonl", jsonl(recs[700:]))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        for threshold in (200, 800):
+            stop = asyncio.Event()
+            task = asyncio.create_task(h.engine().run(stop))
+            while (await h.get(job.job_id)).counters.processed < threshold:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task
+            assert (await h.get(job.job_id)).status is S.IN_PROGRESS
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED
+        got = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        got += out_lines(h.read(f"{OUT}/{job.job_id}/b.jsonl.out"))
+        assert [r["recordId"] for r in got] == [r["recordId"] for r in recs]
+        assert manifest(h, job.job_id)["successRecordCount"] == 1500
+        calls = [c.record_id for c in h.backend.calls]
+        assert set(calls) == {r["recordId"] for r in recs}
+
+    asyncio.run(main())
+
+
+def test_backend_exception_becomes_a_record_error(tmp_path: Path) -> None:
+    async def flaky(request: Any) -> Any:
+        if request.record_id == "REC00000002":
+            raise RuntimeError("boom")
+        return await echo(request)
+
+    h = Harness(tmp_path, handler=flaky)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(5)))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED
+        lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        assert lines[2]["error"]["errorCode"] == 500
+        assert done.counters.error == 1
+
+    asyncio.run(main())
