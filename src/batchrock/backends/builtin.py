@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 from batchrock.backends.base import ModelRequest, ModelResult, RecordError
-from batchrock.backends.families import BodyError, ChatFamily, family_for
+from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, family_for
 from batchrock.backends.neutral import (
     ChatAnswer,
     ChatRequest,
@@ -136,8 +136,8 @@ class BuiltinModel:
                     429, "Too many requests, please wait before trying again.", retryable=True
                 )
             )
-        if isinstance(family, ChatFamily):
-            assert isinstance(parsed, ChatRequest)
+        if family.kind == "chat":  # cheaper than isinstance on an ABC, per record
+            assert isinstance(family, ChatFamily) and isinstance(parsed, ChatRequest)
             text = request_text(parsed)
             key = zlib.crc32(text.encode()) ^ self.seed
             if self._error_cut and self._fails(key, request.record_id):
@@ -147,7 +147,7 @@ class BuiltinModel:
             return ModelResult(
                 output=output, input_tokens=answer.input_tokens, output_tokens=answer.output_tokens
             )
-        assert isinstance(parsed, EmbedRequest)
+        assert isinstance(family, EmbedFamily) and isinstance(parsed, EmbedRequest)
         key = zlib.crc32(parsed.text.encode()) ^ self.seed
         if self._error_cut and self._fails(key, request.record_id):
             return self._injected_error()

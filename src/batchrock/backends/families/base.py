@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import random
+import string
+import zlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -46,10 +47,17 @@ class EmbedFamily(ABC):
 
 Family = ChatFamily | EmbedFamily
 
-_ID_CHARS = bytes.maketrans(b"+/", b"xQ")
+
+def _id_source(length: int = 1 << 16) -> str:
+    rng = random.Random(62)
+    return "".join(rng.choices(string.digits + string.ascii_letters, k=length))
+
+
+#: Ids are windows into a fixed random base62 text: deterministic and O(1) per record.
+_ID_SOURCE = _id_source()
 
 
 def stable_id(text: str, length: int) -> str:
-    """A deterministic alphanumeric id (at most 24 characters) derived from ``text``."""
-    digest = hashlib.blake2s(text.encode(), digest_size=18).digest()
-    return base64.b64encode(digest)[:length].translate(_ID_CHARS).decode()
+    """A deterministic alphanumeric id (up to a few thousand characters) derived from ``text``."""
+    start = zlib.crc32(text.encode()) % (len(_ID_SOURCE) - length)
+    return _ID_SOURCE[start : start + length]
