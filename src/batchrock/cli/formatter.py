@@ -88,7 +88,7 @@ class Formatter:
                     color=self.color,
                     autoreset=self.autoreset,
                 )
-            except TableError as exc:
+            except (TableError, AttributeError, TypeError) as exc:
                 raise CliError(str(exc)) from exc
         elif self.fmt == "yaml":
             if value == {}:
@@ -104,7 +104,10 @@ class Formatter:
     # --- helpers --------------------------------------------------------------------
 
     def _text(self, value: Any) -> None:
-        format_text(self._search(value), self.out)
+        try:
+            format_text(self._search(value), self.out)
+        except (AttributeError, TypeError) as exc:  # odd query shapes, as AWS CLI reports them
+            raise CliError(str(exc)) from exc
 
     def _yaml(self, value: Any) -> None:
         from ruamel.yaml import YAML

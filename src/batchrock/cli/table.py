@@ -144,10 +144,9 @@ class Table:
         headers_set: set[str] = set()
         more_set: set[str] = set()
         for item in items:
-            if not isinstance(item, dict):
-                raise TableError(f"'{type(item).__name__}' object has no attribute 'items'")
-            for k, v in item.items():
-                (headers_set if _scalar(v) else more_set).add(k)
+            # Iterate and index like AWS CLI does, so odd elements fail with its message.
+            for k in item:
+                (headers_set if _scalar(item[k]) else more_set).add(k)
         headers, more = sorted(headers_set), sorted(more_set)
         self.current.add_header(headers)
         for n, item in enumerate(items):

@@ -48,9 +48,9 @@ def _list(items: list[Any], out: TextIO, ident: str | None) -> None:
     if not items:
         return
     if any(isinstance(el, dict) for el in items):
-        keys = sorted(
-            {k for el in items if isinstance(el, dict) for k, v in el.items() if _scalar(v)}
-        )
+        # Every element is asked for its items: a non-dict element fails here exactly as it
+        # does in AWS CLI ("'str' object has no attribute 'items'").
+        keys = sorted({k for el in items for k, v in el.items() if _scalar(v)})
         for el in items:
             _format(el, out, ident, keys)
     elif any(isinstance(el, list) for el in items):

@@ -21,18 +21,27 @@ class TimestampError(ValueError):
     pass
 
 
+class TimestampRangeError(RuntimeError):
+    pass
+
+
 def parse(value: Any) -> datetime:
     """botocore's parse_timestamp: the result may be naive (no zone in the text)."""
     if isinstance(value, datetime):
         return value
     if isinstance(value, int | float):
-        return _from_epoch(value)
+        return _from_epoch(value, value)
     if not isinstance(value, str):
         raise TimestampError(f"Invalid timestamp {value!r}")
     try:
-        return _from_epoch(float(value))
-    except (ValueError, OverflowError, OSError):
+        number = float(value)
+    except ValueError:
         pass
+    else:
+        try:
+            return _from_epoch(number, value)
+        except ValueError:  # NaN: not a number after all, try it as text
+            pass
     if _ISO.fullmatch(value):
         return datetime.fromisoformat(value)
     from dateutil import parser as dateparser  # type: ignore[import-untyped]
@@ -45,9 +54,15 @@ def parse(value: Any) -> datetime:
         raise TimestampError(f'Invalid timestamp "{value}": {exc}') from exc
 
 
-def _from_epoch(value: float) -> datetime:
+def _from_epoch(value: float, text: Any) -> datetime:
     # Local zone, as botocore's tzlocal(); the wire form converts to UTC anyway.
-    return datetime.fromtimestamp(value, UTC).astimezone()
+    try:
+        return datetime.fromtimestamp(value, UTC).astimezone()
+    except (OverflowError, OSError) as exc:
+        # botocore gives up with this error (not a validation error) for out-of-range epochs.
+        raise TimestampRangeError(
+            f'Unable to calculate correct timezone offset for "{text}"'
+        ) from exc
 
 
 def to_aware_utc(value: Any) -> datetime:
@@ -79,5 +94,5 @@ def is_timestamp(value: Any) -> bool:
 def render_iso8601(value: Any) -> Any:
     try:
         return parse(value).isoformat()
-    except (TimestampError, ValueError, OverflowError, OSError):
+    except (TimestampError, TimestampRangeError, ValueError, OverflowError, OSError):
         return value
