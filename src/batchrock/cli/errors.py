@@ -36,7 +36,8 @@ class CliError(Exception):
         text = self.message
         if self.code:
             text = f"An error occurred ({self.code}): {text}"
-        return f"\n{PROG}: [ERROR]: {text}\n"
+        # AWS CLI strips the message (a service message may end in spaces or newlines).
+        return f"\n{PROG}: [ERROR]: {text.strip()}\n"
 
 
 class ParamValidationError(CliError):
