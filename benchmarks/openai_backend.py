@@ -1,0 +1,176 @@
+"""A whole job against an OpenAI-compatible endpoint with a fixed latency.
+
+    .venv/bin/python benchmarks/openai_backend.py --records 10000 --latency-ms 200 \\
+        --concurrency 256
+
+Starts the fault-injecting OpenAI-compatible server from the tests (no faults asked for, every
+answer after ``--latency-ms``), a ``batchrock serve`` whose routes file sends the model to it
+with ``max_concurrency`` = ``engine_record_concurrency`` = ``--concurrency``, submits one job of
+``--records`` Claude Messages records through boto3 and waits for it to complete.
+
+Reports the time from InProgress to Completed against the ideal ``records * latency /
+concurrency``, and the service process's CPU time per record (user + system, whole process:
+API, engine, backend and HTTP client). Nothing here passes or fails: the numbers go to
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = ROOT / "tests" / "backends" / "fake_openai.py"
+MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--concurrency", type=int, default=256)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="batchrock-openai-bench-"))
+    fake_port, api_port = free_port(), free_port()
+    fake = subprocess.Popen(
+        [sys.executable, str(FAKE), "--port", str(fake_port), "--latency-ms", str(args.latency_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
+        routes = work / "models.toml"
+        routes.write_text(
+            f"""
+[[routes]]
+model = "{MODEL}"
+backend = "openai"
+base_url = "http://127.0.0.1:{fake_port}/v1"
+served_model = "bench"
+max_concurrency = {args.concurrency}
+"""
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
+        env.update(
+            BATCHROCK_MODELS_CONFIG=str(routes),
+            BATCHROCK_BUILTIN_FALLBACK="false",
+            BATCHROCK_ENGINE_RECORD_CONCURRENCY=str(args.concurrency),
+            BATCHROCK_ENGINE_POLL_SECONDS="0.05",
+            BATCHROCK_LOG_LEVEL="warning",
+        )
+        data = work / "data"
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batchrock.admin",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+                "--data-dir",
+                str(data),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{api_port}"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url + "/_batchrock/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        bucket = data / "s3" / "bench-bucket"
+        (bucket / "in").mkdir(parents=True)
+        with (bucket / "in" / "records.jsonl").open("wb") as out:
+            for i in range(args.records):
+                body = {
+                    "anthropic_version": "bedrock-2023-05-31",
+                    "max_tokens": 64,
+                    "messages": [{"role": "user", "content": f"Summarize record {i}."}],
+                }
+                out.write(orjson.dumps({"recordId": f"R{i:08d}", "modelInput": body}) + b"\n")
+        client: Any = boto3.client(
+            "bedrock",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="AKIAEXAMPLE",
+            aws_secret_access_key="secret",
+            config=Config(retries={"max_attempts": 1}),
+        )
+        cpu_before = cpu_seconds(server.pid)
+        arn = client.create_model_invocation_job(
+            jobName="openai-bench",
+            roleArn="arn:aws:iam::123456789012:role/bench",
+            modelId=MODEL,
+            inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://bench-bucket/in/"}},
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://bench-bucket/out/"}},
+        )["jobArn"]
+        started = None
+        while True:
+            job = client.get_model_invocation_job(jobIdentifier=arn)
+            if job["status"] == "InProgress" and started is None:
+                started = time.perf_counter()
+            if job["status"] in ("Completed", "PartiallyCompleted", "Failed", "Stopped"):
+                break
+            time.sleep(0.02)
+        finished = time.perf_counter()
+        cpu = cpu_seconds(server.pid) - cpu_before
+        manifest = orjson.loads(
+            (bucket / "out" / arn.rsplit("/", 1)[-1] / "manifest.json.out").read_bytes()
+        )
+        elapsed = finished - (started or finished)
+        ideal = args.records * args.latency_ms / 1000 / args.concurrency
+        print(
+            f"status            {job['status']}  ({manifest['successRecordCount']} ok, "
+            f"{manifest['errorRecordCount']} errors)"
+        )
+        print(
+            f"records           {args.records} at {args.latency_ms:g} ms, concurrency "
+            f"{args.concurrency}"
+        )
+        print(f"InProgress time   {elapsed:.2f} s")
+        print(f"ideal             {ideal:.2f} s")
+        print(f"ratio             {elapsed / ideal:.3f}")
+        print(f"service CPU       {cpu:.2f} s = {cpu / args.records * 1e6:.0f} us a record")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=15)
+        fake.kill()
+        fake.wait()
+        if fake.stdout is not None:
+            fake.stdout.close()
+
+
+if __name__ == "__main__":
+    main()
