@@ -106,7 +106,9 @@ def cli_env(aws_home: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "BATCHROCK_")) and k not in ("COLUMNS", "LINES", "PAGER")
+        if not k.startswith(("AWS_", "BATCHROCK_"))
+        and k not in ("COLUMNS", "LINES", "PAGER")
+        and k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
     }
     env.update(
         {

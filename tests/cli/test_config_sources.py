@@ -5,10 +5,16 @@ What the service received (the SigV4 credential scope, headers, the URL) is the 
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import re
 import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any, ClassVar
 
 from tests.cli.conftest import Stub, run_cli
 
@@ -168,3 +174,48 @@ def test_bearer_token_replaces_sigv4(fresh_stub: Stub, cli_env: dict[str, str]) 
     _list(fresh_stub, {**cli_env, "AWS_BEARER_TOKEN_BEDROCK": "br-token"})
     headers = fresh_stub.requests()[-1]["headers"]
     assert headers["Authorization"] == "Bearer br-token"
+
+
+class _ForwardProxy(http.server.BaseHTTPRequestHandler):
+    """A plain-HTTP forward proxy that remembers what it forwarded."""
+
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).seen.append((self.path, self.headers.get("Proxy-Authorization")))
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-authorization"}
+        req = urllib.request.Request(self.path, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, body = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_http_proxy_and_no_proxy(fresh_stub: Stub, cli_env: dict[str, str]) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proxy = f"http://user:p%40ss@127.0.0.1:{server.server_address[1]}"
+        _ForwardProxy.seen.clear()
+        _list(fresh_stub, {**cli_env, "HTTP_PROXY": proxy})
+        assert len(_ForwardProxy.seen) == 1
+        path, auth = _ForwardProxy.seen[0]
+        assert path == fresh_stub.url + "/model-invocation-jobs"
+        assert auth == "Basic " + base64.b64encode(b"user:p@ss").decode()
+        # The signature still names the service's host, so it verifies behind the proxy.
+        assert fresh_stub.requests()[-1]["headers"]["Host"] == fresh_stub.url[len("http://") :]
+        _list(fresh_stub, {**cli_env, "http_proxy": proxy, "NO_PROXY": "localhost,127.0.0.1"})
+        assert len(_ForwardProxy.seen) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

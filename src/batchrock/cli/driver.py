@@ -32,7 +32,7 @@ from batchrock.cli.errors import (
 from batchrock.cli.formatter import Formatter
 from batchrock.cli.model import SERVICE_CLI_NAME, Operation, ServiceModel, load
 from batchrock.cli.paginate import PageIterator
-from batchrock.cli.transport import Transport, error_code
+from batchrock.cli.transport import Transport, error_code, proxy_for
 
 
 class Streams:
@@ -299,6 +299,7 @@ class Invocation:
             read_timeout=parse_timeout(g.cli_read_timeout),
             max_attempts=self.cfg.max_attempts(),
             user_agent=f"batchrock-cli/{__version__} md/batchrock",
+            proxy=proxy_for(endpoint, self.env),
         )
         render_ts = protocol.ts_renderer(ts_format)
         error_format = self.cfg.error_format(g.cli_error_format)

@@ -13,6 +13,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -87,8 +88,10 @@ class Transport:
         read_timeout: float | None = 60.0,
         max_attempts: int = 3,
         user_agent: str = "batchrock-cli",
+        proxy: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.proxy = urlsplit(proxy) if proxy else None
         self.region = region
         self.service = service
         self.credentials = credentials
@@ -100,6 +103,7 @@ class Transport:
         self.max_attempts = max_attempts
         self.user_agent = user_agent
         self._conn: http.client.HTTPConnection | None = None
+        self._proxy_headers: dict[str, str] = {}
         parts = urlsplit(self.endpoint)
         self.scheme = parts.scheme
         self.netloc = parts.netloc
@@ -118,6 +122,19 @@ class Transport:
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             timeout = self.connect_timeout
+            host, port = self.host, self.port
+            proxy_headers: dict[str, str] = {}
+            if self.proxy is not None:
+                host, port = self.proxy.hostname or "", self.proxy.port
+                if self.proxy.username is not None:
+                    import base64
+                    from urllib.parse import unquote
+
+                    userinfo = (
+                        f"{unquote(self.proxy.username)}:{unquote(self.proxy.password or '')}"
+                    )
+                    token = base64.b64encode(userinfo.encode()).decode()
+                    proxy_headers["Proxy-Authorization"] = f"Basic {token}"
             if self.scheme == "https":
                 import ssl
 
@@ -125,11 +142,16 @@ class Transport:
                 if not self.verify:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
-                self._conn = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=timeout, context=ctx
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    host, port, timeout=timeout, context=ctx
                 )
+                if self.proxy is not None:
+                    # HTTPS through a proxy: a CONNECT tunnel, TLS end to end.
+                    conn.set_tunnel(self.host, self.port, headers=proxy_headers)
             else:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            self._proxy_headers = proxy_headers if self.scheme == "http" else {}
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:
@@ -209,7 +231,11 @@ class Transport:
         payload: bytes,
     ) -> Response:
         conn = self._connection()
-        target = self.url_for(path, query)[len(self.scheme) + 3 + len(self.netloc) :]
+        target = self.url_for(path, query)
+        if self.proxy is not None and self.scheme == "http":
+            headers = {**headers, **self._proxy_headers}  # plain HTTP proxy: absolute URI
+        else:
+            target = target[len(self.scheme) + 3 + len(self.netloc) :]
         debuglog.debug(
             "Sending http request: %s %s headers=%s body=%r", method, target, headers, payload
         )
@@ -256,3 +282,29 @@ def _uuid4() -> str:
     b[8] = (b[8] & 0x3F) | 0x80
     h = b.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def proxy_for(endpoint: str, env: Mapping[str, str]) -> str | None:
+    """The proxy URL for ``endpoint`` from HTTP(S)_PROXY / NO_PROXY (either case), as AWS CLI."""
+    parts = urlsplit(endpoint)
+    host = (parts.hostname or "").lower()
+
+    def get(name: str) -> str:
+        return env.get(name.upper()) or env.get(name.lower()) or ""
+
+    for entry in get("no_proxy").split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        name, _, port = entry.partition(":")
+        if port and str(parts.port or "") != port:
+            continue
+        name = name.lstrip(".")
+        if host == name or host.endswith("." + name):
+            return None
+    proxy = get("https_proxy" if parts.scheme == "https" else "http_proxy")
+    if proxy and "://" not in proxy:
+        proxy = "http://" + proxy
+    return proxy or None
