@@ -422,3 +422,28 @@ def test_titan_embed_v1_pair() -> None:
 
 def test_chat_request_default_is_empty() -> None:
     assert ChatRequest().messages == () and not ChatRequest().has_images
+
+
+def test_members_without_a_neutral_form_are_named_not_dropped() -> None:
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+    }
+    claude = ANTHROPIC.parse(
+        {
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 10,
+            "anthropic_beta": ["x"],
+            "messages": [{"role": "user", "content": [document, {"type": "text", "text": "?"}]}],
+        }
+    )
+    assert claude.extras == ("anthropic_beta", "document")
+    converse = CONVERSE.parse(
+        {
+            "messages": [{"role": "user", "content": [{"text": "x"}]}],
+            "guardrailConfig": {"guardrailIdentifier": "g", "guardrailVersion": "1"},
+            "additionalModelRequestFields": {"top_k": 5, "reasoning_config": {"type": "enabled"}},
+        }
+    )
+    assert converse.top_k == 5
+    assert converse.extras == ("additionalModelRequestFields.reasoning_config", "guardrailConfig")

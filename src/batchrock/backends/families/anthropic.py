@@ -42,7 +42,7 @@ _TOP = frozenset(
 )
 _REQUIRED = ("anthropic_version", "max_tokens", "messages")
 #: Members the neutral form does not carry; a backend that cannot serve them says so.
-_EXTRAS = ("tools", "tool_choice", "thinking")
+_EXTRAS = ("tools", "tool_choice", "thinking", "anthropic_beta")
 _ROLES = ("user", "assistant")
 _MESSAGE = frozenset({"role", "content"})
 _SYSTEM_BLOCK = frozenset({"type", "text", "cache_control"})
@@ -83,13 +83,13 @@ class AnthropicMessages(ChatFamily):
         top_k = c.integer(body, "top_k", "#", minimum=0)
         stop = c.strings(body, "stop_sequences", "#")
         system = self._system(c, body.get("system"))
+        extras = {key for key in _EXTRAS if key in body}
         messages = []
         for index, raw in enumerate(c.array(body, "messages", "#", min_items=1)):
-            message = self._message(c, raw, f"#/messages/{index}")
+            message = self._message(c, raw, f"#/messages/{index}", extras)
             if message is not None:
                 messages.append(message)
         c.done()
-        extras = tuple(key for key in _EXTRAS if key in body)
         return ChatRequest(
             messages=tuple(messages),
             system=system,
@@ -98,7 +98,7 @@ class AnthropicMessages(ChatFamily):
             top_p=top_p,
             top_k=top_k,
             stop=stop,
-            extras=extras,
+            extras=tuple(sorted(extras)),
         )
 
     @staticmethod
@@ -120,7 +120,7 @@ class AnthropicMessages(ChatFamily):
                     texts.append(text)
         return "\n".join(texts)
 
-    def _message(self, c: Checker, raw: Any, path: str) -> Message | None:
+    def _message(self, c: Checker, raw: Any, path: str, extras: set[str]) -> Message | None:
         if not c.obj(raw, path, ("role", "content"), _MESSAGE):
             return None
         role = c.string(raw, "role", path, enum=_ROLES)
@@ -130,7 +130,7 @@ class AnthropicMessages(ChatFamily):
             parts.append(TextPart(content))
         elif type(content) is list:
             for index, block in enumerate(content):
-                part = self._block(c, block, f"{path}/content/{index}")
+                part = self._block(c, block, f"{path}/content/{index}", extras)
                 if part is not None:
                     parts.append(part)
         elif content is not None:
@@ -141,7 +141,7 @@ class AnthropicMessages(ChatFamily):
         return Message(checked, tuple(parts))
 
     @staticmethod
-    def _block(c: Checker, block: Any, path: str) -> Part | None:
+    def _block(c: Checker, block: Any, path: str, extras: set[str]) -> Part | None:
         if not c.obj(block, path, ("type",)):
             return None
         kind = c.string(block, "type", path, enum=_BLOCK_TYPES)
@@ -161,8 +161,11 @@ class AnthropicMessages(ChatFamily):
             if media is None or data is None:
                 return None
             return ImagePart(media, data)
-        # Tool results, documents and thinking blocks carry no text the neutral form keeps;
-        # their text (if any) still counts towards the prompt.
+        # Documents, tool calls and results and thinking blocks have no neutral form: they are
+        # named in extras (a backend that cannot serve them says so) and their text, if any,
+        # still counts towards the prompt.
+        if kind is not None:
+            extras.add(kind)
         text = block.get("text") or block.get("content")
         return TextPart(text) if type(text) is str else None
 

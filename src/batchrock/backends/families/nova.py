@@ -37,6 +37,18 @@ _BLOCK_KINDS = frozenset(
     }
 )
 _STOP = {"end": "end_turn", "length": "max_tokens", "stop": "stop_sequence"}
+#: Content blocks the neutral form does not carry (cachePoint is a hint and safe to ignore).
+_UNCARRIED_BLOCKS = (
+    "video",
+    "audio",
+    "document",
+    "toolUse",
+    "toolResult",
+    "reasoningContent",
+    "guardContent",
+)
+#: Converse members that change the answer and have no neutral form.
+_CONVERSE_EXTRAS = ("guardrailConfig", "promptVariables", "additionalModelResponseFieldPaths")
 
 
 class _MessagesShape(ChatFamily):
@@ -80,7 +92,7 @@ class _MessagesShape(ChatFamily):
             return None if text is None else TextPart(text)
         if "image" in block:
             return self._image(c, block["image"], c.child(path, "image"), extras)
-        for kind in ("video", "audio", "document", "toolUse", "toolResult", "reasoningContent"):
+        for kind in _UNCARRIED_BLOCKS:
             if kind in block:
                 extras.add(kind)
         return None
@@ -219,6 +231,13 @@ class Converse(_MessagesShape):
         additional = body.get("additionalModelRequestFields")
         if type(additional) is dict:
             params["top_k"] = _top_k(additional)
+            for key, value in additional.items():
+                nested = (
+                    key == "inferenceConfig" and type(value) is dict and value.keys() == {"topK"}
+                )
+                if key not in ("top_k", "topK") and not nested:
+                    extras.add(f"additionalModelRequestFields.{key}")
+        extras.update(key for key in _CONVERSE_EXTRAS if key in body)
         c.done()
         if messages and messages[0].role != "user":
             raise BodyError(
