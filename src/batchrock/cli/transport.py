@@ -59,16 +59,19 @@ class Response:
 
 def error_code(resp: Response) -> tuple[str, str, dict[str, Any]]:
     """(code, message, body) of an error response, with botocore's rest-json rules."""
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
+    stripped = resp.body.strip()
+    if resp.status >= 500 and (not stripped or stripped.startswith(b"<html>")):
         return str(resp.status), http.client.responses.get(resp.status, ""), {}
-    code = resp.headers.get("x-amzn-errortype") or body.get("code") or body.get("__type") or ""
-    code = str(code).split(":")[0]
-    if "#" in code:
-        code = code.rsplit("#", 1)[1]
+    try:
+        body = json.loads(stripped) if stripped else {}
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = resp.headers.get("x-amzn-errortype")
+    if code is None:
+        code = body.get("code", body.get("Code", body.get("__type", str(resp.status))))
+    code = str(code).split(":", 1)[0].rsplit("#", 1)[-1]
     message = body.get("message", body.get("Message", ""))
     return code or "Unknown", str(message), body
 
@@ -239,6 +242,11 @@ class Transport:
         debuglog.debug(
             "Sending http request: %s %s headers=%s body=%r", method, target, headers, payload
         )
+        if conn.sock is None:
+            try:
+                conn.connect()
+            except TimeoutError as exc:
+                raise _ConnectTimeout(str(exc)) from exc
         conn.request(
             method, target, body=payload if (payload or method != "GET") else None, headers=headers
         )
@@ -263,10 +271,14 @@ class Transport:
         time.sleep(random.random() * min(20, 2 ** (attempt - 1)))
 
 
+class _ConnectTimeout(OSError):
+    """The TCP (or TLS, or proxy tunnel) connection was not made in time."""
+
+
 def _connection_error(exc: BaseException, url: str) -> EndpointError:
+    if isinstance(exc, _ConnectTimeout):
+        return EndpointError(f'Connect timeout on endpoint URL: "{url}"')
     if isinstance(exc, TimeoutError | socket.timeout):
-        if isinstance(exc, ConnectionError):
-            return EndpointError(f'Connect timeout on endpoint URL: "{url}"')
         return EndpointError(f'Read timeout on endpoint URL: "{url}"')
     import ssl
 
