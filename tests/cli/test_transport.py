@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -99,3 +100,50 @@ def test_retries_follow_the_configured_attempts(stub: Stub, cli_env: dict[str, s
     assert attempts[0] == "attempt=1"
     assert attempts[1].endswith("; attempt=2; max=2")
     assert len(attempts) == 2
+
+
+def test_structured_and_enhanced_error_formats(stub: Stub, cli_env: dict[str, str]) -> None:
+    stub.fixture("two")
+    args = ["--endpoint-url", stub.url, "list-model-invocation-jobs"]
+
+    def fail_once() -> None:
+        stub.admin(
+            "fail", {"status": 403, "code": "AccessDeniedException", "message": "no", "times": 1}
+        )
+
+    fail_once()
+    as_json = run_cli([*args, "--cli-error-format", "json"], cli_env)
+    assert as_json.rc == 254
+    assert json.loads(as_json.stderr) == {
+        "Message": "no",
+        "Code": "AccessDeniedException",
+        "message": "no",
+    }
+    fail_once()
+    as_text = run_cli(args, {**cli_env, "AWS_CLI_ERROR_FORMAT": "text"})
+    assert as_text.stderr == "AccessDeniedException\tno\tno\n"
+    validation = run_cli([*args, "--page-size", "0", "--cli-error-format", "yaml"], cli_env)
+    assert validation.rc == 252
+    assert validation.stderr.startswith(
+        'Code: ParamValidation\nMessage: "Parameter validation failed:'
+    )
+    stub.admin(
+        "fail", {"status": 400, "code": "TooManyTagsException", "message": "too many", "times": 1}
+    )
+    enhanced = run_cli(
+        [
+            "--endpoint-url",
+            stub.url,
+            "tag-resource",
+            "--resource-arn",
+            "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abcd1234efgh",
+            "--tags",
+            "key=a,value=b",
+        ],
+        cli_env,
+    )
+    assert enhanced.rc == 254
+    assert enhanced.stderr.startswith(
+        "\nbatchrock: [ERROR]: An error occurred (TooManyTagsException) when calling the "
+        "TagResource operation: too many\n"
+    )

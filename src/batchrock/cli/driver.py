@@ -23,6 +23,7 @@ from batchrock.cli.argparser import (
 )
 from batchrock.cli.config import Config, parse_timeout
 from batchrock.cli.errors import (
+    ArgumentSyntaxError,
     CliError,
     NoCredentialsError,
     ParamValidationError,
@@ -92,18 +93,47 @@ def _setup_debug(stderr: TextIO, argv: Sequence[str]) -> None:
     debuglog.debug("Arguments entered to CLI: %s", list(argv))
 
 
+def _error_format(env: Mapping[str, str], argv: Sequence[str]) -> str:
+    """--cli-error-format > AWS_CLI_ERROR_FORMAT > profile cli_error_format > enhanced; read
+    from the raw arguments because the error may have happened while parsing them."""
+    flag = None
+    for i, arg in enumerate(argv):
+        if arg == "--cli-error-format" and i + 1 < len(argv):
+            flag = argv[i + 1]
+        elif arg.startswith("--cli-error-format="):
+            flag = arg.split("=", 1)[1]
+    profile = None
+    for i, arg in enumerate(argv):
+        if arg == "--profile" and i + 1 < len(argv):
+            profile = argv[i + 1]
+    try:
+        return Config.load(env, profile).error_format(flag)
+    except CliError:
+        return "enhanced"
+
+
 def _render_error(
     exc: CliError, env: Mapping[str, str], argv: Sequence[str], streams: Streams
 ) -> None:
-    fmt = getattr(exc, "error_format", "enhanced")
-    if isinstance(exc, ServiceError) and fmt in ("json", "yaml", "text", "table"):
-        details: dict[str, Any] = {"Code": exc.error_code, "Message": exc.error_message}
-        for key, value in exc.fields.items():
-            if key not in ("__type", "code"):
-                details[key] = value
+    fmt = _error_format(env, argv)
+    structured = fmt in ("json", "yaml", "text", "table")
+    if structured and isinstance(exc, ServiceError):
+        details: dict[str, Any] = {"Message": exc.error_message, "Code": exc.error_code}
+        details.update(exc.fields)
         Formatter(fmt, None, streams.stderr, "error").whole(details)
         return
-    streams.stderr.write(exc.render())
+    if structured and exc.code and not isinstance(exc, ArgumentSyntaxError | UnknownArgumentError):
+        Formatter(fmt, None, streams.stderr, "error").whole(
+            {"Code": exc.code, "Message": exc.message}
+        )
+        return
+    text = exc.render()
+    if fmt == "enhanced" and isinstance(exc, ServiceError):
+        extra = {k: v for k, v in exc.fields.items() if k not in ("message", "Message", "code")}
+        if extra:
+            details_text = "\n".join(f"{k}: {v}" for k, v in extra.items())
+            text = text[:-1] + f"\nAdditional error details:\n{details_text}\n"
+    streams.stderr.write(text)
 
 
 def _commands(model: ServiceModel) -> list[str]:
@@ -302,10 +332,9 @@ class Invocation:
             proxy=proxy_for(endpoint, self.env),
         )
         render_ts = protocol.ts_renderer(ts_format)
-        error_format = self.cfg.error_format(g.cli_error_format)
 
         def call(call_params: dict[str, Any]) -> dict[str, Any]:
-            return self._call(transport, call_params, render_ts, error_format)
+            return self._call(transport, call_params, render_ts)
 
         paginate = bool(paged) and g.paginate
         if paged and (
@@ -354,7 +383,6 @@ class Invocation:
         transport: Transport,
         params: dict[str, Any],
         render_ts: Any,
-        error_format: str,
     ) -> dict[str, Any]:
         op, model = self.op, self.model
         protocol.fill_idempotency_tokens(model, op, params)
@@ -366,17 +394,16 @@ class Invocation:
         debuglog.debug("Making request for %s with params: %s", op.name, params)
         resp = transport.send(method, path, query, body)
         if resp.status >= 300:
-            code, message, fields = error_code(resp)
-            retries = (
-                resp.attempts - 1
-                if resp.attempts >= transport.max_attempts and (resp.attempts > 1)
-                else None
+            code, message, error_body = error_code(resp)
+            exhausted = resp.attempts >= transport.max_attempts and transport.retryable(resp)
+            raise ServiceError(
+                code,
+                message,
+                op.name,
+                retries=resp.attempts - 1 if exhausted else None,
+                status=resp.status,
+                fields=self._modeled_error_fields(code, error_body, render_ts),
             )
-            err = ServiceError(
-                code, message, op.name, retries=retries, status=resp.status, fields=fields
-            )
-            err.error_format = error_format  # type: ignore[attr-defined]
-            raise err
         try:
             data = resp.json()
         except ValueError as exc:
@@ -385,6 +412,13 @@ class Invocation:
             return {}
         parsed = protocol.parse(model, model.shape(op.output), data, render_ts)
         return parsed if isinstance(parsed, dict) else {}
+
+    def _modeled_error_fields(self, code: str, body: dict[str, Any], render_ts: Any) -> Any:
+        """The body members the error's shape models (botocore adds these to the error)."""
+        shape = self.model.shapes.get(code)
+        if not shape or not shape.get("exception"):
+            return {}
+        return protocol.parse(self.model, shape, body, render_ts)
 
     def _compile_query(self) -> Any:
         if self.g.query is None:

@@ -181,7 +181,7 @@ class Transport:
                     continue
                 raise _connection_error(exc, url) from exc
             resp.attempts = attempt
-            if resp.status >= 300 and attempt < self.max_attempts and self._retryable(resp):
+            if resp.status >= 300 and attempt < self.max_attempts and self.retryable(resp):
                 self._sleep(attempt)
                 continue
             return resp
@@ -260,7 +260,7 @@ class Transport:
             self.close()
         return resp
 
-    def _retryable(self, resp: Response) -> bool:
+    def retryable(self, resp: Response) -> bool:
         if resp.status in _RETRY_STATUS:
             return True
         code, _, _ = error_code(resp)
