@@ -79,6 +79,9 @@ def run(argv: Sequence[str], env: Mapping[str, str], streams: Streams) -> int:
         _render_error(exc, env, argv, streams)
         return exc.rc
     except BrokenPipeError:
+        import os as _os
+
+        _os.dup2(_os.open(_os.devnull, _os.O_WRONLY), streams.stdout.fileno())
         return 255
     except Exception as exc:  # any other failure is reported like AWS CLI: message, rc 255
         if debug:

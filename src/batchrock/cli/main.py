@@ -21,7 +21,13 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     from batchrock.cli.driver import Streams, run
 
-    return run(args, os.environ, Streams(sys.stdout, sys.stderr))
+    rc = run(args, os.environ, Streams(sys.stdout, sys.stderr))
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): silence the interpreter's own flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return rc
 
 
 if __name__ == "__main__":

@@ -99,6 +99,12 @@ def _values_for(model: ServiceModel, op_name: str | None, option: str) -> list[s
 
 def prompt_for_command(model: ServiceModel, argv: Sequence[str], streams: Any) -> list[str] | None:
     """Run the interactive prompt; return the command line to run, or None on Ctrl-C."""
+    import sys
+
+    if not sys.stdin.isatty():
+        # prompt-toolkit's own warning, then stop: there is nobody to answer the prompt.
+        streams.stderr.write(f"Warning: Input is not a terminal (fd={sys.stdin.fileno()}).\n")
+        raise CliError("--cli-auto-prompt needs an interactive terminal on standard input")
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import CompleteEvent, Completer, Completion
     from prompt_toolkit.document import Document
