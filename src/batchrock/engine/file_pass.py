@@ -26,6 +26,7 @@ from batchrock.jobs import Counters
 
 log = logging.getLogger("batchrock.engine")
 
+_dumps = orjson.dumps
 _INTERNAL_ERROR = RecordError(500, "Internal server error while invoking the model.")
 
 
@@ -117,6 +118,8 @@ class FilePass:
         self.finished = self._eof and not self._queue and self._written_seq == self._next_seq
 
     async def _take(self) -> tuple[int, Line] | None:
+        """The next record to answer, waiting for input or for the writer to catch up;
+        ``None`` when there is no more work (end of file, or halt)."""
         while True:
             if self._halt.is_set():
                 return None
@@ -136,36 +139,52 @@ class FilePass:
                 except StopAsyncIteration:
                     self._eof = True
                     continue
-                for line in batch:
-                    if records.is_blank(line.data):
-                        # Not a record, but reading resumes after it.
-                        if not self._queue and self._next_seq == self._written_seq:
-                            self.progress.offset = line.end_offset
-                            self.progress.line = line.number
-                        continue
-                    self._queue.append((self._next_seq, line))
-                    self._next_seq += 1
+                self._enqueue(batch)
+
+    def _enqueue(self, batch: list[Line]) -> None:
+        queue, seq = self._queue, self._next_seq
+        for line in batch:
+            if not line[2] or line[2].isspace():
+                # Not a record, but reading resumes after it.
+                if not queue and seq == self._written_seq:
+                    self.progress.offset = line[1]
+                    self.progress.line = line[0]
+                continue
+            queue.append((seq, line))
+            seq += 1
+        self._next_seq = seq
 
     async def _worker(self) -> None:
+        queue, halt, window = self._queue, self._halt, self._window
+        answer, complete = self._answer, self._complete
         while True:
-            item = await self._take()
-            if item is None:
-                return
-            seq, line = item
-            out, result = await self._answer(line)
-            self._complete(seq, line, out, result)
+            # Fast path: take queued records without a call into _take (a hot loop when the
+            # model answers at once); _take handles refills, back-pressure and halting.
+            if queue and not halt.is_set() and queue[0][0] - self._written_seq < window:
+                seq, line = queue.popleft()
+            else:
+                item = await self._take()
+                if item is None:
+                    return
+                seq, line = item
+            out, result = await answer(line)
+            complete(seq, line, out, result)
 
     async def _answer(self, line: Line) -> tuple[bytes, ModelResult | None]:
-        try:
-            value = records.parse_record(line.data)
-        except records.BadRecord as exc:
+        value = records.loads_record(line[2])
+        if value is None:
             # Validated earlier, so the object changed since: report it on that record.
-            gen = records.generated_record_id(self._job_id, self._file_index, line.number)
-            return records.error_line(gen, None, 400, f"Line {line.number} {exc}"), None
+            gen = records.generated_record_id(self._job_id, self._file_index, line[0])
+            try:
+                records.parse_record(line[2])
+                reason = "is not a record"
+            except records.BadRecord as exc:
+                reason = str(exc)
+            return records.error_line(gen, None, 400, f"Line {line[0]} {reason}"), None
         model_input = value["modelInput"]
         rid: str | None = value.get("recordId")
         if rid is None:
-            rid = records.generated_record_id(self._job_id, self._file_index, line.number)
+            rid = records.generated_record_id(self._job_id, self._file_index, line[0])
         request = ModelRequest(self._model_id, self._invocation_type, model_input, rid)
         try:
             result = await self._backend.invoke(request)
@@ -176,7 +195,9 @@ class FilePass:
             result = ModelResult(error=_INTERNAL_ERROR)
         try:
             if result.error is None:
-                return records.output_line(rid, model_input, result.output), result
+                return _dumps(
+                    {"recordId": rid, "modelInput": model_input, "modelOutput": result.output}
+                ) + b"\n", result
             err = result.error
             return records.error_line(rid, model_input, err.code, err.message), result
         except orjson.JSONEncodeError as exc:
@@ -184,23 +205,29 @@ class FilePass:
             return records.error_line(rid, model_input, 500, msg), None
 
     def _complete(self, seq: int, line: Line, out: bytes, result: ModelResult | None) -> None:
-        self._pending[seq] = (line, out, result)
         if seq != self._written_seq:
+            self._pending[seq] = (line, out, result)
             return
-        pending = self._pending
         p = self.progress
-        while self._written_seq in pending:
-            line, out, result = pending.pop(self._written_seq)
+        pending = self._pending
+        while True:
             self._out.append(out)
             p.processed += 1
-            if result is not None and result.error is None:
-                p.success += 1
-            else:
-                p.error += 1
             if result is not None:
+                if result.error is None:
+                    p.success += 1
+                else:
+                    p.error += 1
                 p.input_tokens += result.input_tokens
                 p.output_tokens += result.output_tokens
-            p.offset = line.end_offset
-            p.line = line.number
+            else:
+                p.error += 1
             self._written_seq += 1
+            if not pending:
+                break
+            nxt = pending.pop(self._written_seq, None)
+            if nxt is None:
+                break
+            line, out, result = nxt
+        p.line, p.offset = line[0], line[1]
         self._advanced.set()

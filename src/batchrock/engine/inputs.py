@@ -10,7 +10,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from batchrock.engine.records import BadRecord, LineTooLong, is_blank, iter_lines, parse_record
+from batchrock.engine.records import (
+    BadRecord,
+    LineTooLong,
+    is_blank,
+    is_record,
+    iter_lines,
+    parse_record,
+)
 from batchrock.objects.base import (
     InvalidLocation,
     NoSuchBucket,
@@ -129,14 +136,17 @@ async def count_records(
     count = 0
     try:
         async for batch in iter_lines(objects.read(file.bucket, file.key)):
-            for line in batch:
-                if is_blank(line.data):
+            for number, _, data in batch:
+                if is_record(data):
+                    count += 1
+                    continue
+                if is_blank(data):
                     continue
                 try:
-                    parse_record(line.data)
+                    parse_record(data)
                 except BadRecord as exc:
                     raise InputError(
-                        f"Line {line.number} of the input file {file.uri} {exc}. Every line "
+                        f"Line {number} of the input file {file.uri} {exc}. Every line "
                         f'must be a JSON object with a "modelInput" object and an optional '
                         f'"recordId" string.'
                     ) from None

@@ -353,7 +353,10 @@ class JobRunner:
             handle.close()
         if fp.finished and self.reason is not Halt.LOST:
             key = out_loc.child(job.job_id, f.out_name).key
-            await ctx.objects.put_file(out_loc.bucket, key, path)
+            # The spool becomes the .out (a rename on the local store). Should the process
+            # die before the checkpoint below, the resumed job finds the spool gone and redoes
+            # this file from its start: output stays exactly once.
+            await ctx.objects.put_file(out_loc.bucket, key, path, move=True)
             cp.next_file(counters)
             await self._save(cp, counters)
             path.unlink(missing_ok=True)

@@ -94,8 +94,10 @@ class ObjectStore(Protocol):
         """Write the whole object at once: readers see the old object or the new one."""
         ...
 
-    async def put_file(self, bucket: str, key: str, path: Path) -> None:
-        """Upload a local file as the whole object (same all-or-nothing rule as :meth:`put`)."""
+    async def put_file(self, bucket: str, key: str, path: Path, *, move: bool = False) -> None:
+        """Upload a local file as the whole object (same all-or-nothing rule as :meth:`put`).
+        ``move=True``: the caller no longer needs the file, and the store may take it over
+        (the local store then renames it into place instead of copying)."""
         ...
 
     async def aclose(self) -> None: ...

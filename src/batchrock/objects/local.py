@@ -147,14 +147,26 @@ class LocalObjectStore:
         path = self._check_writable(bucket, key)
         await asyncio.to_thread(self._replace_with, path, lambda f: f.write(data))
 
-    async def put_file(self, bucket: str, key: str, source: Path) -> None:
+    async def put_file(self, bucket: str, key: str, source: Path, *, move: bool = False) -> None:
         path = self._check_writable(bucket, key)
+        if move:
+            try:
+                await asyncio.to_thread(self._move_into_place, source, path)
+                return
+            except OSError:
+                pass  # another file system: copy instead
 
         def copy(f: IO[bytes]) -> None:
             with source.open("rb") as src:
                 shutil.copyfileobj(src, f, READ_CHUNK_BYTES)
 
         await asyncio.to_thread(self._replace_with, path, copy)
+
+    def _move_into_place(self, source: Path, path: Path) -> None:
+        with source.open("rb") as fh:
+            os.fsync(fh.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, path)
 
     def _replace_with(self, path: Path, fill: Callable[[IO[bytes]], object]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -123,8 +123,10 @@ class S3ObjectStore:
     async def put(self, bucket: str, key: str, data: bytes) -> None:
         await self._put(bucket, key, data)
 
-    async def put_file(self, bucket: str, key: str, path: Path) -> None:
+    async def put_file(self, bucket: str, key: str, path: Path, *, move: bool = False) -> None:
         await self._put(bucket, key, path)
+        if move:
+            path.unlink(missing_ok=True)
 
     async def _put(self, bucket: str, key: str, data: bytes | Path) -> None:
         try:
