@@ -40,7 +40,13 @@ def resolve(cfg: Config) -> Credentials | None:
             env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None,
         )
     profile = cfg.profiles.get(cfg.profile, {})
-    delegated = any(k in profile for k in _DELEGATED_KEYS) or env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+    # Half a key pair in the environment is an error botocore reports; let it.
+    partial_env = bool(env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_SECRET_ACCESS_KEY"))
+    delegated = (
+        partial_env
+        or any(k in profile for k in _DELEGATED_KEYS)
+        or env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+    )
     if not delegated:
         for source in (cfg.credentials.get(cfg.profile, {}), profile):
             key, secret = source.get("aws_access_key_id"), source.get("aws_secret_access_key")
