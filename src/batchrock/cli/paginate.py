@@ -25,6 +25,9 @@ def encode_token(token: dict[str, Any]) -> str:
 def decode_token(raw: str, input_token: str) -> tuple[dict[str, Any], int]:
     try:
         decoded = json.loads(base64.b64decode(raw.encode("utf-8")).decode("utf-8"))
+        if isinstance(decoded, list | str):
+            # botocore takes these for a token dict and fails on them; so does AWS CLI.
+            raise CliError(f"'{type(decoded).__name__}' object has no attribute 'items'")
         if not isinstance(decoded, dict):
             raise TypeError("not a dict")
         token = dict(decoded)

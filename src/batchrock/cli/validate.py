@@ -90,10 +90,24 @@ def _structure(model: ServiceModel, value: Any, shape: Shape, errors: _Errors, n
     if not isinstance(value, dict):
         errors.type(name, value, ["<class 'dict'>"])
         return
+    members = shape.get("members", {})
+    if shape.get("union"):
+        if len(value) == 0:
+            # (botocore's wording, missing space included)
+            errors.lines.append(
+                "Must set one of the following keys for tagged unionstructure "
+                f"{_display(name)}: " + ", ".join(members) + "."
+            )
+        elif len(value) > 1:
+            errors.lines.append(
+                "Invalid number of parameters set for tagged union structure "
+                f"{_display(name)}. Can only set one of the following keys: "
+                + ", ".join(members)
+                + "."
+            )
     for required in shape.get("required", []):
         if required not in value:
             errors.lines.append(f'Missing required parameter in {_display(name)}: "{required}"')
-    members = shape.get("members", {})
     known = []
     for param in value:
         if param not in members:
@@ -103,15 +117,6 @@ def _structure(model: ServiceModel, value: Any, shape: Shape, errors: _Errors, n
             )
         else:
             known.append(param)
-    if shape.get("union"):
-        set_members = [k for k in known if value[k] is not None]
-        if len(set_members) != 1 and value:
-            errors.lines.append(
-                f"Invalid number of parameters set for tagged union structure "
-                f"{_display(name)}. Can only set one of the following keys: "
-                + ", ".join(members)
-                + "."
-            )
     for param in known:
         _validate(model, value[param], model.member_shape(shape, param), errors, f"{name}.{param}")
 
