@@ -112,50 +112,57 @@ class BuiltinModel:
         )
 
     async def invoke(self, request: ModelRequest) -> ModelResult:
-        body = request.body
-        family = family_for(request.model_id, request.invocation_type, body)
-        if family is None:
-            return ModelResult(
-                error=RecordError(
-                    400,
-                    f"The built-in model cannot tell which request format model "
-                    f"'{request.model_id}' uses, and the modelInput matches none it knows. "
-                    "Route the model to a backend in the models config, or use a known model "
-                    "id.",
-                )
-            )
         try:
-            parsed = family.parse(body)
-        except BodyError as exc:
-            return ModelResult(error=RecordError(exc.code, exc.message))
-        if self._latency_s:
-            await self._sleep(self._latency_s)
-        if self.throttle_rate and self._rng.random() < self.throttle_rate:
-            return ModelResult(
-                error=RecordError(
-                    429, "Too many requests, please wait before trying again.", retryable=True
+            body = request.body
+            family = family_for(request.model_id, request.invocation_type, body)
+            if family is None:
+                return ModelResult(
+                    error=RecordError(
+                        400,
+                        f"The built-in model cannot tell which request format model "
+                        f"'{request.model_id}' uses, and the modelInput matches none it knows. "
+                        "Route the model to a backend in the models config, or use a known model "
+                        "id.",
+                    )
                 )
-            )
-        if family.kind == "chat":  # cheaper than isinstance on an ABC, per record
-            assert isinstance(family, ChatFamily) and isinstance(parsed, ChatRequest)
-            text = request_text(parsed)
-            key = zlib.crc32(text.encode()) ^ self.seed
+            try:
+                parsed = family.parse(body)
+            except BodyError as exc:
+                return ModelResult(error=RecordError(exc.code, exc.message))
+            if self._latency_s:
+                await self._sleep(self._latency_s)
+            if self.throttle_rate and self._rng.random() < self.throttle_rate:
+                return ModelResult(
+                    error=RecordError(
+                        429, "Too many requests, please wait before trying again.", retryable=True
+                    )
+                )
+            if family.kind == "chat":  # cheaper than isinstance on an ABC, per record
+                assert isinstance(family, ChatFamily) and isinstance(parsed, ChatRequest)
+                text = request_text(parsed)
+                key = zlib.crc32(text.encode()) ^ self.seed
+                if self._error_cut and self._fails(key, request.record_id):
+                    return self._injected_error()
+                answer = self.chat(parsed, text, key)
+                output = family.render(answer, parsed, request.model_id)
+                return ModelResult(
+                    output=output,
+                    input_tokens=answer.input_tokens,
+                    output_tokens=answer.output_tokens,
+                )
+            assert isinstance(family, EmbedFamily) and isinstance(parsed, EmbedRequest)
+            key = zlib.crc32(parsed.text.encode()) ^ self.seed
             if self._error_cut and self._fails(key, request.record_id):
                 return self._injected_error()
-            answer = self.chat(parsed, text, key)
-            output = family.render(answer, parsed, request.model_id)
+            embedding = self.embed(parsed, family.default_dimensions)
             return ModelResult(
-                output=output, input_tokens=answer.input_tokens, output_tokens=answer.output_tokens
+                output=family.render(embedding, parsed, request.model_id),
+                input_tokens=embedding.input_tokens,
             )
-        assert isinstance(family, EmbedFamily) and isinstance(parsed, EmbedRequest)
-        key = zlib.crc32(parsed.text.encode()) ^ self.seed
-        if self._error_cut and self._fails(key, request.record_id):
-            return self._injected_error()
-        embedding = self.embed(parsed, family.default_dimensions)
-        return ModelResult(
-            output=family.render(embedding, parsed, request.model_id),
-            input_tokens=embedding.input_tokens,
-        )
+        except Exception as exc:  # never for a record; a bug must not stop the job
+            return ModelResult(
+                error=RecordError(500, f"The built-in model failed: {type(exc).__name__}: {exc}")
+            )
 
     async def aclose(self) -> None:
         return None

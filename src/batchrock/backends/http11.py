@@ -147,6 +147,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         except h11.RemoteProtocolError as exc:
             self._discard(connection)
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        except h11.LocalProtocolError as exc:
+            self._discard(connection)
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
             self._discard(connection)
             raise httpx.ReadError(f"connection failed: {exc}", request=request) from exc

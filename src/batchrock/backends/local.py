@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from batchrock.backends.routing import ConfigError, Route, reject_unknown
 from batchrock.settings import Settings
 
 _EXTRA = "pip install 'batchrock[local]'"
+log = logging.getLogger("batchrock.backends.local")
 
 
 def _import(name: str) -> Any:
@@ -109,7 +111,11 @@ class TransformersTextBackend:
                 f"The local model behind this route cannot serve {', '.join(unservable)}; the "
                 "record was not run.",
             )
-        answer = await self._thread.run(self.generate, parsed)
+        try:
+            answer = await self._thread.run(self.generate, parsed)
+        except Exception as exc:  # out of memory, a token the model rejects ...
+            log.exception("transformers backend failed on record %s", request.record_id)
+            return _error(500, f"The local model failed: {type(exc).__name__}: {exc}")
         return ModelResult(
             output=family.render(answer, parsed, request.model_id),
             input_tokens=answer.input_tokens,
@@ -220,7 +226,11 @@ class SentenceTransformersBackend:
                 f"this route returns {self.dimensions}-dimensional vectors. Leave 'dimensions' "
                 "out to get the model's own size.",
             )
-        answer = await self._thread.run(self.embed, parsed)
+        try:
+            answer = await self._thread.run(self.embed, parsed)
+        except Exception as exc:
+            log.exception("sentence-transformers backend failed on record %s", request.record_id)
+            return _error(500, f"The local model failed: {type(exc).__name__}: {exc}")
         return ModelResult(
             output=family.render(answer, parsed, request.model_id),
             input_tokens=answer.input_tokens,

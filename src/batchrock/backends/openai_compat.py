@@ -16,6 +16,7 @@ dropped connections and malformed answers are retryable; other 4xx answers are f
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import ssl
@@ -42,6 +43,8 @@ from batchrock.backends.neutral import (
 )
 from batchrock.backends.routing import ConfigError, Route, reject_unknown
 from batchrock.settings import Settings
+
+log = logging.getLogger("batchrock.backends.openai")
 
 #: Features a route may declare its server cannot serve (``unsupported = [...]``).
 FEATURES = frozenset({"images", "top_k", "stop"})
@@ -135,6 +138,13 @@ class OpenAIBackend:
             return _error(400, str(exc))
         except _Failure as exc:
             return ModelResult(error=exc.error, info=exc.info)
+        except Exception as exc:  # a backend never raises for a record: see base.py
+            log.exception("OpenAI-compatible backend failed on record %s", request.record_id)
+            return ModelResult(
+                error=RecordError(
+                    500, f"Calling the model server failed: {type(exc).__name__}", retryable=True
+                )
+            )
         return ModelResult(
             output=family.render(answer, parsed, request.model_id),
             input_tokens=answer.input_tokens,
