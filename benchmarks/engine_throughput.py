@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from batchrock import jobs
+from batchrock.backends.base import MockBackend, ModelBackend, ModelRequest, ModelResult
 from batchrock.backends.routing import build_resolver
 from batchrock.clock import SystemClock
 from batchrock.engine import Engine
@@ -60,11 +61,30 @@ def plain_loop(src: Path, dst: Path) -> float:
     return time.perf_counter() - start
 
 
-async def run_job(settings: Settings, n: int) -> tuple[float, Job]:
+class NoopResolver:
+    """A model that costs nothing: isolates the engine's own per-record cost."""
+
+    def __init__(self) -> None:
+        result = ModelResult(output={"ok": True}, input_tokens=1, output_tokens=1)
+
+        async def invoke(request: ModelRequest) -> ModelResult:
+            return result
+
+        self.backend = MockBackend(invoke)
+        self.backend.invoke = invoke  # type: ignore[method-assign]  # skip the call log
+
+    def for_model(self, model_id: str) -> ModelBackend:
+        return self.backend
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def run_job(settings: Settings, n: int, noop: bool = False) -> tuple[float, Job]:
     """Submit one job over ``n`` records and time it to a final state. Seconds, job."""
     store = await SqliteStore.open(settings.database_path)
     clock = SystemClock()
-    resolver = build_resolver(settings)
+    resolver: Any = NoopResolver() if noop else build_resolver(settings)
     engine = Engine(settings, store, clock, resolver, LocalObjectStore(settings.data_dir / "s3"))
     now = clock.now()
     job = Job(
@@ -112,15 +132,16 @@ def setup(tmp: Path, n: int, **settings: Any) -> Settings:
     )
 
 
-def throughput(n: int, concurrency: int) -> dict[str, Any]:
+def throughput(n: int, concurrency: int, noop: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         settings = setup(tmp, n, engine_record_concurrency=concurrency)
         src = settings.data_dir / "s3" / "bench" / "in" / "records.jsonl"
         loop_s = min(plain_loop(src, tmp / "plain.out") for _ in range(3))
-        job_s, _ = asyncio.run(run_job(settings, n))
+        job_s, _ = asyncio.run(run_job(settings, n, noop))
     ratio = (n / job_s) / (n / loop_s)
     return {
+        "model": "no-op (engine only)" if noop else "built-in, zero latency",
         "records": n,
         "concurrency": concurrency,
         "plain_loop_rps": round(n / loop_s),
@@ -156,10 +177,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--records", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument(
+        "--noop", action="store_true", help="throughput with a no-op model (engine cost only)"
+    )
     args = parser.parse_args(argv)
     results = []
     if args.which in ("throughput", "all"):
-        results.append(("throughput", throughput(args.records or 50_000, args.concurrency or 64)))
+        n, c = args.records or 50_000, args.concurrency or 64
+        results.append(("throughput", throughput(n, c, args.noop)))
     if args.which in ("latency", "all"):
         results.append(
             ("latency", latency(args.records or 10_000, args.latency_ms, args.concurrency or 256))

@@ -14,8 +14,8 @@ from batchrock.engine.records import (
     BadRecord,
     LineTooLong,
     is_blank,
-    is_record,
-    iter_lines,
+    iter_line_batches,
+    loads_record,
     parse_record,
 )
 from batchrock.objects.base import (
@@ -134,10 +134,12 @@ async def count_records(
     was stopped meanwhile; ``False`` abandons the scan).
     """
     count = 0
+    number = 0
     try:
-        async for batch in iter_lines(objects.read(file.bucket, file.key)):
-            for number, _, data in batch:
-                if is_record(data):
+        async for batch in iter_line_batches(objects.read(file.bucket, file.key)):
+            for data in batch:
+                number += 1
+                if loads_record(data) is not None:
                     count += 1
                     continue
                 if is_blank(data):

@@ -39,16 +39,10 @@ class LineTooLong(Exception):
 Line = tuple[int, int, bytes]
 
 
-async def iter_lines(
-    chunks: AsyncIterator[bytes], *, start_offset: int = 0, start_line: int = 0
-) -> AsyncIterator[list[Line]]:
-    """Split a chunk stream into lines, one batch of lines per chunk (fewer awaits per line).
-
-    ``start_offset``/``start_line`` say where the stream starts in the file, so the offsets and
-    line numbers handed out are the file's own. A final line without a newline is a line.
-    """
-    offset = start_offset
-    number = start_line
+async def iter_line_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """Split a chunk stream into lines (without newlines), one list of lines per chunk.
+    A final line without a newline is a line. Raises :class:`LineTooLong`."""
+    number = 0
     rest = b""
     async for chunk in chunks:
         data = rest + chunk if rest else chunk
@@ -56,22 +50,37 @@ async def iter_lines(
         rest = parts.pop()
         if len(rest) > MAX_LINE_BYTES:
             raise LineTooLong(number + len(parts) + 1)
+        if parts and max(map(len, parts)) > MAX_LINE_BYTES:
+            for i, part in enumerate(parts):
+                if len(part) > MAX_LINE_BYTES:
+                    raise LineTooLong(number + i + 1)
+        number += len(parts)
+        if parts:
+            yield parts
+    if rest:
+        yield [rest]
+
+
+async def iter_lines(
+    chunks: AsyncIterator[bytes], *, start_offset: int = 0, start_line: int = 0
+) -> AsyncIterator[list[Line]]:
+    """Like :func:`iter_line_batches`, each line with its number and end offset.
+
+    ``start_offset``/``start_line`` say where the stream starts in the file, so the offsets and
+    line numbers handed out are the file's own.
+    """
+    offset = start_offset
+    number = start_line
+    async for parts in iter_line_batches(chunks):
         batch: list[Line] = []
         append = batch.append
         for part in parts:
             number += 1
             offset += len(part) + 1
             append((number, offset, part))
-        if parts and max(map(len, parts)) > MAX_LINE_BYTES:
-            for n, _, part in batch:
-                if len(part) > MAX_LINE_BYTES:
-                    raise LineTooLong(n)
-        if batch:
-            yield batch
-    if rest:
-        number += 1
-        offset += len(rest)
-        yield [(number, offset, rest)]
+        yield batch
+    # A last line without a newline gets an end offset one past the end of the file; offsets
+    # only say where reading resumes, and nothing follows the last line.
 
 
 def is_blank(data: bytes) -> bool:
@@ -90,10 +99,6 @@ def loads_record(data: bytes) -> dict[str, Any] | None:
         if rid is None or type(rid) is str:
             return value
     return None
-
-
-def is_record(data: bytes) -> bool:
-    return loads_record(data) is not None
 
 
 class BadRecord(ValueError):
