@@ -139,3 +139,42 @@ def test_requests_serialise_like_botocore(
     else:
         assert body is not None
         assert json.loads(body) == json.loads(their_body)
+
+
+TIMESTAMPS = [
+    "2024-05-01T11:00:00Z",
+    "2024-05-01T11:00:00",
+    "2024-05-01 11:00:00",
+    "2024-05-01T11:00:00+02:00",
+    "2024-05-01T11:00:00.250Z",
+    "2024-05-01T11:00:00.1234567Z",
+    "2024-05-01",
+    "20240501T110000Z",
+    "2024-05-01T11:00Z",
+    "1714561200",
+    "1714561200.5",
+    "-1",
+    "0",
+    "1e9",
+    "Wed, 01 May 2024 11:00:00 GMT",
+    "May 1 2024 11am",
+    "2024-05-01T11:00:00-0730",
+    " 2024-05-01 ",
+    1714561200,
+    1714561200.25,
+]
+
+
+@pytest.mark.parametrize("value", TIMESTAMPS)
+def test_timestamp_input_and_output_match_botocore(value: Any) -> None:
+    from botocore.serialize import Serializer
+    from botocore.utils import parse_timestamp, parse_to_aware_datetime
+
+    from batchrock.cli import timestamps
+
+    expected_wire = Serializer()._convert_timestamp_to_str(
+        parse_to_aware_datetime(value), "iso8601"
+    )
+    assert timestamps.to_wire(value) == expected_wire
+    # AWS CLI v2's default output rendering: parse_timestamp(value).isoformat()
+    assert timestamps.render_iso8601(value) == parse_timestamp(value).isoformat()
