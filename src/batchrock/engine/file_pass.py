@@ -27,6 +27,8 @@ from batchrock.jobs import Counters
 log = logging.getLogger("batchrock.engine")
 
 _dumps = orjson.dumps
+#: Records a worker answers in a row before letting other tasks run.
+_YIELD_EVERY = 256
 _INTERNAL_ERROR = RecordError(500, "Internal server error while invoking the model.")
 
 
@@ -157,11 +159,18 @@ class FilePass:
     async def _worker(self) -> None:
         queue, halt, window = self._queue, self._halt, self._window
         answer, complete = self._answer, self._complete
+        streak = 0
         while True:
             # Fast path: take queued records without a call into _take (a hot loop when the
             # model answers at once); _take handles refills, back-pressure and halting.
             if queue and not halt.is_set() and queue[0][0] - self._written_seq < window:
                 seq, line = queue.popleft()
+                streak += 1
+                if streak >= _YIELD_EVERY:
+                    # A model that never suspends would otherwise keep the event loop (and the
+                    # API served from it, and the checkpoints) waiting for a whole batch.
+                    streak = 0
+                    await asyncio.sleep(0)
             else:
                 item = await self._take()
                 if item is None:
