@@ -1,10 +1,10 @@
 """The built-in model: offline, deterministic, answers every family well-formed.
 
 It exists so the whole service can be exercised without a model server: the same record
-always gets the same answer (text derived from a hash of the input), token counts follow the
-usual four-characters-a-token rule, Titan embeddings have the requested dimension (normalized
-when asked, and texts sharing words point in similar directions), and a body that does not
-fit its family's schema becomes the 400 record error Bedrock would write.
+always gets the same answer (one to six sentences picked by a hash of the input), token counts
+follow the usual four-characters-a-token rule, Titan embeddings have the requested dimension
+(normalized when asked, and texts sharing words point in similar directions), and a body that
+does not fit its family's schema becomes the 400 record error Bedrock would write.
 
 Knobs for exercising clients: a fixed per-record latency, an error rate (a deterministic share
 of records fails with errorCode 500, the same records on every run) and a throttling rate
@@ -38,41 +38,57 @@ from batchrock.backends.neutral import (
 
 Sleep = Callable[[float], Awaitable[None]]
 
-_VOCABULARY = (
-    "the model reads each record and writes an answer that depends only on its input so a "
-    "batch job can be checked line by line against the expected output while the service "
-    "moves through its states and counts tokens for the manifest data records prompts "
-    "results are stored in order with every identifier kept intact for later joins across "
-    "files buckets folders workers and retries when a request is throttled or slow the "
-    "engine waits then tries again until the deadline passes or an answer arrives"
-).split()
+_SENTENCES = (
+    "This answer comes from the batchrock built-in model.",
+    "It depends only on the record's input, so the same record always gets the same text.",
+    "The model reads each record and writes one answer line for it.",
+    "Token counts follow the usual rule of about four characters a token.",
+    "A batch job can be checked line by line against the expected output.",
+    "Records keep their identifiers, so results can be joined back to the input.",
+    "The service moves the job through its states while the records are answered.",
+    "Every answer is counted in the manifest with its input and output tokens.",
+    "When a request is throttled, the engine waits and tries again.",
+    "A record that cannot be answered gets an error line instead of an output.",
+    "Longer prompts cost more input tokens, and longer answers cost more output tokens.",
+    "The stop reason says whether the answer ended on its own or hit the limit.",
+    "Stop sequences end the answer where they first appear.",
+    "Nothing here calls a real model, so the words carry no meaning of their own.",
+    "Use a real backend from the models configuration for answers that matter.",
+    "The output folder holds one result file for each input file.",
+    "Results appear while the job is still in progress.",
+    "A stopped job keeps the records it had already finished.",
+    "Each family of models has its own request and response layout.",
+    "Claude, Nova, Titan, Llama and Mistral bodies are all answered in their own shape.",
+    "Embeddings have the size the request asks for.",
+    "Retries use growing pauses with some randomness between them.",
+    "A deadline bounds how long one record may take in all.",
+    "Latency, errors and throttling can be injected to test the client's handling.",
+)
 
 
-def _build_corpus(words: int = 6000) -> tuple[str, list[int]]:
-    """A fixed pseudo-English text and the offset of each word in it."""
+def _build_corpus(sentences: int = 2000) -> tuple[str, list[int]]:
+    """A fixed text of shuffled sentences and the offset where each sentence starts."""
     rng = random.Random(20240307)
-    pieces: list[str] = []
     offsets: list[int] = []
+    pieces: list[str] = []
     position = 0
-    sentence_left = 0
-    for _ in range(words):
-        word = rng.choice(_VOCABULARY)
-        if sentence_left == 0:
-            word = word.capitalize()
-            sentence_left = rng.randint(6, 16)
-        sentence_left -= 1
-        if sentence_left == 0:
-            word += "."
+    previous = ""
+    for _ in range(sentences):
+        sentence = rng.choice(_SENTENCES)
+        while sentence == previous:
+            sentence = rng.choice(_SENTENCES)
+        previous = sentence
         offsets.append(position)
-        pieces.append(word)
-        position += len(word) + 1
+        pieces.append(sentence)
+        position += len(sentence) + 1
     offsets.append(position)
     return " ".join(pieces) + " ", offsets
 
 
 _CORPUS, _OFFSETS = _build_corpus()
-_MAX_WORDS = 96
-_SPAN = len(_OFFSETS) - _MAX_WORDS - 1
+#: Answers are 1 to 6 consecutive sentences.
+_MAX_SENTENCES = 6
+_SPAN = len(_OFFSETS) - _MAX_SENTENCES - 1
 #: A pool of unit-variance floats; vectors are windows into it (no per-record RNG).
 _POOL_RNG = random.Random(7)
 _POOL = [_POOL_RNG.gauss(0.0, 1.0) for _ in range(8192 + 1536)]
@@ -170,10 +186,9 @@ class BuiltinModel:
     # --- the answers ------------------------------------------------------------------
 
     def chat(self, request: ChatRequest, text: str, key: int) -> ChatAnswer:
-        words = 12 + key % 52
-        start = (key >> 6) % _SPAN
-        body = _CORPUS[_OFFSETS[start] : _OFFSETS[start + words] - 1]
-        reply = body[0].upper() + body[1:]
+        count = 1 + key % _MAX_SENTENCES
+        start = (key >> 3) % _SPAN
+        reply = _CORPUS[_OFFSETS[start] : _OFFSETS[start + count] - 1]
         reason: StopReason = "end"
         stop_sequence = None
         for stop in request.stop:
