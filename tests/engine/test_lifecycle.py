@@ -337,7 +337,7 @@ def test_shutdown_and_resume_on_another_engine_processes_each_record_once(tmp_pa
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        for threshold in (200, 800):
+        for threshold in (200, 800, 1000):
             stop = asyncio.Event()
             task = asyncio.create_task(h.engine().run(stop))
             while (await h.get(job.job_id)).counters.processed < threshold:
@@ -345,13 +345,20 @@ def test_shutdown_and_resume_on_another_engine_processes_each_record_once(tmp_pa
             stop.set()
             await task
             assert (await h.get(job.job_id)).status is S.IN_PROGRESS
+            if threshold == 800:
+                # The spool of b.jsonl vanishes (a worker on another disk): b is redone from
+                # its start, with the counters it started with.
+                for spool in (h.data_dir / "spool" / job.job_id).iterdir():
+                    spool.unlink()
         (done,) = await h.run(job.job_id)
         assert done.status is S.COMPLETED
+        c = done.counters
+        assert (c.total, c.processed, c.success, c.error) == (1500, 1500, 1500, 0)
         got = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
         got += out_lines(h.read(f"{OUT}/{job.job_id}/b.jsonl.out"))
         assert [r["recordId"] for r in got] == [r["recordId"] for r in recs]
         assert manifest(h, job.job_id)["successRecordCount"] == 1500
-        calls = [c.record_id for c in h.backend.calls]
+        calls = [call.record_id for call in h.backend.calls]
         assert set(calls) == {r["recordId"] for r in recs}
 
     asyncio.run(main())

@@ -265,6 +265,10 @@ class JobRunner:
         try:
             out_loc = parse_s3_uri(job.output_s3_uri)
             backend = ctx.resolver.for_model(job.model_id)
+        except Exception as exc:  # the routes changed since Validating
+            await self._fail(str(exc))
+            return
+        try:
             if self._expired():
                 self._set_halt(Halt.TIMEOUT)
             while cp.file < len(cp.files) and not self.halt.is_set():
@@ -308,7 +312,7 @@ class JobRunner:
         if cp.spool_size and (old is None or not old.exists() or _size(old) < cp.spool_size):
             # The spool is gone (another machine's disk?): redo this file from its start.
             log.warning("job %s: spool lost, restarting %s", job.job_id, f.uri)
-            counters = cp.file_base
+            counters = replace(cp.file_base, total=counters.total)
             cp.offset = cp.line = cp.spool_size = 0
         name = new_spool_name(cp.file)
         path = folder / name
