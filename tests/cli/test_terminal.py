@@ -161,3 +161,28 @@ def test_table_colour_follows_the_terminal(fresh_stub: Stub, cli_env: dict[str, 
     assert "\x1b[" not in piped.stdout
     forced = run_cli([*args, "--color", "on"], cli_env)
     assert "\x1b[1m\x1b[34mbatch-job-1\x1b[0m" in forced.stdout
+
+
+def test_on_partial_prompts_only_for_incomplete_commands(
+    fresh_stub: Stub, cli_env: dict[str, str]
+) -> None:
+    env = {**cli_env, "AWS_CLI_AUTO_PROMPT": "on-partial"}
+    complete = run_cli(
+        [
+            "--endpoint-url",
+            fresh_stub.url,
+            "list-model-invocation-jobs",
+            "--query",
+            "length(invocationJobSummaries)",
+        ],
+        env,
+    )
+    assert (complete.rc, complete.stdout) == (0, "2\n")
+    incomplete = run_cli(["--endpoint-url", fresh_stub.url, "get-model-invocation-job"], env)
+    assert incomplete.rc == 255
+    assert "Input is not a terminal" in incomplete.stderr
+    term = Terminal(["--endpoint-url", fresh_stub.url, "get-model-invocation-job"], env)
+    term.read_until(b"> batchrock")
+    term.send(b" --job-identifier abcd1234efgh --query jobName\r")
+    assert term.finish() == 0
+    assert _plain(term.output).splitlines()[-1] == '"batch-job-1"'

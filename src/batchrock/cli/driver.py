@@ -153,17 +153,35 @@ def _run(argv: list[str], env: Mapping[str, str], streams: Streams) -> int:
         raise ParamValidationError(
             "Both --cli-auto-prompt and --no-cli-auto-prompt cannot be specified at the same time."
         )
-    if ns.cli_auto_prompt or (
-        not ns.no_cli_auto_prompt
-        and Config.load(env, ns.profile).auto_prompt() in ("on", "on-partial")
-    ):
-        from batchrock.cli import prompt
+    mode = "off" if ns.no_cli_auto_prompt else Config.load(env, ns.profile).auto_prompt()
+    if ns.cli_auto_prompt or mode == "on":
+        return _prompt_then_run(model, argv, env, streams)
+    if mode == "on-partial":
+        # Prompt only for a command line that is not complete yet.
+        try:
+            return _dispatch(model, ns, rest, env, streams)
+        except ArgumentSyntaxError as exc:
+            if not exc.message.startswith("the following arguments are required"):
+                raise
+            return _prompt_then_run(model, argv, env, streams)
+    return _dispatch(model, ns, rest, env, streams)
 
-        new_argv = prompt.prompt_for_command(model, argv, streams)
-        if new_argv is None:
-            streams.stdout.write("\n")
-            return 130
-        return _run([*new_argv, "--no-cli-auto-prompt"], env, streams)
+
+def _prompt_then_run(
+    model: ServiceModel, argv: list[str], env: Mapping[str, str], streams: Streams
+) -> int:
+    from batchrock.cli import prompt
+
+    new_argv = prompt.prompt_for_command(model, argv, streams)
+    if new_argv is None:
+        streams.stdout.write("\n")
+        return 130
+    return _run([*new_argv, "--no-cli-auto-prompt"], env, streams)
+
+
+def _dispatch(
+    model: ServiceModel, ns: Any, rest: list[str], env: Mapping[str, str], streams: Streams
+) -> int:
     if ns.command is None:
         raise missing("command")
     if ns.command == "help":
