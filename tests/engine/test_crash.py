@@ -64,3 +64,45 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(server_factory: 
         listed = client.get_model_invocation_job(jobIdentifier=arn)
         assert listed["successRecordCount"] == len(ok)
         assert listed["errorRecordCount"] == errors
+
+
+def test_a_killed_workers_job_is_taken_over_by_another_worker(server_factory: Any) -> None:
+    import subprocess
+    import sys
+
+    server = server_factory(**{**FAST, "engine_lease_seconds": 1}, engine=False)
+    recs = claude_records(1500)
+    put(server, "in/a.jsonl", recs)
+    arn = create(server)
+
+    def worker() -> subprocess.Popen[bytes]:
+        env = {**server.env(), "BATCHROCK_BUILTIN_LATENCY_MS": "10"}
+        env["BATCHROCK_ENGINE_RECORD_CONCURRENCY"] = "4"
+        data_dir = str(server.data_dir)
+        cmd = [sys.executable, "-m", "batchrock.admin", "worker", "--data-dir", data_dir]
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    first = worker()
+    try:
+        deadline = time.monotonic() + 30
+        while get(server, arn)["processedRecordCount"] < 100:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first.kill()
+        first.wait()
+        before = get(server, arn)["processedRecordCount"]
+        assert get(server, arn)["status"] == "InProgress" and before < 1500
+        second = worker()
+        try:
+            job = wait(server, arn, timeout=60)
+        finally:
+            second.terminate()
+            second.wait(timeout=15)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert job["status"] == "Completed"
+    lines = out_lines(server, arn, "a.jsonl.out")
+    assert [x["recordId"] for x in lines] == [r["recordId"] for r in recs]
+    assert manifest(server, arn)["processedRecordCount"] == 1500
