@@ -15,10 +15,9 @@ ADMIN_COMMANDS = frozenset({"serve", "worker", "models", "demo"})
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in ADMIN_COMMANDS:
-        from batchrock import admin  # type: ignore[attr-defined,unused-ignore]
+        from batchrock import admin
 
-        rc: int = admin.main(args)
-        return rc
+        return admin.main(args)
     from batchrock.cli.driver import Streams, run
 
     rc = run(args, os.environ, Streams(sys.stdout, sys.stderr))
