@@ -383,3 +383,30 @@ def test_backend_exception_becomes_a_record_error(tmp_path: Path) -> None:
         assert done.counters.error == 1
 
     asyncio.run(main())
+
+
+def test_input_removed_mid_run_fails_keeping_finished_records(tmp_path: Path) -> None:
+    h = Harness(tmp_path, handler=slow(0.005), engine_record_concurrency=4)
+    h.bucket("out-bucket")
+    recs = records(1000)
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(recs))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.engine().run(stop))
+        while (await h.get(job.job_id)).counters.processed < 50:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+        (h.data_dir / "s3" / "in-bucket" / "in" / "a.jsonl").unlink()
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.FAILED
+        assert "s3://in-bucket/in/a.jsonl does not exist" in (done.message or "")
+        n = done.counters.processed
+        lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        assert [x["recordId"] for x in lines] == [r["recordId"] for r in recs[:n]]
+        assert manifest(h, job.job_id)["processedRecordCount"] == n
+        assert not (h.data_dir / "spool" / job.job_id).exists()
+
+    asyncio.run(main())

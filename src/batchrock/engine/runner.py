@@ -179,7 +179,8 @@ class JobRunner:
 
     async def _fail(self, message: str) -> None:
         message = message[:2048]
-        await self._move(S.FAILED, expected=jobs.sources_of(S.FAILED), message=message)
+        if await self._move(S.FAILED, expected=jobs.sources_of(S.FAILED), message=message):
+            self._remove_spool()
 
     async def _end_after_stop_race(self) -> None:
         """A final move lost to a stop request: the job is Stopping, so it ends Stopped."""
