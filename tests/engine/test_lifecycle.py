@@ -197,9 +197,13 @@ QUOTAS: list[tuple[dict[str, Any], int, list[str]]] = [
     (
         {"quota_max_records_per_job": 50},
         51,
-        ["more than 50 records", "Records per batch inference job"],
+        ["at least 51 records", "Records per batch inference job' of 50"],
     ),
-    ({"quota_max_records_per_file": 20}, 21, ["more than 20 records", "Records per input file"]),
+    (
+        {"quota_max_records_per_file": 20},
+        21,
+        ["at least 21 records", "Records per input file per batch inference job' of 20"],
+    ),
     (
         {"quota_max_file_bytes": 1000},
         40,

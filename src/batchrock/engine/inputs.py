@@ -153,16 +153,19 @@ async def count_records(
                         f'"recordId" string.'
                     ) from None
                 count += 1
+            # Checked per chunk: a job far over a quota fails without reading all its input,
+            # so the count given is a lower bound.
             if count > settings.quota_max_records_per_file:
                 raise InputError(
-                    f"The input file {file.uri} has more than "
-                    f"{settings.quota_max_records_per_file} records, the quota 'Records per "
-                    f"input file per batch inference job'."
+                    f"The input file {file.uri} has at least {count} records, more than the "
+                    f"quota 'Records per input file per batch inference job' of "
+                    f"{settings.quota_max_records_per_file}."
                 )
             if records_before + count > settings.quota_max_records_per_job:
                 raise InputError(
-                    f"The job has more than {settings.quota_max_records_per_job} records, the "
-                    f"quota 'Records per batch inference job'."
+                    f"The job has at least {records_before + count} records, more than the "
+                    f"quota 'Records per batch inference job' of "
+                    f"{settings.quota_max_records_per_job}."
                 )
             if not await keep_going():
                 return count
