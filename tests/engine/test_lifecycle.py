@@ -159,6 +159,7 @@ LOCATION_ERRORS = [
     ("s3://in-bucket/csv/data.csv", OUT, ["does not end in .jsonl"]),
     ("s3://in-bucket/../etc/", OUT, ["s3://in-bucket/../etc/"]),
     ("s3://in-bucket/in/", "s3://no-out-bucket/x/", ["output S3 bucket 'no-out-bucket'"]),
+    ("s3://in-bucket/in/", "s3://out-bucket/../x/", ["Cannot write to the output location"]),
 ]
 
 

@@ -227,6 +227,19 @@ class JobRunner:
         except ObjectStoreError as exc:
             await self._move(S.FAILED, expected={S.VALIDATING}, message=str(exc)[:2048])
             return
+        try:
+            # Writing the first manifest proves the output location is writable now, rather
+            # than after the first file's records have gone through the model.
+            out_loc = parse_s3_uri(job.output_s3_uri)
+            await ctx.objects.put(
+                out_loc.bucket,
+                out_loc.child(job.job_id, MANIFEST_NAME).key,
+                manifest_bytes(Counters(total=total)),
+            )
+        except ObjectStoreError as exc:
+            message = f"Cannot write to the output location {job.output_s3_uri}: {exc}"
+            await self._move(S.FAILED, expected={S.VALIDATING}, message=message[:2048])
+            return
         checkpoint = Checkpoint(files=files)
         await ctx.store.save_progress(
             job.job_id,
