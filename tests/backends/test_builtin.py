@@ -237,3 +237,11 @@ def test_bad_knobs_are_rejected() -> None:
         BuiltinModel(error_rate=2)
     with pytest.raises(ValueError, match="latency"):
         BuiltinModel(latency_ms=-1)
+
+
+def test_quick_and_parsed_paths_answer_alike() -> None:
+    # tools send the record down the parser's path; the answer must not change.
+    plain = invoke(BuiltinModel(), CLAUDE, claude("same words", stop_sequences=["e"]))
+    parsed = invoke(BuiltinModel(), CLAUDE, claude("same words", stop_sequences=["e"], tools=[]))
+    assert plain.output == parsed.output
+    assert (plain.input_tokens, plain.output_tokens) == (parsed.input_tokens, parsed.output_tokens)

@@ -28,6 +28,7 @@ from batchrock.backends.neutral import (
     EmbedRequest,
     ImagePart,
     TextPart,
+    request_text,
 )
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -131,15 +132,59 @@ def test_claude_request_parses_every_member() -> None:
     )
 
 
-def test_claude_plain_text_request_takes_the_same_result_on_both_paths() -> None:
-    simple = {
-        "anthropic_version": "bedrock-2023-05-31",
-        "max_tokens": 10,
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
-        "tools": [{"name": "x", "input_schema": {}}],
-    }
-    assert ANTHROPIC.parse(simple) == ANTHROPIC._checked_parse(simple)
-    assert ANTHROPIC.parse(simple).extras == ("tools",)
+QUICK_CASES = [
+    (
+        ANTHROPIC,
+        {
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 10,
+            "system": "sys",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                {"role": "assistant", "content": "Hello"},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                },
+            ],
+            "stop_sequences": ["x"],
+            "temperature": 1,
+        },
+    ),
+    (
+        NOVA,
+        {
+            "schemaVersion": "messages-v1",
+            "system": [{"text": "s1"}, {"text": "s2"}],
+            "messages": [{"role": "user", "content": [{"text": "q"}, {"text": "r"}]}],
+            "inferenceConfig": {"maxTokens": 5, "stopSequences": ["y"]},
+        },
+    ),
+    (CONVERSE, {"messages": [{"role": "user", "content": [{"text": "q"}]}]}),
+    (TITAN_TEXT, {"inputText": "t", "textGenerationConfig": {"maxTokenCount": 9, "topP": 0.5}}),
+    (LLAMA, {"prompt": "p", "temperature": 0.1}),
+    (MISTRAL, {"prompt": "p", "max_tokens": 3, "stop": ["z"], "top_k": 5}),
+]
+
+
+@pytest.mark.parametrize(("family", "body"), QUICK_CASES)
+def test_quick_path_agrees_with_the_parser(family: Any, body: dict[str, Any]) -> None:
+    """The built-in model's shortcut must see exactly what the parser sees."""
+    quick = family.quick(body)
+    assert quick is not None
+    request = family.parse(body)
+    assert quick == (request_text(request), len(request.messages), request.max_tokens, request.stop)
+
+
+@pytest.mark.parametrize(("family", "body"), QUICK_CASES)
+def test_quick_path_leaves_anything_unusual_to_the_parser(
+    family: Any, body: dict[str, Any]
+) -> None:
+    assert family.quick({**body, "unknown": 1}) is None
+    assert family.quick([body]) is None
+    broken = {k: (5 if isinstance(v, str) else v) for k, v in body.items()}
+    if broken != body:
+        assert family.quick(broken) is None
 
 
 def test_claude_system_as_text_blocks() -> None:

@@ -24,7 +24,8 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 from batchrock.backends.base import ModelRequest, ModelResult, RecordError
-from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, family_for
+from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, Family, family_for
+from batchrock.backends.families.base import Quick
 from batchrock.backends.neutral import (
     ChatAnswer,
     ChatRequest,
@@ -37,6 +38,9 @@ from batchrock.backends.neutral import (
 )
 
 Sleep = Callable[[float], Awaitable[None]]
+#: What a record is after validation: a quick tuple, a parsed chat request with its image
+#: count, or an embedding request.
+_Prepared = Quick | tuple[ChatRequest, int] | EmbedRequest
 
 _SENTENCES = (
     "This answer comes from the batchrock built-in model.",
@@ -116,6 +120,7 @@ class BuiltinModel:
         self.throttle_rate = throttle_rate
         self.seed = seed
         self._latency_s = latency_ms / 1000.0
+        self._latency_int = int(latency_ms)
         self._sleep = sleep
         self._rng = random.Random(seed)
         # Error draws are a pure function of the record: its threshold on a 32-bit hash.
@@ -137,14 +142,13 @@ class BuiltinModel:
                         400,
                         f"The built-in model cannot tell which request format model "
                         f"'{request.model_id}' uses, and the modelInput matches none it knows. "
-                        "Route the model to a backend in the models config, or use a known model "
-                        "id.",
+                        "Route the model to a backend in the models config, or use a known "
+                        "model id.",
                     )
                 )
-            try:
-                parsed = family.parse(body)
-            except BodyError as exc:
-                return ModelResult(error=RecordError(exc.code, exc.message))
+            prepared = self._prepare(family, request)
+            if isinstance(prepared, ModelResult):
+                return prepared
             if self._latency_s:
                 await self._sleep(self._latency_s)
             if self.throttle_rate and self._rng.random() < self.throttle_rate:
@@ -153,28 +157,7 @@ class BuiltinModel:
                         429, "Too many requests, please wait before trying again.", retryable=True
                     )
                 )
-            if family.kind == "chat":  # cheaper than isinstance on an ABC, per record
-                assert isinstance(family, ChatFamily) and isinstance(parsed, ChatRequest)
-                text = request_text(parsed)
-                key = zlib.crc32(text.encode()) ^ self.seed
-                if self._error_cut and self._fails(key, request.record_id):
-                    return self._injected_error()
-                answer = self.chat(parsed, text, key)
-                output = family.render(answer, parsed, request.model_id)
-                return ModelResult(
-                    output=output,
-                    input_tokens=answer.input_tokens,
-                    output_tokens=answer.output_tokens,
-                )
-            assert isinstance(family, EmbedFamily) and isinstance(parsed, EmbedRequest)
-            key = zlib.crc32(parsed.text.encode()) ^ self.seed
-            if self._error_cut and self._fails(key, request.record_id):
-                return self._injected_error()
-            embedding = self.embed(parsed, family.default_dimensions)
-            return ModelResult(
-                output=family.render(embedding, parsed, request.model_id),
-                input_tokens=embedding.input_tokens,
-            )
+            return self._finish(family, request, prepared)
         except Exception as exc:  # never for a record; a bug must not stop the job
             return ModelResult(
                 error=RecordError(500, f"The built-in model failed: {type(exc).__name__}: {exc}")
@@ -183,42 +166,94 @@ class BuiltinModel:
     async def aclose(self) -> None:
         return None
 
-    # --- the answers ------------------------------------------------------------------
+    # The work is split around the (optional) latency and throttling so that a zero-latency
+    # record costs no extra coroutine: _prepare validates, _finish answers.
 
-    def chat(self, request: ChatRequest, text: str, key: int) -> ChatAnswer:
+    def _prepare(self, family: Family, request: ModelRequest) -> _Prepared | ModelResult:
+        if family.kind == "embed":  # cheaper than isinstance on an ABC, per record
+            assert isinstance(family, EmbedFamily)
+            try:
+                return family.parse(request.body)
+            except BodyError as exc:
+                return ModelResult(error=RecordError(exc.code, exc.message))
+        assert isinstance(family, ChatFamily)
+        quick = family.quick(request.body)
+        if quick is not None:
+            # The common plain body: no neutral request to build (see ChatFamily.quick).
+            return quick
+        try:
+            parsed = family.parse(request.body)
+        except BodyError as exc:
+            return ModelResult(error=RecordError(exc.code, exc.message))
+        images = sum(type(p) is ImagePart for m in parsed.messages for p in m.parts)
+        return parsed, images
+
+    def _finish(self, family: Family, request: ModelRequest, prepared: _Prepared) -> ModelResult:
+        if isinstance(prepared, EmbedRequest):
+            assert isinstance(family, EmbedFamily)
+            key = zlib.crc32(prepared.text.encode()) ^ self.seed
+            if self._error_cut and self._fails(key, request.record_id):
+                return self._injected_error()
+            embedding = self.embed(prepared, family.default_dimensions)
+            return ModelResult(
+                output=family.render(embedding, prepared, request.model_id),
+                input_tokens=embedding.input_tokens,
+            )
+        assert isinstance(family, ChatFamily)
+        parsed: ChatRequest | None = None
+        if len(prepared) == 4:
+            text, messages, limit, stop = prepared
+            images = 0
+        else:
+            parsed, images = prepared
+            text = request_text(parsed)
+            messages = len(parsed.messages)
+            limit, stop = parsed.max_tokens, parsed.stop
+        key = zlib.crc32(text.encode()) ^ self.seed
+        if self._error_cut and self._fails(key, request.record_id):
+            return self._injected_error()
+        answer = self.reply(text, key, messages, images, limit, stop)
+        return ModelResult(
+            output=family.render(
+                answer, parsed or ChatRequest(max_tokens=limit, stop=stop), request.model_id
+            ),
+            input_tokens=answer.input_tokens,
+            output_tokens=answer.output_tokens,
+        )
+
+    def reply(
+        self,
+        text: str,
+        key: int,
+        messages: int,
+        images: int,
+        limit: int | None,
+        stops: tuple[str, ...],
+    ) -> ChatAnswer:
+        """The answer to a request whose text hashes to ``key``."""
         count = 1 + key % _MAX_SENTENCES
         start = (key >> 3) % _SPAN
         reply = _CORPUS[_OFFSETS[start] : _OFFSETS[start + count] - 1]
         reason: StopReason = "end"
         stop_sequence = None
-        for stop in request.stop:
+        for stop in stops:
             at = reply.find(stop) if stop else -1
             if at >= 0:
                 reply = reply[:at]
                 reason = "stop"
                 stop_sequence = stop
-        output_tokens = estimate_tokens(reply)
-        limit = request.max_tokens
+        output_tokens = (len(reply) + 3) >> 2  # estimate_tokens, inlined: per record
         if limit is not None and output_tokens > limit:
             reply = reply[: limit * 4].rstrip()
             output_tokens = limit
             reason = "length"
             stop_sequence = None
-        # Chat templates cost a few tokens a message on top of the text.
-        input_tokens = estimate_tokens(text)
-        for message in request.messages:
-            input_tokens += 3
-            for part in message.parts:
-                if type(part) is ImagePart:
-                    # About what a mid-sized picture costs on the hosted models.
-                    input_tokens += 1200
+        # Chat templates cost a few tokens a message on top of the text, and a mid-sized
+        # picture about 1,200 on the hosted models.
+        input_tokens = ((len(text) + 3) >> 2) + 3 * messages + 1200 * images
+        # Positional: keyword construction costs measurably more, once per record.
         return ChatAnswer(
-            text=reply,
-            stop_reason=reason,
-            input_tokens=max(1, input_tokens),
-            output_tokens=output_tokens,
-            stop_sequence=stop_sequence,
-            latency_ms=int(self.latency_ms),
+            reply, reason, input_tokens or 1, output_tokens, stop_sequence, self._latency_int
         )
 
     def embed(self, request: EmbedRequest, default_dimensions: int) -> EmbedAnswer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from batchrock.backends.families.base import ChatFamily, stable_id
+from batchrock.backends.families.base import ChatFamily, Quick, stable_id
 from batchrock.backends.families.schema import Checker
 from batchrock.backends.neutral import (
     ChatAnswer,
@@ -65,15 +65,10 @@ _STOP = {"end": "end_turn", "length": "max_tokens", "stop": "stop_sequence"}
 class AnthropicMessages(ChatFamily):
     name = "anthropic-messages"
 
-    def parse(self, body: dict[str, Any]) -> ChatRequest:
-        # Most records are plain text conversations: take them in one straight pass, and
-        # leave everything else (and every malformed body) to the checked path.
-        request = _fast_parse(body)
-        if request is not None:
-            return request
-        return self._checked_parse(body)
+    def quick(self, body: Any) -> Quick | None:
+        return _quick(body)
 
-    def _checked_parse(self, body: dict[str, Any]) -> ChatRequest:
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
         c = Checker()
         c.top(body, _REQUIRED, _TOP)
         c.string(body, "anthropic_version", "#", enum=("bedrock-2023-05-31",))
@@ -183,19 +178,27 @@ class AnthropicMessages(ChatFamily):
         }
 
 
-def _fast_parse(body: Any) -> ChatRequest | None:
-    """The common well-formed shape, or ``None`` to fall back to the checked parser."""
+def _quick(body: Any) -> Quick | None:
+    """Text-only conversations in one straight pass (see ChatFamily.quick)."""
     if (
         type(body) is not dict
         or not body.keys() <= _TOP
         or body.get("anthropic_version") != "bedrock-2023-05-31"
+        or not body.keys().isdisjoint(_EXTRAS)
     ):
         return None
     max_tokens = body.get("max_tokens")
     raw_messages = body.get("messages")
-    if type(max_tokens) is not int or max_tokens < 1 or type(raw_messages) is not list:
+    system = body.get("system", "")
+    if (
+        type(max_tokens) is not int
+        or max_tokens < 1
+        or type(raw_messages) is not list
+        or not raw_messages
+        or type(system) is not str
+    ):
         return None
-    messages = []
+    texts = [system]
     for raw in raw_messages:
         if type(raw) is not dict or len(raw) != 2:
             return None
@@ -204,9 +207,8 @@ def _fast_parse(body: Any) -> ChatRequest | None:
         if role != "user" and role != "assistant":
             return None
         if type(content) is str:
-            parts: tuple[Part, ...] = (TextPart(content),)
+            texts.append(content)
         elif type(content) is list:
-            blocks: list[Part] = []
             for block in content:
                 if (
                     type(block) is not dict
@@ -215,38 +217,20 @@ def _fast_parse(body: Any) -> ChatRequest | None:
                     or not block.keys() <= _TEXT_BLOCK
                 ):
                     return None
-                blocks.append(TextPart(block["text"]))
-            parts = tuple(blocks)
+                texts.append(block["text"])
         else:
             return None
-        messages.append(Message(role, parts))
-    if not messages:
-        return None
-    params: list[float | None] = []
     for key in ("temperature", "top_p"):
         value = body.get(key)
         if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
             return None
-        params.append(value)
     top_k = body.get("top_k")
-    system = body.get("system", "")
-    stop = body.get("stop_sequences", ())
-    if (
-        (top_k is not None and (type(top_k) is not int or top_k < 0))
-        or type(system) is not str
-        or (stop and (type(stop) is not list or any(type(s) is not str for s in stop)))
+    stop = body.get("stop_sequences") or ()
+    if (top_k is not None and (type(top_k) is not int or top_k < 0)) or (
+        stop and (type(stop) is not list or any(type(s) is not str for s in stop))
     ):
         return None
-    return ChatRequest(
-        messages=tuple(messages),
-        system=system,
-        max_tokens=max_tokens,
-        temperature=params[0],
-        top_p=params[1],
-        top_k=top_k,
-        stop=tuple(stop),
-        extras=tuple(key for key in _EXTRAS if key in body),
-    )
+    return "\n".join(texts), len(raw_messages), max_tokens, tuple(stop)
 
 
 @lru_cache(maxsize=256)

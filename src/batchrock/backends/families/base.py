@@ -10,6 +10,10 @@ from typing import Any, ClassVar, Literal
 
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, EmbedAnswer, EmbedRequest
 
+#: What :meth:`ChatFamily.quick` extracts: all the text, the message count, the token limit
+#: and the stop sequences.
+Quick = tuple[str, int, int | None, tuple[str, ...]]
+
 
 class ChatFamily(ABC):
     """A text-generation family: parses its body into a :class:`ChatRequest` and renders a
@@ -26,6 +30,13 @@ class ChatFamily(ABC):
     @abstractmethod
     def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
         """The response body Bedrock would return for ``answer``."""
+
+    def quick(self, body: Any) -> Quick | None:
+        """For the built-in model's per-record path: ``(text, messages, max_tokens, stop)`` of
+        a plain well-formed body, without building the neutral request, or ``None`` to go
+        through :meth:`parse`. ``text`` must equal ``request_text(parse(body))`` so both paths
+        give the same answer."""
+        return None
 
 
 class EmbedFamily(ABC):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchrock.backends.families.base import ChatFamily
+from batchrock.backends.families.base import ChatFamily, Quick
 from batchrock.backends.families.schema import BodyError, Checker
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, ImagePart, Message, Part, TextPart
 
@@ -144,10 +144,10 @@ class NovaMessages(_MessagesShape):
         }
     )
 
+    def quick(self, body: Any) -> Quick | None:
+        return _quick(body, self._top)
+
     def parse(self, body: dict[str, Any]) -> ChatRequest:
-        request = _fast_parse(body, self._top)
-        if request is not None:
-            return request
         c = Checker()
         c.top(body, ("messages",), self._top)
         c.string(body, "schemaVersion", "#", enum=("messages-v1",))
@@ -209,6 +209,9 @@ class Converse(_MessagesShape):
     )
     _config = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
 
+    def quick(self, body: Any) -> Quick | None:
+        return _quick(body, self._top)
+
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         if type(body) is dict and "toolConfig" in body:
             raise BodyError(
@@ -216,9 +219,6 @@ class Converse(_MessagesShape):
                 "modelInvocationType is Converse. Remove toolConfig from the record, or use an "
                 "InvokeModel job with the model's native tool format."
             )
-        request = _fast_parse(body, self._top)
-        if request is not None:
-            return request
         c = Checker("converse")
         c.top(body, ("messages",), self._top)
         extras: set[str] = set()
@@ -265,9 +265,8 @@ _FAST_TOP = frozenset({"schemaVersion", "system", "messages", "inferenceConfig"}
 _FAST_CONFIG = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
 
 
-def _fast_parse(body: Any, allowed: frozenset[str]) -> ChatRequest | None:
-    """Text-only conversations with camelCase parameters in one pass; ``None`` otherwise
-    (the checked parser then handles the record, including every malformed one)."""
+def _quick(body: Any, allowed: frozenset[str]) -> Quick | None:
+    """Text-only conversations with camelCase parameters in one pass (see ChatFamily.quick)."""
     if type(body) is not dict or not body.keys() <= _FAST_TOP or not body.keys() <= allowed:
         return None
     if body.get("schemaVersion", "messages-v1") != "messages-v1":
@@ -275,58 +274,48 @@ def _fast_parse(body: Any, allowed: frozenset[str]) -> ChatRequest | None:
     raw_messages = body.get("messages")
     if type(raw_messages) is not list or not raw_messages:
         return None
-    messages = []
+    texts = []
+    raw_system = body.get("system")
+    if raw_system is not None:
+        if type(raw_system) is not list:
+            return None
+        system = []
+        for block in raw_system:
+            if type(block) is not dict or len(block) != 1 or type(block.get("text")) is not str:
+                return None
+            system.append(block["text"])
+        texts.append("\n".join(system))
+    else:
+        texts.append("")
+    first = True
     for raw in raw_messages:
         if type(raw) is not dict or len(raw) != 2:
             return None
         role = raw.get("role")
         content = raw.get("content")
-        if (role != "user" and role != "assistant") or type(content) is not list:
+        if (role != "user" and (first or role != "assistant")) or type(content) is not list:
             return None
-        parts: list[Part] = []
+        first = False
         for block in content:
             if type(block) is not dict or len(block) != 1 or type(block.get("text")) is not str:
                 return None
-            parts.append(TextPart(block["text"]))
-        messages.append(Message(role, tuple(parts)))
-    if messages[0].role != "user":
-        return None
-    system = ""
-    raw_system = body.get("system")
-    if raw_system is not None:
-        if type(raw_system) is not list:
-            return None
-        texts = []
-        for block in raw_system:
-            if type(block) is not dict or len(block) != 1 or type(block.get("text")) is not str:
-                return None
             texts.append(block["text"])
-        system = "\n".join(texts)
     config = body.get("inferenceConfig")
     if config is None:
-        return ChatRequest(messages=tuple(messages), system=system)
+        return "\n".join(texts), len(raw_messages), None, ()
     if type(config) is not dict or not config.keys() <= _FAST_CONFIG:
         return None
     max_tokens = config.get("maxTokens")
     if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
         return None
-    params: list[float | None] = []
     for key in ("temperature", "topP"):
         value = config.get(key)
         if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
             return None
-        params.append(value)
-    stop = config.get("stopSequences", ())
+    stop = config.get("stopSequences") or ()
     if stop and (type(stop) is not list or any(type(s) is not str for s in stop)):
         return None
-    return ChatRequest(
-        messages=tuple(messages),
-        system=system,
-        max_tokens=max_tokens,
-        temperature=params[0],
-        top_p=params[1],
-        stop=tuple(stop),
-    )
+    return "\n".join(texts), len(raw_messages), max_tokens, tuple(stop)
 
 
 def _top_k(additional: dict[str, Any]) -> int | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from batchrock.backends.families.base import ChatFamily
+from batchrock.backends.families.base import ChatFamily, Quick
 from batchrock.backends.families.schema import Checker
 from batchrock.backends.neutral import ChatAnswer, ChatRequest
 
@@ -24,6 +24,28 @@ class TitanText(ChatFamily):
         "length": "LENGTH",
         "stop": "STOP_CRITERIA_MET",
     }
+
+    def quick(self, body: Any) -> Quick | None:
+        if type(body) is not dict or not body.keys() <= self._top:
+            return None
+        prompt = body.get("inputText")
+        config = body.get("textGenerationConfig")
+        if type(prompt) is not str:
+            return None
+        if config is None:
+            return prompt, 0, None, ()
+        if type(config) is not dict or not config.keys() <= self._config:
+            return None
+        limit = config.get("maxTokenCount")
+        stop = config.get("stopSequences") or ()
+        if (
+            not _unit(config.get("temperature"))
+            or not _unit(config.get("topP"))
+            or (limit is not None and (type(limit) is not int or not 0 <= limit <= 8192))
+            or not _strings(stop)
+        ):
+            return None
+        return prompt, 0, limit, tuple(stop)
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         c = Checker()
@@ -61,6 +83,21 @@ class MetaLlama(ChatFamily):
     name = "meta-llama"
     _top = frozenset({"prompt", "temperature", "top_p", "max_gen_len", "images"})
 
+    def quick(self, body: Any) -> Quick | None:
+        if type(body) is not dict or not body.keys() <= self._top or "images" in body:
+            return None
+        prompt = body.get("prompt")
+        limit = body.get("max_gen_len", 512)
+        if (
+            type(prompt) is not str
+            or not _unit(body.get("temperature"))
+            or not _unit(body.get("top_p"))
+            or type(limit) is not int
+            or not 1 <= limit <= 2048
+        ):
+            return None
+        return prompt, 0, limit, ()
+
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         c = Checker()
         c.top(body, ("prompt",), self._top)
@@ -94,6 +131,24 @@ class Mistral(ChatFamily):
     name = "mistral"
     _top = frozenset({"prompt", "max_tokens", "stop", "temperature", "top_p", "top_k"})
 
+    def quick(self, body: Any) -> Quick | None:
+        if type(body) is not dict or not body.keys() <= self._top:
+            return None
+        prompt = body.get("prompt")
+        limit = body.get("max_tokens")
+        top_k = body.get("top_k")
+        stop = body.get("stop") or ()
+        if (
+            type(prompt) is not str
+            or (limit is not None and (type(limit) is not int or limit < 1))
+            or (top_k is not None and (type(top_k) is not int or not 1 <= top_k <= 200))
+            or not _unit(body.get("temperature"))
+            or not _unit(body.get("top_p"))
+            or not _strings(stop)
+        ):
+            return None
+        return prompt, 0, limit, tuple(stop)
+
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         c = Checker()
         c.top(body, ("prompt",), self._top)
@@ -122,3 +177,12 @@ class Mistral(ChatFamily):
                 }
             ]
         }
+
+
+def _unit(value: Any) -> bool:
+    """Absent, or a number from 0 to 1."""
+    return value is None or (type(value) in (int, float) and 0 <= value <= 1)
+
+
+def _strings(value: Any) -> bool:
+    return value == () or (type(value) is list and all(type(v) is str for v in value))
