@@ -106,16 +106,18 @@ def test_concurrency_is_bounded_and_queueing_does_not_eat_the_deadline() -> None
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
         running -= 1
         return ModelResult(output=OK)
 
-    backend = ResilientBackend(MockBackend(handler), RetryPolicy(deadline_s=0.1), max_concurrency=3)
+    backend = ResilientBackend(
+        MockBackend(handler), RetryPolicy(deadline_s=0.25), max_concurrency=3
+    )
 
     async def run() -> list[ModelResult]:
         return await asyncio.gather(*(backend.invoke(REQUEST) for _ in range(30)))
 
     results = asyncio.run(run())
     assert peak == 3
-    # 30 records at 3 at a time take ~0.2 s in all, more than the 0.1 s deadline each.
+    # 30 records at 3 at a time take ~0.5 s in all, twice the 0.25 s deadline each.
     assert all(r.ok for r in results)
