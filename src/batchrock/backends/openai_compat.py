@@ -75,6 +75,7 @@ class OpenAIOptions:
     #: Pass Titan's ``dimensions`` on as the OpenAI ``dimensions`` parameter.
     send_dimensions: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    #: Idle connections kept alive (the route's max_concurrency when it has one).
     max_connections: int = 256
 
 
@@ -96,7 +97,9 @@ class OpenAIBackend:
         # Requests go straight to the transport: the httpx client's per-request work (URL
         # merging, auth, redirects, cookies) is a fifth of the CPU a record costs, and none
         # of it applies to one fixed origin. See http11.py for the transport itself.
-        self._transport = transport or Http11Transport(ssl_context=verify)
+        self._transport = transport or Http11Transport(
+            ssl_context=verify, max_idle=options.max_connections
+        )
         self._base = httpx.URL(options.base_url.rstrip("/") + "/")
         self._urls: dict[str, httpx.URL] = {}
         self._headers = headers
