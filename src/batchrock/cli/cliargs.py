@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from batchrock.cli import shorthand
 from batchrock.cli.argparser import SKELETON_CHOICES, CliArgParser
-from batchrock.cli.errors import ParamValidationError
+from batchrock.cli.errors import CliError, ParamValidationError
 from batchrock.cli.model import Operation, ServiceModel, Shape, cli_name
 
 SCALARS = ("string", "integer", "long", "boolean", "float", "double", "timestamp", "blob")
@@ -112,40 +112,69 @@ def load_paramfile(value: str, option: str) -> str | bytes:
 
 
 def unpack(model: ServiceModel, arg: CliArgument, raw: Any) -> Any:
-    """A parsed command-line value -> the Python value for the request parameters."""
+    """A parsed command-line value -> the Python value for the request parameters.
+
+    As AWS CLI: values that look like JSON (``{``/``[``) are JSON; other values of structures,
+    maps and lists of structures are shorthand; scalars are converted by type.
+    """
     assert arg.shape is not None
+    option = arg.option
     if isinstance(raw, list):
-        raw = [load_paramfile(v, arg.option) for v in raw]
+        raw = [_text(load_paramfile(v, option)) for v in raw]
     elif isinstance(raw, str):
-        raw = load_paramfile(raw, arg.option)
-    return _unpack(model, arg.shape, raw, arg.option)
+        raw = load_paramfile(raw, option)
+    shape = arg.shape
+    first = raw[0] if isinstance(raw, list) and raw else raw
+    looks_like_json = isinstance(first, str) and first.strip().startswith(("[", "{"))
+    if _supports_shorthand(model, shape) and not looks_like_json:
+
+        def load(value: str) -> Any:
+            return load_paramfile(value, option)
+
+        try:
+            if isinstance(raw, list):
+                parsed: Any = [shorthand.parse(v, load) for v in raw]
+            else:
+                parsed = shorthand.parse(_text(raw), load)
+        except shorthand.ShorthandError as exc:
+            raise ParamValidationError(f"Error parsing parameter '{option}': {exc}") from exc
+        return _back_compat(model, shape, parsed)
+    return _unpack(model, shape, raw, option)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _supports_shorthand(model: ServiceModel, shape: Shape) -> bool:
+    kind = shape["type"]
+    if kind == "list":
+        return bool(model.shape(shape["member"]["shape"])["type"] in ("structure", "list", "map"))
+    return bool(kind in ("structure", "map"))
 
 
 def _unpack(model: ServiceModel, shape: Shape, raw: Any, option: str) -> Any:
     kind = shape["type"]
     if kind in SCALARS:
-        return _scalar(shape, raw, option)
-    if kind == "list":
-        items = raw if isinstance(raw, list) else [raw]
-        if len(items) == 1 and isinstance(items[0], str) and items[0].lstrip().startswith("["):
-            return _json(items[0], option)
-        member = model.shape(shape["member"]["shape"])
-        if member["type"] in SCALARS:
-            return [_scalar(member, v, option) for v in items]
-        return [_complex(model, member, v, option) for v in items]
-    return _complex(model, shape, raw, option)
-
-
-def _complex(model: ServiceModel, shape: Shape, raw: Any, option: str) -> Any:
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
-    if raw.lstrip().startswith(("{", "[")):
-        return _json(raw, option)
+        return _scalar(shape, raw)
+    if kind in ("structure", "map"):
+        text = _text(raw)
+        if text.lstrip()[:1] == "{":
+            return _json(text, option)
+        raise ParamValidationError(f"Error parsing parameter '{option}': Invalid JSON:\n{text}")
+    # a list
+    if isinstance(raw, str | bytes):
+        text = _text(raw)
+        if text.lstrip()[:1] == "[":
+            return _json(text, option)
+        raw = [text]
+    elif len(raw) == 1 and raw[0].strip()[:1] == "[":
+        return _json(raw[0], option)
+    member = model.shape(shape["member"]["shape"])
     try:
-        parsed = shorthand.parse(raw)
-    except shorthand.ShorthandError as exc:
-        raise ParamValidationError(f"Error parsing parameter '{option}': {exc}") from exc
-    return shape_value(model, shape, parsed)
+        return [_unpack(model, member, v, option) for v in raw]
+    except (ValueError, TypeError) as exc:
+        raise ParamValidationError(f"Error parsing parameter '{option}': {raw[0]}") from exc
 
 
 def _json(raw: str, option: str) -> Any:
@@ -157,50 +186,59 @@ def _json(raw: str, option: str) -> Any:
         ) from exc
 
 
-def _scalar(shape: Shape, raw: Any, option: str) -> Any:
+def _scalar(shape: Shape, raw: Any) -> Any:
     kind = shape["type"]
     if kind == "blob":
         return raw
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
+    raw = _text(raw)
     try:
         if kind in ("integer", "long"):
             return int(raw)
         if kind in ("float", "double"):
             return float(raw)
     except ValueError as exc:
-        raise ParamValidationError(f"Error parsing parameter '{option}': {exc}") from exc
+        # AWS CLI lets this escape as a plain error (rc 255) with Python's message.
+        raise CliError(str(exc)) from exc
     if kind == "boolean":
-        return raw.lower() == "true" if isinstance(raw, str) else bool(raw)
+        return False if raw.lower() == "false" else bool(raw)
     return raw
 
 
-def shape_value(model: ServiceModel, shape: Shape, value: Any) -> Any:
-    """Shorthand gives strings and lists; make them match the model (ints, one-item lists)."""
+def _back_compat(model: ServiceModel, shape: Shape, value: Any) -> Any:
+    """Shorthand gives strings and lists: give modelled members their types (numbers,
+    booleans) and wrap single values given for lists, as AWS CLI does."""
     kind = shape["type"]
-    if kind == "structure" and isinstance(value, dict):
-        members = shape.get("members", {})
-        return {
-            k: shape_value(model, model.member_shape(shape, k), v) if k in members else v
-            for k, v in value.items()
-        }
-    if kind == "map" and isinstance(value, dict):
-        vshape = model.shape(shape["value"]["shape"])
-        return {k: shape_value(model, vshape, v) for k, v in value.items()}
+    if value is None:
+        return value
+    if kind == "structure":
+        if isinstance(value, dict):
+            for member in shape.get("members", {}):
+                if value.get(member) is not None:
+                    value[member] = _back_compat(
+                        model, model.member_shape(shape, member), value[member]
+                    )
+        return value
     if kind == "list":
+        if not isinstance(value, list):
+            return [value]
         member = model.shape(shape["member"]["shape"])
-        items = value if isinstance(value, list) else [value]
-        return [shape_value(model, member, v) for v in items]
-    if kind in ("integer", "long") and isinstance(value, str):
-        try:
+        return [_back_compat(model, member, v) for v in value]
+    if kind == "map":
+        if isinstance(value, dict):
+            vshape = model.shape(shape["value"]["shape"])
+            for k in value:
+                value[k] = _back_compat(model, vshape, value[k])
+        return value
+    try:
+        if kind in ("integer", "long"):
             return int(value)
-        except ValueError:
-            return value
-    if kind in ("float", "double") and isinstance(value, str):
-        try:
+        if kind in ("float", "double"):
             return float(value)
-        except ValueError:
-            return value
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc)) from exc
     if kind == "boolean" and isinstance(value, str):
-        return value.lower() == "true"
+        if value.lower() == "true":
+            return True
+        if value.lower() == "false":
+            return False
     return value

@@ -1,159 +1,236 @@
-"""AWS CLI shorthand syntax: ``key=value,key2=[a,b],key3={k=v}``.
+"""AWS CLI shorthand syntax: ``key=value,key2=[a,b],key3={k=v}``, with AWS CLI's grammar and
+error messages.
 
-Grammar (the AWS CLI's documented one): ``keyval ("," keyval)*`` where a value is a quoted or
-plain string, a comma list continuing until the next ``key=``, an explicit ``[...]`` list or a
-``{...}`` hash. The result is plain dicts/lists/strings; :func:`batchrock.cli.cliargs` then
-shapes it to the model (numbers, lists of one item).
+Grammar: ``keyval ("," keyval)*``; ``keyval`` is ``key ["@"] "=" values``; a key is made of
+letters, digits and ``-_.#/:``; ``values`` is nothing, an explicit ``[...]`` list, a
+``{...}`` hash, or a comma list whose later items cannot contain ``=`` (so ``a=b,c=d`` is two
+keys but ``a=b,c`` is the list ``[b, c]``). Values may be single- or double-quoted; ``\\,``
+is a literal comma; ``key@=file://path`` reads the value from a file. The parse is purely
+syntactic; :mod:`batchrock.cli.cliargs` shapes the result to the model afterwards.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-_SPECIAL = ",=[]{}"
+# Character classes of unquoted words (code points up to U+FFFF, as AWS CLI's regexes):
+# a word starts with a printable character other than space " ' , = [ {
+_START = r"!#-&(-+\--<>-Z\\-z|-\uffff"
+# the first value of a key may go on with anything but " ' , ] }
+_FIRST_MORE = r"\s!#-&(-+\--\\^-|~-\uffff"
+# later comma-separated values may not contain " ' , =
+_SECOND_MORE = r"\s!#-&(-+\--<>-\uffff"
+_COMMA = r"\\,"
+_FIRST = re.compile(rf"(?:{_COMMA}|[{_START}])(?:{_COMMA}|[{_FIRST_MORE}])*")
+_SECOND = re.compile(rf"(?:{_COMMA}|[{_START}])(?:{_COMMA}|[{_SECOND_MORE}])*")
+_SINGLE = re.compile(r"'(?:\\'|[^'])*'")
+_DOUBLE = re.compile(r'"(?:\\"|[^"])*"')
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.#/:")
+_WHITESPACE = frozenset(" \t\n\r\x0b\x0c")
 
 
 class ShorthandError(ValueError):
-    def __init__(self, value: str, expected: str, received: str, index: int) -> None:
+    """A shorthand value that does not parse; the text shows where, as AWS CLI does."""
+
+    def __init__(self, value: str, index: int, message: str) -> None:
         self.value = value
-        super().__init__(
-            f"Expected: '{expected}', received: '{received}' for input:\n{value}\n{' ' * index}^"
-        )
+        self.index = index
+        super().__init__(message.replace("{where}", _where(value, index)))
+
+
+def _where(value: str, index: int) -> str:
+    consumed, rest, spaces = value, "", index
+    if "\n" in value[:index]:
+        spaces = index - value[:index].rindex("\n") - 1
+    if "\n" in value[index:]:
+        cut = index + value[index:].index("\n")
+        consumed, rest = value[:cut], value[cut:]
+    return f"{consumed}\n{' ' * spaces}^{rest}"
+
+
+def _syntax(value: str, index: int, expected: str, actual: str) -> ShorthandError:
+    return ShorthandError(
+        value, index, f"Expected: '{expected}', received: '{actual}' for input:\n{{where}}"
+    )
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, load_file: Any) -> None:
         self.text = text
         self.i = 0
+        self.load_file = load_file
+        self.from_file = False
 
-    def error(self, expected: str) -> ShorthandError:
-        received = self.text[self.i] if self.i < len(self.text) else "EOF"
-        return ShorthandError(self.text, expected, received, self.i)
+    # --- primitives -----------------------------------------------------------------
 
-    def peek(self) -> str:
-        return self.text[self.i] if self.i < len(self.text) else ""
+    def eof(self) -> bool:
+        return self.i >= len(self.text)
+
+    def current(self) -> str | None:
+        return None if self.eof() else self.text[self.i]
 
     def skip_ws(self) -> None:
-        while self.peek() in (" ", "\t", "\n") and self.peek():
+        while not self.eof() and self.text[self.i] in _WHITESPACE:
             self.i += 1
 
-    def expect(self, ch: str) -> None:
-        self.skip_ws()
-        if self.peek() != ch:
-            raise self.error(ch)
+    def expect(self, char: str, *, ws: bool = False) -> None:
+        if ws:
+            self.skip_ws()
+        if self.eof():
+            raise _syntax(self.text, self.i, char, "EOF")
+        if self.text[self.i] != char:
+            raise _syntax(self.text, self.i, char, self.text[self.i])
         self.i += 1
+        if ws:
+            self.skip_ws()
+
+    def regex(self, pattern: re.Pattern[str], name: str) -> str:
+        match = pattern.match(self.text, self.i)
+        if match is None:
+            raise _syntax(self.text, self.i, f"<{name}>", "<none>")
+        self.i = match.end()
+        return match.group(0)
+
+    def resolve(self, value: str) -> Any:
+        return self.load_file(value) if self.from_file else value
+
+    # --- grammar --------------------------------------------------------------------
 
     def parameter(self) -> dict[str, Any]:
-        out = self.keyvals(closing="")
-        if self.i < len(self.text):
-            raise self.error(",")
-        return out
+        params: dict[str, Any] = {}
+        key, value = self.keyval()
+        params[key] = value
+        last = self.i
+        while not self.eof():
+            self.expect(",", ws=True)
+            key, value = self.keyval()
+            if key in params:
+                raise ShorthandError(
+                    self.text,
+                    last + 1,
+                    f'Second instance of key "{key}" encountered for input:\n{{where}}\n'
+                    'This is often because there is a preceding "," instead of a space.',
+                )
+            params[key] = value
+            last = self.i
+        return params
 
-    def keyvals(self, closing: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        while True:
-            key = self.key()
-            self.expect("=")
-            out[key] = self.values(closing)
-            self.skip_ws()
-            if self.peek() == ",":
-                self.i += 1
-                continue
-            return out
-
-    def key(self) -> str:
-        self.skip_ws()
+    def key_and_equals(self) -> str:
         start = self.i
-        while self.peek() and self.peek() not in _SPECIAL:
+        while not self.eof() and self.text[self.i] in _KEY_CHARS:
             self.i += 1
-        key = self.text[start : self.i].strip()
-        if not key:
-            raise self.error("key")
+        key = self.text[start : self.i]
+        self.from_file = False
+        save = self.i
+        self.skip_ws()
+        if self.current() == "@":
+            self.i += 1
+            self.skip_ws()
+            self.from_file = True
+        else:
+            self.i = save
+        self.expect("=", ws=True)
         return key
 
-    def _next_is_key(self) -> bool:
-        """After a comma: does a ``key=`` follow (ending a comma list)?"""
-        j = self.i
-        while j < len(self.text) and self.text[j] not in _SPECIAL:
-            j += 1
-        return j < len(self.text) and self.text[j] == "="
+    def keyval(self) -> tuple[str, Any]:
+        key = self.key_and_equals()
+        return key, self.values()
 
-    def values(self, closing: str) -> Any:
-        self.skip_ws()
-        ch = self.peek()
-        if ch == "[":
+    def values(self) -> Any:
+        if self.eof():
+            return ""
+        if self.current() == "[":
             return self.explicit_list()
-        if ch == "{":
-            self.i += 1
-            self.skip_ws()
-            if self.peek() == "}":
-                self.i += 1
-                return {}
-            hashed = self.keyvals(closing="}")
-            self.expect("}")
-            return hashed
-        first = self.value(allow_eq=True)
+        if self.current() == "{":
+            return self.hash_literal()
+        return self.csv_value()
+
+    def csv_value(self) -> Any:
+        first = self.first_value()
+        self.skip_ws()
+        if self.eof() or self.text[self.i] != ",":
+            return first
+        self.expect(",", ws=True)
         items = [first]
-        while self.peek() == ",":
-            save = self.i
-            self.i += 1
-            if self._next_is_key() or self.peek() in ("", closing):
-                self.i = save
+        while True:
+            try:
+                value = self.second_value()
+                self.skip_ws()
+                if self.eof():
+                    items.append(value)
+                    break
+                self.expect(",", ws=True)
+                items.append(value)
+            except ShorthandError:
+                if self.eof():
+                    raise
+                # Not a list item after all but the next "key=": give the comma back.
+                while self.i >= 0 and self.text[self.i] != ",":
+                    self.i -= 1
                 break
-            items.append(self.value(allow_eq=False))
-        return items[0] if len(items) == 1 else items
+        return first if len(items) == 1 else items
 
     def explicit_list(self) -> list[Any]:
-        self.expect("[")
+        self.expect("[", ws=True)
         items: list[Any] = []
-        self.skip_ws()
-        if self.peek() == "]":
-            self.i += 1
-            return items
-        while True:
+        while self.current() != "]":
+            items.append(self.explicit_value())
             self.skip_ws()
-            if self.peek() == "[":
-                items.append(self.explicit_list())
-            elif self.peek() == "{":
-                self.i += 1
-                items.append(self.keyvals(closing="}"))
-                self.expect("}")
-            else:
-                items.append(self.value(allow_eq=False))
+            if self.current() != "]":
+                self.expect(",")
+                self.skip_ws()
+        self.expect("]")
+        return items
+
+    def explicit_value(self) -> Any:
+        if self.current() == "[":
+            return self.explicit_list()
+        if self.current() == "{":
+            return self.hash_literal()
+        return self.first_value()
+
+    def hash_literal(self) -> dict[str, Any]:
+        self.expect("{", ws=True)
+        result: dict[str, Any] = {}
+        while self.current() != "}":
+            key = self.key_and_equals()
+            value = self.explicit_value()
             self.skip_ws()
-            if self.peek() == ",":
-                self.i += 1
-                continue
-            self.expect("]")
-            return items
+            if self.current() != "}":
+                self.expect(",")
+                self.skip_ws()
+            result[key] = value
+        self.expect("}")
+        return result
 
-    def value(self, *, allow_eq: bool) -> str:
-        self.skip_ws()
-        ch = self.peek()
-        if ch in ("'", '"'):
-            return self.quoted(ch)
-        start = self.i
-        stop = ",[]{}" if allow_eq else ",=[]{}"
-        while self.peek() and self.peek() not in stop:
-            self.i += 1
-        return self.text[start : self.i].strip()
+    def first_value(self) -> Any:
+        quoted = self.quoted()
+        if quoted is not None:
+            return quoted
+        match = _FIRST.match(self.text, self.i)
+        if match is None:
+            return ""
+        self.i = match.end()
+        return self.resolve(match.group(0).replace("\\,", ",").rstrip())
 
-    def quoted(self, quote: str) -> str:
-        self.i += 1
-        out: list[str] = []
-        while True:
-            ch = self.peek()
-            if not ch:
-                raise self.error(quote)
-            if ch == "\\" and self.i + 1 < len(self.text) and self.text[self.i + 1] == quote:
-                out.append(quote)
-                self.i += 2
-                continue
-            self.i += 1
-            if ch == quote:
-                return "".join(out)
-            out.append(ch)
+    def second_value(self) -> Any:
+        quoted = self.quoted()
+        if quoted is not None:
+            return quoted
+        return self.resolve(self.regex(_SECOND, "second").replace("\\,", ",").rstrip())
+
+    def quoted(self) -> Any:
+        char = self.current()
+        if char == "'":
+            raw = self.regex(_SINGLE, "singled quoted")[1:-1]
+        elif char == '"':
+            raw = self.regex(_DOUBLE, "double quoted")[1:-1]
+        else:
+            return None
+        return self.resolve(raw.replace("\\" + char, char).replace("\\\\", "\\"))
 
 
-def parse(text: str) -> dict[str, Any]:
-    return _Parser(text).parameter()
+def parse(text: str, load_file: Any = None) -> dict[str, Any]:
+    """Parse one shorthand value; ``load_file`` reads ``key@=file://...`` values."""
+    return _Parser(text, load_file or (lambda v: v)).parameter()
