@@ -245,3 +245,19 @@ def test_quick_and_parsed_paths_answer_alike() -> None:
     parsed = invoke(BuiltinModel(), CLAUDE, claude("same words", stop_sequences=["e"], tools=[]))
     assert plain.output == parsed.output
     assert (plain.input_tokens, plain.output_tokens) == (parsed.input_tokens, parsed.output_tokens)
+
+
+def test_multimodal_embeddings_mix_text_and_image() -> None:
+    model_id = "amazon.titan-embed-image-v1"
+    both = invoke(BuiltinModel(), model_id, {"inputText": "a red car", "inputImage": "iVBORw0K"})
+    text = invoke(BuiltinModel(), model_id, {"inputText": "a red car"})
+    image = invoke(
+        BuiltinModel(),
+        model_id,
+        {"inputImage": "iVBORw0K", "embeddingConfig": {"outputEmbeddingLength": 256}},
+    )
+    assert both.output is not None and text.output is not None and image.output is not None
+    assert len(both.output["embedding"]) == 1024 and len(image.output["embedding"]) == 256
+    assert both.output["embedding"] != text.output["embedding"]
+    assert image.output["inputTextTokenCount"] == 0
+    assert set(both.output) == {"embedding", "inputTextTokenCount", "message"}

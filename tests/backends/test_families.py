@@ -12,6 +12,7 @@ from batchrock.backends.families import (
     LLAMA,
     MISTRAL,
     NOVA,
+    TITAN_EMBED_IMAGE,
     TITAN_EMBED_V1,
     TITAN_EMBED_V2,
     TITAN_TEXT,
@@ -60,6 +61,7 @@ def bad(family: Any, body: Any) -> str:
         ("amazon.titan-text-premier-v1:0", TITAN_TEXT),
         ("amazon.titan-embed-text-v1", TITAN_EMBED_V1),
         ("amazon.titan-embed-text-v2:0", TITAN_EMBED_V2),
+        ("amazon.titan-embed-image-v1", TITAN_EMBED_IMAGE),
         ("meta.llama3-1-8b-instruct-v1:0", LLAMA),
         ("us.meta.llama3-2-11b-instruct-v1:0", LLAMA),
         ("mistral.mistral-7b-instruct-v0:2", MISTRAL),
@@ -492,3 +494,24 @@ def test_members_without_a_neutral_form_are_named_not_dropped() -> None:
     )
     assert converse.top_k == 5
     assert converse.extras == ("additionalModelRequestFields.reasoning_config", "guardrailConfig")
+
+
+def test_titan_multimodal_embeddings_pair() -> None:
+    request = TITAN_EMBED_IMAGE.parse(
+        {
+            "inputText": "a red car",
+            "inputImage": "iVBO",
+            "embeddingConfig": {"outputEmbeddingLength": 384},
+        }
+    )
+    assert (request.text, request.image, request.dimensions) == ("a red car", "iVBO", 384)
+    out = TITAN_EMBED_IMAGE.render(
+        EmbedAnswer([0.6, 0.8], 3), request, "amazon.titan-embed-image-v1"
+    )
+    assert out == {"embedding": [0.6, 0.8], "inputTextTokenCount": 3, "message": None}
+    assert TITAN_EMBED_IMAGE.parse({"inputImage": "iVBO"}).text == ""
+    assert "#: required key [inputText] not found" in bad(TITAN_EMBED_IMAGE, {})
+    assert "#/embeddingConfig/outputEmbeddingLength: 512 is not a valid enum value" in bad(
+        TITAN_EMBED_IMAGE, {"inputText": "x", "embeddingConfig": {"outputEmbeddingLength": 512}}
+    )
+    assert sniff({"inputImage": "x"}) is TITAN_EMBED_IMAGE

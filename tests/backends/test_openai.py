@@ -353,3 +353,15 @@ def test_bad_openai_routes(tmp_path: Path, extra: dict[str, Any], message: str) 
         settings.models_config.write_text(text.replace('base_url = "http://127.0.0.1:1/v1"\n', ""))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_resolver(settings)
+
+
+def test_image_embeddings_are_refused(tmp_path: Path, fake_openai: FakeServer) -> None:
+    fake_openai.clear()
+    body = {"inputText": "x", "inputImage": "iVBORw0K"}
+    (result,) = run(
+        settings_for(tmp_path, fake_openai.url),
+        ModelRequest("amazon.titan-embed-image-v1", "InvokeModel", body, "a"),
+    )
+    assert result.error is not None and result.error.code == 400
+    assert "cannot embed images" in result.error.message
+    assert fake_openai.requests() == []

@@ -268,10 +268,18 @@ class BuiltinModel:
         start = zlib.crc32(request.text.encode()) % 8192
         window = _POOL[start : start + size]
         vector = [v + 0.05 * w for v, w in zip(vector, window, strict=True)]
+        if request.image is not None:
+            # Multimodal: the same image always lands on the same direction.
+            start = zlib.crc32(request.image.encode()) % 8192
+            image = _POOL[start : start + size]
+            vector = [v + w for v, w in zip(vector, image, strict=True)]
         if request.normalize:
             norm = math.sqrt(math.fsum(v * v for v in vector)) or 1.0
             vector = [v / norm for v in vector]
-        return EmbedAnswer(vector=vector, input_tokens=max(1, estimate_tokens(request.text)))
+        tokens = estimate_tokens(request.text)
+        if request.image is None:
+            tokens = max(1, tokens)
+        return EmbedAnswer(vector=vector, input_tokens=tokens)
 
     # --- injected failures ------------------------------------------------------------
 

@@ -219,6 +219,8 @@ class SentenceTransformersBackend:
         except BodyError as exc:
             return _error(exc.code, exc.message)
         assert isinstance(parsed, EmbedRequest)
+        if parsed.image is not None:
+            return _error(400, "The local text-embedding model cannot embed images (inputImage).")
         if parsed.dimensions and parsed.dimensions != self.dimensions:
             return _error(
                 400,

@@ -63,7 +63,7 @@ class ChatRequest:
 
 @dataclass(slots=True)
 class EmbedRequest:
-    """An embedding request for one text."""
+    """An embedding request for one text (and, for multimodal models, one image)."""
 
     text: str
     #: ``None`` when the body did not ask for a size (the model's default or native size).
@@ -71,8 +71,8 @@ class EmbedRequest:
     normalize: bool = True
     #: Titan v2 ``embeddingTypes``: ``float`` and/or ``binary``.
     types: tuple[str, ...] = ("float",)
-    #: Cohere ``input_type`` (``search_document`` ...), informational for other families.
-    input_type: str | None = None
+    #: Titan Multimodal Embeddings ``inputImage``: base64 text, as the record carried it.
+    image: str | None = None
 
 
 @dataclass(slots=True)

@@ -237,6 +237,11 @@ class OpenAIBackend:
     # --- embeddings ---------------------------------------------------------------------
 
     async def _embed(self, request: EmbedRequest, model: str) -> EmbedAnswer:
+        if request.image is not None:
+            raise UnservableError(
+                "The model server for this route cannot embed images (inputImage) through "
+                "/embeddings; the record was not sent."
+            )
         payload: dict[str, Any] = {
             "model": model,
             "input": request.text,

@@ -15,7 +15,7 @@ from typing import Any
 
 from batchrock.backends.families.anthropic import AnthropicMessages
 from batchrock.backends.families.base import ChatFamily, EmbedFamily, Family
-from batchrock.backends.families.embeddings import TitanEmbedV1, TitanEmbedV2
+from batchrock.backends.families.embeddings import TitanEmbedImage, TitanEmbedV1, TitanEmbedV2
 from batchrock.backends.families.nova import Converse, NovaMessages
 from batchrock.backends.families.prompt import MetaLlama, Mistral, TitanText
 from batchrock.backends.families.schema import BodyError
@@ -38,12 +38,23 @@ CONVERSE = Converse()
 TITAN_TEXT = TitanText()
 TITAN_EMBED_V1 = TitanEmbedV1()
 TITAN_EMBED_V2 = TitanEmbedV2()
+TITAN_EMBED_IMAGE = TitanEmbedImage()
 LLAMA = MetaLlama()
 MISTRAL = Mistral()
 
 FAMILIES: dict[str, Family] = {
     f.name: f
-    for f in (ANTHROPIC, NOVA, CONVERSE, TITAN_TEXT, TITAN_EMBED_V1, TITAN_EMBED_V2, LLAMA, MISTRAL)
+    for f in (
+        ANTHROPIC,
+        NOVA,
+        CONVERSE,
+        TITAN_TEXT,
+        TITAN_EMBED_V1,
+        TITAN_EMBED_V2,
+        TITAN_EMBED_IMAGE,
+        LLAMA,
+        MISTRAL,
+    )
 }
 
 _PROVIDERS = frozenset(
@@ -58,6 +69,7 @@ _PREFIXES: tuple[tuple[str, Family], ...] = (
     ("amazon.titan-embed-text-v2", TITAN_EMBED_V2),
     ("amazon.titan-embed-text-v1", TITAN_EMBED_V1),
     ("amazon.titan-embed-g1-text", TITAN_EMBED_V1),
+    ("amazon.titan-embed-image", TITAN_EMBED_IMAGE),
     ("meta.llama", LLAMA),
     ("mistral.", MISTRAL),
 )
@@ -107,6 +119,8 @@ def sniff(body: dict[str, Any]) -> Family | None:
         return ANTHROPIC
     if "messages" in body:
         return NOVA
+    if "inputImage" in body or "embeddingConfig" in body:
+        return TITAN_EMBED_IMAGE
     if "inputText" in body:
         if "textGenerationConfig" in body:
             return TITAN_TEXT

@@ -1,4 +1,5 @@
-"""Titan Text Embeddings: G1 (``amazon.titan-embed-text-v1``) and V2 (``...-v2:0``)."""
+"""Titan Embeddings: Text G1 (``amazon.titan-embed-text-v1``), Text V2 (``...-v2:0``) and
+Multimodal G1 (``amazon.titan-embed-image-v1``)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,41 @@ class TitanEmbedV2(EmbedFamily):
             "embedding": answer.vector,
             "inputTextTokenCount": answer.input_tokens,
             "embeddingsByType": by_type,
+        }
+
+
+class TitanEmbedImage(EmbedFamily):
+    """Multimodal: ``inputText`` and/or ``inputImage`` (base64), ``embeddingConfig`` with
+    ``outputEmbeddingLength`` (256, 384, 1024); one vector for both."""
+
+    name = "amazon-titan-embed-image"
+    default_dimensions = 1024
+    _top = frozenset({"inputText", "inputImage", "embeddingConfig"})
+
+    def parse(self, body: dict[str, Any]) -> EmbedRequest:
+        c = Checker()
+        c.top(body, (), self._top)
+        text = c.string(body, "inputText", "#", min_length=1)
+        image = c.string(body, "inputImage", "#", min_length=1)
+        if "inputText" not in body and "inputImage" not in body:
+            c.fail("#", "required key [inputText] not found")
+        size = None
+        config = body.get("embeddingConfig")
+        if config is not None and c.obj(config, "#/embeddingConfig", (), {"outputEmbeddingLength"}):
+            size = config.get("outputEmbeddingLength")
+            if size is not None and type(size) is not int:
+                c.type_error("#/embeddingConfig/outputEmbeddingLength", "Integer", size)
+            elif size is not None and size not in (256, 384, 1024):
+                path = "#/embeddingConfig/outputEmbeddingLength"
+                c.fail(path, f"{size} is not a valid enum value")
+        c.done()
+        return EmbedRequest(text=text or "", dimensions=size, image=image)
+
+    def render(self, answer: EmbedAnswer, request: EmbedRequest, model_id: str) -> dict[str, Any]:
+        return {
+            "embedding": answer.vector,
+            "inputTextTokenCount": answer.input_tokens,
+            "message": None,
         }
 
 
