@@ -67,6 +67,15 @@ def test_operation_help(cli_env: dict[str, str], args: list[str]) -> None:
     ):
         assert needle in text
     assert "--max-results" not in text  # hidden by pagination, as in AWS CLI
+    assert "OUTPUT\n    nextToken -> (string)" in text
+    assert "inputDataConfig -> (tagged union structure)" in text
+
+
+def test_structure_options_show_shorthand_and_json_syntax(cli_env: dict[str, str]) -> None:
+    text = run_cli(["create-model-invocation-job", "help"], cli_env).stdout
+    assert "s3InputDataConfig={s3InputFormat=string,s3Uri=string,s3BucketOwner=string}" in text
+    assert "key=string,value=string ..." in text
+    assert '"s3Uri": "string"' in text
 
 
 def test_top_and_service_help(cli_env: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ import textwrap
 from batchrock.cli import cliargs
 from batchrock.cli.config import DEFAULT_ENDPOINT
 from batchrock.cli.errors import PROG
-from batchrock.cli.model import SERVICE_CLI_NAME, Operation, ServiceModel
+from batchrock.cli.model import SERVICE_CLI_NAME, Operation, ServiceModel, Shape
 
 _TAG = re.compile(r"<[^>]+>")
 _BLOCK = re.compile(r"</?(p|li|ul|ol|note|important)[^>]*>", re.I)
@@ -169,9 +169,114 @@ def operation_help(model: ServiceModel, op: Operation) -> str:
             lines.append("")
             lines.append("        Possible values:")
             lines += [f"        o {v}" for v in arg.shape["enum"]]
+        if arg.shape is not None and arg.shape["type"] in ("structure", "list"):
+            lines += _syntax_examples(model, arg)
         lines.append("")
     lines.append(_global_section())
+    lines.append("OUTPUT")
+    if op.output and model.shape(op.output).get("members"):
+        _describe_members(model, model.shape(op.output), 1, lines, [])
+    else:
+        lines.append("    None")
     return "\n".join(lines) + "\n"
+
+
+def _kind(model: ServiceModel, shape: Shape) -> str:
+    kind = str(shape["type"])
+    if kind == "structure" and shape.get("union"):
+        return "tagged union structure"
+    return kind
+
+
+def _describe_members(
+    model: ServiceModel, shape: Shape, depth: int, lines: list[str], stack: list[str]
+) -> None:
+    """``name -> (type)`` and its documentation, nested as the AWS CLI reference shows it."""
+    for name, ref in shape.get("members", {}).items():
+        member = model.shape(ref["shape"])
+        lines.append(f"{'    ' * depth}{name} -> ({_kind(model, member)})")
+        doc = plain(ref.get("documentation") or member.get("documentation") or "")
+        if doc:
+            lines.append(_wrap(doc, 4 * depth + 4))
+        lines.append("")
+        _describe_nested(model, ref["shape"], depth + 1, lines, stack)
+
+
+def _describe_nested(
+    model: ServiceModel, shape_name: str, depth: int, lines: list[str], stack: list[str]
+) -> None:
+    if shape_name in stack:
+        return
+    shape = model.shape(shape_name)
+    kind = shape["type"]
+    if kind == "structure":
+        if shape.get("union"):
+            keys = ", ".join(shape.get("members", {}))
+            lines.append(
+                _wrap(
+                    "This is a Tagged Union structure. Only one of the following top level keys "
+                    f"can be set: {keys}.",
+                    4 * depth,
+                )
+            )
+            lines.append("")
+        _describe_members(model, shape, depth, lines, [*stack, shape_name])
+    elif kind == "list":
+        member_name = shape["member"]["shape"]
+        member = model.shape(member_name)
+        lines.append(f"{'    ' * depth}({_kind(model, member)})")
+        lines.append("")
+        _describe_nested(model, member_name, depth + 1, lines, [*stack, shape_name])
+
+
+def shorthand_example(model: ServiceModel, shape: Shape, stack: list[str] | None = None) -> str:
+    """``key=string,key2=integer`` style example of a structure (AWS CLI's help shows one)."""
+    stack = stack or []
+    parts = []
+    for name, ref in shape.get("members", {}).items():
+        member = model.shape(ref["shape"])
+        kind = member["type"]
+        if kind == "structure" and ref["shape"] not in stack:
+            inner = shorthand_example(model, member, [*stack, ref["shape"]])
+            parts.append(f"{name}={{{inner}}}")
+        elif kind == "list":
+            item = model.shape(member["member"]["shape"])
+            if item["type"] == "structure":
+                inner = shorthand_example(model, item, [*stack, ref["shape"]])
+                parts.append(f"{name}=[{{{inner}}},{{{inner}}}]")
+            else:
+                parts.append(f"{name}={item['type']},{item['type']}")
+        else:
+            parts.append(f"{name}={kind}")
+    return ",".join(parts)
+
+
+def _syntax_examples(model: ServiceModel, arg: cliargs.CliArgument) -> list[str]:
+    import json
+
+    from batchrock.cli import skeleton
+
+    assert arg.shape is not None and arg.member is not None
+    out: list[str] = []
+    shape = arg.shape
+    if shape["type"] == "structure":
+        out += [
+            "",
+            "        Shorthand Syntax:",
+            "",
+            "            " + shorthand_example(model, shape),
+        ]
+    elif model.shape(shape["member"]["shape"])["type"] == "structure":
+        item = shorthand_example(model, model.shape(shape["member"]["shape"]))
+        out += ["", "        Shorthand Syntax:", "", f"            {item} ..."]
+    else:
+        kind = model.shape(shape["member"]["shape"])["type"]
+        out += ["", "        Syntax:", "", f'            "{kind}" "{kind}" ...']
+    example = skeleton.input_skeleton_of(model, shape)
+    text = json.dumps(example, indent=2, default=str).replace('""', '"string"')
+    out += ["", "        JSON Syntax:", ""]
+    out += ["            " + line for line in text.splitlines()]
+    return out
 
 
 def _extra_doc(name: str) -> str:

@@ -145,3 +145,11 @@ def output_skeleton(model: ServiceModel, output_shape: str | None) -> dict[str, 
     result = _generate(model, output_shape, [], member_names=True)
     assert isinstance(result, dict)
     return result
+
+
+def input_skeleton_of(model: ServiceModel, shape: Shape) -> Any:
+    """The input skeleton of one (nested) shape, for help pages."""
+    name = next((n for n, sh in model.shapes.items() if sh is shape), None)
+    if name is None:
+        return {}
+    return _generate(model, name, [])
