@@ -219,3 +219,11 @@ def test_http_proxy_and_no_proxy(fresh_stub: Stub, cli_env: dict[str, str]) -> N
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_default_endpoint_is_where_batchrock_serve_listens() -> None:
+    from batchrock.cli.config import DEFAULT_ENDPOINT
+    from batchrock.settings import Settings
+
+    settings = Settings()
+    assert DEFAULT_ENDPOINT == f"http://{settings.host}:{settings.port}"
