@@ -123,7 +123,9 @@ class PageIterator:
                 self.resume_token = encode_token(nxt)
                 return
             if previous is not None and previous == nxt:
-                raise CliError(f"The same next token was received twice: {nxt}")
+                raise CliError(
+                    f"Error during pagination: The same next token was received twice: {nxt}"
+                )
             self._inject(kwargs, nxt)
             current = nxt
             previous = nxt
