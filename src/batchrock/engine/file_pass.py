@@ -21,12 +21,13 @@ import orjson
 
 from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
 from batchrock.engine import records
-from batchrock.engine.records import Line
 from batchrock.jobs import Counters
 
 log = logging.getLogger("batchrock.engine")
 
 _dumps = orjson.dumps
+_loads = orjson.loads
+_Item = tuple[int, int, int, bytes]
 #: Records a worker answers in a row before letting other tasks run.
 _YIELD_EVERY = 256
 _INTERNAL_ERROR = RecordError(500, "Internal server error while invoking the model.")
@@ -61,7 +62,7 @@ class FilePass:
     def __init__(
         self,
         *,
-        lines: AsyncIterator[list[Line]],
+        lines: AsyncIterator[list[bytes]],
         backend: ModelBackend,
         model_id: str,
         invocation_type: str,
@@ -81,13 +82,17 @@ class FilePass:
         self._concurrency = max(1, concurrency)
         self._window = max(1024, 16 * self._concurrency)
         self._halt = halt
-        self._queue: deque[tuple[int, Line]] = deque()
+        #: (seq, line number, end offset, line bytes): flat, one tuple per record.
+        self._queue: deque[_Item] = deque()
         self._refill_lock = asyncio.Lock()
         self._eof = False
         self._next_seq = 0
         self._written_seq = 0
         self._advanced = asyncio.Event()
-        self._pending: dict[int, tuple[Line, bytes, ModelResult | None]] = {}
+        self._pending: dict[int, tuple[int, int, bytes, ModelResult | None]] = {}
+        #: Where the next line read starts: its number minus one, and its byte offset.
+        self._read_line = start_line
+        self._read_offset = start_offset
         #: Output bytes not yet in the spool; taken by :meth:`take_output`.
         self._out: list[bytes] = []
         self.progress = Progress(start_offset, start_line)
@@ -119,7 +124,7 @@ class FilePass:
                 w.cancel()
         self.finished = self._eof and not self._queue and self._written_seq == self._next_seq
 
-    async def _take(self) -> tuple[int, Line] | None:
+    async def _take(self) -> _Item | None:
         """The next record to answer, waiting for input or for the writer to catch up;
         ``None`` when there is no more work (end of file, or halt)."""
         while True:
@@ -143,28 +148,34 @@ class FilePass:
                     continue
                 self._enqueue(batch)
 
-    def _enqueue(self, batch: list[Line]) -> None:
+    def _enqueue(self, batch: list[bytes]) -> None:
         queue, seq = self._queue, self._next_seq
-        for line in batch:
-            if not line[2] or line[2].isspace():
+        number, offset = self._read_line, self._read_offset
+        append = queue.append
+        for data in batch:
+            number += 1
+            offset += len(data) + 1
+            if not data or data.isspace():
                 # Not a record, but reading resumes after it.
                 if not queue and seq == self._written_seq:
-                    self.progress.offset = line[1]
-                    self.progress.line = line[0]
+                    self.progress.offset = offset
+                    self.progress.line = number
                 continue
-            queue.append((seq, line))
+            append((seq, number, offset, data))
             seq += 1
         self._next_seq = seq
+        self._read_line, self._read_offset = number, offset
 
     async def _worker(self) -> None:
         queue, halt, window = self._queue, self._halt, self._window
-        answer, complete = self._answer, self._complete
+        complete, invoke = self._complete, self._backend.invoke
+        model_id, invocation_type = self._model_id, self._invocation_type
         streak = 0
         while True:
             # Fast path: take queued records without a call into _take (a hot loop when the
             # model answers at once); _take handles refills, back-pressure and halting.
             if queue and not halt.is_set() and queue[0][0] - self._written_seq < window:
-                seq, line = queue.popleft()
+                item = queue.popleft()
                 streak += 1
                 if streak >= _YIELD_EVERY:
                     # A model that never suspends would otherwise keep the event loop (and the
@@ -172,50 +183,88 @@ class FilePass:
                     streak = 0
                     await asyncio.sleep(0)
             else:
-                item = await self._take()
-                if item is None:
+                next_item = await self._take()
+                if next_item is None:
                     return
-                seq, line = item
-            out, result = await answer(line)
-            complete(seq, line, out, result)
-
-    async def _answer(self, line: Line) -> tuple[bytes, ModelResult | None]:
-        value = records.loads_record(line[2])
-        if value is None:
-            # Validated earlier, so the object changed since: report it on that record.
-            gen = records.generated_record_id(self._job_id, self._file_index, line[0])
+                item = next_item
+            seq, number, end, data = item
+            # The common case inline (a well-formed record with its own recordId); anything
+            # else goes through _answer.
             try:
-                records.parse_record(line[2])
-                reason = "is not a record"
-            except records.BadRecord as exc:
-                reason = str(exc)
-            return records.error_line(gen, None, 400, f"Line {line[0]} {reason}"), None
-        model_input = value["modelInput"]
-        rid: str | None = value.get("recordId")
-        if rid is None:
-            rid = records.generated_record_id(self._job_id, self._file_index, line[0])
-        request = ModelRequest(self._model_id, self._invocation_type, model_input, rid)
-        try:
-            result = await self._backend.invoke(request)
-        except Exception:
-            # Backends report bad records as results; an exception is a bug or an outage.
-            # The record gets a 500, like a model endpoint failing, and the job goes on.
-            log.exception("backend failed on record %s of job %s", rid, self._job_id)
-            result = ModelResult(error=_INTERNAL_ERROR)
+                value = _loads(data)
+            except orjson.JSONDecodeError:
+                value = None
+            if type(value) is dict:
+                model_input = value.get("modelInput")
+                rid = value.get("recordId")
+                if type(model_input) is dict and type(rid) is str:
+                    try:
+                        result = await invoke(
+                            ModelRequest(model_id, invocation_type, model_input, rid)
+                        )
+                    except Exception:
+                        result = self._backend_failed(rid)
+                    if result.error is None:
+                        try:
+                            out = _dumps(
+                                {"recordId": rid, "modelInput": model_input,
+                                 "modelOutput": result.output}
+                            )  # fmt: skip
+                            complete(seq, number, end, out + b"\n", result)
+                            continue
+                        except orjson.JSONEncodeError:
+                            pass
+                    out, answered = self._render(rid, model_input, result)
+                    complete(seq, number, end, out, answered)
+                    continue
+            out, answered = await self._answer(number, data)
+            complete(seq, number, end, out, answered)
+
+    def _backend_failed(self, rid: str) -> ModelResult:
+        # Backends report bad records as results; an exception is a bug or an outage. The
+        # record gets a 500, like a model endpoint failing, and the job goes on.
+        log.exception("backend failed on record %s of job %s", rid, self._job_id)
+        return ModelResult(error=_INTERNAL_ERROR)
+
+    def _render(
+        self, rid: str, model_input: Any, result: ModelResult
+    ) -> tuple[bytes, ModelResult | None]:
         try:
             if result.error is None:
-                return _dumps(
-                    {"recordId": rid, "modelInput": model_input, "modelOutput": result.output}
-                ) + b"\n", result
+                return records.output_line(rid, model_input, result.output), result
             err = result.error
             return records.error_line(rid, model_input, err.code, err.message), result
         except orjson.JSONEncodeError as exc:
             msg = f"The model returned a response that is not JSON: {exc}"
             return records.error_line(rid, model_input, 500, msg), None
 
-    def _complete(self, seq: int, line: Line, out: bytes, result: ModelResult | None) -> None:
+    async def _answer(self, number: int, data: bytes) -> tuple[bytes, ModelResult | None]:
+        value = records.loads_record(data)
+        if value is None:
+            # Validated earlier, so the object changed since: report it on that record.
+            gen = records.generated_record_id(self._job_id, self._file_index, number)
+            try:
+                records.parse_record(data)
+                reason = "is not a record"
+            except records.BadRecord as exc:
+                reason = str(exc)
+            return records.error_line(gen, None, 400, f"Line {number} {reason}"), None
+        model_input = value["modelInput"]
+        rid: str | None = value.get("recordId")
+        if rid is None:
+            rid = records.generated_record_id(self._job_id, self._file_index, number)
+        request = ModelRequest(self._model_id, self._invocation_type, model_input, rid)
+        try:
+            result = await self._backend.invoke(request)
+        except Exception:
+            result = self._backend_failed(rid)
+        return self._render(rid, model_input, result)
+
+    def _complete(
+        self, seq: int, number: int, end: int, out: bytes, result: ModelResult | None
+    ) -> None:
         if seq != self._written_seq:
-            self._pending[seq] = (line, out, result)
+            self._pending[seq] = (number, end, out, result)
             return
         p = self.progress
         pending = self._pending
@@ -237,6 +286,6 @@ class FilePass:
             nxt = pending.pop(self._written_seq, None)
             if nxt is None:
                 break
-            line, out, result = nxt
-        p.line, p.offset = line[0], line[1]
+            number, end, out, result = nxt
+        p.line, p.offset = number, end
         self._advanced.set()

@@ -33,12 +33,6 @@ class LineTooLong(Exception):
         self.line_no = line_no
 
 
-#: One line of an input file, without its newline: (1-based line number, byte offset just past
-#: the line's newline, i.e. where reading resumes after it, the line's bytes). A plain tuple:
-#: millions are made per job, and a tuple costs a fraction of an object.
-Line = tuple[int, int, bytes]
-
-
 async def iter_line_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
     """Split a chunk stream into lines (without newlines), one list of lines per chunk.
     A final line without a newline is a line. Raises :class:`LineTooLong`."""
@@ -59,28 +53,6 @@ async def iter_line_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[
             yield parts
     if rest:
         yield [rest]
-
-
-async def iter_lines(
-    chunks: AsyncIterator[bytes], *, start_offset: int = 0, start_line: int = 0
-) -> AsyncIterator[list[Line]]:
-    """Like :func:`iter_line_batches`, each line with its number and end offset.
-
-    ``start_offset``/``start_line`` say where the stream starts in the file, so the offsets and
-    line numbers handed out are the file's own.
-    """
-    offset = start_offset
-    number = start_line
-    async for parts in iter_line_batches(chunks):
-        batch: list[Line] = []
-        append = batch.append
-        for part in parts:
-            number += 1
-            offset += len(part) + 1
-            append((number, offset, part))
-        yield batch
-    # A last line without a newline gets an end offset one past the end of the file; offsets
-    # only say where reading resumes, and nothing follows the last line.
 
 
 def is_blank(data: bytes) -> bool:

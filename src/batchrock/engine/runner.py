@@ -35,7 +35,7 @@ from batchrock.engine.checkpoint import (
     spool_dir,
 )
 from batchrock.engine.file_pass import FilePass
-from batchrock.engine.records import LineTooLong, iter_lines
+from batchrock.engine.records import LineTooLong, iter_line_batches
 from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
 from batchrock.objects.base import ObjectStore, ObjectStoreError, S3Location, parse_s3_uri
 from batchrock.settings import Settings
@@ -338,7 +338,7 @@ class JobRunner:
                 old.unlink(missing_ok=True)
             chunks = ctx.objects.read(f.bucket, f.key, cp.offset) if cp.offset < f.size else None
             fp = FilePass(
-                lines=iter_lines(_or_empty(chunks), start_offset=cp.offset, start_line=cp.line),
+                lines=iter_line_batches(_or_empty(chunks)),
                 backend=backend,
                 model_id=job.model_id,
                 invocation_type=job.invocation_type,
