@@ -127,8 +127,11 @@ class Engine:
         self._running[job.job_id] = task
         job_id = job.job_id
 
-        def forget(_: asyncio.Task[None]) -> None:
-            self._running.pop(job_id, None)
+        def forget(done: asyncio.Task[None]) -> None:
+            # Only this task's entry: the job may already run again in a newer task (a job
+            # validated by one runner is started by the next).
+            if self._running.get(job_id) is done:
+                del self._running[job_id]
 
         task.add_done_callback(forget)
 
