@@ -186,3 +186,11 @@ def test_on_partial_prompts_only_for_incomplete_commands(
     term.send(b" --job-identifier abcd1234efgh --query jobName\r")
     assert term.finish() == 0
     assert _plain(term.output).splitlines()[-1] == '"batch-job-1"'
+
+
+def test_pager_starts_only_when_there_is_output(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "AWS_PAGER": "echo PAGER-STARTED; cat", "AWS_MAX_ATTEMPTS": "1"}
+    term = Terminal(["--endpoint-url", "http://127.0.0.1:9", "list-model-invocation-jobs"], env)
+    assert term.finish() == 255
+    assert "PAGER-STARTED" not in _plain(term.output)
+    assert "Could not connect to the endpoint URL" in _plain(term.output)

@@ -2,7 +2,8 @@
 
 Pager choice: ``AWS_PAGER`` > config ``cli_pager`` > ``PAGER`` > ``less``; an empty value or
 ``--no-cli-pager`` turns it off; ``LESS=FRX`` is set when ``LESS`` is unset. A pipe is never
-paged.
+paged. The pager starts with the first byte of output, so a command that fails before
+printing anything shows its error on a plain terminal.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import io
 import subprocess
 from collections.abc import Iterator, Mapping
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -21,26 +22,51 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+class _PagerStream(io.TextIOBase):
+    """A text stream that starts the pager process on first write."""
+
+    def __init__(self, stdout: TextIO, command: str, env: Mapping[str, str]) -> None:
+        self._stdout = stdout
+        self._command = command
+        self._env = dict(env)
+        self._env.setdefault("LESS", "FRX")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pipe: io.TextIOWrapper | None = None
+
+    def write(self, text: str) -> int:
+        if self._pipe is None:
+            self._stdout.flush()
+            self._proc = subprocess.Popen(
+                self._command, shell=True, stdin=subprocess.PIPE, env=self._env
+            )
+            assert self._proc.stdin is not None
+            self._pipe = io.TextIOWrapper(
+                self._proc.stdin, encoding=self._stdout.encoding or "utf-8", errors="replace"
+            )
+        return self._pipe.write(text)
+
+    def isatty(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        if self._pipe is not None:
+            with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+                self._pipe.close()
+        if self._proc is not None:
+            self._proc.wait()
+
+
 @contextlib.contextmanager
 def output_stream(
     stdout: TextIO, pager: str | None, env: Mapping[str, str]
-) -> Iterator[tuple[TextIO, bool]]:
+) -> Iterator[tuple[Any, bool]]:
     tty = _isatty(stdout)
     if not tty or not pager:
         yield stdout, tty
         stdout.flush()
         return
-    child_env = dict(env)
-    child_env.setdefault("LESS", "FRX")
-    stdout.flush()
-    proc = subprocess.Popen(pager, shell=True, stdin=subprocess.PIPE, env=child_env)
-    assert proc.stdin is not None
-    stream = io.TextIOWrapper(
-        proc.stdin, encoding=stdout.encoding or "utf-8", errors="replace", write_through=False
-    )
+    stream = _PagerStream(stdout, pager, env)
     try:
         yield stream, tty
     finally:
-        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
-            stream.close()
-        proc.wait()
+        stream.finish()
