@@ -100,6 +100,10 @@ class Engine:
             job = await self._next_job()
             if job is None:
                 return
+            if job.job_id in self._running:
+                # Our own lease lapsed (the loop was blocked) and we re-took the job: the
+                # runner we have keeps it; a second one would write beside it.
+                continue
             self._start(job)
 
     async def _next_job(self) -> Job | None:
