@@ -415,3 +415,40 @@ def test_input_removed_mid_run_fails_keeping_finished_records(tmp_path: Path) ->
         assert not (h.data_dir / "spool" / job.job_id).exists()
 
     asyncio.run(main())
+
+
+def test_worker_that_lost_its_lease_stops_writing(tmp_path: Path) -> None:
+    h = Harness(tmp_path, handler=slow(0.005), engine_record_concurrency=4)
+    h.bucket("out-bucket")
+    recs = records(1200)
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(recs))
+
+    def set_lease(owner: str, expires_micros: int) -> None:
+        # What a second worker's claim does once this worker's lease has lapsed.
+        h.store._conn.execute(
+            "UPDATE jobs SET lease_owner = ?, lease_expires = ?", (owner, expires_micros)
+        )
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.engine().run(stop))
+        while (await h.get(job.job_id)).counters.processed < 100:
+            await asyncio.sleep(0.01)
+        set_lease("another-worker", 2**62)
+        await asyncio.sleep(1.0)  # the first worker notices and stops
+        frozen = await h.get(job.job_id)
+        checkpoint = await h.store.load_checkpoint(job.job_id)
+        await asyncio.sleep(0.5)
+        assert (await h.get(job.job_id)).counters == frozen.counters
+        assert await h.store.load_checkpoint(job.job_id) == checkpoint
+        assert frozen.status is S.IN_PROGRESS and frozen.counters.processed < 1200
+        stop.set()
+        await task
+        set_lease("another-worker", 0)  # that worker died too: the job is free again
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED
+        lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        assert [x["recordId"] for x in lines] == [r["recordId"] for r in recs]
+
+    asyncio.run(main())

@@ -398,8 +398,15 @@ class JobRunner:
     async def _save(self, cp: Checkpoint, counters: Counters) -> None:
         if self.reason is Halt.LOST:
             return
-        await self.ctx.store.save_progress(
-            self.job.job_id, counters=counters, now=self.ctx.clock.now(), checkpoint=cp.to_json()
+        ctx, now = self.ctx, self.ctx.clock.now()
+        # Only the lease holder may move the checkpoint: a worker that was paused past its
+        # lease finds out here, before it could overwrite its successor's progress.
+        lease = ctx.settings.engine_lease_seconds
+        if not await ctx.store.renew(self.job.job_id, ctx.worker_id, now=now, lease_seconds=lease):
+            self._set_halt(Halt.LOST)
+            return
+        await ctx.store.save_progress(
+            self.job.job_id, counters=counters, now=now, checkpoint=cp.to_json()
         )
         self.job = self.job.evolve(counters=counters)
 
