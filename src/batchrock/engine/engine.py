@@ -119,7 +119,6 @@ class Engine:
             max_in_progress=self.settings.quota_max_concurrent_jobs_per_model,
         )
         if job is not None:
-            log.info("job %s: InProgress", job.job_id, extra={"action": "job.InProgress"})
             return job
         return await store.claim(
             self.worker_id, {S.SUBMITTED, S.VALIDATING}, now=now, lease_seconds=lease
@@ -148,4 +147,3 @@ class Engine:
                 continue
             with contextlib.suppress(InvalidTransition, LookupError):
                 await self.store.transition(job.job_id, S.EXPIRED, now=now, expected=_WAITING)
-                log.info("job %s: Expired", job.job_id, extra={"action": "job.Expired"})

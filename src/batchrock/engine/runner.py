@@ -174,8 +174,7 @@ class JobRunner:
             if fresh is not None:
                 self.job = fresh
             return False
-        log.info("job %s: %s", self.job.job_id, to.value, extra={"action": f"job.{to.value}"})
-        return True
+        return True  # the store logs every transition
 
     async def _fail(self, message: str) -> None:
         message = message[:2048]
