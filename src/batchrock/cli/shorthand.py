@@ -11,6 +11,7 @@ syntactic; :mod:`batchrock.cli.cliargs` shapes the result to the model afterward
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -22,10 +23,18 @@ _FIRST_MORE = r"\s!#-&(-+\--\\^-|~-\uffff"
 # later comma-separated values may not contain " ' , =
 _SECOND_MORE = r"\s!#-&(-+\--<>-\uffff"
 _COMMA = r"\\,"
-_FIRST = re.compile(rf"(?:{_COMMA}|[{_START}])(?:{_COMMA}|[{_FIRST_MORE}])*")
-_SECOND = re.compile(rf"(?:{_COMMA}|[{_START}])(?:{_COMMA}|[{_SECOND_MORE}])*")
-_SINGLE = re.compile(r"'(?:\\'|[^'])*'")
-_DOUBLE = re.compile(r'"(?:\\"|[^"])*"')
+_FIRST = rf"(?:{_COMMA}|[{_START}])(?:{_COMMA}|[{_FIRST_MORE}])*"
+_SECOND = rf"(?:{_COMMA}|[{_START}])(?:{_COMMA}|[{_SECOND_MORE}])*"
+_SINGLE = r"'(?:\\'|[^'])*'"
+_DOUBLE = r'"(?:\\"|[^"])*"'
+
+
+@functools.cache
+def _rx(pattern: str) -> re.Pattern[str]:
+    # Compiled on first use: these classes span the whole BMP and take ~15 ms to compile.
+    return re.compile(pattern)
+
+
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.#/:")
 _WHITESPACE = frozenset(" \t\n\r\x0b\x0c")
 
@@ -85,8 +94,8 @@ class _Parser:
         if ws:
             self.skip_ws()
 
-    def regex(self, pattern: re.Pattern[str], name: str) -> str:
-        match = pattern.match(self.text, self.i)
+    def regex(self, pattern: str, name: str) -> str:
+        match = _rx(pattern).match(self.text, self.i)
         if match is None:
             raise _syntax(self.text, self.i, f"<{name}>", "<none>")
         self.i = match.end()
@@ -208,7 +217,7 @@ class _Parser:
         quoted = self.quoted()
         if quoted is not None:
             return quoted
-        match = _FIRST.match(self.text, self.i)
+        match = _rx(_FIRST).match(self.text, self.i)
         if match is None:
             return ""
         self.i = match.end()
