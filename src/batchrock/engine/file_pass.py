@@ -155,6 +155,8 @@ class FilePass:
         for data in batch:
             number += 1
             offset += len(data) + 1
+            if number == 1 and data.startswith(records.UTF8_BOM):
+                data = data[len(records.UTF8_BOM) :]
             if not data or data.isspace():
                 # Not a record, but reading resumes after it.
                 if not queue and seq == self._written_seq:

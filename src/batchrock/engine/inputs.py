@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchrock.engine.records import (
+    UTF8_BOM,
     BadRecord,
     LineTooLong,
     is_blank,
@@ -139,6 +140,8 @@ async def count_records(
         async for batch in iter_line_batches(objects.read(file.bucket, file.key)):
             for data in batch:
                 number += 1
+                if number == 1 and data.startswith(UTF8_BOM):
+                    data = data[len(UTF8_BOM) :]  # editors on Windows write one
                 if loads_record(data) is not None:
                     count += 1
                     continue

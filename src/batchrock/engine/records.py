@@ -23,6 +23,9 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
+#: A byte order mark at the start of a file is skipped (it is not part of the first record).
+UTF8_BOM = b"\xef\xbb\xbf"
+
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ID_LENGTH = 11
 
