@@ -187,13 +187,13 @@ def _dispatch(
     if ns.command == "help":
         from batchrock.cli import help as helptext
 
-        streams.stdout.write(helptext.top_help(model))
+        _show_help(helptext.top_help(model), ns, env, streams)
         return 0
     if ns.command == SERVICE_CLI_NAME:
         if rest[:1] == ["help"]:
             from batchrock.cli import help as helptext
 
-            streams.stdout.write(helptext.service_help(model))
+            _show_help(helptext.service_help(model), ns, env, streams)
             return 0
         sns, rest = build_service_parser(list(model.operations)).parse_known_args(rest)
         if sns.operation is None:
@@ -206,9 +206,18 @@ def _dispatch(
     if rest and rest[-1] == "help":
         from batchrock.cli import help as helptext
 
-        streams.stdout.write(helptext.operation_help(model, op))
+        _show_help(helptext.operation_help(model, op), ns, env, streams)
         return 0
     return Invocation(model, op, ns, rest, cfg, env, streams).execute()
+
+
+def _show_help(text: str, ns: Any, env: Mapping[str, str], streams: Streams) -> None:
+    """Help goes through the pager on a terminal, as AWS CLI's does."""
+    from batchrock.cli.pager import output_stream
+
+    pager = None if ns.no_cli_pager else Config.load(env, ns.profile).pager()
+    with output_stream(streams.stdout, pager, env) as (out, _tty):
+        out.write(text)
 
 
 class Invocation:
