@@ -453,3 +453,34 @@ def test_worker_that_lost_its_lease_stops_writing(tmp_path: Path) -> None:
         assert [x["recordId"] for x in lines] == [r["recordId"] for r in recs]
 
     asyncio.run(main())
+
+
+def test_manifest_follows_progress_while_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchrock.engine import runner
+
+    monkeypatch.setattr(runner, "MANIFEST_EVERY_SECONDS", 0.1)
+    h = Harness(tmp_path, handler=slow(0.005), engine_record_concurrency=2)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(600)))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.engine().run(stop))
+        seen: list[int] = []
+        while (await h.get(job.job_id)).status is not S.COMPLETED:
+            if h.exists(f"{OUT}/{job.job_id}/manifest.json.out"):
+                m = manifest(h, job.job_id)
+                assert m["totalRecordCount"] == 600
+                seen.append(m["processedRecordCount"])
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        # Zeros after Validating, then counts between the ends, never going back.
+        assert seen == sorted(seen)
+        assert any(0 < n < 600 for n in seen), seen
+        assert manifest(h, job.job_id)["processedRecordCount"] == 600
+
+    asyncio.run(main())

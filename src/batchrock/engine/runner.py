@@ -47,6 +47,8 @@ S = JobStatus
 #: How long in-flight records may take to finish once a job is told to halt.
 HALT_GRACE_SECONDS = 2.0
 MANIFEST_NAME = "manifest.json.out"
+#: How often a running job rewrites its manifest between files.
+MANIFEST_EVERY_SECONDS = 5.0
 
 
 class Resolver(Protocol):
@@ -352,6 +354,7 @@ class JobRunner:
             task = asyncio.create_task(fp.run())
             halted_at: float | None = None
             loop = asyncio.get_running_loop()
+            manifest_at = loop.time()
             while not task.done():
                 await asyncio.wait({task}, timeout=ctx.settings.engine_checkpoint_seconds)
                 if self.halt.is_set():
@@ -361,6 +364,11 @@ class JobRunner:
                     if loop.time() - halted_at > HALT_GRACE_SECONDS:
                         task.cancel()
                 counters = await self._flush(fp, cp, base, handle)
+                if loop.time() - manifest_at >= MANIFEST_EVERY_SECONDS and not task.done():
+                    # Progress can be followed in the output location, as on Bedrock.
+                    manifest_at = loop.time()
+                    with contextlib.suppress(ObjectStoreError):
+                        await self._write_manifest(out_loc, counters)
             with contextlib.suppress(asyncio.CancelledError):
                 exc = task.exception() if not task.cancelled() else None
                 if exc is not None:
