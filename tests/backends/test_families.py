@@ -515,3 +515,38 @@ def test_titan_multimodal_embeddings_pair() -> None:
         TITAN_EMBED_IMAGE, {"inputText": "x", "embeddingConfig": {"outputEmbeddingLength": 512}}
     )
     assert sniff({"inputImage": "x"}) is TITAN_EMBED_IMAGE
+
+
+def test_blank_text_is_refused_as_the_models_do() -> None:
+    def claude(text: str) -> dict[str, Any]:
+        return {
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+        }
+
+    assert bad(ANTHROPIC, claude("")) == "messages: text content blocks must be non-empty"
+    assert bad(ANTHROPIC, claude("  ")) == (
+        "messages: text content blocks must contain non-whitespace text"
+    )
+    converse = {
+        "messages": [
+            {"role": "user", "content": [{"text": "hi"}]},
+            {"role": "assistant", "content": [{"text": "yo"}, {"text": " "}]},
+        ]
+    }
+    assert bad(CONVERSE, converse) == (
+        "The text field in the ContentBlock object at messages.1.content.1 is blank. Add text "
+        "to the text field, and try again."
+    )
+    twice = {
+        "messages": [
+            {"role": "user", "content": [{"text": "a"}]},
+            {"role": "user", "content": [{"text": "b"}]},
+        ]
+    }
+    assert bad(CONVERSE, twice).startswith(
+        "A conversation must alternate between user and assistant roles."
+    )
+    assert CONVERSE.quick(twice) is None
+    assert ANTHROPIC.quick(claude(" ")) is None

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from batchrock.backends.families.base import ChatFamily, Quick, stable_id
-from batchrock.backends.families.schema import Checker
+from batchrock.backends.families.schema import BodyError, Checker
 from batchrock.backends.neutral import (
     ChatAnswer,
     ChatRequest,
@@ -85,6 +85,7 @@ class AnthropicMessages(ChatFamily):
             if message is not None:
                 messages.append(message)
         c.done()
+        _check_text_blocks(body["messages"])
         return ChatRequest(
             messages=tuple(messages),
             system=system,
@@ -178,6 +179,22 @@ class AnthropicMessages(ChatFamily):
         }
 
 
+def _check_text_blocks(messages: list[dict[str, Any]]) -> None:
+    """The model's own check after the schema's: text blocks must say something."""
+    for message in messages:
+        content = message.get("content")
+        if type(content) is not list:
+            continue
+        for block in content:
+            if block.get("type") == "text":
+                if not block["text"]:
+                    raise BodyError("messages: text content blocks must be non-empty")
+                if not block["text"].strip():
+                    raise BodyError(
+                        "messages: text content blocks must contain non-whitespace text"
+                    )
+
+
 def _quick(body: Any) -> Quick | None:
     """Text-only conversations in one straight pass (see ChatFamily.quick)."""
     if (
@@ -210,14 +227,15 @@ def _quick(body: Any) -> Quick | None:
             texts.append(content)
         elif type(content) is list:
             for block in content:
+                text = block.get("text") if type(block) is dict else None
                 if (
-                    type(block) is not dict
+                    type(text) is not str
                     or block.get("type") != "text"
-                    or type(block.get("text")) is not str
                     or not block.keys() <= _TEXT_BLOCK
+                    or not text.strip()
                 ):
                     return None
-                texts.append(block["text"])
+                texts.append(text)
         else:
             return None
     for key in ("temperature", "top_p"):

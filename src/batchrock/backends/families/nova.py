@@ -11,6 +11,7 @@ carries ``metrics``.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from batchrock.backends.families.base import ChatFamily, Quick
@@ -244,6 +245,19 @@ class Converse(_MessagesShape):
                 "A conversation must start with a user message. Try again with a conversation "
                 "that starts with a user message."
             )
+        for before, after in itertools.pairwise(messages):
+            if before.role == after.role:
+                raise BodyError(
+                    "A conversation must alternate between user and assistant roles. Make sure "
+                    "the conversation alternates between user and assistant roles and try again."
+                )
+        for i, raw in enumerate(body["messages"]):
+            for j, block in enumerate(raw["content"]):
+                if "text" in block and not block["text"].strip():
+                    raise BodyError(
+                        f"The text field in the ContentBlock object at messages.{i}.content.{j} "
+                        "is blank. Add text to the text field, and try again."
+                    )
         return ChatRequest(
             messages=tuple(messages), system=system, extras=tuple(sorted(extras)), **params
         )
@@ -287,19 +301,19 @@ def _quick(body: Any, allowed: frozenset[str]) -> Quick | None:
         texts.append("\n".join(system))
     else:
         texts.append("")
-    first = True
+    expected = "user"
     for raw in raw_messages:
         if type(raw) is not dict or len(raw) != 2:
             return None
-        role = raw.get("role")
         content = raw.get("content")
-        if (role != "user" and (first or role != "assistant")) or type(content) is not list:
+        if raw.get("role") != expected or type(content) is not list:
             return None
-        first = False
+        expected = "assistant" if expected == "user" else "user"
         for block in content:
-            if type(block) is not dict or len(block) != 1 or type(block.get("text")) is not str:
+            text = block.get("text") if type(block) is dict else None
+            if type(text) is not str or len(block) != 1 or not text.strip():
                 return None
-            texts.append(block["text"])
+            texts.append(text)
     config = body.get("inferenceConfig")
     if config is None:
         return "\n".join(texts), len(raw_messages), None, ()
