@@ -281,7 +281,7 @@ def parse_route(index: int, raw: Any) -> Route:
         raise ConfigError(f"{where}: model ids must be non-empty strings")
     backend = raw.get("backend")
     if not isinstance(backend, str):
-        raise ConfigError(f"{where}: 'backend' is required (builtin, openai or bedrock)")
+        raise ConfigError(f"{where}: 'backend' is required ({', '.join(BACKEND_TYPES)})")
     defaults = RetryPolicy()
     try:
         retry = RetryPolicy(
