@@ -261,3 +261,12 @@ def test_multimodal_embeddings_mix_text_and_image() -> None:
     assert both.output["embedding"] != text.output["embedding"]
     assert image.output["inputTextTokenCount"] == 0
     assert set(both.output) == {"embedding", "inputTextTokenCount", "message"}
+
+
+def test_mistral_text_and_chat_bodies_get_their_own_layouts() -> None:
+    model_id = "mistral.mistral-large-2407-v1:0"
+    text = invoke(BuiltinModel(), model_id, {"prompt": "<s>[INST] hi [/INST]"})
+    chat = invoke(BuiltinModel(), model_id, {"messages": [{"role": "user", "content": "hi"}]})
+    assert text.output is not None and set(text.output) == {"outputs"}
+    assert chat.output is not None and set(chat.output) == {"choices"}
+    assert chat.output["choices"][0]["message"]["role"] == "assistant"

@@ -550,3 +550,29 @@ def test_blank_text_is_refused_as_the_models_do() -> None:
     )
     assert CONVERSE.quick(twice) is None
     assert ANTHROPIC.quick(claude(" ")) is None
+
+
+def test_mistral_chat_completion_pair() -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "Be short."},
+            {"role": "user", "content": "What is the most popular song on WZPZ?"},
+        ],
+        "max_tokens": 100,
+        "temperature": 0.5,
+    }
+    request = MISTRAL.parse(body)
+    assert (request.prompt, request.system, request.max_tokens) == (None, "Be short.", 100)
+    assert request.messages[0].parts == (TextPart("What is the most popular song on WZPZ?"),)
+    out = MISTRAL.render(ChatAnswer("Hit", "end", 9, 1), request, "mistral.mistral-large-2407-v1:0")
+    assert out == {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hit"}, "stop_reason": "stop"}
+        ]
+    }
+    with_tools = MISTRAL.parse({**body, "tools": [], "tool_choice": "auto"})
+    assert with_tools.extras == ("tool_choice", "tools")
+    assert "#/messages/0/role: robot is not a valid enum value" in bad(
+        MISTRAL, {"messages": [{"role": "robot", "content": "x"}]}
+    )
+    assert MISTRAL.quick(body) is None

@@ -365,3 +365,33 @@ def test_image_embeddings_are_refused(tmp_path: Path, fake_openai: FakeServer) -
     assert result.error is not None and result.error.code == 400
     assert "cannot embed images" in result.error.message
     assert fake_openai.requests() == []
+
+
+def test_mistral_chat_bodies_use_chat_completions(tmp_path: Path, fake_openai: FakeServer) -> None:
+    fake_openai.clear()
+    body = {
+        "messages": [
+            {"role": "system", "content": "Be short."},
+            {"role": "user", "content": "hello mistral"},
+        ],
+        "max_tokens": 20,
+    }
+    (result,) = run(
+        settings_for(tmp_path, fake_openai.url),
+        ModelRequest("mistral.mistral-large-2407-v1:0", "InvokeModel", body, "a"),
+    )
+    (sent,) = fake_openai.requests()
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["body"]["messages"] == [  # type: ignore[index]
+        {"role": "system", "content": "Be short."},
+        {"role": "user", "content": "hello mistral"},
+    ]
+    assert result.output == {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "echo: hello mistral"},
+                "stop_reason": "stop",
+            }
+        ]
+    }

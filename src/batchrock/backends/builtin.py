@@ -213,10 +213,13 @@ class BuiltinModel:
         if self._error_cut and self._fails(key, request.record_id):
             return self._injected_error()
         answer = self.reply(text, key, messages, images, limit, stop)
+        if parsed is None:
+            # What render may look at: the limits, and whether the body was a prompt (a quick
+            # tuple without messages is a prompt family's).
+            prompt = text if messages == 0 else None
+            parsed = ChatRequest(prompt=prompt, max_tokens=limit, stop=stop)
         return ModelResult(
-            output=family.render(
-                answer, parsed or ChatRequest(max_tokens=limit, stop=stop), request.model_id
-            ),
+            output=family.render(answer, parsed, request.model_id),
             input_tokens=answer.input_tokens,
             output_tokens=answer.output_tokens,
         )

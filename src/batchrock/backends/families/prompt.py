@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from batchrock.backends.families.base import ChatFamily, Quick
 from batchrock.backends.families.schema import Checker
-from batchrock.backends.neutral import ChatAnswer, ChatRequest
+from batchrock.backends.neutral import ChatAnswer, ChatRequest, Message, TextPart
 
 
 class TitanText(ChatFamily):
@@ -126,10 +126,16 @@ class MetaLlama(ChatFamily):
 
 
 class Mistral(ChatFamily):
-    """``mistral.*`` text completion: ``prompt``, ``max_tokens``, ``stop`` ... -> ``outputs``."""
+    """``mistral.*``: text completion (``prompt`` ... -> ``outputs``) or, for the models that
+    take it (Mistral Large 2), chat completion (``messages`` ... -> ``choices``). A body with
+    ``messages`` and no ``prompt`` is a chat completion."""
 
     name = "mistral"
     _top = frozenset({"prompt", "max_tokens", "stop", "temperature", "top_p", "top_k"})
+    _chat_top = frozenset(
+        {"messages", "tools", "tool_choice", "max_tokens", "top_p", "temperature"}
+    )
+    _chat_message = frozenset({"role", "content", "tool_calls", "tool_call_id"})
 
     def quick(self, body: Any) -> Quick | None:
         if type(body) is not dict or not body.keys() <= self._top:
@@ -150,6 +156,8 @@ class Mistral(ChatFamily):
         return prompt, 0, limit, tuple(stop)
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
+        if type(body) is dict and "messages" in body and "prompt" not in body:
+            return self._parse_chat(body)
         c = Checker()
         c.top(body, ("prompt",), self._top)
         prompt = c.string(body, "prompt", "#")
@@ -168,15 +176,45 @@ class Mistral(ChatFamily):
             top_k=top_k,
         )
 
+    def _parse_chat(self, body: dict[str, Any]) -> ChatRequest:
+        c = Checker()
+        c.top(body, ("messages",), self._chat_top)
+        max_tokens = c.integer(body, "max_tokens", "#", minimum=1)
+        temperature = c.number(body, "temperature", "#", 0, 1)
+        top_p = c.number(body, "top_p", "#", 0, 1)
+        extras: set[str] = {key for key in ("tools", "tool_choice") if key in body}
+        system: list[str] = []
+        messages: list[Message] = []
+        for index, raw in enumerate(c.array(body, "messages", "#", min_items=1)):
+            path = f"#/messages/{index}"
+            if not c.obj(raw, path, ("role",), self._chat_message):
+                continue
+            role = c.string(raw, "role", path, enum=("system", "user", "assistant", "tool"))
+            content = c.string(raw, "content", path) or ""
+            if "tool_calls" in raw or role == "tool":
+                extras.add("tool_calls" if role != "tool" else "tool results")
+            if role == "system":
+                system.append(content)
+            elif role == "user":
+                messages.append(Message("user", (TextPart(content),)))
+            elif role == "assistant":
+                messages.append(Message("assistant", (TextPart(content),)))
+        c.done()
+        return ChatRequest(
+            messages=tuple(messages),
+            system="\n".join(system),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            extras=tuple(sorted(extras)),
+        )
+
     def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
-        return {
-            "outputs": [
-                {
-                    "text": answer.text,
-                    "stop_reason": "length" if answer.stop_reason == "length" else "stop",
-                }
-            ]
-        }
+        reason = "length" if answer.stop_reason == "length" else "stop"
+        if request.prompt is None:
+            message = {"role": "assistant", "content": answer.text}
+            return {"choices": [{"index": 0, "message": message, "stop_reason": reason}]}
+        return {"outputs": [{"text": answer.text, "stop_reason": reason}]}
 
 
 def _unit(value: Any) -> bool:
