@@ -12,6 +12,7 @@ from batchrock.backends.families import (
     LLAMA,
     MISTRAL,
     NOVA,
+    OPENAI_CHAT,
     TITAN_EMBED_IMAGE,
     TITAN_EMBED_V1,
     TITAN_EMBED_V2,
@@ -576,3 +577,40 @@ def test_mistral_chat_completion_pair() -> None:
         MISTRAL, {"messages": [{"role": "robot", "content": "x"}]}
     )
     assert MISTRAL.quick(body) is None
+
+
+def test_openai_chat_pair() -> None:
+    body = {
+        "messages": [
+            {"role": "developer", "content": "Answer briefly."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}],
+            },
+        ],
+        "max_completion_tokens": 50,
+        "stop": "END",
+        "reasoning_effort": "low",
+    }
+    request = OPENAI_CHAT.parse(body)
+    assert (request.system, request.max_tokens, request.stop) == ("Answer briefly.", 50, ("END",))
+    assert request.messages[0].parts == (TextPart("Hi there"),)
+    assert request.extras == ("reasoning_effort",)
+    out = OPENAI_CHAT.render(
+        ChatAnswer("Hello", "length", 12, 50), request, "openai.gpt-oss-20b-1:0"
+    )
+    assert out["object"] == "chat.completion" and out["id"].startswith("chatcmpl-")
+    assert out["model"] == "openai.gpt-oss-20b-1:0"
+    assert out["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello"},
+            "finish_reason": "length",
+        }
+    ]
+    assert out["usage"] == {"prompt_tokens": 12, "completion_tokens": 50, "total_tokens": 62}
+    assert bad(OPENAI_CHAT, {**body, "foo": 1}) == "Unrecognized request argument supplied: foo"
+    assert "#/messages: expected minimum item count: 1" in bad(OPENAI_CHAT, {"messages": []})
+    assert family_for_id("openai.gpt-oss-120b-1:0") is OPENAI_CHAT
+    assert sniff({"messages": [{"role": "user", "content": "x"}]}) is OPENAI_CHAT
+    assert sniff({"messages": [{"role": "user", "content": [{"text": "x"}]}]}) is NOVA

@@ -395,3 +395,18 @@ def test_mistral_chat_bodies_use_chat_completions(tmp_path: Path, fake_openai: F
             }
         ]
     }
+
+
+def test_openai_layout_bodies_round_trip(tmp_path: Path, fake_openai: FakeServer) -> None:
+    fake_openai.clear()
+    body = {"messages": [{"role": "user", "content": "hello gpt"}], "max_completion_tokens": 9}
+    (result,) = run(
+        settings_for(tmp_path, fake_openai.url),
+        ModelRequest("openai.gpt-oss-20b-1:0", "InvokeModel", body, "a"),
+    )
+    (sent,) = fake_openai.requests()
+    assert sent["body"]["messages"] == [{"role": "user", "content": "hello gpt"}]  # type: ignore[index]
+    assert sent["body"]["max_tokens"] == 9  # type: ignore[index]
+    assert result.output is not None
+    assert result.output["choices"][0]["message"]["content"] == "echo: hello gpt"
+    assert result.output["usage"]["total_tokens"] == result.input_tokens + result.output_tokens

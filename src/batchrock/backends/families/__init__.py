@@ -17,6 +17,7 @@ from batchrock.backends.families.anthropic import AnthropicMessages
 from batchrock.backends.families.base import ChatFamily, EmbedFamily, Family
 from batchrock.backends.families.embeddings import TitanEmbedImage, TitanEmbedV1, TitanEmbedV2
 from batchrock.backends.families.nova import Converse, NovaMessages
+from batchrock.backends.families.openai_chat import OpenAIChat
 from batchrock.backends.families.prompt import MetaLlama, Mistral, TitanText
 from batchrock.backends.families.schema import BodyError
 
@@ -40,6 +41,7 @@ TITAN_EMBED_V1 = TitanEmbedV1()
 TITAN_EMBED_V2 = TitanEmbedV2()
 TITAN_EMBED_IMAGE = TitanEmbedImage()
 LLAMA = MetaLlama()
+OPENAI_CHAT = OpenAIChat()
 MISTRAL = Mistral()
 
 FAMILIES: dict[str, Family] = {
@@ -54,11 +56,23 @@ FAMILIES: dict[str, Family] = {
         TITAN_EMBED_IMAGE,
         LLAMA,
         MISTRAL,
+        OPENAI_CHAT,
     )
 }
 
 _PROVIDERS = frozenset(
-    {"anthropic", "amazon", "meta", "mistral", "cohere", "ai21", "deepseek", "openai", "writer"}
+    {
+        "anthropic",
+        "amazon",
+        "meta",
+        "mistral",
+        "cohere",
+        "ai21",
+        "deepseek",
+        "openai",
+        "writer",
+        "qwen",
+    }
 )
 #: (prefix of the base id, family), first match wins.
 _PREFIXES: tuple[tuple[str, Family], ...] = (
@@ -72,6 +86,7 @@ _PREFIXES: tuple[tuple[str, Family], ...] = (
     ("amazon.titan-embed-image", TITAN_EMBED_IMAGE),
     ("meta.llama", LLAMA),
     ("mistral.", MISTRAL),
+    ("openai.", OPENAI_CHAT),
 )
 
 
@@ -118,6 +133,12 @@ def sniff(body: dict[str, Any]) -> Family | None:
     if "anthropic_version" in body:
         return ANTHROPIC
     if "messages" in body:
+        messages = body["messages"]
+        first = messages[0] if type(messages) is list and messages else None
+        if type(first) is dict and (type(first.get("content")) is str or "max_tokens" in body):
+            # Plain-string content (or max_tokens) is the OpenAI layout; Nova's is a list of
+            # blocks under inferenceConfig.
+            return OPENAI_CHAT
         return NOVA
     if "inputImage" in body or "embeddingConfig" in body:
         return TITAN_EMBED_IMAGE
