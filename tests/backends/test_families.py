@@ -9,6 +9,7 @@ import pytest
 from batchrock.backends.families import (
     ANTHROPIC,
     CONVERSE,
+    DEEPSEEK,
     LLAMA,
     MISTRAL,
     NOVA,
@@ -614,3 +615,16 @@ def test_openai_chat_pair() -> None:
     assert family_for_id("openai.gpt-oss-120b-1:0") is OPENAI_CHAT
     assert sniff({"messages": [{"role": "user", "content": "x"}]}) is OPENAI_CHAT
     assert sniff({"messages": [{"role": "user", "content": [{"text": "x"}]}]}) is NOVA
+
+
+def test_deepseek_pair() -> None:
+    body = {"prompt": "<｜User｜>Why?<｜Assistant｜>", "max_tokens": 100, "stop": ["</s>"]}
+    request = DEEPSEEK.parse(body)
+    assert (request.prompt, request.max_tokens, request.stop) == (body["prompt"], 100, ("</s>",))
+    out = DEEPSEEK.render(ChatAnswer("Because.", "end", 9, 2), request, "us.deepseek.r1-v1:0")
+    assert out == {"choices": [{"text": "Because.", "stop_reason": "stop"}]}
+    assert family_for_id("us.deepseek.r1-v1:0") is DEEPSEEK
+    assert "#/stop: expected maximum item count: 10, found: 11" in bad(
+        DEEPSEEK, {"prompt": "x", "stop": ["a"] * 11}
+    )
+    assert DEEPSEEK.quick(body) == (body["prompt"], 0, 100, ("</s>",))

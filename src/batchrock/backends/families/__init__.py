@@ -18,7 +18,7 @@ from batchrock.backends.families.base import ChatFamily, EmbedFamily, Family
 from batchrock.backends.families.embeddings import TitanEmbedImage, TitanEmbedV1, TitanEmbedV2
 from batchrock.backends.families.nova import Converse, NovaMessages
 from batchrock.backends.families.openai_chat import OpenAIChat
-from batchrock.backends.families.prompt import MetaLlama, Mistral, TitanText
+from batchrock.backends.families.prompt import DeepSeek, MetaLlama, Mistral, TitanText
 from batchrock.backends.families.schema import BodyError
 
 __all__ = [
@@ -42,6 +42,7 @@ TITAN_EMBED_V2 = TitanEmbedV2()
 TITAN_EMBED_IMAGE = TitanEmbedImage()
 LLAMA = MetaLlama()
 OPENAI_CHAT = OpenAIChat()
+DEEPSEEK = DeepSeek()
 MISTRAL = Mistral()
 
 FAMILIES: dict[str, Family] = {
@@ -57,6 +58,7 @@ FAMILIES: dict[str, Family] = {
         LLAMA,
         MISTRAL,
         OPENAI_CHAT,
+        DEEPSEEK,
     )
 }
 
@@ -87,6 +89,7 @@ _PREFIXES: tuple[tuple[str, Family], ...] = (
     ("meta.llama", LLAMA),
     ("mistral.", MISTRAL),
     ("openai.", OPENAI_CHAT),
+    ("deepseek.r1", DEEPSEEK),
 )
 
 

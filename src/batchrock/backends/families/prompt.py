@@ -217,6 +217,54 @@ class Mistral(ChatFamily):
         return {"outputs": [{"text": answer.text, "stop_reason": reason}]}
 
 
+class DeepSeek(ChatFamily):
+    """``deepseek.r1*`` text completion: ``prompt``, ``temperature``, ``top_p``, ``max_tokens``
+    (1 to 32,768), ``stop`` (up to 10) -> ``choices[{text, stop_reason}]``."""
+
+    name = "deepseek"
+    _top = frozenset({"prompt", "temperature", "top_p", "max_tokens", "stop"})
+
+    def quick(self, body: Any) -> Quick | None:
+        if type(body) is not dict or not body.keys() <= self._top:
+            return None
+        prompt = body.get("prompt")
+        limit = body.get("max_tokens")
+        stop = body.get("stop") or ()
+        if (
+            type(prompt) is not str
+            or (limit is not None and (type(limit) is not int or not 1 <= limit <= 32768))
+            or not _unit(body.get("temperature"))
+            or not _unit(body.get("top_p"))
+            or not _strings(stop)
+            or len(stop) > 10
+        ):
+            return None
+        return prompt, 0, limit, tuple(stop)
+
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        c = Checker()
+        c.top(body, ("prompt",), self._top)
+        prompt = c.string(body, "prompt", "#")
+        temperature = c.number(body, "temperature", "#", 0, 1)
+        top_p = c.number(body, "top_p", "#", 0, 1)
+        max_tokens = c.integer(body, "max_tokens", "#", 1, 32768)
+        stop = c.strings(body, "stop", "#")
+        if len(stop) > 10:
+            c.fail("#/stop", f"expected maximum item count: 10, found: {len(stop)}")
+        c.done()
+        return ChatRequest(
+            prompt=prompt or "",
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=stop,
+        )
+
+    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
+        reason = "length" if answer.stop_reason == "length" else "stop"
+        return {"choices": [{"text": answer.text, "stop_reason": reason}]}
+
+
 def _unit(value: Any) -> bool:
     """Absent, or a number from 0 to 1."""
     return value is None or (type(value) in (int, float) and 0 <= value <= 1)
