@@ -121,3 +121,25 @@ def test_concurrency_is_bounded_and_queueing_does_not_eat_the_deadline() -> None
     assert peak == 3
     # 30 records at 3 at a time take ~0.5 s in all, twice the 0.25 s deadline each.
     assert all(r.ok for r in results)
+
+
+def test_a_backend_that_raises_is_retried_then_a_500() -> None:
+    async def handler(request: ModelRequest) -> ModelResult:
+        if len(inner.calls) == 1:
+            raise RuntimeError("plug-in bug")
+        return ModelResult(output=OK)
+
+    inner = MockBackend(handler)
+    _, sleep = no_sleep()
+    backend = ResilientBackend(inner, RetryPolicy(), sleep=sleep)  # type: ignore[arg-type]
+    result = asyncio.run(backend.invoke(REQUEST))
+    assert result.ok and result.info == {"attempts": 2, "throttled": 0}
+
+    async def broken(request: ModelRequest) -> ModelResult:
+        raise RuntimeError("always")
+
+    backend = ResilientBackend(MockBackend(broken), RetryPolicy(max_retries=1), sleep=sleep)  # type: ignore[arg-type]
+    result = asyncio.run(backend.invoke(REQUEST))
+    assert result.error == RecordError(
+        500, "The model backend failed: RuntimeError: always", retryable=False
+    )

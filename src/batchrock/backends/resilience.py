@@ -11,6 +11,7 @@ happened when it was more than one plain attempt: ``{"attempts": n, "throttled":
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
 
 Sleep = Callable[[float], Awaitable[None]]
+log = logging.getLogger("batchrock.backends")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +112,21 @@ class ResilientBackend:
         return result
 
     async def _once(self, request: ModelRequest, scope: asyncio.Timeout | None) -> ModelResult:
-        if self._semaphore is None:
-            self._start_deadline(scope)
-            return await self.inner.invoke(request)
-        async with self._semaphore:
-            self._start_deadline(scope)
-            return await self.inner.invoke(request)
+        try:
+            if self._semaphore is None:
+                self._start_deadline(scope)
+                return await self.inner.invoke(request)
+            async with self._semaphore:
+                self._start_deadline(scope)
+                return await self.inner.invoke(request)
+        except Exception as exc:
+            # Backends report record failures as results; one that raises anyway (a plug-in's
+            # bug, an outage it did not expect) gets the same treatment as a 5xx.
+            if scope is not None and scope.expired():
+                raise
+            log.exception("model backend raised on record %s", request.record_id)
+            message = f"The model backend failed: {type(exc).__name__}: {exc}"
+            return ModelResult(error=RecordError(500, message, retryable=True))
 
     def _start_deadline(self, scope: asyncio.Timeout | None) -> None:
         if scope is not None and scope.when() is None and self.policy.deadline_s is not None:
