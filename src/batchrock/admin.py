@@ -10,18 +10,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrock import __version__
 from batchrock import settings as settings_mod
 from batchrock.clock import Clock, SystemClock
 from batchrock.settings import Settings, SettingsError
 from batchrock.store.base import JobStore
+
+if TYPE_CHECKING:
+    from batchrock.backends.routing import BackendResolver
 
 log = logging.getLogger("batchrock")
 
@@ -65,7 +67,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    # `models` and `demo` take arguments of their own (model ids, --records): pass them on.
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if rest and args.command not in {"models", "demo"}:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     flags = {f.name: getattr(args, f.name, None) for f in settings_mod.fields_table()}
     try:
         settings = settings_mod.load(flags)
@@ -77,17 +83,32 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     command: str = args.command
-    if command == "serve":
-        return _run(serve(settings))
-    if command == "worker":
-        return _run(worker(settings))
+    if command in {"serve", "worker"}:
+        from batchrock.backends.routing import ConfigError
+
+        try:
+            resolver = _resolver(settings) if command == "worker" or settings.engine else None
+        except ConfigError as exc:
+            print(f"batchrock {command}: {exc}", file=sys.stderr)
+            return 2
+        if command == "serve":
+            return _run(serve(settings, resolver))
+        assert resolver is not None
+        return _run(worker(settings, resolver))
     if command == "models":
         from batchrock.backends import cli as models_cli
 
-        return models_cli.main([], settings)
+        return models_cli.main(rest, settings)
     from batchrock import demo
 
-    return demo.main([], settings)
+    return demo.main(rest, settings)
+
+
+def _resolver(settings: Settings) -> BackendResolver:
+    """Build the model routes up front, so a bad routes file is one clear line at start-up."""
+    from batchrock.backends.routing import build_resolver
+
+    return build_resolver(settings)
 
 
 def _run(coro: Any) -> int:
@@ -109,12 +130,12 @@ async def open_store(settings: Settings) -> JobStore:
 
 
 @contextlib.asynccontextmanager
-async def engine_running(settings: Settings, store: JobStore, clock: Clock) -> AsyncIterator[None]:
+async def engine_running(
+    settings: Settings, store: JobStore, clock: Clock, resolver: BackendResolver
+) -> AsyncIterator[None]:
     """Run one engine in the current event loop for the duration of the block."""
-    from batchrock.backends.routing import build_resolver
     from batchrock.engine import Engine
 
-    resolver = build_resolver(settings)
     engine = Engine(settings, store, clock, resolver)
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop), name="engine")
@@ -126,7 +147,7 @@ async def engine_running(settings: Settings, store: JobStore, clock: Clock) -> A
         await resolver.aclose()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, resolver: BackendResolver | None) -> None:
     import uvicorn
 
     from batchrock.api.app import BedrockApp
@@ -135,11 +156,10 @@ async def serve(settings: Settings) -> None:
     store = await open_store(settings)
     clock = make_clock(settings)
     service = JobService(store, clock)
-    run_engine = settings.engine
 
     def lifespan() -> contextlib.AbstractAsyncContextManager[None]:
-        if run_engine:
-            return engine_running(settings, store, clock)
+        if resolver is not None:
+            return engine_running(settings, store, clock, resolver)
         return contextlib.nullcontext()
 
     app = BedrockApp(service, settings, lifespan=lifespan)
@@ -165,7 +185,7 @@ async def serve(settings: Settings) -> None:
         await store.close()
 
 
-async def worker(settings: Settings) -> None:
+async def worker(settings: Settings, resolver: BackendResolver) -> None:
     store = await open_store(settings)
     clock = make_clock(settings)
     stop = asyncio.Event()
@@ -174,19 +194,10 @@ async def worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("batchrock worker running on %s", settings.data_dir)
     try:
-        async with engine_running(settings, store, clock):
+        async with engine_running(settings, store, clock, resolver):
             await stop.wait()
     finally:
         await store.close()
-
-
-def settings_doc_rows() -> list[str]:
-    """Rows of the settings table in docs/settings.md (a test checks the file matches)."""
-    rows = []
-    for f in dataclasses.fields(Settings):
-        default = f.default if f.default is not dataclasses.MISSING else "(computed)"
-        rows.append(f"| `{f.name}` | `{settings_mod.env_name(f.name)}` | {default} |")
-    return rows
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""`batchrock serve/worker/models` start-up and the settings they are built from."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchrock import settings as settings_mod
+from batchrock.settings import SettingsError
+
+BATCHROCK = [sys.executable, "-m", "batchrock.cli"]
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "batchrock.toml"
+    config.write_text('port = 9001\nhost = "0.0.0.0"\nlog_level = "debug"\nengine = false\n')
+    env = {"BATCHROCK_CONFIG_FILE": str(config), "BATCHROCK_PORT": "9002", "BATCHROCK_HOST": "::1"}
+    built = settings_mod.load({"port": "9003"}, env=env)
+    assert built.port == 9003  # flag
+    assert built.host == "::1"  # env beats the file
+    assert built.log_level == "debug"  # file beats the default
+    assert built.engine is False
+    assert built.default_page_size == 100  # default
+    assert built.config_file == config
+
+
+def test_config_file_may_use_a_batchrock_table(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[batchrock]\ndata-dir = '~/x'\ntime_scale = 60\n")
+    built = settings_mod.load({}, env={}, config_file=config)
+    assert built.data_dir == Path("~/x").expanduser()
+    assert built.time_scale == 60.0
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "env", "fragment"),
+    [
+        ("nonsense = 1\n", {}, {}, "unknown setting 'nonsense'"),
+        ("port = [\n", {}, {}, "cannot read config file"),
+        ("", {"port": "eighty"}, {}, "setting port"),
+        ("", {}, {"BATCHROCK_ENGINE": "maybe"}, "setting engine"),
+    ],
+)
+def test_bad_settings_are_one_clear_error(
+    tmp_path: Path, text: str, flags: dict[str, str], env: dict[str, str], fragment: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    with pytest.raises(SettingsError) as exc:
+        settings_mod.load(flags, env=env, config_file=config)
+    assert fragment in str(exc.value)
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BATCHROCK, *args], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+
+
+def test_serve_with_a_broken_routes_file_says_so_in_one_line(tmp_path: Path) -> None:
+    routes = tmp_path / "models.toml"
+    routes.write_text("[[routes]\n")
+    result = _run("serve", "--models-config", str(routes), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(routes) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_rejects_unknown_flags(tmp_path: Path) -> None:
+    result = _run("serve", "--no-such-flag")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in result.stderr
+
+
+def test_bad_setting_from_env_is_reported(tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, BATCHROCK_PORT="http")
+    result = _run("serve", "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 2
+    assert "setting port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_models_looks_up_model_ids() -> None:
+    result = _run("models", "anthropic.claude-3-haiku-20240307-v1:0", "--builtin-fallback")
+    assert result.returncode == 0, result.stderr
+    assert "anthropic.claude-3-haiku-20240307-v1:0:" in result.stdout
+    assert "built-in" in result.stdout
