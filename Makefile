@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
+# The local-model tests (extra `local-tests`) need PyTorch; 2.13.0's CPU build is the one this
+# project's machines keep on disk, so installing it first avoids a multi-GB CUDA download.
+TORCH ?= torch==2.13.0
 
 .PHONY: install demo test lint typecheck unit serve bench clean
 
@@ -13,6 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(LOCAL_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet '$(TORCH)'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local-tests]'
+	touch $(LOCAL_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/batchrock demo
@@ -27,7 +36,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(LOCAL_STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -136,3 +136,21 @@ def bedrock_client(
         endpoint_url=url,
         config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
     )
+
+
+# CI sets BATCHROCK_NO_SKIPS=1: there a skipped test means a missing install step (an extra,
+# shared/), which must fail the run rather than hide behind a green result.
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("BATCHROCK_NO_SKIPS") and _skipped and exitstatus == 0:
+        print(f"\nBATCHROCK_NO_SKIPS is set and {len(_skipped)} test(s) were skipped:")
+        for nodeid in _skipped:
+            print(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
