@@ -150,24 +150,36 @@ def test_output_and_timestamp_format_from_profile(
     fresh_stub: Stub, cli_env: dict[str, str], aws_home: Path
 ) -> None:
     (aws_home / "config").write_text("[profile t]\noutput = text\ncli_timestamp_format = wire\n")
+    env = {**cli_env, "AWS_PROFILE": "t"}
     args = [
         "--endpoint-url",
         fresh_stub.url,
-        "--profile",
-        "t",
         "list-model-invocation-jobs",
         "--query",
         "invocationJobSummaries[].submitTime",
     ]
-    result = run_cli(args, cli_env)
+    result = run_cli(args, env)
     assert result.stdout == "2024-05-01T10:00:00.123Z\t2024-05-02T08:15:00Z\n"
-    as_json = run_cli(args, {**cli_env, "AWS_DEFAULT_OUTPUT": "json"})
+    as_json = run_cli(args, {**env, "AWS_DEFAULT_OUTPUT": "json"})
     assert json.loads(as_json.stdout) == ["2024-05-01T10:00:00.123Z", "2024-05-02T08:15:00Z"]
-    default = run_cli(args[:2] + args[4:], cli_env)
+    default = run_cli(args, cli_env)
     assert json.loads(default.stdout) == [
         "2024-05-01T10:00:00.123000+00:00",
         "2024-05-02T08:15:00+00:00",
     ]
+
+
+def test_an_explicit_profile_ignores_keys_in_the_environment(
+    fresh_stub: Stub, cli_env: dict[str, str], aws_home: Path
+) -> None:
+    # botocore (so AWS CLI) drops its environment provider for --profile, not for AWS_PROFILE.
+    (aws_home / "config").write_text("[profile bare]\nregion = eu-west-1\n")
+    args = ["--endpoint-url", fresh_stub.url, "list-model-invocation-jobs"]
+    flagged = run_cli([*args, "--profile", "bare"], cli_env)
+    assert flagged.rc == 253
+    assert "(NoCredentials)" in flagged.stderr
+    _list(fresh_stub, {**cli_env, "AWS_PROFILE": "bare"})
+    assert _credential(fresh_stub)[0] == "test"
 
 
 def test_bearer_token_replaces_sigv4(fresh_stub: Stub, cli_env: dict[str, str]) -> None:

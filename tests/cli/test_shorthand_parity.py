@@ -1,4 +1,8 @@
-"""Shorthand syntax parses exactly as AWS CLI's parser does (results and error messages)."""
+"""Shorthand syntax parses exactly as AWS CLI's parser does (results and error messages).
+
+The reference is AWS CLI v1's parser (the ``awscli`` dev dependency); v2's differs only in
+putting a space before the echoed input of a syntax error, which is applied to v1's text.
+"""
 
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ def test_shorthand_matches_aws_cli(text: str) -> None:
         try:
             return ShorthandParser().parse(value)
         except ShorthandParseError as exc:
-            raise shorthand.ShorthandError(value, 0, str(exc)) from exc
+            text = str(exc).replace("' for input:\n", "' for input:\n ", 1)
+            raise shorthand.ShorthandError(value, 0, text) from exc
 
     assert _run(shorthand.parse, text) == _run(theirs, text)

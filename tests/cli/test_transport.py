@@ -124,8 +124,10 @@ def test_structured_and_enhanced_error_formats(stub: Stub, cli_env: dict[str, st
     assert as_text.stderr == "AccessDeniedException\tno\tno\n"
     validation = run_cli([*args, "--page-size", "0", "--cli-error-format", "yaml"], cli_env)
     assert validation.rc == 252
-    assert validation.stderr.startswith(
-        'Code: ParamValidation\nMessage: "Parameter validation failed:'
+    # (the same bytes AWS CLI v2's YAML dumper prints)
+    assert validation.stderr == (
+        "Code: ParamValidation\nMessage: 'Parameter validation failed:\n\n  Invalid value for "
+        "parameter maxResults, value: 0, valid min value: 1'\n"
     )
     stub.admin(
         "fail", {"status": 400, "code": "TooManyTagsException", "message": "too many", "times": 1}

@@ -57,7 +57,7 @@ def arg_table(model: ServiceModel, op: Operation) -> list[CliArgument]:
                     dest=member,
                     member=member,
                     shape=shape,
-                    nargs="+" if kind == "list" else None,
+                    nargs="*" if kind == "list" else None,
                     required=member in required,
                     hidden=hidden,
                     flag=kind == "boolean",

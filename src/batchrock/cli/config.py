@@ -88,8 +88,11 @@ class Config:
         profiles: dict[str, Section] | None = None,
         credentials: dict[str, Section] | None = None,
         services: dict[str, Section] | None = None,
+        profile_flag: bool = False,
     ) -> None:
         self.env = env
+        # --profile (not AWS_PROFILE) makes botocore ignore credentials in the environment.
+        self.profile_flag = profile_flag
         self.profile = profile
         self.explicit_profile = explicit_profile
         self.profiles = profiles or {}
@@ -118,6 +121,7 @@ class Config:
             profiles=profiles,
             credentials=_read(creds_path),
             services=services,
+            profile_flag=bool(profile_flag),
         )
 
     def check_profile(self) -> None:

@@ -25,6 +25,14 @@ _DELEGATED_KEYS = (
 )
 
 
+_ENV_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
+
+
 class Credentials(NamedTuple):
     access_key: str
     secret_key: str
@@ -33,6 +41,9 @@ class Credentials(NamedTuple):
 
 def resolve(cfg: Config) -> Credentials | None:
     env = cfg.env
+    if cfg.profile_flag:
+        # An explicit --profile takes botocore's environment provider out of the chain.
+        env = {k: v for k, v in env.items() if k not in _ENV_KEYS}
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return Credentials(
             env["AWS_ACCESS_KEY_ID"],
@@ -59,7 +70,7 @@ def resolve(cfg: Config) -> Credentials | None:
 def _botocore_chain(cfg: Config) -> Credentials | None:
     import botocore.session
 
-    session = botocore.session.Session(profile=cfg.profile if cfg.explicit_profile else None)
+    session = botocore.session.Session(profile=cfg.profile if cfg.profile_flag else None)
     found = session.get_credentials()
     if found is None:
         return None

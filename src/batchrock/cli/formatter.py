@@ -66,7 +66,9 @@ class Formatter:
         if self.fmt == "text":
             self._text(response)
         elif self.fmt == "yaml-stream":
-            self._yaml([self._search(response)])
+            value = self._search(response)
+            if value != {}:  # an operation without output prints nothing
+                self._yaml([value])
         elif self.fmt != "off":
             self.whole(response)
 
@@ -91,13 +93,8 @@ class Formatter:
             except (TableError, AttributeError, TypeError) as exc:
                 raise CliError(str(exc)) from exc
         elif self.fmt == "yaml":
-            if value == {}:
-                return
-            if isinstance(value, dict | list):
+            if value != {}:
                 self._yaml(value)
-            else:
-                json.dump(value, self.out, ensure_ascii=False)
-                self.out.write("\n")
         elif self.fmt == "text":
             self._text(result)
 
@@ -110,10 +107,16 @@ class Formatter:
             raise CliError(str(exc)) from exc
 
     def _yaml(self, value: Any) -> None:
+        if value is None or isinstance(value, int | float | bool | str):
+            # A bare scalar would end in "..." in YAML; AWS CLI prints it as JSON.
+            json.dump(value, self.out, ensure_ascii=False)
+            self.out.write("\n")
+            return
         from ruamel.yaml import YAML
 
-        yaml = YAML(typ="safe", pure=True)
-        yaml.default_flow_style = False
-        # AWS CLI never folds long scalars onto a second line.
-        yaml.width = 2**31 - 1
+        # AWS CLI v2's dumper: the safe dumper (C emitter when ruamel.yaml.clib is there),
+        # block style.
+        yaml = YAML(typ="safe")
+        yaml.encoding = None  # type: ignore[assignment]  # the stream is already text
+        yaml.representer.default_flow_style = False
         yaml.dump(value, self.out)

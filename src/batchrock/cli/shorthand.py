@@ -60,7 +60,7 @@ def _where(value: str, index: int) -> str:
 
 def _syntax(value: str, index: int, expected: str, actual: str) -> ShorthandError:
     return ShorthandError(
-        value, index, f"Expected: '{expected}', received: '{actual}' for input:\n{{where}}"
+        value, index, f"Expected: '{expected}', received: '{actual}' for input:\n {{where}}"
     )
 
 

@@ -9,13 +9,12 @@ shape, as v2's stubbed client does.
 from __future__ import annotations
 
 import datetime
-import html
 import re
 from typing import Any
 
 from batchrock.cli.model import ServiceModel, Shape
 
-_TAG = re.compile(r"<[^>]+>")
+_SENTENCE_END = re.compile(r"[.:]+")
 
 
 def _generate(
@@ -107,9 +106,30 @@ def _structure(
 
 
 def first_sentence(doc: str) -> str:
-    text = " ".join(html.unescape(_TAG.sub("", doc)).split())
-    match = re.search(r"\.(\s|$)", text)
-    return text[: match.start() + 1] if match else text
+    """AWS CLI's overview of a doc string: its text up to the first ``.`` or ``:``, plus ``.``."""
+    import xml.dom.minidom
+    import xml.parsers.expat
+
+    try:
+        dom = xml.dom.minidom.parseString(f"<doc>{doc}</doc>")
+    except xml.parsers.expat.ExpatError:
+        text = doc
+    else:
+        parts: list[str] = []
+
+        def collect(node: Any) -> None:
+            for child in node.childNodes:
+                if child.nodeType == child.TEXT_NODE:
+                    parts.append(child.data)
+                else:
+                    collect(child)
+
+        collect(dom)
+        text = "".join(parts)
+    text = _SENTENCE_END.split(text, maxsplit=1)[0]
+    if text:
+        text += "."
+    return text.replace("\n", " ").replace("\u2028", " ")
 
 
 def _comment(model: ServiceModel, ref: dict[str, Any], required: bool) -> str:

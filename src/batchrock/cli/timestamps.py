@@ -50,7 +50,12 @@ def parse(value: Any) -> datetime:
     try:
         parsed: datetime = dateparser.parse(value, tzinfos={"GMT": tzutc()})
         return parsed
-    except (ValueError, OverflowError, TypeError) as exc:
+    except (OverflowError, OSError) as exc:
+        # botocore's last resort fails the same way for these (not a validation error).
+        raise TimestampRangeError(
+            f'Unable to calculate correct timezone offset for "{value}"'
+        ) from exc
+    except (ValueError, TypeError) as exc:
         raise TimestampError(f'Invalid timestamp "{value}": {exc}') from exc
 
 
