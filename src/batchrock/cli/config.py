@@ -175,14 +175,26 @@ class Config:
         return str(value)
 
     def max_attempts(self) -> int:
+        """Attempts per call (standard retry mode: 3), as botocore validates them."""
         mode = self.env.get("AWS_RETRY_MODE") or self.get("retry_mode") or "standard"
+        if mode not in ("standard", "adaptive"):
+            raise CliError(
+                f'Invalid value provided to "mode": "{mode}" must be one of: '
+                '"standard" or "adaptive"'
+            )
         raw = self.env.get("AWS_MAX_ATTEMPTS") or self.get("max_attempts")
-        if raw is not None:
-            try:
-                return max(1, int(raw))
-            except ValueError as exc:
-                raise ConfigurationError(f"Invalid max_attempts value: {raw}") from exc
-        return 5 if mode == "legacy" else 3
+        if raw is None:
+            return 3
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        if value < 1:
+            raise CliError(
+                f'Value provided to "max_attempts": {value} must be an integer greater than '
+                "or equal to one."
+            )
+        return value
 
     def ca_bundle(self, flag: str | None) -> str | None:
         value = flag or self.env.get("AWS_CA_BUNDLE") or self.get("ca_bundle")
@@ -190,31 +202,53 @@ class Config:
 
     def endpoint(self, flag: str | None) -> str:
         if flag is not None:
-            parts = urlsplit(flag)
-            if not parts.scheme or not parts.netloc:
+            if not urlsplit(flag).scheme:
                 raise ParamValidationError(
                     f'Bad value for --endpoint-url "{flag}": scheme is missing.  '
                     "Must be of the form http://<hostname>/ or https://<hostname>/"
                 )
-            return flag
+            return _valid_endpoint(flag)
         ignore = self.env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
         if ignore is None:
             ignore = self.get("ignore_configured_endpoint_urls")
         if not _truthy(ignore):
             for name in (f"AWS_ENDPOINT_URL_{SERVICE_ENV}", "AWS_ENDPOINT_URL"):
                 if self.env.get(name):
-                    return self.env[name]
+                    return _valid_endpoint(self.env[name])
             services_name = self.get("services")
             if isinstance(services_name, str):
                 sub = self.services.get(services_name, {}).get(SERVICE_KEY)
                 if isinstance(sub, dict) and sub.get("endpoint_url"):
-                    return str(sub["endpoint_url"])
+                    return _valid_endpoint(str(sub["endpoint_url"]))
             if isinstance(self.get("endpoint_url"), str):
-                return str(self.get("endpoint_url"))
+                return _valid_endpoint(str(self.get("endpoint_url")))
         return DEFAULT_ENDPOINT
 
 
-def parse_timeout(raw: str | None) -> float | None:
+_HOST_LABELS = re.compile(r"((?!-)[A-Za-z\d-]{1,63}(?<!-)\.)*((?!-)[A-Za-z\d-]{1,63}(?<!-))")
+
+
+def _valid_endpoint(url: str) -> str:
+    """botocore's check: a host name made of DNS labels, or an IPv6 literal."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        host = None
+    if host and len(host) <= 255:
+        if ":" in host:
+            import ipaddress
+
+            try:
+                ipaddress.IPv6Address(host.split("%")[0])
+                return url
+            except ValueError:
+                pass
+        elif _HOST_LABELS.fullmatch(host.rstrip(".") if host != "." else host):
+            return url
+    raise CliError(f"Invalid endpoint: {url}")
+
+
+def parse_timeout(raw: str | None, kind: str) -> float | None:
     """``--cli-read-timeout``/``--cli-connect-timeout``: seconds; 0 means no timeout."""
     if raw is None:
         return 60.0
@@ -222,4 +256,9 @@ def parse_timeout(raw: str | None) -> float | None:
         value = int(raw)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    if value < 0:
+        raise CliError(
+            f"Attempted to set {kind} timeout to {value}, but the timeout cannot be set to a "
+            "value less than or equal to 0."
+        )
     return None if value == 0 else float(value)

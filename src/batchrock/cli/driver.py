@@ -305,7 +305,13 @@ class Invocation:
         a, g = self.args, self.g
         self.cfg.check_profile()
         paged = self.op.paginator
-        if paged and not g.paginate:
+        # The hidden --max-results / --next-token switch pagination off like --no-paginate.
+        hidden_paging = paged is not None and any(
+            getattr(a, member, None) is not None
+            for member in (paged["input_token"], paged.get("limit_key"))
+            if member
+        )
+        if paged and (not g.paginate or hidden_paging):
             given = [
                 name
                 for name, value in (
@@ -320,9 +326,9 @@ class Invocation:
                     "Cannot specify --no-paginate along with pagination arguments: "
                     + ", ".join(given)
                 )
+        cli_input = self._cli_input()
         if a.generate_cli_skeleton in ("input", "yaml-input"):
             return self._print_input_skeleton(a.generate_cli_skeleton)
-        cli_input = self._cli_input()
         params = self._params(cli_input)
         query = self._compile_query()
         output = self.cfg.output(g.output)
@@ -355,8 +361,8 @@ class Invocation:
             bearer_token=bearer if g.sign_request else None,
             verify=g.verify_ssl,
             ca_bundle=self.cfg.ca_bundle(g.ca_bundle),
-            connect_timeout=parse_timeout(g.cli_connect_timeout),
-            read_timeout=parse_timeout(g.cli_read_timeout),
+            connect_timeout=parse_timeout(g.cli_connect_timeout, "connect"),
+            read_timeout=parse_timeout(g.cli_read_timeout, "read"),
             max_attempts=self.cfg.max_attempts(),
             user_agent=f"batchrock-cli/{__version__} md/batchrock",
             proxy=proxy_for(endpoint, self.env),
@@ -366,18 +372,26 @@ class Invocation:
         def call(call_params: dict[str, Any]) -> dict[str, Any]:
             return self._call(transport, call_params, render_ts)
 
-        paginate = bool(paged) and g.paginate
-        if paged and (
-            ("maxResults" in params and getattr(a, "maxResults", None) is not None)
-            or ("nextToken" in params and getattr(a, "nextToken", None) is not None)
-        ):
-            paginate = False
+        paginate = bool(paged) and g.paginate and not hidden_paging
         if (
             paged
             and cli_input
             and (paged["input_token"] in cli_input or paged.get("limit_key") in cli_input)
         ):
+            # AWS CLI v2 makes one call then, and passes any pagination options through as a
+            # "PaginationConfig" parameter, which validation rejects.
             paginate = False
+            config = {
+                key: value
+                for key, value in (
+                    ("StartingToken", a.starting_token),
+                    ("PageSize", a.page_size),
+                    ("MaxItems", a.max_items),
+                )
+                if value is not None
+            }
+            if config:
+                params["PaginationConfig"] = config
         with self._output_stream() as (out, tty):
             formatter = Formatter(
                 output,

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from batchrock.cli import debuglog, sigv4
 from batchrock.cli.credentials import Credentials
-from batchrock.cli.errors import EndpointError
+from batchrock.cli.errors import CliError, EndpointError
 
 USER_AGENT = "batchrock-cli/{version} Python/{py} md/botocore-free"
 
@@ -165,6 +165,11 @@ class Transport:
     def send(
         self, method: str, path: str, query: list[tuple[str, str]], body: bytes | None
     ) -> Response:
+        if self.scheme not in ("http", "https"):
+            raise CliError(
+                f"An HTTP Client raised an unhandled exception: Not supported URL scheme "
+                f"{self.scheme}"
+            )
         payload = body or b""
         invocation = _uuid4()
         url = self.url_for(path, query)
