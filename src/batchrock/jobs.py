@@ -103,6 +103,9 @@ class Counters:
     error: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Model requests answered "throttled" (429), retried ones included: the manifest's
+    #: ``throttledRequestCount``.
+    throttled: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -117,6 +117,42 @@ def test_unrouted_model_without_fallback_fails_in_validating(
     assert "No model backend is configured for model 'amazon.nova-lite-v1:0'" in job["message"]
 
 
+def test_throttled_requests_are_counted_and_the_last_429_is_the_record_error(
+    server_factory: Any,
+) -> None:
+    # Each attempt is throttled with probability 0.8 and a record gets 5 attempts, so about a
+    # third of the records stay throttled (errorCode 429) and the others got through after
+    # some throttled attempts.
+    server = server_factory(**FAST, builtin_throttle_rate=0.8)
+    records = [{"recordId": f"T{i}", "modelInput": claude(f"throttle me {i}")} for i in range(60)]
+    arn = submit(server, "anthropic.claude-3-haiku-20240307-v1:0", records)
+    job = wait(server, arn)
+    lines, manifest = results(server, arn)
+    assert job["status"] == "Completed"
+    assert [x["recordId"] for x in lines] == [r["recordId"] for r in records]
+    failed = [x for x in lines if "error" in x]
+    assert failed and len(failed) < 60
+    assert all(
+        x["error"]
+        == {
+            "errorCode": 429,
+            "errorMessage": "Too many requests, please wait before trying again.",
+        }
+        for x in failed
+    )
+    assert (manifest["successRecordCount"], manifest["errorRecordCount"]) == (
+        60 - len(failed),
+        len(failed),
+    )
+    # Every failed record was throttled on all 5 attempts; every successful one was throttled
+    # at most 4 times, and with this rate some were.
+    assert (
+        5 * len(failed)
+        < manifest["throttledRequestCount"]
+        <= 5 * len(failed) + 4 * (60 - len(failed))
+    )
+
+
 def test_openai_backend_job(server_factory: Any, tmp_path: Path, fake_openai: FakeServer) -> None:
     config = routes(
         tmp_path,
@@ -145,6 +181,8 @@ backoff_base_s = 0.01
         "errorMessage": "Model server error 400: This model does not like you",
     }
     assert (manifest["successRecordCount"], manifest["errorRecordCount"]) == (19, 1)
+    # Record 3 was throttled twice before it got through.
+    assert manifest["throttledRequestCount"] == 2
 
 
 def test_bedrock_backend_job(

@@ -60,6 +60,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(server_factory: 
             "errorRecordCount": errors,
             "inputTokenCount": sum(o["usage"]["input_tokens"] for o in ok),
             "outputTokenCount": sum(o["usage"]["output_tokens"] for o in ok),
+            "throttledRequestCount": 0,
         }
         listed = client.get_model_invocation_job(jobIdentifier=arn)
         assert listed["successRecordCount"] == len(ok)

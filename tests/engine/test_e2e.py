@@ -131,6 +131,7 @@ def test_job_runs_to_completed_with_exact_output_and_manifest(server_factory: An
         "errorRecordCount": 1,
         "inputTokenCount": sum(o["usage"]["input_tokens"] for o in ok),
         "outputTokenCount": sum(o["usage"]["output_tokens"] for o in ok),
+        "throttledRequestCount": 0,
     }
 
 

@@ -82,6 +82,7 @@ def test_completed_job_writes_every_record_in_order_with_manifest(tmp_path: Path
             "errorRecordCount": 1,
             "inputTokenCount": tokens_in,
             "outputTokenCount": 2 * 209,
+            "throttledRequestCount": 0,
         }
         assert (c.input_tokens, c.output_tokens) == (tokens_in, 418)
         # Nothing is left behind in the spool.

@@ -98,6 +98,18 @@ _POOL_RNG = random.Random(7)
 _POOL = [_POOL_RNG.gauss(0.0, 1.0) for _ in range(8192 + 1536)]
 
 
+def _unknown_family(model_id: str) -> ModelResult:
+    return ModelResult(
+        error=RecordError(
+            400,
+            f"The built-in model cannot tell which request format model "
+            f"'{model_id}' uses, and the modelInput matches none it knows. "
+            "Route the model to a backend in the models config, or use a known "
+            "model id.",
+        )
+    )
+
+
 class BuiltinModel:
     """Answers every record offline. Safe to share between jobs and tasks."""
 
@@ -125,6 +137,10 @@ class BuiltinModel:
         self._rng = random.Random(seed)
         # Error draws are a pure function of the record: its threshold on a 32-bit hash.
         self._error_cut = int(error_rate * 0xFFFFFFFF)
+        #: Per-record lookups that depend on little: the family of a (model id, invocation
+        #: type), and the render's request for a (prompt?, limit, stops) shape. Both bounded.
+        self._families: dict[tuple[str, str], Family | None] = {}
+        self._shapes: dict[tuple[bool, int | None, tuple[str, ...]], ChatRequest] = {}
 
     def describe(self) -> str:
         return (
@@ -132,20 +148,73 @@ class BuiltinModel:
             f"throttle rate {self.throttle_rate:g}, seed {self.seed})"
         )
 
+    @property
+    def immediate(self) -> bool:
+        """Whether every answer is ready at once (no latency, no throttling): the engine then
+        calls :meth:`invoke_now` in a plain loop instead of awaiting :meth:`invoke`."""
+        return not self._latency_s and not self.throttle_rate
+
+    def invoke_now(self, request: ModelRequest) -> ModelResult:
+        """The answer :meth:`invoke` gives, computed synchronously, without the latency and
+        the throttling draw (so only for an :attr:`immediate` model)."""
+        try:
+            model_id = request.model_id
+            body = request.body
+            cache_key = (model_id, request.invocation_type)
+            if cache_key in self._families:
+                family = self._families[cache_key]
+            else:
+                # The id alone decides for known ids; an unknown one is sniffed per body.
+                family = family_for(model_id, request.invocation_type)
+                if len(self._families) < 1024:
+                    self._families[cache_key] = family
+            if family is None:
+                family = family_for(model_id, request.invocation_type, body)
+                if family is None:
+                    return _unknown_family(model_id)
+            if family.kind == "chat":
+                assert isinstance(family, ChatFamily)
+                quick = family.quick(body)
+                if quick is not None:
+                    return self._quick_answer(family, request, quick)
+            prepared = self._prepare(family, request)
+            if isinstance(prepared, ModelResult):
+                return prepared
+            return self._finish(family, request, prepared)
+        except Exception as exc:  # never for a record; a bug must not stop the job
+            return ModelResult(
+                error=RecordError(500, f"The built-in model failed: {type(exc).__name__}: {exc}")
+            )
+
+    def _quick_answer(self, family: ChatFamily, request: ModelRequest, quick: Quick) -> ModelResult:
+        """_finish for a quick tuple, with the render's request taken from a small cache (the
+        renders read only its limits and whether it was a prompt)."""
+        text, messages, limit, stop = quick
+        key = zlib.crc32(text.encode()) ^ self.seed
+        if self._error_cut and self._fails(key, request.record_id):
+            return self._injected_error()
+        answer = self.reply(text, key, messages, 0, limit, stop)
+        shape = (messages == 0, limit, stop)
+        parsed = self._shapes.get(shape)
+        if parsed is None:
+            parsed = ChatRequest(prompt="" if messages == 0 else None, max_tokens=limit, stop=stop)
+            if len(self._shapes) < 1024:
+                self._shapes[shape] = parsed
+        return ModelResult(
+            family.render(answer, parsed, request.model_id),
+            None,
+            answer.input_tokens,
+            answer.output_tokens,
+        )
+
     async def invoke(self, request: ModelRequest) -> ModelResult:
+        if not self._latency_s and not self.throttle_rate:
+            return self.invoke_now(request)
         try:
             body = request.body
             family = family_for(request.model_id, request.invocation_type, body)
             if family is None:
-                return ModelResult(
-                    error=RecordError(
-                        400,
-                        f"The built-in model cannot tell which request format model "
-                        f"'{request.model_id}' uses, and the modelInput matches none it knows. "
-                        "Route the model to a backend in the models config, or use a known "
-                        "model id.",
-                    )
-                )
+                return _unknown_family(request.model_id)
             prepared = self._prepare(family, request)
             if isinstance(prepared, ModelResult):
                 return prepared

@@ -62,6 +62,7 @@ class Checkpoint:
             line=data["line"],
             spool=data["spool"],
             spool_size=data["spool_size"],
+            # A checkpoint from before throttled requests were counted has no such field.
             file_base=Counters(**data["file_base"]),
         )
 
@@ -109,5 +110,8 @@ def manifest_bytes(counters: Counters) -> bytes:
             "errorRecordCount": counters.error,
             "inputTokenCount": counters.input_tokens,
             "outputTokenCount": counters.output_tokens,
+            # Not in Bedrock's manifest: how often the model said "slow down" (429), retried
+            # requests included, so a job slowed by throttling shows why.
+            "throttledRequestCount": counters.throttled,
         }
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ log = logging.getLogger("batchrock.engine")
 
 _dumps = orjson.dumps
 _loads = orjson.loads
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 _Item = tuple[int, int, int, bytes]
 #: Records a worker answers in a row before letting other tasks run.
 _YIELD_EVERY = 256
@@ -44,6 +45,7 @@ class Progress:
     error: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    throttled: int = 0
 
     def add_to(self, base: Counters) -> Counters:
         return Counters(
@@ -53,6 +55,7 @@ class Progress:
             error=base.error + self.error,
             input_tokens=base.input_tokens + self.input_tokens,
             output_tokens=base.output_tokens + self.output_tokens,
+            throttled=base.throttled + self.throttled,
         )
 
 
@@ -116,6 +119,11 @@ class FilePass:
     async def run(self) -> None:
         """Return when the file is done (``finished``) or ``halt`` was set (in-flight records
         are finished first, or dropped when they do not finish within the grace period)."""
+        backend = self._backend
+        invoke_now = getattr(backend, "invoke_now", None)
+        if invoke_now is not None and getattr(backend, "immediate", False):
+            await self._run_in_order(invoke_now)
+            return
         workers = [asyncio.create_task(self._worker()) for _ in range(self._concurrency)]
         try:
             await asyncio.gather(*workers)
@@ -123,6 +131,124 @@ class FilePass:
             for w in workers:
                 w.cancel()
         self.finished = self._eof and not self._queue and self._written_seq == self._next_seq
+
+    async def _run_in_order(self, invoke_now: Callable[[ModelRequest], ModelResult]) -> None:
+        """The pass for a model that answers at once: one plain loop, record after record, no
+        task per record and nothing to put back in order. Output and progress are brought up
+        to date before every suspension point, so a checkpoint always sees a consistent pair.
+        """
+        p, out, halt, lines = self.progress, self._out, self._halt, self._lines
+        model_id, invocation_type = self._model_id, self._invocation_type
+        number, offset = self._read_line, self._read_offset
+        bom = records.UTF8_BOM
+        while not halt.is_set():
+            try:
+                batch = await anext(lines)
+            except StopAsyncIteration:
+                self._eof = True
+                break
+            start = 0
+            while start < len(batch) and not halt.is_set():
+                # Slices, with a yield after each: a model that never suspends would otherwise
+                # keep the event loop (the API served from it, the checkpoints) for a chunk.
+                success = error = tokens_in = tokens_out = throttled = 0
+                for data in batch[start : start + _YIELD_EVERY]:
+                    number += 1
+                    offset += len(data) + 1
+                    try:
+                        value = _loads(data)
+                    except orjson.JSONDecodeError:
+                        value = None
+                    if type(value) is dict:
+                        model_input = value.get("modelInput")
+                        rid = value.get("recordId")
+                        if type(model_input) is dict and (type(rid) is str or rid is None):
+                            if rid is None:
+                                rid = records.generated_record_id(
+                                    self._job_id, self._file_index, number
+                                )
+                            try:
+                                result = invoke_now(
+                                    ModelRequest(model_id, invocation_type, model_input, rid)
+                                )
+                            except Exception:
+                                result = self._backend_failed(rid)
+                            if result.error is None:
+                                try:
+                                    out.append(
+                                        _dumps(
+                                            {"recordId": rid, "modelInput": model_input,
+                                             "modelOutput": result.output},
+                                            option=_NEWLINE,
+                                        )
+                                    )  # fmt: skip
+                                    success += 1
+                                    tokens_in += result.input_tokens
+                                    tokens_out += result.output_tokens
+                                    if result.info:
+                                        throttled += result.info.get("throttled", 0)
+                                    continue
+                                except orjson.JSONEncodeError:
+                                    pass
+                            line, answered = self._render(rid, model_input, result)
+                        else:
+                            line, answered = self._answer_now(invoke_now, number, data)
+                    else:
+                        if number == 1 and data.startswith(bom):
+                            data = data[len(bom) :]
+                        if not data or data.isspace():
+                            continue  # not a record, but reading resumes after it
+                        line, answered = self._answer_now(invoke_now, number, data)
+                    out.append(line)
+                    if answered is not None and answered.error is None:
+                        success += 1
+                    else:
+                        error += 1
+                    if answered is not None:
+                        tokens_in += answered.input_tokens
+                        tokens_out += answered.output_tokens
+                        if answered.info:
+                            throttled += answered.info.get("throttled", 0)
+                start += _YIELD_EVERY
+                p.processed += success + error
+                p.success += success
+                p.error += error
+                p.input_tokens += tokens_in
+                p.output_tokens += tokens_out
+                p.throttled += throttled
+                p.line = number
+                p.offset = offset
+                await asyncio.sleep(0)
+        self.finished = self._eof and not halt.is_set()
+
+    def _answer_now(
+        self, invoke_now: Callable[[ModelRequest], ModelResult], number: int, data: bytes
+    ) -> tuple[bytes, ModelResult | None]:
+        """:meth:`_answer` for the in-order pass: records without a recordId, lines that are
+        no longer records."""
+        value = records.loads_record(data)
+        if value is None:
+            return self._not_a_record(number, data), None
+        model_input = value["modelInput"]
+        rid: str | None = value.get("recordId")
+        if rid is None:
+            rid = records.generated_record_id(self._job_id, self._file_index, number)
+        try:
+            request = ModelRequest(self._model_id, self._invocation_type, model_input, rid)
+            result = invoke_now(request)
+        except Exception:
+            result = self._backend_failed(rid)
+        return self._render(rid, model_input, result)
+
+    def _not_a_record(self, number: int, data: bytes) -> bytes:
+        # Validated earlier, so the object changed since: report it on that record.
+        gen = records.generated_record_id(self._job_id, self._file_index, number)
+        try:
+            records.parse_record(data)
+            reason = "is not a record"
+        except records.BadRecord as exc:
+            reason = str(exc)
+        return records.error_line(gen, None, 400, f"Line {number} {reason}")
 
     async def _take(self) -> _Item | None:
         """The next record to answer, waiting for input or for the writer to catch up;
@@ -243,14 +369,7 @@ class FilePass:
     async def _answer(self, number: int, data: bytes) -> tuple[bytes, ModelResult | None]:
         value = records.loads_record(data)
         if value is None:
-            # Validated earlier, so the object changed since: report it on that record.
-            gen = records.generated_record_id(self._job_id, self._file_index, number)
-            try:
-                records.parse_record(data)
-                reason = "is not a record"
-            except records.BadRecord as exc:
-                reason = str(exc)
-            return records.error_line(gen, None, 400, f"Line {number} {reason}"), None
+            return self._not_a_record(number, data), None
         model_input = value["modelInput"]
         rid: str | None = value.get("recordId")
         if rid is None:
@@ -280,6 +399,8 @@ class FilePass:
                     p.error += 1
                 p.input_tokens += result.input_tokens
                 p.output_tokens += result.output_tokens
+                if result.info:
+                    p.throttled += result.info.get("throttled", 0)
             else:
                 p.error += 1
             self._written_seq += 1

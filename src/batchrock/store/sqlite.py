@@ -26,7 +26,7 @@ from batchrock import jobs
 from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
 from batchrock.store.base import JobFilter, PageRequest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 log = logging.getLogger("batchrock.store")
 
@@ -39,7 +39,7 @@ _JOB_COLUMNS = (
     "message, submit_time, last_modified_time, end_time, expiration_time, timeout_hours, "
     "invocation_type, input_s3_uri, input_format, input_bucket_owner, output_s3_uri, "
     "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
-    "success_records, error_records, input_tokens, output_tokens"
+    "success_records, error_records, input_tokens, output_tokens, throttled_requests"
 )
 
 
@@ -92,8 +92,17 @@ def _row_to_job(row: sqlite3.Row) -> Job:
             error=row["error_records"],
             input_tokens=row["input_tokens"],
             output_tokens=row["output_tokens"],
+            throttled=row["throttled_requests"],
         ),
     )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database written by an older version up to :data:`SCHEMA_VERSION` (the
+    schema script only creates what is missing; it never changes an existing table)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "throttled_requests" not in columns:  # version 2
+        conn.execute("ALTER TABLE jobs ADD COLUMN throttled_requests INTEGER NOT NULL DEFAULT 0")
 
 
 def _tripled(text: str) -> str:
@@ -133,7 +142,10 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         schema = resources.files("batchrock.store").joinpath("sqlite_schema.sql").read_text()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
         conn.executescript(schema)
+        if version < SCHEMA_VERSION:
+            _migrate(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return cls(conn, path)
 
@@ -160,7 +172,7 @@ class SqliteStore:
                 ).decode()
             c = job.counters
             cur = conn.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_placeholders(28)})",
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_placeholders(29)})",
                 (
                     job.job_id,
                     job.account_id,
@@ -190,6 +202,7 @@ class SqliteStore:
                     c.error,
                     c.input_tokens,
                     c.output_tokens,
+                    c.throttled,
                 ),
             )
             conn.execute(
@@ -429,8 +442,8 @@ class SqliteStore:
         with _write(self._conn):
             self._conn.execute(
                 "UPDATE jobs SET total_records = ?, processed_records = ?, success_records = ?, "
-                "error_records = ?, input_tokens = ?, output_tokens = ?, last_modified_time = ?, "
-                "checkpoint = coalesce(?, checkpoint) WHERE job_id = ?",
+                "error_records = ?, input_tokens = ?, output_tokens = ?, throttled_requests = ?, "
+                "last_modified_time = ?, checkpoint = coalesce(?, checkpoint) WHERE job_id = ?",
                 (
                     c.total,
                     c.processed,
@@ -438,6 +451,7 @@ class SqliteStore:
                     c.error,
                     c.input_tokens,
                     c.output_tokens,
+                    c.throttled,
                     to_micros(now),
                     None if checkpoint is None else orjson.dumps(dict(checkpoint)).decode(),
                     job_id,

@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_records         INTEGER NOT NULL DEFAULT 0,
     input_tokens          INTEGER NOT NULL DEFAULT 0,
     output_tokens         INTEGER NOT NULL DEFAULT 0,
+    -- Throttled model requests (schema version 2; added by migration to older databases).
+    throttled_requests    INTEGER NOT NULL DEFAULT 0,
     -- The engine's lease: which worker runs the job, until when (microseconds).
     lease_owner           TEXT,
     lease_expires         INTEGER,
