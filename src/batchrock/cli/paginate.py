@@ -83,10 +83,7 @@ class PageIterator:
         skip = 0
         if self.starting_token is not None:
             current, skip = decode_token(self.starting_token, self.input_token)
-            # AWS CLI sends the starting token ahead of the other parameters.
-            first = dict(current)
-            self._inject(first, current)
-            kwargs = {**first, **kwargs}
+            self._inject(kwargs, current)
         if self.page_size is not None and self.limit_key:
             kwargs[self.limit_key] = self.page_size
         total = 0
