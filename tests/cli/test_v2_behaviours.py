@@ -109,3 +109,23 @@ def test_yaml_stream_of_an_operation_without_output_prints_nothing(
         cli_env,
     )
     assert (result.rc, result.stdout) == (0, "")
+
+
+def test_parameter_order_with_a_starting_token(stub: Stub, cli_env: dict[str, str]) -> None:
+    stub.fixture("gen:7")
+    run_cli(
+        [
+            "--endpoint-url",
+            stub.url,
+            *LIST,
+            "--starting-token",
+            "garbage",
+            "--sort-order",
+            "Ascending",
+            "--page-size",
+            "2",
+        ],
+        cli_env,
+    )
+    # the command's parameters, then the token, then the page size
+    assert stub.requests()[0]["raw_query"] == "sortOrder=Ascending&nextToken=garbage&maxResults=2"
