@@ -1,0 +1,214 @@
+"""The in-order pass: a model that answers at once (``immediate`` and ``invoke_now``, as the
+built-in model at zero latency) is called in a plain loop instead of by concurrent workers.
+It must write exactly what the concurrent pass writes, and keep its crash safety.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchrock.backends.base import MockBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.builtin import BuiltinModel
+from batchrock.engine.records import generated_record_id
+from batchrock.jobs import JobStatus
+
+from .harness import Harness, OneBackend, echo, jsonl, out_lines, records
+
+S = JobStatus
+OUT = "s3://out-bucket/results"
+
+
+def echo_now(request: ModelRequest) -> ModelResult:
+    """``harness.echo``, synchronous."""
+    if request.body.get("fail"):
+        return ModelResult(error=RecordError(400, f"bad record {request.record_id}"))
+    text = str(request.body.get("prompt", ""))
+    return ModelResult(
+        output={"echo": text, "id": request.record_id},
+        input_tokens=len(text.split()),
+        output_tokens=2,
+    )
+
+
+class ImmediateBackend(MockBackend):
+    """A backend offering ``invoke_now``; ``invoke`` must not be used when it is there."""
+
+    immediate = True
+
+    def __init__(self, handler: Any = echo_now, pause: float = 0.0) -> None:
+        super().__init__(echo)
+        self._now = handler
+        self._pause = pause
+
+    def invoke_now(self, request: ModelRequest) -> ModelResult:
+        self.calls.append(request)
+        if self._pause:
+            time.sleep(self._pause)  # a model that computes for a while, without suspending
+        result: ModelResult = self._now(request)
+        return result
+
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        raise AssertionError("the engine awaited invoke on an immediate backend")
+
+
+def immediate(tmp_path: Path, backend: ImmediateBackend, **settings: Any) -> Harness:
+    h = Harness(tmp_path, **settings)
+    h.backend = backend
+    h.resolver = OneBackend(backend)
+    h.bucket("out-bucket")
+    return h
+
+
+def awkward_input() -> bytes:
+    """Records with and without recordId, a failing one, a byte order mark, a blank line, and a
+    last line without a newline."""
+    recs = records(300) + records(40, start=300, ids=False)
+    recs[7]["modelInput"] = {"fail": True, "prompt": "x"}
+    recs[320]["modelInput"] = {"fail": True, "prompt": "y"}
+    return b"\xef\xbb\xbf" + jsonl(recs[:100]) + b"\n  \n" + jsonl(recs[100:])[:-1]
+
+
+def test_in_order_pass_writes_what_the_concurrent_pass_writes(tmp_path: Path) -> None:
+    data = awkward_input()
+
+    async def run(h: Harness) -> tuple[Any, list[dict[str, Any]], bytes]:
+        h.put("s3://in-bucket/in/a.jsonl", data)
+        job = await h.submit("s3://in-bucket/in/", OUT + "/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED, done.message
+        lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        # Records without an id get one derived from the job id and their line number.
+        numbers = list(range(1, 101)) + list(range(103, 343))
+        for line, number in zip(lines, numbers, strict=True):
+            if line["recordId"] == generated_record_id(job.job_id, 0, number):
+                line["recordId"] = f"line {number}"
+                if "modelOutput" in line:
+                    line["modelOutput"]["id"] = f"line {number}"
+                else:
+                    line["error"]["errorMessage"] = f"bad record line {number}"
+        manifest = h.read(f"{OUT}/{job.job_id}/manifest.json.out")
+        return done.counters, lines, manifest
+
+    async def main() -> None:
+        concurrent = Harness(tmp_path / "concurrent")
+        concurrent.bucket("out-bucket")
+        backend = ImmediateBackend()
+        in_order = immediate(tmp_path / "in-order", backend)
+        c1, lines1, m1 = await run(concurrent)
+        c2, lines2, m2 = await run(in_order)
+        assert c2 == c1
+        assert (c2.total, c2.processed, c2.success, c2.error) == (340, 340, 338, 2)
+        assert m2 == m1
+        assert lines2 == lines1
+        assert [x["recordId"] for x in lines2[:300]] == [f"REC{i:08d}" for i in range(300)]
+        assert lines2[-1]["recordId"] == "line 342"
+        assert lines2[7]["error"] == {"errorCode": 400, "errorMessage": "bad record REC00000007"}
+        assert len(backend.calls) == 340
+
+    asyncio.run(main())
+
+
+def test_in_order_pass_with_the_builtin_model_matches_its_async_answers(tmp_path: Path) -> None:
+    """The built-in model's ``invoke_now`` gives what ``invoke`` gives, good bodies and bad."""
+    model = BuiltinModel(seed=3)
+    model_id = "anthropic.claude-3-haiku-20240307-v1:0"
+    bodies: list[dict[str, Any]] = [
+        {
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": f"question {i}"}],
+        }
+        for i in range(20)
+    ]
+    bodies.append({"anthropic_version": "bedrock-2023-05-31", "messages": []})  # a 400
+    bodies.append({"prompt": "an unknown model's body"})  # a 400 for an unknown family
+
+    async def main() -> None:
+        for i, body in enumerate(bodies):
+            mid = model_id if i < len(bodies) - 1 else "acme.unknown-v1"
+            request = ModelRequest(mid, "InvokeModel", body, f"R{i}")
+            assert model.invoke_now(request) == await model.invoke(request)
+
+    asyncio.run(main())
+    assert model.immediate
+    assert not BuiltinModel(latency_ms=1).immediate
+    assert not BuiltinModel(throttle_rate=0.5).immediate
+
+
+def test_a_failing_invoke_now_is_a_record_error(tmp_path: Path) -> None:
+    def flaky(request: ModelRequest) -> ModelResult:
+        if request.record_id == "REC00000002":
+            raise RuntimeError("boom")
+        return echo_now(request)
+
+    h = immediate(tmp_path, ImmediateBackend(flaky))
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(5)))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED
+        lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        assert lines[2]["error"]["errorCode"] == 500
+        assert [x["recordId"] for x in lines] == [f"REC{i:08d}" for i in range(5)]
+        assert done.counters.error == 1
+
+    asyncio.run(main())
+
+
+def test_in_order_pass_resumes_after_shutdowns_with_each_record_once(tmp_path: Path) -> None:
+    backend = ImmediateBackend(pause=0.0003)
+    h = immediate(tmp_path, backend)
+    recs = records(3000)
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(recs[:1400]))
+    h.put("s3://in-bucket/in/b.jsonl", jsonl(recs[1400:]))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        for threshold in (300, 1500):
+            stop = asyncio.Event()
+            task = asyncio.create_task(h.engine().run(stop))
+            while (await h.get(job.job_id)).counters.processed < threshold:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task
+            assert (await h.get(job.job_id)).status is S.IN_PROGRESS
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED
+        c = done.counters
+        assert (c.total, c.processed, c.success, c.error) == (3000, 3000, 3000, 0)
+        got = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        got += out_lines(h.read(f"{OUT}/{job.job_id}/b.jsonl.out"))
+        assert [r["recordId"] for r in got] == [r["recordId"] for r in recs]
+        manifest = orjson.loads(h.read(f"{OUT}/{job.job_id}/manifest.json.out"))
+        assert manifest["processedRecordCount"] == 3000
+
+    asyncio.run(main())
+
+
+def test_in_order_pass_stops_mid_run_keeping_a_prefix(tmp_path: Path) -> None:
+    h = immediate(tmp_path, ImmediateBackend(pause=0.0003))
+    recs = records(10000)
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(recs))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.engine().run(stop))
+        while (await h.get(job.job_id)).counters.processed < 300:
+            await asyncio.sleep(0.01)
+        await h.store.transition(job.job_id, S.STOPPING, now=h.clock.now())
+        done = await h.wait_for(job.job_id, {S.STOPPED}, timeout=10)
+        stop.set()
+        await task
+        n = done.counters.processed
+        assert 300 <= n < 10000
+        lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        assert [r["recordId"] for r in lines] == [r["recordId"] for r in recs[:n]]
+
+    asyncio.run(main())

@@ -1,0 +1,94 @@
+"""A database written before throttled requests were counted (schema version 1) opens, keeps
+its jobs, and counts throttled requests from then on."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+from batchrock import jobs
+from batchrock.clock import SystemClock
+from batchrock.jobs import Counters, Job
+from batchrock.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+
+def version_1_database(path: Path) -> None:
+    schema = resources.files("batchrock.store").joinpath("sqlite_schema.sql").read_text()
+    old = "\n".join(line for line in schema.splitlines() if "throttled_requests" not in line)
+    assert old != schema
+    conn = sqlite3.connect(path)
+    conn.executescript(old)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def test_version_1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    version_1_database(path)
+
+    async def main() -> None:
+        conn = sqlite3.connect(path)
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+        assert "throttled_requests" not in columns
+        conn.close()
+
+        store = await SqliteStore.open(path)
+        now = SystemClock().now()
+        job = Job(
+            job_id=jobs.new_job_id(),
+            account_id="123456789012",
+            region="us-east-1",
+            name="old",
+            model_id="anthropic.claude-3-haiku-20240307-v1:0",
+            role_arn="arn:aws:iam::123456789012:role/r",
+            submit_time=now,
+            last_modified_time=now,
+            input_s3_uri="s3://in/",
+            output_s3_uri="s3://out/",
+            expiration_time=jobs.expiration_for(now, 24),
+        )
+        await store.create(job, {})
+        got = await store.get_by_id(job.job_id)
+        assert got is not None and got.counters.throttled == 0
+        await store.save_progress(job.job_id, counters=Counters(total=5, throttled=7), now=now)
+        got = await store.get_by_id(job.job_id)
+        assert got is not None and got.counters == Counters(total=5, throttled=7)
+        await store.close()
+
+        # Opening again (now at the current version) changes nothing.
+        store = await SqliteStore.open(path)
+        again = await store.get_by_id(job.job_id)
+        assert again is not None and again.counters.throttled == 7
+        await store.close()
+
+    asyncio.run(main())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+
+
+def test_jobs_of_a_version_1_database_survive_the_migration(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    version_1_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO jobs (job_id, account_id, region, name, model_id, role_arn, status, "
+        "submit_time, last_modified_time, expiration_time, timeout_hours, invocation_type, "
+        "input_s3_uri, output_s3_uri, processed_records, output_tokens) VALUES "
+        "('abcdefghijkl', '123456789012', 'us-east-1', 'n', 'm', 'r', 'InProgress', 1, 2, 3, "
+        "24, 'InvokeModel', 's3://in/', 's3://out/', 40, 99)"
+    )
+    conn.commit()
+    conn.close()
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        job = await store.get_by_id("abcdefghijkl")
+        assert job is not None
+        assert (job.counters.processed, job.counters.output_tokens) == (40, 99)
+        assert job.counters.throttled == 0
+        await store.close()
+
+    asyncio.run(main())
