@@ -212,3 +212,50 @@ def test_in_order_pass_stops_mid_run_keeping_a_prefix(tmp_path: Path) -> None:
         assert [r["recordId"] for r in lines] == [r["recordId"] for r in recs[:n]]
 
     asyncio.run(main())
+
+
+def test_a_worker_that_was_superseded_leaves_the_job_to_its_successor(tmp_path: Path) -> None:
+    """An engine whose loop was blocked past its lease can get its job back after another
+    worker ran it for a while (and took over, then removed, its spool). The old runner must
+    notice instead of publishing a spool that is gone or failing the job."""
+    h: Harness
+    once: list[str] = []
+
+    def successor_meanwhile(request: ModelRequest) -> ModelResult:
+        if request.record_id == "REC00000399" and not once:
+            once.append(request.record_id)
+            # What the successor's first checkpoint and spool takeover did, while this
+            # worker's loop was blocked; this worker then re-took the lease.
+            h.store._conn.execute(
+                "UPDATE jobs SET checkpoint = json_set(checkpoint, '$.spool', "
+                "'00000-successor.out')"
+            )
+            for spool in (h.data_dir / "spool").glob("*/*.out"):
+                spool.unlink()
+        return echo_now(request)
+
+    h = immediate(tmp_path, ImmediateBackend(successor_meanwhile))
+    recs = records(600)
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(recs[:400]))
+    h.put("s3://in-bucket/in/b.jsonl", jsonl(recs[400:]))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.engine().run(stop))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+        left = await h.get(job.job_id)
+        assert left.status is S.IN_PROGRESS, left.message
+        assert not h.exists(f"{OUT}/{job.job_id}/a.jsonl.out")
+        # The successor's spool is not there either (it died too): the file is redone.
+        h.store._conn.execute("UPDATE jobs SET lease_owner = NULL, lease_expires = NULL")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED, done.message
+        assert done.counters.processed == done.counters.success == 600
+        got = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
+        got += out_lines(h.read(f"{OUT}/{job.job_id}/b.jsonl.out"))
+        assert [r["recordId"] for r in got] == [r["recordId"] for r in recs]
+
+    asyncio.run(main())

@@ -93,6 +93,8 @@ class JobRunner:
         self.job = job
         self.halt = asyncio.Event()
         self.reason: Halt | None = None
+        #: (file, spool) of the checkpoint this runner saved last (while InProgress).
+        self._saved: tuple[int, str] | None = None
         self._watch_timeout = False
 
     # --- entry -------------------------------------------------------------------------
@@ -102,6 +104,16 @@ class JobRunner:
         try:
             await self._dispatch()
         except Exception:
+            if not await self._holds_lease():
+                # A worker that lost its lease can trip over its successor's work (a spool
+                # it took over and removed): the job is the successor's now, not ours to fail.
+                log.warning(
+                    "job %s: error after the lease was lost; the new holder carries on",
+                    self.job.job_id,
+                    exc_info=True,
+                )
+                self._set_halt(Halt.LOST)
+                return
             log.exception("job %s: engine error", self.job.job_id)
             await self._fail("Internal error while running the job; see the service log.")
         finally:
@@ -120,6 +132,35 @@ class JobRunner:
             await self.validate()
         elif status is S.IN_PROGRESS:
             await self.execute()
+
+    async def _holds_lease(self) -> bool:
+        """Whether this worker still holds the job (renewing the lease if so), and nobody ran
+        it meanwhile: an engine whose loop was blocked past its lease can take its own job
+        back after a successor started on it, and must not then carry on from its old state.
+        """
+        if self.reason is Halt.LOST:
+            return False
+        ctx = self.ctx
+        try:
+            if not await ctx.store.renew(
+                self.job.job_id,
+                ctx.worker_id,
+                now=ctx.clock.now(),
+                lease_seconds=ctx.settings.engine_lease_seconds,
+            ):
+                return False
+            return not await self._superseded()
+        except Exception:
+            return True  # the store is unreachable: nothing says another worker has the job
+
+    async def _superseded(self) -> bool:
+        """Whether the stored checkpoint is no longer the one this runner saved last. Every
+        run of a file starts by saving a fresh spool name, so another (file, spool) in the
+        store means another worker has run the job since."""
+        if self._saved is None:
+            return False
+        raw = await self.ctx.store.load_checkpoint(self.job.job_id)
+        return raw is not None and (raw.get("file"), raw.get("spool")) != self._saved
 
     def _set_halt(self, reason: Halt) -> None:
         if self.reason is None or reason is Halt.LOST:
@@ -276,6 +317,7 @@ class JobRunner:
             await self._fail("The job's progress record was lost; submit the job again.")
             return
         counters = job.counters
+        self._saved = (cp.file, cp.spool)
         self._watch_timeout = True
         try:
             out_loc = parse_s3_uri(job.output_s3_uri)
@@ -332,9 +374,8 @@ class JobRunner:
         name = new_spool_name(cp.file)
         path = folder / name
         handle = await asyncio.to_thread(_resume_spool, old, path, cp.spool_size)
-        cp.spool = name
         try:
-            await self._save(cp, counters)
+            await self._save(cp, counters, spool=name)
             if old is not None and old != path:
                 old.unlink(missing_ok=True)
             chunks = ctx.objects.read(f.bucket, f.key, cp.offset) if cp.offset < f.size else None
@@ -377,6 +418,11 @@ class JobRunner:
         finally:
             handle.close()
         if fp.finished and self.reason is not Halt.LOST:
+            if not await self._holds_lease():
+                # Paused past the lease: the successor resumed from our spool (and removed
+                # it); publishing now would race it.
+                self._set_halt(Halt.LOST)
+                return counters
             key = out_loc.child(job.job_id, f.out_name).key
             # The spool becomes the .out (a rename on the local store). Should the process
             # die before the checkpoint below, the resumed job finds the spool gone and redoes
@@ -402,19 +448,27 @@ class JobRunner:
         await self._save(cp, counters)
         return counters
 
-    async def _save(self, cp: Checkpoint, counters: Counters) -> None:
+    async def _save(self, cp: Checkpoint, counters: Counters, *, spool: str = "") -> None:
+        """Save progress while the lease holds; ``spool`` starts a new spool file (set in the
+        checkpoint only once this worker knows it still holds the job)."""
         if self.reason is Halt.LOST:
             return
         ctx, now = self.ctx, self.ctx.clock.now()
         # Only the lease holder may move the checkpoint: a worker that was paused past its
         # lease finds out here, before it could overwrite its successor's progress.
         lease = ctx.settings.engine_lease_seconds
-        if not await ctx.store.renew(self.job.job_id, ctx.worker_id, now=now, lease_seconds=lease):
+        if (
+            not await ctx.store.renew(self.job.job_id, ctx.worker_id, now=now, lease_seconds=lease)
+            or await self._superseded()
+        ):
             self._set_halt(Halt.LOST)
             return
+        if spool:
+            cp.spool = spool
         await ctx.store.save_progress(
             self.job.job_id, counters=counters, now=now, checkpoint=cp.to_json()
         )
+        self._saved = (cp.file, cp.spool)
         self.job = self.job.evolve(counters=counters)
 
     async def _keep_partial(self, cp: Checkpoint, out_loc: S3Location, counters: Counters) -> None:
