@@ -33,46 +33,46 @@ Section = dict[str, Any]
 _REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?")
 
 
-def parse_ini(text: str) -> dict[str, Section]:
-    """botocore's raw config format: sections, ``key = value``, indented nested keys."""
-    sections: dict[str, Section] = {}
-    current: Section | None = None
-    nested_key: str | None = None
-    for raw in text.splitlines():
-        stripped = raw.strip()
-        if not stripped or stripped[0] in "#;":
-            continue
-        if stripped.startswith("[") and stripped.endswith("]"):
-            current = sections.setdefault(stripped[1:-1].strip(), {})
-            nested_key = None
-            continue
-        if current is None:
-            continue
-        indented = raw[:1] in (" ", "\t")
-        key, sep, value = stripped.partition("=")
-        if not sep:
-            continue
-        key, value = key.strip(), value.strip()
-        if indented and nested_key is not None:
-            sub = current[nested_key]
-            if isinstance(sub, dict):
-                sub[key] = value
-            continue
-        if value == "":
-            current[key] = {}
-            nested_key = key
-        else:
-            current[key] = value
-            nested_key = None
-    return sections
+class ConfigParseError(CliError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"Unable to parse config file: {path}")
 
 
-def _read(path: str) -> dict[str, Section]:
-    try:
-        with open(os.path.expanduser(path), encoding="utf-8") as f:
-            return parse_ini(f.read())
-    except (OSError, UnicodeDecodeError):
+def read_ini(path: str) -> dict[str, Section]:
+    """botocore's raw config parsing: RawConfigParser (so the same files parse, and the same
+    files fail), plus one level of nesting for values that start on the next line
+    (``s3 =`` / ``  key = value``). A missing file is empty."""
+    import configparser
+
+    path = os.path.expanduser(os.path.expandvars(path))
+    if not os.path.isfile(path):
         return {}
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+        raise ConfigParseError(path) from exc
+    sections: dict[str, Section] = {}
+    for name in parser.sections():
+        section: Section = {}
+        for option in parser.options(name):
+            value = parser.get(name, option)
+            if value.startswith("\n"):
+                nested: dict[str, str] = {}
+                for line in value.splitlines():
+                    line = line.strip()
+                    if not line:
+                        continue
+                    if "=" not in line:
+                        raise ConfigParseError(path)
+                    key, _, inner = line.partition("=")
+                    nested[key.strip()] = inner.strip()
+                section[option] = nested
+            else:
+                section[option] = value
+        sections[name] = section
+    return sections
 
 
 def _truthy(value: Any) -> bool:
@@ -86,7 +86,6 @@ class Config:
         profile: str,
         explicit_profile: bool,
         profiles: dict[str, Section] | None = None,
-        credentials: dict[str, Section] | None = None,
         services: dict[str, Section] | None = None,
         profile_flag: bool = False,
     ) -> None:
@@ -96,33 +95,49 @@ class Config:
         self.profile = profile
         self.explicit_profile = explicit_profile
         self.profiles = profiles or {}
-        self.credentials = credentials or {}
         self.services = services or {}
+        self._credentials: dict[str, Section] | None = None
+        self._credentials_path = "~/.aws/credentials"
 
     @classmethod
     def load(cls, env: Mapping[str, str], profile_flag: str | None) -> Config:
         profile = profile_flag or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE")
         config_path = env.get("AWS_CONFIG_FILE") or "~/.aws/config"
         creds_path = env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
-        raw = _read(config_path)
+        raw = read_ini(config_path)
         profiles: dict[str, Section] = {}
         services: dict[str, Section] = {}
         for name, section in raw.items():
             if name == "default":
-                profiles.setdefault("default", {}).update(section)
-            elif name.startswith("profile "):
-                profiles[name[len("profile ") :].strip()] = section
-            elif name.startswith("services "):
-                services[name[len("services ") :].strip()] = section
-        return cls(
+                profiles["default"] = section
+            elif name.startswith("profile"):
+                parts = name.split(None, 1)
+                if len(parts) == 2 and parts[0] == "profile":
+                    profiles[parts[1].strip().strip('"')] = section
+            elif name.startswith("services"):
+                parts = name.split(None, 1)
+                if len(parts) == 2:
+                    services[parts[1].strip()] = section
+        config = cls(
             env=env,
             profile=profile or "default",
             explicit_profile=bool(profile),
             profiles=profiles,
-            credentials=_read(creds_path),
             services=services,
             profile_flag=bool(profile_flag),
         )
+        config._credentials_path = creds_path
+        # botocore merges the credentials file into its profile map when it loads its
+        # configuration, so a broken credentials file fails every command there too.
+        _ = config.credentials
+        return config
+
+    @property
+    def credentials(self) -> dict[str, Section]:
+        """The shared credentials file (sections are profile names)."""
+        if self._credentials is None:
+            self._credentials = read_ini(self._credentials_path)
+        return self._credentials
 
     def check_profile(self) -> None:
         if (
