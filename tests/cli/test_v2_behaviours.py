@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.cli.conftest import Stub, run_cli
@@ -129,3 +131,22 @@ def test_parameter_order_with_a_starting_token(stub: Stub, cli_env: dict[str, st
     )
     # the command's parameters, then the token, then the page size
     assert stub.requests()[0]["raw_query"] == "sortOrder=Ascending&nextToken=garbage&maxResults=2"
+
+
+def test_config_files_parse_as_botocore_parses_them(
+    fresh_stub: Stub, cli_env: dict[str, str], aws_home: Path
+) -> None:
+    args = ["--endpoint-url", fresh_stub.url, *LIST, "--query", "length(invocationJobSummaries)"]
+    (aws_home / "config").write_text("not an ini file\n[default\n")
+    broken = run_cli(args, cli_env)
+    assert (broken.rc, broken.stderr) == (
+        255,
+        f"\nbatchrock: [ERROR]: Unable to parse config file: {aws_home / 'config'}\n",
+    )
+    (aws_home / "config").write_text("")
+    (aws_home / "credentials").write_text("garbage line\n")
+    assert run_cli(args, cli_env).rc == 255
+    (aws_home / "credentials").write_text("")
+    # Option names are case-insensitive and [profile default] names the default profile.
+    (aws_home / "config").write_text("[profile default]\nOutput = text\n")
+    assert run_cli(args, cli_env).stdout == "2\n"
