@@ -119,7 +119,3 @@ class ServiceError(CliError):
 
 class EndpointError(CliError):
     """Connection refused, DNS failure, TLS failure or timeout (rc 255)."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C: AWS CLI writes a newline to stdout and exits 130."""
