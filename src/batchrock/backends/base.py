@@ -65,7 +65,13 @@ class ModelResult:
 
 
 class ModelBackend(Protocol):
-    """Answers records. Implementations must be safe to call concurrently."""
+    """Answers records. Implementations must be safe to call concurrently.
+
+    A backend whose answers are ready at once may also offer ``immediate`` (a true attribute)
+    and a synchronous ``invoke_now(request) -> ModelResult`` giving what ``invoke`` gives; the
+    engine then calls it in a plain loop, record after record (the built-in model does, when
+    it has no latency and no throttling).
+    """
 
     async def invoke(self, request: ModelRequest) -> ModelResult: ...
 
