@@ -194,3 +194,23 @@ def test_pager_starts_only_when_there_is_output(cli_env: dict[str, str]) -> None
     assert term.finish() == 255
     assert "PAGER-STARTED" not in _plain(term.output)
     assert "Could not connect to the endpoint URL" in _plain(term.output)
+
+
+def test_colour_through_a_pager_has_no_per_write_resets(
+    fresh_stub: Stub, cli_env: dict[str, str]
+) -> None:
+    args = [
+        "--endpoint-url",
+        fresh_stub.url,
+        "list-model-invocation-jobs",
+        "--output",
+        "table",
+        "--query",
+        "invocationJobSummaries[].[jobName,status]",
+    ]
+    term = Terminal(args, {**cli_env, "AWS_PAGER": "cat"})
+    assert term.finish() == 0
+    # colours, but colorama's resets only wrap direct writes to the terminal, plus one at exit
+    assert b"\x1b[1m\x1b[34mbatch-job-1\x1b[0m" in term.output
+    assert b"\x1b[0m\x1b[0m" not in term.output
+    assert term.output.endswith(b"\x1b[0m")

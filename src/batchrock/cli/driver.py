@@ -399,7 +399,9 @@ class Invocation:
                 out,
                 self.op.name,
                 color=self._color(tty),
-                autoreset=self._color(tty),
+                # colorama resets after every write to stdout itself; a pager pipe is not
+                # wrapped, so nothing is added there (AWS CLI behaves the same).
+                autoreset=self._color(tty) and out is self.streams.stdout,
                 terminal_width=_terminal_width(),
             )
             try:
