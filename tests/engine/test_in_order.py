@@ -242,8 +242,15 @@ def test_a_worker_that_was_superseded_leaves_the_job_to_its_successor(tmp_path: 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
         stop = asyncio.Event()
-        task = asyncio.create_task(h.engine().run(stop))
-        await asyncio.sleep(0.5)
+        engine = h.engine()
+        task = asyncio.create_task(engine.run(stop))
+        deadline = time.monotonic() + 20
+        while not once and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert once, "the job never reached record 399"
+        # The runner finds out at its next checkpoint and leaves the job.
+        while engine._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         stop.set()
         await task
         left = await h.get(job.job_id)
