@@ -113,29 +113,65 @@ def test_in_order_pass_writes_what_the_concurrent_pass_writes(tmp_path: Path) ->
     asyncio.run(main())
 
 
-def test_in_order_pass_with_the_builtin_model_matches_its_async_answers(tmp_path: Path) -> None:
-    """The built-in model's ``invoke_now`` gives what ``invoke`` gives, good bodies and bad."""
-    model = BuiltinModel(seed=3)
-    model_id = "anthropic.claude-3-haiku-20240307-v1:0"
-    bodies: list[dict[str, Any]] = [
+CASES: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "InvokeModel",
         {
             "anthropic_version": "bedrock-2023-05-31",
             "max_tokens": 5,
-            "messages": [{"role": "user", "content": f"question {i}"}],
-        }
-        for i in range(20)
-    ]
-    bodies.append({"anthropic_version": "bedrock-2023-05-31", "messages": []})  # a 400
-    bodies.append({"prompt": "an unknown model's body"})  # a 400 for an unknown family
+            "stop_sequences": ["the", "model"],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "question"}]}],
+        },
+    ),
+    (
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "InvokeModel",
+        {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 300, "messages": []},
+    ),
+    (
+        "amazon.nova-lite-v1:0",
+        "InvokeModel",
+        {"messages": [{"role": "user", "content": [{"text": "nova question"}]}]},
+    ),
+    (
+        "amazon.nova-lite-v1:0",
+        "Converse",
+        {
+            "messages": [{"role": "user", "content": [{"text": "converse question"}]}],
+            "inferenceConfig": {"maxTokens": 7},
+        },
+    ),
+    ("meta.llama3-8b-instruct-v1:0", "InvokeModel", {"prompt": "llama?", "max_gen_len": 9}),
+    ("mistral.mistral-7b-instruct-v0:2", "InvokeModel", {"prompt": "mistral?", "stop": ["."]}),
+    ("amazon.titan-text-express-v1", "InvokeModel", {"inputText": "titan?"}),
+    ("amazon.titan-embed-text-v2:0", "InvokeModel", {"inputText": "embed me", "dimensions": 256}),
+    ("amazon.titan-embed-text-v2:0", "InvokeModel", {"inputText": 7}),
+    ("openai.gpt-oss-20b-1:0", "InvokeModel", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("deepseek.r1-v1:0", "InvokeModel", {"prompt": "deep?", "max_tokens": 3}),
+    ("acme.unknown-v1", "InvokeModel", {"prompt": "an unknown model's prompt body"}),
+    ("acme.unknown-v1", "InvokeModel", {"nothing": "known"}),
+]
+
+
+def test_builtin_invoke_now_answers_as_the_waiting_path_does() -> None:
+    """The built-in model's synchronous answer is what its latency path (parse, wait, answer)
+    gives, for every family, good bodies and bad, with injected errors too."""
+
+    async def no_wait(seconds: float) -> None:
+        return None
 
     async def main() -> None:
-        for i, body in enumerate(bodies):
-            mid = model_id if i < len(bodies) - 1 else "acme.unknown-v1"
-            request = ModelRequest(mid, "InvokeModel", body, f"R{i}")
-            assert model.invoke_now(request) == await model.invoke(request)
+        for error_rate in (0.0, 0.3):
+            fast = BuiltinModel(seed=3, error_rate=error_rate)
+            # Under a millisecond: the waiting path, with the same latency (0 ms) in outputs.
+            waiting = BuiltinModel(seed=3, error_rate=error_rate, latency_ms=0.5, sleep=no_wait)
+            assert fast.immediate and not waiting.immediate
+            for i, (model_id, kind, body) in enumerate(CASES * 3):
+                request = ModelRequest(model_id, kind, body, f"R{i}")  # type: ignore[arg-type]
+                assert fast.invoke_now(request) == await waiting.invoke(request), (model_id, body)
 
     asyncio.run(main())
-    assert model.immediate
     assert not BuiltinModel(latency_ms=1).immediate
     assert not BuiltinModel(throttle_rate=0.5).immediate
 
