@@ -150,3 +150,20 @@ def test_config_files_parse_as_botocore_parses_them(
     # Option names are case-insensitive and [profile default] names the default profile.
     (aws_home / "config").write_text("[profile default]\nOutput = text\n")
     assert run_cli(args, cli_env).stdout == "2\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "listed"),
+    [
+        (["a", "b", "c"], "b, c, a"),
+        (["a", "--foo", "b"], "--foo, b, a"),
+        (["foo", "help"], "help, foo"),
+    ],
+)
+def test_unknown_options_are_listed_in_aws_cli_order(
+    cli_env: dict[str, str], extra: list[str], listed: str
+) -> None:
+    # AWS CLI takes the first stray word as a would-be "help" and lists it last.
+    result = run_cli(["--endpoint-url", "http://127.0.0.1:9", *LIST, *extra], cli_env)
+    assert result.rc == 252
+    assert result.stderr.endswith(f"\nbatchrock: [ERROR]: Unknown options: {listed}\n")

@@ -80,6 +80,7 @@ def arg_table(model: ServiceModel, op: Operation) -> list[CliArgument]:
 
 def operation_parser(table: list[CliArgument]) -> CliArgParser:
     p = CliArgParser()
+    p.add_argument("help", nargs="?")
     for arg in table:
         if arg.flag:
             p.add_argument(arg.option, dest=arg.dest, action="store_true", default=None)

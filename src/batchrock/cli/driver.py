@@ -203,12 +203,13 @@ def _dispatch(
         op_name = ns.command
     op = model.operations[op_name]
     cfg = Config.load(env, ns.profile)
-    if rest and rest[-1] == "help":
+    invocation = Invocation(model, op, ns, rest, cfg, env, streams)
+    if invocation.wants_help:
         from batchrock.cli import help as helptext
 
         _show_help(helptext.operation_help(model, op), ns, env, streams)
         return 0
-    return Invocation(model, op, ns, rest, cfg, env, streams).execute()
+    return invocation.execute()
 
 
 def _show_help(text: str, ns: Any, env: Mapping[str, str], streams: Streams) -> None:
@@ -242,7 +243,12 @@ class Invocation:
         self.table = cliargs.arg_table(model, op)
         parser = cliargs.operation_parser(self.table)
         self.args, unknown = parser.parse_known_args(rest)
-        if unknown:
+        # As in AWS CLI, the first stray word is taken as a would-be "help": that word asks
+        # for help, any other goes to the end of the unknown options.
+        self.wants_help = self.args.help == "help"
+        if self.args.help is not None and not self.wants_help:
+            unknown.append(self.args.help)
+        if unknown and not self.wants_help:
             raise UnknownArgumentError("Unknown options: " + ", ".join(unknown))
 
     # --- building the parameters -------------------------------------------------------
