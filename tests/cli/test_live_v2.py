@@ -78,6 +78,7 @@ def _run(cli: str, cases_file: Path, out: Path) -> None:
     )
 
 
+@pytest.mark.external
 @pytest.mark.skipif(not V2, reason="BATCHROCK_AWSCLI_V2 (an AWS CLI v2 command) is not set")
 def test_random_command_lines_match_a_live_aws_cli_v2(tmp_path: Path) -> None:
     need_oracle()
