@@ -24,6 +24,8 @@ FORBIDDEN = {
     "batchrock.service": ["batchrock.api", "batchrock.cli", "batchrock.engine"],
     "batchrock.store": ["batchrock.api", "batchrock.cli", "batchrock.engine", "batchrock.service"],
     "batchrock.engine": ["batchrock.api", "batchrock.cli"],
+    # The API talks to the store through its interface only (PostgreSQL must drop in).
+    "batchrock.api": ["batchrock.store.sqlite", "batchrock.engine", "batchrock.cli"],
     "batchrock.backends": ["batchrock.api", "batchrock.engine", "batchrock.store"],
     "batchrock.objects": ["batchrock.api", "batchrock.cli", "batchrock.engine", "batchrock.store"],
     # The CLI is a client of the HTTP API: it never reaches into the server's insides.

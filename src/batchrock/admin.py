@@ -120,7 +120,7 @@ def _run(coro: Any) -> int:
 
 
 def make_clock(settings: Settings) -> Clock:
-    return SystemClock(float(getattr(settings, "time_scale", 1.0)))
+    return SystemClock(settings.time_scale)
 
 
 async def open_store(settings: Settings) -> JobStore:

@@ -7,7 +7,6 @@ and ``time_scale`` (a setting) can make 24-168 hour timeouts pass in seconds.
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -69,5 +68,17 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-def monotonic() -> float:
-    return time.monotonic()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(value: datetime) -> int:
+    """Integer microseconds since the Unix epoch (how stores and tokens keep times)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    seconds, micros = divmod(value, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)

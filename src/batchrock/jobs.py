@@ -69,10 +69,6 @@ def sources_of(target: JobStatus) -> frozenset[JobStatus]:
     return frozenset(src for src, dests in TRANSITIONS.items() if target in dests)
 
 
-def can_transition(src: JobStatus, dst: JobStatus) -> bool:
-    return dst in TRANSITIONS[src]
-
-
 class InvalidTransition(Exception):
     """A move the lifecycle does not allow (or that lost a race to another writer)."""
 

@@ -125,18 +125,10 @@ def test_get_accepts_bare_id_and_encoded_arn(client: Any, api_server: ServerProc
     body = reply.json()
     assert body["jobArn"] == arn
     # Wire timestamps are ISO 8601 strings with milliseconds and Z.
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["submitTime"])
+    for member in ("submitTime", "lastModifiedTime", "jobExpirationTime"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body[member])
     assert reply.headers["content-type"] == "application/json"
     assert reply.headers["x-amzn-requestid"]
-
-
-def test_timestamps_have_millisecond_precision_on_wire(
-    client: Any, api_server: ServerProcess
-) -> None:
-    arn = client.create_model_invocation_job(**create_args("ts"))["jobArn"]
-    body = call(api_server.url, "GET", f"/model-invocation-job/{arn.rsplit('/', 1)[1]}").json()
-    for member in ("submitTime", "lastModifiedTime", "jobExpirationTime"):
-        assert body[member].endswith("Z")
 
 
 def test_client_request_token_is_idempotent(client: Any) -> None:

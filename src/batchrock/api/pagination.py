@@ -15,10 +15,10 @@ import hashlib
 
 import orjson
 
+from batchrock.clock import from_micros, to_micros
 from batchrock.errors import ValidationException
 from batchrock.service import Caller
 from batchrock.store.base import Cursor, JobFilter
-from batchrock.store.sqlite import from_micros, to_micros
 
 _VERSION = 1
 

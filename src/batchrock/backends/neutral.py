@@ -94,10 +94,6 @@ class EmbedAnswer:
     by_type: dict[str, list[float] | list[int]] = field(default_factory=dict)
 
 
-NeutralRequest = ChatRequest | EmbedRequest
-NeutralAnswer = ChatAnswer | EmbedAnswer
-
-
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate (about four characters a token for English text).
 

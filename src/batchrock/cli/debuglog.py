@@ -25,7 +25,3 @@ def enable(stream: TextIO) -> None:
 def debug(msg: str, *args: Any, exc_info: bool = False) -> None:
     if _logger is not None:
         _logger.debug(msg, *args, exc_info=exc_info)
-
-
-def enabled() -> bool:
-    return _logger is not None

@@ -101,10 +101,6 @@ class ServiceModel:
     def member_shape(self, parent: Shape, member: str) -> Shape:
         return self.shapes[parent["members"][member]["shape"]]
 
-    def all_cli_operations(self) -> list[str]:
-        """Every bedrock operation name in CLI form (for "maybe you meant" suggestions)."""
-        return [cli_name(n) for n in self._ops]
-
 
 @cache
 def load() -> ServiceModel:

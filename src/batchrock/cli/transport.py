@@ -22,8 +22,6 @@ from batchrock.cli import debuglog, sigv4
 from batchrock.cli.credentials import Credentials
 from batchrock.cli.errors import CliError, EndpointError
 
-USER_AGENT = "batchrock-cli/{version} Python/{py} md/botocore-free"
-
 _THROTTLING = {
     "Throttling",
     "ThrottlingException",

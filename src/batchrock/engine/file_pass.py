@@ -111,9 +111,6 @@ class FilePass:
         snap = Progress(**{f: getattr(self.progress, f) for f in Progress.__slots__})
         return data, snap
 
-    def buffered_bytes(self) -> int:
-        return sum(len(b) for b in self._out)
-
     # --- the pass ----------------------------------------------------------------------
 
     async def run(self) -> None:

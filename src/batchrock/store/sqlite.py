@@ -15,7 +15,7 @@ import logging
 import sqlite3
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from batchrock import jobs
+from batchrock.clock import from_micros, to_micros
 from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
 from batchrock.store.base import JobFilter, PageRequest
 
@@ -41,18 +42,6 @@ _JOB_COLUMNS = (
     "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
     "success_records, error_records, input_tokens, output_tokens, throttled_requests"
 )
-
-
-def to_micros(value: datetime) -> int:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime")
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(value: int) -> datetime:
-    seconds, micros = divmod(value, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
 
 
 def _opt_time(value: int | None) -> datetime | None:
