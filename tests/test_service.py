@@ -77,3 +77,19 @@ async def test_stop_after_the_end_names_the_state(service: tuple[JobService, Fak
     with pytest.raises(ValidationException) as exc:
         await svc.stop(CALLER, job.job_id)
     assert exc.value.message.endswith("State was: Failed")
+
+
+async def test_an_engine_in_the_process_hears_of_new_and_stopped_jobs(
+    service: tuple[JobService, FakeClock],
+) -> None:
+    svc, _ = service
+    heard: list[str] = []
+    svc.on_change = lambda: heard.append("change")
+    job, _ = await svc.create(CALLER, new_job(client_request_token="t1"))
+    assert heard == ["change"]
+    await svc.create(CALLER, new_job(client_request_token="t1"))  # a retry creates nothing
+    assert heard == ["change"]
+    await svc.stop(CALLER, job.job_id)
+    assert heard == ["change", "change"]
+    await svc.stop(CALLER, job.job_id)  # already Stopping: nothing new
+    assert heard == ["change", "change"]

@@ -24,6 +24,7 @@ from batchrock.store.base import JobStore
 
 if TYPE_CHECKING:
     from batchrock.backends.routing import BackendResolver
+    from batchrock.service import JobService
 
 log = logging.getLogger("batchrock")
 
@@ -131,17 +132,26 @@ async def open_store(settings: Settings) -> JobStore:
 
 @contextlib.asynccontextmanager
 async def engine_running(
-    settings: Settings, store: JobStore, clock: Clock, resolver: BackendResolver
+    settings: Settings,
+    store: JobStore,
+    clock: Clock,
+    resolver: BackendResolver,
+    service: JobService | None = None,
 ) -> AsyncIterator[None]:
-    """Run one engine in the current event loop for the duration of the block."""
+    """Run one engine in the current event loop for the duration of the block; ``service``
+    (the API's, in ``serve``) wakes it when a job is created or stopped."""
     from batchrock.engine import Engine
 
     engine = Engine(settings, store, clock, resolver)
+    if service is not None:
+        service.on_change = engine.wake
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop), name="engine")
     try:
         yield
     finally:
+        if service is not None:
+            service.on_change = None
         stop.set()
         await task
         await resolver.aclose()
@@ -159,7 +169,7 @@ async def serve(settings: Settings, resolver: BackendResolver | None) -> None:
 
     def lifespan() -> contextlib.AbstractAsyncContextManager[None]:
         if resolver is not None:
-            return engine_running(settings, store, clock, resolver)
+            return engine_running(settings, store, clock, resolver, service)
         return contextlib.nullcontext()
 
     app = BedrockApp(service, settings, lifespan=lifespan)

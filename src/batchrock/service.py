@@ -8,7 +8,7 @@ ownership, which statuses can be stopped) live here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from batchrock import jobs
@@ -67,6 +67,9 @@ class JobService:
     def __init__(self, store: JobStore, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        #: Called after a job was created or asked to stop: an engine in the same process
+        #: sets it, to act at once instead of at its next poll.
+        self.on_change: Callable[[], None] | None = None
 
     async def create(self, caller: Caller, new: NewJob) -> tuple[Job, bool]:
         """Store a new job in Submitted; a repeated clientRequestToken returns the original
@@ -105,7 +108,10 @@ class JobService:
             expiration_time=jobs.expiration_for(now, timeout),
             invocation_type=new.invocation_type or "InvokeModel",
         )
-        return await self.store.create(job, tags)
+        stored, created = await self.store.create(job, tags)
+        if created and self.on_change is not None:
+            self.on_change()
+        return stored, created
 
     async def get(self, caller: Caller, job_id: str) -> Job:
         job = await self.store.get(caller.account_id, caller.region, job_id)
@@ -132,12 +138,16 @@ class JobService:
                     f"Cannot stop a job that has already finished. State was: {job.status.value}"
                 )
             try:
-                return await self.store.transition(
+                stopping = await self.store.transition(
                     job.job_id, JobStatus.STOPPING, now=self.clock.now(), expected={job.status}
                 )
             except jobs.InvalidTransition:
                 # The engine moved the job meanwhile: look again and decide on the new status.
                 job = await self.get(caller, job_id)
+                continue
+            if self.on_change is not None:
+                self.on_change()
+            return stopping
 
     async def list_tags(self, caller: Caller, job_id: str) -> dict[str, str]:
         await self.get(caller, job_id)

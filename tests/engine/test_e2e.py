@@ -135,6 +135,15 @@ def test_job_runs_to_completed_with_exact_output_and_manifest(server_factory: An
     }
 
 
+def test_serve_starts_a_created_job_at_once_not_at_its_next_poll(server_factory: Any) -> None:
+    server = server_factory(**{**FAST, "engine_poll_seconds": 30.0})
+    put(server, "in/a.jsonl", claude_records(10))
+    time.sleep(0.3)  # the engine's first poll is over: it now waits 30 s unless woken
+    arn = create(server)
+    job = wait(server, arn, timeout=10)
+    assert job["status"] == "Completed", job.get("message")
+
+
 def test_stop_mid_run_through_boto3(server_factory: Any) -> None:
     server = server_factory(**FAST, builtin_latency_ms=20, engine_record_concurrency=4)
     recs = claude_records(2000)

@@ -40,15 +40,21 @@ class ImmediateBackend(MockBackend):
 
     immediate = True
 
-    def __init__(self, handler: Any = echo_now, pause: float = 0.0) -> None:
+    def __init__(self, handler: Any = echo_now, pause: float = 0.0, spin: float = 0.0) -> None:
         super().__init__(echo)
         self._now = handler
         self._pause = pause
+        self._spin = spin
 
     def invoke_now(self, request: ModelRequest) -> ModelResult:
         self.calls.append(request)
         if self._pause:
             time.sleep(self._pause)  # a model that computes for a while, without suspending
+        if self._spin:
+            # ... and one that keeps the GIL while it does (time.sleep lets it go).
+            until = time.perf_counter() + self._spin
+            while time.perf_counter() < until:
+                pass
         result: ModelResult = self._now(request)
         return result
 
@@ -302,3 +308,121 @@ def test_a_worker_that_was_superseded_leaves_the_job_to_its_successor(tmp_path: 
         assert [r["recordId"] for r in got] == [r["recordId"] for r in recs]
 
     asyncio.run(main())
+
+
+def test_progress_is_saved_while_the_model_keeps_the_loop_busy(tmp_path: Path) -> None:
+    """The spool is written and fsynced in a worker thread, which needs the GIL back after
+    each system call; CPython hands it straight back to an event loop that only ever yields
+    with sleep(0). A model that computes without suspending must still let checkpoints (and
+    so the job's counters) through while the file runs, not only at its end."""
+    h = immediate(tmp_path, ImmediateBackend(spin=0.0005))
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(4000)))  # about 2 s of computing
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.engine().run(stop))
+        seen: set[int] = set()
+        while True:
+            current = await h.get(job.job_id)
+            if current.is_terminal:
+                break
+            seen.add(current.counters.processed)
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        assert current.status is S.COMPLETED
+        assert len({n for n in seen if 0 < n < 4000}) >= 5, sorted(seen)
+
+    asyncio.run(main())
+
+
+def claude_input(all_ids: bool) -> bytes:
+    """Claude records as users write them: compact and spaced JSON, no recordId (unless
+    ``all_ids``), unicode, stop sequences that hit, bodies the model refuses, a number no double
+    holds, a blank line and a byte order mark."""
+    lines = [b"\xef\xbb\xbf" + orjson.dumps({"recordId": "first", "modelInput": CLAUDE_BODY})]
+    for i in range(600):
+        body: dict[str, Any] = {
+            **CLAUDE_BODY,
+            "max_tokens": 1 + i % 90,
+            "messages": [{"role": "user", "content": f'Question {i}: é 😀 "{i}"'}],
+        }
+        if i % 7 == 0:
+            body["stop_sequences"] = ["the", "a"]
+        if i % 11 == 0:
+            body["system"] = "Be brief."
+        if i % 13 == 0:
+            body["max_tokens"] = 0  # refused by the model: a 400 record error
+        record: dict[str, Any] = {"modelInput": body}
+        if i % 5 or all_ids:
+            record = {"recordId": f"R{i:04d}", **record}
+        line = orjson.dumps(record)
+        if i % 3 == 0:
+            line = line.replace(b'":', b'" : ').replace(b",", b", ")
+        lines.append(line)
+        if i == 300:
+            lines.append(b"  ")
+            lines.append(b'{"recordId":"inf","modelInput":{"max_tokens":1e999}}')
+    return b"\n".join(lines) + b"\n"
+
+
+CLAUDE_BODY = {
+    "anthropic_version": "bedrock-2023-05-31",
+    "max_tokens": 50,
+    "messages": [{"role": "user", "content": "Hello"}],
+}
+
+
+def test_builtin_fast_path_writes_what_the_regular_path_writes(tmp_path: Path) -> None:
+    """The built-in model at zero latency reads records as JSON (typed decoding, templates);
+    with any latency it goes the regular way. Both must write the same bytes."""
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    async def run(h: Harness, data: bytes) -> tuple[bytes, bytes, Any]:
+        h.put("s3://in-bucket/in/a.jsonl", data)
+        job = await h.submit("s3://in-bucket/in/", OUT + "/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED, done.message
+        out = h.read(f"{OUT}/{job.job_id}/a.jsonl.out")
+        manifest = h.read(f"{OUT}/{job.job_id}/manifest.json.out")
+        return out.replace(job.job_id.encode(), b"JOB"), manifest, done.counters
+
+    async def main() -> None:
+        # Injected errors are drawn per recordId, and generated ones name the job: with
+        # errors on, every record has its own.
+        for error_rate, data in ((0.0, claude_input(False)), (0.25, claude_input(True))):
+            fast = BuiltinModel(seed=5, error_rate=error_rate)
+            regular = BuiltinModel(seed=5, error_rate=error_rate, latency_ms=0.5, sleep=no_wait)
+            assert fast.raw_answerer(CLAUDE_BODY_ID, "InvokeModel") is not None
+            assert regular.raw_answerer(CLAUDE_BODY_ID, "InvokeModel") is None
+            fast_h = immediate(tmp_path / f"fast-{error_rate}", fast)  # type: ignore[arg-type]
+            slow_h = immediate(tmp_path / f"slow-{error_rate}", regular)  # type: ignore[arg-type]
+            got, want = await run(fast_h, data), await run(slow_h, data)
+            # Output lines differ only in the generated recordIds (they name the job).
+            assert got[1:] == want[1:]
+            fast_lines, slow_lines = got[0].splitlines(), want[0].splitlines()
+            assert len(fast_lines) == len(slow_lines) == 602
+            for mine, theirs in zip(fast_lines, slow_lines, strict=True):
+                a, b = orjson.loads(mine), orjson.loads(theirs)
+                if a["recordId"] != b["recordId"]:
+                    a["recordId"] = b["recordId"] = "generated"
+                assert a == b
+                assert (
+                    mine.partition(b',"modelInput":')[2] == theirs.partition(b',"modelInput":')[2]
+                )
+            lines = [orjson.loads(x) for x in fast_lines]
+            # modelInput is written as the input had it, spaces and all.
+            assert b'{"anthropic_version" : "bedrock-2023-05-31", ' in got[0]
+            by_id = {x["recordId"]: x for x in lines}
+            assert by_id["inf"]["error"]["errorCode"] == 400
+            assert "not valid JSON" in by_id["inf"]["error"]["errorMessage"]
+            assert by_id["R0013"]["error"]["errorCode"] == 400
+            assert by_id["first"]["modelOutput"]["type"] == "message"
+
+    asyncio.run(main())
+
+
+CLAUDE_BODY_ID = "anthropic.claude-3-haiku-20240307-v1:0"

@@ -122,6 +122,23 @@ BAD_INPUTS: list[tuple[str, bytes, list[str]]] = [
         ["Line 1", '"recordId"', "number"],
     ),
     ("binary", b'{"modelInput": {}}\n\xff\xfe\x00garbage\n', ["Line 2", "not valid JSON"]),
+    # Inside modelInput, where the fast record check skips without decoding: the UTF-8 check
+    # and the line-by-line fallback must still catch these.
+    (
+        "not-utf8-inside",
+        b'{"modelInput": {}}\n' * 3 + b'{"modelInput": {"prompt": "caf\xe9"}}\n',
+        ["Line 4", "not valid JSON", "UTF-8"],
+    ),
+    (
+        "too-deep",
+        b'{"modelInput": {}}\n{"modelInput": {"a": ' + b"[" * 3000 + b"]" * 3000 + b"}}\n",
+        ["Line 2", "not valid JSON"],
+    ),
+    (
+        "bad-escape-after-good-lines",
+        b'{"modelInput": {}}\n' * 2000 + b'{"modelInput": {"p": "\\x"}}\n',
+        ["Line 2001", "not valid JSON"],
+    ),
 ]
 
 
@@ -300,6 +317,9 @@ def test_concurrent_jobs_quota_keeps_the_rest_scheduled(tmp_path: Path) -> None:
         await h.wait_for(first.job_id, {S.IN_PROGRESS})
         # Another model has its own quota; the same model waits.
         await h.wait_for(other.job_id, {S.IN_PROGRESS})
+        # Validated, the second waits while the first of its model runs.
+        await h.wait_for(second.job_id, {S.SCHEDULED})
+        assert (await h.get(first.job_id)).status is S.IN_PROGRESS
         assert (await h.get(second.job_id)).status is S.SCHEDULED
         await h.wait_for(first.job_id, {S.COMPLETED})
         done = await h.wait_for(second.job_id, {S.COMPLETED})
@@ -483,5 +503,28 @@ def test_manifest_follows_progress_while_in_progress(
         assert seen == sorted(seen)
         assert any(0 < n < 600 for n in seen), seen
         assert manifest(h, job.job_id)["processedRecordCount"] == 600
+
+    asyncio.run(main())
+
+
+def test_a_woken_engine_does_not_wait_for_its_next_poll(tmp_path: Path) -> None:
+    """`serve` wakes its engine when the API creates a job, and a runner wakes it when a step
+    ends (a validated job is started at once): with a long poll interval, a job still runs
+    through promptly."""
+    h = Harness(tmp_path, engine_poll_seconds=30.0)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(20)))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        engine = h.engine()
+        task = asyncio.create_task(engine.run(stop))
+        await asyncio.sleep(0.1)  # the engine polled once, found nothing, and waits
+        job = await h.submit("s3://in-bucket/in/")
+        engine.wake()
+        done = await h.wait_for(job.job_id, {S.COMPLETED}, timeout=5)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert done.counters.success == 20
 
     asyncio.run(main())

@@ -12,7 +12,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 InvocationType = Literal["InvokeModel", "Converse"]
+#: Encoded JSON: bytes, or the slice of an input line that msgspec kept as it was.
+JsonBytes = bytes | msgspec.Raw
+#: What a msgspec decoder raises for input that is not what it reads: malformed or
+#: mistyped JSON, a string that is not UTF-8, nesting deeper than it recurses.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+#: What an immediate backend may offer for the records of one (model id, invocation type):
+#: ``(modelInput as JSON, recordId) -> (modelOutput as JSON, input tokens, output tokens)``,
+#: or ``None`` for a record it leaves to ``invoke_now`` (anything unusual, every error).
+RawAnswerer = Callable[[JsonBytes, str], tuple[bytes, int, int] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +81,9 @@ class ModelBackend(Protocol):
     A backend whose answers are ready at once may also offer ``immediate`` (a true attribute)
     and a synchronous ``invoke_now(request) -> ModelResult`` giving what ``invoke`` gives; the
     engine then calls it in a plain loop, record after record (the built-in model does, when
-    it has no latency and no throttling).
+    it has no latency and no throttling). Such a backend may further offer
+    ``raw_answerer(model_id, invocation_type) -> RawAnswerer | None``: a reader of the
+    encoded ``modelInput`` that skips building the body's Python objects.
     """
 
     async def invoke(self, request: ModelRequest) -> ModelResult: ...

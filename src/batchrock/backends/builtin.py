@@ -23,7 +23,7 @@ import random
 import zlib
 from collections.abc import Awaitable, Callable
 
-from batchrock.backends.base import ModelRequest, ModelResult, RecordError
+from batchrock.backends.base import JsonBytes, ModelRequest, ModelResult, RawAnswerer, RecordError
 from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, Family, family_for
 from batchrock.backends.families.base import Quick
 from batchrock.backends.neutral import (
@@ -186,22 +186,61 @@ class BuiltinModel:
                 error=RecordError(500, f"The built-in model failed: {type(exc).__name__}: {exc}")
             )
 
-    def _quick_answer(self, family: ChatFamily, request: ModelRequest, quick: Quick) -> ModelResult:
-        """_finish for a quick tuple, with the render's request taken from a small cache (the
-        renders read only its limits and whether it was a prompt)."""
-        text, messages, limit, stop = quick
-        key = zlib.crc32(text.encode()) ^ self.seed
-        if self._error_cut and self._fails(key, request.record_id):
-            return self._injected_error()
-        answer = self.reply(text, key, messages, 0, limit, stop)
+    def raw_answerer(self, model_id: str, invocation_type: str) -> RawAnswerer | None:
+        """The engine's reader for records of an :attr:`immediate` model whose family has a
+        typed decoder (:meth:`ChatFamily.quick_json`): it answers plain bodies straight from
+        their JSON and leaves everything else, injected errors included, to
+        :meth:`invoke_now`, which gives the same answer to the same body."""
+        if not self.immediate:
+            return None
+        family = family_for(model_id, invocation_type)
+        if family is None or family.kind != "chat":
+            return None
+        assert isinstance(family, ChatFamily)
+        if type(family).quick_json is ChatFamily.quick_json:
+            return None
+        read, reply, shape_for, shapes = family.quick_json, self.reply, self._shape, self._shapes
+        render = family.json_renderer(model_id)
+        seed, error_cut, crc32 = self.seed, self._error_cut, zlib.crc32
+        # A renderer that ignores the request gets a placeholder instead of a lookup.
+        unread = None if family.render_reads_request else ChatRequest()
+
+        def answer(body: JsonBytes, record_id: str) -> tuple[bytes, int, int] | None:
+            quick = read(body)
+            if quick is None:
+                return None
+            text, messages, limit, stop = quick
+            key = crc32(text.encode()) ^ seed
+            if error_cut and self._fails(key, record_id):
+                return None
+            reply_ = reply(text, key, messages, 0, limit, stop)
+            request = unread or shapes.get((messages == 0, limit, stop))
+            if request is None:
+                request = shape_for(messages, limit, stop)
+            return render(reply_, request), reply_.input_tokens, reply_.output_tokens
+
+        return answer
+
+    def _shape(self, messages: int, limit: int | None, stop: tuple[str, ...]) -> ChatRequest:
+        """The request a render sees for a quick tuple, from a small cache (the renders read
+        only its limits and whether it was a prompt)."""
         shape = (messages == 0, limit, stop)
         parsed = self._shapes.get(shape)
         if parsed is None:
             parsed = ChatRequest(prompt="" if messages == 0 else None, max_tokens=limit, stop=stop)
             if len(self._shapes) < 1024:
                 self._shapes[shape] = parsed
+        return parsed
+
+    def _quick_answer(self, family: ChatFamily, request: ModelRequest, quick: Quick) -> ModelResult:
+        """_finish for a quick tuple."""
+        text, messages, limit, stop = quick
+        key = zlib.crc32(text.encode()) ^ self.seed
+        if self._error_cut and self._fails(key, request.record_id):
+            return self._injected_error()
+        answer = self.reply(text, key, messages, 0, limit, stop)
         return ModelResult(
-            family.render(answer, parsed, request.model_id),
+            family.render(answer, self._shape(messages, limit, stop), request.model_id),
             None,
             answer.input_tokens,
             answer.output_tokens,
@@ -308,12 +347,13 @@ class BuiltinModel:
         reply = _CORPUS[_OFFSETS[start] : _OFFSETS[start + count] - 1]
         reason: StopReason = "end"
         stop_sequence = None
-        for stop in stops:
-            at = reply.find(stop) if stop else -1
-            if at >= 0:
-                reply = reply[:at]
-                reason = "stop"
-                stop_sequence = stop
+        if stops:
+            for stop in stops:
+                at = reply.find(stop) if stop else -1
+                if at >= 0:
+                    reply = reply[:at]
+                    reason = "stop"
+                    stop_sequence = stop
         output_tokens = (len(reply) + 3) >> 2  # estimate_tokens, inlined: per record
         if limit is not None and output_tokens > limit:
             reply = reply[: limit * 4].rstrip()
@@ -325,7 +365,7 @@ class BuiltinModel:
         input_tokens = ((len(text) + 3) >> 2) + 3 * messages + 1200 * images
         # Positional: keyword construction costs measurably more, once per record.
         return ChatAnswer(
-            reply, reason, input_tokens or 1, output_tokens, stop_sequence, self._latency_int
+            reply, reason, input_tokens or 1, output_tokens, stop_sequence, self._latency_int, key
         )
 
     def embed(self, request: EmbedRequest, default_dimensions: int) -> EmbedAnswer:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 Role = Literal["user", "assistant"]
 #: Why generation stopped, in neutral words: the model ended its turn, hit the token limit, or
 #: produced one of the stop sequences.
@@ -75,8 +77,10 @@ class EmbedRequest:
     image: str | None = None
 
 
-@dataclass(slots=True)
-class ChatAnswer:
+class ChatAnswer(msgspec.Struct, gc=False):
+    """What a chat model answered. A msgspec struct rather than a dataclass: the built-in
+    model makes one per record, and this costs a third as much to create."""
+
     text: str
     stop_reason: StopReason
     input_tokens: int
@@ -84,6 +88,9 @@ class ChatAnswer:
     #: The stop sequence that ended generation, when ``stop_reason == "stop"``.
     stop_sequence: str | None = None
     latency_ms: int = 0
+    #: What the response's id is derived from: a model that hashed the request already (the
+    #: built-in one) passes that number; without it the id comes from the answer's text.
+    id_seed: int | None = None
 
 
 @dataclass(slots=True)

@@ -71,6 +71,12 @@ class Engine:
             shutdown=self._shutdown,
         )
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for work now rather than at the next poll (a job was created or stopped in
+        this process, or one of our runners finished a step)."""
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("engine %s started", self.worker_id)
@@ -81,8 +87,7 @@ class Engine:
                 except Exception:
                     # The store may be busy or briefly unavailable; try again next poll.
                     log.exception("engine poll failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.engine_poll_seconds)
+                await self._idle(stop)
         finally:
             self._shutdown.set()
             if self._running:
@@ -92,6 +97,21 @@ class Engine:
             if self._own_objects:
                 await self.objects.aclose()
             log.info("engine %s stopped", self.worker_id)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Wait for the next poll, a stop or a wake-up, whichever comes first."""
+        if not self._wake.is_set():
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+            try:
+                await asyncio.wait(
+                    waiters,
+                    timeout=self.settings.engine_poll_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        self._wake.clear()
 
     async def tick(self) -> None:
         """One poll: expire overdue jobs, then take work while there is capacity."""
@@ -135,6 +155,9 @@ class Engine:
             # validated by one runner is started by the next).
             if self._running.get(job_id) is done:
                 del self._running[job_id]
+            # A step ended: the job may be ready for the next one (validated jobs wait in
+            # Scheduled), and there is capacity for another.
+            self.wake()
 
         task.add_done_callback(forget)
 

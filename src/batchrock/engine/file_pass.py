@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ from typing import Any
 
 import orjson
 
-from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.base import (
+    JsonBytes,
+    ModelBackend,
+    ModelRequest,
+    ModelResult,
+    RawAnswerer,
+    RecordError,
+)
 from batchrock.engine import records
 from batchrock.jobs import Counters
 
@@ -27,10 +35,19 @@ log = logging.getLogger("batchrock.engine")
 
 _dumps = orjson.dumps
 _loads = orjson.loads
-_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_output_line = records.output_line
 _Item = tuple[int, int, int, bytes]
 #: Records a worker answers in a row before letting other tasks run.
 _YIELD_EVERY = 256
+#: How long a pass that never waits on the model may keep the event loop (and the GIL)
+#: before it pauses for a moment. Worker threads (file reads, spool fsyncs, of this job and
+#: others) need the GIL back after each system call, and CPython gives it straight back to
+#: a loop whose only pauses are ``sleep(0)``: without a real pause now and then they would
+#: wait until the pass ends (measured: seconds for a 1 MB write).
+_HOLD_SECONDS = 0.01
+_PAUSE_SECONDS = 0.0001
+#: Output waiting beyond this is written without waiting for the next checkpoint.
+FLUSH_BYTES = 1024 * 1024
 _INTERNAL_ERROR = RecordError(500, "Internal server error while invoking the model.")
 
 
@@ -65,7 +82,7 @@ class FilePass:
     def __init__(
         self,
         *,
-        lines: AsyncIterator[list[bytes]],
+        blocks: AsyncIterator[bytes],
         backend: ModelBackend,
         model_id: str,
         invocation_type: str,
@@ -76,7 +93,7 @@ class FilePass:
         concurrency: int,
         halt: asyncio.Event,
     ) -> None:
-        self._lines = lines
+        self._blocks = blocks
         self._backend = backend
         self._model_id = model_id
         self._invocation_type: Any = invocation_type
@@ -96,18 +113,24 @@ class FilePass:
         #: Where the next line read starts: its number minus one, and its byte offset.
         self._read_line = start_line
         self._read_offset = start_offset
-        #: Output bytes not yet in the spool; taken by :meth:`take_output`.
+        #: Output lines not yet in the spool, and their size; taken by :meth:`take_output`.
         self._out: list[bytes] = []
+        self._out_bytes = 0
+        #: Set when enough output waits that the runner should write it now rather than at
+        #: its next checkpoint: the write and its fsync then overlap with the pass.
+        self.output_ready = asyncio.Event()
+        self._paused_at = time.monotonic()
         self.progress = Progress(start_offset, start_line)
         self.finished = False
 
     # --- output side (called by the checkpointer) -------------------------------------------
 
-    def take_output(self) -> tuple[bytes, Progress]:
-        """The output written since the last call, and the progress it brings the file to.
-        Synchronous on purpose: nothing can interleave between the two."""
-        data = b"".join(self._out)
-        self._out.clear()
+    def take_output(self) -> tuple[list[bytes], Progress]:
+        """The output lines written since the last call, and the progress they bring the file
+        to. Synchronous on purpose: nothing can interleave between the two."""
+        data, self._out = self._out, []
+        self._out_bytes = 0
+        self.output_ready.clear()
         snap = Progress(**{f: getattr(self.progress, f) for f in Progress.__slots__})
         return data, snap
 
@@ -119,7 +142,11 @@ class FilePass:
         backend = self._backend
         invoke_now = getattr(backend, "invoke_now", None)
         if invoke_now is not None and getattr(backend, "immediate", False):
-            await self._run_in_order(invoke_now)
+            make_answerer = getattr(backend, "raw_answerer", None)
+            answerer = None
+            if make_answerer is not None:
+                answerer = make_answerer(self._model_id, self._invocation_type)
+            await self._run_in_order(invoke_now, answerer)
             return
         workers = [asyncio.create_task(self._worker()) for _ in range(self._concurrency)]
         try:
@@ -129,123 +156,195 @@ class FilePass:
                 w.cancel()
         self.finished = self._eof and not self._queue and self._written_seq == self._next_seq
 
-    async def _run_in_order(self, invoke_now: Callable[[ModelRequest], ModelResult]) -> None:
+    async def _run_in_order(
+        self,
+        invoke_now: Callable[[ModelRequest], ModelResult],
+        answerer: RawAnswerer | None,
+    ) -> None:
         """The pass for a model that answers at once: one plain loop, record after record, no
         task per record and nothing to put back in order. Output and progress are brought up
         to date before every suspension point, so a checkpoint always sees a consistent pair.
+
+        With an ``answerer`` the common record never becomes Python objects: msgspec finds
+        its recordId and modelInput bytes, the answerer reads those and returns the encoded
+        output, and the output line is joined from the pieces.
         """
-        p, out, halt, lines = self.progress, self._out, self._halt, self._lines
-        model_id, invocation_type = self._model_id, self._invocation_type
+        p, halt, blocks = self.progress, self._halt, self._blocks
         number, offset = self._read_line, self._read_offset
-        bom = records.UTF8_BOM
+        read_lines, line_errors, output_line = records.read_lines, records.LINE_ERRORS, _output_line
         while not halt.is_set():
             try:
-                batch = await anext(lines)
+                block = await anext(blocks)
             except StopAsyncIteration:
                 self._eof = True
                 break
-            start = 0
-            while start < len(batch) and not halt.is_set():
-                # Slices, with a yield after each: a model that never suspends would otherwise
-                # keep the event loop (the API served from it, the checkpoints) for a chunk.
-                success = error = tokens_in = tokens_out = throttled = 0
-                for data in batch[start : start + _YIELD_EVERY]:
-                    number += 1
-                    offset += len(data) + 1
-                    try:
-                        value = _loads(data)
-                    except orjson.JSONDecodeError:
-                        value = None
-                    if type(value) is dict:
-                        model_input = value.get("modelInput")
-                        rid = value.get("recordId")
-                        if type(model_input) is dict and (type(rid) is str or rid is None):
-                            if rid is None:
-                                rid = records.generated_record_id(
-                                    self._job_id, self._file_index, number
-                                )
-                            try:
-                                result = invoke_now(
-                                    ModelRequest(model_id, invocation_type, model_input, rid)
-                                )
-                            except Exception:
-                                result = self._backend_failed(rid)
-                            if result.error is None:
-                                try:
-                                    out.append(
-                                        _dumps(
-                                            {"recordId": rid, "modelInput": model_input,
-                                             "modelOutput": result.output},
-                                            option=_NEWLINE,
-                                        )
-                                    )  # fmt: skip
-                                    success += 1
-                                    tokens_in += result.input_tokens
-                                    tokens_out += result.output_tokens
-                                    if result.info:
-                                        throttled += result.info.get("throttled", 0)
-                                    continue
-                                except orjson.JSONEncodeError:
-                                    pass
-                            line, answered = self._render(rid, model_input, result)
-                        else:
-                            line, answered = self._answer_now(invoke_now, number, data)
-                    else:
-                        if number == 1 and data.startswith(bom):
-                            data = data[len(bom) :]
-                        if not data or data.isspace():
-                            continue  # not a record, but reading resumes after it
-                        line, answered = self._answer_now(invoke_now, number, data)
-                    out.append(line)
-                    if answered is not None and answered.error is None:
-                        success += 1
-                    else:
-                        error += 1
-                    if answered is not None:
-                        tokens_in += answered.input_tokens
-                        tokens_out += answered.output_tokens
-                        if answered.info:
-                            throttled += answered.info.get("throttled", 0)
-                start += _YIELD_EVERY
-                p.processed += success + error
-                p.success += success
-                p.error += error
-                p.input_tokens += tokens_in
-                p.output_tokens += tokens_out
-                p.throttled += throttled
-                p.line = number
-                p.offset = offset
-                await asyncio.sleep(0)
+            # A block at a time, with a yield after each: a model that never suspends would
+            # otherwise keep the event loop (the API served from it, the checkpoints).
+            success = error = tokens_in = tokens_out = throttled = 0
+            out = self._out
+            mark = len(out)
+            lines: list[bytes] | None = None
+            parsed: list[Any] | None = None
+            if answerer is not None:
+                try:
+                    parsed = read_lines(block)
+                except line_errors:
+                    parsed = None
+                else:
+                    # Blank lines are skipped by read_lines: such blocks go line by line.
+                    if len(parsed) != block.count(b"\n"):
+                        parsed = None
+            if parsed is None or answerer is None:
+                # Line by line, with progress kept per line: a slow immediate model yields
+                # every _YIELD_EVERY lines instead of once a block.
+                number, offset = await self._lines_in_order(invoke_now, block, number, offset)
+                continue
+            first = number
+            for record in parsed:
+                number += 1
+                rid, raw = record.recordId, record.modelInput
+                if rid is None:
+                    rid = records.generated_record_id(self._job_id, self._file_index, number)
+                try:
+                    fast = answerer(raw, rid)
+                except Exception:  # a bug: the regular path decides
+                    log.exception("raw answerer failed on record %s", rid)
+                    fast = None
+                if fast is not None:
+                    out.append(output_line(rid, raw, fast[0]))
+                    success += 1
+                    tokens_in += fast[1]
+                    tokens_out += fast[2]
+                    continue
+                if lines is None:
+                    lines = records.block_lines(block)
+                line, answered = self._answer_now(invoke_now, number, lines[number - first - 1])
+                assert line is not None  # a record is not blank
+                out.append(line)
+                if answered is not None and answered.error is None:
+                    success += 1
+                else:
+                    error += 1
+                if answered is not None:
+                    tokens_in += answered.input_tokens
+                    tokens_out += answered.output_tokens
+                    if answered.info:
+                        throttled += answered.info.get("throttled", 0)
+            offset += len(block)
+            p.processed += success + error
+            p.success += success
+            p.error += error
+            p.input_tokens += tokens_in
+            p.output_tokens += tokens_out
+            p.throttled += throttled
+            p.line = number
+            p.offset = offset
+            self._out_bytes += sum(map(len, out[mark:]))
+            if self._out_bytes >= FLUSH_BYTES:
+                self.output_ready.set()
+            await self._yield()
         self.finished = self._eof and not halt.is_set()
+
+    async def _lines_in_order(
+        self,
+        invoke_now: Callable[[ModelRequest], ModelResult],
+        block: bytes,
+        number: int,
+        offset: int,
+    ) -> tuple[int, int]:
+        """A block for :meth:`_run_in_order`, line by line; returns where it stopped (the
+        end of the block, or an earlier line when halted)."""
+        p, halt = self.progress, self._halt
+        for index, data in enumerate(records.block_lines(block)):
+            if index and not index % _YIELD_EVERY:
+                await self._yield()
+                if halt.is_set():
+                    return number, offset
+            number += 1
+            offset += len(data) + 1
+            line, answered = self._answer_now(invoke_now, number, data)
+            if line is not None:
+                self._out.append(line)
+                self._out_bytes += len(line)
+                p.processed += 1
+                if answered is not None and answered.error is None:
+                    p.success += 1
+                else:
+                    p.error += 1
+                if answered is not None:
+                    p.input_tokens += answered.input_tokens
+                    p.output_tokens += answered.output_tokens
+                    if answered.info:
+                        p.throttled += answered.info.get("throttled", 0)
+            p.line, p.offset = number, offset
+        if self._out_bytes >= FLUSH_BYTES:
+            self.output_ready.set()
+        await self._yield()
+        return number, offset
+
+    async def _yield(self) -> None:
+        """Let other tasks run; now and then long enough for threads (see _HOLD_SECONDS)."""
+        now = time.monotonic()
+        if now - self._paused_at < _HOLD_SECONDS:
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(_PAUSE_SECONDS)
+            self._paused_at = time.monotonic()
 
     def _answer_now(
         self, invoke_now: Callable[[ModelRequest], ModelResult], number: int, data: bytes
-    ) -> tuple[bytes, ModelResult | None]:
-        """:meth:`_answer` for the in-order pass: records without a recordId, lines that are
-        no longer records."""
-        value = records.loads_record(data)
-        if value is None:
-            return self._not_a_record(number, data), None
-        model_input = value["modelInput"]
-        rid: str | None = value.get("recordId")
-        if rid is None:
-            rid = records.generated_record_id(self._job_id, self._file_index, number)
+    ) -> tuple[bytes | None, ModelResult | None]:
+        """One line of the in-order pass the regular way: ``(None, None)`` for a line that is
+        not a record (blank), else its output line and the model's result, if it got one."""
+        if number == 1 and data.startswith(records.UTF8_BOM):
+            data = data[len(records.UTF8_BOM) :]
+        if not data or data.isspace():
+            return None, None
+        record = self._read(number, data)
+        if isinstance(record, bytes):
+            return record, None
+        rid, raw, body = record
         try:
-            request = ModelRequest(self._model_id, self._invocation_type, model_input, rid)
-            result = invoke_now(request)
+            result = invoke_now(ModelRequest(self._model_id, self._invocation_type, body, rid))
         except Exception:
             result = self._backend_failed(rid)
-        return self._render(rid, model_input, result)
+        return self._render(rid, raw, result)
 
-    def _not_a_record(self, number: int, data: bytes) -> bytes:
-        # Validated earlier, so the object changed since: report it on that record.
-        gen = records.generated_record_id(self._job_id, self._file_index, number)
+    def _read(self, number: int, data: bytes) -> tuple[str, JsonBytes, dict[str, Any]] | bytes:
+        """``(recordId, modelInput as JSON, modelInput)`` of a record line, or the error line
+        for a line that is not one after all: the file changed after Validating, or its
+        modelInput holds what msgspec skips over but orjson refuses (a number no double
+        holds, like 1e999)."""
+        raw: JsonBytes
+        try:
+            rid, raw = records.split_line(data)
+        except records.LINE_ERRORS:
+            value = records.loads_record(data)  # what msgspec refuses but orjson may read
+            if value is None:
+                return self._not_a_record(number, data, None)
+            rid, body = value.get("recordId"), value["modelInput"]
+            raw = _dumps(body)
+        else:
+            try:
+                body = _loads(bytes(raw))
+            except orjson.JSONDecodeError:
+                return self._not_a_record(number, data, rid)
+            if type(body) is not dict:
+                return self._not_a_record(number, data, rid)
+        if rid is None:
+            rid = records.generated_record_id(self._job_id, self._file_index, number)
+        return rid, raw, body
+
+    def _not_a_record(self, number: int, data: bytes, rid: str | None) -> bytes:
+        """The error line for line ``number``, under its recordId if it has a readable one."""
+        if rid is None:
+            rid = records.generated_record_id(self._job_id, self._file_index, number)
         try:
             records.parse_record(data)
             reason = "is not a record"
         except records.BadRecord as exc:
             reason = str(exc)
-        return records.error_line(gen, None, 400, f"Line {number} {reason}")
+        return records.error_line(rid, None, 400, f"Line {number} {reason}")
 
     async def _take(self) -> _Item | None:
         """The next record to answer, waiting for input or for the writer to catch up;
@@ -265,11 +364,11 @@ class FilePass:
                 if self._queue or self._eof:
                     continue
                 try:
-                    batch = await anext(self._lines)
+                    block = await anext(self._blocks)
                 except StopAsyncIteration:
                     self._eof = True
                     continue
-                self._enqueue(batch)
+                self._enqueue(records.block_lines(block))
 
     def _enqueue(self, batch: list[bytes]) -> None:
         queue, seq = self._queue, self._next_seq
@@ -306,44 +405,24 @@ class FilePass:
                     # A model that never suspends would otherwise keep the event loop (and the
                     # API served from it, and the checkpoints) waiting for a whole batch.
                     streak = 0
-                    await asyncio.sleep(0)
+                    await self._yield()
             else:
                 next_item = await self._take()
                 if next_item is None:
                     return
                 item = next_item
             seq, number, end, data = item
-            # The common case inline (a well-formed record with its own recordId); anything
-            # else goes through _answer.
+            record = self._read(number, data)
+            if isinstance(record, bytes):
+                complete(seq, number, end, record, None)
+                continue
+            rid, raw, body = record
             try:
-                value = _loads(data)
-            except orjson.JSONDecodeError:
-                value = None
-            if type(value) is dict:
-                model_input = value.get("modelInput")
-                rid = value.get("recordId")
-                if type(model_input) is dict and type(rid) is str:
-                    try:
-                        result = await invoke(
-                            ModelRequest(model_id, invocation_type, model_input, rid)
-                        )
-                    except Exception:
-                        result = self._backend_failed(rid)
-                    if result.error is None:
-                        try:
-                            out = _dumps(
-                                {"recordId": rid, "modelInput": model_input,
-                                 "modelOutput": result.output}
-                            )  # fmt: skip
-                            complete(seq, number, end, out + b"\n", result)
-                            continue
-                        except orjson.JSONEncodeError:
-                            pass
-                    out, answered = self._render(rid, model_input, result)
-                    complete(seq, number, end, out, answered)
-                    continue
-            out, answered = await self._answer(number, data)
-            complete(seq, number, end, out, answered)
+                result = await invoke(ModelRequest(model_id, invocation_type, body, rid))
+            except Exception:
+                result = self._backend_failed(rid)
+            line, answered = self._render(rid, raw, result)
+            complete(seq, number, end, line, answered)
 
     def _backend_failed(self, rid: str) -> ModelResult:
         # Backends report bad records as results; an exception is a bug or an outage. The
@@ -352,31 +431,16 @@ class FilePass:
         return ModelResult(error=_INTERNAL_ERROR)
 
     def _render(
-        self, rid: str, model_input: Any, result: ModelResult
+        self, rid: str, raw: JsonBytes, result: ModelResult
     ) -> tuple[bytes, ModelResult | None]:
         try:
             if result.error is None:
-                return records.output_line(rid, model_input, result.output), result
+                return _output_line(rid, raw, _dumps(result.output)), result
             err = result.error
-            return records.error_line(rid, model_input, err.code, err.message), result
+            return records.error_line(rid, raw, err.code, err.message), result
         except orjson.JSONEncodeError as exc:
             msg = f"The model returned a response that is not JSON: {exc}"
-            return records.error_line(rid, model_input, 500, msg), None
-
-    async def _answer(self, number: int, data: bytes) -> tuple[bytes, ModelResult | None]:
-        value = records.loads_record(data)
-        if value is None:
-            return self._not_a_record(number, data), None
-        model_input = value["modelInput"]
-        rid: str | None = value.get("recordId")
-        if rid is None:
-            rid = records.generated_record_id(self._job_id, self._file_index, number)
-        request = ModelRequest(self._model_id, self._invocation_type, model_input, rid)
-        try:
-            result = await self._backend.invoke(request)
-        except Exception:
-            result = self._backend_failed(rid)
-        return self._render(rid, model_input, result)
+            return records.error_line(rid, raw, 500, msg), None
 
     def _complete(
         self, seq: int, number: int, end: int, out: bytes, result: ModelResult | None
@@ -388,6 +452,7 @@ class FilePass:
         pending = self._pending
         while True:
             self._out.append(out)
+            self._out_bytes += len(out)
             p.processed += 1
             if result is not None:
                 if result.error is None:
@@ -409,3 +474,5 @@ class FilePass:
             number, end, out, result = nxt
         p.line, p.offset = number, end
         self._advanced.set()
+        if self._out_bytes >= FLUSH_BYTES:
+            self.output_ready.set()

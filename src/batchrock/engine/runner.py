@@ -35,7 +35,7 @@ from batchrock.engine.checkpoint import (
     spool_dir,
 )
 from batchrock.engine.file_pass import FilePass
-from batchrock.engine.records import LineTooLong, iter_line_batches
+from batchrock.engine.records import LineTooLong, iter_blocks
 from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
 from batchrock.objects.base import ObjectStore, ObjectStoreError, S3Location, parse_s3_uri
 from batchrock.settings import Settings
@@ -380,7 +380,7 @@ class JobRunner:
                 old.unlink(missing_ok=True)
             chunks = ctx.objects.read(f.bucket, f.key, cp.offset) if cp.offset < f.size else None
             fp = FilePass(
-                lines=iter_line_batches(_or_empty(chunks)),
+                blocks=iter_blocks(_or_empty(chunks)),
                 backend=backend,
                 model_id=job.model_id,
                 invocation_type=job.invocation_type,
@@ -397,7 +397,14 @@ class JobRunner:
             loop = asyncio.get_running_loop()
             manifest_at = loop.time()
             while not task.done():
-                await asyncio.wait({task}, timeout=ctx.settings.engine_checkpoint_seconds)
+                # A checkpoint every engine_checkpoint_seconds, or sooner when output piles up.
+                ready = asyncio.ensure_future(fp.output_ready.wait())
+                await asyncio.wait(
+                    {task, ready},
+                    timeout=ctx.settings.engine_checkpoint_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                ready.cancel()
                 if self.halt.is_set():
                     if self.reason is Halt.LOST:
                         task.cancel()
@@ -441,7 +448,7 @@ class JobRunner:
             return progress.add_to(base)
         if data:
             await asyncio.to_thread(append_durably, handle, data)
-        cp.spool_size += len(data)
+        cp.spool_size += sum(map(len, data))
         cp.offset = progress.offset
         cp.line = progress.line
         counters = progress.add_to(base)

@@ -6,13 +6,19 @@ import random
 import string
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
+import orjson
+
+from batchrock.backends.base import JsonBytes
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, EmbedAnswer, EmbedRequest
 
 #: What :meth:`ChatFamily.quick` extracts: all the text, the message count, the token limit
 #: and the stop sequences.
 Quick = tuple[str, int, int | None, tuple[str, ...]]
+#: A family's response body for one model id, encoded: ``(answer, request) -> JSON``.
+JsonRender = Callable[[ChatAnswer, ChatRequest], bytes]
 
 
 class ChatFamily(ABC):
@@ -36,6 +42,23 @@ class ChatFamily(ABC):
         a plain well-formed body, without building the neutral request, or ``None`` to go
         through :meth:`parse`. ``text`` must equal ``request_text(parse(body))`` so both paths
         give the same answer."""
+        return None
+
+    #: Whether :meth:`render` looks at its ``request`` (the built-in model's fast path then
+    #: skips building one when it does not).
+    render_reads_request: ClassVar[bool] = True
+
+    def json_renderer(self, model_id: str) -> JsonRender:
+        """:meth:`render` for one model id, encoded: the built-in model's per-record path.
+        A family may build the bytes directly, but they must be exactly
+        ``orjson.dumps(render(answer, request, model_id))``."""
+        render, dumps = self.render, orjson.dumps
+        return lambda answer, request: dumps(render(answer, request, model_id))
+
+    def quick_json(self, body: JsonBytes) -> Quick | None:
+        """:meth:`quick` for the encoded body, read by a typed decoder without building
+        Python objects for it. It may leave more bodies to :meth:`quick` (``None``) but must
+        never accept one that :meth:`quick` refuses or read it differently."""
         return None
 
 
@@ -66,6 +89,28 @@ def _id_source(length: int = 1 << 16) -> str:
 
 #: Ids are windows into a fixed random base62 text: deterministic and O(1) per record.
 _ID_SOURCE = _id_source()
+_ID_BYTES = _ID_SOURCE.encode()
+
+
+def answer_id(answer: ChatAnswer, length: int) -> str:
+    """A response id for ``answer``: the same answer always gets the same id."""
+    if answer.id_seed is not None:
+        start = answer.id_seed % (len(_ID_SOURCE) - length)
+        return _ID_SOURCE[start : start + length]
+    return stable_id(f"{answer.input_tokens}:{answer.text[:64]}", length)
+
+
+def answer_id_json(answer: ChatAnswer, length: int) -> bytes:
+    """:func:`answer_id`, as the bytes inside its JSON string (ids are alphanumeric)."""
+    if answer.id_seed is not None:
+        return id_window(answer.id_seed, length)
+    return stable_id(f"{answer.input_tokens}:{answer.text[:64]}", length).encode()
+
+
+def id_window(seed: int, length: int) -> bytes:
+    """:func:`answer_id_json` for an answer whose ``id_seed`` is ``seed``."""
+    start = seed % (len(_ID_BYTES) - length)
+    return _ID_BYTES[start : start + length]
 
 
 def stable_id(text: str, length: int) -> str:

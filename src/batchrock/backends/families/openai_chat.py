@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchrock.backends.families.base import ChatFamily, stable_id
+from batchrock.backends.families.base import ChatFamily, answer_id
 from batchrock.backends.families.schema import BodyError, Checker
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, Message, TextPart
 
@@ -99,9 +99,8 @@ class OpenAIChat(ChatFamily):
         )
 
     def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
-        seed = f"{answer.input_tokens}:{answer.text[:64]}"
         return {
-            "id": "chatcmpl-" + stable_id(seed, 24),
+            "id": "chatcmpl-" + answer_id(answer, 24),
             "object": "chat.completion",
             "created": CREATED,
             "model": model_id.rsplit("/", 1)[-1],
