@@ -4,56 +4,239 @@ For an immediate model the engine hands records over as JSON (``raw_answerer``):
 reads the body with a typed decoder (``quick_json``) and renders the response with a
 template (``json_renderer``). Each shortcut may decline a record (the regular path then
 answers it) but must never accept one the regular path treats differently, nor answer it
-with different bytes. These tests hold them to that over many bodies: well-formed ones and
-every member of them replaced by values of every JSON type.
+with different bytes. These tests hold every family with a typed reader to that over many
+bodies: well-formed ones, every member of them replaced by values of every JSON type or
+removed, extra members, and byte sequences no encoder writes.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
 from batchrock.backends.base import ModelRequest
 from batchrock.backends.builtin import BuiltinModel
-from batchrock.backends.families import ANTHROPIC, FAMILIES, ChatFamily
+from batchrock.backends.families import (
+    ANTHROPIC,
+    CONVERSE,
+    DEEPSEEK,
+    FAMILIES,
+    LLAMA,
+    MISTRAL,
+    NOVA,
+    TITAN_TEXT,
+    ChatFamily,
+)
 from batchrock.backends.neutral import ChatAnswer, ChatRequest
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+#: The smallest positive integer orjson reads as a float (msgspec reads it as an int).
+BEYOND_64_BITS = b"18446744073709551616"
 
-PLAIN: list[dict[str, Any]] = [
-    {
-        "anthropic_version": "bedrock-2023-05-31",
-        "max_tokens": 64,
-        "messages": [{"role": "user", "content": "Tell me about item 7."}],
-    },
-    {
-        "anthropic_version": "bedrock-2023-05-31",
-        "max_tokens": 3,
-        "system": "You are terse.",
-        "temperature": 0.5,
-        "top_p": 1,
-        "top_k": 0,
-        "stop_sequences": ["answer", "Token"],
-        "messages": [
-            {"role": "user", "content": "Why é, ü and 😀?"},
-            {"role": "assistant", "content": [{"type": "text", "text": "Because"}]},
-            {"role": "user", "content": [{"type": "text", "text": 'quote " and \\ slash'}]},
+
+@dataclass(frozen=True)
+class Fast:
+    """A family with a typed reader, the job it is reached by, and plain bodies of it."""
+
+    family: ChatFamily
+    model_id: str
+    invocation_type: str
+    plain: list[dict[str, Any]]
+    #: Members the typed reader must not know, added to every object of a plain body.
+    extras: tuple[str, ...] = field(default=())
+    #: TOKENS left out for a known bug (see test_integers_beyond_64_bits_go_to_the_regular_path).
+    known_bad: tuple[bytes, ...] = field(default=())
+
+    def __str__(self) -> str:
+        return f"{self.family.name}-{self.invocation_type}"
+
+
+def _nova_bodies(version: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {**version, "messages": [{"role": "user", "content": [{"text": "Tell me about item 7."}]}]},
+        {
+            **version,
+            "system": [{"text": "You are terse."}, {"text": " "}],
+            "messages": [
+                {"role": "user", "content": [{"text": "Why é, ü and 😀?"}]},
+                {"role": "assistant", "content": [{"text": "Because"}]},
+                {"role": "user", "content": [{"text": 'quote " and \\'}, {"text": "slash"}]},
+            ],
+            "inferenceConfig": {
+                "maxTokens": 3,
+                "temperature": 0.5,
+                "topP": 1,
+                "stopSequences": ["answer", "Token"],
+            },
+        },
+        {
+            "system": [],
+            "messages": [{"role": "user", "content": [{"text": "a"}]}],
+            "inferenceConfig": {"maxTokens": 4096, "stopSequences": ["the"], "temperature": 0},
+        },
+    ]
+
+
+FAST = [
+    Fast(
+        ANTHROPIC,
+        CLAUDE,
+        "InvokeModel",
+        [
+            {
+                "anthropic_version": "bedrock-2023-05-31",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Tell me about item 7."}],
+            },
+            {
+                "anthropic_version": "bedrock-2023-05-31",
+                "max_tokens": 3,
+                "system": "You are terse.",
+                "temperature": 0.5,
+                "top_p": 1,
+                "top_k": 0,
+                "stop_sequences": ["answer", "Token"],
+                "messages": [
+                    {"role": "user", "content": "Why é, ü and 😀?"},
+                    {"role": "assistant", "content": [{"type": "text", "text": "Because"}]},
+                    {"role": "user", "content": [{"type": "text", "text": 'quote " and \\ slash'}]},
+                ],
+            },
+            {
+                "anthropic_version": "bedrock-2023-05-31",
+                "max_tokens": 4096,
+                "stop_sequences": ["the"],
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+            },
         ],
-    },
-    {
-        "anthropic_version": "bedrock-2023-05-31",
-        "max_tokens": 4096,
-        "stop_sequences": ["the"],
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
-    },
+        ("metadata", "tools", "thinking", "anthropic_beta", "cache_control", "citations"),
+        known_bad=(BEYOND_64_BITS,),
+    ),
+    Fast(
+        TITAN_TEXT,
+        "amazon.titan-text-express-v1",
+        "InvokeModel",
+        [
+            {"inputText": "Summarise item 7."},
+            {
+                "inputText": "User: Why é, ü and 😀?\nBot:",
+                "textGenerationConfig": {
+                    "maxTokenCount": 3,
+                    "temperature": 0.5,
+                    "topP": 1,
+                    "stopSequences": ["User:", "the"],
+                },
+            },
+            {"inputText": "", "textGenerationConfig": {"maxTokenCount": 0, "temperature": 0}},
+            {
+                "inputText": 'quote " and \\ slash',
+                "textGenerationConfig": {"maxTokenCount": 8192, "stopSequences": []},
+            },
+        ],
+    ),
+    Fast(
+        LLAMA,
+        "meta.llama3-8b-instruct-v1:0",
+        "InvokeModel",
+        [
+            {
+                "prompt": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+                "Tell me about item 7.<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+            },
+            {"prompt": "Why é, ü and 😀?", "temperature": 0.5, "top_p": 1, "max_gen_len": 3},
+            {"prompt": 'quote " and \\ slash', "max_gen_len": 2048, "temperature": 0},
+        ],
+        ("images",),
+    ),
+    Fast(
+        MISTRAL,
+        "mistral.mistral-7b-instruct-v0:2",
+        "InvokeModel",
+        [
+            {"prompt": "<s>[INST] Tell me about item 7. [/INST]", "max_tokens": 64},
+            {
+                "prompt": "<s>[INST] Why é, ü and 😀? [/INST]",
+                "max_tokens": 3,
+                "stop": ["the", "Token"],
+                "temperature": 0.5,
+                "top_p": 1,
+                "top_k": 200,
+            },
+            {"prompt": 'quote " and \\ slash', "top_k": 1, "stop": []},
+        ],
+        ("messages", "tools"),
+    ),
+    Fast(
+        DEEPSEEK,
+        "deepseek.r1-v1:0",
+        "InvokeModel",
+        [
+            {"prompt": "Tell me about item 7.", "max_tokens": 32768},
+            {
+                "prompt": "<｜begin▁of▁sentence｜><｜User｜>Why é, ü and 😀?<｜Assistant｜>",
+                "max_tokens": 3,
+                "stop": ["the", "a", "e", "i", "o", "u", "y", "é", "😀", "\n"],
+                "temperature": 0.5,
+                "top_p": 1,
+            },
+            {"prompt": 'quote " and \\ slash', "stop": ["the"], "temperature": 0},
+        ],
+    ),
+    Fast(
+        NOVA,
+        "amazon.nova-lite-v1:0",
+        "InvokeModel",
+        _nova_bodies({"schemaVersion": "messages-v1"}),
+        ("toolConfig", "topK", "top_k", "top_p", "max_new_tokens", "reasoningConfig", "image"),
+    ),
+    Fast(
+        CONVERSE,
+        "meta.llama3-8b-instruct-v1:0",
+        "Converse",
+        _nova_bodies({}),
+        (
+            "schemaVersion",
+            "toolConfig",
+            "guardrailConfig",
+            "additionalModelRequestFields",
+            "promptVariables",
+            "image",
+        ),
+    ),
 ]
 
 #: Values of every JSON type, put in place of each member in turn.
 REPLACEMENTS: list[Any] = [None, True, False, 0, -1, 1, 1.5, 2, "", " ", "x", [], [""], {}, [{}]]
+#: Encoded values no Python value encodes to, or that orjson and msgspec might read apart:
+#: put in place of each member in turn.
+TOKENS: list[bytes] = [
+    b"1e999",
+    b"-1e999",
+    b"18446744073709551615",
+    BEYOND_64_BITS,
+    b"-9223372036854775809",
+    b"1.0",
+    b"1e0",
+    b"0.0",
+    b"-0",
+    b"1E-400",
+    b"NaN",
+    b"Infinity",
+    b'"\\ud800"',
+    b'"\\udc00\\ud800"',
+    b'"\xff"',
+    b'"\\u00e9 \\ud83d\\ude00"',
+    b'"a\\u0000b"',
+    b"[" * 1100 + b"]" * 1100,
+]
+PLACEHOLDER = "\x00placeholder\x00"
+PLACEHOLDER_JSON = orjson.dumps(PLACEHOLDER)
 
 
 def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -66,111 +249,189 @@ def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
             yield from paths(item, (*prefix, index))
 
 
+def at(body: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        body = body[step]
+    return body
+
+
 def replaced(body: Any, path: tuple[Any, ...], new: Any) -> Any:
     if not path:
         return new
     out = copy.deepcopy(body)
-    target = out
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = new
+    at(out, path[:-1])[path[-1]] = new
     return out
 
 
 def removed(body: Any, path: tuple[Any, ...]) -> Any:
     out = copy.deepcopy(body)
-    target = out
-    for step in path[:-1]:
-        target = target[step]
-    del target[path[-1]]
+    del at(out, path[:-1])[path[-1]]
     return out
 
 
-def mutations() -> Iterator[bytes]:
-    """Encoded bodies: the plain ones, each with every member replaced or removed, extra
-    members, and a few byte sequences no encoder writes."""
-    for body in PLAIN:
-        yield orjson.dumps(body)
+def changed(body: Any, path: tuple[Any, ...], change: Callable[[Any], object]) -> Any:
+    """``body`` with ``change(value)`` applied to the object or array at ``path``."""
+    out = copy.deepcopy(body)
+    change(at(out, path))
+    return out
+
+
+def mutations(fast: Fast) -> Iterator[bytes]:
+    """Encoded bodies: the plain ones, each with every member replaced or removed, integers
+    moved past their limits, extra members in every object, arrays grown and reversed,
+    duplicate keys, and byte sequences no encoder writes."""
+    extras = (*fast.extras, "unknown")
+    for body in fast.plain:
+        raw = orjson.dumps(body)
+        yield raw
         for path in paths(body):
             for new in REPLACEMENTS:
                 yield orjson.dumps(replaced(body, path, new))
+            with_placeholder = orjson.dumps(replaced(body, path, PLACEHOLDER))
+            for token in TOKENS:
+                if token in fast.known_bad:
+                    continue
+                yield with_placeholder.replace(PLACEHOLDER_JSON, token)
             if path:
                 yield orjson.dumps(removed(body, path))
-        for key in ("metadata", "tools", "thinking", "anthropic_beta", "unknown"):
-            yield orjson.dumps({**body, key: {"x": 1}})
-        message = body["messages"][0]
-        yield orjson.dumps({**body, "messages": [{**message, "extra": 1}]})
-        yield orjson.dumps(
-            {**body, "messages": [{"role": "user", "content": [{"type": "text", "text": "  "}]}]}
-        )
-        yield orjson.dumps(
-            {
-                **body,
-                "messages": [
-                    {
-                        "role": "user",
-                        "content": [{"type": "text", "text": "x", "cache_control": {}}],
-                    }
-                ],
-            }
-        )
-    base = orjson.dumps(PLAIN[0])
-    yield base.replace(b'"max_tokens":64', b'"max_tokens":64,"max_tokens":"x"')
-    yield base.replace(b'"max_tokens":64', b'"max_tokens":"x","max_tokens":64')
-    yield base.replace(b'"max_tokens":64', b'"max_tokens":64,"temperature":1e999')
-    yield base.replace(b"item 7.", b"item \xff.")
-    yield base.replace(b"item 7.", b"item \\ud800.")
-    yield base.replace(b"item 7.", b"item \\u00e9.")
-    yield base.replace(b":", b" : ")
+            value = at(body, path)
+            if type(value) is int:  # some plain bodies hold values at the limits
+                yield orjson.dumps(replaced(body, path, value + 1))
+                yield orjson.dumps(replaced(body, path, value - 1))
+            elif isinstance(value, dict):
+                for key in extras:
+                    for extra in ({"x": 1}, None):
+                        member = {key: extra}
+                        yield orjson.dumps(changed(body, path, lambda d, m=member: d.update(m)))
+            elif isinstance(value, list) and value:
+                yield orjson.dumps(changed(body, path, lambda a: a.append(a[-1])))
+                yield orjson.dumps(changed(body, path, lambda a: a.reverse()))
+        # Duplicate members: orjson and msgspec both keep the last; msgspec also checks
+        # the first.
+        for key, value in body.items():
+            for other in (value, "x", 1, None):
+                member = orjson.dumps({key: other})[1:-1]
+                yield b"{" + member + b"," + raw[1:]
+                yield raw[:-1] + b"," + member + b"}"
+        yield raw.replace(b":", b" : ").replace(b",", b" ,\n\t")
+        yield raw + b" \n"
+        yield raw + b"x"
+        yield b"\xef\xbb\xbf" + raw
+        yield raw[:-1]
+        yield raw.replace(b"\xc3\xa9", b"\xc3")  # é cut short
+        yield raw.replace(b"\xc3\xa9", b"\\u00e9")
+        yield raw.replace(b"item 7", b"item \xff")
+        yield raw.replace(b"item 7", b"item \\ud800")
+        yield raw.replace(b"\\\\", b"\\x")
     yield b"[1, 2]"
     yield b"{}"
+    yield b"null"
+    yield b'"x"'
+    yield b""
 
 
-CASES = list(mutations())
+CASES = {str(fast): list(mutations(fast)) for fast in FAST}
 
 
-def slow_quick(raw: bytes) -> Any:
+def slow_quick(family: ChatFamily, raw: bytes) -> Any:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    return ANTHROPIC.quick(body)
+    return family.quick(body)
 
 
-def test_the_cases_exercise_both_outcomes() -> None:
-    accepted = sum(ANTHROPIC.quick_json(raw) is not None for raw in CASES)
-    assert accepted >= 40
-    assert len(CASES) - accepted >= 200
+def test_every_typed_reader_is_under_test() -> None:
+    typed = {
+        name
+        for name, family in FAMILIES.items()
+        if isinstance(family, ChatFamily) and type(family).quick_json is not ChatFamily.quick_json
+    }
+    assert typed == {fast.family.name for fast in FAST}
+    # A family with a quick path but no typed reader would need a reason.
+    quick = {
+        name
+        for name, family in FAMILIES.items()
+        if isinstance(family, ChatFamily) and type(family).quick is not ChatFamily.quick
+    }
+    assert quick == typed
 
 
-@pytest.mark.parametrize("raw", CASES)
-def test_typed_reader_accepts_only_what_the_quick_path_accepts(raw: bytes) -> None:
-    fast = ANTHROPIC.quick_json(raw)
-    if fast is not None:
-        assert fast == slow_quick(raw)
+@pytest.mark.parametrize("fast", FAST, ids=str)
+def test_the_cases_exercise_both_outcomes(fast: Fast) -> None:
+    cases = CASES[str(fast)]
+    accepted = sum(fast.family.quick_json(raw) is not None for raw in cases)
+    quick_accepted = sum(slow_quick(fast.family, raw) is not None for raw in cases)
+    assert accepted >= 80
+    assert len(cases) - accepted >= 300
+    # The typed reader declines little that the quick path takes (the unusual ones).
+    assert accepted >= quick_accepted * 0.7
+
+
+def _big_integer_cases() -> Iterator[Any]:
+    for fast in FAST:
+        marks = ()
+        if BEYOND_64_BITS in fast.known_bad:
+            reason = (
+                "anthropic.py's typed reader takes max_tokens/top_k beyond 64 bits, which orjson "
+                "reads as floats: quick refuses them and the parser answers 400"
+            )
+            marks = (pytest.mark.xfail(strict=True, reason=reason),)
+        yield pytest.param(fast, marks=marks, id=str(fast))
+
+
+@pytest.mark.parametrize("fast", list(_big_integer_cases()))
+def test_integers_beyond_64_bits_go_to_the_regular_path(fast: Fast) -> None:
+    checked = 0
+    for body in fast.plain:
+        for path in paths(body):
+            if type(at(body, path)) is not int:
+                continue
+            raw = orjson.dumps(replaced(body, path, PLACEHOLDER))
+            raw = raw.replace(PLACEHOLDER_JSON, BEYOND_64_BITS)
+            assert fast.family.quick(orjson.loads(raw)) is None
+            assert fast.family.quick_json(raw) is None, raw
+            checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("fast", FAST, ids=str)
+def test_typed_reader_accepts_only_what_the_quick_path_accepts(fast: Fast) -> None:
+    family = fast.family
+    wrong = []
+    for raw in CASES[str(fast)]:
+        typed = family.quick_json(raw)
+        if typed is not None and typed != slow_quick(family, raw):
+            wrong.append(raw)
+    assert not wrong, wrong[:5]
+    for body in fast.plain:
+        raw = orjson.dumps(body)
+        assert family.quick_json(msgspec.Raw(raw)) == family.quick(body) is not None
 
 
 @pytest.mark.parametrize("error_rate", [0.0, 0.4])
-def test_raw_answers_are_the_regular_answers_byte_for_byte(error_rate: float) -> None:
+@pytest.mark.parametrize("fast", FAST, ids=str)
+def test_raw_answers_are_the_regular_answers_byte_for_byte(fast: Fast, error_rate: float) -> None:
     model = BuiltinModel(error_rate=error_rate, seed=3)
-    answer = model.raw_answerer(CLAUDE, "InvokeModel")
+    answer = model.raw_answerer(fast.model_id, fast.invocation_type)
     assert answer is not None
     answered = declined_errors = 0
-    for index, raw in enumerate(CASES):
+    for index, raw in enumerate(CASES[str(fast)]):
         rid = f"REC{index:05d}"
-        fast = answer(raw, rid)
+        quick = answer(raw, rid)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            assert fast is None
+            assert quick is None, raw
             continue
-        slow = model.invoke_now(ModelRequest(CLAUDE, "InvokeModel", body, rid))
-        if fast is None:
+        request = ModelRequest(fast.model_id, fast.invocation_type, body, rid)
+        slow = model.invoke_now(request)
+        if quick is None:
             declined_errors += slow.error is not None
             continue
         answered += 1
-        assert slow.error is None
-        assert fast == (orjson.dumps(slow.output), slow.input_tokens, slow.output_tokens)
+        assert slow.error is None, raw
+        assert quick == (orjson.dumps(slow.output), slow.input_tokens, slow.output_tokens), raw
     assert answered >= 20
     if error_rate:
         assert declined_errors >= 20  # injected errors go to the regular path
@@ -179,12 +440,15 @@ def test_raw_answers_are_the_regular_answers_byte_for_byte(error_rate: float) ->
 def test_only_immediate_models_with_a_typed_reader_offer_the_fast_path() -> None:
     assert BuiltinModel(latency_ms=5).raw_answerer(CLAUDE, "InvokeModel") is None
     assert BuiltinModel(throttle_rate=0.1).raw_answerer(CLAUDE, "InvokeModel") is None
-    # Families without a typed reader, unknown ids and embeddings take the regular path.
     model = BuiltinModel()
-    assert model.raw_answerer("meta.llama3-8b-instruct-v1:0", "InvokeModel") is None
+    for fast in FAST:
+        assert model.raw_answerer(fast.model_id, fast.invocation_type) is not None
+    # Any model id in a Converse job reads Converse bodies.
+    assert model.raw_answerer("my-own-model", "Converse") is not None
+    # Families without a typed reader, unknown ids and embeddings take the regular path.
+    assert model.raw_answerer("openai.gpt-oss-120b-1:0", "InvokeModel") is None
     assert model.raw_answerer("my-own-model", "InvokeModel") is None
     assert model.raw_answerer("amazon.titan-embed-text-v2:0", "InvokeModel") is None
-    assert model.raw_answerer(CLAUDE, "Converse") is None
 
 
 ANSWERS = [

@@ -12,8 +12,12 @@ carries ``metrics``.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
+import msgspec
+
+from batchrock.backends.base import DECODE_ERRORS, JsonBytes
 from batchrock.backends.families.base import ChatFamily, Quick
 from batchrock.backends.families.schema import BodyError, Checker
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, ImagePart, Message, Part, TextPart
@@ -148,6 +152,9 @@ class NovaMessages(_MessagesShape):
     def quick(self, body: Any) -> Quick | None:
         return _quick(body, self._top)
 
+    def quick_json(self, body: JsonBytes) -> Quick | None:
+        return _quick_json(_read_nova, body)
+
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         c = Checker()
         c.top(body, ("messages",), self._top)
@@ -212,6 +219,9 @@ class Converse(_MessagesShape):
 
     def quick(self, body: Any) -> Quick | None:
         return _quick(body, self._top)
+
+    def quick_json(self, body: JsonBytes) -> Quick | None:
+        return _quick_json(_read_converse, body)
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         if type(body) is dict and "toolConfig" in body:
@@ -330,6 +340,73 @@ def _quick(body: Any, allowed: frozenset[str]) -> Quick | None:
     if stop and (type(stop) is not list or any(type(s) is not str for s in stop)):
         return None
     return "\n".join(texts), len(raw_messages), max_tokens, tuple(stop)
+
+
+# The bodies _quick accepts, as msgspec types (the quick_json methods; see AnthropicMessages
+# for the pattern): unknown members are refused, and a member whose null _quick refuses has
+# no None. gc=False: decoded JSON holds no cycles.
+_Unit = Annotated[float, msgspec.Meta(ge=0, le=1)] | None
+
+
+class _PlainText(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    text: str
+
+
+class _PlainMessage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    role: Literal["user", "assistant"]
+    content: list[_PlainText]
+
+
+class _PlainConfig(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    # orjson reads an integer beyond 64 bits as a float (which _quick refuses), msgspec as
+    # an int: hence an upper bound (the largest msgspec takes; bigger ones go to _quick).
+    maxTokens: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None
+    temperature: _Unit = None
+    topP: _Unit = None
+    stopSequences: tuple[str, ...] | None = None
+
+
+class _PlainConverse(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    messages: Annotated[list[_PlainMessage], msgspec.Meta(min_length=1)]
+    system: list[_PlainText] | None = None
+    inferenceConfig: _PlainConfig | None = None
+
+
+class _PlainNova(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    messages: Annotated[list[_PlainMessage], msgspec.Meta(min_length=1)]
+    system: list[_PlainText] | None = None
+    inferenceConfig: _PlainConfig | None = None
+    # No None: _quick refuses a null schemaVersion.
+    schemaVersion: Literal["messages-v1"] = "messages-v1"
+
+
+_read_converse = msgspec.json.Decoder(_PlainConverse).decode
+_read_nova = msgspec.json.Decoder(_PlainNova).decode
+
+
+def _quick_json(
+    read: Callable[[JsonBytes], _PlainConverse | _PlainNova], body: JsonBytes
+) -> Quick | None:
+    """_quick for the encoded body (see ChatFamily.quick_json)."""
+    try:
+        plain = read(body)
+    except DECODE_ERRORS:
+        return None
+    texts = ["\n".join([block.text for block in plain.system]) if plain.system else ""]
+    expected = "user"
+    for message in plain.messages:
+        if message.role != expected:
+            return None
+        expected = "assistant" if expected == "user" else "user"
+        for block in message.content:
+            text = block.text
+            if not text.strip():
+                return None
+            texts.append(text)
+    config = plain.inferenceConfig
+    if config is None:
+        return "\n".join(texts), len(plain.messages), None, ()
+    return "\n".join(texts), len(plain.messages), config.maxTokens, config.stopSequences or ()
 
 
 def _top_k(additional: dict[str, Any]) -> int | None:

@@ -6,8 +6,12 @@ The prompt already carries the model's chat template (``<|begin_of_text|>...`` f
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar
 
+import msgspec
+
+from batchrock.backends.base import DECODE_ERRORS, JsonBytes
 from batchrock.backends.families.base import ChatFamily, Quick
 from batchrock.backends.families.schema import Checker
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, Message, TextPart
@@ -46,6 +50,16 @@ class TitanText(ChatFamily):
         ):
             return None
         return prompt, 0, limit, tuple(stop)
+
+    def quick_json(self, body: JsonBytes) -> Quick | None:
+        try:
+            plain = _read_titan(body)
+        except DECODE_ERRORS:
+            return None
+        config = plain.textGenerationConfig
+        if config is None:
+            return plain.inputText, 0, None, ()
+        return plain.inputText, 0, config.maxTokenCount, config.stopSequences or ()
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         c = Checker()
@@ -97,6 +111,13 @@ class MetaLlama(ChatFamily):
         ):
             return None
         return prompt, 0, limit, ()
+
+    def quick_json(self, body: JsonBytes) -> Quick | None:
+        try:
+            plain = _read_llama(body)
+        except DECODE_ERRORS:
+            return None
+        return plain.prompt, 0, plain.max_gen_len, ()
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         c = Checker()
@@ -154,6 +175,9 @@ class Mistral(ChatFamily):
         ):
             return None
         return prompt, 0, limit, tuple(stop)
+
+    def quick_json(self, body: JsonBytes) -> Quick | None:
+        return _completion(_read_mistral, body)
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         if type(body) is dict and "messages" in body and "prompt" not in body:
@@ -241,6 +265,9 @@ class DeepSeek(ChatFamily):
             return None
         return prompt, 0, limit, tuple(stop)
 
+    def quick_json(self, body: JsonBytes) -> Quick | None:
+        return _completion(_read_deepseek, body)
+
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         c = Checker()
         c.top(body, ("prompt",), self._top)
@@ -272,3 +299,66 @@ def _unit(value: Any) -> bool:
 
 def _strings(value: Any) -> bool:
     return value == () or (type(value) is list and all(type(v) is str for v in value))
+
+
+# The bodies the quick methods accept, as msgspec types (the quick_json methods; see
+# AnthropicMessages for the pattern): unknown members are refused, and a member whose null
+# quick refuses has no None. gc=False: decoded JSON holds no cycles.
+_Unit = Annotated[float, msgspec.Meta(ge=0, le=1)] | None
+#: orjson reads an integer beyond 64 bits as a float (which quick refuses), msgspec as an int:
+#: hence an upper bound (the largest msgspec takes; bigger ones go to quick).
+_Count = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+
+
+class _TitanConfig(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    temperature: _Unit = None
+    topP: _Unit = None
+    maxTokenCount: Annotated[int, msgspec.Meta(ge=0, le=8192)] | None = None
+    stopSequences: tuple[str, ...] | None = None
+
+
+class _TitanBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    inputText: str
+    textGenerationConfig: _TitanConfig | None = None
+
+
+class _LlamaBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    prompt: str
+    temperature: _Unit = None
+    top_p: _Unit = None
+    # No None: quick refuses a null max_gen_len (only an absent one means 512).
+    max_gen_len: Annotated[int, msgspec.Meta(ge=1, le=2048)] = 512
+
+
+class _MistralBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    prompt: str
+    max_tokens: _Count | None = None
+    stop: tuple[str, ...] | None = None
+    temperature: _Unit = None
+    top_p: _Unit = None
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
+
+
+class _DeepSeekBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    prompt: str
+    temperature: _Unit = None
+    top_p: _Unit = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32768)] | None = None
+    stop: Annotated[tuple[str, ...], msgspec.Meta(max_length=10)] | None = None
+
+
+_read_titan = msgspec.json.Decoder(_TitanBody).decode
+_read_llama = msgspec.json.Decoder(_LlamaBody).decode
+_read_mistral = msgspec.json.Decoder(_MistralBody).decode
+_read_deepseek = msgspec.json.Decoder(_DeepSeekBody).decode
+
+
+def _completion(
+    read: Callable[[JsonBytes], _MistralBody | _DeepSeekBody], body: JsonBytes
+) -> Quick | None:
+    """quick_json for a ``prompt``, ``max_tokens``, ``stop`` body (Mistral, DeepSeek)."""
+    try:
+        plain = read(body)
+    except DECODE_ERRORS:
+        return None
+    return plain.prompt, 0, plain.max_tokens, plain.stop or ()
