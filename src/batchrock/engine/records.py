@@ -1,4 +1,4 @@
-"""JSONL records: splitting a byte stream into lines, checking and rendering records.
+"""JSONL records: a byte stream in blocks of whole lines, records read from them, output lines.
 
 Input line (Bedrock's batch format)::
 
@@ -8,11 +8,12 @@ Output line: ``{"recordId", "modelInput", "modelOutput"}``, or ``"error": {"erro
 "errorMessage"}`` in place of ``modelOutput``. ``modelInput`` is copied from the input line
 byte for byte (the user's own JSON, and no second serialisation per record).
 
-Lines are split with msgspec: it reads ``recordId`` and finds the exact bytes of
-``modelInput`` without building the body's objects, which is most of the cost of a record
-when the model is cheap. It checks JSON syntax everywhere but, inside a value it skips, not
-UTF-8 or number range; the Validating pass adds the UTF-8 check (see :func:`check_utf8`), and
-anything msgspec refuses goes through orjson (:func:`parse_record`) for the exact reason.
+Records are read with msgspec, a block of lines in one call: it reads ``recordId`` and finds
+the exact bytes of ``modelInput`` without building the body's objects, which is most of the
+cost of a record when the model is cheap. It checks JSON syntax everywhere but, inside a value
+it skips, not UTF-8 or number range; the Validating pass adds the UTF-8 check
+(:func:`is_utf8`), and anything msgspec refuses goes through orjson (:func:`parse_record`)
+for the exact reason.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from batchrock.backends.families.base import (
     answer_id,
     answer_id_json,
     id_window,
+    stop_strings,
 )
 from batchrock.backends.families.schema import BodyError, Checker
 from batchrock.backends.neutral import (
@@ -277,12 +278,13 @@ class _PlainMessage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 class _PlainBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     anthropic_version: Literal["bedrock-2023-05-31"]
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    # Bounded as orjson reads integers: beyond 64 bits it gives floats, which _quick refuses.
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
     messages: Annotated[list[_PlainMessage], msgspec.Meta(min_length=1)]
     system: str = ""
     temperature: _Unit | None = None
     top_p: _Unit | None = None
-    top_k: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
     stop_sequences: tuple[str, ...] | None = None
 
 
@@ -337,12 +339,10 @@ def _quick(body: Any) -> Quick | None:
         if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
             return None
     top_k = body.get("top_k")
-    stop = body.get("stop_sequences") or ()
-    if (top_k is not None and (type(top_k) is not int or top_k < 0)) or (
-        stop and (type(stop) is not list or any(type(s) is not str for s in stop))
-    ):
+    stop = stop_strings(body.get("stop_sequences"))
+    if (top_k is not None and (type(top_k) is not int or top_k < 0)) or stop is None:
         return None
-    return "\n".join(texts), len(raw_messages), max_tokens, tuple(stop)
+    return "\n".join(texts), len(raw_messages), max_tokens, stop
 
 
 @lru_cache(maxsize=256)

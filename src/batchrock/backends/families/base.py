@@ -92,6 +92,16 @@ _ID_SOURCE = _id_source()
 _ID_BYTES = _ID_SOURCE.encode()
 
 
+def stop_strings(value: Any) -> tuple[str, ...] | None:
+    """A quick path's stop sequences as a tuple: absent or null is none, and anything but a
+    list of strings is ``None`` (the parser decides, and refuses it with its reason)."""
+    if value is None:
+        return ()
+    if type(value) is list and all(type(v) is str for v in value):
+        return tuple(value)
+    return None
+
+
 def answer_id(answer: ChatAnswer, length: int) -> str:
     """A response id for ``answer``: the same answer always gets the same id."""
     if answer.id_seed is not None:

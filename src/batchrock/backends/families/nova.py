@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from batchrock.backends.base import DECODE_ERRORS, JsonBytes
-from batchrock.backends.families.base import ChatFamily, Quick
+from batchrock.backends.families.base import ChatFamily, Quick, stop_strings
 from batchrock.backends.families.schema import BodyError, Checker
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, ImagePart, Message, Part, TextPart
 
@@ -336,10 +336,10 @@ def _quick(body: Any, allowed: frozenset[str]) -> Quick | None:
         value = config.get(key)
         if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
             return None
-    stop = config.get("stopSequences") or ()
-    if stop and (type(stop) is not list or any(type(s) is not str for s in stop)):
+    stop = stop_strings(config.get("stopSequences"))
+    if stop is None:
         return None
-    return "\n".join(texts), len(raw_messages), max_tokens, tuple(stop)
+    return "\n".join(texts), len(raw_messages), max_tokens, stop
 
 
 # The bodies _quick accepts, as msgspec types (the quick_json methods; see AnthropicMessages

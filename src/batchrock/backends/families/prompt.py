@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 
 from batchrock.backends.base import DECODE_ERRORS, JsonBytes
-from batchrock.backends.families.base import ChatFamily, Quick
+from batchrock.backends.families.base import ChatFamily, Quick, stop_strings
 from batchrock.backends.families.schema import Checker
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, Message, TextPart
 
@@ -41,15 +41,15 @@ class TitanText(ChatFamily):
         if type(config) is not dict or not config.keys() <= self._config:
             return None
         limit = config.get("maxTokenCount")
-        stop = config.get("stopSequences") or ()
+        stop = stop_strings(config.get("stopSequences"))
         if (
             not _unit(config.get("temperature"))
             or not _unit(config.get("topP"))
             or (limit is not None and (type(limit) is not int or not 0 <= limit <= 8192))
-            or not _strings(stop)
+            or stop is None
         ):
             return None
-        return prompt, 0, limit, tuple(stop)
+        return prompt, 0, limit, stop
 
     def quick_json(self, body: JsonBytes) -> Quick | None:
         try:
@@ -164,17 +164,17 @@ class Mistral(ChatFamily):
         prompt = body.get("prompt")
         limit = body.get("max_tokens")
         top_k = body.get("top_k")
-        stop = body.get("stop") or ()
+        stop = stop_strings(body.get("stop"))
         if (
             type(prompt) is not str
             or (limit is not None and (type(limit) is not int or limit < 1))
             or (top_k is not None and (type(top_k) is not int or not 1 <= top_k <= 200))
             or not _unit(body.get("temperature"))
             or not _unit(body.get("top_p"))
-            or not _strings(stop)
+            or stop is None
         ):
             return None
-        return prompt, 0, limit, tuple(stop)
+        return prompt, 0, limit, stop
 
     def quick_json(self, body: JsonBytes) -> Quick | None:
         return _completion(_read_mistral, body)
@@ -253,17 +253,17 @@ class DeepSeek(ChatFamily):
             return None
         prompt = body.get("prompt")
         limit = body.get("max_tokens")
-        stop = body.get("stop") or ()
+        stop = stop_strings(body.get("stop"))
         if (
             type(prompt) is not str
             or (limit is not None and (type(limit) is not int or not 1 <= limit <= 32768))
             or not _unit(body.get("temperature"))
             or not _unit(body.get("top_p"))
-            or not _strings(stop)
+            or stop is None
             or len(stop) > 10
         ):
             return None
-        return prompt, 0, limit, tuple(stop)
+        return prompt, 0, limit, stop
 
     def quick_json(self, body: JsonBytes) -> Quick | None:
         return _completion(_read_deepseek, body)
@@ -295,10 +295,6 @@ class DeepSeek(ChatFamily):
 def _unit(value: Any) -> bool:
     """Absent, or a number from 0 to 1."""
     return value is None or (type(value) in (int, float) and 0 <= value <= 1)
-
-
-def _strings(value: Any) -> bool:
-    return value == () or (type(value) is list and all(type(v) is str for v in value))
 
 
 # The bodies the quick methods accept, as msgspec types (the quick_json methods; see
