@@ -6,19 +6,53 @@ import random
 import string
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import orjson
 
 from batchrock.backends.base import JsonBytes
-from batchrock.backends.neutral import ChatAnswer, ChatRequest, EmbedAnswer, EmbedRequest
+from batchrock.backends.neutral import (
+    ChatAnswer,
+    ChatRequest,
+    EmbedAnswer,
+    EmbedRequest,
+    StopReason,
+)
 
 #: What :meth:`ChatFamily.quick` extracts: all the text, the message count, the token limit
 #: and the stop sequences.
 Quick = tuple[str, int, int | None, tuple[str, ...]]
 #: A family's response body for one model id, encoded: ``(answer, request) -> JSON``.
 JsonRender = Callable[[ChatAnswer, ChatRequest], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseTemplate:
+    """A family's response body for one model id as a ``%`` template, for families whose
+    response depends on the answer alone: the built-in model fills it in without building an
+    answer or the body. The six fields, in order: the id (``%b``: ``id_length`` characters of
+    :func:`id_window`), the text (``%b``: a JSON string), the stop reason (``%b``: JSON, from
+    ``reasons``), the stop sequence (``%b``: a JSON string, or ``null`` unless the reason is
+    ``stop``), input tokens and output tokens (``%d``)."""
+
+    template: bytes
+    id_length: int
+    reasons: Mapping[StopReason, bytes]
+
+    def fill(self, answer: ChatAnswer) -> bytes:
+        reason, seed = answer.stop_reason, answer.id_seed
+        return self.template % (
+            answer_id_json(answer, self.id_length)
+            if seed is None
+            else id_window(seed, self.id_length),
+            orjson.dumps(answer.text),
+            self.reasons[reason],
+            orjson.dumps(answer.stop_sequence) if reason == "stop" else b"null",
+            answer.input_tokens,
+            answer.output_tokens,
+        )
 
 
 class ChatFamily(ABC):
@@ -50,10 +84,20 @@ class ChatFamily(ABC):
 
     def json_renderer(self, model_id: str) -> JsonRender:
         """:meth:`render` for one model id, encoded: the built-in model's per-record path.
-        A family may build the bytes directly, but they must be exactly
-        ``orjson.dumps(render(answer, request, model_id))``."""
+        The bytes must be exactly ``orjson.dumps(render(answer, request, model_id))``; a
+        family with a :meth:`response_template` fills that in."""
+        template = self.response_template(model_id)
+        if template is not None:
+            fill = template.fill
+            return lambda answer, request: fill(answer)
         render, dumps = self.render, orjson.dumps
         return lambda answer, request: dumps(render(answer, request, model_id))
+
+    def response_template(self, model_id: str) -> ResponseTemplate | None:
+        """The response as a template, for a family whose response depends on the answer
+        alone (:attr:`render_reads_request` false); its bytes must be exactly those of
+        :meth:`render`."""
+        return None
 
     def quick_json(self, body: JsonBytes) -> Quick | None:
         """:meth:`quick` for the encoded body, read by a typed decoder without building
@@ -89,7 +133,8 @@ def _id_source(length: int = 1 << 16) -> str:
 
 #: Ids are windows into a fixed random base62 text: deterministic and O(1) per record.
 _ID_SOURCE = _id_source()
-_ID_BYTES = _ID_SOURCE.encode()
+#: The same, encoded: what :func:`id_window` slices.
+ID_BYTES = _ID_SOURCE.encode()
 
 
 def stop_strings(value: Any) -> tuple[str, ...] | None:
@@ -119,8 +164,8 @@ def answer_id_json(answer: ChatAnswer, length: int) -> bytes:
 
 def id_window(seed: int, length: int) -> bytes:
     """:func:`answer_id_json` for an answer whose ``id_seed`` is ``seed``."""
-    start = seed % (len(_ID_BYTES) - length)
-    return _ID_BYTES[start : start + length]
+    start = seed % (len(ID_BYTES) - length)
+    return ID_BYTES[start : start + length]
 
 
 def stable_id(text: str, length: int) -> str:
