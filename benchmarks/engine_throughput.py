@@ -3,7 +3,8 @@
 1. Throughput: records per second through the whole pipeline (submit -> Validating ->
    InProgress -> Completed: the validation pass, the model, the ordered writer, checkpoints,
    the .out upload and the manifest) with the built-in model at zero latency, against a plain
-   orjson read-parse-write loop over the same file in the same run. Target: >= 0.3 of the loop.
+   orjson read-parse-write loop over the same file in the same run. Target: >= 0.3 of the loop,
+   as the median of several jobs, each against the loops run just before and after it.
 2. Latency-bound: the built-in model at 200 ms a record, 10,000 records; the job must finish
    within 1.1 x records x latency / concurrency.
 
