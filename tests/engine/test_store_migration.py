@@ -92,3 +92,38 @@ def test_jobs_of_a_version_1_database_survive_the_migration(tmp_path: Path) -> N
         await store.close()
 
     asyncio.run(main())
+
+
+OPEN_AND_CREATE = """
+import asyncio, sys
+from pathlib import Path
+from batchrock.store.sqlite import SqliteStore
+
+async def main() -> None:
+    store = await SqliteStore.open(Path(sys.argv[1]))
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+def test_processes_opening_an_old_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """`serve` and workers started together all open the database; the first migrates it and
+    the others find it migrated (ALTER TABLE twice would fail)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "old.sqlite3"
+    version_1_database(path)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", OPEN_AND_CREATE, str(path)], stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+    conn = sqlite3.connect(path)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+    assert columns.count("throttled_requests") == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()

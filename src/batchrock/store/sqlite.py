@@ -131,11 +131,14 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         schema = resources.files("batchrock.store").joinpath("sqlite_schema.sql").read_text()
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.executescript(schema)
-        if version < SCHEMA_VERSION:
-            _migrate(conn)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.executescript(schema)  # creates what is missing; safe to run in several processes
+        # The version is read and moved on in one write transaction: processes opening an
+        # old database at the same moment migrate it once, one after the other.
+        with _write(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                _migrate(conn)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return cls(conn, path)
 
     # --- jobs ---------------------------------------------------------------------------
