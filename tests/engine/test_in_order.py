@@ -426,3 +426,22 @@ def test_builtin_fast_path_writes_what_the_regular_path_writes(tmp_path: Path) -
 
 
 CLAUDE_BODY_ID = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def test_windows_line_endings_give_the_same_output(tmp_path: Path) -> None:
+    lf = claude_input(True)
+    crlf = lf.replace(b"\n", b"\r\n")
+
+    async def run(name: str, data: bytes) -> bytes:
+        h = immediate(tmp_path / name, BuiltinModel(seed=1))  # type: ignore[arg-type]
+        h.put("s3://in-bucket/in/a.jsonl", data)
+        job = await h.submit("s3://in-bucket/in/", OUT + "/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is S.COMPLETED, done.message
+        assert done.counters.processed == 602
+        return h.read(f"{OUT}/{job.job_id}/a.jsonl.out")
+
+    async def main() -> None:
+        assert await run("crlf", crlf) == await run("lf", lf)
+
+    asyncio.run(main())
