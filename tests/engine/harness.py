@@ -7,8 +7,10 @@ real thing. End-to-end tests through ``batchrock serve`` and boto3 are in ``test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -172,17 +174,22 @@ class Harness:
                 raise AssertionError(f"job {job_id} stuck in {job.status}: {job.message}")
             await asyncio.sleep(0.01)
 
-    async def run(self, *job_ids: str, timeout: float = 20, **settings: Any) -> list[Job]:
-        """Run an engine until every job is final; return the jobs."""
+    @contextlib.asynccontextmanager
+    async def running(self, **settings: Any) -> AsyncIterator[Engine]:
+        """An engine running in the background for the block; stopped (and awaited) after."""
         stop = asyncio.Event()
         engine = self.engine(**settings)
         task = asyncio.create_task(engine.run(stop))
         try:
-            done = [await self.wait_for(j, jobs.TERMINAL, timeout) for j in job_ids]
+            yield engine
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
-        return done
+
+    async def run(self, *job_ids: str, timeout: float = 20, **settings: Any) -> list[Job]:
+        """Run an engine until every job is final; return the jobs."""
+        async with self.running(**settings):
+            return [await self.wait_for(j, jobs.TERMINAL, timeout) for j in job_ids]
 
     async def statuses(self, job_id: str) -> list[str]:
         return [e.to_status.value for e in await self.store.events(job_id)]

@@ -213,12 +213,9 @@ def test_in_order_pass_resumes_after_shutdowns_with_each_record_once(tmp_path: P
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
         for threshold in (300, 1500):
-            stop = asyncio.Event()
-            task = asyncio.create_task(h.engine().run(stop))
-            while (await h.get(job.job_id)).counters.processed < threshold:
-                await asyncio.sleep(0.01)
-            stop.set()
-            await task
+            async with h.running():
+                while (await h.get(job.job_id)).counters.processed < threshold:
+                    await asyncio.sleep(0.01)
             assert (await h.get(job.job_id)).status is S.IN_PROGRESS
         (done,) = await h.run(job.job_id)
         assert done.status is S.COMPLETED
@@ -240,14 +237,11 @@ def test_in_order_pass_stops_mid_run_keeping_a_prefix(tmp_path: Path) -> None:
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        stop = asyncio.Event()
-        task = asyncio.create_task(h.engine().run(stop))
-        while (await h.get(job.job_id)).counters.processed < 300:
-            await asyncio.sleep(0.01)
-        await h.store.transition(job.job_id, S.STOPPING, now=h.clock.now())
-        done = await h.wait_for(job.job_id, {S.STOPPED}, timeout=10)
-        stop.set()
-        await task
+        async with h.running():
+            while (await h.get(job.job_id)).counters.processed < 300:
+                await asyncio.sleep(0.01)
+            await h.store.transition(job.job_id, S.STOPPING, now=h.clock.now())
+            done = await h.wait_for(job.job_id, {S.STOPPED}, timeout=10)
         n = done.counters.processed
         assert 300 <= n < 10000
         lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
@@ -283,18 +277,14 @@ def test_a_worker_that_was_superseded_leaves_the_job_to_its_successor(tmp_path: 
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        stop = asyncio.Event()
-        engine = h.engine()
-        task = asyncio.create_task(engine.run(stop))
-        deadline = time.monotonic() + 20
-        while not once and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert once, "the job never reached record 399"
-        # The runner finds out at its next checkpoint and leaves the job.
-        while engine._running and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        stop.set()
-        await task
+        async with h.running() as engine:
+            deadline = time.monotonic() + 20
+            while not once and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert once, "the job never reached record 399"
+            # The runner finds out at its next checkpoint and leaves the job.
+            while engine._running and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         left = await h.get(job.job_id)
         assert left.status is S.IN_PROGRESS, left.message
         assert not h.exists(f"{OUT}/{job.job_id}/a.jsonl.out")
@@ -320,17 +310,14 @@ def test_progress_is_saved_while_the_model_keeps_the_loop_busy(tmp_path: Path) -
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        stop = asyncio.Event()
-        task = asyncio.create_task(h.engine().run(stop))
-        seen: set[int] = set()
-        while True:
-            current = await h.get(job.job_id)
-            if current.is_terminal:
-                break
-            seen.add(current.counters.processed)
-            await asyncio.sleep(0.02)
-        stop.set()
-        await task
+        async with h.running():
+            seen: set[int] = set()
+            while True:
+                current = await h.get(job.job_id)
+                if current.is_terminal:
+                    break
+                seen.add(current.counters.processed)
+                await asyncio.sleep(0.02)
         assert current.status is S.COMPLETED
         assert len({n for n in seen if 0 < n < 4000}) >= 5, sorted(seen)
 

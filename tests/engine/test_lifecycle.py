@@ -259,14 +259,11 @@ def test_stop_mid_run_keeps_finished_records_and_manifest(tmp_path: Path) -> Non
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        stop = asyncio.Event()
-        task = asyncio.create_task(h.engine().run(stop))
-        while (await h.get(job.job_id)).counters.processed < 50:
-            await asyncio.sleep(0.01)
-        await h.store.transition(job.job_id, S.STOPPING, now=h.clock.now())
-        done = await h.wait_for(job.job_id, {S.STOPPED}, timeout=10)
-        stop.set()
-        await task
+        async with h.running():
+            while (await h.get(job.job_id)).counters.processed < 50:
+                await asyncio.sleep(0.01)
+            await h.store.transition(job.job_id, S.STOPPING, now=h.clock.now())
+            done = await h.wait_for(job.job_id, {S.STOPPED}, timeout=10)
         c = done.counters
         assert 50 <= c.processed < 2000
         lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
@@ -312,19 +309,16 @@ def test_concurrent_jobs_quota_keeps_the_rest_scheduled(tmp_path: Path) -> None:
         first = await h.submit("s3://in-bucket/in/")
         second = await h.submit("s3://in-bucket/in/")
         other = await h.submit("s3://in-bucket/in/", model_id="amazon.titan-text-express-v1")
-        stop = asyncio.Event()
-        task = asyncio.create_task(h.engine(engine_record_concurrency=2).run(stop))
-        await h.wait_for(first.job_id, {S.IN_PROGRESS})
-        # Another model has its own quota; the same model waits.
-        await h.wait_for(other.job_id, {S.IN_PROGRESS})
-        # Validated, the second waits while the first of its model runs.
-        await h.wait_for(second.job_id, {S.SCHEDULED})
-        assert (await h.get(first.job_id)).status is S.IN_PROGRESS
-        assert (await h.get(second.job_id)).status is S.SCHEDULED
-        await h.wait_for(first.job_id, {S.COMPLETED})
-        done = await h.wait_for(second.job_id, {S.COMPLETED})
-        stop.set()
-        await task
+        async with h.running(engine_record_concurrency=2):
+            await h.wait_for(first.job_id, {S.IN_PROGRESS})
+            # Another model has its own quota; the same model waits.
+            await h.wait_for(other.job_id, {S.IN_PROGRESS})
+            # Validated, the second waits while the first of its model runs.
+            await h.wait_for(second.job_id, {S.SCHEDULED})
+            assert (await h.get(first.job_id)).status is S.IN_PROGRESS
+            assert (await h.get(second.job_id)).status is S.SCHEDULED
+            await h.wait_for(first.job_id, {S.COMPLETED})
+            done = await h.wait_for(second.job_id, {S.COMPLETED})
         assert done.counters.success == 200
         assert first.job_id != second.job_id
 
@@ -365,12 +359,9 @@ def test_shutdown_and_resume_on_another_engine_processes_each_record_once(tmp_pa
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
         for threshold in (200, 800, 1000):
-            stop = asyncio.Event()
-            task = asyncio.create_task(h.engine().run(stop))
-            while (await h.get(job.job_id)).counters.processed < threshold:
-                await asyncio.sleep(0.01)
-            stop.set()
-            await task
+            async with h.running():
+                while (await h.get(job.job_id)).counters.processed < threshold:
+                    await asyncio.sleep(0.01)
             assert (await h.get(job.job_id)).status is S.IN_PROGRESS
             if threshold == 800:
                 # The spool of b.jsonl vanishes (a worker on another disk): b is redone from
@@ -420,12 +411,9 @@ def test_input_removed_mid_run_fails_keeping_finished_records(tmp_path: Path) ->
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        stop = asyncio.Event()
-        task = asyncio.create_task(h.engine().run(stop))
-        while (await h.get(job.job_id)).counters.processed < 50:
-            await asyncio.sleep(0.01)
-        stop.set()
-        await task
+        async with h.running():
+            while (await h.get(job.job_id)).counters.processed < 50:
+                await asyncio.sleep(0.01)
         (h.data_dir / "s3" / "in-bucket" / "in" / "a.jsonl").unlink()
         (done,) = await h.run(job.job_id)
         assert done.status is S.FAILED
@@ -453,20 +441,17 @@ def test_worker_that_lost_its_lease_stops_writing(tmp_path: Path) -> None:
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        stop = asyncio.Event()
-        task = asyncio.create_task(h.engine().run(stop))
-        while (await h.get(job.job_id)).counters.processed < 100:
-            await asyncio.sleep(0.01)
-        set_lease("another-worker", 2**62)
-        await asyncio.sleep(1.0)  # the first worker notices and stops
-        frozen = await h.get(job.job_id)
-        checkpoint = await h.store.load_checkpoint(job.job_id)
-        await asyncio.sleep(0.5)
-        assert (await h.get(job.job_id)).counters == frozen.counters
-        assert await h.store.load_checkpoint(job.job_id) == checkpoint
-        assert frozen.status is S.IN_PROGRESS and frozen.counters.processed < 1200
-        stop.set()
-        await task
+        async with h.running():
+            while (await h.get(job.job_id)).counters.processed < 100:
+                await asyncio.sleep(0.01)
+            set_lease("another-worker", 2**62)
+            await asyncio.sleep(1.0)  # the first worker notices and stops
+            frozen = await h.get(job.job_id)
+            checkpoint = await h.store.load_checkpoint(job.job_id)
+            await asyncio.sleep(0.5)
+            assert (await h.get(job.job_id)).counters == frozen.counters
+            assert await h.store.load_checkpoint(job.job_id) == checkpoint
+            assert frozen.status is S.IN_PROGRESS and frozen.counters.processed < 1200
         set_lease("another-worker", 0)  # that worker died too: the job is free again
         (done,) = await h.run(job.job_id)
         assert done.status is S.COMPLETED
@@ -488,17 +473,14 @@ def test_manifest_follows_progress_while_in_progress(
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        stop = asyncio.Event()
-        task = asyncio.create_task(h.engine().run(stop))
-        seen: list[int] = []
-        while (await h.get(job.job_id)).status is not S.COMPLETED:
-            if h.exists(f"{OUT}/{job.job_id}/manifest.json.out"):
-                m = manifest(h, job.job_id)
-                assert m["totalRecordCount"] == 600
-                seen.append(m["processedRecordCount"])
-            await asyncio.sleep(0.05)
-        stop.set()
-        await task
+        async with h.running():
+            seen: list[int] = []
+            while (await h.get(job.job_id)).status is not S.COMPLETED:
+                if h.exists(f"{OUT}/{job.job_id}/manifest.json.out"):
+                    m = manifest(h, job.job_id)
+                    assert m["totalRecordCount"] == 600
+                    seen.append(m["processedRecordCount"])
+                await asyncio.sleep(0.05)
         # Zeros after Validating, then counts between the ends, never going back.
         assert seen == sorted(seen)
         assert any(0 < n < 600 for n in seen), seen
@@ -516,15 +498,11 @@ def test_a_woken_engine_does_not_wait_for_its_next_poll(tmp_path: Path) -> None:
     h.put("s3://in-bucket/in/a.jsonl", jsonl(records(20)))
 
     async def main() -> None:
-        stop = asyncio.Event()
-        engine = h.engine()
-        task = asyncio.create_task(engine.run(stop))
-        await asyncio.sleep(0.1)  # the engine polled once, found nothing, and waits
-        job = await h.submit("s3://in-bucket/in/")
-        engine.wake()
-        done = await h.wait_for(job.job_id, {S.COMPLETED}, timeout=5)
-        stop.set()
-        await asyncio.wait_for(task, 10)
+        async with h.running() as engine:
+            await asyncio.sleep(0.1)  # the engine polled once, found nothing, and waits
+            job = await h.submit("s3://in-bucket/in/")
+            engine.wake()
+            done = await h.wait_for(job.job_id, {S.COMPLETED}, timeout=5)
         assert done.counters.success == 20
 
     asyncio.run(main())
