@@ -22,6 +22,8 @@ import re
 from collections import Counter
 from urllib.parse import unquote
 
+from fake_http import serve
+
 from batchrock.backends.base import ModelRequest
 from batchrock.backends.builtin import BuiltinModel
 
@@ -35,30 +37,8 @@ class FakeBedrock:
         self.seen: Counter[str] = Counter()
         self.log = open(log_path, "a", buffering=1) if log_path else None
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                _, path, _ = lines[0].split(" ", 2)
-                headers = {}
-                for line in lines[1:]:
-                    if ":" in line:
-                        key, value = line.split(":", 1)
-                        headers[key.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status, payload, extra = await self.answer(path, headers, body)
-                out = [f"HTTP/1.1 {status} X", f"Content-Length: {len(payload)}"]
-                out += ["Content-Type: application/json", *extra]
-                writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + payload)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-
     async def answer(
-        self, path: str, headers: dict[str, str], body: bytes
+        self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes, list[str]]:
         match = ROUTE.match(path)
         if not match:
@@ -100,11 +80,7 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log")
     args = parser.parse_args()
-    fake = FakeBedrock(args.log)
-    server = await asyncio.start_server(fake.handle, "127.0.0.1", args.port)
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
+    await serve(FakeBedrock(args.log).answer, args.port)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 
     python tests/backends/fake_openai.py --port 8000 [--latency-ms 200] [--log requests.jsonl]
 
-It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) over asyncio streams to
-control every byte: faults are chosen by a marker in the record's text, counted per marker so
-a test can ask for "fail twice, then answer":
+It speaks HTTP through fake_http.py, which controls every byte; faults are chosen by a marker
+in the record's text, counted per marker so a test can ask for "fail twice, then answer":
 
     FAULT:429:N        answer 429 (Retry-After: 0) the first N times
     FAULT:500:N        answer 500 the first N times
@@ -30,6 +29,8 @@ import zlib
 from collections import Counter
 from typing import Any
 
+from fake_http import serve
+
 FAULT = re.compile(r"FAULT:(\w+)(?::([\d.]+))?")
 
 
@@ -38,32 +39,6 @@ class FakeServer:
         self.latency = latency_ms / 1000
         self.seen: Counter[str] = Counter()
         self.log = open(log_path, "a", buffering=1) if log_path else None
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
-                headers = {}
-                for line in lines[1:]:
-                    if ":" in line:
-                        key, value = line.split(":", 1)
-                        headers[key.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                reply = await self.answer(method, path, headers, body)
-                if reply is None:  # a dropped connection
-                    writer.close()
-                    return
-                status, payload, extra = reply
-                head_out = [f"HTTP/1.1 {status} X", f"Content-Length: {len(payload)}"]
-                head_out += ["Content-Type: application/json", *extra]
-                writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode() + payload)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
 
     async def answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -172,11 +147,7 @@ async def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0)
     parser.add_argument("--log")
     args = parser.parse_args()
-    fake = FakeServer(args.latency_ms, args.log)
-    server = await asyncio.start_server(fake.handle, "127.0.0.1", args.port, backlog=1024)
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
+    await serve(FakeServer(args.latency_ms, args.log).answer, args.port)
 
 
 if __name__ == "__main__":
