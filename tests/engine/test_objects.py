@@ -104,3 +104,24 @@ def test_parse_s3_uri() -> None:
     for bad in ["http://x/y", "s3://", "s3:///key"]:
         with pytest.raises(InvalidLocation):
             parse_s3_uri(bad)
+
+
+def test_local_objects_get_the_permissions_of_any_file_written(tmp_path: Path) -> None:
+    """Objects are written to a temporary file and renamed into place; they must still get
+    the usual mode (0o666 less the umask), like the .out files beside them, not the owner-only
+    mode of a temporary file."""
+    store = LocalObjectStore(tmp_path / "s3")
+    (tmp_path / "s3" / "bucket").mkdir(parents=True)
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")
+    src = tmp_path / "src"
+    src.write_bytes(b"y")
+
+    async def main() -> None:
+        await store.put("bucket", "a/manifest.json.out", b"{}")
+        await store.put_file("bucket", "a/copy.out", src)
+
+    asyncio.run(main())
+    want = plain.stat().st_mode & 0o777
+    for name in ("manifest.json.out", "copy.out"):
+        assert (tmp_path / "s3" / "bucket" / "a" / name).stat().st_mode & 0o777 == want

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
@@ -170,15 +170,19 @@ class LocalObjectStore:
 
     def _replace_with(self, path: Path, fill: Callable[[IO[bytes]], object]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self._tmp_dir(), delete=False) as tmp:
+        name = self._tmp_dir() / f"{secrets.token_hex(8)}.tmp"
+        # Mode 0o666 less the umask, as for any file a program writes (a temporary file
+        # would otherwise be private to its owner, unlike the .out files next to it).
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as tmp:
             try:
                 fill(tmp)
                 tmp.flush()
                 os.fsync(tmp.fileno())
             except BaseException:
-                os.unlink(tmp.name)
+                os.unlink(name)
                 raise
-        os.replace(tmp.name, path)
+        os.replace(name, path)
 
     async def aclose(self) -> None:
         return None
