@@ -59,6 +59,8 @@ _CONVERSE_EXTRAS = ("guardrailConfig", "promptVariables", "additionalModelRespon
 class _MessagesShape(ChatFamily):
     """The parsing both shapes share; subclasses choose the top level and the style."""
 
+    render_reads_request = False
+
     def _system(self, c: Checker, body: dict[str, Any]) -> str:
         root = c.root()
         texts = []

@@ -49,6 +49,7 @@ CREATED = 1735689600
 
 class OpenAIChat(ChatFamily):
     name = "openai-chat"
+    render_reads_request = False
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         if type(body) is dict:

@@ -21,6 +21,7 @@ class TitanText(ChatFamily):
     """``amazon.titan-text-*``: ``inputText`` plus ``textGenerationConfig``."""
 
     name = "amazon-titan-text"
+    render_reads_request = False
     _top = frozenset({"inputText", "textGenerationConfig"})
     _config = frozenset({"temperature", "topP", "maxTokenCount", "stopSequences"})
     _reason: ClassVar[dict[str, str]] = {
@@ -95,6 +96,7 @@ class MetaLlama(ChatFamily):
     """``meta.llama*``: ``prompt``, ``temperature``, ``top_p``, ``max_gen_len``."""
 
     name = "meta-llama"
+    render_reads_request = False
     _top = frozenset({"prompt", "temperature", "top_p", "max_gen_len", "images"})
 
     def quick(self, body: Any) -> Quick | None:
@@ -246,6 +248,7 @@ class DeepSeek(ChatFamily):
     (1 to 32,768), ``stop`` (up to 10) -> ``choices[{text, stop_reason}]``."""
 
     name = "deepseek"
+    render_reads_request = False
     _top = frozenset({"prompt", "temperature", "top_p", "max_tokens", "stop"})
 
     def quick(self, body: Any) -> Quick | None:
