@@ -23,11 +23,9 @@ import random
 import zlib
 from collections.abc import Awaitable, Callable
 
-import orjson
-
 from batchrock.backends.base import JsonBytes, ModelRequest, ModelResult, RawAnswerer, RecordError
 from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, Family, family_for
-from batchrock.backends.families.base import ID_BYTES, Quick, ResponseTemplate
+from batchrock.backends.families.base import Quick, id_window
 from batchrock.backends.neutral import (
     ChatAnswer,
     ChatRequest,
@@ -234,12 +232,14 @@ class BuiltinModel:
         assert isinstance(family, ChatFamily)
         if type(family).quick_json is ChatFamily.quick_json:
             return None
-        template = family.response_template(model_id)
-        if template is not None:
-            return self._templated_answerer(family, template)
         read, reply, shape_for, shapes = family.quick_json, self.reply, self._shape, self._shapes
-        render = family.json_renderer(model_id)
         seed, error_cut, crc32 = self.seed, self._error_cut, zlib.crc32
+        # A family with a response template gets the reply's parts straight in (no answer
+        # object, no render call: the cost worth saving on this path); the others render.
+        template = family.response_template(model_id)
+        fill = template.fill_parts if template is not None else None
+        id_length = template.id_length if template is not None else 0
+        render = family.json_renderer(model_id)
         # A renderer that ignores the request gets a placeholder instead of a lookup.
         unread = None if family.render_reads_request else ChatRequest()
 
@@ -251,48 +251,17 @@ class BuiltinModel:
             key = crc32(text.encode()) ^ seed
             if error_cut and self._fails(key, record_id):
                 return None
+            if fill is not None:
+                reply_text, reason, stop_sequence, output_tokens = _cut(key, limit, stop)
+                input_tokens = _input_tokens(text, messages, 0)
+                ident = id_window(key, id_length)  # what render's answer_id gives
+                output = fill(ident, reply_text, reason, stop_sequence, input_tokens, output_tokens)
+                return output, input_tokens, output_tokens
             reply_ = reply(text, key, messages, 0, limit, stop)
             request = unread or shapes.get((messages == 0, limit, stop))
             if request is None:
                 request = shape_for(messages, limit, stop)
             return render(reply_, request), reply_.input_tokens, reply_.output_tokens
-
-        return answer
-
-    def _templated_answerer(self, family: ChatFamily, template: ResponseTemplate) -> RawAnswerer:
-        """:meth:`raw_answerer` for a family with a response template: the answer goes
-        straight into it (what :meth:`reply` and the family's render do, without the answer
-        object in between: the one path where that cost is worth saving)."""
-        read, seed, error_cut, crc32, dumps = (
-            family.quick_json,
-            self.seed,
-            self._error_cut,
-            zlib.crc32,
-            orjson.dumps,
-        )
-        fill, reasons, id_length = template.template, template.reasons, template.id_length
-        id_span = len(ID_BYTES) - id_length
-
-        def answer(body: JsonBytes, record_id: str) -> tuple[bytes, int, int] | None:
-            quick = read(body)
-            if quick is None:
-                return None
-            text, messages, limit, stop = quick
-            key = crc32(text.encode()) ^ seed
-            if error_cut and self._fails(key, record_id):
-                return None
-            reply, reason, stop_sequence, output_tokens = _cut(key, limit, stop)
-            input_tokens = _input_tokens(text, messages, 0)
-            start = key % id_span
-            output = fill % (
-                ID_BYTES[start : start + id_length],
-                dumps(reply),
-                reasons[reason],
-                b"null" if stop_sequence is None else dumps(stop_sequence),
-                input_tokens,
-                output_tokens,
-            )
-            return output, input_tokens, output_tokens
 
         return answer
 

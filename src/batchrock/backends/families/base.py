@@ -42,16 +42,32 @@ class ResponseTemplate:
     reasons: Mapping[StopReason, bytes]
 
     def fill(self, answer: ChatAnswer) -> bytes:
-        reason, seed = answer.stop_reason, answer.id_seed
-        return self.template % (
-            answer_id_json(answer, self.id_length)
-            if seed is None
-            else id_window(seed, self.id_length),
-            orjson.dumps(answer.text),
-            self.reasons[reason],
-            orjson.dumps(answer.stop_sequence) if reason == "stop" else b"null",
+        return self.fill_parts(
+            answer_id_json(answer, self.id_length),
+            answer.text,
+            answer.stop_reason,
+            answer.stop_sequence,
             answer.input_tokens,
             answer.output_tokens,
+        )
+
+    def fill_parts(
+        self,
+        ident: bytes,
+        text: str,
+        reason: StopReason,
+        stop_sequence: str | None,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> bytes:
+        """:meth:`fill` from an answer's parts, for a caller that has no answer object."""
+        return self.template % (
+            ident,
+            orjson.dumps(text),
+            self.reasons[reason],
+            orjson.dumps(stop_sequence) if reason == "stop" else b"null",
+            input_tokens,
+            output_tokens,
         )
 
 
@@ -134,7 +150,7 @@ def _id_source(length: int = 1 << 16) -> str:
 #: Ids are windows into a fixed random base62 text: deterministic and O(1) per record.
 _ID_SOURCE = _id_source()
 #: The same, encoded: what :func:`id_window` slices.
-ID_BYTES = _ID_SOURCE.encode()
+_ID_BYTES = _ID_SOURCE.encode()
 
 
 def stop_strings(value: Any) -> tuple[str, ...] | None:
@@ -164,8 +180,8 @@ def answer_id_json(answer: ChatAnswer, length: int) -> bytes:
 
 def id_window(seed: int, length: int) -> bytes:
     """:func:`answer_id_json` for an answer whose ``id_seed`` is ``seed``."""
-    start = seed % (len(ID_BYTES) - length)
-    return ID_BYTES[start : start + length]
+    start = seed % (len(_ID_BYTES) - length)
+    return _ID_BYTES[start : start + length]
 
 
 def stable_id(text: str, length: int) -> str:
