@@ -75,6 +75,22 @@ class Progress:
             throttled=base.throttled + self.throttled,
         )
 
+    def count(self, answered: ModelResult | None) -> None:
+        """One more record done: the model's result, or ``None`` for a line that got no
+        answer (no longer a record, or an output the model could not encode)."""
+        self.processed += 1
+        if answered is None:
+            self.error += 1
+            return
+        if answered.error is None:
+            self.success += 1
+        else:
+            self.error += 1
+        self.input_tokens += answered.input_tokens
+        self.output_tokens += answered.output_tokens
+        if answered.info:
+            self.throttled += answered.info.get("throttled", 0)
+
 
 class FilePass:
     """Process one file from ``start_offset`` until its end or until ``halt`` is set."""
@@ -125,14 +141,14 @@ class FilePass:
 
     # --- output side (called by the checkpointer) -------------------------------------------
 
-    def take_output(self) -> tuple[list[bytes], Progress]:
-        """The output lines written since the last call, and the progress they bring the file
-        to. Synchronous on purpose: nothing can interleave between the two."""
-        data, self._out = self._out, []
+    def take_output(self) -> tuple[list[bytes], int, Progress]:
+        """The output lines written since the last call, their size in bytes, and the
+        progress they bring the file to. Synchronous on purpose: nothing can interleave."""
+        data, size, self._out = self._out, self._out_bytes, []
         self._out_bytes = 0
         self.output_ready.clear()
         snap = Progress(**{f: getattr(self.progress, f) for f in Progress.__slots__})
-        return data, snap
+        return data, size, snap
 
     # --- the pass ----------------------------------------------------------------------
 
@@ -180,7 +196,7 @@ class FilePass:
                 break
             # A block at a time, with a yield after each: a model that never suspends would
             # otherwise keep the event loop (the API served from it, the checkpoints).
-            success = error = tokens_in = tokens_out = throttled = 0
+            success = tokens_in = tokens_out = 0
             out = self._out
             mark = len(out)
             lines: list[bytes] | None = None
@@ -221,22 +237,12 @@ class FilePass:
                 line, answered = self._answer_now(invoke_now, number, lines[number - first - 1])
                 assert line is not None  # a record is not blank
                 out.append(line)
-                if answered is not None and answered.error is None:
-                    success += 1
-                else:
-                    error += 1
-                if answered is not None:
-                    tokens_in += answered.input_tokens
-                    tokens_out += answered.output_tokens
-                    if answered.info:
-                        throttled += answered.info.get("throttled", 0)
+                p.count(answered)  # no suspension before the block's end: still consistent
             offset += len(block)
-            p.processed += success + error
+            p.processed += success
             p.success += success
-            p.error += error
             p.input_tokens += tokens_in
             p.output_tokens += tokens_out
-            p.throttled += throttled
             p.line = number
             p.offset = offset
             self._out_bytes += sum(map(len, out[mark:]))
@@ -266,16 +272,7 @@ class FilePass:
             if line is not None:
                 self._out.append(line)
                 self._out_bytes += len(line)
-                p.processed += 1
-                if answered is not None and answered.error is None:
-                    p.success += 1
-                else:
-                    p.error += 1
-                if answered is not None:
-                    p.input_tokens += answered.input_tokens
-                    p.output_tokens += answered.output_tokens
-                    if answered.info:
-                        p.throttled += answered.info.get("throttled", 0)
+                p.count(answered)
             p.line, p.offset = number, offset
         if self._out_bytes >= FLUSH_BYTES:
             self.output_ready.set()
@@ -453,18 +450,7 @@ class FilePass:
         while True:
             self._out.append(out)
             self._out_bytes += len(out)
-            p.processed += 1
-            if result is not None:
-                if result.error is None:
-                    p.success += 1
-                else:
-                    p.error += 1
-                p.input_tokens += result.input_tokens
-                p.output_tokens += result.output_tokens
-                if result.info:
-                    p.throttled += result.info.get("throttled", 0)
-            else:
-                p.error += 1
+            p.count(result)
             self._written_seq += 1
             if not pending:
                 break

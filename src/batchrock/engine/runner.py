@@ -443,12 +443,12 @@ class JobRunner:
         return counters
 
     async def _flush(self, fp: FilePass, cp: Checkpoint, base: Counters, handle: Any) -> Counters:
-        data, progress = fp.take_output()
+        data, size, progress = fp.take_output()
         if self.reason is Halt.LOST:
             return progress.add_to(base)
         if data:
             await asyncio.to_thread(append_durably, handle, data)
-        cp.spool_size += sum(map(len, data))
+        cp.spool_size += size
         cp.offset = progress.offset
         cp.line = progress.line
         counters = progress.add_to(base)
