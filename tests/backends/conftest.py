@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from batchrock.backends.base import ModelRequest, ModelResult
+from batchrock.backends.routing import build_resolver
+from batchrock.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,3 +75,18 @@ def fake_bedrock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServe
     server = start("fake_bedrock.py", tmp_path_factory.mktemp("bedrock"))
     yield server
     server.stop()
+
+
+def run(settings: Settings, *requests: ModelRequest) -> list[ModelResult]:
+    """Answer ``requests`` with the backends ``settings`` route them to."""
+
+    async def go() -> list[ModelResult]:
+        resolver = build_resolver(settings)
+        try:
+            return list(
+                await asyncio.gather(*(resolver.for_model(r.model_id).invoke(r) for r in requests))
+            )
+        finally:
+            await resolver.aclose()
+
+    return asyncio.run(go())

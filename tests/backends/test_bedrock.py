@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchrock.backends.base import ModelRequest, ModelResult
+from batchrock.backends.base import ModelRequest
 from batchrock.backends.bedrock_runtime import converse_params
 from batchrock.backends.routing import ConfigError, build_resolver
 from batchrock.settings import Settings
 
-from .conftest import FakeServer
+from .conftest import FakeServer, run
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 
@@ -41,19 +40,6 @@ backoff_base_s = 0.01
 """
     )
     return Settings(data_dir=tmp_path, models_config=path)
-
-
-def run(settings: Settings, *requests: ModelRequest) -> list[ModelResult]:
-    async def go() -> list[ModelResult]:
-        resolver = build_resolver(settings)
-        try:
-            return list(
-                await asyncio.gather(*(resolver.for_model(r.model_id).invoke(r) for r in requests))
-            )
-        finally:
-            await resolver.aclose()
-
-    return asyncio.run(go())
 
 
 def claude(text: str) -> dict[str, Any]:

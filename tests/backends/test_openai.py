@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchrock.backends.base import ModelRequest, ModelResult
+from batchrock.backends.base import ModelRequest
 from batchrock.backends.routing import ConfigError, build_resolver
 from batchrock.settings import Settings
 
-from .conftest import FakeServer, free_port
+from .conftest import FakeServer, free_port, run
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 
@@ -37,19 +36,6 @@ def settings_for(tmp_path: Path, url: str, **extra: Any) -> Settings:
     path = tmp_path / "models.toml"
     path.write_text("\n".join(lines) + "\n")
     return Settings(data_dir=tmp_path, models_config=path)
-
-
-def run(settings: Settings, *requests: ModelRequest) -> list[ModelResult]:
-    async def go() -> list[ModelResult]:
-        resolver = build_resolver(settings)
-        try:
-            return list(
-                await asyncio.gather(*(resolver.for_model(r.model_id).invoke(r) for r in requests))
-            )
-        finally:
-            await resolver.aclose()
-
-    return asyncio.run(go())
 
 
 def claude(*messages: Any, **extra: Any) -> dict[str, Any]:

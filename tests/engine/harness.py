@@ -42,7 +42,7 @@ FAST = {
 _counter = itertools.count()
 
 
-async def echo(request: ModelRequest) -> ModelResult:
+def echo_now(request: ModelRequest) -> ModelResult:
     """Answers every record with its own input; records asking for it fail (per record)."""
     if request.body.get("fail"):
         return ModelResult(error=RecordError(400, f"bad record {request.record_id}"))
@@ -52,6 +52,11 @@ async def echo(request: ModelRequest) -> ModelResult:
         input_tokens=len(text.split()),
         output_tokens=2,
     )
+
+
+async def echo(request: ModelRequest) -> ModelResult:
+    """:func:`echo_now` as a backend's ``invoke``."""
+    return echo_now(request)
 
 
 def slow(seconds: float) -> Any:

@@ -12,27 +12,15 @@ from typing import Any
 
 import orjson
 
-from batchrock.backends.base import MockBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.base import MockBackend, ModelRequest, ModelResult
 from batchrock.backends.builtin import BuiltinModel
 from batchrock.engine.records import generated_record_id
 from batchrock.jobs import JobStatus
 
-from .harness import Harness, OneBackend, echo, jsonl, out_lines, records
+from .harness import Harness, OneBackend, echo, echo_now, jsonl, out_lines, records
 
 S = JobStatus
 OUT = "s3://out-bucket/results"
-
-
-def echo_now(request: ModelRequest) -> ModelResult:
-    """``harness.echo``, synchronous."""
-    if request.body.get("fail"):
-        return ModelResult(error=RecordError(400, f"bad record {request.record_id}"))
-    text = str(request.body.get("prompt", ""))
-    return ModelResult(
-        output={"echo": text, "id": request.record_id},
-        input_tokens=len(text.split()),
-        output_tokens=2,
-    )
 
 
 class ImmediateBackend(MockBackend):
