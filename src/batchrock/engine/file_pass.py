@@ -314,7 +314,7 @@ class FilePass:
         holds, like 1e999)."""
         raw: JsonBytes
         try:
-            rid, raw = records.split_line(data)
+            line = records.read_line(data)
         except records.LINE_ERRORS:
             value = records.loads_record(data)  # what msgspec refuses but orjson may read
             if value is None:
@@ -322,6 +322,7 @@ class FilePass:
             rid, body = value.get("recordId"), value["modelInput"]
             raw = _dumps(body)
         else:
+            rid, raw = line.recordId, line.modelInput
             try:
                 body = _loads(bytes(raw))
             except orjson.JSONDecodeError:

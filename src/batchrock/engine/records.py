@@ -71,12 +71,6 @@ LINE_ERRORS = DECODE_ERRORS
 read_line = msgspec.json.Decoder(_Line).decode
 
 
-def split_line(data: bytes) -> tuple[str | None, msgspec.Raw]:
-    """:data:`read_line` as a tuple."""
-    line = read_line(data)
-    return line.recordId, line.modelInput
-
-
 #: The records of a block (:func:`iter_blocks`) in one call, like :data:`read_line` and
 #: :data:`check_line` for each line. Blank lines are skipped without a trace, so a caller
 #: compares the count with the block's lines and reads line by line when they differ.
