@@ -91,3 +91,16 @@ def test_models_looks_up_model_ids() -> None:
     assert result.returncode == 0, result.stderr
     assert "anthropic.claude-3-haiku-20240307-v1:0:" in result.stdout
     assert "built-in" in result.stdout
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7"])
+def test_serve_beyond_loopback_without_credentials_file_refuses_to_start(
+    tmp_path: Path, host: str
+) -> None:
+    """Open mode accepts any credentials, so it stays on loopback (docs/access.md)."""
+    result = _run("serve", "--host", host, "--port", "0", "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--credentials-file" in result.stderr and "docs/access.md" in result.stderr
+    assert not (tmp_path / "d").exists()  # refused before anything was opened or bound

@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     command: str = args.command
+    if command == "serve":
+        from batchrock.api.guard import open_mode_refusal
+
+        refusal = open_mode_refusal(settings)
+        if refusal is not None:
+            print(f"batchrock serve: {refusal}", file=sys.stderr)
+            return 2
     if command in {"serve", "worker"}:
         from batchrock.backends.routing import ConfigError
 

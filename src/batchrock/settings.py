@@ -62,6 +62,15 @@ class Settings:
     config_file: Path | None = field(
         default=None, metadata=_meta("TOML file to read settings from (see docs/settings.md).")
     )
+    # --- access (see docs/access.md) ---------------------------------------------------------
+    credentials_file: Path | None = field(
+        default=None,
+        metadata=_meta("TOML file of accounts and keys; unset: open mode, loopback only."),
+    )
+    allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta("Extra Host names the API answers to (proxies); '*' turns the check off."),
+    )
     # --- engine (job runner) ---------------------------------------------------------------
     engine_max_jobs: int = field(
         default=4, metadata=_meta("Jobs one engine (serve or worker process) runs at a time.")

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from batchrock.api import codec, identity, model, pagination, validation
+from batchrock.api import codec, guard, identity, model, pagination, validation
 from batchrock.errors import (
     InternalServerException,
     ResourceNotFoundException,
@@ -85,6 +85,7 @@ class BedrockApp:
         self.settings = settings
         self._lifespan = lifespan
         self._routes = model.routes()
+        self._guard = guard.RequestGuard(settings)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
             "GetModelInvocationJob": self._get,
@@ -103,6 +104,7 @@ class BedrockApp:
             return
         request_id = str(uuid.uuid4())
         try:
+            self._guard.check(scope)  # before anything else, the health check included
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]
         except ServiceError as exc:

@@ -1,0 +1,218 @@
+"""Requests a web page could make on a user's behalf are refused before dispatch.
+
+A browser lets any page it shows send requests to ``http://127.0.0.1:8765``: a ``fetch`` with a
+``text/plain`` body needs no CORS preflight, and DNS rebinding (a name of the attacker's that
+turns into 127.0.0.1) even makes those requests same-origin. So, in every mode:
+
+- the ``Host`` header must name this server: for a loopback server ``localhost``, ``127.0.0.1``
+  or ``[::1]`` (any port), the address it listens on, and the ``allowed_hosts`` setting (names a
+  proxy forwards; ``*`` turns the check off). A rebinding page's requests carry the attacker's
+  name, so they stop here;
+- a foreign ``Origin``, ``Sec-Fetch-Site: cross-site`` or ``same-site`` (what browsers add to a
+  page's requests), and the bodies a page can send without a preflight (``text/plain``,
+  form encodings) are refused.
+
+Real clients send none of these: boto3, the AWS CLI and the JS SDK send ``application/json``
+bodies (or none: GET, and POSTs without body members) and no ``Origin``. A refusal is an
+``AccessDeniedException`` (403), which no SDK retries. docs/access.md, "Open mode and browsers".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from batchrock.errors import AccessDeniedException
+from batchrock.settings import Settings
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Addresses that mean "every interface".
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+#: Content types a page may POST cross-origin without a preflight (the Fetch standard's
+#: CORS-safelisted request-header values).
+_BROWSER_BODIES = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Header values quoted back in messages are cut to this length.
+_QUOTE_LIMIT = 200
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on reaches this machine only: ``localhost``, 127.0.0.0/8
+    or ``::1`` (names other than ``localhost`` are not resolved)."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def open_mode_refusal(settings: Settings) -> str | None:
+    """Why ``batchrock serve`` must not start as configured, or ``None``: without a
+    credentials file any caller may act as any account, which is only safe on loopback."""
+    if settings.credentials_file is not None or is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to listen on {settings.host or '(all addresses)'} without a credentials "
+        f"file: anyone who can reach it could act as any account. Set --credentials-file "
+        f"(see docs/access.md), or listen on 127.0.0.1."
+    )
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``Host`` / authority ``name[:port]`` -> (lower-case name without brackets or a final
+    dot, port), or ``None`` when it is not one."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[1:end], value[end + 1 :]
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return None
+    else:
+        name, sep, port_text = value.partition(":")
+        rest = sep + port_text
+        if ":" in port_text:  # an unbracketed IPv6 address is not a Host
+            return None
+    port: int | None = None
+    if rest:
+        if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+            return None
+        port = int(rest[1:])
+        if port > 65535:
+            return None
+    name = name.rstrip(".")
+    if not name:
+        return None
+    return name, port
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostNames:
+    """The names (``Host`` header values, port aside) this server answers to."""
+
+    def __init__(self, bound_host: str, extra: Iterable[str] = ()) -> None:
+        bound = bound_host.strip().strip("[]").lower().rstrip(".")
+        self.any_host = False
+        self._suffixes: list[str] = []
+        self._names: set[str] = {bound} if bound not in _WILDCARDS else set()
+        # An address for all interfaces is reached by any of the machine's addresses, and by
+        # its host name. (An IP address in Host is never a rebinding: that takes a name.)
+        self._any_ip = bound in _WILDCARDS
+        if bound in _WILDCARDS:
+            self._names.add(socket.gethostname().lower())
+        if bound in _WILDCARDS or is_loopback(bound):
+            self._names |= LOOPBACK_NAMES
+        for entry in extra:
+            entry = entry.strip().lower()
+            if entry == "*":
+                self.any_host = True
+            elif entry.startswith("*."):
+                self._suffixes.append(entry[1:])
+            elif entry:
+                parsed = split_host(entry)
+                if parsed is not None:
+                    self._names.add(parsed[0])
+
+    def allows(self, name: str) -> bool:
+        if self.any_host or name in self._names:
+            return True
+        if self._any_ip and _is_ip(name):
+            return True
+        return any(name.endswith(suffix) for suffix in self._suffixes)
+
+
+class RequestGuard:
+    """``check(scope)`` raises :class:`AccessDeniedException` for a request a browser page may
+    have sent on the user's behalf (see the module doc)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.hosts = HostNames(settings.host, settings.allowed_hosts)
+
+    def check(self, scope: Mapping[str, Any]) -> None:
+        """An ASGI http scope: raise if its request is refused."""
+        headers: Sequence[tuple[bytes, bytes]] = scope.get("headers") or ()
+        self.check_headers(scope.get("method", "GET"), scope.get("scheme") or "http", headers)
+
+    def check_headers(
+        self, method: str, scheme: str, headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        hosts: list[str] = []
+        origin = fetch_site = content_type = None
+        for raw_name, raw_value in headers:
+            name = raw_name.lower()
+            if name == b"host":
+                hosts.append(raw_value.decode("latin-1"))
+            elif name == b"origin":
+                origin = raw_value.decode("latin-1")
+            elif name == b"sec-fetch-site":
+                fetch_site = raw_value.decode("latin-1").strip().lower()
+            elif name == b"content-type":
+                content_type = raw_value.decode("latin-1")
+        host = self._checked_host(hosts)
+        if fetch_site in ("cross-site", "same-site"):
+            raise AccessDeniedException(
+                f"Browser requests from other sites are refused (Sec-Fetch-Site: {fetch_site})."
+            )
+        if origin is not None and not _same_origin(origin, host, scheme):
+            raise AccessDeniedException(
+                f"Cross-origin browser requests are refused (Origin: {_quote(origin)})."
+            )
+        if content_type is not None and method.upper() == "POST":
+            media_type = content_type.split(";", 1)[0].strip().lower()
+            if media_type in _BROWSER_BODIES:
+                raise AccessDeniedException(
+                    f"Request bodies of type {_quote(media_type)} are refused (what web pages "
+                    f"send cross-origin); send application/json."
+                )
+
+    def _checked_host(self, values: list[str]) -> tuple[str, int | None]:
+        if len(values) != 1:
+            raise AccessDeniedException(
+                "The request must carry exactly one Host header naming this server."
+            )
+        parsed = split_host(values[0])
+        if parsed is None or not self.hosts.allows(parsed[0]):
+            raise AccessDeniedException(
+                f"Requests for host {_quote(values[0])} are refused: it is not a name of this "
+                f"server. If a proxy forwards that name, add it to the allowed_hosts setting "
+                f"(see docs/access.md)."
+            )
+        return parsed
+
+
+def _same_origin(origin: str, host: tuple[str, int | None], scheme: str) -> bool:
+    """Whether ``Origin`` names the server the request was sent to (its checked ``Host``).
+    The scheme is not compared: behind a TLS proxy the page's https origin reaches us as http."""
+    origin_scheme, sep, authority = origin.strip().lower().partition("://")
+    if not sep or "/" in authority:
+        return False  # "null" (sandboxed pages, files) and anything malformed
+    parsed = split_host(authority)
+    if parsed is None:
+        return False
+    if parsed[0] != host[0]:
+        return False
+    if parsed[1] is None and host[1] is None:
+        return True  # both the scheme's default port, whichever scheme each side saw
+    host_port = host[1] if host[1] is not None else _DEFAULT_PORTS.get(scheme)
+    return (parsed[1] or _DEFAULT_PORTS.get(origin_scheme)) == host_port
+
+
+def _quote(value: str) -> str:
+    text = value if len(value) <= _QUOTE_LIMIT else value[:_QUOTE_LIMIT] + "..."
+    return repr(text)
