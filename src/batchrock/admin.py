@@ -24,6 +24,7 @@ from batchrock.store.base import JobStore
 
 if TYPE_CHECKING:
     from batchrock.backends.routing import BackendResolver
+    from batchrock.engine.grants import BucketPolicy
     from batchrock.service import JobService
 
 log = logging.getLogger("batchrock")
@@ -92,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batchrock serve: {refusal}", file=sys.stderr)
             return 2
     if command in {"serve", "worker"}:
+        try:
+            bucket_policy(settings)
+        except SettingsError as exc:
+            print(f"batchrock {command}: {exc}", file=sys.stderr)
+            return 2
         from batchrock.backends.routing import ConfigError
 
         try:
@@ -127,6 +133,23 @@ def _run(coro: Any) -> int:
     return 0
 
 
+def bucket_policy(settings: Settings) -> BucketPolicy:
+    """Which buckets each account's jobs may use: the one place serve and worker get it from.
+
+    Without a credentials file this is open mode (any account, any bucket). With one, the
+    accounts it lists and their ``buckets`` patterns decide; that directory is not part of
+    this build yet, so a credentials file is refused rather than silently ignored.
+    """
+    from batchrock.engine.grants import OpenBuckets
+
+    if settings.credentials_file is None:
+        return OpenBuckets()
+    raise SettingsError(
+        f"credentials_file {settings.credentials_file}: accounts from a credentials file are "
+        f"not supported by this build (see docs/access.md)"
+    )
+
+
 def make_clock(settings: Settings) -> Clock:
     return SystemClock(settings.time_scale)
 
@@ -149,7 +172,7 @@ async def engine_running(
     (the API's, in ``serve``) wakes it when a job is created or stopped."""
     from batchrock.engine import Engine
 
-    engine = Engine(settings, store, clock, resolver)
+    engine = Engine(settings, store, clock, resolver, buckets=bucket_policy(settings))
     if service is not None:
         service.on_change = engine.wake
     stop = asyncio.Event()

@@ -189,6 +189,50 @@ def test_accounts_and_regions_are_isolated(api_server: ServerProcess) -> None:
     assert eu_arn.startswith("arn:aws:bedrock:eu-west-1:333333333333:model-invocation-job/")
 
 
+def test_two_accounts_never_reach_each_others_jobs(api_server: ServerProcess) -> None:
+    """Every operation, with the other account's job named by ARN and by bare id: Get, Stop,
+    TagResource, UntagResource, ListTagsForResource are ResourceNotFound, listings and
+    another account's page tokens show nothing, and the job is unchanged afterwards."""
+    a = bedrock_client(api_server.url, access_key="616161616161")
+    b = bedrock_client(api_server.url, access_key="626262626262")
+    arn_a = a.create_model_invocation_job(
+        **create_args("mine-a", tags=[{"key": "owner", "value": "a"}])
+    )["jobArn"]
+    a.create_model_invocation_job(**create_args("mine-a-2"))
+    b.create_model_invocation_job(**create_args("mine-b"))
+    # A's ARN, its bare id, and the ARN with B's own account put in: never B's job.
+    as_if_b = arn_a.replace(":616161616161:", ":626262626262:")
+    bare = arn_a.rsplit("/", 1)[1]
+    calls: list[Any] = []
+    for ident in (arn_a, bare, as_if_b):
+        calls += [
+            lambda i=ident: b.get_model_invocation_job(jobIdentifier=i),
+            lambda i=ident: b.stop_model_invocation_job(jobIdentifier=i),
+        ]
+    for arn in (arn_a, as_if_b):  # the tag operations take ARNs only
+        calls += [
+            lambda i=arn: b.tag_resource(resourceARN=i, tags=[{"key": "k", "value": "v"}]),
+            lambda i=arn: b.untag_resource(resourceARN=i, tagKeys=["owner"]),
+            lambda i=arn: b.list_tags_for_resource(resourceARN=i),
+        ]
+    for call_one in calls:
+        with pytest.raises(ClientError) as exc:
+            call_one()
+        assert _code(exc) == "ResourceNotFoundException"
+    for kw in ({}, {"nameContains": "mine-a"}, {"statusEquals": "Submitted"}):
+        listed = b.list_model_invocation_jobs(**kw)["invocationJobSummaries"]
+        assert [j["jobName"] for j in listed if j["jobName"].startswith("mine-a")] == []
+    page = a.list_model_invocation_jobs(maxResults=1, nameContains="mine-a")
+    with pytest.raises(ClientError) as exc:
+        b.list_model_invocation_jobs(
+            maxResults=1, nameContains="mine-a", nextToken=page["nextToken"]
+        )
+    assert _code(exc) == "ValidationException"
+    job = a.get_model_invocation_job(jobIdentifier=arn_a)
+    assert job["status"] == "Submitted"
+    assert a.list_tags_for_resource(resourceARN=arn_a)["tags"] == [{"key": "owner", "value": "a"}]
+
+
 def test_stop_moves_unfinished_job_to_stopping(client: Any) -> None:
     arn = client.create_model_invocation_job(**create_args("to-stop"))["jobArn"]
     assert (

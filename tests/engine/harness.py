@@ -27,6 +27,7 @@ from batchrock.backends.base import (
 )
 from batchrock.clock import Clock, SystemClock
 from batchrock.engine import Engine
+from batchrock.engine.grants import BucketPolicy
 from batchrock.jobs import Job, JobStatus
 from batchrock.objects import LocalObjectStore
 from batchrock.settings import Settings
@@ -98,7 +99,12 @@ def jsonl(recs: list[dict[str, Any]]) -> bytes:
 
 class Harness:
     def __init__(
-        self, tmp_path: Path, handler: Any = echo, clock: Clock | None = None, **settings: Any
+        self,
+        tmp_path: Path,
+        handler: Any = echo,
+        clock: Clock | None = None,
+        buckets: BucketPolicy | None = None,
+        **settings: Any,
     ) -> None:
         self.data_dir = tmp_path / "data"
         self.settings = Settings(data_dir=self.data_dir, **{**FAST, **settings})
@@ -107,6 +113,7 @@ class Harness:
         self.backend = MockBackend(handler)
         self.resolver = OneBackend(self.backend)
         self.clock = clock or SystemClock()
+        self.buckets = buckets
 
     def put(self, uri: str, data: bytes) -> None:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -132,6 +139,7 @@ class Harness:
             self.clock,
             self.resolver,
             self.objects,
+            buckets=self.buckets,
         )
 
     async def submit(
@@ -143,6 +151,7 @@ class Harness:
         timeout_hours: int = 24,
         submit_time: datetime | None = None,
         account_id: str = "123456789012",
+        **fields: Any,
     ) -> Job:
         now = submit_time or self.clock.now()
         job = Job(
@@ -158,6 +167,7 @@ class Harness:
             output_s3_uri=output_uri,
             timeout_hours=timeout_hours,
             expiration_time=jobs.expiration_for(now, timeout_hours),
+            **fields,
         )
         created, _ = await self.store.create(job, {})
         return created

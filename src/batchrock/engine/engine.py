@@ -22,6 +22,7 @@ import secrets
 import socket
 
 from batchrock.clock import Clock
+from batchrock.engine.grants import BucketPolicy, OpenBuckets
 from batchrock.engine.runner import EngineContext, JobRunner, Resolver, deadline_of
 from batchrock.jobs import InvalidTransition, Job, JobStatus
 from batchrock.objects import ObjectStore, build_object_store
@@ -48,6 +49,8 @@ class Engine:
         clock: Clock,
         resolver: Resolver | None = None,
         objects: ObjectStore | None = None,
+        *,
+        buckets: BucketPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -69,6 +72,8 @@ class Engine:
             resolver=resolver,
             worker_id=self.worker_id,
             shutdown=self._shutdown,
+            # No policy given is open mode: what running without a credentials file means.
+            buckets=buckets if buckets is not None else OpenBuckets(),
         )
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from batchrock import jobs
 from batchrock.backends.base import ModelBackend
 from batchrock.clock import Clock
-from batchrock.engine import inputs
+from batchrock.engine import grants, inputs
 from batchrock.engine.checkpoint import (
     Checkpoint,
     append_durably,
@@ -68,6 +68,8 @@ class EngineContext:
     resolver: Resolver
     worker_id: str
     shutdown: asyncio.Event
+    #: Which buckets each account's jobs may use (engine/grants.py).
+    buckets: grants.BucketPolicy
 
 
 class Halt(enum.Enum):
@@ -247,6 +249,10 @@ class JobRunner:
         except Exception as exc:  # NoRouteError: its message is written for users
             await self._move(S.FAILED, expected={S.VALIDATING}, message=str(exc)[:2048])
             return
+        refused = grants.refusal(ctx.buckets, job)
+        if refused is not None:
+            await self._move(S.FAILED, expected={S.VALIDATING}, message=refused)
+            return
         try:
             await inputs.check_output_location(ctx.objects, job.output_s3_uri)
             files = await inputs.find_input_files(ctx.objects, job.input_s3_uri)
@@ -315,6 +321,10 @@ class JobRunner:
         cp = Checkpoint.from_json(raw) if raw else None
         if cp is None:
             await self._fail("The job's progress record was lost; submit the job again.")
+            return
+        refused = grants.refusal(ctx.buckets, job)  # a grant may be gone since Validating
+        if refused is not None:
+            await self._fail(refused)
             return
         counters = job.counters
         self._saved = (cp.file, cp.spool)
