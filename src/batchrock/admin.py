@@ -195,7 +195,9 @@ async def serve(settings: Settings, resolver: BackendResolver | None) -> None:
 
     store = await open_store(settings)
     clock = make_clock(settings)
-    service = JobService(store, clock)
+    service = JobService(
+        store, clock, max_unfinished_per_model=settings.quota_max_unfinished_jobs_per_model
+    )
 
     def lifespan() -> contextlib.AbstractAsyncContextManager[None]:
         if resolver is not None:

@@ -15,11 +15,12 @@ from batchrock import jobs
 from batchrock.clock import Clock
 from batchrock.errors import (
     ResourceNotFoundException,
+    ServiceQuotaExceededException,
     TooManyTagsException,
     ValidationException,
 )
 from batchrock.jobs import Job, JobStatus
-from batchrock.store.base import JobFilter, JobStore, PageRequest
+from batchrock.store.base import JobFilter, JobStore, PageRequest, UnfinishedJobsQuota
 
 #: Tags one job may hold (the TooManyTagsException doc: "50 tags per resource").
 MAX_TAGS_PER_RESOURCE = 50
@@ -64,9 +65,12 @@ class JobPage:
 class JobService:
     """Create, read, list, stop and tag jobs on behalf of a :class:`Caller`."""
 
-    def __init__(self, store: JobStore, clock: Clock) -> None:
+    def __init__(self, store: JobStore, clock: Clock, *, max_unfinished_per_model: int = 0) -> None:
         self.store = store
         self.clock = clock
+        #: Bedrock's quota "Sum of in-progress and submitted batch inference jobs using a base
+        #: model for <model>", per account and region; 0: no limit.
+        self.max_unfinished_per_model = max_unfinished_per_model
         #: Called after a job was created or asked to stop: an engine in the same process
         #: sets it, to act at once instead of at its next poll.
         self.on_change: Callable[[], None] | None = None
@@ -108,7 +112,15 @@ class JobService:
             expiration_time=jobs.expiration_for(now, timeout),
             invocation_type=new.invocation_type or "InvokeModel",
         )
-        stored, created = await self.store.create(job, tags)
+        limit = self.max_unfinished_per_model or None
+        try:
+            stored, created = await self.store.create(job, tags, max_unfinished=limit)
+        except UnfinishedJobsQuota as exc:
+            raise ServiceQuotaExceededException(
+                f"You have reached the quota 'Sum of in-progress and submitted batch inference "
+                f"jobs using a base model for {new.model_id}' ({exc.limit}) in "
+                f"{caller.region}. Resubmit your request when a job has finished."
+            ) from None
         if created and self.on_change is not None:
             self.on_change()
         return stored, created

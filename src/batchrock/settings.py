@@ -71,6 +71,14 @@ class Settings:
         default=(),
         metadata=_meta("Extra Host names the API answers to (proxies); '*' turns the check off."),
     )
+    rate_limit_per_second: float = field(
+        default=0.0,
+        metadata=_meta("API requests per second per account (token bucket); 0: no limit."),
+    )
+    rate_limit_burst: int = field(
+        default=0,
+        metadata=_meta("Requests an account may make at once above the rate; 0: one second's."),
+    )
     # --- engine (job runner) ---------------------------------------------------------------
     engine_max_jobs: int = field(
         default=4, metadata=_meta("Jobs one engine (serve or worker process) runs at a time.")
@@ -104,6 +112,10 @@ class Settings:
     )
     quota_max_job_bytes: int = field(
         default=5 * 1024**3, metadata=_meta("Largest total input of one job, in bytes (5 GiB).")
+    )
+    quota_max_unfinished_jobs_per_model: int = field(
+        default=20,
+        metadata=_meta("Unfinished jobs per account, region and model; more: Create is refused."),
     )
     quota_max_concurrent_jobs_per_model: int = field(
         default=10,

@@ -10,9 +10,11 @@ from tests.conftest import ServerProcess, bedrock_client
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One API-only server per module: jobs stay where the API put them (no engine)."""
+    """One API-only server per module: jobs stay where the API put them (no engine). They
+    never finish, so the unfinished-jobs quota is lifted (tests/api/test_limits.py tests it)."""
     root = tmp_path_factory.mktemp("api")
-    server = ServerProcess(root / "data", {"engine": False}, root / "server.log")
+    settings = {"engine": False, "quota_max_unfinished_jobs_per_model": 0}
+    server = ServerProcess(root / "data", settings, root / "server.log")
     server.start()
     yield server
     server.stop()

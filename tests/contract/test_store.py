@@ -17,8 +17,9 @@ import pytest
 
 from batchrock import jobs
 from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
-from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest
+from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest, UnfinishedJobsQuota
 from batchrock.store.sqlite import SqliteStore
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.anyio
 
@@ -252,6 +253,32 @@ class StoreContract:
         await store.remove_tags(job.job_id, ["a", "zzz"])
         assert await store.get_tags(job.job_id) == {"b": "3"}
 
+    async def test_create_holds_the_unfinished_jobs_quota(self, store: JobStore) -> None:
+        """Per account, region and model; final statuses do not count; a repeated token
+        returns its job even at the quota."""
+        await store.create(make_job(1, client_request_token="tok"), {})
+        await store.create(make_job(2, status=S.STOPPING), {})
+        for i, status in enumerate(jobs.TERMINAL):
+            await store.create(make_job(10 + i, status=status), {})
+        with pytest.raises(UnfinishedJobsQuota) as exc:
+            await store.create(make_job(3), {}, max_unfinished=2)
+        assert exc.value.limit == 2
+        assert await store.get_by_id(make_job(3).job_id) is None
+        again, created = await store.create(
+            make_job(4, client_request_token="tok"), {}, max_unfinished=2
+        )
+        assert not created and again.job_id == make_job(1).job_id
+        for n, changes in enumerate(
+            [
+                {"model_id": "amazon.nova-lite-v1:0"},
+                {"region": "eu-west-1"},
+                {"account_id": "1" * 12},
+            ]
+        ):
+            assert (await store.create(make_job(20 + n, **changes), {}, max_unfinished=2))[1]
+        assert (await store.create(make_job(5), {}, max_unfinished=3))[1]
+        assert (await store.create(make_job(6), {}))[1]  # no limit given: none applies
+
     async def test_every_status_round_trips(self, store: JobStore) -> None:
         for i, status in enumerate(JobStatus):
             job = make_job(i, status=status)
@@ -285,6 +312,50 @@ class TestSqliteStore(StoreContract):
             assert await second.get_tags(job.job_id) == {"k": "v"}
         finally:
             await second.close()
+
+    async def test_many_processes_creating_at_once_stop_at_the_quota(self, tmp_path: Path) -> None:
+        path = tmp_path / "quota.sqlite3"
+        await (await SqliteStore.open(path)).close()
+        script = (
+            "import asyncio, sys\n"
+            "from pathlib import Path\n"
+            "from batchrock.store.base import UnfinishedJobsQuota\n"
+            "from batchrock.store.sqlite import SqliteStore\n"
+            "from tests.contract.test_store import make_job\n"
+            "async def main():\n"
+            "    store = await SqliteStore.open(Path(sys.argv[1]))\n"
+            "    for i in range(10):\n"
+            "        job = make_job(int(sys.argv[2]) * 100 + i)\n"
+            "        try:\n"
+            "            await store.create(job, {}, max_unfinished=7)\n"
+            "            print(job.job_id, flush=True)\n"
+            "        except UnfinishedJobsQuota:\n"
+            "            pass\n"
+            "    await store.close()\n"
+            "asyncio.run(main())\n"
+        )
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                script,
+                str(path),
+                str(i),
+                stdout=asyncio.subprocess.PIPE,
+                cwd=REPO_ROOT,  # the script imports make_job from this module
+            )
+            for i in range(4)
+        ]
+        outputs = await asyncio.gather(*(p.communicate() for p in procs))
+        assert all(p.returncode == 0 for p in procs)
+        created = [line for out, _ in outputs for line in out.decode().split()]
+        assert len(created) == 7
+        store = await SqliteStore.open(path)
+        try:
+            listed = await store.list_jobs(everyone(), PageRequest(limit=100))
+        finally:
+            await store.close()
+        assert sorted(j.job_id for j in listed) == sorted(created)
 
     async def test_many_processes_claim_each_job_once(self, tmp_path: Path) -> None:
         path = tmp_path / "race.sqlite3"

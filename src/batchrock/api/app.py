@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from batchrock.api import codec, guard, identity, model, pagination, validation
+from batchrock.api import codec, guard, identity, model, pagination, throttle, validation
 from batchrock.errors import (
     InternalServerException,
     ResourceNotFoundException,
@@ -86,6 +86,7 @@ class BedrockApp:
         self._lifespan = lifespan
         self._routes = model.routes()
         self._guard = guard.RequestGuard(settings)
+        self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
             "GetModelInvocationJob": self._get,
@@ -175,6 +176,8 @@ class BedrockApp:
             default_region=self.settings.default_region,
             default_account=self.settings.default_account_id,
         )
+        if self._limiter is not None:
+            self._limiter.check(caller.account_id)
         result = await self._handlers[operation](Request(caller, params))
         return 200, result
 

@@ -45,12 +45,28 @@ class PageRequest:
     after: Cursor | None = None
 
 
+class UnfinishedJobsQuota(Exception):
+    """:meth:`JobStore.create` found ``limit`` unfinished jobs for the new job's account,
+    region and model already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} unfinished jobs")
+        self.limit = limit
+
+
 class JobStore(Protocol):
     """Persistence of jobs, their tags and their status history."""
 
-    async def create(self, job: Job, tags: Mapping[str, str]) -> tuple[Job, bool]:
+    async def create(
+        self, job: Job, tags: Mapping[str, str], *, max_unfinished: int | None = None
+    ) -> tuple[Job, bool]:
         """Insert ``job``; if its account already has a job with the same
-        ``client_request_token``, insert nothing and return that job with ``False``."""
+        ``client_request_token``, insert nothing and return that job with ``False``.
+
+        With ``max_unfinished``, raise :class:`UnfinishedJobsQuota` (and insert nothing) when
+        the account already has that many jobs of the same region and model in a status that
+        is not final. The count and the insert are one transaction, so processes creating at
+        the same moment cannot overshoot."""
         ...
 
     async def get(self, account_id: str, region: str, job_id: str) -> Job | None:

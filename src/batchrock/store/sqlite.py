@@ -25,7 +25,7 @@ import orjson
 from batchrock import jobs
 from batchrock.clock import from_micros, to_micros
 from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
-from batchrock.store.base import JobFilter, PageRequest
+from batchrock.store.base import JobFilter, PageRequest, UnfinishedJobsQuota
 
 SCHEMA_VERSION = 2
 
@@ -143,7 +143,9 @@ class SqliteStore:
 
     # --- jobs ---------------------------------------------------------------------------
 
-    async def create(self, job: Job, tags: Mapping[str, str]) -> tuple[Job, bool]:
+    async def create(
+        self, job: Job, tags: Mapping[str, str], *, max_unfinished: int | None = None
+    ) -> tuple[Job, bool]:
         conn = self._conn
         with _write(conn):
             if job.client_request_token is not None:
@@ -154,6 +156,8 @@ class SqliteStore:
                 ).fetchone()
                 if existing is not None:
                     return _row_to_job(existing), False
+            if max_unfinished is not None:
+                self._check_unfinished(job, max_unfinished)
             vpc = None
             if job.vpc_subnet_ids is not None or job.vpc_security_group_ids is not None:
                 vpc = orjson.dumps(
@@ -210,6 +214,18 @@ class SqliteStore:
                 [(job.job_id, k, v) for k, v in tags.items()],
             )
         return job, True
+
+    def _check_unfinished(self, job: Job, limit: int) -> None:
+        """Inside create's write transaction: the write lock is held from the count to the
+        insert, so no other process can add a job in between."""
+        unfinished = sorted(s.value for s in jobs.ACTIVE)
+        (count,) = self._conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE account_id = ? AND region = ? "
+            f"AND status IN ({_placeholders(len(unfinished))}) AND model_id = ?",
+            (job.account_id, job.region, *unfinished, job.model_id),
+        ).fetchone()
+        if count >= limit:
+            raise UnfinishedJobsQuota(limit)
 
     async def get(self, account_id: str, region: str, job_id: str) -> Job | None:
         row = self._conn.execute(

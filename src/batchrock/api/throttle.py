@@ -1,0 +1,75 @@
+"""A per-account request rate limit at the edge: one token bucket per account.
+
+An account's bucket holds up to ``burst`` tokens and gains ``rate`` tokens a second; a request
+takes one, and a request finding the bucket empty is answered ``ThrottlingException`` (429),
+which botocore, the AWS CLI and the JS SDK retry with backoff. Time comes from the
+:class:`~batchrock.clock.Clock` (tests move a FakeClock); a check is a dict lookup and a little
+arithmetic. Each ``batchrock serve`` process keeps its own buckets (docs/access.md,
+"Throttling and quotas").
+"""
+
+from __future__ import annotations
+
+import math
+
+from batchrock.clock import Clock
+from batchrock.errors import ThrottlingException
+from batchrock.settings import Settings
+
+#: Buckets are forgotten once full (a fresh one is the same) when more than this many are held.
+TRACKED_ACCOUNTS = 10_000
+
+
+class RateLimiter:
+    """``check(account_id)`` takes a token or raises :class:`ThrottlingException`."""
+
+    def __init__(self, rate: float, burst: int, clock: Clock) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = float(burst if burst > 0 else max(1, math.ceil(rate)))
+        self.clock = clock
+        #: account -> [tokens, time they were counted (seconds)]
+        self._buckets: dict[str, list[float]] = {}
+        self._prune_at = TRACKED_ACCOUNTS
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock) -> RateLimiter | None:
+        """The limiter ``settings`` ask for; ``None`` when there is no limit (the default)."""
+        if settings.rate_limit_per_second <= 0:
+            return None
+        return cls(settings.rate_limit_per_second, settings.rate_limit_burst, clock)
+
+    def check(self, account_id: str) -> None:
+        if not self.allow(account_id):
+            raise ThrottlingException()
+
+    def allow(self, account_id: str) -> bool:
+        now = self.clock.now().timestamp()
+        bucket = self._buckets.get(account_id)
+        if bucket is None:
+            if len(self._buckets) >= self._prune_at:
+                self._prune(now)
+            bucket = self._buckets[account_id] = [self.burst, now]
+        else:
+            # A clock set back counts as no time passed, never as tokens taken away.
+            elapsed = max(0.0, now - bucket[1])
+            bucket[0] = min(self.burst, bucket[0] + elapsed * self.rate)
+            bucket[1] = now
+        if bucket[0] < 1.0:
+            return False
+        bucket[0] -= 1.0
+        return True
+
+    def _prune(self, now: float) -> None:
+        """Drop the buckets that have filled up again. What stays was used within the last
+        ``burst / rate`` seconds; the next prune waits until twice as many are held, so
+        pruning costs O(1) a request however many accounts call."""
+        full = [
+            account
+            for account, (tokens, at) in self._buckets.items()
+            if tokens + max(0.0, now - at) * self.rate >= self.burst
+        ]
+        for account in full:
+            del self._buckets[account]
+        self._prune_at = max(TRACKED_ACCOUNTS, 2 * len(self._buckets))
