@@ -104,3 +104,16 @@ def test_serve_beyond_loopback_without_credentials_file_refuses_to_start(
     assert len(result.stderr.strip().splitlines()) == 1
     assert "--credentials-file" in result.stderr and "docs/access.md" in result.stderr
     assert not (tmp_path / "d").exists()  # refused before anything was opened or bound
+
+
+def test_a_credentials_file_is_refused_until_accounts_are_wired_in(tmp_path: Path) -> None:
+    """admin.bucket_policy: no build may take a credentials file and then run every account's
+    jobs in open mode. (The accounts directory replaces this refusal.)"""
+    creds = tmp_path / "credentials.toml"
+    creds.write_text("")
+    args = ("--credentials-file", str(creds), "--data-dir", str(tmp_path / "d"))
+    for command in ("serve", "worker"):
+        result = _run(command, *args)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "credentials_file" in result.stderr and "Traceback" not in result.stderr
