@@ -15,6 +15,7 @@ from batchrock.objects import (
     LocalObjectStore,
     NoSuchBucket,
     NoSuchKey,
+    ObjectChanged,
     ObjectStore,
     S3ObjectStore,
     parse_s3_uri,
@@ -69,6 +70,55 @@ def test_put_list_head_read(store_and_bucket: tuple[ObjectStore, str], tmp_path:
         with pytest.raises(NoSuchKey):
             await _collect(store.read(bucket, "in/missing.jsonl"))
         await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_read_if_match_refuses_another_object_and_delete(
+    store_and_bucket: tuple[ObjectStore, str],
+) -> None:
+    store, bucket = store_and_bucket
+
+    async def main() -> None:
+        await store.put(bucket, "in/a.jsonl", b"first")
+        first = await store.head(bucket, "in/a.jsonl")
+        assert first is not None and first.etag and first.modified is not None
+        (listed,) = await store.list_objects(bucket, "in/")
+        assert listed == first
+        assert await _collect(store.read(bucket, "in/a.jsonl", if_match=first.etag)) == b"first"
+        await store.put(bucket, "in/a.jsonl", b"other")  # the same size
+        with pytest.raises(ObjectChanged):
+            await _collect(store.read(bucket, "in/a.jsonl", if_match=first.etag))
+        with pytest.raises(ObjectChanged):
+            await _collect(store.read(bucket, "in/a.jsonl", 2, if_match=first.etag))
+        now = await store.head(bucket, "in/a.jsonl")
+        assert now is not None and now.etag != first.etag
+        assert await _collect(store.read(bucket, "in/a.jsonl", 2, if_match=now.etag)) == b"her"
+        await store.delete(bucket, "in/a.jsonl")
+        assert await store.head(bucket, "in/a.jsonl") is None
+        await store.delete(bucket, "in/a.jsonl")  # nothing there: nothing happens
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_local_read_if_match_notices_a_write_in_place_during_the_read(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "s3")
+    path = tmp_path / "s3" / "bucket" / "a.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"0123456789")
+
+    async def main() -> None:
+        info = await store.head("bucket", "a.jsonl")
+        assert info is not None
+        chunks = store.read("bucket", "a.jsonl", if_match=info.etag)
+        assert await anext(chunks) == b"0123456789"
+        st = path.stat()
+        with path.open("r+b") as fh:
+            fh.write(b"X")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+        with pytest.raises(ObjectChanged):
+            await anext(chunks)
 
     asyncio.run(main())
 

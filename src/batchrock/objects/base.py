@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,15 @@ class NoSuchBucket(ObjectStoreError):
 class NoSuchKey(ObjectStoreError):
     def __init__(self, bucket: str, key: str) -> None:
         super().__init__(f"The S3 object s3://{bucket}/{key} does not exist.")
+        self.bucket = bucket
+        self.key = key
+
+
+class ObjectChanged(ObjectStoreError):
+    """A read asked for one version of an object (``if_match``) and found another."""
+
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"The S3 object s3://{bucket}/{key} changed while it was read.")
         self.bucket = bucket
         self.key = key
 
@@ -70,6 +80,10 @@ def parse_s3_uri(uri: str) -> S3Location:
 class ObjectInfo:
     key: str
     size: int
+    #: Changes whenever the object's content may have: S3's ETag; on the local store, the
+    #: file's inode, size and modification time. ``None`` where the store gives none.
+    etag: str | None = None
+    modified: datetime | None = None
 
 
 class ObjectStore(Protocol):
@@ -86,8 +100,12 @@ class ObjectStore(Protocol):
         """The object's size, or ``None`` when there is no such object."""
         ...
 
-    def read(self, bucket: str, key: str, start: int = 0) -> AsyncIterator[bytes]:
-        """The object's bytes from offset ``start`` on, in chunks. Raises :class:`NoSuchKey`."""
+    def read(
+        self, bucket: str, key: str, start: int = 0, *, if_match: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes from offset ``start`` on, in chunks. Raises :class:`NoSuchKey`.
+        ``if_match``: the ``etag`` the object must still have, else :class:`ObjectChanged`
+        (a conditional GET on S3; the local store checks when the read starts and ends)."""
         ...
 
     async def put(self, bucket: str, key: str, data: bytes) -> None:
@@ -98,6 +116,10 @@ class ObjectStore(Protocol):
         """Upload a local file as the whole object (same all-or-nothing rule as :meth:`put`).
         ``move=True``: the caller no longer needs the file, and the store may take it over
         (the local store then renames it into place instead of copying)."""
+        ...
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Remove the object; nothing happens when there is none."""
         ...
 
     async def aclose(self) -> None: ...

@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -22,13 +23,30 @@ from batchrock.objects.base import (
     InvalidLocation,
     NoSuchBucket,
     NoSuchKey,
+    ObjectChanged,
     ObjectInfo,
+    ObjectStoreError,
 )
 
 # S3's bucket naming rules (lowercase, digits, dots, hyphens; 3-63 characters). Holding local
 # buckets to them also keeps our temporary folder (".tmp") out of the bucket namespace.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TMP_DIR = ".tmp"
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        key,
+        st.st_size,
+        etag=_etag(st),
+        modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC),
+    )
+
+
+def _etag(st: os.stat_result) -> str:
+    """What stands in for an ETag: a file rewritten in place gets a new modification time,
+    one replaced (written beside and renamed over, as most tools do) a new inode."""
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
 
 
 class LocalObjectStore:
@@ -96,10 +114,10 @@ class LocalObjectStore:
                 if os.path.commonpath([real_base, real]) != real_base:
                     continue  # a link out of the bucket is not an object of it
                 try:
-                    size = os.stat(full).st_size
+                    st = os.stat(full)
                 except OSError:
                     continue  # removed while listing
-                found.append(ObjectInfo(key, size))
+                found.append(_info(key, st))
         found.sort(key=lambda o: o.key)
         return found
 
@@ -111,22 +129,30 @@ class LocalObjectStore:
             return None
         if not path.is_file():
             return None
-        return ObjectInfo(key, st.st_size)
+        return _info(key, st)
 
-    async def read(self, bucket: str, key: str, start: int = 0) -> AsyncIterator[bytes]:
+    async def read(
+        self, bucket: str, key: str, start: int = 0, *, if_match: str | None = None
+    ) -> AsyncIterator[bytes]:
         path = self.path_for(bucket, key)
         try:
             handle = await asyncio.to_thread(path.open, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise NoSuchKey(bucket, key) from exc
         try:
+            # The open file is the object read from here on, whatever replaces the path: it
+            # is checked as opened, and again at the end (a write in place changes its time).
+            if if_match is not None and _etag(os.fstat(handle.fileno())) != if_match:
+                raise ObjectChanged(bucket, key)
             if start:
                 handle.seek(start)
             while True:
                 chunk = await asyncio.to_thread(handle.read, READ_CHUNK_BYTES)
                 if not chunk:
-                    return
+                    break
                 yield chunk
+            if if_match is not None and _etag(os.fstat(handle.fileno())) != if_match:
+                raise ObjectChanged(bucket, key)
         finally:
             handle.close()
 
@@ -183,6 +209,13 @@ class LocalObjectStore:
                 os.unlink(name)
                 raise
         os.replace(name, path)
+
+    async def delete(self, bucket: str, key: str) -> None:
+        path = self.path_for(bucket, key)
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as exc:
+            raise ObjectStoreError(f"Cannot remove s3://{bucket}/{key}: {exc.strerror}") from exc
 
     async def aclose(self) -> None:
         return None

@@ -12,13 +12,33 @@ from pathlib import Path
 from typing import Any
 
 import obstore
+from obstore.exceptions import PreconditionError
 from obstore.store import S3Store
 
-from batchrock.objects.base import NoSuchBucket, NoSuchKey, ObjectInfo, ObjectStoreError
+from batchrock.objects.base import (
+    NoSuchBucket,
+    NoSuchKey,
+    ObjectChanged,
+    ObjectInfo,
+    ObjectStoreError,
+)
 
 
 def _is_no_such_bucket(exc: BaseException) -> bool:
     return "NoSuchBucket" in str(exc)
+
+
+def _info(meta: Any) -> ObjectInfo:
+    return ObjectInfo(
+        meta["path"], int(meta["size"]), etag=meta.get("e_tag"), modified=meta["last_modified"]
+    )
+
+
+def _error(exc: BaseException, bucket: str, doing: str) -> ObjectStoreError:
+    """obstore's error as one of ours: :class:`NoSuchBucket`, or ``Cannot {doing}: ...``."""
+    if _is_no_such_bucket(exc):
+        return NoSuchBucket(bucket)
+    return ObjectStoreError(f"Cannot {doing}: {_short(exc)}")
 
 
 def _short(exc: BaseException) -> str:
@@ -84,11 +104,9 @@ class S3ObjectStore:
         found: list[ObjectInfo] = []
         try:
             async for batch in obstore.list(self._store(bucket), prefix or None, chunk_size=1000):
-                found.extend(ObjectInfo(m["path"], int(m["size"])) for m in batch)
+                found.extend(_info(m) for m in batch)
         except Exception as exc:
-            if _is_no_such_bucket(exc):
-                raise NoSuchBucket(bucket) from exc
-            raise ObjectStoreError(f"Cannot list s3://{bucket}/{prefix}: {_short(exc)}") from exc
+            raise _error(exc, bucket, f"list s3://{bucket}/{prefix}") from exc
         # object_store lists keys below a "folder" prefix; keep S3's plain string-prefix rule.
         found = [o for o in found if o.key.startswith(prefix)]
         found.sort(key=lambda o: o.key)
@@ -100,25 +118,29 @@ class S3ObjectStore:
         except FileNotFoundError:
             return None
         except Exception as exc:
-            if _is_no_such_bucket(exc):
-                raise NoSuchBucket(bucket) from exc
-            raise ObjectStoreError(f"Cannot read s3://{bucket}/{key}: {_short(exc)}") from exc
-        return ObjectInfo(key, int(meta["size"]))
+            raise _error(exc, bucket, f"read s3://{bucket}/{key}") from exc
+        return _info(meta)
 
-    async def read(self, bucket: str, key: str, start: int = 0) -> AsyncIterator[bytes]:
+    async def read(
+        self, bucket: str, key: str, start: int = 0, *, if_match: str | None = None
+    ) -> AsyncIterator[bytes]:
         options: Any = {"range": {"offset": start}} if start else {}
+        if if_match is not None:
+            # A conditional GET: S3 answers 412 if the object is no longer that one, and
+            # streams that one version otherwise, whatever is written meanwhile.
+            options["if_match"] = if_match
         try:
             result = await obstore.get_async(self._store(bucket), key, options=options or None)
             async for chunk in result.stream(min_chunk_size=1024 * 1024):
                 yield bytes(chunk)
         except FileNotFoundError as exc:
             raise NoSuchKey(bucket, key) from exc
+        except PreconditionError as exc:
+            raise ObjectChanged(bucket, key) from exc
         except ObjectStoreError:
             raise
         except Exception as exc:
-            if _is_no_such_bucket(exc):
-                raise NoSuchBucket(bucket) from exc
-            raise ObjectStoreError(f"Cannot read s3://{bucket}/{key}: {_short(exc)}") from exc
+            raise _error(exc, bucket, f"read s3://{bucket}/{key}") from exc
 
     async def put(self, bucket: str, key: str, data: bytes) -> None:
         await self._put(bucket, key, data)
@@ -132,9 +154,15 @@ class S3ObjectStore:
         try:
             await obstore.put_async(self._store(bucket), key, data)
         except Exception as exc:
-            if _is_no_such_bucket(exc):
-                raise NoSuchBucket(bucket) from exc
-            raise ObjectStoreError(f"Cannot write s3://{bucket}/{key}: {_short(exc)}") from exc
+            raise _error(exc, bucket, f"write s3://{bucket}/{key}") from exc
+
+    async def delete(self, bucket: str, key: str) -> None:
+        try:
+            await obstore.delete_async(self._store(bucket), key)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise _error(exc, bucket, f"remove s3://{bucket}/{key}") from exc
 
     async def aclose(self) -> None:
         self._stores.clear()
