@@ -4,7 +4,8 @@ Output records of the file in progress are appended to a spool file under
 ``DATA_DIR/spool/{jobId}/``; the checkpoint says how many of its bytes are good
 (``spool_size``) and where the input resumes (``offset``, ``line``). Counters and checkpoint
 are saved in one store write, so after a crash the spool is cut back to ``spool_size`` and
-every record is in the output exactly once.
+every record is in the output exactly once. That pair is also what a final status makes the
+output location match (``JobRunner._settle``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class Checkpoint:
     spool_size: int = 0
     #: Counters when the file in progress started: a lost spool restarts the file from them.
     file_base: Counters = field(default_factory=Counters)
+    #: The spool holds the whole file's results and the counters count them: all that is
+    #: left is to publish it as the file's ``.out``. Saved before publishing, so a run that
+    #: dies in between is followed by one that publishes the same spool, not one that redoes
+    #: the file (see ``JobRunner._publish``).
+    done: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +54,7 @@ class Checkpoint:
             "spool": self.spool,
             "spool_size": self.spool_size,
             "file_base": dataclasses.asdict(self.file_base),
+            "done": self.done,
         }
 
     @classmethod
@@ -64,6 +71,7 @@ class Checkpoint:
             spool_size=data["spool_size"],
             # A checkpoint from before throttled requests were counted has no such field.
             file_base=Counters(**data["file_base"]),
+            done=data.get("done", False),
         )
 
     def next_file(self, counters: Counters) -> None:
@@ -73,6 +81,13 @@ class Checkpoint:
         self.spool = ""
         self.spool_size = 0
         self.file_base = counters
+        self.done = False
+
+    def restart_file(self) -> None:
+        """Forget the file in progress's spool: it is redone from its start (with
+        ``file_base``'s counters)."""
+        self.offset = self.line = self.spool_size = 0
+        self.done = False
 
 
 def spool_dir(data_dir: Path, job_id: str) -> Path:

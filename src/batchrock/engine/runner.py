@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import shutil
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, replace
@@ -221,8 +222,16 @@ class JobRunner:
             return False
         return True  # the store logs every transition
 
-    async def _fail(self, message: str) -> None:
+    async def _fail(self, message: str, *, settle: bool = True) -> None:
+        """End the job Failed; one that ran keeps its output matching its counters."""
         message = message[:2048]
+        if settle and self.job.status in (S.IN_PROGRESS, S.STOPPING):
+            try:
+                if not await self._settle():
+                    return
+            except Exception:
+                # The job fails all the same; what the output location holds may not match.
+                log.exception("job %s: cannot settle the output of a failed job", self.job.job_id)
         if await self._move(S.FAILED, expected=jobs.sources_of(S.FAILED), message=message):
             self._remove_spool()
 
@@ -253,8 +262,10 @@ class JobRunner:
         if refused is not None:
             await self._move(S.FAILED, expected={S.VALIDATING}, message=refused)
             return
+        output_checked = False
         try:
             await inputs.check_output_location(ctx.objects, job.output_s3_uri)
+            output_checked = True
             files = await inputs.find_input_files(ctx.objects, job.input_s3_uri)
             inputs.check_size_quotas(files, ctx.settings)
             total = 0
@@ -267,13 +278,8 @@ class JobRunner:
                 files[i] = replace(f, records=n)
                 total += n
             inputs.check_record_quotas(total, ctx.settings)
-        except inputs.InputError as exc:
-            await self._move(S.FAILED, expected={S.VALIDATING}, message=str(exc)[:2048])
-            if self.job.status is S.STOPPING:
-                await self._end_after_stop_race()
-            return
-        except ObjectStoreError as exc:
-            await self._move(S.FAILED, expected={S.VALIDATING}, message=str(exc)[:2048])
+        except (inputs.InputError, ObjectStoreError) as exc:
+            await self._invalid(str(exc), output_checked=output_checked)
             return
         try:
             # Writing the first manifest proves the output location is writable now, rather
@@ -286,7 +292,7 @@ class JobRunner:
             )
         except ObjectStoreError as exc:
             message = f"Cannot write to the output location {job.output_s3_uri}: {exc}"
-            await self._move(S.FAILED, expected={S.VALIDATING}, message=message[:2048])
+            await self._invalid(message, output_checked=False)
             return
         checkpoint = Checkpoint(files=files)
         await ctx.store.save_progress(
@@ -299,6 +305,20 @@ class JobRunner:
             await self._move(S.EXPIRED, expected={S.VALIDATING})
         elif not await self._move(S.SCHEDULED, expected={S.VALIDATING}):
             await self._after_race()
+
+    async def _invalid(self, message: str, *, output_checked: bool) -> None:
+        """Validating -> Failed (or Stopped, when a stop came first). A failed validation
+        leaves no output: a first manifest an earlier run wrote before it died goes."""
+        if not await self._move(S.FAILED, expected={S.VALIDATING}, message=message[:2048]):
+            await self._after_race()
+        elif output_checked:
+            try:
+                out_loc = parse_s3_uri(self.job.output_s3_uri)
+                await self.ctx.objects.delete(
+                    out_loc.bucket, out_loc.child(self.job.job_id, MANIFEST_NAME).key
+                )
+            except ObjectStoreError:
+                log.warning("job %s: cannot remove its manifest", self.job.job_id, exc_info=True)
 
     async def _going(self) -> bool:
         await asyncio.sleep(0)  # let the heartbeat run between chunks of a long scan
@@ -340,34 +360,26 @@ class JobRunner:
                 self._set_halt(Halt.TIMEOUT)
             while cp.file < len(cp.files) and not self.halt.is_set():
                 counters = await self._run_file(cp, counters, backend, out_loc)
-        except (JobFailed, ObjectStoreError) as exc:
-            await self._keep_partial(cp, out_loc, self.job.counters)
-            await self._fail(str(exc))
-            return
-        except LineTooLong as exc:
-            await self._keep_partial(cp, out_loc, self.job.counters)
-            await self._fail(f"The input file {cp.files[cp.file].uri}: {exc}.")
+        except (JobFailed, ObjectStoreError, LineTooLong) as exc:
+            if not await self._holds_lease():
+                # The error may be the successor's doing (it took over our spool).
+                self._set_halt(Halt.LOST)
+                return
+            message = str(exc)
+            if isinstance(exc, LineTooLong):
+                message = f"The input file {cp.files[cp.file].uri}: {exc}."
+            await self._fail(message)
             return
         reason = self.reason if self.halt.is_set() else None
         if reason in (Halt.SHUTDOWN, Halt.LOST):
             return
         if cp.file >= len(cp.files):
-            await self._write_manifest(out_loc, counters)
-            if not await self._move(S.COMPLETED, expected={S.IN_PROGRESS}):
-                await self._end_after_stop_race()
+            await self._end(S.COMPLETED, expected={S.IN_PROGRESS})
         elif reason is Halt.TIMEOUT:
-            await self._keep_partial(cp, out_loc, counters)
-            if not await self._move(
-                S.PARTIALLY_COMPLETED,
-                expected={S.IN_PROGRESS},
-                message="The job timed out before every record was processed.",
-            ):
-                await self._end_after_stop_race()
+            message = "The job timed out before every record was processed."
+            await self._end(S.PARTIALLY_COMPLETED, expected={S.IN_PROGRESS}, message=message)
         else:  # Halt.STOP
-            await self._keep_partial(cp, out_loc, counters)
-            await self._move(S.STOPPED, expected={S.STOPPING})
-        if self.job.is_terminal:
-            self._remove_spool()
+            await self._end(S.STOPPED, expected={S.STOPPING})
 
     async def _run_file(
         self, cp: Checkpoint, counters: Counters, backend: ModelBackend, out_loc: S3Location
@@ -376,14 +388,18 @@ class JobRunner:
         f = cp.files[cp.file]
         folder = spool_dir(ctx.settings.data_dir, job.job_id)
         old = folder / cp.spool if cp.spool else None
-        if cp.spool_size and (old is None or not old.exists() or _size(old) < cp.spool_size):
+        if (cp.spool_size or cp.done) and (old is None or _size(old) < cp.spool_size):
             # The spool is gone (another machine's disk?): redo this file from its start.
             log.warning("job %s: spool lost, restarting %s", job.job_id, f.uri)
             counters = replace(cp.file_base, total=counters.total)
-            cp.offset = cp.line = cp.spool_size = 0
+            cp.restart_file()
+        elif cp.done and old is not None:
+            # A run that finished this file died before publishing it, or while: publish.
+            return await self._publish(cp, counters, old, out_loc)
         name = new_spool_name(cp.file)
         path = folder / name
         handle = await asyncio.to_thread(_resume_spool, old, path, cp.spool_size)
+        task: asyncio.Task[None] | None = None
         try:
             await self._save(cp, counters, spool=name)
             if old is not None and old != path:
@@ -431,26 +447,48 @@ class JobRunner:
                 exc = task.exception() if not task.cancelled() else None
                 if exc is not None:
                     raise exc
+            # The last checkpoint of a finished file says so (the first phase of publishing
+            # it). Saving checks the lease: a worker paused past it publishes nothing, since
+            # its successor resumed from this spool.
+            cp.done = fp.finished
             counters = await self._flush(fp, cp, base, handle)
         finally:
+            if task is not None and not task.done():
+                task.cancel()  # an error ends the run: no record may go on to the model
             handle.close()
-        if fp.finished and self.reason is not Halt.LOST:
-            if not await self._holds_lease():
-                # Paused past the lease: the successor resumed from our spool (and removed
-                # it); publishing now would race it.
-                self._set_halt(Halt.LOST)
-                return counters
-            key = out_loc.child(job.job_id, f.out_name).key
-            # The spool becomes the .out (a rename on the local store). Should the process
-            # die before the checkpoint below, the resumed job finds the spool gone and redoes
-            # this file from its start: output stays exactly once.
-            await ctx.objects.put_file(out_loc.bucket, key, path, move=True)
-            cp.next_file(counters)
-            await self._save(cp, counters)
-            path.unlink(missing_ok=True)
+        if cp.done and self.reason is not Halt.LOST:
+            counters = await self._publish(cp, counters, path, out_loc)
+        return counters
+
+    async def _publish(
+        self, cp: Checkpoint, counters: Counters, spool: Path, out_loc: S3Location
+    ) -> Counters:
+        """The second phase of finishing a file: its spool (checkpointed ``done``, with the
+        counters that count it) becomes its ``.out``, then the checkpoint moves on. A run
+        that dies anywhere in here is followed by one that finds ``done`` and the spool, and
+        publishes again: the ``.out`` always holds what the counters count."""
+        f = cp.files[cp.file]
+        key = out_loc.child(self.job.job_id, f.out_name).key
+        await asyncio.to_thread(_truncate, spool, cp.spool_size)
+        await self._put_spool(out_loc.bucket, key, spool)
+        cp.next_file(counters)
+        if await self._save(cp, counters):
+            spool.unlink(missing_ok=True)
             # The manifest follows progress file by file, so it can be watched while running.
             await self._write_manifest(out_loc, counters)
         return counters
+
+    async def _put_spool(self, bucket: str, key: str, spool: Path) -> None:
+        """Publish ``spool`` as ``key``, keeping the spool until the checkpoint has moved
+        on. A hard link goes to the store instead of the spool: the local store renames it
+        into place (no copy), the S3 store uploads it; either way the spool stays."""
+        link = spool.with_name(spool.name + ".publish")
+        try:
+            await asyncio.to_thread(_link, spool, link)
+        except OSError:  # a file system without hard links: upload a copy
+            await self.ctx.objects.put_file(bucket, key, spool)
+        else:
+            await self.ctx.objects.put_file(bucket, key, link, move=True)
 
     async def _flush(self, fp: FilePass, cp: Checkpoint, base: Counters, handle: Any) -> Counters:
         data, size, progress = fp.take_output()
@@ -465,11 +503,12 @@ class JobRunner:
         await self._save(cp, counters)
         return counters
 
-    async def _save(self, cp: Checkpoint, counters: Counters, *, spool: str = "") -> None:
-        """Save progress while the lease holds; ``spool`` starts a new spool file (set in the
-        checkpoint only once this worker knows it still holds the job)."""
+    async def _save(self, cp: Checkpoint, counters: Counters, *, spool: str = "") -> bool:
+        """Save progress while the lease holds (``False``: it does not, nothing was saved);
+        ``spool`` starts a new spool file (set in the checkpoint only once this worker knows
+        it still holds the job)."""
         if self.reason is Halt.LOST:
-            return
+            return False
         ctx, now = self.ctx, self.ctx.clock.now()
         # Only the lease holder may move the checkpoint: a worker that was paused past its
         # lease finds out here, before it could overwrite its successor's progress.
@@ -479,7 +518,7 @@ class JobRunner:
             or await self._superseded()
         ):
             self._set_halt(Halt.LOST)
-            return
+            return False
         if spool:
             cp.spool = spool
         await ctx.store.save_progress(
@@ -487,18 +526,67 @@ class JobRunner:
         )
         self._saved = (cp.file, cp.spool)
         self.job = self.job.evolve(counters=counters)
+        return True
 
-    async def _keep_partial(self, cp: Checkpoint, out_loc: S3Location, counters: Counters) -> None:
-        """Publish the finished part of the file in progress, and the manifest."""
-        with contextlib.suppress(ObjectStoreError, OSError):
-            if cp.file < len(cp.files) and cp.spool and cp.spool_size:
-                f = cp.files[cp.file]
-                path = spool_dir(self.ctx.settings.data_dir, self.job.job_id) / cp.spool
-                if path.exists():
-                    await asyncio.to_thread(_truncate, path, cp.spool_size)
-                    key = out_loc.child(self.job.job_id, f.out_name).key
-                    await self.ctx.objects.put_file(out_loc.bucket, key, path)
-            await self._write_manifest(out_loc, counters)
+    # --- final statuses --------------------------------------------------------------------
+
+    async def _end(
+        self, to: JobStatus, *, expected: Collection[JobStatus], message: str | None = None
+    ) -> None:
+        """Settle the output, then move to the final status ``to`` (or to Stopped, when a
+        stop request won the race)."""
+        try:
+            if not await self._settle():
+                return
+        except ObjectStoreError as exc:
+            uri = self.job.output_s3_uri
+            await self._fail(f"Cannot write the results to {uri}: {exc}", settle=False)
+            return
+        if not await self._move(to, expected=expected, message=message):
+            await self._end_after_stop_race()
+        if self.job.is_terminal:
+            self._remove_spool()
+
+    async def _settle(self) -> bool:
+        """Make the output location hold exactly what the stored counters count, before a
+        final status: the ``.out`` of every finished file (published as each finished), the
+        ``.out`` of the file in progress holding its checkpointed records (none: no such
+        object), and the manifest. It reads the stored checkpoint and counters (saved in one
+        write) rather than this run's, which may be ahead of them; it can run any number of
+        times, so a run that dies in here is settled again by the next one. ``False`` when
+        the lease is lost (the job is another worker's to settle)."""
+        ctx, job_id = self.ctx, self.job.job_id
+        if not await self._holds_lease():
+            self._set_halt(Halt.LOST)
+            return False
+        out_loc = parse_s3_uri(self.job.output_s3_uri)
+        raw = await ctx.store.load_checkpoint(job_id)
+        cp = Checkpoint.from_json(raw) if raw else None
+        stored = await ctx.store.get_by_id(job_id)
+        counters = stored.counters if stored is not None else self.job.counters
+        if cp is None:  # stopped before it was validated: nothing ran
+            if await ctx.objects.bucket_exists(out_loc.bucket):
+                await self._write_manifest(out_loc, counters)
+            return True
+        if cp.file < len(cp.files):
+            f = cp.files[cp.file]
+            key = out_loc.child(job_id, f.out_name).key
+            spool = spool_dir(ctx.settings.data_dir, job_id) / cp.spool if cp.spool else None
+            if cp.spool_size and (spool is None or _size(spool) < cp.spool_size):
+                # The spool is gone: its records cannot be published, so they are not counted.
+                log.warning("job %s: spool lost, %s ends without its records", job_id, f.uri)
+                counters = replace(cp.file_base, total=counters.total)
+                cp.restart_file()
+                if not await self._save(cp, counters):
+                    return False
+            if spool is not None and cp.spool_size:
+                await asyncio.to_thread(_truncate, spool, cp.spool_size)
+                await ctx.objects.put_file(out_loc.bucket, key, spool)
+            else:
+                # An earlier run may have left one (a settle that died before its status).
+                await ctx.objects.delete(out_loc.bucket, key)
+        await self._write_manifest(out_loc, counters)
+        return True
 
     async def _write_manifest(self, out_loc: S3Location, counters: Counters) -> None:
         key = out_loc.child(self.job.job_id, MANIFEST_NAME).key
@@ -511,14 +599,14 @@ class JobRunner:
 
     async def finish_stop(self) -> None:
         """Stopping -> Stopped, keeping what was finished and writing the manifest."""
-        raw = await self.ctx.store.load_checkpoint(self.job.job_id)
-        cp = Checkpoint.from_json(raw) if raw else None
-        with contextlib.suppress(Exception):
-            out_loc = parse_s3_uri(self.job.output_s3_uri)
-            if cp is not None:
-                await self._keep_partial(cp, out_loc, self.job.counters)
-            elif await self.ctx.objects.bucket_exists(out_loc.bucket):
-                await self._write_manifest(out_loc, self.job.counters)
+        try:
+            if not await self._settle():
+                return
+        except Exception:
+            # A stop always ends Stopped (an output location that cannot be written, say).
+            log.warning(
+                "job %s: cannot settle the output of a stop", self.job.job_id, exc_info=True
+            )
         if await self._move(S.STOPPED, expected={S.STOPPING}):
             self._remove_spool()
 
@@ -528,6 +616,11 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return -1
+
+
+def _link(source: Path, link: Path) -> None:
+    link.unlink(missing_ok=True)  # left by a run that died between link and upload
+    os.link(source, link)
 
 
 def _truncate(path: Path, size: int) -> None:

@@ -1,0 +1,192 @@
+"""At every final status the output location holds exactly what the manifest and
+GetModelInvocationJob count, whatever crashed where before (see crashpoints.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrock.clock import FakeClock
+from batchrock.engine import runner
+from batchrock.jobs import Job, JobStatus
+
+from .crashpoints import Process, check_output_matches_counts, gate, stop
+from .harness import Harness, jsonl, records
+
+S = JobStatus
+OUT = "s3://out-bucket/results/"
+#: A short lease: the heartbeat (a third of it) notices a stop quickly.
+SETTINGS: dict[str, Any] = {"engine_lease_seconds": 0.15}
+
+
+@pytest.fixture(autouse=True)
+def _short_halt_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Records held by the gate model never finish: drop them soon after the halt.
+    monkeypatch.setattr(runner, "HALT_GRACE_SECONDS", 0.05)
+
+
+def harness(tmp_path: Path, files: dict[str, list[dict[str, Any]]]) -> Harness:
+    h = Harness(tmp_path, clock=FakeClock(), **SETTINGS)
+    h.bucket("out-bucket")
+    for name, recs in files.items():
+        h.put(f"s3://in-bucket/in/{name}", jsonl(recs))
+    return h
+
+
+def test_stop_after_a_crash_between_publish_and_checkpoint_keeps_output_and_counts_equal(
+    tmp_path: Path,
+) -> None:
+    """The deterministic reproduction: a.jsonl.out is published, the process dies before the
+    checkpoint that moves on, the next run is stopped before it writes anything. Before the
+    fix the output held 300 records while the manifest and Get counted 0."""
+    files = {"a.jsonl": records(300), "b.jsonl": records(100, start=300)}
+    h = harness(tmp_path, files)
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/", OUT)
+        first = Process(h, crash_at="put_file a.jsonl.out", after=True)
+        assert not await first.drive(job.job_id)
+        assert (await h.get(job.job_id)).status is S.IN_PROGRESS
+
+        async def stop_at_first_save(label: str) -> None:
+            if label.startswith("save"):
+                await stop(h, job.job_id)
+
+        _, held = gate()
+        second = Process(h, handler=held, on_write=stop_at_first_save)
+        assert await second.drive(job.job_id)
+        done = await check_output_matches_counts(h, OUT, job.job_id, files)
+        assert done.status is S.STOPPED
+        # The published file is kept and counted, not redone: its records stay exactly once.
+        assert done.counters.processed == 300
+
+    asyncio.run(main())
+
+
+# --- the walk: every crash point of a run, then each way a job ends --------------------------
+
+#: Two files, so that crashes fall before, between and after files.
+FILES = {"a.jsonl": records(30), "b.jsonl": records(20, start=30)}
+FILES["a.jsonl"][7]["modelInput"] = {"fail": True}  # an error record is counted too
+ACTIONS = ["complete", "stop", "stop-at-resume", "timeout", "fail"]
+
+
+class Walk:
+    """Scenarios on one store: each its own input folder and job (a store per scenario
+    would cost more than the scenario)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.h = harness(tmp_path, {})
+        self.n = 0
+
+    async def submit(self) -> tuple[str, str]:
+        self.n += 1
+        folder = f"in-{self.n}"
+        for name, recs in FILES.items():
+            self.h.put(f"s3://in-bucket/{folder}/{name}", jsonl(recs))
+        job = await self.h.submit(f"s3://in-bucket/{folder}/", OUT)
+        return job.job_id, folder
+
+    async def finish(self, job_id: str, folder: str, action: str, **crash: Any) -> Process:
+        """Carry the job on in a new process and end it the ``action`` way; ``crash`` kills
+        that process at one of its writes, as in :class:`Process`."""
+        h = self.h
+        handler: Any = None
+        on_write: Any = None
+        if action == "stop":
+            await stop(h, job_id)
+        elif action == "stop-at-resume":
+            # Stopped at the new run's first checkpoint, while the model answers nothing.
+            _, handler = gate()
+
+            async def on_write(label: str) -> None:
+                if label.startswith("save"):
+                    await stop(h, job_id)
+
+        elif action == "timeout":
+            if h.clock.now() < (await h.get(job_id)).expiration_time:
+                h.clock.advance(timedelta(hours=25))  # type: ignore[attr-defined]
+        elif action == "fail":
+            for name in FILES:
+                (h.data_dir / "s3" / "in-bucket" / folder / name).unlink(missing_ok=True)
+        process = Process(h, handler=handler, on_write=on_write, **crash)
+        await process.drive(job_id)
+        return process
+
+    async def check(self, job_id: str, where: str) -> Job:
+        try:
+            return await check_output_matches_counts(self.h, OUT, job_id, FILES)
+        except AssertionError as exc:
+            raise AssertionError(f"{where}: {exc}") from exc
+
+
+def crash_points(trace: list[str]) -> list[tuple[int, bool, str]]:
+    """(k, after, label): just before and just after each write, once per run of writes
+    alike (the empty checkpoints of a run that waits on its model, say)."""
+    points = []
+    for k, label in enumerate(trace, 1):
+        if k == 1 or trace[k - 2] != label:
+            points += [(k, False, label), (k, True, label)]
+    return points
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_every_crash_point_of_a_run_then_each_ending_keeps_output_equal_to_counts(
+    tmp_path: Path, action: str
+) -> None:
+    walk = Walk(tmp_path)
+
+    async def main() -> None:
+        job_id, _ = await walk.submit()
+        reference = Process(walk.h)
+        assert await reference.drive(job_id)
+        await walk.check(job_id, "no crash")
+        trace = reference.trace
+        assert "put_file a.jsonl.out" in trace and trace[-1] == "transition Completed"
+        for k, after, label in crash_points(trace):
+            job_id, folder = await walk.submit()
+            await Process(walk.h, crash_at=k, after=after).drive(job_id)
+            await walk.finish(job_id, folder, action)
+            where = f"crash {'after' if after else 'before'} write {k} ({label}), then {action}"
+            done = await walk.check(job_id, where)
+            if action == "complete":
+                assert done.status is S.COMPLETED, (where, done.message)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("lose_spool", [False, True], ids=["same-disk", "spool-lost"])
+@pytest.mark.parametrize("action", ACTIONS)
+def test_every_crash_point_of_an_ending_then_the_next_run_keeps_output_equal_to_counts(
+    tmp_path: Path, action: str, lose_spool: bool
+) -> None:
+    """The run that ends the job (settling a stop, a timeout, a failure) dies at each of its
+    writes in turn, and the run after it (on another machine's disk, with ``lose_spool``)
+    must still leave output and counts equal."""
+    walk = Walk(tmp_path)
+
+    async def crashed_after_publish() -> tuple[str, str]:
+        job_id, folder = await walk.submit()
+        first = Process(walk.h, crash_at="put_file a.jsonl.out", after=True)
+        assert not await first.drive(job_id)
+        return job_id, folder
+
+    async def main() -> None:
+        job_id, folder = await crashed_after_publish()
+        trace = (await walk.finish(job_id, folder, action)).trace
+        await walk.check(job_id, f"{action} without a crash")
+        for k, after, label in crash_points(trace):
+            job_id, folder = await crashed_after_publish()
+            await walk.finish(job_id, folder, action, crash_at=k, after=after)
+            if lose_spool:
+                shutil.rmtree(walk.h.data_dir / "spool" / job_id, ignore_errors=True)
+            await walk.finish(job_id, folder, action)
+            where = f"crash {'after' if after else 'before'} write {k} ({label}) of {action}"
+            await walk.check(job_id, where + ", then again")
+
+    asyncio.run(main())
