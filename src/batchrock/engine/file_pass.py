@@ -309,7 +309,8 @@ class FilePass:
 
     def _read(self, number: int, data: bytes) -> tuple[str, JsonBytes, dict[str, Any]] | bytes:
         """``(recordId, modelInput as JSON, modelInput)`` of a record line, or the error line
-        for a line that is not one after all: the file changed after Validating, or its
+        for a line that is not one after all: the file was rewritten after Validating with
+        its size and time kept (the runner fails the job when it notices), or its
         modelInput holds what msgspec skips over but orjson refuses (a number no double
         holds, like 1e999)."""
         raw: JsonBytes

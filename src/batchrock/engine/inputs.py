@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from batchrock.engine.records import (
@@ -26,6 +27,8 @@ from batchrock.engine.records import (
 from batchrock.objects.base import (
     InvalidLocation,
     NoSuchBucket,
+    ObjectChanged,
+    ObjectInfo,
     ObjectStore,
     ObjectStoreError,
     S3Location,
@@ -42,7 +45,7 @@ class InputError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """One input object and where its results go."""
+    """One input object as Validating found it, and where its results go."""
 
     bucket: str
     key: str
@@ -51,10 +54,27 @@ class InputFile:
     #: name for a single-object input), plus ``.out``.
     out_name: str
     records: int = 0
+    #: The object's ETag (or the local store's stand-in) and modification time when it was
+    #: validated: the engine reads that object or fails the job (see :func:`changed_message`).
+    etag: str | None = None
+    modified: datetime | None = None
+
+    @classmethod
+    def found(cls, info: ObjectInfo, bucket: str, out_name: str) -> InputFile:
+        return cls(bucket, info.key, info.size, out_name, etag=info.etag, modified=info.modified)
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+    def is_still(self, now: ObjectInfo | None) -> bool:
+        """Whether ``now`` (the object's metadata today) is the object that was validated."""
+        if now is None or now.size != self.size:
+            return False
+        if self.etag is not None and now.etag is not None:
+            return now.etag == self.etag
+        # A store without ETags: the modification time is all there is to go by.
+        return self.modified is None or now.modified is None or now.modified == self.modified
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,11 +83,46 @@ class InputFile:
             "size": self.size,
             "out": self.out_name,
             "records": self.records,
+            "etag": self.etag,
+            "modified": None if self.modified is None else self.modified.isoformat(),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputFile:
-        return cls(data["bucket"], data["key"], data["size"], data["out"], data["records"])
+        # Checkpoints from before files were identified have no etag or time: not checked.
+        modified = data.get("modified")
+        return cls(
+            data["bucket"],
+            data["key"],
+            data["size"],
+            data["out"],
+            data["records"],
+            etag=data.get("etag"),
+            modified=None if modified is None else datetime.fromisoformat(modified),
+        )
+
+
+def changed_message(file: InputFile, now: ObjectInfo | None) -> str:
+    """Why the job fails when ``file`` is no longer the object that was validated."""
+    if now is None:
+        return (
+            f"The input file {file.uri} does not exist any more: it was removed after the job "
+            f"was validated; submit the job again."
+        )
+    if now.size != file.size:
+        what = f"size {file.size} → {now.size} bytes"
+    elif file.modified is not None and now.modified is not None and now.modified != file.modified:
+        what = f"last modified {_when(file.modified)} → {_when(now.modified)}"
+    else:
+        what = "same size and time, but another object"
+    return (
+        f"The input file {file.uri} changed after the job was validated ({what}); submit the "
+        f"job again."
+    )
+
+
+def _when(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def find_input_files(objects: ObjectStore, input_uri: str) -> list[InputFile]:
@@ -85,7 +140,7 @@ async def find_input_files(objects: ObjectStore, input_uri: str) -> list[InputFi
                         f"inference reads JSONL files only."
                     )
                 name = loc.key.rsplit("/", 1)[-1]
-                return [InputFile(loc.bucket, loc.key, single.size, name + ".out")]
+                return [InputFile.found(single, loc.bucket, name + ".out")]
         prefix = loc.key if not loc.key or loc.key.endswith("/") else loc.key + "/"
         found = await objects.list_objects(loc.bucket, prefix)
     except NoSuchBucket as exc:
@@ -97,7 +152,7 @@ async def find_input_files(objects: ObjectStore, input_uri: str) -> list[InputFi
     if not found:
         raise InputError(f"The input location {input_uri} does not exist (no object or prefix).")
     files = [
-        InputFile(loc.bucket, o.key, o.size, o.key[len(prefix) :] + ".out")
+        InputFile.found(o, loc.bucket, o.key[len(prefix) :] + ".out")
         for o in found
         if o.key.endswith(JSONL_SUFFIX)
     ]
@@ -141,7 +196,8 @@ async def count_records(
     count = 0
     number = 0
     try:
-        async for block in iter_blocks(objects.read(file.bucket, file.key)):
+        chunks = objects.read(file.bucket, file.key, if_match=file.etag)
+        async for block in iter_blocks(chunks):
             lines = block.count(b"\n")
             # A block's records in one call. msgspec skips inside values without checking
             # their UTF-8, hence the second check; blank lines are skipped silently, hence
@@ -170,6 +226,11 @@ async def count_records(
                 return count
     except LineTooLong as exc:
         raise InputError(f"The input file {file.uri}: {exc}.") from None
+    except ObjectChanged:
+        raise InputError(
+            f"The input file {file.uri} changed while the job was being validated; submit the "
+            f"job again once it is complete."
+        ) from None
     except ObjectStoreError as exc:
         raise InputError(f"Cannot read the input file {file.uri}: {exc}") from None
     return count

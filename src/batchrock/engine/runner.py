@@ -36,9 +36,16 @@ from batchrock.engine.checkpoint import (
     spool_dir,
 )
 from batchrock.engine.file_pass import FilePass
+from batchrock.engine.inputs import InputFile
 from batchrock.engine.records import LineTooLong, iter_blocks
 from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
-from batchrock.objects.base import ObjectStore, ObjectStoreError, S3Location, parse_s3_uri
+from batchrock.objects.base import (
+    ObjectChanged,
+    ObjectStore,
+    ObjectStoreError,
+    S3Location,
+    parse_s3_uri,
+)
 from batchrock.settings import Settings
 from batchrock.store.base import JobStore
 
@@ -396,6 +403,8 @@ class JobRunner:
         elif cp.done and old is not None:
             # A run that finished this file died before publishing it, or while: publish.
             return await self._publish(cp, counters, old, out_loc)
+        if cp.offset < f.size:
+            await self._check_input(f)
         name = new_spool_name(cp.file)
         path = folder / name
         handle = await asyncio.to_thread(_resume_spool, old, path, cp.spool_size)
@@ -404,7 +413,13 @@ class JobRunner:
             await self._save(cp, counters, spool=name)
             if old is not None and old != path:
                 old.unlink(missing_ok=True)
-            chunks = ctx.objects.read(f.bucket, f.key, cp.offset) if cp.offset < f.size else None
+            chunks = None
+            if cp.offset < f.size:
+                chunks = _exactly(
+                    ctx.objects.read(f.bucket, f.key, cp.offset, if_match=f.etag),
+                    f.size - cp.offset,
+                    f,
+                )
             fp = FilePass(
                 blocks=iter_blocks(_or_empty(chunks)),
                 backend=backend,
@@ -445,6 +460,8 @@ class JobRunner:
                         await self._write_manifest(out_loc, counters)
             with contextlib.suppress(asyncio.CancelledError):
                 exc = task.exception() if not task.cancelled() else None
+                if isinstance(exc, ObjectChanged):
+                    raise await self._changed(f) from exc
                 if exc is not None:
                     raise exc
             # The last checkpoint of a finished file says so (the first phase of publishing
@@ -490,10 +507,44 @@ class JobRunner:
         else:
             await self.ctx.objects.put_file(bucket, key, link, move=True)
 
+    async def _check_input(self, f: InputFile) -> None:
+        """Fail the job if ``f`` is no longer the object Validating counted. The read that
+        follows asks for that object again (a conditional GET on S3), so a change between
+        this check and the read fails it too."""
+        now = await self.ctx.objects.head(f.bucket, f.key)
+        if not f.is_still(now):
+            raise JobFailed(inputs.changed_message(f, now))
+
+    async def _changed(self, f: InputFile, *, more_records: bool = False) -> JobFailed:
+        """The job's error for ``f`` found changed while read: another object than the one
+        asked for, or (``more_records``) more records than Validating counted."""
+        try:
+            now = await self.ctx.objects.head(f.bucket, f.key)
+        except ObjectStoreError:
+            log.warning("job %s: cannot look at %s again", self.job.job_id, f.uri, exc_info=True)
+        else:
+            if not f.is_still(now):
+                return JobFailed(inputs.changed_message(f, now))
+        if more_records:
+            # Rewritten in place with its size and time kept (or within the time's
+            # resolution): only its records tell.
+            return JobFailed(
+                f"The input file {f.uri} holds more records than the {f.records} counted when "
+                f"the job was validated: it was rewritten since. Submit the job again."
+            )
+        return JobFailed(
+            f"The input file {f.uri} changed while the job read it; submit the job again."
+        )
+
     async def _flush(self, fp: FilePass, cp: Checkpoint, base: Counters, handle: Any) -> Counters:
         data, size, progress = fp.take_output()
         if self.reason is Halt.LOST:
             return progress.add_to(base)
+        f = cp.files[cp.file]
+        if base.processed - cp.file_base.processed + progress.processed > f.records:
+            # More records than Validating counted: the file was rewritten. They are not
+            # counted (nor written), so the counters never exceed the total.
+            raise await self._changed(f, more_records=True)
         if data:
             await asyncio.to_thread(append_durably, handle, data)
         cp.spool_size += size
@@ -642,6 +693,21 @@ def _resume_spool(old: Path | None, new: Path, good_size: int) -> Any:
                 remaining -= len(chunk)
         handle.flush()
     return handle
+
+
+async def _exactly(
+    chunks: AsyncIterator[bytes], expected: int, f: InputFile
+) -> AsyncIterator[bytes]:
+    """The chunks of a read that must be ``expected`` bytes long (the file as validated,
+    from the resume offset on): one that grew or shrank since is another object."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > expected:
+            raise ObjectChanged(f.bucket, f.key)
+        yield chunk
+    if seen != expected:
+        raise ObjectChanged(f.bucket, f.key)
 
 
 async def _or_empty(chunks: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
