@@ -106,14 +106,20 @@ def test_serve_beyond_loopback_without_credentials_file_refuses_to_start(
     assert not (tmp_path / "d").exists()  # refused before anything was opened or bound
 
 
-def test_a_credentials_file_is_refused_until_accounts_are_wired_in(tmp_path: Path) -> None:
-    """admin.bucket_policy: no build may take a credentials file and then run every account's
-    jobs in open mode. (The accounts directory replaces this refusal.)"""
+def test_a_credentials_file_that_cannot_be_used_is_one_line(tmp_path: Path) -> None:
+    """serve and worker both read the credentials file (worker: for bucket grants) and refuse
+    a public or broken one before anything is opened (docs/access.md)."""
     creds = tmp_path / "credentials.toml"
-    creds.write_text("")
-    args = ("--credentials-file", str(creds), "--data-dir", str(tmp_path / "d"))
-    for command in ("serve", "worker"):
-        result = _run(command, *args)
-        assert result.returncode == 2
-        assert len(result.stderr.strip().splitlines()) == 1
-        assert "credentials_file" in result.stderr and "Traceback" not in result.stderr
+    for text, mode, why in [
+        ("", 0o644, "accessible by group or others"),
+        ("[[accounts]\n", 0o600, "not valid TOML"),
+    ]:
+        creds.write_text(text)
+        creds.chmod(mode)
+        args = ("--credentials-file", str(creds), "--data-dir", str(tmp_path / "d"))
+        for command in ("serve", "worker"):
+            result = _run(command, *args)
+            assert result.returncode == 2
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert why in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "d").exists()

@@ -28,6 +28,14 @@ FORBIDDEN = {
     "batchrock.api": ["batchrock.store.sqlite", "batchrock.engine", "batchrock.cli"],
     "batchrock.backends": ["batchrock.api", "batchrock.engine", "batchrock.store"],
     "batchrock.objects": ["batchrock.api", "batchrock.cli", "batchrock.engine", "batchrock.store"],
+    # Accounts, keys and signature checks know nothing of HTTP answers, jobs or storage.
+    "batchrock.access": [
+        "batchrock.api",
+        "batchrock.cli",
+        "batchrock.store",
+        "batchrock.engine",
+        "batchrock.service",
+    ],
     # The CLI is a client of the HTTP API: it never reaches into the server's insides.
     "batchrock.cli": ["batchrock.api", "batchrock.store", "batchrock.engine", "batchrock.service"],
 }

@@ -1,4 +1,5 @@
-"""The service's own sub-commands: ``serve``, ``worker``, ``models`` and ``demo``.
+"""The service's own sub-commands: ``serve``, ``worker``, ``models``, ``demo`` (and ``keys``,
+in :mod:`batchrock.keys`).
 
 Every option is a :class:`batchrock.settings.Settings` field: flags are generated from that one
 table (``--data-dir`` for ``data_dir``), so flags > environment > config file > defaults holds
@@ -23,6 +24,7 @@ from batchrock.settings import Settings, SettingsError
 from batchrock.store.base import JobStore
 
 if TYPE_CHECKING:
+    from batchrock.access.credfile import LiveDirectory
     from batchrock.backends.routing import BackendResolver
     from batchrock.engine.grants import BucketPolicy
     from batchrock.service import JobService
@@ -69,9 +71,14 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:  # sub-commands of its own, not the settings' flags
+        from batchrock import keys
+
+        return keys.main(argv[1:])
     parser = _parser()
     # `models` and `demo` take arguments of their own (model ids, --records): pass them on.
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, rest = parser.parse_known_args(argv)
     if rest and args.command not in {"models", "demo"}:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     flags = {f.name: getattr(args, f.name, None) for f in settings_mod.fields_table()}
@@ -93,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batchrock serve: {refusal}", file=sys.stderr)
             return 2
     if command in {"serve", "worker"}:
+        from batchrock.access.credfile import CredentialsFileError
+
         try:
-            bucket_policy(settings)
-        except SettingsError as exc:
+            directory = open_directory(settings)
+            tls = tls_options(settings) if command == "serve" else None
+        except (SettingsError, CredentialsFileError) as exc:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
             return 2
         from batchrock.backends.routing import ConfigError
@@ -106,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
             return 2
         if command == "serve":
-            return _run(serve(settings, resolver))
+            return _run(serve(settings, resolver, directory=directory, tls=tls))
         assert resolver is not None
-        return _run(worker(settings, resolver))
+        return _run(worker(settings, resolver, directory=directory))
     if command == "models":
         from batchrock.backends import cli as models_cli
 
@@ -125,6 +135,36 @@ def _resolver(settings: Settings) -> BackendResolver:
     return build_resolver(settings)
 
 
+def open_directory(settings: Settings) -> LiveDirectory | None:
+    """The credentials file's accounts (re-read as it changes), or ``None``: open mode.
+    A missing, unreadable, public or invalid file raises CredentialsFileError (one line)."""
+    if settings.credentials_file is None:
+        return None
+    from batchrock.access.credfile import LiveDirectory
+
+    return LiveDirectory(settings.credentials_file)
+
+
+def tls_options(settings: Settings) -> tuple[str, str] | None:
+    """uvicorn's TLS options; the certificate and key are loaded once here, so a wrong path or
+    a key that does not match is one line at start-up rather than a traceback."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise SettingsError("--tls-cert and --tls-key must be given together")
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"cannot use TLS certificate {settings.tls_cert} with key {settings.tls_key}: {exc}"
+        ) from None
+    return str(settings.tls_cert), str(settings.tls_key)
+
+
 def _run(coro: Any) -> int:
     try:
         asyncio.run(coro)
@@ -133,21 +173,20 @@ def _run(coro: Any) -> int:
     return 0
 
 
-def bucket_policy(settings: Settings) -> BucketPolicy:
+def bucket_policy(settings: Settings, directory: LiveDirectory | None) -> BucketPolicy:
     """Which buckets each account's jobs may use: the one place serve and worker get it from.
 
     Without a credentials file this is open mode (any account, any bucket). With one, the
-    accounts it lists and their ``buckets`` patterns decide; that directory is not part of
-    this build yet, so a credentials file is refused rather than silently ignored.
+    accounts it lists and their ``buckets`` patterns decide, as the file is now (the
+    directory follows it).
     """
     from batchrock.engine.grants import OpenBuckets
 
-    if settings.credentials_file is None:
+    if directory is None:
+        if settings.credentials_file is not None:  # pragma: no cover - main opens it first
+            raise SettingsError("a credentials file is set but was not opened")
         return OpenBuckets()
-    raise SettingsError(
-        f"credentials_file {settings.credentials_file}: accounts from a credentials file are "
-        f"not supported by this build (see docs/access.md)"
-    )
+    return directory
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -167,12 +206,15 @@ async def engine_running(
     clock: Clock,
     resolver: BackendResolver,
     service: JobService | None = None,
+    directory: LiveDirectory | None = None,
 ) -> AsyncIterator[None]:
     """Run one engine in the current event loop for the duration of the block; ``service``
-    (the API's, in ``serve``) wakes it when a job is created or stopped."""
+    (the API's, in ``serve``) wakes it when a job is created or stopped; ``directory`` (the
+    credentials file's accounts) grants buckets."""
     from batchrock.engine import Engine
 
-    engine = Engine(settings, store, clock, resolver, buckets=bucket_policy(settings))
+    buckets = bucket_policy(settings, directory)
+    engine = Engine(settings, store, clock, resolver, buckets=buckets)
     if service is not None:
         service.on_change = engine.wake
     stop = asyncio.Event()
@@ -187,7 +229,13 @@ async def engine_running(
         await resolver.aclose()
 
 
-async def serve(settings: Settings, resolver: BackendResolver | None) -> None:
+async def serve(
+    settings: Settings,
+    resolver: BackendResolver | None,
+    *,
+    directory: LiveDirectory | None = None,
+    tls: tuple[str, str] | None = None,
+) -> None:
     import uvicorn
 
     from batchrock.api.app import BedrockApp
@@ -201,10 +249,10 @@ async def serve(settings: Settings, resolver: BackendResolver | None) -> None:
 
     def lifespan() -> contextlib.AbstractAsyncContextManager[None]:
         if resolver is not None:
-            return engine_running(settings, store, clock, resolver, service)
+            return engine_running(settings, store, clock, resolver, service, directory)
         return contextlib.nullcontext()
 
-    app = BedrockApp(service, settings, lifespan=lifespan)
+    app = BedrockApp(service, settings, lifespan=lifespan, directory=directory)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -212,14 +260,21 @@ async def serve(settings: Settings, resolver: BackendResolver | None) -> None:
         log_level=settings.log_level.lower(),
         access_log=settings.log_level.lower() == "debug",
         lifespan="on",
+        # The scheme must be the connection's own: bearer tokens are refused over plain HTTP,
+        # and an X-Forwarded-Proto header must not talk the server out of that.
+        proxy_headers=False,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
     server = uvicorn.Server(config)
     log.info(
-        "batchrock %s serving http://%s:%d (data dir %s)",
+        "batchrock %s serving %s://%s:%d (data dir %s; %s)",
         __version__,
+        "https" if tls else "http",
         settings.host,
         settings.port,
         settings.data_dir,
+        f"credentials from {directory.path}" if directory else "open mode: any credentials",
     )
     try:
         await server.serve()
@@ -227,7 +282,9 @@ async def serve(settings: Settings, resolver: BackendResolver | None) -> None:
         await store.close()
 
 
-async def worker(settings: Settings, resolver: BackendResolver) -> None:
+async def worker(
+    settings: Settings, resolver: BackendResolver, *, directory: LiveDirectory | None = None
+) -> None:
     store = await open_store(settings)
     clock = make_clock(settings)
     stop = asyncio.Event()
@@ -236,7 +293,7 @@ async def worker(settings: Settings, resolver: BackendResolver) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("batchrock worker running on %s", settings.data_dir)
     try:
-        async with engine_running(settings, store, clock, resolver):
+        async with engine_running(settings, store, clock, resolver, directory=directory):
             await stop.wait()
     finally:
         await store.close()

@@ -10,6 +10,14 @@
      +-- ThrottlingException            429
      +-- InternalServerException        500
 
+and the authentication layer's errors, which every AWS service shares (not in the Bedrock
+model; their ``x-amzn-ErrorType`` names the ``com.amazon.coral.service`` namespace):
+
+     +-- IncompleteSignatureException          400
+     +-- MissingAuthenticationTokenException   403
+     +-- UnrecognizedClientException           403
+     +-- InvalidSignatureException             403
+
 The domain raises these; only ``api/`` turns them into HTTP responses.
 """
 
@@ -24,6 +32,10 @@ class ServiceError(Exception):
     code: ClassVar[str] = "ServiceError"
     http_status: ClassVar[int] = 400
     sender_fault: ClassVar[bool] = True
+    #: The Coral namespace the error type carries: Bedrock's own, or the shared auth layer's.
+    namespace: ClassVar[str] = "com.amazon.bedrock"
+    #: The body member holding the message (Bedrock's API-key errors say ``Message``).
+    message_member: ClassVar[str] = "message"
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or " ".join((self.__doc__ or self.code).split())
@@ -88,3 +100,42 @@ class InternalServerException(ServiceError):
     code = "InternalServerException"
     http_status = 500
     sender_fault = False
+
+
+class _AuthLayerError(ServiceError):
+    namespace = "com.amazon.coral.service"
+
+
+class IncompleteSignatureException(_AuthLayerError):
+    """The request signature does not conform to AWS standards."""
+
+    code = "IncompleteSignatureException"
+
+
+class MissingAuthenticationTokenException(_AuthLayerError):
+    """Missing Authentication Token"""
+
+    code = "MissingAuthenticationTokenException"
+    http_status = 403
+
+
+class UnrecognizedClientException(_AuthLayerError):
+    """The security token included in the request is invalid."""
+
+    code = "UnrecognizedClientException"
+    http_status = 403
+
+
+class ApiKeyRejected(UnrecognizedClientException):
+    """Authentication failed: Please make sure your API Key is valid."""
+
+    message_member = "Message"
+
+
+class InvalidSignatureException(_AuthLayerError):
+    """The request signature we calculated does not match the signature you provided. Check
+    your AWS Secret Access Key and signing method. Consult the service documentation for
+    details."""
+
+    code = "InvalidSignatureException"
+    http_status = 403

@@ -65,8 +65,14 @@ class Settings:
     # --- access (see docs/access.md) ---------------------------------------------------------
     credentials_file: Path | None = field(
         default=None,
-        metadata=_meta("TOML file of accounts and keys; unset: open mode, loopback only."),
+        metadata=_meta(
+            "TOML file of accounts and keys; set, requests must be signed; unset: open."
+        ),
     )
+    tls_cert: Path | None = field(
+        default=None, metadata=_meta("PEM certificate (chain) to serve HTTPS with.")
+    )
+    tls_key: Path | None = field(default=None, metadata=_meta("PEM private key of --tls-cert."))
     allowed_hosts: tuple[str, ...] = field(
         default=(),
         metadata=_meta("Extra Host names the API answers to (proxies); '*' turns the check off."),

@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from batchrock.api import codec, guard, identity, model, pagination, throttle, validation
+from batchrock.access.credfile import LiveDirectory
+from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
 from batchrock.errors import (
     InternalServerException,
     ResourceNotFoundException,
@@ -41,7 +42,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
 
-_ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 HEALTH_PATH = "/_batchrock/health"
 
 
@@ -79,11 +79,16 @@ class BedrockApp:
     (``batchrock serve`` starts the engine there)."""
 
     def __init__(
-        self, service: JobService, settings: Settings, lifespan: Lifespan | None = None
+        self,
+        service: JobService,
+        settings: Settings,
+        lifespan: Lifespan | None = None,
+        directory: LiveDirectory | None = None,
     ) -> None:
         self.service = service
         self.settings = settings
         self._lifespan = lifespan
+        self.gate = auth.Gate(settings, service.clock.now, directory)
         self._routes = model.routes()
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
@@ -154,6 +159,7 @@ class BedrockApp:
         query = scope.get("query_string", b"").decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await self._read_body(receive, headers)
+        who = self.gate.identify(scope, path, query, body)
 
         params: dict[str, Any] = {}
         shape = op_model.input_shape
@@ -170,15 +176,10 @@ class BedrockApp:
         ):
             params.update(_json_body(body))
         validation.validate(shape, params)
-        caller = identity.caller_from(
-            headers.get("authorization"),
-            query,
-            default_region=self.settings.default_region,
-            default_account=self.settings.default_account_id,
-        )
+        self.gate.authorize(who, operation, params)
         if self._limiter is not None:
-            self._limiter.check(caller.account_id)
-        result = await self._handlers[operation](Request(caller, params))
+            self._limiter.check(who.caller.account_id)
+        result = await self._handlers[operation](Request(who.caller, params))
         return 200, result
 
     def _route(self, method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -349,11 +350,12 @@ def _json_body(body: bytes) -> dict[str, Any]:
 
 
 def _error(exc: ServiceError) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
-    body: dict[str, Any] = {"message": exc.message}
+    body: dict[str, Any] = {exc.message_member: exc.message}
     if isinstance(exc, TooManyTagsException) and exc.resource_name:
         body["resourceName"] = exc.resource_name
+    error_type = f"{exc.code}:http://internal.amazon.com/coral/{exc.namespace}/"
     headers = [
         (b"content-type", b"application/json"),
-        (b"x-amzn-errortype", (exc.code + _ERROR_TYPE_SUFFIX).encode()),
+        (b"x-amzn-errortype", error_type.encode()),
     ]
     return exc.http_status, body, headers

@@ -1,0 +1,198 @@
+"""Who is calling, at the API's edge: open mode, or verified credentials and permissions.
+
+Without a credentials file (open mode) any credentials are accepted as before
+(:func:`identity.caller_from`). With one, every request is authenticated by
+:mod:`batchrock.access` and each operation checked against the key's ``actions``; the typed
+reasons it gives are turned here, once, into the status, ``x-amzn-ErrorType`` and message
+Bedrock answers with (docs/access.md has the table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from batchrock.access import errors as auth
+from batchrock.access.authenticate import authenticate
+from batchrock.access.credfile import LiveDirectory
+from batchrock.access.directory import Principal
+from batchrock.access.sigv4 import HttpRequest
+from batchrock.api import identity
+from batchrock.errors import (
+    AccessDeniedException,
+    ApiKeyRejected,
+    IncompleteSignatureException,
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    ServiceError,
+    UnrecognizedClientException,
+)
+from batchrock.service import Caller
+from batchrock.settings import Settings
+
+#: Operations whose resource is the job named in the request (by this member).
+_JOB_MEMBER = {
+    "GetModelInvocationJob": "jobIdentifier",
+    "StopModelInvocationJob": "jobIdentifier",
+    "TagResource": "resourceARN",
+    "UntagResource": "resourceARN",
+    "ListTagsForResource": "resourceARN",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    caller: Caller
+    #: ``None`` in open mode: nothing was verified, everything is allowed.
+    principal: Principal | None = None
+
+
+class Gate:
+    """Authentication and authorization for :class:`batchrock.api.app.BedrockApp`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        now: Callable[[], datetime],
+        directory: LiveDirectory | None = None,
+    ) -> None:
+        self.settings = settings
+        self._now = now
+        if directory is None and settings.credentials_file is not None:
+            directory = LiveDirectory(settings.credentials_file)
+        self.directory = directory
+
+    def identify(
+        self,
+        scope: MutableMapping[str, Any],
+        raw_path: str,
+        query: str,
+        body: bytes,
+    ) -> Identity:
+        headers = header_pairs(scope["headers"])
+        if self.directory is None:
+            authorization = next((v for k, v in headers if k == "authorization"), None)
+            caller = identity.caller_from(
+                authorization,
+                query,
+                default_region=self.settings.default_region,
+                default_account=self.settings.default_account_id,
+            )
+            return Identity(caller)
+        request = HttpRequest(
+            method=scope["method"],
+            raw_path=raw_path,
+            query=query,
+            headers=headers,
+            body=body,
+            secure=scope.get("scheme") == "https",
+        )
+        try:
+            who = authenticate(request, self.directory.current(), self._now())
+        except auth.AuthError as exc:
+            raise service_error(exc) from None
+        region = who.region or self.settings.default_region
+        return Identity(Caller(who.principal.account_id, region), who.principal)
+
+    def authorize(self, who: Identity, operation: str, params: dict[str, Any]) -> None:
+        principal = who.principal
+        action = f"bedrock:{operation}"
+        if principal is None or principal.may(action):
+            return
+        partition = identity.partition(who.caller.region)
+        denied = auth.NotAuthorized(
+            principal.arn(partition), action, _resource(operation, params, who.caller)
+        )
+        raise service_error(denied)
+
+
+def _resource(operation: str, params: dict[str, Any], caller: Caller) -> str:
+    member = _JOB_MEMBER.get(operation)
+    named = params.get(member) if member else None
+    if isinstance(named, str) and named.startswith("arn:"):
+        return named
+    job = named if isinstance(named, str) else "*"
+    return identity.job_arn(caller.region, caller.account_id, job)
+
+
+def service_error(exc: auth.AuthError) -> ServiceError:
+    """Bedrock's answer to each reason a request is not let in."""
+    match exc:
+        case auth.MissingCredentials():
+            return MissingAuthenticationTokenException()
+        case auth.MalformedAuthorization(problems=problems, header=header):
+            suffix = f" Authorization={header}" if header else ""
+            return IncompleteSignatureException(" ".join(problems) + suffix)
+        case auth.MalformedPresignedQuery(missing=missing, problem=problem):
+            if missing:
+                return IncompleteSignatureException(
+                    " ".join(f"AWS query-string parameters must include '{m}'." for m in missing)
+                    + " Re-examine the query-string parameters."
+                )
+            return IncompleteSignatureException(problem)
+        case auth.MalformedCredential(credential=credential):
+            return IncompleteSignatureException(
+                "Credential must have exactly 5 slash-delimited elements, e.g. "
+                f"keyid/date/region/service/term, got '{credential}'"
+            )
+        case auth.MalformedDate(value=value):
+            return IncompleteSignatureException(
+                f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
+                "See http://en.wikipedia.org/wiki/ISO_8601"
+            )
+        case auth.WrongScope():
+            return InvalidSignatureException(_scope_message(exc))
+        case auth.UnknownAccessKey() | auth.SessionTokenRefused():
+            return UnrecognizedClientException()
+        case auth.SignatureExpired(request_date=d, earliest=earliest, now=now, window=window):
+            return InvalidSignatureException(
+                f"Signature expired: {d} is now earlier than {earliest} ({now} - {window})"
+            )
+        case auth.SignatureNotYetCurrent(request_date=d, latest=latest, now=now):
+            return InvalidSignatureException(
+                f"Signature not yet current: {d} is still later than {latest} ({now} + 5 min.)"
+            )
+        case auth.SignatureMismatch(canonical_request=canonical, string_to_sign=sts):
+            return InvalidSignatureException(
+                InvalidSignatureException().message
+                + f"\n\nThe Canonical String for this request should have been\n'{canonical}'"
+                + f"\n\nThe String-to-Sign should have been\n'{sts}'\n"
+            )
+        case auth.BearerNeedsTls():
+            return AccessDeniedException(
+                "Bearer token authorization requires HTTPS: serve with --tls-cert and "
+                "--tls-key, or sign requests with an access key (SigV4). A token sent over "
+                "plain HTTP may have been seen by others: consider replacing it."
+            )
+        case auth.BadApiKeyFormat():
+            return ApiKeyRejected("Invalid API Key format: Must start with pre-defined prefix")
+        case auth.UnknownApiKey():
+            return ApiKeyRejected()
+        case auth.NotAuthorized(principal_arn=who, action=action, resource=resource):
+            return AccessDeniedException(
+                f"User: {who} is not authorized to perform: {action} on resource: {resource} "
+                f"because no identity-based policy allows the {action} action"
+            )
+    raise TypeError(f"no answer for {exc!r}")  # pragma: no cover - every AuthError is above
+
+
+def _scope_message(exc: auth.WrongScope) -> str:
+    if exc.field == "service":
+        return f"Credential should be scoped to correct service: '{exc.expected}'. "
+    if exc.field == "region":
+        return f"Credential should be scoped to a valid region, not '{exc.value}'. "
+    if exc.field == "terminator":
+        return (
+            f"Credential should be scoped with a valid terminator: '{exc.expected}', "
+            f"not '{exc.value}'. "
+        )
+    return (
+        "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from "
+        f"HTTP: '{exc.value}' != '{exc.expected}', from '{exc.request_date}'."
+    )
+
+
+def header_pairs(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
