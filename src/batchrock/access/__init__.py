@@ -6,7 +6,8 @@
   :class:`~.credfile.LiveDirectory`, which re-reads the file when it changes.
 - :mod:`.sigv4`: SigV4 verification (Authorization header and presigned query strings), on
   botocore's own canonical-request code.
-- :mod:`.bearer`: Bedrock API keys (``Authorization: Bearer ...``), long- and short-term.
+- :mod:`.authenticate`: one request to one principal: SigV4, or a Bedrock API key
+  (``Authorization: Bearer ...``, long- or short-term, over TLS only).
 - :mod:`.permissions`: per-key ``actions`` (IAM action names, wildcards).
 - :mod:`.keyfile`: what ``batchrock keys ...`` writes (atomic, owner-only, comments kept).
 

@@ -1,7 +1,8 @@
 """``batchrock`` entry point.
 
-``serve``, ``worker``, ``models`` and ``demo`` belong to :mod:`batchrock.admin` (imported only
-for them, so the client path stays fast); everything else is the AWS-CLI-compatible client.
+``serve``, ``worker``, ``models``, ``demo`` and ``keys`` belong to :mod:`batchrock.admin`
+(imported only for them, so the client path stays fast); everything else is the
+AWS-CLI-compatible client.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-ADMIN_COMMANDS = frozenset({"serve", "worker", "models", "demo"})
+ADMIN_COMMANDS = frozenset({"serve", "worker", "models", "demo", "keys"})
 
 
 def main(argv: list[str] | None = None) -> int:
