@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -46,7 +47,8 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.settings.get("tls_cert") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
@@ -60,11 +62,15 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             self.proc = self._spawn(log)
         deadline = time.monotonic() + timeout
+        # Only "is it up yet": the tests themselves check the certificate.
+        context = ssl._create_unverified_context() if self.url.startswith("https") else None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(self.url + "/_batchrock/health", timeout=1):
+                with urllib.request.urlopen(
+                    self.url + "/_batchrock/health", timeout=1, context=context
+                ):
                     return
             except OSError:
                 time.sleep(0.05)

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.cli.conftest import aws_home, cli_env  # noqa: F401 - fixtures the tests here use
 from tests.conftest import ServerProcess
 
 
@@ -87,6 +88,7 @@ def client(
     region: str = "us-east-1",
     secret: str | None = None,
     session_token: str | None = None,
+    verify: str | None = None,
     **config: Any,
 ) -> Any:
     """A real boto3 bedrock client signing with ``key`` (no retries: tests see every answer)."""
@@ -99,6 +101,7 @@ def client(
     return session.client(
         "bedrock",
         endpoint_url=url,
+        verify=verify,
         config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
     )
 

@@ -35,10 +35,8 @@ def test_create_makes_a_private_file_and_prints_the_secret_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "creds.toml"
-    rc, out, err = run(
-        path, "create", "--account", "111111111111", "--user", "alice", "--bucket", "a-*",
-        capsys=capsys,
-    )  # fmt: skip
+    args = ["create", "--account", "111111111111", "--user", "alice", "--bucket", "a-*"]
+    rc, out, err = run(path, *args, capsys=capsys)
     assert rc == 0
     made = out["AccessKey"]
     assert made["AccountId"] == "111111111111" and made["UserName"] == "alice"
