@@ -339,6 +339,11 @@ SCOPE = "AKIAALICE00000000001/20260101/us-east-1/bedrock/aws4_request"
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
         ),
         (
+            f"AWS4-HMAC-SHA256 Credential={SCOPE}, SignedHeaders=host, Signature=a, Signature=b",
+            "'Signature' appears more than once in the Authorization header. Authorization="
+            f"AWS4-HMAC-SHA256 Credential={SCOPE}, SignedHeaders=host, Signature=a, Signature=b",
+        ),
+        (
             "Basic YWxpY2U6c2VjcmV0",
             "Authorization header requires 'Credential' parameter. Authorization header requires "
             "'SignedHeaders' parameter. Authorization header requires 'Signature' parameter. "

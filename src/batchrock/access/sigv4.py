@@ -138,7 +138,13 @@ def claim_from_header(authorization: str, request: HttpRequest) -> Claim:
                     ],
                     "",
                 )
-            values.setdefault(name, value)
+            if name in values:
+                # Two signatures (or scopes) in one header: which one counts is a guess.
+                raise MalformedAuthorization(
+                    [f"'{name}' appears more than once in the Authorization header."],
+                    authorization,
+                )
+            values[name] = value
     problems = [
         f"Authorization header requires '{name}' parameter."
         for name in _HEADER_PARAMS
