@@ -68,6 +68,13 @@ def test_sigv4(secured: ServerProcess) -> None:
     assert other["name"] == "ResourceNotFoundException"
 
 
+def test_a_skewed_clock_corrects_itself(secured: ServerProcess) -> None:
+    """The SDK reads InvalidSignatureException with the server's Date header as clock skew."""
+    result = _node(secured.url, "skewed", _keys(ALICE))
+    assert result["listed"] >= 0
+    assert abs(result["offset"]) < 60_000  # corrected from -600000 ms
+
+
 def test_bearer_token_over_tls(tmp_path: Path, server_factory: Any) -> None:
     cert, key = self_signed(tmp_path)
     creds = write_credentials(tmp_path / "credentials.toml")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from tests.access.conftest import ALICE, ALICE_API_KEY, BOB, client, job_args, w
 from tests.api.wire import call
 from tests.certs import self_signed
 from tests.cli.conftest import run_cli
-from tests.conftest import ServerProcess
+from tests.conftest import REPO_ROOT, ServerProcess
 
 AWS = Path(sys.executable).parent / "aws"
 API_KEY_INVALID = "Authentication failed: Please make sure your API Key is valid."
@@ -303,3 +304,32 @@ def test_serve_refuses_bad_access_settings_in_one_line(
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("batchrock serve: " + start), done.stderr
         assert done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.external
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_the_documented_self_signed_certificate(
+    tmp_path: Path, server_factory: Any, cli_env: dict[str, str]
+) -> None:
+    """docs/access.md's openssl command makes a certificate boto3 and the AWS CLI accept."""
+    text = (REPO_ROOT / "docs" / "access.md").read_text()
+    block = text.split("## TLS", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = block.replace("\\\n", " ").splitlines()
+    setup = [c for c in commands if c.startswith(("openssl ", "chmod "))]
+    assert len(setup) == 2, commands
+    subprocess.run(
+        ["bash", "-euc", "\n".join(setup)], cwd=tmp_path, check=True, capture_output=True
+    )
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    creds = write_credentials(tmp_path / "credentials.toml")
+    server = server_factory(engine=False, credentials_file=creds, tls_cert=cert, tls_key=key)
+    client(server.url, verify=str(cert)).list_model_invocation_jobs()
+    env = {
+        **cli_env,
+        "AWS_ACCESS_KEY_ID": ALICE.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": ALICE.secret,
+    }
+    for host in ("127.0.0.1", "localhost"):
+        url = server.url.replace("127.0.0.1", host)
+        done = _aws(url, env, "--ca-bundle", str(cert))
+        assert done.returncode == 0, done.stderr

@@ -5,6 +5,7 @@ import {
   BedrockClient,
   CreateModelInvocationJobCommand,
   GetModelInvocationJobCommand,
+  ListModelInvocationJobsCommand,
   ListTagsForResourceCommand,
   StopModelInvocationJobCommand,
   TagResourceCommand,
@@ -52,5 +53,18 @@ async function refused() {
   }
 }
 
-const scenarios = { jobs, refused };
+// A clock ten minutes slow: AWS answers InvalidSignatureException, and the SDK corrects its
+// offset from the response's Date header and retries.
+async function skewed() {
+  const slow = new BedrockClient({
+    endpoint,
+    region: process.env.AWS_REGION ?? "us-east-1",
+    systemClockOffset: -10 * 60 * 1000,
+    maxAttempts: 3,
+  });
+  const page = await slow.send(new ListModelInvocationJobsCommand({ maxResults: 1 }));
+  return { listed: page.invocationJobSummaries.length, offset: slow.config.systemClockOffset };
+}
+
+const scenarios = { jobs, refused, skewed };
 console.log(JSON.stringify(await scenarios[scenario]()));
