@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -221,6 +222,24 @@ def test_the_live_directory_follows_the_file(
     assert live.owner_of("team-b-x") == "222222222222"
     assert live.may_access("222222222222", "team-b-x")
     assert "re-read: 2 accounts, 2 keys" in caplog.records[-1].getMessage()
+
+
+def test_inside_an_event_loop_the_file_is_read_off_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "creds.toml"
+    _rewrite(path, credentials_text())
+    ticks = Ticks()
+    live = LiveDirectory(path, monotonic=ticks)
+
+    async def scenario() -> None:
+        _rewrite(path, credentials_text(keys=(BOB,)))
+        ticks.now = 1.0
+        # The request that finds the look due goes on with the version it has...
+        assert live.current().access_key(ALICE.access_key_id) is not None
+        # ...while a worker thread reads the file.
+        assert (await live.settled()).access_key(ALICE.access_key_id) is None
+        assert live.current().access_key(BOB.access_key_id) is not None
+
+    asyncio.run(scenario())
 
 
 def test_a_chmod_alone_is_noticed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,6 +12,7 @@ re-read. ``batchrock keys`` always writes it with mode 0600.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -221,7 +222,7 @@ class LiveDirectory:
     """The Directory of a credentials file, re-read when the file changes (no restart).
 
     :meth:`current` looks at the file at most every ``interval`` seconds (one ``stat``); a
-    changed device/inode/mtime/size means a re-read. An edit that does not parse, or a file
+    changed device/inode/mtime/size/mode means a re-read. An edit that does not parse, or a file
     that went missing or public, keeps the last good version and logs one line per version.
     It also answers the engine's bucket questions (``BucketPolicy``) from the current version.
     """
@@ -238,16 +239,40 @@ class LiveDirectory:
         self._monotonic = monotonic
         self._directory, self._version = read(path)  # a bad file at start-up is fatal
         self._refused: tuple[int, ...] | None = None
+        self._pending: asyncio.Future[None] | None = None
         self._next_check = monotonic() + interval
 
     def current(self) -> Directory:
+        """The last good version. When a look at the file is due, it happens inline outside an
+        event loop, and in a worker thread inside one: parsing a file of a thousand keys takes
+        tens of milliseconds, too long to hold a loop serving requests (those go on with the
+        version they have until the new one is in)."""
         now = self._monotonic()
         if now >= self._next_check:
             self._next_check = now + self._interval
-            self._refresh()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._refresh()
+            else:
+                if self._pending is None or self._pending.done():
+                    self._pending = loop.run_in_executor(None, self._refresh)
+        return self._directory
+
+    async def settled(self) -> Directory:
+        """:meth:`current`, once a look at the file that is under way has finished."""
+        self.current()
+        if self._pending is not None:
+            await self._pending
         return self._directory
 
     def _refresh(self) -> None:
+        try:
+            self._look()
+        except Exception:  # a thread's failure would otherwise vanish with its future
+            log.exception("re-reading credentials file %s failed", self.path)
+
+    def _look(self) -> None:
         try:
             info = os.stat(self.path)
         except OSError as exc:
