@@ -248,16 +248,18 @@ class LiveDirectory:
         tens of milliseconds, too long to hold a loop serving requests (those go on with the
         version they have until the new one is in)."""
         now = self._monotonic()
-        if now >= self._next_check:
-            self._next_check = now + self._interval
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self._refresh()
-            else:
-                if self._pending is None or self._pending.done():
-                    self._pending = loop.run_in_executor(None, self._refresh)
-        return self._directory
+        if now < self._next_check:
+            return self._directory
+        self._next_check = now + self._interval
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._refresh()
+            return self._directory
+        directory = self._directory  # taken before the thread may replace it
+        if self._pending is None or self._pending.done():
+            self._pending = loop.run_in_executor(None, self._refresh)
+        return directory
 
     async def settled(self) -> Directory:
         """:meth:`current`, once a look at the file that is under way has finished."""
