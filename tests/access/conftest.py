@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from tests.cli.conftest import aws_home, cli_env  # noqa: F401 - fixtures the tests here use
 from tests.conftest import ServerProcess
@@ -103,6 +104,18 @@ def client(
         endpoint_url=url,
         verify=verify,
         config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
+    )
+
+
+def error_of(call: Callable[[], Any]) -> tuple[str, int, str]:
+    """(code, HTTP status, message) of the ClientError botocore raises for ``call()``."""
+    with pytest.raises(ClientError) as info:
+        call()
+    response = info.value.response
+    return (
+        response["Error"]["Code"],
+        response["ResponseMetadata"]["HTTPStatusCode"],
+        response["Error"]["Message"],
     )
 
 

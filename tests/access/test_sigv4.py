@@ -18,9 +18,8 @@ from botocore import UNSIGNED
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
 
-from tests.access.conftest import ALICE, BOB, READER, Key, client, job_args
+from tests.access.conftest import ALICE, BOB, READER, Key, client, error_of, job_args
 from tests.api.wire import call
 from tests.conftest import ServerProcess
 
@@ -29,17 +28,6 @@ SIGNATURE_MISMATCH = (
     "your AWS Secret Access Key and signing method. Consult the service documentation for "
     "details."
 )
-
-
-def error_of(call_: Callable[[], Any]) -> tuple[str, int, str]:
-    with pytest.raises(ClientError) as info:
-        call_()
-    response = info.value.response
-    return (
-        response["Error"]["Code"],
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Message"],
-    )
 
 
 @pytest.fixture(scope="module")

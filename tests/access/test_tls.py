@@ -17,9 +17,17 @@ import pytest
 from aws_bedrock_token_generator import BedrockTokenGenerator
 from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError, InvalidEndpointConfigurationError, SSLError
+from botocore.exceptions import InvalidEndpointConfigurationError, SSLError
 
-from tests.access.conftest import ALICE, ALICE_API_KEY, BOB, client, job_args, write_credentials
+from tests.access.conftest import (
+    ALICE,
+    ALICE_API_KEY,
+    BOB,
+    client,
+    error_of,
+    job_args,
+    write_credentials,
+)
 from tests.api.wire import call
 from tests.certs import self_signed
 from tests.cli.conftest import run_cli
@@ -80,17 +88,6 @@ def bearer_client(url: str, cert: Path, region: str = "us-east-1") -> tuple[Any,
 
     bedrock.meta.events.register("before-send.bedrock.*", record)
     return bedrock, sent
-
-
-def error_of(call_: Any) -> tuple[str, int, str]:
-    with pytest.raises(ClientError) as info:
-        call_()
-    response = info.value.response
-    return (
-        response["Error"]["Code"],
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Message"],
-    )
 
 
 def test_boto3_checks_the_certificate(tls_server: ServerProcess, certs: tuple[Path, Path]) -> None:
