@@ -87,6 +87,7 @@ class BedrockApp:
         self._routes = model.routes()
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
+        validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
             "GetModelInvocationJob": self._get,
