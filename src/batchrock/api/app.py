@@ -328,6 +328,12 @@ def _query_value(name: str, kind: str, raw: str) -> Any:
     if kind == "timestamp":
         try:
             codec.parse_time(raw)
+        except codec.TimeOutOfRange:
+            raise ValidationException(
+                f"1 validation error detected: Value '{raw}' at '{name}' failed to satisfy "
+                f"constraint: Member must be a time between 0001-01-01T00:00:00Z and "
+                f"9999-12-31T23:59:59Z"
+            ) from None
         except ValueError:
             raise ValidationException(
                 f"1 validation error detected: Value '{raw}' at '{name}' failed to satisfy "
