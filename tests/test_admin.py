@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,112 @@ def test_a_credentials_file_that_cannot_be_used_is_one_line(tmp_path: Path) -> N
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
             assert why in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "d").exists()
+
+
+# --- bad values and busy ports: one clear line, no traceback --------------------------------
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "serving" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (
+            ["--port", "80000"],
+            {},
+            "batchrock serve: setting port (--port): 80000 is out of range (0-65535)",
+        ),
+        (
+            ["--port", "eighty"],
+            {},
+            "batchrock serve: setting port (--port): expected an integer, got 'eighty'",
+        ),
+        (
+            [],
+            {"BATCHROCK_PORT": "-1"},
+            "batchrock serve: setting port (BATCHROCK_PORT): -1 is out of range (0-65535)",
+        ),
+        (
+            ["--engine-max-jobs", "-1"],
+            {},
+            "batchrock serve: setting engine_max_jobs (--engine-max-jobs): -1 is too small "
+            "(at least 1)",
+        ),
+        (
+            ["--log-level", "loud"],
+            {},
+            "batchrock serve: setting log_level (--log-level): 'loud' is not one of debug, info, "
+            "warning, error",
+        ),
+        (
+            ["--time-scale", "nan"],
+            {},
+            "batchrock serve: setting time_scale (--time-scale): expected a number, got 'nan'",
+        ),
+        (
+            [],
+            {"BATCHROCK_HTTP_MAX_CONNECTIONS": "0"},
+            "batchrock serve: setting http_max_connections (BATCHROCK_HTTP_MAX_CONNECTIONS): 0 "
+            "is too small (at least 1)",
+        ),
+        (
+            ["--builtin-error-rate", "1.5"],
+            {},
+            "batchrock serve: setting builtin_error_rate (--builtin-error-rate): 1.5 is out of "
+            "range (0-1)",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_clear_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], line: str
+) -> None:
+    import os
+
+    result = _run("serve", "--data-dir", str(tmp_path / "d"), *args, env={**os.environ, **env})
+    assert result.returncode == 2
+    assert _one_line(result) == line
+
+
+def test_a_bad_setting_in_the_config_file_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('port = "x"\n')
+    result = _run("serve", "--config-file", str(config), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 2
+    assert _one_line(result) == (
+        f"batchrock serve: setting port (config file {config}): expected an integer, got 'x'"
+    )
+
+
+def test_a_busy_port_is_one_clear_line_and_never_claims_to_serve(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run("serve", "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 1
+    assert _one_line(result) == (
+        f"batchrock serve: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
+
+
+def test_serving_is_printed_once_bound_with_the_port_picked(tmp_path: Path) -> None:
+    command = [*BATCHROCK, "serve", "--port", "0", "--no-engine", "--data-dir", str(tmp_path)]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:  # the server runs until stopped: the line does come
+                if "serving http://" in line:
+                    break
+            url = line.split("serving ", 1)[1].split()[0]
+            assert not url.endswith(":0")
+            with urllib.request.urlopen(url + "/_batchrock/health", timeout=10) as reply:
+                assert reply.status == 200
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_mod.load(flags)
     except SettingsError as exc:
-        print(f"batchrock: {exc}", file=sys.stderr)
+        print(f"batchrock {args.command}: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -116,7 +117,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
             return 2
         if command == "serve":
-            return _run(serve(settings, resolver, directory=directory, tls=tls))
+            try:
+                sock = listen(settings.host, settings.port)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                print(
+                    f"batchrock serve: cannot listen on {settings.host}:{settings.port}: "
+                    f"{reason.lower()}",
+                    file=sys.stderr,
+                )
+                return 1
+            return _run(serve(settings, resolver, sock, directory=directory, tls=tls))
         assert resolver is not None
         return _run(worker(settings, resolver, directory=directory))
     if command == "models":
@@ -229,34 +240,77 @@ async def engine_running(
         await resolver.aclose()
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything starts, so that a busy port or a bad
+    address is one clear line and "serving" is printed only once the socket is ours."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(
     settings: Settings,
     resolver: BackendResolver | None,
+    sock: socket.socket | None = None,
     *,
     directory: LiveDirectory | None = None,
     tls: tuple[str, str] | None = None,
 ) -> None:
+    """Serve the API on ``sock`` (bound with :func:`listen`; bound here when not given)."""
     import uvicorn
 
     from batchrock.api.app import BedrockApp
+    from batchrock.api.connections import Limits, protocol_class
     from batchrock.service import JobService
 
+    sock = sock or listen(settings.host, settings.port)
     store = await open_store(settings)
     clock = make_clock(settings)
     service = JobService(
         store, clock, max_unfinished_per_model=settings.quota_max_unfinished_jobs_per_model
     )
 
-    def lifespan() -> contextlib.AbstractAsyncContextManager[None]:
+    host, port = sock.getsockname()[:2]
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        engine: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if resolver is not None:
-            return engine_running(settings, store, clock, resolver, service, directory)
-        return contextlib.nullcontext()
+            engine = engine_running(settings, store, clock, resolver, service, directory)
+        async with engine:
+            # Only now: the socket is bound and listening, and the engine has started.
+            log.info(
+                "batchrock %s serving %s://%s:%d (data dir %s; %s)",
+                __version__,
+                "https" if tls else "http",
+                f"[{host}]" if ":" in host else host,
+                port,
+                settings.data_dir,
+                f"credentials from {directory.path}" if directory else "open mode: any credentials",
+            )
+            yield
 
     app = BedrockApp(service, settings, lifespan=lifespan, directory=directory)
+    limits = Limits(
+        keepalive_timeout=settings.http_keepalive_timeout_seconds,
+        client_timeout=settings.http_client_timeout_seconds,
+        max_connections=settings.http_max_connections,
+        max_head_bytes=settings.max_head_bytes,
+    )
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        http=protocol_class(limits),  # keep-alive, client timeouts, connection limit
+        h11_max_incomplete_event_size=settings.max_head_bytes,
         log_level=settings.log_level.lower(),
         access_log=settings.log_level.lower() == "debug",
         lifespan="on",
@@ -267,18 +321,10 @@ async def serve(
         ssl_keyfile=tls[1] if tls else None,
     )
     server = uvicorn.Server(config)
-    log.info(
-        "batchrock %s serving %s://%s:%d (data dir %s; %s)",
-        __version__,
-        "https" if tls else "http",
-        settings.host,
-        settings.port,
-        settings.data_dir,
-        f"credentials from {directory.path}" if directory else "open mode: any credentials",
-    )
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
+        sock.close()
         await store.close()
 
 

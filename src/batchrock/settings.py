@@ -10,6 +10,7 @@ Precedence, lowest first: defaults < config file (TOML) < environment (``BATCHRO
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,8 +27,17 @@ def default_data_dir() -> Path:
     return Path(base) / "batchrock"
 
 
-def _meta(help: str, env: bool = True) -> dict[str, Any]:
-    return {"help": help, "env": env}
+def _meta(
+    help: str,
+    env: bool = True,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """A field's documentation and the values it accepts (checked by :func:`load`): numbers
+    within ``low``..``high`` (inclusive), strings among ``choices``."""
+    return {"help": help, "env": env, "low": low, "high": high, "choices": choices}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +45,7 @@ class Settings:
     """The service's configuration. Field docs are the documentation (see docs/settings.md)."""
 
     host: str = field(default="127.0.0.1", metadata=_meta("Address the API listens on."))
-    port: int = field(default=8765, metadata=_meta("Port the API listens on."))
+    port: int = field(default=8765, metadata=_meta("Port the API listens on.", low=0, high=65535))
     data_dir: Path = field(
         default_factory=default_data_dir,
         metadata=_meta("Folder holding everything the service keeps (database, local S3)."),
@@ -49,12 +59,42 @@ class Settings:
         metadata=_meta("Account used for requests whose access key is not a 12-digit number."),
     )
     max_body_bytes: int = field(
-        default=1024 * 1024, metadata=_meta("Largest request body the API accepts.")
+        default=1024 * 1024, metadata=_meta("Largest request body the API accepts.", low=1)
+    )
+    max_head_bytes: int = field(
+        default=16 * 1024,
+        metadata=_meta("Largest request line plus headers the API accepts.", low=1024),
+    )
+    http_keepalive_timeout_seconds: float = field(
+        default=5.0,
+        metadata=_meta(
+            "Seconds a connection may stay idle before the server closes it.", low=0.001
+        ),
+    )
+    http_client_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_meta(
+            "Seconds a client has to send a whole request once it starts, or to read a response.",
+            low=0.001,
+        ),
+    )
+    http_max_connections: int = field(
+        default=512,
+        metadata=_meta("Connections open at once; past it the longest-idle one is closed.", low=1),
     )
     default_page_size: int = field(
-        default=100, metadata=_meta("Page size of ListModelInvocationJobs without maxResults.")
+        default=100,
+        metadata=_meta(
+            "Page size of ListModelInvocationJobs without maxResults.", low=1, high=1000
+        ),
     )
-    log_level: str = field(default="info", metadata=_meta("Log level: debug, info, warning."))
+    log_level: str = field(
+        default="info",
+        metadata=_meta(
+            "Log level: debug, info, warning, error.",
+            choices=("debug", "info", "warning", "error"),
+        ),
+    )
     engine: bool = field(
         default=True,
         metadata=_meta("Run jobs inside `batchrock serve` (--no-engine: API only, for workers)."),
@@ -87,37 +127,44 @@ class Settings:
     )
     # --- engine (job runner) ---------------------------------------------------------------
     engine_max_jobs: int = field(
-        default=4, metadata=_meta("Jobs one engine (serve or worker process) runs at a time.")
+        default=4,
+        metadata=_meta("Jobs one engine (serve or worker process) runs at a time.", low=1),
     )
     engine_record_concurrency: int = field(
-        default=64, metadata=_meta("Records of one job sent to the model at the same time.")
+        default=64,
+        metadata=_meta("Records of one job sent to the model at the same time.", low=1),
     )
     engine_poll_seconds: float = field(
-        default=0.5, metadata=_meta("How often an idle engine looks for new or stopped jobs.")
+        default=0.5,
+        metadata=_meta("How often an idle engine looks for new or stopped jobs.", low=0.001),
     )
     engine_lease_seconds: float = field(
         default=30.0,
-        metadata=_meta("How long a job stays with a silent worker before another takes it over."),
+        metadata=_meta(
+            "How long a job stays with a silent worker before another takes it over.", low=0.001
+        ),
     )
     engine_checkpoint_seconds: float = field(
         default=0.5,
-        metadata=_meta("How often a running job saves its counters and resume point."),
+        metadata=_meta("How often a running job saves its counters and resume point.", low=0.001),
     )
     # --- quotas (Bedrock's defaults) ---------------------------------------------------------
     quota_min_records_per_job: int = field(
-        default=100, metadata=_meta("Minimum number of records per batch inference job.")
+        default=100, metadata=_meta("Minimum number of records per batch inference job.", low=0)
     )
     quota_max_records_per_job: int = field(
-        default=50_000, metadata=_meta("Maximum number of records per batch inference job.")
+        default=50_000,
+        metadata=_meta("Maximum number of records per batch inference job.", low=1),
     )
     quota_max_records_per_file: int = field(
-        default=50_000, metadata=_meta("Maximum number of records per input file.")
+        default=50_000, metadata=_meta("Maximum number of records per input file.", low=1)
     )
     quota_max_file_bytes: int = field(
-        default=1024**3, metadata=_meta("Largest input file, in bytes (1 GiB).")
+        default=1024**3, metadata=_meta("Largest input file, in bytes (1 GiB).", low=1)
     )
     quota_max_job_bytes: int = field(
-        default=5 * 1024**3, metadata=_meta("Largest total input of one job, in bytes (5 GiB).")
+        default=5 * 1024**3,
+        metadata=_meta("Largest total input of one job, in bytes (5 GiB).", low=1),
     )
     quota_max_unfinished_jobs_per_model: int = field(
         default=20,
@@ -125,12 +172,16 @@ class Settings:
     )
     quota_max_concurrent_jobs_per_model: int = field(
         default=10,
-        metadata=_meta("Jobs per account and model InProgress at once; the rest wait Scheduled."),
+        metadata=_meta(
+            "Jobs per account and model InProgress at once; the rest wait Scheduled.", low=1
+        ),
     )
     # --- object storage ------------------------------------------------------------------
     object_store: str = field(
         default="local",
-        metadata=_meta("'local' (s3://bucket/key is DATA_DIR/s3/bucket/key) or 's3'."),
+        metadata=_meta(
+            "'local' (s3://bucket/key is DATA_DIR/s3/bucket/key) or 's3'.", choices=("local", "s3")
+        ),
     )
     s3_endpoint_url: str | None = field(
         default=None,
@@ -149,7 +200,9 @@ class Settings:
     )
     time_scale: float = field(
         default=1.0,
-        metadata=_meta("Speed-up of the service clock for timeouts and expiry (3600: 1 h = 1 s)."),
+        metadata=_meta(
+            "Speed-up of the service clock for timeouts and expiry (3600: 1 h = 1 s).", low=1e-6
+        ),
     )
     # --- model backends (see docs/models.md) ------------------------------------------------
     models_config: Path | None = field(
@@ -161,15 +214,20 @@ class Settings:
         metadata=_meta("Answer model ids that no route matches with the built-in model."),
     )
     builtin_latency_ms: float = field(
-        default=0.0, metadata=_meta("Built-in model: time each record takes, in milliseconds.")
+        default=0.0,
+        metadata=_meta("Built-in model: time each record takes, in milliseconds.", low=0),
     )
     builtin_error_rate: float = field(
         default=0.0,
-        metadata=_meta("Built-in model: share of records (0-1) that fail with errorCode 500."),
+        metadata=_meta(
+            "Built-in model: share of records (0-1) that fail with errorCode 500.", low=0, high=1
+        ),
     )
     builtin_throttle_rate: float = field(
         default=0.0,
-        metadata=_meta("Built-in model: chance (0-1) that an attempt is throttled (429)."),
+        metadata=_meta(
+            "Built-in model: chance (0-1) that an attempt is throttled (429).", low=0, high=1
+        ),
     )
     builtin_seed: int = field(
         default=0, metadata=_meta("Built-in model: seed that varies its answers and draws.")
@@ -192,7 +250,8 @@ def env_name(name: str) -> str:
 
 
 def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
-    """Turn a string (env, flag) or TOML value into the field's type."""
+    """Turn a string (env, flag) or TOML value into the field's type; ``ValueError`` says
+    what was expected."""
     kind = str(f.type)
     if raw is None:
         return None
@@ -204,18 +263,49 @@ def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
             return True
         if text in {"0", "false", "no", "off"}:
             return False
-        raise ValueError(f"{f.name}: expected true or false, got {raw!r}")
+        raise ValueError(f"expected true or false, got {raw!r}")
     if kind.startswith("int"):
-        return int(raw)
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise ValueError
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
     if kind.startswith("float"):
-        return float(raw)
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        return number
     if "Path" in kind:
         return Path(str(raw)).expanduser()
     if kind.startswith("tuple"):
         if isinstance(raw, list | tuple):
             return tuple(str(x) for x in raw)
         return tuple(x.strip() for x in str(raw).split(",") if x.strip())
+    if kind.startswith("str") and not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {raw!r}")
     return raw
+
+
+def _check_range(f: dataclasses.Field[Any], value: Any) -> Any:
+    """``value`` if the field accepts it (see :func:`_meta`); ``ValueError`` otherwise."""
+    if value is None:
+        return value
+    low, high, choices = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("choices")
+    if choices is not None:
+        if str(value).lower() not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return str(value).lower()
+    if low is not None and high is not None and not low <= value <= high:
+        raise ValueError(f"{value} is out of range ({low}-{high})")
+    if low is not None and value < low:
+        raise ValueError(f"{value} is too small (at least {low})")
+    return value
 
 
 class SettingsError(ValueError):
@@ -235,6 +325,7 @@ def load(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     by_name = {f.name: f for f in fields_table()}
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each value came from, for error messages
 
     path = flags.get("config_file") or env.get(env_name("config_file")) or config_file
     if path:
@@ -251,16 +342,23 @@ def load(
             elif not isinstance(raw, dict):
                 raise SettingsError(f"{path}: unknown setting {key!r}")
         values["config_file"] = path
+        sources = dict.fromkeys(values, f"config file {path}")
 
     for name, f in by_name.items():
         if f.metadata.get("env", True) and env_name(name) in env:
             values[name] = env[env_name(name)]
-    values.update({k: v for k, v in flags.items() if k in by_name})
+            sources[name] = env_name(name)
+    for name, raw in flags.items():
+        if name in by_name:
+            values[name] = raw
+            sources[name] = "--" + name.replace("_", "-")
 
     coerced: dict[str, Any] = {}
     for name, raw in values.items():
         try:
-            coerced[name] = _coerce(by_name[name], raw)
+            coerced[name] = _check_range(by_name[name], _coerce(by_name[name], raw))
         except (TypeError, ValueError) as exc:
-            raise SettingsError(f"setting {name}: {exc}") from exc
+            source = sources.get(name)
+            where = f" ({source})" if source else ""
+            raise SettingsError(f"setting {name}{where}: {exc}") from exc
     return Settings(**coerced)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -239,6 +240,46 @@ def test_wrong_query_types(api_server: ServerProcess) -> None:
     reply = call(api_server.url, "GET", "/model-invocation-jobs?maxResults=0")
     assert_error(reply, 400, "ValidationException")
     assert "greater than or equal to 1" in reply.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        ("submitTimeAfter", "1e20"),
+        ("submitTimeAfter", "inf"),
+        ("submitTimeAfter", "-inf"),
+        ("submitTimeAfter", "1e308"),
+        ("submitTimeAfter", "-1e20"),
+        ("submitTimeAfter", "1e12"),
+        ("submitTimeBefore", "9999-12-31T23:59:59-01:00"),
+        ("submitTimeBefore", "0001-01-01T00:00:00+01:00"),
+    ],
+)
+def test_times_out_of_range_are_a_validation_error(
+    api_server: ServerProcess, member: str, value: str
+) -> None:
+    reply = call(api_server.url, "GET", f"/model-invocation-jobs?{member}={quote(value)}")
+    assert_error(
+        reply,
+        400,
+        "ValidationException",
+        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+        "constraint: Member must be a time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+    )
+
+
+def test_nan_is_not_a_time(api_server: ServerProcess) -> None:
+    reply = call(api_server.url, "GET", "/model-invocation-jobs?submitTimeAfter=nan")
+    assert_error(reply, 400, "ValidationException")
+    assert "Value 'nan' at 'submitTimeAfter'" in reply.json()["message"]
+    assert "ISO 8601" in reply.json()["message"]
+
+
+def test_the_extremes_of_the_range_are_accepted(api_server: ServerProcess) -> None:
+    for value in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z", "-62135596800"):
+        query = f"submitTimeAfter={quote(value)}&submitTimeBefore={quote(value)}"
+        reply = call(api_server.url, "GET", f"/model-invocation-jobs?{query}")
+        assert reply.status == 200, (value, reply.body)
 
 
 def test_timestamps_in_any_rfc3339_form(api_server: ServerProcess) -> None:

@@ -30,9 +30,10 @@ def call(
     path: str,
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
+    timeout: float = 10,
 ) -> Reply:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
         all_headers = {"Content-Type": "application/json"} if body is not None else {}
         all_headers.update(headers or {})

@@ -63,6 +63,17 @@ class PayloadTooLarge(ValidationException):
     http_status = 413
 
 
+def bad_head_message(limit: int) -> str:
+    return (
+        f"The request is not a valid HTTP/1.1 request, or its request line and headers are "
+        f"larger than {limit} bytes."
+    )
+
+
+class ClientDisconnected(Exception):
+    """The connection closed before the request body was complete."""
+
+
 class Request:
     """What a handler needs from one HTTP request."""
 
@@ -92,6 +103,7 @@ class BedrockApp:
         self._routes = model.routes()
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
+        validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
             "GetModelInvocationJob": self._get,
@@ -113,16 +125,17 @@ class BedrockApp:
             self._guard.check(scope)  # before anything else, the health check included
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]
+        except ClientDisconnected:
+            # The client left (or was cut off for sending too slowly) before its request was
+            # whole: nothing was done and there is no one to answer.
+            log.debug("client disconnected mid-request", extra={"request_id": request_id})
+            return
         except ServiceError as exc:
             status, body, headers = _error(exc)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             status, body, headers = _error(InternalServerException())
-        payload = orjson.dumps(body)
-        headers += [
-            (b"x-amzn-requestid", request_id.encode()),
-            (b"content-length", str(len(payload)).encode()),
-        ]
+        status, headers, payload = _finish(status, body, headers, request_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
@@ -154,9 +167,16 @@ class BedrockApp:
         path = raw_path.split(b"?", 1)[0].decode("latin-1")
         if path == HEALTH_PATH and method == "GET":
             return 200, {"status": "ok"}
+        raw_query: bytes = scope.get("query_string", b"")
+        head_size = (
+            len(raw_path) + len(raw_query) + sum(len(k) + len(v) for k, v in scope["headers"])
+        )
+        if head_size > self.settings.max_head_bytes:
+            # h11 bounds only a head that arrives in pieces; one sent at once is read whole.
+            raise ValidationException(bad_head_message(self.settings.max_head_bytes))
         operation, labels = self._route(method, path)
         op_model = model.operation(operation)
-        query = scope.get("query_string", b"").decode("latin-1")
+        query = raw_query.decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await self._read_body(receive, headers)
         who = self.gate.identify(scope, path, query, body)
@@ -215,7 +235,7 @@ class BedrockApp:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise ClientDisconnected()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -328,6 +348,12 @@ def _query_value(name: str, kind: str, raw: str) -> Any:
     if kind == "timestamp":
         try:
             codec.parse_time(raw)
+        except codec.TimeOutOfRange:
+            raise ValidationException(
+                f"1 validation error detected: Value '{raw}' at '{name}' failed to satisfy "
+                f"constraint: Member must be a time between 0001-01-01T00:00:00Z and "
+                f"9999-12-31T23:59:59Z"
+            ) from None
         except ValueError:
             raise ValidationException(
                 f"1 validation error detected: Value '{raw}' at '{name}' failed to satisfy "
@@ -347,6 +373,25 @@ def _json_body(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationException("Request body must be a JSON object.")
     return data
+
+
+def error_response(exc: ServiceError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """``exc`` as the wire carries it (status, headers, body), for the HTTP layer's own
+    answers (a malformed request head, too many connections)."""
+    status, body, headers = _error(exc)
+    return _finish(status, body, headers, str(uuid.uuid4()))
+
+
+def _finish(
+    status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]], request_id: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    payload = orjson.dumps(body)
+    headers = [
+        *headers,
+        (b"x-amzn-requestid", request_id.encode()),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    return status, headers, payload
 
 
 def _error(exc: ServiceError) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,14 +16,32 @@ def format_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+class TimeOutOfRange(ValueError):
+    """A well-formed time that no ``datetime`` holds (before year 1 or after 9999 in UTC)."""
+
+
 def parse_time(text: str) -> datetime:
     """RFC 3339 with 0-9 fractional digits and ``Z`` or an offset (what SDKs send), or epoch
-    seconds. Raises ``ValueError``."""
-    text = text.strip()
+    seconds. Raises ``ValueError``, and :class:`TimeOutOfRange` for a time a ``datetime``
+    cannot hold (``1e20``, ``inf``, ``9999-12-31T23:59:59-01:00``: year 10000 in UTC)."""
     try:
-        return datetime.fromtimestamp(float(text), UTC)
+        return _parse_time(text.strip())
+    except (OverflowError, OSError) as exc:
+        raise TimeOutOfRange(str(exc)) from None
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if math.isnan(seconds):
+            raise ValueError("not a number")
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except ValueError as exc:  # "year 33658 is out of range"
+            raise TimeOutOfRange(str(exc)) from None
     normalized = text.replace("z", "Z")
     if normalized.endswith("Z"):
         normalized = normalized[:-1] + "+00:00"

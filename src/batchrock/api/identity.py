@@ -13,9 +13,13 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+import re2
+
 from batchrock.service import Caller
 
-_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([a-z0-9-]+)/[^/,\s]+/aws4_request")
+# Searched for anywhere in a client's Authorization header: RE2, because Python's ``re`` takes
+# time quadratic in the header on ``Credential=Credential=...`` (0.15 s for 16 KiB).
+_SCOPE = re2.compile(r"Credential=([^/,\s]+)/[0-9]{8}/([a-z0-9-]+)/[^/,\s]+/aws4_request")
 _ACCOUNT = re.compile(r"\d{12}")
 _JOB_ARN = re.compile(
     r"arn:(aws(?:-[^:]+)?):bedrock:([a-z0-9-]{1,20}):(\d{12}):model-invocation-job/([a-z0-9]{12})"

@@ -6,38 +6,48 @@ arity); nothing is copied by hand. Messages follow the AWS (Coral) wording, for 
     1 validation error detected: Value '5000' at 'maxResults' failed to satisfy constraint:
     Member must have value less than or equal to 1000
 
-Patterns are applied with full-match semantics (the API reference shows them anchored).
+Patterns are applied with full-match semantics (the API reference shows them anchored), in time
+linear in the value (:mod:`.patterns`). The work a request can cause is bounded by its size: a
+list longer than its ``max`` is reported without checking its items, and values are shown in
+messages to a bounded depth and length.
 """
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from botocore.model import Shape
 
+from batchrock.api import patterns
 from batchrock.errors import ValidationException
 
+#: How deep and how long a value is shown in a message; past that it is cut with "...".
+#: (JSON may nest 1024 levels deep: rendering it whole would exhaust Python's stack.)
+_RENDER_DEPTH = 8
+_RENDER_CHARS = 1024
 
-@functools.cache
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
-
-def _render(value: Any) -> str:
+def _render(value: Any, depth: int = 0) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list | dict) and depth >= _RENDER_DEPTH:
+        return "..."
     if isinstance(value, list):
-        return "[" + ", ".join(_render(v) for v in value) + "]"
+        return "[" + ", ".join(_render(v, depth + 1) for v in value[:_RENDER_CHARS]) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={_render(v)}" for k, v in value.items()) + "}"
+        items = list(value.items())[:_RENDER_CHARS]
+        return "{" + ", ".join(f"{k}={_render(v, depth + 1)}" for k, v in items) + "}"
     return str(value)
 
 
+def _shown(value: Any) -> str:
+    text = _render(value)
+    return text if len(text) <= _RENDER_CHARS else text[:_RENDER_CHARS] + "..."
+
+
 def _violation(value: Any, path: str, constraint: str) -> str:
-    shown = "null" if value is None else f"'{_render(value)}'"
+    shown = "null" if value is None else f"'{_shown(value)}'"
     return f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}"
 
 
@@ -75,7 +85,7 @@ def _check(shape: Shape, value: Any, path: str) -> Iterator[str]:
                 value, path, f"Member must satisfy enum value set: [{', '.join(meta['enum'])}]"
             )
         pattern = meta.get("pattern")
-        if pattern is not None and _compiled(pattern).fullmatch(value) is None:
+        if pattern is not None and not patterns.fullmatch(pattern, value):
             yield _violation(
                 value, path, f"Member must satisfy regular expression pattern: {pattern}"
             )
@@ -89,7 +99,10 @@ def _check(shape: Shape, value: Any, path: str) -> Iterator[str]:
                 value, path, f"Member must have value less than or equal to {meta['max']}"
             )
     elif kind == "list":
-        yield from _check_length(value, len(value), meta, path)
+        too_long = list(_check_length(value, len(value), meta, path))
+        yield from too_long
+        if too_long and len(value) > meta.get("max", len(value)):
+            return  # the items of an over-long list are not looked at: bounded work
         for index, item in enumerate(value, start=1):
             yield from _check(shape.member, item, f"{path}.{index}.member")
     elif kind == "structure":
@@ -139,6 +152,34 @@ def check_structure(shape: Shape, value: dict[str, Any], prefix: str = "") -> It
                 yield _violation(None, path, "Member must not be null")
             continue
         yield from _check(member, item, path)
+
+
+def patterns_of(shapes: Iterable[Shape]) -> set[str]:
+    """Every pattern constraint reachable from ``shapes``."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = list(shapes)
+    while todo:
+        shape = todo.pop()
+        if shape.name in seen:
+            continue
+        seen.add(shape.name)
+        if "pattern" in shape.metadata:
+            found.add(shape.metadata["pattern"])
+        if shape.type_name == "structure":
+            todo.extend(shape.members.values())
+        elif shape.type_name == "list":
+            todo.append(shape.member)
+        elif shape.type_name == "map":
+            todo.extend((shape.key, shape.value))
+    return found
+
+
+def prepare(shapes: Iterable[Shape]) -> None:
+    """Compile every pattern reachable from ``shapes`` now, so that a pattern that cannot be
+    checked in linear time stops the server at start-up rather than failing a request."""
+    for pattern in sorted(patterns_of(shapes)):
+        patterns.compiled(pattern)
 
 
 def validate(shape: Shape | None, params: dict[str, Any]) -> None:

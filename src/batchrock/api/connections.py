@@ -1,0 +1,197 @@
+"""HTTP connections as ``batchrock serve`` keeps them: bounded in number and in time.
+
+uvicorn's h11 protocol closes a keep-alive connection that stays idle after a response, but a
+connection that never sends a byte, or sends half a request head and then trickles (slowloris),
+or half a body, is kept forever, and there is no limit on how many are open. This protocol
+(a small subclass of uvicorn's) adds, for each connection:
+
+- **idle**: a new connection that sends nothing is closed after ``keepalive_timeout``, as an
+  idle one between requests already is;
+- **receiving**: once the first byte of a request has arrived, the whole request (head and
+  body) must arrive within ``client_timeout``, however slowly it trickles; else the connection
+  is closed (a half-received request is never handed on);
+- **sending**: a client that leaves a response unread (the write buffer stays full) for
+  ``client_timeout`` is cut off;
+- **how many**: at most ``max_connections`` open. One more arrives: the connection idle the
+  longest (no request in progress: fresh, between requests, or with a half-sent head) is
+  closed to make room, so idle sockets cannot lock out real clients. When every connection is
+  working on a request, the new one is answered ``429 ThrottlingException`` (SDKs retry it)
+  and closed.
+
+A request head that is not HTTP/1.1 or larger than the head limit gets uvicorn's 400, but in
+the API's error shape (``x-amzn-ErrorType``, a JSON ``message``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from batchrock.api.app import Receive, Scope, Send, bad_head_message, error_response
+from batchrock.errors import ThrottlingException, ValidationException
+
+log = logging.getLogger("batchrock.api")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    keepalive_timeout: float
+    client_timeout: float
+    max_connections: int
+    max_head_bytes: int
+
+
+def protocol_class(limits: Limits) -> type[GuardedH11Protocol]:
+    """What uvicorn's ``Config(http=...)`` takes: the protocol, bound to ``limits``."""
+    return type("BoundGuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits})
+
+
+async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
+    status, headers, body = error_response(
+        ThrottlingException("Too many open connections to the service. Retry later.")
+    )
+    headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedH11Protocol(H11Protocol):
+    limits: ClassVar[Limits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn annotates its keep-alive as int seconds; call_later takes any float.
+        self.timeout_keep_alive = self.limits.keepalive_timeout  # type: ignore[assignment]
+        self._receive_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._idle_since = self.loop.time()
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._idle_since = self.loop.time()
+        # uvicorn arms its keep-alive timer only after a response: a new connection that never
+        # sends a byte is idle too.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+        open_now = sum(1 for c in self.connections if not c.transport.is_closing())
+        if open_now > self.limits.max_connections:
+            self._make_room(open_now)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._update_receive_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.client_timeout, self._cut_off)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    # --- uvicorn hooks ---------------------------------------------------------------------
+
+    def on_response_complete(self) -> None:
+        self._idle_since = self.loop.time()
+        super().on_response_complete()  # may start a pipelined request
+        self._update_receive_timer()
+
+    def send_400_response(self, msg: str) -> None:
+        """A head h11 cannot read (not HTTP/1.1, or over ``max_head_bytes``), in the API's
+        error shape instead of uvicorn's plain text."""
+        status, headers, body = error_response(
+            ValidationException(bad_head_message(self.limits.max_head_bytes))
+        )
+        headers.append((b"connection", b"close"))
+        try:
+            for event in (
+                h11.Response(status_code=status, headers=headers, reason=b"Bad Request"),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            ):
+                self.transport.write(self.conn.send(event))
+        except h11.LocalProtocolError:
+            log.debug("could not answer a malformed request; closing", exc_info=True)
+        self.transport.close()
+
+    # --- state -----------------------------------------------------------------------------
+
+    def _in_request(self) -> bool:
+        """A request head has arrived and its response is not complete."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _receiving(self) -> bool:
+        if self._in_request():
+            return bool(self.cycle.more_body)
+        pending: bytes = self.conn.trailing_data[0]
+        return bool(pending)  # part of a head is buffered
+
+    def _update_receive_timer(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._receiving():
+            if self._receive_timer is None:  # counted from the request's first byte
+                self._receive_timer = self.loop.call_later(
+                    self.limits.client_timeout, self._cut_off
+                )
+        elif self._receive_timer is not None:
+            self._receive_timer.cancel()
+            self._receive_timer = None
+
+    def _cut_off(self) -> None:
+        self._receive_timer = self._send_timer = None
+        if not self.transport.is_closing():
+            log.debug(
+                "closing a connection from %s: no progress for %.1f s",
+                self._peer(),
+                self.limits.client_timeout,
+            )
+            self.transport.abort()
+
+    def _make_room(self, open_now: int) -> None:
+        idle = [
+            c
+            for c in self.connections
+            if c is not self
+            and isinstance(c, GuardedH11Protocol)
+            and not c._in_request()
+            and not c.transport.is_closing()
+        ]
+        if idle:
+            oldest = min(idle, key=lambda c: c._idle_since)
+            log.debug(
+                "%d connections open (max_connections): closing the one idle longest, from %s",
+                open_now,
+                oldest._peer(),
+            )
+            oldest.transport.abort()
+            return
+        log.warning(
+            "%d connections open (max_connections), all with a request in progress: answering 429",
+            open_now,
+        )
+        self.app = _too_many_connections
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._receive_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._receive_timer = self._send_timer = None

@@ -1,0 +1,177 @@
+"""Connections are bounded in time and number: real sockets against a real `batchrock serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from tests.api.conftest import create_args
+from tests.api.test_validation import assert_error
+from tests.api.wire import Reply, call
+from tests.conftest import ServerProcess
+
+HEALTH = b"GET /_batchrock/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def connect(server: ServerProcess) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return sock
+
+
+def read_reply(sock: socket.socket) -> Reply:
+    """One HTTP/1.1 response with a Content-Length, off a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return Reply(int(lines[0].split()[1]), headers, body)
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` within ``seconds`` (EOF or reset)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@contextlib.contextmanager
+def sockets(count: int, server: ServerProcess, first: bytes = b"") -> Iterator[list[socket.socket]]:
+    opened = []
+    try:
+        for _ in range(count):
+            sock = connect(server)
+            if first:
+                sock.sendall(first)
+            opened.append(sock)
+        yield opened
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def test_a_silent_new_connection_is_closed_after_the_keepalive_timeout(
+    server_factory: Any,
+) -> None:
+    server = server_factory(
+        engine=False, http_keepalive_timeout_seconds=0.5, http_client_timeout_seconds=60
+    )
+    with connect(server) as sock:
+        assert closed_within(sock, 10)  # before: held forever
+
+
+def test_an_idle_keepalive_connection_is_closed_after_the_timeout(server_factory: Any) -> None:
+    server = server_factory(
+        engine=False, http_keepalive_timeout_seconds=0.5, http_client_timeout_seconds=60
+    )
+    with connect(server) as sock:
+        sock.sendall(HEALTH)
+        assert read_reply(sock).status == 200
+        sock.sendall(HEALTH)  # still open for the next request
+        assert read_reply(sock).status == 200
+        assert closed_within(sock, 4)  # the setting, not uvicorn's 5 s default
+
+
+def test_a_half_sent_head_is_cut_off_however_slowly_it_trickles(server_factory: Any) -> None:
+    server = server_factory(
+        engine=False, http_keepalive_timeout_seconds=60, http_client_timeout_seconds=1
+    )
+    with connect(server) as sock:
+        sock.sendall(b"GET /_batchrock/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        deadline = time.monotonic() + 20
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            readable, _, _ = select.select([sock], [], [], 0.2)
+            if readable:
+                closed = closed_within(sock, 1)
+                break
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")  # a header line every 0.2 s: never idle
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        assert closed, "a trickling request head was kept open for 20 s"
+
+
+def test_a_half_sent_body_is_cut_off_and_nothing_is_created(server_factory: Any) -> None:
+    server = server_factory(
+        engine=False, http_keepalive_timeout_seconds=60, http_client_timeout_seconds=1
+    )
+    body = orjson.dumps(create_args("half-sent"))
+    with connect(server) as sock:
+        head = (
+            f"POST /model-invocation-job HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body) + 10}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body)  # the whole JSON, but 10 bytes short of the length
+        assert closed_within(sock, 15)
+    listing = call(server.url, "GET", "/model-invocation-jobs")
+    assert listing.status == 200
+    assert listing.json()["invocationJobSummaries"] == []
+
+
+def test_many_idle_connections_do_not_lock_out_other_clients(server_factory: Any) -> None:
+    server = server_factory(
+        engine=False,
+        http_max_connections=20,
+        http_keepalive_timeout_seconds=60,
+        http_client_timeout_seconds=60,
+    )
+    with sockets(30, server) as idle, sockets(30, server, first=b"GET / HTTP/1.1\r\n") as half:
+        for _ in range(5):
+            reply = call(server.url, "GET", "/model-invocation-jobs?maxResults=1", timeout=5)
+            assert reply.status == 200
+        # The oldest idle ones made room (before: all 60 were kept, with no limit).
+        assert closed_within(idle[0], 5)
+        assert closed_within(half[0], 5)
+        assert not closed_within(half[-1], 0.2)
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_a_429(server_factory: Any) -> None:
+    server = server_factory(
+        engine=False,
+        http_max_connections=4,
+        http_keepalive_timeout_seconds=60,
+        http_client_timeout_seconds=60,
+    )
+    busy = (
+        b"POST /model-invocation-job HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )  # a request in progress: its body is still coming
+    with sockets(4, server, first=busy) as working:
+        for sock in working:  # the server has read the head and waits for the body
+            assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        with connect(server) as sock:
+            sock.sendall(HEALTH)
+            reply = read_reply(sock)
+        assert_error(reply, 429, "ThrottlingException")
+        assert "connections" in reply.json()["message"]
+    assert call(server.url, "GET", "/_batchrock/health").status == 200
+
+
+def test_an_oversized_request_head_is_a_400_in_the_api_error_shape(
+    api_server: ServerProcess,
+) -> None:
+    reply = call(api_server.url, "GET", "/model-invocation-jobs?nameContains=" + "a" * 20_000)
+    assert_error(reply, 400, "ValidationException")
+    assert "16384 bytes" in reply.json()["message"]
+    with connect(api_server) as sock:  # the same, arriving in pieces: h11's own limit
+        sock.sendall(b"GET /model-invocation-jobs?nameContains=" + b"a" * 10_000)
+        sock.sendall(b"a" * 10_000)
+        reply = read_reply(sock)
+    assert_error(reply, 400, "ValidationException")
+    assert "16384 bytes" in reply.json()["message"]
