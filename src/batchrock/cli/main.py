@@ -9,7 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
-ADMIN_COMMANDS = frozenset({"serve", "worker", "models", "demo"})
+#: The service's own commands and their one-line descriptions (``batchrock --help`` lists
+#: them next to the Bedrock operations; ``batchrock <command> --help`` repeats the line).
+ADMIN_COMMANDS = {
+    "serve": "Serve the Bedrock API (and run jobs, unless --no-engine).",
+    "worker": "Run jobs from the same data dir as a running server, without serving the API.",
+    "models": "Show which backend answers which model ids.",
+    "demo": "Start a local service, run sample jobs and show their progress.",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
