@@ -2,45 +2,57 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One stamp per level, each installed only by the targets that need it: running the service
+# (install, demo, serve) needs the package alone; lint, typecheck and bench add the development
+# tools (extra `dev`: pytest, moto, mypy, ruff, boto3, awscli ...); the test suite adds the
+# local-model extras. `make demo` on a fresh clone so installs a dozen packages, not a hundred.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 LOCAL_STAMP := $(VENV)/.installed-local
 # The AWS SDK for JavaScript v3, a client the access tests drive (tests/js); skipped without npm.
 JS_STAMP := tests/js/node_modules/.installed
+# -qq: pip prints its errors only (no progress, no notices; a failed install still says why).
+PIP := $(BIN)/python -m pip --disable-pip-version-check install -qq
 # The local-model tests (extra `local-tests`) need PyTorch; 2.13.0's CPU build is the one this
 # project's machines keep on disk, so installing it first avoids a multi-GB CUDA download.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint typecheck unit serve bench clean
+.PHONY: install dev demo test lint typecheck unit serve bench clean
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+dev: $(DEV_STAMP)
+
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) -e .
+	touch $@
 
-$(LOCAL_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[dev,local-tests]'
-	touch $(LOCAL_STAMP)
+$(DEV_STAMP): $(RUN_STAMP)
+	$(PIP) -e '.[dev]'
+	touch $@
 
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/js --no-audit --no-fund --loglevel=error && touch $(JS_STAMP); \
 	else echo "npm not found: the JavaScript SDK tests will be skipped"; fi
 
-demo: $(STAMP)
+$(LOCAL_STAMP): $(DEV_STAMP)
+	$(PIP) '$(TORCH)'
+	$(PIP) -e '.[dev,local-tests]'
+	touch $@
+
+demo: $(RUN_STAMP)
 	$(BIN)/batchrock demo
 
-serve: $(STAMP)
+serve: $(RUN_STAMP)
 	$(BIN)/batchrock serve
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
 unit: $(LOCAL_STAMP) $(JS_STAMP)
@@ -48,7 +60,7 @@ unit: $(LOCAL_STAMP) $(JS_STAMP)
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

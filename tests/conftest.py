@@ -35,6 +35,28 @@ def free_port() -> int:
         return port
 
 
+def wait_until_serving(
+    url: str, proc: subprocess.Popen[Any], timeout: float = 30.0, log_path: Path | None = None
+) -> None:
+    """Return once the server ``proc`` answers its health check at ``url``."""
+
+    def log() -> str:
+        return log_path.read_text(errors="replace")[-3000:] if log_path else ""
+
+    deadline = time.monotonic() + timeout
+    # Only "is it up yet": the tests themselves check the certificate.
+    context = ssl._create_unverified_context() if url.startswith("https") else None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log()}")
+        try:
+            with urllib.request.urlopen(url + "/_batchrock/health", timeout=1, context=context):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not start: {log()}")
+
+
 class ServerProcess:
     """One `batchrock serve` process and its data dir."""
 
@@ -61,20 +83,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("ab") as log:
             self.proc = self._spawn(log)
-        deadline = time.monotonic() + timeout
-        # Only "is it up yet": the tests themselves check the certificate.
-        context = ssl._create_unverified_context() if self.url.startswith("https") else None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(
-                    self.url + "/_batchrock/health", timeout=1, context=context
-                ):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
+        wait_until_serving(self.url, self.proc, timeout, self.log_path)
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

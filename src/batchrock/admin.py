@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrock import __version__
 from batchrock import settings as settings_mod
+from batchrock.cli.main import ADMIN_COMMANDS
 from batchrock.clock import Clock, SystemClock
 from batchrock.settings import Settings, SettingsError
 from batchrock.store.base import JobStore
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("batchrock")
 
-COMMANDS = ("serve", "worker", "models", "demo")
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -42,14 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"batchrock {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    helps = {
-        "serve": "Serve the Bedrock API (and run jobs, unless --no-engine).",
-        "worker": "Run jobs from the same data dir as a running server, without serving the API.",
-        "models": "Show which backend answers which model ids.",
-        "demo": "Start a local service, run sample jobs and show their progress.",
-    }
-    for name in COMMANDS:
-        sub = commands.add_parser(name, help=helps[name], description=helps[name])
+    for name, description in ADMIN_COMMANDS.items():
+        sub = commands.add_parser(name, help=description, description=description)
         _add_setting_flags(sub)
     return parser
 

@@ -3,7 +3,8 @@
 It starts ``batchrock serve`` with the embedded defaults (local object store, built-in model)
 on a free port, writes sample inputs of a few hundred records, submits four jobs through the
 Bedrock API with botocore (boto3's core), stops one of them mid-run, shows progress until
-every job is final, then prints the job listing and a manifest.
+every job is final, then prints the job listing, a manifest and a result, and the commands
+that show the jobs again (the data dir is kept).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -28,6 +32,18 @@ from batchrock.settings import Settings, default_data_dir
 
 FINAL = {"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"}
 BUCKET = "demo-bucket"
+
+#: The port of a plain ``batchrock serve``, the client's default endpoint.
+DEFAULT_PORT = 8765
+#: Region and keys for the client in the closing hint: like the AWS CLI it needs some, and any
+#: values do for a local server (these map to the demo's account, 123456789012).
+HINT_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+}
+#: Each job's name and status, one job a line.
+HINT_QUERY = "--query 'invocationJobSummaries[].[jobName,status]' --output text"
 
 #: Settings the demo's server gets unless the environment already sets them: a little
 #: latency per record, so progress can be watched.
@@ -205,7 +221,7 @@ def watch(bedrock: Any, arns: dict[str, str], stop_name: str, out: TextIO) -> di
         time.sleep(0.2)
 
 
-def run(data_dir: Path, n: int, out: TextIO) -> int:
+def run(data_dir: Path, n: int, out: TextIO, hint_port: int = DEFAULT_PORT) -> int:
     jobs = write_inputs(data_dir, n)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -228,7 +244,7 @@ def run(data_dir: Path, n: int, out: TextIO) -> int:
                 out.write(f"  submitted {job.name:<20} {job.note}\n")
             out.write("\nProgress (the stopped job is stopped once it has started):\n")
             final = watch(bedrock, arns, "demo-nova-stopped", out)
-            report(bedrock, final, data_dir, url, out)
+            report(bedrock, final, data_dir, out)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -236,12 +252,15 @@ def run(data_dir: Path, n: int, out: TextIO) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    out.write(try_it_yourself(data_dir, hint_port))
     return 0
 
 
-def report(bedrock: Any, jobs: dict[str, Any], data_dir: Path, url: str, out: TextIO) -> None:
+def report(bedrock: Any, jobs: dict[str, Any], data_dir: Path, out: TextIO) -> None:
+    """The final listing, one job's manifest and first result, and how to look again."""
     listing = bedrock.list_model_invocation_jobs(sortOrder="Ascending")
-    out.write("\naws bedrock list-model-invocation-jobs:\n")
+    # Not the AWS CLI's output (that is JSON): the listing's summaries, a few fields each.
+    out.write("\nThe jobs as ListModelInvocationJobs returns them, oldest first:\n")
     out.write(f"  {'jobName':<20} {'status':<18} {'records':>8} {'ok':>5} {'errors':>6}\n")
     for s in listing["invocationJobSummaries"]:
         out.write(
@@ -249,21 +268,70 @@ def report(bedrock: Any, jobs: dict[str, Any], data_dir: Path, url: str, out: Te
             f"{s.get('successRecordCount', 0):>5} {s.get('errorRecordCount', 0):>6}\n"
         )
         if s.get("message"):
-            out.write(f"      message: {s['message']}\n")
+            out.write(textwrap.fill(f"message: {s['message']}", 96, initial_indent=" " * 6,
+                                    subsequent_indent=" " * 15) + "\n")  # fmt: skip
     done = jobs["demo-claude"]
     job_id = done["jobArn"].rsplit("/", 1)[-1]
     folder = data_dir / "s3" / BUCKET / "output" / job_id
     manifest = orjson.loads((folder / "manifest.json.out").read_bytes())
     out.write(f"\ns3://{BUCKET}/output/{job_id}/manifest.json.out:\n")
     out.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2).decode() + "\n")
-    first = (folder / "part-1.jsonl.out").read_bytes().split(b"\n", 1)[0].decode()
-    out.write(f"\nFirst line of s3://{BUCKET}/output/{job_id}/part-1.jsonl.out:\n")
-    out.write((first[:300] + (" ..." if len(first) > 300 else "")) + "\n")
-    out.write(
-        f"\nOutputs are files under {data_dir / 's3' / BUCKET / 'output'}.\n"
-        f"Try it yourself: batchrock serve, then\n"
-        f"  aws bedrock list-model-invocation-jobs --endpoint-url {url.rsplit(':', 1)[0]}:8765\n"
-    )
+    first = orjson.loads((folder / "part-1.jsonl.out").read_bytes().split(b"\n", 1)[0])
+    out.write(f"\nThe first line of s3://{BUCKET}/output/{job_id}/part-1.jsonl.out, indented:\n")
+    out.write(orjson.dumps(first, option=orjson.OPT_INDENT_2).decode() + "\n")
+    out.write(f"\nOutputs are files under {data_dir / 's3' / BUCKET / 'output'}.\n")
+
+
+def batchrock_command() -> str:
+    """How to run this same ``batchrock`` from any folder: its name when the shell finds this
+    very program on PATH, else the full path of the console script next to this Python (a
+    virtualenv's ``bin``), else ``python -m batchrock.cli``."""
+    script = Path(sys.executable).parent / "batchrock"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m batchrock.cli"
+    found = shutil.which("batchrock")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "batchrock"
+    return shlex.quote(str(script.absolute()))
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def try_it_yourself(data_dir: Path, port: int) -> str:
+    """Commands that show the demo's jobs again, each working as printed: the data dir is kept,
+    the server gets a free port (the usual one when it is free), the client a region and keys
+    (any values do locally) and the endpoint when it is not the default."""
+    if not _port_is_free(port):
+        port = _free_port()
+    cmd = batchrock_command()
+    serve = f"{cmd} serve --data-dir {shlex.quote(str(data_dir))}"
+    endpoint = ""
+    if port != DEFAULT_PORT:
+        serve += f" --port {port}"
+        endpoint = f" --endpoint-url http://127.0.0.1:{port}"
+    lines = [
+        "",
+        f"The demo's jobs and files stay in {data_dir}. To look at them again, serve that",
+        "folder (in another terminal; Ctrl-C stops it):",
+        f"  {serve}",
+        "and list them with batchrock's AWS-CLI-compatible client:",
+        f"  export {' '.join(f'{k}={v}' for k, v in HINT_ENV.items())}",
+        f"  {cmd}{endpoint} list-model-invocation-jobs {HINT_QUERY}",
+    ]
+    if shutil.which("aws"):
+        lines += [
+            "or with the AWS CLI (same variables):",
+            f"  aws --endpoint-url http://127.0.0.1:{port} bedrock list-model-invocation-jobs "
+            f"{HINT_QUERY}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str], settings: Settings) -> int:
@@ -278,7 +346,7 @@ def main(argv: list[str], settings: Settings) -> int:
     else:
         data_dir = Path(tempfile.mkdtemp(prefix="batchrock-demo-"))
     try:
-        return run(data_dir, n, sys.stdout)
+        return run(data_dir, n, sys.stdout, settings.port)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -30,12 +30,11 @@ from batchrock.access.credfile import (
     LiveDirectory,
 )
 from batchrock.access.permissions import ACTION_PATTERN
+from batchrock.cli.main import ADMIN_COMMANDS
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="batchrock keys", description="Manage the keys of the credentials file."
-    )
+    parser = argparse.ArgumentParser(prog="batchrock keys", description=ADMIN_COMMANDS["keys"])
     parser.add_argument("--credentials-file", help="[env BATCHROCK_CREDENTIALS_FILE]")
     parser.add_argument("--config-file", help="[env BATCHROCK_CONFIG_FILE]")
     commands = parser.add_subparsers(dest="command", required=True)

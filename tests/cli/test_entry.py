@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from batchrock.cli.main import main
+from batchrock.cli.main import ADMIN_COMMANDS, main
+from batchrock.cli.model import load
 from tests.cli.conftest import BATCHROCK, Stub, run_cli
 
 VERSION = re.compile(r"^batchrock-cli/\d+\.\d+\.\d+\S* Python/\S+ \S+/\S+ source/\S+\n$")
@@ -35,14 +36,48 @@ def test_version_line_in_aws_cli_v2_shape(cli_env: dict[str, str]) -> None:
 def test_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert VERSION.match(capsys.readouterr().out)
-    assert main([]) == 252
+    # Global options and no command: the AWS CLI's usage error.
+    assert main(["--region", "us-east-1"]) == 252
     assert "the following arguments are required: command" in capsys.readouterr().err
 
 
-def test_admin_commands_are_dispatched_to_the_service(cli_env: dict[str, str]) -> None:
-    result = run_cli(["serve", "--help"], cli_env)
-    assert result.rc == 0
-    assert "--data-dir" in result.stdout
+@pytest.mark.parametrize("args", [[], ["--help"], ["-h"], ["--no-cli-pager", "--help"]])
+def test_no_command_or_help_flag_prints_batchrock_usage(
+    cli_env: dict[str, str], args: list[str]
+) -> None:
+    result = run_cli(args, cli_env)
+    assert (result.rc, result.stderr) == (0, "")
+    text = result.stdout
+    assert text.startswith("usage: batchrock <command> [options]\n")
+    for name, description in ADMIN_COMMANDS.items():
+        line = next(line for line in text.splitlines() if line.startswith(f"  {name} "))
+        assert description.split()[0] in line
+    for operation in load().operations:
+        assert f"\n  {operation}\n" in text
+    assert "batchrock serve --help" in text and "batchrock <operation> help" in text
+    assert max(len(line) for line in text.splitlines()) <= 79
+
+
+def test_help_flag_after_a_command_shows_its_page(cli_env: dict[str, str]) -> None:
+    for command in (["list-model-invocation-jobs"], ["bedrock", "get-model-invocation-job"]):
+        flag = run_cli([*command, "--help"], cli_env)
+        word = run_cli([*command, "help"], cli_env)
+        assert flag.rc == word.rc == 0
+        assert flag.stdout == word.stdout and flag.stdout.startswith(command[-1] + "\n")
+    service = run_cli(["bedrock", "-h"], cli_env)
+    assert service.rc == 0 and service.stdout == run_cli(["bedrock", "help"], cli_env).stdout
+
+
+@pytest.mark.parametrize("command", sorted(ADMIN_COMMANDS))
+def test_admin_commands_are_dispatched_to_the_service(
+    cli_env: dict[str, str], command: str
+) -> None:
+    result = run_cli([command, "--help"], cli_env)
+    assert result.rc == 0, result.stderr
+    assert result.stdout.startswith(f"usage: batchrock {command} ")
+    assert ADMIN_COMMANDS[command] in " ".join(result.stdout.split())
+    # keys edits the credentials file; the others run on a data dir.
+    assert ("--credentials-file" if command == "keys" else "--data-dir") in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -81,6 +116,7 @@ def test_structure_options_show_shorthand_and_json_syntax(cli_env: dict[str, str
 def test_top_and_service_help(cli_env: dict[str, str]) -> None:
     top = run_cli(["help"], cli_env)
     assert top.rc == 0 and "o create-model-invocation-job" in top.stdout
+    assert "o serve, worker, models, demo" in top.stdout
     service = run_cli(["bedrock", "help"], cli_env)
     assert service.rc == 0 and "o untag-resource" in service.stdout
 

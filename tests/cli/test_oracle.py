@@ -1,7 +1,9 @@
 """The recorded AWS CLI v2 cases (shared/tools/awscli-oracle) report no difference.
 
-Two recorded cases cannot match by design and are checked by their own tests instead:
-``g-version`` (the version line names batchrock's version; see test_entry.py) and
+Three recorded cases cannot match by design and are checked by their own tests instead:
+``g-version`` (the version line names batchrock's version; see test_entry.py),
+``g-no-args`` (``batchrock`` alone prints batchrock's usage and exits 0 where ``aws`` answers a
+usage error; see test_entry.py and docs/cli.md) and
 ``g-cli-auto-prompt`` (the golden run came from an AWS CLI source checkout that lacks the
 auto-prompt index and failed with ``no such table: param_table``; see test_terminal.py).
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 from tests.cli.conftest import BATCHROCK, ORACLE, need_oracle
 
 GOLDEN = "awscli-2.36.7-source.jsonl"
-DIFFERENT_BY_DESIGN = {"g-version", "g-cli-auto-prompt"}
+DIFFERENT_BY_DESIGN = {"g-version", "g-no-args", "g-cli-auto-prompt"}
 
 
 def test_recorded_aws_cli_v2_cases_show_no_difference(tmp_path: Path) -> None:

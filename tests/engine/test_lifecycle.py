@@ -179,6 +179,26 @@ LOCATION_ERRORS = [
     ("s3://in-bucket/../etc/", OUT, ["s3://in-bucket/../etc/"]),
     ("s3://in-bucket/in/", "s3://no-out-bucket/x/", ["output S3 bucket 'no-out-bucket'"]),
     ("s3://in-bucket/in/", "s3://out-bucket/../x/", ["Cannot write to the output location"]),
+    # In the local store a missing bucket or input names the folder to create ({s3}: its root).
+    ("s3://no-such-bucket/in/", OUT, ["local store: create the folder {s3}/no-such-bucket)"]),
+    (
+        "s3://in-bucket/in/",
+        "s3://no-out-bucket/x/",
+        [
+            "The output S3 bucket 'no-out-bucket' does not exist (s3://no-out-bucket/x/; "
+            "local store: create the folder {s3}/no-out-bucket)."
+        ],
+    ),
+    (
+        "s3://empty-bucket/in/",
+        OUT,
+        ["local store: put .jsonl files in the folder {s3}/empty-bucket/in)"],
+    ),
+    (
+        "s3://empty-bucket/in/a.jsonl",
+        OUT,
+        ["local store: there is no file or folder {s3}/empty-bucket/in/a.jsonl)"],
+    ),
 ]
 
 
@@ -194,7 +214,7 @@ def test_bad_locations_fail_with_clear_message(
         (done,) = await h.run(job.job_id)
         assert done.status is S.FAILED
         for part in expected:
-            assert part in (done.message or ""), done.message
+            assert part.format(s3=h.data_dir / "s3") in (done.message or ""), done.message
 
     asyncio.run(main())
 

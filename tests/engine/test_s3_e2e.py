@@ -82,3 +82,4 @@ def test_missing_s3_bucket_fails_with_message(server_factory: Any, moto_url: str
     job = wait(server, arn)
     assert job["status"] == "Failed"
     assert "no-such-input-bucket" in job["message"] and "does not exist" in job["message"]
+    assert "local store" not in job["message"]  # no folder to create on a real S3 service

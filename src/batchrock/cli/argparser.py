@@ -49,6 +49,8 @@ class CliArgParser(argparse.ArgumentParser):
 def build_main_parser(commands: Sequence[str]) -> CliArgParser:
     p = CliArgParser()
     p.add_argument("--debug", action="store_true")
+    # Not an AWS CLI option (`aws --help` is a usage error): batchrock answers it with help.
+    p.add_argument("-h", "--help", dest="help_flag", action="store_true")
     p.add_argument("--endpoint-url")
     p.add_argument("--no-verify-ssl", dest="verify_ssl", action="store_false")
     p.add_argument("--no-paginate", dest="paginate", action="store_false")

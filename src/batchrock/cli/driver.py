@@ -146,6 +146,7 @@ def _commands(model: ServiceModel) -> list[str]:
 def _run(argv: list[str], env: Mapping[str, str], streams: Streams) -> int:
     model = load()
     ns, rest = parse_main(argv, _commands(model))
+    ns.bare = not argv
     if ns.version:
         streams.stdout.write(version_line() + "\n")
         return 0
@@ -182,6 +183,12 @@ def _prompt_then_run(
 def _dispatch(
     model: ServiceModel, ns: Any, rest: list[str], env: Mapping[str, str], streams: Streams
 ) -> int:
+    if ns.command is None and (ns.help_flag or ns.bare):
+        from batchrock.cli import help as helptext
+        from batchrock.cli.main import ADMIN_COMMANDS
+
+        streams.stdout.write(helptext.usage(model, ADMIN_COMMANDS))
+        return 0
     if ns.command is None:
         raise missing("command")
     if ns.command == "help":
@@ -189,6 +196,9 @@ def _dispatch(
 
         _show_help(helptext.top_help(model), ns, env, streams)
         return 0
+    if ns.help_flag:
+        # `--help` after a command asks for that command's page, as the word `help` does.
+        rest = [*rest, "help"]
     if ns.command == SERVICE_CLI_NAME:
         if rest[:1] == ["help"]:
             from batchrock.cli import help as helptext

@@ -2,7 +2,9 @@
 
 ``batchrock help``, ``batchrock bedrock help`` and ``batchrock [bedrock] <operation> help``
 print the same sections as the AWS CLI reference page (description, synopsis, options with
-their types and allowed values, global options).
+their types and allowed values, global options). ``batchrock``, ``batchrock --help`` and
+``-h`` print :func:`usage`, a one-screen summary of every command (where AWS CLI answers a
+usage error: a first-time user asking what the program does gets an answer, exit 0).
 """
 
 from __future__ import annotations
@@ -73,6 +75,45 @@ def _wrap(text: str, indent: int) -> str:
     for para in text.split("\n\n"):
         out.append(textwrap.fill(para, 79, initial_indent=pad, subsequent_indent=pad))
     return "\n\n".join(out)
+
+
+def usage(model: ServiceModel, admin_commands: dict[str, str]) -> str:
+    """What ``batchrock``, ``batchrock --help`` and ``batchrock -h`` print."""
+    width = max(len(name) for name in admin_commands) + 4
+    lines = [
+        f"usage: {PROG} <command> [options]",
+        "",
+        textwrap.fill(
+            f"{PROG} runs Amazon Bedrock batch inference (model invocation jobs) on your own "
+            "machine, and is an AWS-CLI-compatible client of its API.",
+            79,
+        ),
+        "",
+        "Service commands:",
+        *[
+            textwrap.fill(
+                text, 79, initial_indent=f"  {name:<{width}}", subsequent_indent=" " * (width + 2)
+            )
+            for name, text in admin_commands.items()
+        ],
+        "",
+        f"Bedrock operations (as `aws {SERVICE_CLI_NAME} <operation>`; `{SERVICE_CLI_NAME}` "
+        "is optional):",
+        *[f"  {name}" for name in model.operations],
+        "",
+        "More help:",
+        f"  {PROG} serve --help           a service command's options",
+        f"  {PROG} <operation> help       an operation's reference page",
+        f"  {PROG} help                   the full reference, global options included",
+        "",
+        textwrap.fill(
+            f"Operations talk to {DEFAULT_ENDPOINT} (a local `{PROG} serve`) unless "
+            "--endpoint-url or AWS_ENDPOINT_URL says otherwise; like the AWS CLI they need a "
+            "region and credentials (any values do locally).",
+            79,
+        ),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def top_help(model: ServiceModel) -> str:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import os
 import sys
 
-ADMIN_COMMANDS = frozenset({"serve", "worker", "models", "demo", "keys"})
+#: The service's own commands and their one-line descriptions (``batchrock --help`` lists
+#: them next to the Bedrock operations; ``batchrock <command> --help`` repeats the line).
+ADMIN_COMMANDS = {
+    "serve": "Serve the Bedrock API (and run jobs, unless --no-engine).",
+    "worker": "Run jobs from the same data dir as a running server, without serving the API.",
+    "models": "Show which backend answers which model ids.",
+    "demo": "Start a local service, run sample jobs and show their progress.",
+    "keys": "Manage the keys of the credentials file (access keys and Bedrock API keys).",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,12 +125,19 @@ def _when(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def _no_bucket(objects: ObjectStore, role: str, bucket: str, uri: str) -> InputError:
+    """The message for a missing bucket; in a local store it names the folder to create."""
+    folder = objects.local_folder(bucket)
+    where = f"; local store: create the folder {folder}" if folder is not None else ""
+    return InputError(f"The {role} S3 bucket {bucket!r} does not exist ({uri}{where}).")
+
+
 async def find_input_files(objects: ObjectStore, input_uri: str) -> list[InputFile]:
     """The ``.jsonl`` objects that ``input_uri`` names: one object, or all under a prefix."""
     try:
         loc = parse_s3_uri(input_uri)
         if not await objects.bucket_exists(loc.bucket):
-            raise InputError(f"The input S3 bucket {loc.bucket!r} does not exist ({input_uri}).")
+            raise _no_bucket(objects, "input", loc.bucket, input_uri)
         if loc.key and not loc.key.endswith("/"):
             single = await objects.head(loc.bucket, loc.key)
             if single is not None:
@@ -144,13 +151,19 @@ async def find_input_files(objects: ObjectStore, input_uri: str) -> list[InputFi
         prefix = loc.key if not loc.key or loc.key.endswith("/") else loc.key + "/"
         found = await objects.list_objects(loc.bucket, prefix)
     except NoSuchBucket as exc:
-        raise InputError(
-            f"The input S3 bucket {exc.bucket!r} does not exist ({input_uri})."
-        ) from None
+        raise _no_bucket(objects, "input", exc.bucket, input_uri) from None
     except (InvalidLocation, ObjectStoreError) as exc:
         raise InputError(f"Cannot read the input location {input_uri}: {exc}") from None
     if not found:
-        raise InputError(f"The input location {input_uri} does not exist (no object or prefix).")
+        folder = objects.local_folder(loc.bucket, loc.key)
+        where = ""
+        if folder is not None and (not loc.key or loc.key.endswith("/")):
+            where = f"; local store: put {JSONL_SUFFIX} files in the folder {folder}"
+        elif folder is not None:
+            where = f"; local store: there is no file or folder {folder}"
+        raise InputError(
+            f"The input location {input_uri} does not exist (no object or prefix{where})."
+        )
     files = [
         InputFile.found(o, loc.bucket, o.key[len(prefix) :] + ".out")
         for o in found
@@ -275,7 +288,7 @@ async def check_output_location(objects: ObjectStore, output_uri: str) -> S3Loca
     try:
         loc = parse_s3_uri(output_uri)
         if not await objects.bucket_exists(loc.bucket):
-            raise InputError(f"The output S3 bucket {loc.bucket!r} does not exist ({output_uri}).")
+            raise _no_bucket(objects, "output", loc.bucket, output_uri)
     except (InvalidLocation, ObjectStoreError) as exc:
         raise InputError(f"Cannot use the output location {output_uri}: {exc}") from None
     return loc

@@ -91,6 +91,11 @@ class ObjectStore(Protocol):
 
     async def bucket_exists(self, bucket: str) -> bool: ...
 
+    def local_folder(self, bucket: str, key: str = "") -> Path | None:
+        """The folder that holds ``s3://bucket/key`` when buckets are folders on this machine
+        (messages about a missing bucket or input name it); ``None`` for a remote service."""
+        ...
+
     async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
         """Every object whose key starts with ``prefix``, sorted by key.
         Raises :class:`NoSuchBucket`."""

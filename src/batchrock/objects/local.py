@@ -88,6 +88,16 @@ class LocalObjectStore:
 
     # --- ObjectStore -------------------------------------------------------------------
 
+    def local_folder(self, bucket: str, key: str = "") -> Path | None:
+        parts = [p for p in key.split("/") if p]
+        try:
+            base = self._bucket_dir(bucket)
+        except InvalidLocation:
+            return None
+        if any(p in (".", "..") for p in parts):
+            return None  # not a place in the bucket; path_for says why when it is used
+        return Path(os.path.abspath(base.joinpath(*parts)))
+
     async def bucket_exists(self, bucket: str) -> bool:
         return self._bucket_dir(bucket).is_dir()
 

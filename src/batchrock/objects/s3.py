@@ -90,6 +90,9 @@ class S3ObjectStore:
             self._stores[bucket] = store
         return store
 
+    def local_folder(self, bucket: str, key: str = "") -> Path | None:
+        return None
+
     async def bucket_exists(self, bucket: str) -> bool:
         try:
             async for _ in obstore.list(self._store(bucket), None, chunk_size=1):
