@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from tests.access.conftest import ALICE, BOB, client, write_credentials
 from tests.conftest import ServerProcess
 from tests.engine.conftest import moto_url, s3_client  # noqa: F401 - moto_url is a fixture
+from tests.engine.test_e2e import FAST
 
 # LiteLLM fetches its model cost map from GitHub at import unless told to stay offline.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -39,11 +40,6 @@ pytestmark = [
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 ROLE = "arn:aws:iam::111111111111:role/BedrockBatch"
-FAST = {
-    "engine_poll_seconds": 0.05,
-    "engine_checkpoint_seconds": 0.1,
-    "quota_min_records_per_job": 1,
-}
 
 
 @pytest.fixture(scope="module")
