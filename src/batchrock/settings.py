@@ -180,6 +180,10 @@ class Settings:
             "Jobs per account and model InProgress at once; the rest wait Scheduled.", low=1
         ),
     )
+    fail_on_duplicate_record_ids: bool = field(
+        default=False,
+        metadata=_meta("Fail a job whose input repeats a recordId (default: log it and go on)."),
+    )
     # --- object storage ------------------------------------------------------------------
     object_store: str = field(
         default="local",

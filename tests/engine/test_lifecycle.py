@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -121,13 +122,35 @@ BAD_INPUTS: list[tuple[str, bytes, list[str]]] = [
         b'{"recordId": 7, "modelInput": {}}\n',
         ["Line 1", '"recordId"', "number"],
     ),
-    ("binary", b'{"modelInput": {}}\n\xff\xfe\x00garbage\n', ["Line 2", "not valid JSON"]),
+    (
+        "binary",
+        b'{"modelInput": {}}\n\xff\xfe\x00garbage\n',
+        ["Line 2 of the input file s3://in-bucket/in/x.jsonl is not UTF-8 text (byte 1"],
+    ),
     # Inside modelInput, where the fast record check skips without decoding: the UTF-8 check
-    # and the line-by-line fallback must still catch these.
+    # and the line-by-line fallback must still catch these (orjson alone would say "str is
+    # not valid UTF-8: surrogates not allowed").
     (
         "not-utf8-inside",
         b'{"modelInput": {}}\n' * 3 + b'{"modelInput": {"prompt": "caf\xe9"}}\n',
-        ["Line 4", "not valid JSON", "UTF-8"],
+        [
+            "Line 4 of the input file s3://in-bucket/in/x.jsonl is not UTF-8 text (byte 31 "
+            "of the line, 0xe9, is not valid UTF-8; JSONL input must be UTF-8)."
+        ],
+    ),
+    (
+        "gzip",
+        gzip.compress(b'{"modelInput": {}}\n' * 10),
+        [
+            "The input file s3://in-bucket/in/x.jsonl is compressed with gzip (it starts with "
+            "the bytes 1f 8b): batch inference reads uncompressed JSONL text only; decompress "
+            "it first."
+        ],
+    ),
+    (
+        "utf-16",
+        '{"modelInput": {}}\n'.encode("utf-16"),
+        ["is UTF-16 text (it starts with the bytes ff fe", "save it as UTF-8"],
     ),
     (
         "too-deep",
@@ -233,7 +256,16 @@ def test_unknown_model_fails_with_the_resolver_message(tmp_path: Path) -> None:
 
 
 QUOTAS: list[tuple[dict[str, Any], int, list[str]]] = [
-    ({"quota_min_records_per_job": 100}, 99, ["99 records", "Minimum number of records", "100"]),
+    (
+        {"quota_min_records_per_job": 100},
+        99,
+        [
+            "The job has 99 records, fewer than the quota 'Minimum number of records per batch "
+            "inference job' of 100. (batchrock: lower the minimum with the setting "
+            "quota_min_records_per_job, e.g. BATCHROCK_QUOTA_MIN_RECORDS_PER_JOB=1 or "
+            "batchrock serve --quota-min-records-per-job 1.)"
+        ],
+    ),
     (
         {"quota_max_records_per_job": 50},
         51,
