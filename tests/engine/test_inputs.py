@@ -1,5 +1,5 @@
 """Validating with input that is not what it seems: FIFOs, links, keys through files, reads
-that stall, files that grow, repeated recordIds."""
+that stall, files that grow, repeated recordIds; and what a job leaves behind (spools)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from batchrock.engine.checkpoint import spool_dir
 from batchrock.jobs import JobStatus
 from batchrock.objects import LocalObjectStore
 
@@ -263,3 +264,33 @@ def test_repeated_record_ids_are_processed_and_logged_or_fail_when_asked(
             )
 
         asyncio.run(main())
+
+
+def test_spools_of_ended_or_unknown_jobs_are_removed_at_start(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(3)))
+
+    async def main() -> None:
+        ended = await h.submit("s3://in-bucket/in/", OUT)
+        await h.store.transition(ended.job_id, S.FAILED, now=h.clock.now(), message="x")
+        held = await h.submit("s3://in-bucket/in/", OUT)
+        # Another live worker holds this one: its spool is in use.
+        claimed = await h.store.claim(
+            "other-worker", {S.SUBMITTED}, now=h.clock.now(), lease_seconds=3600
+        )
+        assert claimed is not None and claimed.job_id == held.job_id
+        spools = {
+            name: spool_dir(h.data_dir, name) for name in (ended.job_id, held.job_id, "unknown")
+        }
+        for folder in spools.values():
+            folder.mkdir(parents=True)
+            (folder / "00000-abcd.out").write_bytes(b"x" * 100)
+        stop = asyncio.Event()
+        stop.set()
+        await h.engine().run(stop)  # starts (and stops at once)
+        assert not spools[ended.job_id].exists()
+        assert not spools["unknown"].exists()
+        assert (spools[held.job_id] / "00000-abcd.out").exists()
+
+    asyncio.run(main())
