@@ -240,6 +240,21 @@ class RecordIds:
     def add(self, record_id: str | None, file: InputFile, number: int) -> None:
         self.add_block([record_id], file, number)
 
+    def log_repeats(self, job_id: str) -> None:
+        """One warning for the job, when some record repeated a recordId."""
+        if self.first is None:
+            return
+        record_id, uri, line = self.first
+        log.warning(
+            "job %s: %d record(s) repeat the recordId of an earlier one (the first: %r on "
+            "line %d of %s); each is processed, and written with the recordId it has",
+            job_id,
+            self.repeats,
+            record_id,
+            line,
+            uri,
+        )
+
     def _repeat(self, record_id: str, file: InputFile, number: int) -> None:
         if self.fail:
             raise InputError(
@@ -405,57 +420,42 @@ async def scan_inputs(
     every record. ``None`` when ``halt`` was set first (a stop, the engine shutting down):
     the scan is abandoned at once, even in the middle of a read that is waiting on storage.
     Raises :class:`InputError`."""
-    scan = asyncio.ensure_future(
-        _scan(objects, settings, job_id, input_uri, output_uri, halt, keep_going)
-    )
+
+    async def scan() -> Scan | None:
+        await check_output_location(objects, output_uri)
+        try:
+            files = await find_input_files(objects, input_uri)
+            check_size_quotas(files, settings)
+            ids = RecordIds(settings.fail_on_duplicate_record_ids)
+            total = 0
+            for i, f in enumerate(files):
+                n = await count_records(
+                    objects,
+                    f,
+                    settings,
+                    records_before=total,
+                    keep_going=keep_going,
+                    record_ids=ids,
+                )
+                if halt.is_set():
+                    return None
+                files[i] = replace(f, records=n)
+                total += n
+            check_record_quotas(total, settings)
+            ids.log_repeats(job_id)
+            return Scan(files, total)
+        except (InputError, ObjectStoreError) as exc:
+            raise InputError(str(exc), output_checked=True) from None
+
+    task = asyncio.ensure_future(scan())
     halted = asyncio.ensure_future(halt.wait())
     try:
-        await asyncio.wait({scan, halted}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, halted}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         halted.cancel()
-        if not scan.done():
+        if not task.done():
             # The read it waits on may go on in its thread; nothing waits for it any more.
-            scan.cancel()
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await scan
-    return None if scan.cancelled() else scan.result()
-
-
-async def _scan(
-    objects: ObjectStore,
-    settings: Settings,
-    job_id: str,
-    input_uri: str,
-    output_uri: str,
-    halt: asyncio.Event,
-    keep_going: Callable[[], Awaitable[bool]],
-) -> Scan | None:
-    await check_output_location(objects, output_uri)
-    try:
-        files = await find_input_files(objects, input_uri)
-        check_size_quotas(files, settings)
-        ids = RecordIds(settings.fail_on_duplicate_record_ids)
-        total = 0
-        for i, f in enumerate(files):
-            n = await count_records(
-                objects, f, settings, records_before=total, keep_going=keep_going, record_ids=ids
-            )
-            if halt.is_set():
-                return None
-            files[i] = replace(f, records=n)
-            total += n
-        check_record_quotas(total, settings)
-        if ids.first is not None:
-            record_id, uri, line = ids.first
-            log.warning(
-                "job %s: %d record(s) repeat the recordId of an earlier one (the first: %r on line "
-                "%d of %s); each is processed, and written with the recordId it has",
-                job_id,
-                ids.repeats,
-                record_id,
-                line,
-                uri,
-            )
-        return Scan(files, total)
-    except (InputError, ObjectStoreError) as exc:
-        raise InputError(str(exc), output_checked=True) from None
+                await task
+    return None if task.cancelled() else task.result()
