@@ -109,7 +109,9 @@ def test_locations_through_a_file_fail_with_a_clear_message(tmp_path: Path) -> N
             f"Cannot write to the output location s3://out-bucket/c25/a.jsonl/: "
             f"s3://out-bucket/c25/a.jsonl is a file, so no object can be stored below it "
             f"(s3://out-bucket/c25/a.jsonl/{jobs[0].job_id}/manifest.json.out).",
-            "The input location s3://in-bucket/c25/a.jsonl/ does not exist (no object or prefix).",
+            f"The input location s3://in-bucket/c25/a.jsonl/ does not exist (no object or prefix; "
+            f"local store: {h.data_dir / 's3' / 'in-bucket' / 'c25' / 'a.jsonl'} is a file, not a "
+            f"folder).",
             f"Cannot use the output location s3://file-bucket/results/: The local bucket folder "
             f"{local} is a file, not a folder.",
             f"Cannot read the input location s3://file-bucket/in/: The local bucket folder "

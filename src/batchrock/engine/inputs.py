@@ -174,7 +174,11 @@ async def find_input_files(objects: ObjectStore, input_uri: str) -> list[InputFi
     if not found:
         folder = objects.local_folder(loc.bucket, loc.key)
         where = ""
-        if folder is not None and (not loc.key or loc.key.endswith("/")):
+        if folder is not None and loc.key.endswith("/") and folder.is_file():
+            # A prefix through a file holds no objects (as on S3); "put files there" would
+            # be no help.
+            where = f"; local store: {folder} is a file, not a folder"
+        elif folder is not None and (not loc.key or loc.key.endswith("/")):
             where = f"; local store: put {JSONL_SUFFIX} files in the folder {folder}"
         elif folder is not None:
             where = f"; local store: there is no file or folder {folder}"
