@@ -18,7 +18,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from batchrock import __version__
+from batchrock import __version__, datadir
 from batchrock import settings as settings_mod
 from batchrock.cli.main import ADMIN_COMMANDS
 from batchrock.clock import Clock, SystemClock
@@ -267,6 +267,7 @@ async def serve(
     from batchrock.service import JobService
 
     sock = sock or listen(settings.host, settings.port)
+    datadir.prepare(settings)
     store = await open_store(settings)
     clock = make_clock(settings)
     service = JobService(
@@ -324,6 +325,7 @@ async def serve(
 async def worker(
     settings: Settings, resolver: BackendResolver, *, directory: LiveDirectory | None = None
 ) -> None:
+    datadir.prepare(settings)
     store = await open_store(settings)
     clock = make_clock(settings)
     stop = asyncio.Event()

@@ -102,6 +102,10 @@ class Settings:
     config_file: Path | None = field(
         default=None, metadata=_meta("TOML file to read settings from (see docs/settings.md).")
     )
+    private_files: bool = field(
+        default=True,
+        metadata=_meta("Keep the data dir 0700 and its files 0600 (false: the umask decides)."),
+    )
     # --- access (see docs/access.md) ---------------------------------------------------------
     credentials_file: Path | None = field(
         default=None,
@@ -176,6 +180,10 @@ class Settings:
             "Jobs per account and model InProgress at once; the rest wait Scheduled.", low=1
         ),
     )
+    fail_on_duplicate_record_ids: bool = field(
+        default=False,
+        metadata=_meta("Fail a job whose input repeats a recordId (default: log it and go on)."),
+    )
     # --- object storage ------------------------------------------------------------------
     object_store: str = field(
         default="local",
@@ -197,6 +205,10 @@ class Settings:
     s3_virtual_hosted_style: bool = field(
         default=False,
         metadata=_meta("Address a custom endpoint as bucket.host instead of host/bucket."),
+    )
+    object_read_timeout_seconds: float = field(
+        default=60.0,
+        metadata=_meta("Longest wait for data from the object store before a read fails."),
     )
     time_scale: float = field(
         default=1.0,

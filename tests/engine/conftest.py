@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -55,3 +58,31 @@ def s3_client(url: str) -> Any:
         aws_secret_access_key="testing",
         region_name="us-east-1",
     )
+
+
+@contextlib.contextmanager
+def fifo_watchdog(*fifos: Path, after: float = 10.0) -> Iterator[list[Path]]:
+    """Should anything open one of ``fifos`` for reading and wait there (a reader waits for a
+    writer), open it for writing after ``after`` seconds so the test fails instead of hanging;
+    the list it yields names the FIFOs that had to be released."""
+    released: list[Path] = []
+    done = threading.Event()
+
+    def release() -> None:
+        if done.wait(after):
+            return
+        for fifo in fifos:
+            try:  # succeeds only while a reader is waiting
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            released.append(fifo)
+            os.close(fd)
+
+    watchdog = threading.Thread(target=release, daemon=True)
+    watchdog.start()
+    try:
+        yield released
+    finally:
+        done.set()
+        watchdog.join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -121,13 +122,35 @@ BAD_INPUTS: list[tuple[str, bytes, list[str]]] = [
         b'{"recordId": 7, "modelInput": {}}\n',
         ["Line 1", '"recordId"', "number"],
     ),
-    ("binary", b'{"modelInput": {}}\n\xff\xfe\x00garbage\n', ["Line 2", "not valid JSON"]),
+    (
+        "binary",
+        b'{"modelInput": {}}\n\xff\xfe\x00garbage\n',
+        ["Line 2 of the input file s3://in-bucket/in/x.jsonl is not UTF-8 text (byte 1"],
+    ),
     # Inside modelInput, where the fast record check skips without decoding: the UTF-8 check
-    # and the line-by-line fallback must still catch these.
+    # and the line-by-line fallback must still catch these (orjson alone would say "str is
+    # not valid UTF-8: surrogates not allowed").
     (
         "not-utf8-inside",
         b'{"modelInput": {}}\n' * 3 + b'{"modelInput": {"prompt": "caf\xe9"}}\n',
-        ["Line 4", "not valid JSON", "UTF-8"],
+        [
+            "Line 4 of the input file s3://in-bucket/in/x.jsonl is not UTF-8 text (byte 31 "
+            "of the line, 0xe9, is not valid UTF-8; JSONL input must be UTF-8)."
+        ],
+    ),
+    (
+        "gzip",
+        gzip.compress(b'{"modelInput": {}}\n' * 10),
+        [
+            "The input file s3://in-bucket/in/x.jsonl is compressed with gzip (it starts with "
+            "the bytes 1f 8b): batch inference reads uncompressed JSONL text only; decompress "
+            "it first."
+        ],
+    ),
+    (
+        "utf-16",
+        '{"modelInput": {}}\n'.encode("utf-16"),
+        ["is UTF-16 text (it starts with the bytes ff fe", "save it as UTF-8"],
     ),
     (
         "too-deep",
@@ -233,7 +256,16 @@ def test_unknown_model_fails_with_the_resolver_message(tmp_path: Path) -> None:
 
 
 QUOTAS: list[tuple[dict[str, Any], int, list[str]]] = [
-    ({"quota_min_records_per_job": 100}, 99, ["99 records", "Minimum number of records", "100"]),
+    (
+        {"quota_min_records_per_job": 100},
+        99,
+        [
+            "The job has 99 records, fewer than the quota 'Minimum number of records per batch "
+            "inference job' of 100. (batchrock: lower the minimum with the setting "
+            "quota_min_records_per_job, e.g. BATCHROCK_QUOTA_MIN_RECORDS_PER_JOB=1 or "
+            "batchrock serve --quota-min-records-per-job 1.)"
+        ],
+    ),
     (
         {"quota_max_records_per_job": 50},
         51,
@@ -330,17 +362,21 @@ def test_concurrent_jobs_quota_keeps_the_rest_scheduled(tmp_path: Path) -> None:
         second = await h.submit("s3://in-bucket/in/")
         other = await h.submit("s3://in-bucket/in/", model_id="amazon.titan-text-express-v1")
         async with h.running(engine_record_concurrency=2):
-            await h.wait_for(first.job_id, {S.IN_PROGRESS})
-            # Another model has its own quota; the same model waits.
-            await h.wait_for(other.job_id, {S.IN_PROGRESS})
-            # Validated, the second waits while the first of its model runs.
-            await h.wait_for(second.job_id, {S.SCHEDULED})
-            assert (await h.get(first.job_id)).status is S.IN_PROGRESS
-            assert (await h.get(second.job_id)).status is S.SCHEDULED
-            await h.wait_for(first.job_id, {S.COMPLETED})
-            done = await h.wait_for(second.job_id, {S.COMPLETED})
-        assert done.counters.success == 200
-        assert first.job_id != second.job_id
+            done = [await h.wait_for(j.job_id, {S.COMPLETED}) for j in (first, second, other)]
+        assert [j.counters.success for j in done] == [200] * 3
+
+        async def times(job_id: str) -> dict[str, Any]:
+            return {e.to_status.value: e.at for e in await h.store.events(job_id)}
+
+        # From the event history: the same model's jobs ran one after the other (whichever
+        # was validated first ran first), the later one waiting in Scheduled meanwhile; the
+        # other model's job, with a quota of its own, ran beside the first.
+        ran_first, ran_next = sorted(
+            [await times(first.job_id), await times(second.job_id)],
+            key=lambda t: t["InProgress"],
+        )
+        assert ran_next["Scheduled"] < ran_first["Completed"] <= ran_next["InProgress"]
+        assert (await times(other.job_id))["InProgress"] < ran_first["Completed"]
 
     asyncio.run(main())
 
@@ -353,9 +389,11 @@ def test_scheduled_job_expires_when_it_cannot_start_in_time(tmp_path: Path) -> N
     h.put("s3://in-bucket/in/a.jsonl", jsonl(records(3000)))
 
     async def main() -> None:
-        running = await h.submit("s3://in-bucket/in/")
-        waiting = await h.submit("s3://in-bucket/in/")
-        r, w = await h.run(running.job_id, waiting.job_id, engine_record_concurrency=2)
+        first = await h.submit("s3://in-bucket/in/")
+        second = await h.submit("s3://in-bucket/in/")
+        done = await h.run(first.job_id, second.job_id, engine_record_concurrency=2)
+        # Both are validated side by side: whichever is done first runs, the other waits.
+        r, w = sorted(done, key=lambda j: j.status is S.EXPIRED)
         assert w.status is S.EXPIRED
         assert await h.statuses(w.job_id) == ["Submitted", "Validating", "Scheduled", "Expired"]
         assert r.status is S.PARTIALLY_COMPLETED

@@ -90,8 +90,12 @@ class Checkpoint:
         self.done = False
 
 
+def spool_root(data_dir: Path) -> Path:
+    return data_dir / "spool"
+
+
 def spool_dir(data_dir: Path, job_id: str) -> Path:
-    return data_dir / "spool" / job_id
+    return spool_root(data_dir) / job_id
 
 
 def new_spool_name(file_index: int) -> str:

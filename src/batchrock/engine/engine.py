@@ -19,9 +19,11 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import socket
 
 from batchrock.clock import Clock
+from batchrock.engine.checkpoint import spool_root
 from batchrock.engine.grants import BucketPolicy, OpenBuckets
 from batchrock.engine.runner import EngineContext, JobRunner, Resolver, deadline_of
 from batchrock.jobs import InvalidTransition, Job, JobStatus
@@ -86,6 +88,7 @@ class Engine:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("engine %s started", self.worker_id)
         try:
+            await self.remove_orphan_spools()
             while not stop.is_set():
                 try:
                     await self.tick()
@@ -117,6 +120,22 @@ class Engine:
                 for waiter in waiters:
                     waiter.cancel()
         self._wake.clear()
+
+    async def remove_orphan_spools(self) -> None:
+        """Remove the spool folders of jobs that have ended, or that the store does not know:
+        nothing reads them again. A job's own runner removes its spool when the job ends;
+        a process killed just before that leaves it behind. Safe beside other engines, which
+        never write to the spool of a job that has ended."""
+        root = spool_root(self.settings.data_dir)
+        try:
+            names = await asyncio.to_thread(os.listdir, root)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for job_id in names:
+            job = await self.store.get_by_id(job_id)
+            if job is None or job.is_terminal:
+                await asyncio.to_thread(shutil.rmtree, root / job_id, ignore_errors=True)
+                log.info("removed the spool of job %s, which has ended", job_id)
 
     async def tick(self) -> None:
         """One poll: expire overdue jobs, then take work while there is capacity."""

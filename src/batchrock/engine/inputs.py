@@ -6,8 +6,11 @@ line, or the quota and the numbers), never an exception escaping to the engine.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +19,7 @@ from batchrock.engine.records import (
     UTF8_BOM,
     BadRecord,
     LineTooLong,
+    binary_start,
     block_lines,
     check_line,
     check_lines,
@@ -27,6 +31,7 @@ from batchrock.engine.records import (
 from batchrock.objects.base import (
     InvalidLocation,
     NoSuchBucket,
+    NotAnObject,
     ObjectChanged,
     ObjectInfo,
     ObjectStore,
@@ -36,11 +41,19 @@ from batchrock.objects.base import (
 )
 from batchrock.settings import Settings
 
+log = logging.getLogger("batchrock.engine")
+
 JSONL_SUFFIX = ".jsonl"
 
 
 class InputError(Exception):
-    """Validation failed; the message is the job's ``message``."""
+    """Validation failed; the message is the job's ``message``. ``output_checked``: the
+    output location had been found usable before (what a first manifest there may be is
+    this job's)."""
+
+    def __init__(self, message: str, *, output_checked: bool = False) -> None:
+        super().__init__(message)
+        self.output_checked = output_checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +165,20 @@ async def find_input_files(objects: ObjectStore, input_uri: str) -> list[InputFi
         found = await objects.list_objects(loc.bucket, prefix)
     except NoSuchBucket as exc:
         raise _no_bucket(objects, "input", exc.bucket, input_uri) from None
+    except NotAnObject as exc:
+        if exc.uri == input_uri:
+            raise InputError(f"The input file {exc}") from None
+        raise InputError(f"Cannot read the input location {input_uri}: {exc}") from None
     except (InvalidLocation, ObjectStoreError) as exc:
         raise InputError(f"Cannot read the input location {input_uri}: {exc}") from None
     if not found:
         folder = objects.local_folder(loc.bucket, loc.key)
         where = ""
-        if folder is not None and (not loc.key or loc.key.endswith("/")):
+        if folder is not None and loc.key.endswith("/") and folder.is_file():
+            # A prefix through a file holds no objects (as on S3); "put files there" would
+            # be no help.
+            where = f"; local store: {folder} is a file, not a folder"
+        elif folder is not None and (not loc.key or loc.key.endswith("/")):
             where = f"; local store: put {JSONL_SUFFIX} files in the folder {folder}"
         elif folder is not None:
             where = f"; local store: there is no file or folder {folder}"
@@ -192,6 +213,64 @@ def check_size_quotas(files: list[InputFile], settings: Settings) -> None:
         )
 
 
+@dataclass(slots=True)
+class RecordIds:
+    """The recordIds of a job's input seen so far, to find repeats (Bedrock does not say what
+    it does with them; see docs/engine.md)."""
+
+    fail: bool
+    seen: set[str] = field(default_factory=set)
+    repeats: int = 0
+    #: The first repeat: (recordId, file URI, line number).
+    first: tuple[str, str, int] | None = None
+
+    def add_block(self, ids: list[str | None], file: InputFile, first_line: int) -> None:
+        """The recordIds of consecutive lines from ``first_line`` on (``None``: none)."""
+        given = [i for i in ids if i is not None]
+        seen = self.seen
+        if seen.isdisjoint(given):  # the usual case, in passes of C over the block
+            before = len(seen)
+            seen.update(given)
+            if len(seen) - before == len(given):
+                return
+            seen = set()  # a repeat within the block: find it
+        for number, record_id in enumerate(ids, first_line):
+            if record_id is None:
+                continue
+            if record_id in seen:
+                self._repeat(record_id, file, number)
+            seen.add(record_id)
+
+    def add(self, record_id: str | None, file: InputFile, number: int) -> None:
+        self.add_block([record_id], file, number)
+
+    def log_repeats(self, job_id: str) -> None:
+        """One warning for the job, when some record repeated a recordId."""
+        if self.first is None:
+            return
+        record_id, uri, line = self.first
+        log.warning(
+            "job %s: %d record(s) repeat the recordId of an earlier one (the first: %r on "
+            "line %d of %s); each is processed, and written with the recordId it has",
+            job_id,
+            self.repeats,
+            record_id,
+            line,
+            uri,
+        )
+
+    def _repeat(self, record_id: str, file: InputFile, number: int) -> None:
+        if self.fail:
+            raise InputError(
+                f"Line {number} of the input file {file.uri} repeats the recordId "
+                f"{record_id!r} of an earlier record; every recordId of a job must be unique "
+                f"(the setting fail_on_duplicate_record_ids is on)."
+            )
+        self.repeats += 1
+        if self.first is None:
+            self.first = (record_id, file.uri, number)
+
+
 async def count_records(
     objects: ObjectStore,
     file: InputFile,
@@ -199,27 +278,34 @@ async def count_records(
     *,
     records_before: int,
     keep_going: Callable[[], Awaitable[bool]],
+    record_ids: RecordIds | None = None,
 ) -> int:
     """Check every line of ``file`` and return how many records it holds.
 
     ``records_before`` (records in earlier files) lets the job-wide maximum fail early;
-    ``keep_going`` is awaited now and then (it renews the lease and says whether the job
-    was stopped meanwhile; ``False`` abandons the scan).
+    ``keep_going`` is awaited now and then (it says whether the job was stopped meanwhile;
+    ``False`` abandons the scan). ``record_ids`` collects the recordIds, job-wide.
     """
+    ids = record_ids if record_ids is not None else RecordIds(settings.fail_on_duplicate_record_ids)
     count = 0
     number = 0
     try:
         chunks = objects.read(file.bucket, file.key, if_match=file.etag)
-        async for block in iter_blocks(chunks):
+        async for block in iter_blocks(_as_listed(chunks, file)):
             lines = block.count(b"\n")
             # A block's records in one call. msgspec skips inside values without checking
             # their UTF-8, hence the second check; blank lines are skipped silently, hence
             # the count. Anything unusual is read line by line, for the exact message.
             try:
-                fast = len(check_lines(block)) == lines and is_utf8(block)
+                checked = check_lines(block)
+                fast = len(checked) == lines and is_utf8(block)
             except LINE_ERRORS:
                 fast = False
-            count += lines if fast else _check_lines_one_by_one(block, number, file)
+            if fast:
+                count += lines
+                ids.add_block([r.recordId for r in checked], file, number + 1)
+            else:
+                count += _check_lines_one_by_one(block, number, file, ids)
             number += lines
             # Checked per block: a job far over a quota fails without reading all its input,
             # so the count given is a lower bound.
@@ -244,12 +330,28 @@ async def count_records(
             f"The input file {file.uri} changed while the job was being validated; submit the "
             f"job again once it is complete."
         ) from None
+    except NotAnObject as exc:
+        raise InputError(f"The input file {exc}") from None
     except ObjectStoreError as exc:
         raise InputError(f"Cannot read the input file {file.uri}: {exc}") from None
     return count
 
 
-def _check_lines_one_by_one(block: bytes, before: int, file: InputFile) -> int:
+async def _as_listed(chunks: AsyncIterator[bytes], file: InputFile) -> AsyncIterator[bytes]:
+    """``chunks``, as long as they are the file that was listed: never more bytes than its
+    listed size (a file still being written to could otherwise keep the scan going for ever:
+    :class:`ObjectChanged`), and text (a compressed file gets a message saying so)."""
+    seen = 0
+    async for chunk in chunks:
+        if not seen and (what := binary_start(chunk)) is not None:
+            raise InputError(f"The input file {file.uri} is {what}.")
+        seen += len(chunk)
+        if seen > file.size:
+            raise ObjectChanged(file.bucket, file.key)
+        yield chunk
+
+
+def _check_lines_one_by_one(block: bytes, before: int, file: InputFile, ids: RecordIds) -> int:
     """The records in ``block`` (whose first line is line ``before + 1``)."""
     count = 0
     lines = block_lines(block)
@@ -259,28 +361,34 @@ def _check_lines_one_by_one(block: bytes, before: int, file: InputFile) -> int:
         if is_blank(data):
             continue
         try:
-            check_line(data)
+            record_id = check_line(data).recordId
             ok = is_utf8(data)
         except LINE_ERRORS:
             ok = False
         if not ok:
             try:
-                parse_record(data)
+                record_id = parse_record(data).get("recordId")
             except BadRecord as exc:
                 raise InputError(
                     f"Line {number} of the input file {file.uri} {exc}. Every line must be a "
                     f'JSON object with a "modelInput" object and an optional "recordId" '
                     f"string."
                 ) from None
+        ids.add(record_id, file, number)
         count += 1
     return count
 
 
 def check_record_quotas(total: int, settings: Settings) -> None:
     if total < settings.quota_min_records_per_job:
+        # Bedrock's message first; then how to lower the minimum here, which every new user
+        # trying a small job needs.
         raise InputError(
             f"The job has {total} records, fewer than the quota 'Minimum number of records "
-            f"per batch inference job' of {settings.quota_min_records_per_job}."
+            f"per batch inference job' of {settings.quota_min_records_per_job}. (batchrock: "
+            f"lower the minimum with the setting quota_min_records_per_job, e.g. "
+            f"BATCHROCK_QUOTA_MIN_RECORDS_PER_JOB=1 or batchrock serve "
+            f"--quota-min-records-per-job 1.)"
         )
 
 
@@ -292,3 +400,66 @@ async def check_output_location(objects: ObjectStore, output_uri: str) -> S3Loca
     except (InvalidLocation, ObjectStoreError) as exc:
         raise InputError(f"Cannot use the output location {output_uri}: {exc}") from None
     return loc
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What Validating found: the input files (with their record counts) and the total."""
+
+    files: list[InputFile]
+    total: int
+
+
+async def scan_inputs(
+    objects: ObjectStore,
+    settings: Settings,
+    *,
+    job_id: str,
+    input_uri: str,
+    output_uri: str,
+    halt: asyncio.Event,
+    keep_going: Callable[[], Awaitable[bool]],
+) -> Scan | None:
+    """Validating's checks, in order: the output location, the input files, the quotas and
+    every record. ``None`` when ``halt`` was set first (a stop, the engine shutting down):
+    the scan is abandoned at once, even in the middle of a read that is waiting on storage.
+    Raises :class:`InputError`."""
+
+    async def scan() -> Scan | None:
+        await check_output_location(objects, output_uri)
+        try:
+            files = await find_input_files(objects, input_uri)
+            check_size_quotas(files, settings)
+            ids = RecordIds(settings.fail_on_duplicate_record_ids)
+            total = 0
+            for i, f in enumerate(files):
+                n = await count_records(
+                    objects,
+                    f,
+                    settings,
+                    records_before=total,
+                    keep_going=keep_going,
+                    record_ids=ids,
+                )
+                if halt.is_set():
+                    return None
+                files[i] = replace(f, records=n)
+                total += n
+            check_record_quotas(total, settings)
+            ids.log_repeats(job_id)
+            return Scan(files, total)
+        except (InputError, ObjectStoreError) as exc:
+            raise InputError(str(exc), output_checked=True) from None
+
+    task = asyncio.ensure_future(scan())
+    halted = asyncio.ensure_future(halt.wait())
+    try:
+        await asyncio.wait({task, halted}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        halted.cancel()
+        if not task.done():
+            # The read it waits on may go on in its thread; nothing waits for it any more.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()

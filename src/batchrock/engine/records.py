@@ -92,6 +92,44 @@ def is_utf8(data: bytes) -> bool:
     return True
 
 
+def not_utf8_reason(data: bytes) -> str | None:
+    """Why a line is not UTF-8 text (completing "Line N of the input file F ..."), or
+    ``None`` when it is."""
+    try:
+        data.decode()
+    except UnicodeDecodeError as exc:
+        return (
+            f"is not UTF-8 text (byte {exc.start + 1} of the line, 0x{data[exc.start]:02x}, "
+            f"is not valid UTF-8; JSONL input must be UTF-8)"
+        )
+    return None
+
+
+#: How files that are not JSONL text start: compressed files (which Bedrock does not read
+#: either) and UTF-16 text (what some editors on Windows call "Unicode"). No JSONL file starts
+#: so: its first line is a JSON object, possibly after a UTF-8 byte order mark or blanks.
+_COMPRESSED = "batch inference reads uncompressed JSONL text only; decompress it first"
+_BINARY_STARTS: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x1f\x8b", "compressed with gzip", _COMPRESSED),
+    (b"BZh", "compressed with bzip2", _COMPRESSED),
+    (b"\xfd7zXZ\x00", "compressed with xz", _COMPRESSED),
+    (b"\x28\xb5\x2f\xfd", "compressed with zstd", _COMPRESSED),
+    (b"PK\x03\x04", "a zip archive", _COMPRESSED),
+    (b"\xff\xfe", "UTF-16 text", "batch inference reads UTF-8 text only; save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text", "batch inference reads UTF-8 text only; save it as UTF-8"),
+)
+
+
+def binary_start(data: bytes) -> str | None:
+    """Why a file whose first bytes are ``data`` is not JSONL text, completing "The input
+    file F is ...", or ``None``."""
+    for magic, what, advice in _BINARY_STARTS:
+        if data.startswith(magic):
+            shown = " ".join(f"{b:02x}" for b in magic)
+            return f"{what} (it starts with the bytes {shown}): {advice}"
+    return None
+
+
 class LineTooLong(Exception):
     def __init__(self, line_no: int) -> None:
         super().__init__(f"line {line_no} is longer than {MAX_LINE_BYTES} bytes")
@@ -173,6 +211,10 @@ def parse_record(data: bytes) -> dict[str, Any]:
     Validation stops at the record's shape, as Bedrock's does: whether ``modelInput`` fits the
     model's request body is the model's business (a per-record error, not a failed job).
     """
+    # orjson would say "str is not valid UTF-8: surrogates not allowed", which misleads.
+    reason = None if data.isascii() else not_utf8_reason(data)
+    if reason is not None:
+        raise BadRecord(reason)
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -269,24 +269,24 @@ class JobRunner:
         if refused is not None:
             await self._move(S.FAILED, expected={S.VALIDATING}, message=refused)
             return
-        output_checked = False
         try:
-            await inputs.check_output_location(ctx.objects, job.output_s3_uri)
-            output_checked = True
-            files = await inputs.find_input_files(ctx.objects, job.input_s3_uri)
-            inputs.check_size_quotas(files, ctx.settings)
-            total = 0
-            for i, f in enumerate(files):
-                n = await inputs.count_records(
-                    ctx.objects, f, ctx.settings, records_before=total, keep_going=self._going
-                )
-                if self.halt.is_set():
-                    return await self._after_halt_before_run()
-                files[i] = replace(f, records=n)
-                total += n
-            inputs.check_record_quotas(total, ctx.settings)
-        except (inputs.InputError, ObjectStoreError) as exc:
-            await self._invalid(str(exc), output_checked=output_checked)
+            scan = await inputs.scan_inputs(
+                ctx.objects,
+                ctx.settings,
+                job_id=job.job_id,
+                input_uri=job.input_s3_uri,
+                output_uri=job.output_s3_uri,
+                halt=self.halt,
+                keep_going=self._going,
+            )
+            if scan is None:
+                return await self._after_halt_before_run()
+            files, total = scan.files, scan.total
+        except inputs.InputError as exc:
+            await self._invalid(str(exc), output_checked=exc.output_checked)
+            return
+        except ObjectStoreError as exc:
+            await self._invalid(str(exc), output_checked=False)
             return
         try:
             # Writing the first manifest proves the output location is writable now, rather

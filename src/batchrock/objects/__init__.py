@@ -6,10 +6,13 @@ from batchrock.objects.base import (
     InvalidLocation,
     NoSuchBucket,
     NoSuchKey,
+    NotAFolder,
+    NotAnObject,
     ObjectChanged,
     ObjectInfo,
     ObjectStore,
     ObjectStoreError,
+    ReadStalled,
     S3Location,
     parse_s3_uri,
 )
@@ -22,10 +25,13 @@ __all__ = [
     "LocalObjectStore",
     "NoSuchBucket",
     "NoSuchKey",
+    "NotAFolder",
+    "NotAnObject",
     "ObjectChanged",
     "ObjectInfo",
     "ObjectStore",
     "ObjectStoreError",
+    "ReadStalled",
     "S3Location",
     "S3ObjectStore",
     "build_object_store",
@@ -37,7 +43,11 @@ def build_object_store(settings: Settings) -> ObjectStore:
     """The object store ``settings`` ask for (``object_store`` = ``local`` or ``s3``)."""
     kind = settings.object_store.strip().lower()
     if kind == "local":
-        return LocalObjectStore(settings.data_dir / "s3")
+        return LocalObjectStore(
+            settings.data_dir / "s3",
+            private=settings.private_files,
+            read_timeout=settings.object_read_timeout_seconds,
+        )
     if kind == "s3":
         return S3ObjectStore(
             endpoint_url=settings.s3_endpoint_url,
@@ -45,5 +55,6 @@ def build_object_store(settings: Settings) -> ObjectStore:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key,
             virtual_hosted_style=settings.s3_virtual_hosted_style,
+            read_timeout=settings.object_read_timeout_seconds,
         )
     raise ValueError(f"object_store must be 'local' or 's3', not {settings.object_store!r}")

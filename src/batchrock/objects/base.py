@@ -48,6 +48,37 @@ class InvalidLocation(ObjectStoreError):
     """An S3 URI or key that cannot name an object (bad syntax, or a key leaving its bucket)."""
 
 
+class NotAnObject(ObjectStoreError):
+    """A local entry that is not a regular file (a FIFO, socket, device or symbolic link): the
+    local store neither opens nor follows one. ``reason`` completes a sentence about ``uri``."""
+
+    def __init__(self, bucket: str, key: str, reason: str) -> None:
+        self.uri = f"s3://{bucket}/{key}"
+        self.reason = reason
+        super().__init__(f"{self.uri} {reason}")
+
+
+class NotAFolder(ObjectStoreError):
+    """A key that runs through a file (``c25/a.jsonl/x`` where ``c25/a.jsonl`` is a file), or a
+    local bucket that is a file: S3 allows both, a folder tree cannot."""
+
+    def __init__(self, message: str, *, bucket: str, key: str) -> None:
+        super().__init__(message)
+        self.bucket = bucket
+        self.key = key
+
+
+class ReadStalled(ObjectStoreError):
+    """No data came for ``seconds`` while reading an object (``object_read_timeout_seconds``)."""
+
+    def __init__(self, bucket: str, key: str, seconds: float) -> None:
+        super().__init__(
+            f"Reading s3://{bucket}/{key} stalled: no data came for {seconds:g} seconds "
+            f"(the setting object_read_timeout_seconds)."
+        )
+        self.seconds = seconds
+
+
 @dataclass(frozen=True, slots=True)
 class S3Location:
     """``s3://bucket/key``; ``key`` may be empty (the whole bucket) or a prefix."""

@@ -6,6 +6,7 @@ module only maps its errors to :mod:`.base`'s and keeps one client per bucket.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +22,13 @@ from batchrock.objects.base import (
     ObjectChanged,
     ObjectInfo,
     ObjectStoreError,
+    ReadStalled,
 )
+
+#: object_store's default limit on a whole request, body included, is 30 seconds: a job reads
+#: its input as the model goes, so one GET can rightly stay open for as long as a job runs
+#: (a week at most). Stalls are caught by the read timeout instead.
+_REQUEST_TIMEOUT = timedelta(days=8)
 
 
 def _is_no_such_bucket(exc: BaseException) -> bool:
@@ -34,16 +41,15 @@ def _info(meta: Any) -> ObjectInfo:
     )
 
 
-def _error(exc: BaseException, bucket: str, doing: str) -> ObjectStoreError:
-    """obstore's error as one of ours: :class:`NoSuchBucket`, or ``Cannot {doing}: ...``."""
-    if _is_no_such_bucket(exc):
-        return NoSuchBucket(bucket)
-    return ObjectStoreError(f"Cannot {doing}: {_short(exc)}")
-
-
 def _short(exc: BaseException) -> str:
     """obstore messages carry a long debug dump after the first line; users need the first."""
     return str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether the client gave up waiting (its read timeout): the first line of its message
+    only says "request or response body error", the debug dump says why."""
+    return "kind: Timeout" in str(exc)
 
 
 class S3ObjectStore:
@@ -62,6 +68,7 @@ class S3ObjectStore:
         session_token: str | None = None,
         virtual_hosted_style: bool = False,
         max_retries: int = 3,
+        read_timeout: float = 60.0,
     ) -> None:
         self._config: dict[str, Any] = {"region": region}
         if endpoint_url:
@@ -74,7 +81,14 @@ class S3ObjectStore:
         if session_token:
             self._config["session_token"] = session_token
         plain_http = bool(endpoint_url and endpoint_url.startswith("http:"))
-        self._client_options: Any = {"allow_http": plain_http}
+        # read_timeout: no byte for that long on a connection (a response that never comes,
+        # or stops halfway) fails the request, or the retry, instead of waiting for ever.
+        self._read_timeout = read_timeout
+        self._client_options: Any = {
+            "allow_http": plain_http,
+            "timeout": _REQUEST_TIMEOUT,
+            "read_timeout": timedelta(seconds=read_timeout),
+        }
         self._retry: Any = {"max_retries": max_retries, "retry_timeout": timedelta(seconds=30)}
         self._stores: dict[str, S3Store] = {}
 
@@ -100,7 +114,7 @@ class S3ObjectStore:
         except Exception as exc:
             if _is_no_such_bucket(exc):
                 return False
-            raise ObjectStoreError(f"Cannot read S3 bucket {bucket!r}: {_short(exc)}") from exc
+            raise ObjectStoreError(f"Cannot read S3 bucket {bucket!r}: {self._why(exc)}") from exc
         return True
 
     async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
@@ -109,7 +123,7 @@ class S3ObjectStore:
             async for batch in obstore.list(self._store(bucket), prefix or None, chunk_size=1000):
                 found.extend(_info(m) for m in batch)
         except Exception as exc:
-            raise _error(exc, bucket, f"list s3://{bucket}/{prefix}") from exc
+            raise self._error(exc, bucket, f"list s3://{bucket}/{prefix}") from exc
         # object_store lists keys below a "folder" prefix; keep S3's plain string-prefix rule.
         found = [o for o in found if o.key.startswith(prefix)]
         found.sort(key=lambda o: o.key)
@@ -121,7 +135,7 @@ class S3ObjectStore:
         except FileNotFoundError:
             return None
         except Exception as exc:
-            raise _error(exc, bucket, f"read s3://{bucket}/{key}") from exc
+            raise self._error(exc, bucket, f"read s3://{bucket}/{key}") from exc
         return _info(meta)
 
     async def read(
@@ -132,10 +146,22 @@ class S3ObjectStore:
             # A conditional GET: S3 answers 412 if the object is no longer that one, and
             # streams that one version otherwise, whatever is written meanwhile.
             options["if_match"] = if_match
+        # The client's read timeout gives up on a silent connection; this bound, later, on
+        # anything else that would keep a step waiting.
+        bound = 2 * self._read_timeout
         try:
-            result = await obstore.get_async(self._store(bucket), key, options=options or None)
-            async for chunk in result.stream(min_chunk_size=1024 * 1024):
+            result = await asyncio.wait_for(
+                obstore.get_async(self._store(bucket), key, options=options or None), bound
+            )
+            stream = result.stream(min_chunk_size=1024 * 1024)
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(stream), bound)
+                except StopAsyncIteration:
+                    return
                 yield bytes(chunk)
+        except TimeoutError:
+            raise ReadStalled(bucket, key, self._read_timeout) from None
         except FileNotFoundError as exc:
             raise NoSuchKey(bucket, key) from exc
         except PreconditionError as exc:
@@ -143,7 +169,23 @@ class S3ObjectStore:
         except ObjectStoreError:
             raise
         except Exception as exc:
-            raise _error(exc, bucket, f"read s3://{bucket}/{key}") from exc
+            if _timed_out(exc) and not _is_no_such_bucket(exc):
+                raise ReadStalled(bucket, key, self._read_timeout) from exc
+            raise self._error(exc, bucket, f"read s3://{bucket}/{key}") from exc
+
+    def _error(self, exc: BaseException, bucket: str, doing: str) -> ObjectStoreError:
+        """obstore's error as one of ours: :class:`NoSuchBucket`, or ``Cannot {doing}: ...``."""
+        if _is_no_such_bucket(exc):
+            return NoSuchBucket(bucket)
+        return ObjectStoreError(f"Cannot {doing}: {self._why(exc)}")
+
+    def _why(self, exc: BaseException) -> str:
+        if _timed_out(exc):
+            return (
+                f"no answer came for {self._read_timeout:g} seconds (the setting "
+                f"object_read_timeout_seconds)"
+            )
+        return _short(exc)
 
     async def put(self, bucket: str, key: str, data: bytes) -> None:
         await self._put(bucket, key, data)
@@ -157,7 +199,7 @@ class S3ObjectStore:
         try:
             await obstore.put_async(self._store(bucket), key, data)
         except Exception as exc:
-            raise _error(exc, bucket, f"write s3://{bucket}/{key}") from exc
+            raise self._error(exc, bucket, f"write s3://{bucket}/{key}") from exc
 
     async def delete(self, bucket: str, key: str) -> None:
         try:
@@ -165,7 +207,7 @@ class S3ObjectStore:
         except FileNotFoundError:
             return
         except Exception as exc:
-            raise _error(exc, bucket, f"remove s3://{bucket}/{key}") from exc
+            raise self._error(exc, bucket, f"remove s3://{bucket}/{key}") from exc
 
     async def aclose(self) -> None:
         self._stores.clear()
