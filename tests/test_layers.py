@@ -36,6 +36,15 @@ FORBIDDEN = {
         "batchrock.engine",
         "batchrock.service",
     ],
+    # The catalogue is data and a protocol: it knows nothing of backends, wire or storage.
+    "batchrock.catalogue": [
+        "batchrock.api",
+        "batchrock.cli",
+        "batchrock.store",
+        "batchrock.engine",
+        "batchrock.service",
+        "batchrock.backends",
+    ],
     # The CLI is a client of the HTTP API: it never reaches into the server's insides.
     "batchrock.cli": ["batchrock.api", "batchrock.store", "batchrock.engine", "batchrock.service"],
 }

@@ -28,6 +28,7 @@ from batchrock.store.base import JobStore
 if TYPE_CHECKING:
     from batchrock.access.credfile import LiveDirectory
     from batchrock.backends.routing import BackendResolver
+    from batchrock.catalogue import ModelCatalogue
     from batchrock.engine.grants import BucketPolicy
     from batchrock.service import JobService
 
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             resolver = _resolver(settings) if command == "worker" or settings.engine else None
+            catalogue = model_catalogue(settings, resolver)
         except ConfigError as exc:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
             return 2
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            return _run(serve(settings, resolver, sock, directory=directory, tls=tls))
+            return _run(
+                serve(settings, resolver, sock, directory=directory, tls=tls, catalogue=catalogue)
+            )
         assert resolver is not None
         return _run(worker(settings, resolver, directory=directory))
     if command == "models":
@@ -137,6 +141,25 @@ def _resolver(settings: Settings) -> BackendResolver:
     from batchrock.backends.routing import build_resolver
 
     return build_resolver(settings)
+
+
+def model_catalogue(settings: Settings, resolver: BackendResolver | None = None) -> ModelCatalogue:
+    """What CreateModelInvocationJob accepts: any id (``allow_any_model``), or the shipped
+    catalogue plus every id a route of the models config matches. Raises ConfigError when
+    the routes file is unusable."""
+    from batchrock.catalogue import AnyModel, RoutedOrCatalogued, load_catalogue
+
+    if settings.allow_any_model:
+        return AnyModel()
+    from batchrock.backends.routing import load_routes, match_route
+
+    if resolver is not None:
+        routes = resolver.routes
+    else:
+        routes = load_routes(settings.models_config) if settings.models_config else []
+    return RoutedOrCatalogued(
+        load_catalogue(), lambda model_id: match_route(routes, model_id) is not None
+    )
 
 
 def open_directory(settings: Settings) -> LiveDirectory | None:
@@ -258,8 +281,11 @@ async def serve(
     *,
     directory: LiveDirectory | None = None,
     tls: tuple[str, str] | None = None,
+    catalogue: ModelCatalogue | None = None,
 ) -> None:
-    """Serve the API on ``sock`` (bound with :func:`listen`; bound here when not given)."""
+    """Serve the API on ``sock`` (bound with :func:`listen`; bound here when not given);
+    ``catalogue`` (built here from the settings when not given) decides which model ids
+    Create accepts."""
     import uvicorn
 
     from batchrock.api.app import BedrockApp
@@ -271,7 +297,10 @@ async def serve(
     store = await open_store(settings)
     clock = make_clock(settings)
     service = JobService(
-        store, clock, max_unfinished_per_model=settings.quota_max_unfinished_jobs_per_model
+        store,
+        clock,
+        max_unfinished_per_model=settings.quota_max_unfinished_jobs_per_model,
+        catalogue=model_catalogue(settings, resolver) if catalogue is None else catalogue,
     )
 
     host, port = sock.getsockname()[:2]

@@ -121,7 +121,7 @@ def write_inputs(data_dir: Path, n: int) -> list[DemoJob]:
                 "Titan embeddings, 256 dimensions, no recordIds"),
         DemoJob("demo-nova-stopped", "amazon.nova-lite-v1:0", "input/nova/",
                 "Nova, Converse request bodies, stopped mid-run", "Converse"),
-        DemoJob("demo-bad-input", "meta.llama3-8b-instruct-v1:0", "input/bad/",
+        DemoJob("demo-bad-input", "meta.llama3-1-8b-instruct-v1:0", "input/bad/",
                 "Llama, line 42 is not JSON: fails in Validating"),
     ]  # fmt: skip
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from batchrock import jobs
+from batchrock.catalogue import UNSUPPORTED_MODEL_MESSAGE, AnyModel, ModelCatalogue
 from batchrock.clock import Clock
 from batchrock.errors import (
     ResourceNotFoundException,
@@ -65,9 +66,19 @@ class JobPage:
 class JobService:
     """Create, read, list, stop and tag jobs on behalf of a :class:`Caller`."""
 
-    def __init__(self, store: JobStore, clock: Clock, *, max_unfinished_per_model: int = 0) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        clock: Clock,
+        *,
+        max_unfinished_per_model: int = 0,
+        catalogue: ModelCatalogue | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        #: Which model ids take batch jobs where (admin builds it from the shipped catalogue,
+        #: the routes and the setting allow_any_model); unset: any id, as in unit tests.
+        self.catalogue: ModelCatalogue = catalogue or AnyModel()
         #: Bedrock's quota "Sum of in-progress and submitted batch inference jobs using a base
         #: model for <model>", per account and region; 0: no limit.
         self.max_unfinished_per_model = max_unfinished_per_model
@@ -78,6 +89,11 @@ class JobService:
     async def create(self, caller: Caller, new: NewJob) -> tuple[Job, bool]:
         """Store a new job in Submitted; a repeated clientRequestToken returns the original
         job and creates nothing (the ``bool`` says whether a job was created)."""
+        # First of all, as on Bedrock: a model it does not offer for batch inference (a typo,
+        # the wrong Region) is refused before anything else is looked at and nothing is stored
+        # (service-facts §3).
+        if not self.catalogue.supports(new.model_id, caller.region, caller.account_id):
+            raise ValidationException(UNSUPPORTED_MODEL_MESSAGE)
         # Keep what the wire shows (milliseconds), so time filters agree with listed times.
         now = self.clock.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)

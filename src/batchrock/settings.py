@@ -221,6 +221,12 @@ class Settings:
         default=None,
         metadata=_meta("TOML file routing model ids to backends (see docs/models.md)."),
     )
+    allow_any_model: bool = field(
+        default=False,
+        metadata=_meta(
+            "Accept any modelId at Create, not only catalogued (docs/models.md) or routed ones."
+        ),
+    )
     builtin_fallback: bool = field(
         default=True,
         metadata=_meta("Answer model ids that no route matches with the built-in model."),

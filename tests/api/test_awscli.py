@@ -57,7 +57,7 @@ def test_aws_cli_create_get_list_stop(api_server: ServerProcess, tmp_path: Path)
                 "--role-arn",
                 "arn:aws:iam::123456789012:role/BedrockBatch",
                 "--model-id",
-                "amazon.titan-text-express-v1",
+                "amazon.nova-micro-v1:0",
                 "--input-data-config",
                 '{"s3InputDataConfig": {"s3Uri": "s3://in-bucket/input/"}}',
                 "--output-data-config",

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchrock.api.identity import job_arn
+from batchrock.catalogue import reported_model_id
 from batchrock.jobs import Job
 
 
@@ -77,7 +78,8 @@ def job_to_wire(job: Job) -> dict[str, Any]:
     out: dict[str, Any] = {
         "jobArn": job_arn(job.region, job.account_id, job.job_id),
         "jobName": job.name,
-        "modelId": job.model_id,
+        # A cross-Region inference profile id comes back as the profile's ARN, as on Bedrock.
+        "modelId": reported_model_id(job.model_id, job.region, job.account_id),
     }
     if job.client_request_token is not None:
         out["clientRequestToken"] = job.client_request_token

@@ -27,7 +27,7 @@ and through the ``batchrock.backends`` entry-point group, the same way for third
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from importlib import metadata
@@ -81,6 +81,18 @@ class Route:
     @property
     def exact(self) -> frozenset[str]:
         return frozenset(p for p in self.patterns if not _is_glob(p))
+
+
+def match_route(routes: Sequence[Route], model_id: str) -> Route | None:
+    """The route that answers ``model_id``: an exact id first, then the first glob."""
+    base = base_model_id(model_id)
+    for route in routes:
+        if model_id in route.exact or base in route.exact:
+            return route
+    for route in routes:
+        if route.matches(model_id, base):
+            return route
+    return None
 
 
 #: Builds a backend from a route; raises :class:`ConfigError` on bad options.
@@ -161,14 +173,7 @@ class BackendResolver:
     _cache: dict[str, ModelBackend] = field(default_factory=dict)
 
     def route_for(self, model_id: str) -> Route | None:
-        base = base_model_id(model_id)
-        for route in self.routes:
-            if model_id in route.exact or base in route.exact:
-                return route
-        for route in self.routes:
-            if route.matches(model_id, base):
-                return route
-        return None
+        return match_route(self.routes, model_id)
 
     def for_model(self, model_id: str) -> ModelBackend:
         backend = self._cache.get(model_id)
