@@ -159,7 +159,8 @@ def reported_model_id(model_id: str, region: str, account_id: str) -> str:
     ref = parse_model_id(model_id)
     if ref is None or ref.kind != "profile":
         return model_id
-    return f"arn:aws:bedrock:{region}:{account_id}:inference-profile/{model_id}"
+    partition = "aws-us-gov" if region.startswith("us-gov-") else "aws"
+    return f"arn:{partition}:bedrock:{region}:{account_id}:inference-profile/{model_id}"
 
 
 class ModelCatalogue(Protocol):
