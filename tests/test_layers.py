@@ -45,6 +45,14 @@ FORBIDDEN = {
         "batchrock.service",
         "batchrock.backends",
     ],
+    # Metrics are reported to, never a way into the layers that report them.
+    "batchrock.metrics": [
+        "batchrock.api",
+        "batchrock.cli",
+        "batchrock.engine",
+        "batchrock.service",
+        "batchrock.store.sqlite",
+    ],
     # The CLI is a client of the HTTP API: it never reaches into the server's insides.
     "batchrock.cli": ["batchrock.api", "batchrock.store", "batchrock.engine", "batchrock.service"],
 }

@@ -121,6 +121,13 @@ class Settings:
         default=(),
         metadata=_meta("Extra Host names the API answers to (proxies); '*' turns the check off."),
     )
+    metrics_public: bool = field(
+        default=False,
+        metadata=_meta(
+            "Serve /metrics without signing in on a server with a credentials file that "
+            "listens beyond loopback."
+        ),
+    )
     rate_limit_per_second: float = field(
         default=0.0,
         metadata=_meta("API requests per second per account (token bucket); 0: no limit."),

@@ -12,6 +12,7 @@ Routing uses the raw path, because SDKs percent-encode the ARN (``%3A``, ``%2F``
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
@@ -20,9 +21,11 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
+from batchrock import metrics
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
 from batchrock.errors import (
+    AccessDeniedException,
     InternalServerException,
     ResourceNotFoundException,
     ServiceError,
@@ -43,6 +46,9 @@ Send = Callable[[Message], Awaitable[None]]
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
 
 HEALTH_PATH = "/_batchrock/health"
+METRICS_PATH = "/metrics"
+#: The operation label of requests that named none: refused before routing, or no route.
+UNROUTED = "unknown"
 
 
 class UnknownOperation(ServiceError):
@@ -103,6 +109,12 @@ class BedrockApp:
         self._routes = model.routes()
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
+        self.metrics = metrics.process_metrics()
+        # A server with a credentials file reachable beyond loopback shows its metrics only
+        # when told to (docs/metrics.md, "Access").
+        self._metrics_open = (
+            directory is None or guard.is_loopback(settings.host) or settings.metrics_public
+        )
         validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
@@ -121,8 +133,13 @@ class BedrockApp:
         if scope["type"] != "http":  # websockets: not ours
             return
         request_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        scope["batchrock.operation"] = UNROUTED
         try:
             self._guard.check(scope)  # before anything else, the health check included
+            if _path_of(scope) == METRICS_PATH and scope["method"] == "GET":
+                await self._send_metrics(scope, send, started)
+                return
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]
         except ClientDisconnected:
@@ -138,6 +155,25 @@ class BedrockApp:
         status, headers, payload = _finish(status, body, headers, request_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        self.metrics.api_request(
+            scope["batchrock.operation"], status, time.perf_counter() - started
+        )
+
+    async def _send_metrics(self, scope: Scope, send: Send, started: float) -> None:
+        scope["batchrock.operation"] = "Metrics"
+        if not self._metrics_open:
+            raise AccessDeniedException(
+                "The metrics of a server with a credentials file that listens beyond loopback "
+                "are not public (setting metrics_public)."
+            )
+        payload = await self.metrics.scrape(self.service.store)
+        headers = [
+            (b"content-type", metrics.CONTENT_TYPE.encode()),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        self.metrics.api_request("Metrics", 200, time.perf_counter() - started)
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -164,8 +200,9 @@ class BedrockApp:
     async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path.split(b"?", 1)[0].decode("latin-1")
+        path = _path_of(scope)
         if path == HEALTH_PATH and method == "GET":
+            scope["batchrock.operation"] = "Health"
             return 200, {"status": "ok"}
         raw_query: bytes = scope.get("query_string", b"")
         head_size = (
@@ -175,6 +212,7 @@ class BedrockApp:
             # h11 bounds only a head that arrives in pieces; one sent at once is read whole.
             raise ValidationException(bad_head_message(self.settings.max_head_bytes))
         operation, labels = self._route(method, path)
+        scope["batchrock.operation"] = operation
         op_model = model.operation(operation)
         query = raw_query.decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -322,6 +360,11 @@ class BedrockApp:
         job_id = _owned_job_id(request.params["resourceARN"], request.caller)
         tags = await self.service.list_tags(request.caller, job_id)
         return {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+
+
+def _path_of(scope: Scope) -> str:
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    return raw_path.split(b"?", 1)[0].decode("latin-1")
 
 
 def _owned_job_id(identifier: str, caller: Caller) -> str:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
+from batchrock.metrics import process_metrics
 
 Sleep = Callable[[float], Awaitable[None]]
 log = logging.getLogger("batchrock.backends")
@@ -60,8 +62,12 @@ class ResilientBackend:
         max_concurrency: int | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        route: str = "unnamed",
     ) -> None:
         self.inner = inner
+        #: The metrics' label for this backend's requests (routing.route_label).
+        self.route = route
+        self._metrics = process_metrics()
         self.policy = policy or RetryPolicy()
         self.max_concurrency = max_concurrency
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
@@ -115,10 +121,10 @@ class ResilientBackend:
         try:
             if self._semaphore is None:
                 self._start_deadline(scope)
-                return await self.inner.invoke(request)
+                return await self._timed(request)
             async with self._semaphore:
                 self._start_deadline(scope)
-                return await self.inner.invoke(request)
+                return await self._timed(request)
         except Exception as exc:
             # Backends report record failures as results; one that raises anyway (a plug-in's
             # bug, an outage it did not expect) gets the same treatment as a 5xx.
@@ -127,6 +133,19 @@ class ResilientBackend:
             log.exception("model backend raised on record %s", request.record_id)
             message = f"The model backend failed: {type(exc).__name__}: {exc}"
             return ModelResult(error=RecordError(500, message, retryable=True))
+
+    async def _timed(self, request: ModelRequest) -> ModelResult:
+        """The model's answer, timed from when the request has its slot (not while it
+        waits for one)."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self.inner.invoke(request)
+            error = result.error
+            outcome = "ok" if error is None else "throttled" if error.code == 429 else "error"
+            return result
+        finally:
+            self._metrics.model_request(self.route, outcome, time.perf_counter() - started)
 
     def _start_deadline(self, scope: asyncio.Timeout | None) -> None:
         if scope is not None and scope.when() is None and self.policy.deadline_s is not None:

@@ -221,7 +221,9 @@ def build_resolver(settings: Settings) -> BackendResolver:
             raise ConfigError(
                 f"route {route.index + 1}: unknown backend type {route.backend!r} (known: {known})"
             )
-        backends[route.index] = wrap(factory(route, settings), route.retry, route.max_concurrency)
+        backends[route.index] = wrap(
+            factory(route, settings), route.retry, route.max_concurrency, route_label(route)
+        )
     fallback = builtin_fallback(settings) if settings.builtin_fallback else None
     return BackendResolver(routes, backends, fallback, settings.models_config)
 
@@ -236,10 +238,25 @@ def builtin_fallback(settings: Settings) -> ModelBackend:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    return wrap(model, BUILTIN_RETRY, None)
+    return wrap(model, BUILTIN_RETRY, None, FALLBACK_LABEL)
 
 
-def wrap(backend: ModelBackend, retry: RetryPolicy, max_concurrency: int | None) -> ModelBackend:
+#: The metrics' route label of the built-in model answering models no route names.
+FALLBACK_LABEL = "builtin-fallback"
+
+
+def route_label(route: Route) -> str:
+    """A route as the metrics label it: its number in the file (as errors name it) and its
+    backend type, e.g. ``2:openai``. Bounded by the file's length."""
+    return f"{route.index + 1}:{route.backend}"
+
+
+def wrap(
+    backend: ModelBackend,
+    retry: RetryPolicy,
+    max_concurrency: int | None,
+    route: str = "unnamed",
+) -> ModelBackend:
     """Apply retries, the deadline and the concurrency bound, skipping the wrapper only for a
     built-in model that can neither be slow nor throttle (the zero-latency fast path)."""
     if (
@@ -249,7 +266,7 @@ def wrap(backend: ModelBackend, retry: RetryPolicy, max_concurrency: int | None)
         and max_concurrency is None
     ):
         return backend
-    return ResilientBackend(backend, retry, max_concurrency=max_concurrency)
+    return ResilientBackend(backend, retry, max_concurrency=max_concurrency, route=route)
 
 
 def load_routes(path: Path) -> list[Route]:

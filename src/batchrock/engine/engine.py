@@ -27,6 +27,7 @@ from batchrock.engine.checkpoint import spool_root
 from batchrock.engine.grants import BucketPolicy, OpenBuckets
 from batchrock.engine.runner import EngineContext, JobRunner, Resolver, deadline_of
 from batchrock.jobs import InvalidTransition, Job, JobStatus
+from batchrock.metrics import process_metrics
 from batchrock.objects import ObjectStore, build_object_store
 from batchrock.settings import Settings
 from batchrock.store.base import JobStore
@@ -35,6 +36,9 @@ log = logging.getLogger("batchrock.engine")
 S = JobStatus
 
 _WAITING = frozenset({S.SUBMITTED, S.VALIDATING, S.SCHEDULED})
+#: A job claimed in one of these was being run by an engine whose lease ran out (a Stopping
+#: job may also be one stopped while it waited, which no engine held).
+_TAKEN_OVER = frozenset({S.VALIDATING, S.IN_PROGRESS})
 
 
 class Engine:
@@ -148,6 +152,9 @@ class Engine:
                 # Our own lease lapsed (the loop was blocked) and we re-took the job: the
                 # runner we have keeps it; a second one would write beside it.
                 continue
+            if job.status in _TAKEN_OVER:
+                # Claimed mid-run: the engine that ran it stopped renewing its lease.
+                process_metrics().lease_takeover()
             self._start(job)
 
     async def _next_job(self) -> Job | None:

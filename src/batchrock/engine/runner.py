@@ -39,6 +39,7 @@ from batchrock.engine.file_pass import FilePass
 from batchrock.engine.inputs import InputFile
 from batchrock.engine.records import LineTooLong, iter_blocks
 from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
+from batchrock.metrics import process_metrics
 from batchrock.objects.base import (
     ObjectChanged,
     ObjectStore,
@@ -575,6 +576,7 @@ class JobRunner:
         await ctx.store.save_progress(
             self.job.job_id, counters=counters, now=now, checkpoint=cp.to_json()
         )
+        process_metrics().progress(self.job.model_id, self.job.counters, counters)
         self._saved = (cp.file, cp.spool)
         self.job = self.job.evolve(counters=counters)
         return True

@@ -9,7 +9,7 @@ atomicity: guarded status updates, unique idempotency tokens, exclusive claims.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,6 +43,26 @@ class PageRequest:
     limit: int
     descending: bool = True
     after: Cursor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelWork:
+    """Unfinished work of one model's jobs, as the store holds it now."""
+
+    scheduled_jobs: int = 0
+    #: Records of Scheduled and running jobs not yet processed.
+    records_pending: int = 0
+    #: Input tokens those records are estimated to hold (each running job's tokens per
+    #: processed record so far, times its records left; 0 for a job with none processed).
+    tokens_pending: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """Every account's jobs counted (the metrics' gauges): :meth:`JobStore.snapshot`."""
+
+    jobs_by_status: dict[JobStatus, int] = field(default_factory=dict)
+    by_model: dict[str, ModelWork] = field(default_factory=dict)
 
 
 class UnfinishedJobsQuota(Exception):
@@ -164,6 +184,11 @@ class JobStore(Protocol):
 
     async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:
         """Up to ``limit`` jobs in ``statuses``, of any owner, oldest first (engine sweeps)."""
+        ...
+
+    async def snapshot(self) -> StoreSnapshot:
+        """Jobs by status and the unfinished work per model, of every account. Runs off the
+        event loop: at a million jobs the count reads the whole status index."""
         ...
 
     async def close(self) -> None: ...

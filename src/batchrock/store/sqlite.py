@@ -11,6 +11,7 @@ event loop rather than paying a thread hop per call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Collection, Iterator, Mapping
@@ -25,7 +26,13 @@ import orjson
 from batchrock import jobs
 from batchrock.clock import from_micros, to_micros
 from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
-from batchrock.store.base import JobFilter, PageRequest, UnfinishedJobsQuota
+from batchrock.store.base import (
+    JobFilter,
+    ModelWork,
+    PageRequest,
+    StoreSnapshot,
+    UnfinishedJobsQuota,
+)
 
 SCHEMA_VERSION = 2
 
@@ -536,8 +543,46 @@ class SqliteStore:
         ).fetchall()
         return [_row_to_job(r) for r in rows]
 
+    async def snapshot(self) -> StoreSnapshot:
+        # Not on the event loop like the other queries: counting a million jobs reads the
+        # whole status index (tens of milliseconds). A connection of its own, since the
+        # store's is used by the loop meanwhile.
+        return await asyncio.to_thread(_snapshot, self.path)
+
     async def close(self) -> None:
         self._conn.close()
+
+
+#: Jobs whose records are still to be processed (NumberOfRecordsPendingProcessing).
+_PENDING = (JobStatus.SCHEDULED, JobStatus.IN_PROGRESS)
+
+
+def _snapshot(path: Path) -> StoreSnapshot:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        # A scan of the covering index jobs_claim (status first): no table rows are read.
+        by_status = {
+            JobStatus(status): count
+            for status, count in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        }
+        # Only unfinished jobs (bounded by the quotas), found through the same index.
+        rows = conn.execute(
+            "SELECT model_id, "
+            "  SUM(status = ?), "
+            "  SUM(MAX(total_records - processed_records, 0)), "
+            "  SUM(CASE WHEN processed_records > 0 "
+            "      THEN MAX(total_records - processed_records, 0) * input_tokens "
+            "           / processed_records ELSE 0 END) "
+            f"FROM jobs WHERE status IN ({_placeholders(len(_PENDING))}) GROUP BY model_id",
+            (JobStatus.SCHEDULED.value, *(s.value for s in _PENDING)),
+        ).fetchall()
+    finally:
+        conn.close()
+    by_model = {
+        model_id: ModelWork(scheduled, pending, tokens)
+        for model_id, scheduled, pending, tokens in rows
+    }
+    return StoreSnapshot(jobs_by_status=by_status, by_model=by_model)
 
 
 @contextmanager

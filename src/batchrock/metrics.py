@@ -1,0 +1,275 @@
+"""This process's Prometheus metrics (``GET /metrics`` on ``batchrock serve``; docs/metrics.md).
+
+The engine, the model backends and the API report through :class:`Metrics`' typed methods;
+only this module knows prometheus-client. Counters and histograms are this process's own (a
+``batchrock worker`` counts its own work, which ``serve``'s ``/metrics`` does not show); the
+gauges about jobs come from the store, so every process that serves them sees every job.
+
+Labels stay bounded: status, operation, HTTP status code, route and model id, never a job id
+or an account. Model ids come from callers, so at most :data:`MAX_MODEL_LABELS` distinct ones
+are labels; any further ones count as ``model_id="other"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+from batchrock.jobs import Counters, JobStatus
+from batchrock.store.base import JobStore, ModelWork, StoreSnapshot
+
+#: Distinct model ids that may appear as label values in one process.
+MAX_MODEL_LABELS = 100
+OTHER_MODEL = "other"
+#: How long a ``NumberOf...ProcessedPerMinute`` gauge looks back.
+PER_MINUTE_WINDOW_S = 60.0
+#: How old the store's counts may be when a scrape answers (scrapes are 15-60 s apart; this
+#: only keeps a burst of them from counting the store once each).
+SNAPSHOT_TTL_S = 1.0
+
+#: The text format every Prometheus version reads (the names here need none of 1.0.0's escaping).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+# Request latencies: a millisecond to a minute (the API answers in milliseconds; a model
+# request may take seconds).
+_API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_MODEL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _PerMinute:
+    """Tokens processed in the last minute, per model: one bucket per second."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        #: second -> model id -> [input tokens, output tokens]; seconds in increasing order.
+        self._buckets: dict[int, dict[str, list[int]]] = {}
+
+    def add(self, model_id: str, input_tokens: int, output_tokens: int) -> None:
+        if not input_tokens and not output_tokens:
+            return
+        self._prune()
+        bucket = self._buckets.setdefault(int(self._monotonic()), {})
+        tokens = bucket.setdefault(model_id, [0, 0])
+        tokens[0] += input_tokens
+        tokens[1] += output_tokens
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        self._prune()
+        out: dict[str, tuple[int, int]] = {}
+        for bucket in self._buckets.values():
+            for model_id, (tokens_in, tokens_out) in bucket.items():
+                was = out.get(model_id, (0, 0))
+                out[model_id] = (was[0] + tokens_in, was[1] + tokens_out)
+        return out
+
+    def _prune(self) -> None:
+        # A bucket counts while any of its second lies within the window.
+        oldest = self._monotonic() - PER_MINUTE_WINDOW_S
+        for second in [s for s in self._buckets if s + 1 <= oldest]:
+            del self._buckets[second]
+
+
+class Metrics:
+    """One process's metrics. ``render()`` is the exposition text of everything registered."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._models: set[str] = set()
+        self._per_minute = _PerMinute(monotonic)
+        self._monotonic = monotonic
+        self._snapshot = StoreSnapshot()
+        self._snapshot_at = -float("inf")
+        self._refreshing = asyncio.Lock()
+        r = self.registry
+        self._api_requests = Counter(
+            "batchrock_api_requests",
+            "API requests answered, by operation and HTTP status code.",
+            ["operation", "code"],
+            registry=r,
+        )
+        self._api_latency = Histogram(
+            "batchrock_api_request_duration_seconds",
+            "Time from a request's arrival to its answer, by operation.",
+            ["operation"],
+            buckets=_API_BUCKETS,
+            registry=r,
+        )
+        records = ["model_id"]
+        self._processed = Counter(
+            "batchrock_records_processed", "Records this process's engine processed.", records,
+            registry=r,
+        )  # fmt: skip
+        self._succeeded = Counter(
+            "batchrock_records_succeeded", "Records answered by the model.", records, registry=r
+        )
+        self._failed = Counter(
+            "batchrock_records_failed", "Records that ended with an error.", records, registry=r
+        )
+        self._input_tokens = Counter(
+            "batchrock_input_tokens", "Input tokens of processed records.", records, registry=r
+        )
+        self._output_tokens = Counter(
+            "batchrock_output_tokens", "Output tokens of processed records.", records, registry=r
+        )
+        self._model_latency = Histogram(
+            "batchrock_model_request_duration_seconds",
+            "One model request (one attempt) by model route and outcome.",
+            ["route", "outcome"],
+            buckets=_MODEL_BUCKETS,
+            registry=r,
+        )
+        self._throttled = Counter(
+            "batchrock_model_requests_throttled",
+            "Model requests answered 429 (throttled), retried ones included, by route.",
+            ["route"],
+            registry=r,
+        )
+        self._takeovers = Counter(
+            "batchrock_lease_takeovers",
+            "Running jobs this process's engine took over after their lease ran out.",
+            registry=r,
+        )
+        r.register(_SnapshotCollector(self))
+
+    # --- what the API, the engine and the backends report --------------------------------
+
+    def api_request(self, operation: str, code: int, seconds: float) -> None:
+        self._api_requests.labels(operation, str(code)).inc()
+        self._api_latency.labels(operation).observe(seconds)
+
+    def model_request(self, route: str, outcome: str, seconds: float) -> None:
+        """One attempt at a model request; ``outcome`` is ``ok``, ``throttled`` or ``error``."""
+        self._model_latency.labels(route, outcome).observe(seconds)
+        if outcome == "throttled":
+            self._throttled.labels(route).inc()
+
+    def progress(self, model_id: str, before: Counters, after: Counters) -> None:
+        """A job's saved counters moved from ``before`` to ``after``. Counters that went back
+        (a file restarted after a lost spool) add nothing; redone work counts again."""
+        model = self.model_label(model_id)
+        done = [
+            (self._processed, after.processed - before.processed),
+            (self._succeeded, after.success - before.success),
+            (self._failed, after.error - before.error),
+            (self._input_tokens, after.input_tokens - before.input_tokens),
+            (self._output_tokens, after.output_tokens - before.output_tokens),
+        ]
+        for counter, delta in done:
+            if delta > 0:
+                counter.labels(model).inc(delta)
+        self._per_minute.add(
+            model,
+            max(0, after.input_tokens - before.input_tokens),
+            max(0, after.output_tokens - before.output_tokens),
+        )
+
+    def lease_takeover(self) -> None:
+        self._takeovers.inc()
+
+    # --- the store's gauges ---------------------------------------------------------------
+
+    def model_label(self, model_id: str) -> str:
+        if model_id in self._models:
+            return model_id
+        if len(self._models) >= MAX_MODEL_LABELS:
+            return OTHER_MODEL
+        self._models.add(model_id)
+        return model_id
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def scrape(self, store: JobStore) -> bytes:
+        """The exposition text, with the store's gauges at most :data:`SNAPSHOT_TTL_S` old.
+        The store counts off the event loop, and scrapes that arrive meanwhile share one
+        count instead of starting their own."""
+        async with self._refreshing:
+            if self._monotonic() - self._snapshot_at >= SNAPSHOT_TTL_S:
+                self._snapshot = await store.snapshot()
+                self._snapshot_at = self._monotonic()
+        return self.render()
+
+    def _store_metrics(self) -> Iterator[Metric]:
+        snapshot = self._snapshot
+        jobs = GaugeMetricFamily(
+            "batchrock_jobs", "Jobs in the store, by status (every account).", labels=["status"]
+        )
+        for status in JobStatus:
+            jobs.add_metric([status.value], snapshot.jobs_by_status.get(status, 0))
+        yield jobs
+        scheduled = GaugeMetricFamily(
+            "batchrock_jobs_scheduled", "Jobs waiting in Scheduled, by model.", labels=["model_id"]
+        )
+        pending = GaugeMetricFamily(
+            "NumberOfRecordsPendingProcessing",
+            "Bedrock's AWS/Bedrock/Batch metric: records of Scheduled and running jobs not yet "
+            "processed, by model.",
+            labels=["model_id"],
+        )
+        tokens = GaugeMetricFamily(
+            "NumberOfTokensPendingProcessing",
+            "Bedrock's AWS/Bedrock/Batch metric: input tokens of those records (an estimate "
+            "from each running job's tokens per record so far), by model.",
+            labels=["model_id"],
+        )
+        for model_id, work in self._bounded(snapshot.by_model):
+            scheduled.add_metric([model_id], work.scheduled_jobs)
+            pending.add_metric([model_id], work.records_pending)
+            tokens.add_metric([model_id], work.tokens_pending)
+        yield from (scheduled, pending, tokens)
+        tokens_in = GaugeMetricFamily(
+            "NumberOfInputTokensProcessedPerMinute",
+            "Bedrock's AWS/Bedrock/Batch metric: input tokens this process's engine processed "
+            "in the last 60 seconds, by model.",
+            labels=["model_id"],
+        )
+        tokens_out = GaugeMetricFamily(
+            "NumberOfOutputTokensProcessedPerMinute",
+            "Bedrock's AWS/Bedrock/Batch metric: output tokens this process's engine produced "
+            "in the last 60 seconds, by model.",
+            labels=["model_id"],
+        )
+        for model_id, (n_in, n_out) in sorted(self._per_minute.totals().items()):
+            tokens_in.add_metric([model_id], n_in)
+            tokens_out.add_metric([model_id], n_out)
+        yield from (tokens_in, tokens_out)
+
+    def _bounded(self, by_model: dict[str, ModelWork]) -> Iterable[tuple[str, ModelWork]]:
+        folded: dict[str, ModelWork] = {}
+        for model_id, work in sorted(by_model.items()):
+            label = self.model_label(model_id)
+            was = folded.get(label, ModelWork())
+            folded[label] = ModelWork(
+                was.scheduled_jobs + work.scheduled_jobs,
+                was.records_pending + work.records_pending,
+                was.tokens_pending + work.tokens_pending,
+            )
+        return folded.items()
+
+
+class _SnapshotCollector(Collector):
+    """The gauges computed at scrape time, from the last store snapshot and the minute window."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._metrics._store_metrics())
+
+
+_process_metrics: Metrics | None = None
+
+
+def process_metrics() -> Metrics:
+    """This process's one :class:`Metrics`: Prometheus counters belong to a process, and the
+    backends (built before any engine) and the API report into the same one."""
+    global _process_metrics
+    if _process_metrics is None:
+        _process_metrics = Metrics()
+    return _process_metrics

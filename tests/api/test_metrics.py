@@ -1,0 +1,133 @@
+"""``GET /metrics``: a real ``batchrock serve`` runs a job through the built-in model, and the
+scraped exposition text (parsed by prometheus-client's own parser) counts it."""
+
+from __future__ import annotations
+
+import http.client
+from typing import Any
+
+import botocore.exceptions
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import bedrock_client
+from tests.engine.test_e2e import CLAUDE, FAST, claude_records, create, manifest, put, wait
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Every label name the metrics may carry: none of them can hold a job id or an account.
+BOUNDED_LABELS = {"status", "operation", "code", "model_id", "route", "outcome", "le"}
+
+
+def scrape(server: Any, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", "/metrics", headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.getheader("content-type") or "", response.read().decode()
+    finally:
+        conn.close()
+
+
+def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def value(found: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    matches = [v for n, lab, v in found if n == name and lab == labels]
+    assert len(matches) == 1, (name, labels, [s for s in found if s[0] == name])
+    return matches[0]
+
+
+def test_a_job_through_the_built_in_model_shows_in_the_metrics(server_factory: Any) -> None:
+    # A latency makes the built-in model a real model request (timed per route).
+    server = server_factory(**FAST, builtin_latency_ms=1)
+    put(server, "in/a.jsonl", claude_records(7))
+    arn = create(server)
+    job = wait(server, arn)
+    assert job["status"] == "Completed"
+    client = bedrock_client(server.url)
+    missing = arn[:-3] + "zzz"
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        client.get_model_invocation_job(jobIdentifier=missing)
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    gets_ok = 1
+    client.get_model_invocation_job(jobIdentifier=arn)
+
+    status, content_type, text = scrape(server)
+    assert status == 200
+    assert content_type.startswith("text/plain; version=0.0.4")
+    found = samples(text)
+
+    assert value(found, "batchrock_jobs", status="Completed") == 1
+    assert value(found, "batchrock_jobs", status="InProgress") == 0
+    m = manifest(server, arn)
+    assert value(found, "batchrock_records_processed_total", model_id=CLAUDE) == 7
+    assert value(found, "batchrock_records_succeeded_total", model_id=CLAUDE) == 7
+    assert m["inputTokenCount"] > 0 and m["outputTokenCount"] > 0
+    assert value(found, "batchrock_input_tokens_total", model_id=CLAUDE) == m["inputTokenCount"]
+    assert value(found, "batchrock_output_tokens_total", model_id=CLAUDE) == m["outputTokenCount"]
+    # Bedrock's CloudWatch names: the job just ran, so its tokens are within the minute.
+    assert value(found, "NumberOfInputTokensProcessedPerMinute", model_id=CLAUDE) == (
+        m["inputTokenCount"]
+    )
+    assert value(found, "NumberOfOutputTokensProcessedPerMinute", model_id=CLAUDE) == (
+        m["outputTokenCount"]
+    )
+    assert not [s for s in found if s[0] == "NumberOfRecordsPendingProcessing"]  # none left
+
+    # API requests by operation and status code, 2xx and 4xx.
+    create_ok = value(
+        found, "batchrock_api_requests_total", operation="CreateModelInvocationJob", code="200"
+    )
+    assert create_ok == 1
+    get_ok = value(
+        found, "batchrock_api_requests_total", operation="GetModelInvocationJob", code="200"
+    )
+    assert get_ok >= gets_ok + 1  # wait() polled at least once
+    assert (
+        value(found, "batchrock_api_requests_total", operation="GetModelInvocationJob", code="404")
+        == 1
+    )
+    # Latency histograms: buckets, and +Inf counting every request of the operation.
+    buckets = [
+        (lab["le"], v)
+        for n, lab, v in found
+        if n == "batchrock_api_request_duration_seconds_bucket"
+        and lab["operation"] == "GetModelInvocationJob"
+    ]
+    assert len(buckets) > 5
+    assert dict(buckets)["+Inf"] == get_ok + 1
+    model_count = value(
+        found,
+        "batchrock_model_request_duration_seconds_count",
+        route="builtin-fallback",
+        outcome="ok",
+    )
+    assert model_count == 7
+
+    # Bounded labels: no job id anywhere, and only the known label names.
+    job_id = arn.rsplit("/", 1)[-1]
+    for name, labels, _ in found:
+        assert set(labels) <= BOUNDED_LABELS, (name, labels)
+        assert not any(job_id in v or "arn:" in v for v in labels.values()), (name, labels)
+
+    # The scrape itself is counted, as operation Metrics.
+    _, _, again = scrape(server)
+    assert value(samples(again), "batchrock_api_requests_total", operation="Metrics", code="200")
+
+
+def test_metrics_obey_the_host_and_origin_guard(server_factory: Any) -> None:
+    server = server_factory(engine=False)
+    status, _, body = scrape(server, {"Host": "attacker.example"})
+    assert status == 403 and "attacker.example" in body
+    status, _, _ = scrape(server, {"Origin": "http://attacker.example"})
+    assert status == 403
+    status, _, text = scrape(server)
+    assert status == 200
+    refused = value(samples(text), "batchrock_api_requests_total", operation="unknown", code="403")
+    assert refused == 2
