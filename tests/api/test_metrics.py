@@ -72,11 +72,13 @@ def test_a_job_through_the_built_in_model_shows_in_the_metrics(server_factory: A
     assert value(found, "batchrock_input_tokens_total", model_id=CLAUDE) == m["inputTokenCount"]
     assert value(found, "batchrock_output_tokens_total", model_id=CLAUDE) == m["outputTokenCount"]
     # Bedrock's CloudWatch names: the job just ran, so its tokens are within the minute.
-    assert value(found, "NumberOfInputTokensProcessedPerMinute", model_id=CLAUDE) == (
-        m["inputTokenCount"]
+    assert (
+        value(found, "NumberOfInputTokensProcessedPerMinute", model_id=CLAUDE)
+        == (m["inputTokenCount"])
     )
-    assert value(found, "NumberOfOutputTokensProcessedPerMinute", model_id=CLAUDE) == (
-        m["outputTokenCount"]
+    assert (
+        value(found, "NumberOfOutputTokensProcessedPerMinute", model_id=CLAUDE)
+        == (m["outputTokenCount"])
     )
     assert not [s for s in found if s[0] == "NumberOfRecordsPendingProcessing"]  # none left
 

@@ -113,7 +113,9 @@ class BedrockApp:
         # A server with a credentials file reachable beyond loopback shows its metrics only
         # when told to (docs/metrics.md, "Access").
         self._metrics_open = (
-            directory is None or guard.is_loopback(settings.host) or settings.metrics_public
+            settings.credentials_file is None
+            or guard.is_loopback(settings.host)
+            or settings.metrics_public
         )
         validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {

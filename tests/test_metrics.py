@@ -1,0 +1,183 @@
+"""The metrics module on its own: the store's snapshot (and that it stays cheap at a million
+jobs), the per-minute window, the bound on model-id labels, and who may read /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from batchrock.api.app import BedrockApp
+from batchrock.clock import FakeClock
+from batchrock.jobs import Counters, JobStatus
+from batchrock.metrics import MAX_MODEL_LABELS, OTHER_MODEL, Metrics
+from batchrock.service import JobService
+from batchrock.settings import Settings
+from batchrock.store.base import ModelWork
+from batchrock.store.sqlite import SqliteStore, _snapshot
+from tests.access.conftest import write_credentials
+from tests.contract.test_store import make_job
+
+S = JobStatus
+
+
+def gauges(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_store_snapshot_counts_statuses_and_pending_work(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = await SqliteStore.open(tmp_path / "db.sqlite3")
+        try:
+            jobs = [
+                make_job(1, model_id="m1", status=S.SCHEDULED, counters=Counters(total=10)),
+                make_job(2, model_id="m1", status=S.IN_PROGRESS,
+                         counters=Counters(total=100, processed=40, input_tokens=400)),
+                make_job(3, model_id="m2", status=S.IN_PROGRESS, counters=Counters(total=5)),
+                make_job(4, model_id="m2", status=S.COMPLETED,
+                         counters=Counters(total=9, processed=9, input_tokens=90)),
+                make_job(5, model_id="m3", status=S.SUBMITTED),
+            ]  # fmt: skip
+            for job in jobs:
+                await store.create(job, {})
+            snapshot = await store.snapshot()
+        finally:
+            await store.close()
+        assert snapshot.jobs_by_status == {
+            S.SCHEDULED: 1,
+            S.IN_PROGRESS: 2,
+            S.COMPLETED: 1,
+            S.SUBMITTED: 1,
+        }
+        # m1: 10 waiting + 60 left of a job at 10 tokens a record; m2: 5 left, no rate yet.
+        assert snapshot.by_model == {
+            "m1": ModelWork(scheduled_jobs=1, records_pending=70, tokens_pending=600),
+            "m2": ModelWork(scheduled_jobs=0, records_pending=5, tokens_pending=0),
+        }
+
+    asyncio.run(scenario())
+
+
+def test_the_status_count_reads_only_the_status_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a million jobs the count must not read the table's rows (checked on SQLite's plan,
+    not on timings): it scans the covering index jobs_claim; the unfinished-work query looks
+    only at the unfinished statuses through the same index."""
+    store = SqliteStore.open_sync(tmp_path / "db.sqlite3")
+    asyncio.run(store.close())
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite3, "connect", traced)
+        _snapshot(tmp_path / "db.sqlite3")
+    conn = real_connect(tmp_path / "db.sqlite3")
+    plans = [
+        " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        for sql in statements
+        if sql.lstrip().upper().startswith("SELECT")
+    ]
+    assert len(plans) == 2, plans
+    assert "COVERING INDEX jobs_claim" in plans[0], plans[0]
+    assert "INDEX jobs_claim (status=?)" in plans[1], plans[1]
+
+
+def test_tokens_per_minute_cover_the_last_sixty_seconds() -> None:
+    now = [1000.0]
+    metrics = Metrics(monotonic=lambda: now[0])
+    metrics.progress("m", Counters(), Counters(processed=1, input_tokens=10, output_tokens=3))
+    now[0] += 30
+    metrics.progress(
+        "m",
+        Counters(processed=1, input_tokens=10, output_tokens=3),
+        Counters(processed=2, input_tokens=15, output_tokens=4),
+    )
+    per_minute = gauges(metrics)
+    assert per_minute[("NumberOfInputTokensProcessedPerMinute", (("model_id", "m"),))] == 15
+    assert per_minute[("NumberOfOutputTokensProcessedPerMinute", (("model_id", "m"),))] == 4
+    now[0] += 45  # the first second is out of the window, the second not
+    per_minute = gauges(metrics)
+    assert per_minute[("NumberOfInputTokensProcessedPerMinute", (("model_id", "m"),))] == 5
+    assert per_minute[("batchrock_input_tokens_total", (("model_id", "m"),))] == 15
+    # Counters that went back (a file restarted) add nothing.
+    metrics.progress("m", Counters(processed=2, input_tokens=15), Counters(processed=1))
+    assert gauges(metrics)[("batchrock_records_processed_total", (("model_id", "m"),))] == 2
+
+
+def test_model_id_labels_are_bounded() -> None:
+    metrics = Metrics()
+    for i in range(MAX_MODEL_LABELS + 50):
+        metrics.progress(f"model-{i}", Counters(), Counters(processed=1))
+    processed = {
+        labels[0][1]: v
+        for (name, labels), v in gauges(metrics).items()
+        if name == "batchrock_records_processed_total"
+    }
+    assert len(processed) == MAX_MODEL_LABELS + 1
+    assert processed[OTHER_MODEL] == 50
+    assert sum(processed.values()) == MAX_MODEL_LABELS + 50
+
+
+async def _get_metrics(app: BedrockApp) -> tuple[int, bytes]:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/metrics",
+        "raw_path": b"/metrics",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8765")],
+        "scheme": "http",
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], sent[1]["body"]
+
+
+@pytest.mark.parametrize(
+    ("host", "public", "status"),
+    [("0.0.0.0", False, 403), ("0.0.0.0", True, 200), ("127.0.0.1", False, 200)],
+)
+def test_who_may_read_metrics_with_a_credentials_file(
+    tmp_path: Path, host: str, public: bool, status: int
+) -> None:
+    async def scenario() -> tuple[int, bytes]:
+        creds = write_credentials(tmp_path / "credentials.toml")
+        store = await SqliteStore.open(tmp_path / "db.sqlite3")
+        try:
+            settings = Settings(
+                data_dir=tmp_path, host=host, credentials_file=creds, metrics_public=public
+            )
+            app = BedrockApp(JobService(store, FakeClock(datetime.now(UTC))), settings)
+            return await _get_metrics(app)
+        finally:
+            await store.close()
+
+    got, body = asyncio.run(scenario())
+    assert got == status, body
+    if status == 403:
+        assert b"metrics_public" in body
+    else:
+        assert b"batchrock_jobs{" in body
