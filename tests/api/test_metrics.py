@@ -4,6 +4,7 @@ scraped exposition text (parsed by prometheus-client's own parser) counts it."""
 from __future__ import annotations
 
 import http.client
+import time
 from typing import Any
 
 import botocore.exceptions
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bedrock_client
-from tests.engine.test_e2e import CLAUDE, FAST, claude_records, create, manifest, put, wait
+from tests.engine.test_e2e import CLAUDE, FAST, claude_records, create, get, manifest, put, wait
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -133,3 +134,29 @@ def test_metrics_obey_the_host_and_origin_guard(server_factory: Any) -> None:
     assert status == 200
     refused = value(samples(text), "batchrock_api_requests_total", operation="unknown", code="403")
     assert refused == 2
+
+
+def test_a_restarted_server_counts_its_lease_takeover(server_factory: Any) -> None:
+    """SIGKILL mid-job: the next process takes the job over once its lease runs out, counts
+    the takeover, and counts only the records it processed itself."""
+    server = server_factory(
+        **{**FAST, "engine_lease_seconds": 1},
+        builtin_latency_ms=10,
+        engine_record_concurrency=4,
+    )
+    put(server, "in/a.jsonl", claude_records(1500))
+    arn = create(server)
+    deadline = time.monotonic() + 30
+    while get(server, arn)["processedRecordCount"] < 100:
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.05)
+    server.kill()
+    server.start()
+    before = get(server, arn)["processedRecordCount"]
+    assert before < 1500
+    assert wait(server, arn)["status"] == "Completed"
+    found = samples(scrape(server)[2])
+    assert value(found, "batchrock_lease_takeovers_total") == 1
+    processed = value(found, "batchrock_records_processed_total", model_id=CLAUDE)
+    # Its own records only (a file restarted from its start would count some again).
+    assert 1500 - before <= processed <= 1500
