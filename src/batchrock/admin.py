@@ -15,7 +15,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from batchrock import __version__, datadir
@@ -87,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     command: str = args.command
-    if command == "serve":
+    if command == "serve" or (command == "worker" and settings.metrics_port):
         from batchrock.api.guard import open_mode_refusal
 
         refusal = open_mode_refusal(settings)
         if refusal is not None:
-            print(f"batchrock serve: {refusal}", file=sys.stderr)
+            print(f"batchrock {command}: {refusal}", file=sys.stderr)
             return 2
     if command in {"serve", "worker"}:
         from batchrock.access.credfile import CredentialsFileError
@@ -126,7 +126,19 @@ def main(argv: list[str] | None = None) -> int:
                 serve(settings, resolver, sock, directory=directory, tls=tls, catalogue=catalogue)
             )
         assert resolver is not None
-        return _run(worker(settings, resolver, directory=directory))
+        metrics_sock = None
+        if settings.metrics_port:
+            try:
+                metrics_sock = listen(settings.host, settings.metrics_port)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                print(
+                    f"batchrock worker: cannot listen on {settings.host}:{settings.metrics_port} "
+                    f"(metrics_port): {reason.lower()}",
+                    file=sys.stderr,
+                )
+                return 1
+        return _run(worker(settings, resolver, directory=directory, metrics_sock=metrics_sock))
     if command == "models":
         from batchrock.backends import cli as models_cli
 
@@ -352,8 +364,14 @@ async def serve(
 
 
 async def worker(
-    settings: Settings, resolver: BackendResolver, *, directory: LiveDirectory | None = None
+    settings: Settings,
+    resolver: BackendResolver,
+    *,
+    directory: LiveDirectory | None = None,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
+    """Run an engine until SIGINT/SIGTERM; with ``metrics_sock`` (bound with :func:`listen`
+    at ``metrics_port``), serve its ``/metrics`` there meanwhile."""
     datadir.prepare(settings)
     store = await open_store(settings)
     clock = make_clock(settings)
@@ -363,10 +381,61 @@ async def worker(
         loop.add_signal_handler(sig, stop.set)
     log.info("batchrock worker running on %s", settings.data_dir)
     try:
-        async with engine_running(settings, store, clock, resolver, directory=directory):
+        async with (
+            engine_running(settings, store, clock, resolver, directory=directory),
+            _metrics_listener(settings, store, metrics_sock),
+        ):
             await stop.wait()
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _metrics_listener(
+    settings: Settings, store: JobStore, sock: socket.socket | None
+) -> AsyncIterator[None]:
+    """A worker's ``GET /metrics`` on ``sock`` for the duration of the block (nothing without
+    one)."""
+    if sock is None:
+        yield
+        return
+    import uvicorn
+
+    from batchrock.api.connections import Limits, protocol_class
+    from batchrock.api.metrics_app import MetricsApp
+
+    limits = Limits(
+        keepalive_timeout=settings.http_keepalive_timeout_seconds,
+        client_timeout=settings.http_client_timeout_seconds,
+        max_connections=settings.http_max_connections,
+        max_head_bytes=settings.max_head_bytes,
+    )
+    config = uvicorn.Config(
+        MetricsApp(settings, store),
+        http=protocol_class(limits),
+        h11_max_incomplete_event_size=settings.max_head_bytes,
+        log_level=settings.log_level.lower(),
+        access_log=settings.log_level.lower() == "debug",
+        lifespan="off",
+        proxy_headers=False,
+    )
+
+    class Listener(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # The worker handles SIGINT/SIGTERM (its stop event) and ends the listener itself.
+            yield
+
+    server = Listener(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="metrics-listener")
+    host, port = sock.getsockname()[:2]
+    log.info("worker metrics at http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
 
 
 if __name__ == "__main__":

@@ -121,6 +121,14 @@ class Settings:
         default=(),
         metadata=_meta("Extra Host names the API answers to (proxies); '*' turns the check off."),
     )
+    metrics_port: int = field(
+        default=0,
+        metadata=_meta(
+            "Port a `batchrock worker` serves GET /metrics on (at --host); 0: none.",
+            low=0,
+            high=65535,
+        ),
+    )
     metrics_public: bool = field(
         default=False,
         metadata=_meta(

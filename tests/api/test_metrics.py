@@ -4,14 +4,17 @@ scraped exposition text (parsed by prometheus-client's own parser) counts it."""
 from __future__ import annotations
 
 import http.client
+import subprocess
+import sys
 import time
+import types
 from typing import Any
 
 import botocore.exceptions
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import bedrock_client
+from tests.conftest import bedrock_client, free_port, wait_until_serving
 from tests.engine.test_e2e import CLAUDE, FAST, claude_records, create, get, manifest, put, wait
 
 pytestmark = pytest.mark.timeout(120)
@@ -160,3 +163,37 @@ def test_a_restarted_server_counts_its_lease_takeover(server_factory: Any) -> No
     processed = value(found, "batchrock_records_processed_total", model_id=CLAUDE)
     # Its own records only (a file restarted from its start would count some again).
     assert 1500 - before <= processed <= 1500
+
+
+def test_a_workers_engine_counts_on_its_own_metrics_port(server_factory: Any) -> None:
+    """Separate workers count their own work: `batchrock worker --metrics-port` exposes it,
+    behind the same guard; the API's process shows the jobs (from the store) but no records."""
+    server = server_factory(**FAST, engine=False)
+    put(server, "in/a.jsonl", claude_records(5))
+    arn = create(server)
+    port = free_port()
+    env = {**server.env(), "BATCHROCK_METRICS_PORT": str(port)}
+    cmd = [sys.executable, "-m", "batchrock.admin", "worker", "--data-dir", str(server.data_dir)]
+    log_path = server.data_dir.parent / "worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", proc, 30, log_path)
+        assert wait(server, arn)["status"] == "Completed"
+        worker = types.SimpleNamespace(port=port)
+        status, _, text = scrape(worker)
+        assert status == 200
+        found = samples(text)
+        assert value(found, "batchrock_records_processed_total", model_id=CLAUDE) == 5
+        assert value(found, "batchrock_jobs", status="Completed") == 1
+        assert scrape(worker, {"Host": "attacker.example"})[0] == 403
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/model-invocation-jobs")
+        assert conn.getresponse().status == 404
+        conn.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0, log_path.read_text()
+    api = samples(scrape(server)[2])
+    assert value(api, "batchrock_jobs", status="Completed") == 1
+    assert not [s for s in api if s[0] == "batchrock_records_processed_total"]

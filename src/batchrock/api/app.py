@@ -35,7 +35,7 @@ from batchrock.errors import (
 from batchrock.jobs import JobStatus
 from batchrock.service import Caller, JobService, NewJob
 from batchrock.settings import Settings
-from batchrock.store.base import Cursor, JobFilter, PageRequest
+from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest
 
 log = logging.getLogger("batchrock.api")
 
@@ -80,6 +80,38 @@ class ClientDisconnected(Exception):
     """The connection closed before the request body was complete."""
 
 
+class MetricsEndpoint:
+    """``GET /metrics`` (docs/metrics.md), for ``serve``'s API and a worker's metrics port."""
+
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.process = metrics.process_metrics()
+        self._store = store
+        # A server with a credentials file reachable beyond loopback shows its metrics only
+        # when told to (docs/metrics.md, "Access").
+        self._open = (
+            settings.credentials_file is None
+            or guard.is_loopback(settings.host)
+            or settings.metrics_public
+        )
+
+    async def answer(self, scope: Scope, send: Send, started: float) -> None:
+        """Send the exposition text, or raise AccessDeniedException (the caller answers it)."""
+        scope["batchrock.operation"] = "Metrics"
+        if not self._open:
+            raise AccessDeniedException(
+                "The metrics of a server with a credentials file that listens beyond loopback "
+                "are not public (setting metrics_public)."
+            )
+        payload = await self.process.scrape(self._store)
+        headers = [
+            (b"content-type", metrics.CONTENT_TYPE.encode()),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        self.process.api_request("Metrics", 200, time.perf_counter() - started)
+
+
 class Request:
     """What a handler needs from one HTTP request."""
 
@@ -109,14 +141,7 @@ class BedrockApp:
         self._routes = model.routes()
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
-        self.metrics = metrics.process_metrics()
-        # A server with a credentials file reachable beyond loopback shows its metrics only
-        # when told to (docs/metrics.md, "Access").
-        self._metrics_open = (
-            settings.credentials_file is None
-            or guard.is_loopback(settings.host)
-            or settings.metrics_public
-        )
+        self.metrics = MetricsEndpoint(settings, service.store)
         validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
@@ -140,7 +165,7 @@ class BedrockApp:
         try:
             self._guard.check(scope)  # before anything else, the health check included
             if _path_of(scope) == METRICS_PATH and scope["method"] == "GET":
-                await self._send_metrics(scope, send, started)
+                await self.metrics.answer(scope, send, started)
                 return
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]
@@ -157,25 +182,9 @@ class BedrockApp:
         status, headers, payload = _finish(status, body, headers, request_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        self.metrics.api_request(
+        self.metrics.process.api_request(
             scope["batchrock.operation"], status, time.perf_counter() - started
         )
-
-    async def _send_metrics(self, scope: Scope, send: Send, started: float) -> None:
-        scope["batchrock.operation"] = "Metrics"
-        if not self._metrics_open:
-            raise AccessDeniedException(
-                "The metrics of a server with a credentials file that listens beyond loopback "
-                "are not public (setting metrics_public)."
-            )
-        payload = await self.metrics.scrape(self.service.store)
-        headers = [
-            (b"content-type", metrics.CONTENT_TYPE.encode()),
-            (b"content-length", str(len(payload)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-        self.metrics.api_request("Metrics", 200, time.perf_counter() - started)
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
