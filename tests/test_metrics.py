@@ -4,6 +4,7 @@ jobs), the per-minute window, the bound on model-id labels, and who may read /me
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,3 +182,32 @@ def test_who_may_read_metrics_with_a_credentials_file(
         assert b"metrics_public" in body
     else:
         assert b"batchrock_jobs{" in body
+
+
+def test_a_worker_metrics_port_follows_the_open_mode_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Open mode is loopback only, for a worker's metrics port as for serve's API."""
+    from batchrock import admin
+
+    argv = ["worker", "--data-dir", str(tmp_path), "--host", "0.0.0.0", "--metrics-port", "9"]
+    assert admin.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("batchrock worker: ") and "--credentials-file" in err
+    assert not (tmp_path / "batchrock.sqlite3").exists()
+
+
+def test_a_busy_worker_metrics_port_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchrock import admin
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = ["worker", "--data-dir", str(tmp_path), "--metrics-port", str(port)]
+        assert admin.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"batchrock worker: cannot listen on 127.0.0.1:{port}: ")
+    assert "\n" not in err

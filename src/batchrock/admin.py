@@ -112,15 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
             return 2
         if command == "serve":
-            try:
-                sock = listen(settings.host, settings.port)
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                print(
-                    f"batchrock serve: cannot listen on {settings.host}:{settings.port}: "
-                    f"{reason.lower()}",
-                    file=sys.stderr,
-                )
+            sock = _listen_or_say(command, settings.host, settings.port)
+            if sock is None:
                 return 1
             return _run(
                 serve(settings, resolver, sock, directory=directory, tls=tls, catalogue=catalogue)
@@ -128,15 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         assert resolver is not None
         metrics_sock = None
         if settings.metrics_port:
-            try:
-                metrics_sock = listen(settings.host, settings.metrics_port)
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                print(
-                    f"batchrock worker: cannot listen on {settings.host}:{settings.metrics_port} "
-                    f"(metrics_port): {reason.lower()}",
-                    file=sys.stderr,
-                )
+            metrics_sock = _listen_or_say(command, settings.host, settings.metrics_port)
+            if metrics_sock is None:
                 return 1
         return _run(worker(settings, resolver, directory=directory, metrics_sock=metrics_sock))
     if command == "models":
@@ -268,6 +254,42 @@ async def engine_running(
         await resolver.aclose()
 
 
+def _listen_or_say(command: str, host: str, port: int) -> socket.socket | None:
+    """:func:`listen`, or ``None`` after one line saying why not."""
+    try:
+        return listen(host, port)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        print(f"batchrock {command}: cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+        return None
+
+
+def http_config(settings: Settings, app: Any, **options: Any) -> Any:
+    """uvicorn's configuration for one of our listeners: keep-alive, client timeouts, the
+    connection limit and the head size bound from the settings, then ``options``."""
+    import uvicorn
+
+    from batchrock.api.connections import Limits, protocol_class
+
+    limits = Limits(
+        keepalive_timeout=settings.http_keepalive_timeout_seconds,
+        client_timeout=settings.http_client_timeout_seconds,
+        max_connections=settings.http_max_connections,
+        max_head_bytes=settings.max_head_bytes,
+    )
+    return uvicorn.Config(
+        app,
+        http=protocol_class(limits),  # keep-alive, client timeouts, connection limit
+        h11_max_incomplete_event_size=settings.max_head_bytes,
+        log_level=settings.log_level.lower(),
+        access_log=settings.log_level.lower() == "debug",
+        # The scheme must be the connection's own: bearer tokens are refused over plain HTTP,
+        # and an X-Forwarded-Proto header must not talk the server out of that.
+        proxy_headers=False,
+        **options,
+    )
+
+
 def listen(host: str, port: int) -> socket.socket:
     """The API's listening socket, bound before anything starts, so that a busy port or a bad
     address is one clear line and "serving" is printed only once the socket is ours."""
@@ -301,7 +323,6 @@ async def serve(
     import uvicorn
 
     from batchrock.api.app import BedrockApp
-    from batchrock.api.connections import Limits, protocol_class
     from batchrock.service import JobService
 
     sock = sock or listen(settings.host, settings.port)
@@ -336,22 +357,10 @@ async def serve(
             yield
 
     app = BedrockApp(service, settings, lifespan=lifespan, directory=directory)
-    limits = Limits(
-        keepalive_timeout=settings.http_keepalive_timeout_seconds,
-        client_timeout=settings.http_client_timeout_seconds,
-        max_connections=settings.http_max_connections,
-        max_head_bytes=settings.max_head_bytes,
-    )
-    config = uvicorn.Config(
+    config = http_config(
+        settings,
         app,
-        http=protocol_class(limits),  # keep-alive, client timeouts, connection limit
-        h11_max_incomplete_event_size=settings.max_head_bytes,
-        log_level=settings.log_level.lower(),
-        access_log=settings.log_level.lower() == "debug",
         lifespan="on",
-        # The scheme must be the connection's own: bearer tokens are refused over plain HTTP,
-        # and an X-Forwarded-Proto header must not talk the server out of that.
-        proxy_headers=False,
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
     )
@@ -401,24 +410,9 @@ async def _metrics_listener(
         return
     import uvicorn
 
-    from batchrock.api.connections import Limits, protocol_class
     from batchrock.api.metrics_app import MetricsApp
 
-    limits = Limits(
-        keepalive_timeout=settings.http_keepalive_timeout_seconds,
-        client_timeout=settings.http_client_timeout_seconds,
-        max_connections=settings.http_max_connections,
-        max_head_bytes=settings.max_head_bytes,
-    )
-    config = uvicorn.Config(
-        MetricsApp(settings, store),
-        http=protocol_class(limits),
-        h11_max_incomplete_event_size=settings.max_head_bytes,
-        log_level=settings.log_level.lower(),
-        access_log=settings.log_level.lower() == "debug",
-        lifespan="off",
-        proxy_headers=False,
-    )
+    config = http_config(settings, MetricsApp(settings, store), lifespan="off")
 
     class Listener(uvicorn.Server):
         @contextlib.contextmanager
