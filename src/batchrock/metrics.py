@@ -130,6 +130,7 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self._model_children: dict[tuple[str, str], Histogram] = {}
         self._takeovers = Counter(
             "batchrock_lease_takeovers",
             "Running jobs this process's engine took over after their lease ran out.",
@@ -145,7 +146,13 @@ class Metrics:
 
     def model_request(self, route: str, outcome: str, seconds: float) -> None:
         """One attempt at a model request; ``outcome`` is ``ok``, ``throttled`` or ``error``."""
-        self._model_latency.labels(route, outcome).observe(seconds)
+        # Once per model request: the labelled child is looked up once per (route, outcome).
+        child = self._model_children.get((route, outcome))
+        if child is None:
+            child = self._model_children[(route, outcome)] = self._model_latency.labels(
+                route, outcome
+            )
+        child.observe(seconds)
         if outcome == "throttled":
             self._throttled.labels(route).inc()
 
