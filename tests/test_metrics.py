@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,8 @@ from batchrock.jobs import Counters, JobStatus
 from batchrock.metrics import MAX_MODEL_LABELS, OTHER_MODEL, Metrics
 from batchrock.service import JobService
 from batchrock.settings import Settings
-from batchrock.store.base import ModelWork
-from batchrock.store.sqlite import SqliteStore, _snapshot
+from batchrock.store.sqlite import SqliteStore
 from tests.access.conftest import write_credentials
-from tests.contract.test_store import make_job
 
 S = JobStatus
 
@@ -34,69 +31,6 @@ def gauges(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-
-
-def test_store_snapshot_counts_statuses_and_pending_work(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        store = await SqliteStore.open(tmp_path / "db.sqlite3")
-        try:
-            jobs = [
-                make_job(1, model_id="m1", status=S.SCHEDULED, counters=Counters(total=10)),
-                make_job(2, model_id="m1", status=S.IN_PROGRESS,
-                         counters=Counters(total=100, processed=40, input_tokens=400)),
-                make_job(3, model_id="m2", status=S.IN_PROGRESS, counters=Counters(total=5)),
-                make_job(4, model_id="m2", status=S.COMPLETED,
-                         counters=Counters(total=9, processed=9, input_tokens=90)),
-                make_job(5, model_id="m3", status=S.SUBMITTED),
-            ]  # fmt: skip
-            for job in jobs:
-                await store.create(job, {})
-            snapshot = await store.snapshot()
-        finally:
-            await store.close()
-        assert snapshot.jobs_by_status == {
-            S.SCHEDULED: 1,
-            S.IN_PROGRESS: 2,
-            S.COMPLETED: 1,
-            S.SUBMITTED: 1,
-        }
-        # m1: 10 waiting + 60 left of a job at 10 tokens a record; m2: 5 left, no rate yet.
-        assert snapshot.by_model == {
-            "m1": ModelWork(scheduled_jobs=1, records_pending=70, tokens_pending=600),
-            "m2": ModelWork(scheduled_jobs=0, records_pending=5, tokens_pending=0),
-        }
-
-    asyncio.run(scenario())
-
-
-def test_the_status_count_reads_only_the_status_index(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At a million jobs the count must not read the table's rows (checked on SQLite's plan,
-    not on timings): it scans the covering index jobs_claim; the unfinished-work query looks
-    only at the unfinished statuses through the same index."""
-    store = SqliteStore.open_sync(tmp_path / "db.sqlite3")
-    asyncio.run(store.close())
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    with monkeypatch.context() as patched:
-        patched.setattr(sqlite3, "connect", traced)
-        _snapshot(tmp_path / "db.sqlite3")
-    conn = real_connect(tmp_path / "db.sqlite3")
-    plans = [
-        " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
-        for sql in statements
-        if sql.lstrip().upper().startswith("SELECT")
-    ]
-    assert len(plans) == 2, plans
-    assert "COVERING INDEX jobs_claim" in plans[0], plans[0]
-    assert "INDEX jobs_claim (status=?)" in plans[1], plans[1]
 
 
 def test_tokens_per_minute_cover_the_last_sixty_seconds() -> None:

@@ -3,14 +3,17 @@ million jobs). Checked on the query plans SQLite chooses, not on timings."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from batchrock.jobs import JobStatus
 from batchrock.store.base import Cursor, JobFilter, PageRequest
-from batchrock.store.sqlite import SqliteStore
+from batchrock.store.sqlite import SqliteStore, _snapshot
 from tests.contract.test_store import T0, make_job
 
 pytestmark = pytest.mark.anyio
@@ -77,3 +80,33 @@ async def test_rare_names_are_fetched_by_rowid(tmp_path: Path) -> None:
         assert main and all("rowid" in p.lower() and "jobs_listing" not in p for p in main), main
     finally:
         await store.close()
+
+
+def test_the_metrics_status_count_reads_only_the_status_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a million jobs the count must not read the table's rows (checked on SQLite's plan,
+    not on timings): it scans the covering index jobs_claim; the unfinished-work query looks
+    only at the unfinished statuses through the same index."""
+    store = SqliteStore.open_sync(tmp_path / "db.sqlite3")
+    asyncio.run(store.close())
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite3, "connect", traced)
+        _snapshot(tmp_path / "db.sqlite3")
+    conn = real_connect(tmp_path / "db.sqlite3")
+    plans = [
+        " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        for sql in statements
+        if sql.lstrip().upper().startswith("SELECT")
+    ]
+    assert len(plans) == 2, plans
+    assert "COVERING INDEX jobs_claim" in plans[0], plans[0]
+    assert "INDEX jobs_claim (status=?)" in plans[1], plans[1]

@@ -17,7 +17,14 @@ import pytest
 
 from batchrock import jobs
 from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
-from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest, UnfinishedJobsQuota
+from batchrock.store.base import (
+    Cursor,
+    JobFilter,
+    JobStore,
+    ModelWork,
+    PageRequest,
+    UnfinishedJobsQuota,
+)
 from batchrock.store.sqlite import SqliteStore
 from tests.conftest import REPO_ROOT
 
@@ -55,6 +62,33 @@ def everyone(**kw: Any) -> JobFilter:
 
 
 class StoreContract:
+    async def test_snapshot_counts_statuses_and_pending_work(self, store: JobStore) -> None:
+        """The metrics' gauges (docs/metrics.md): every account's jobs by status, and per
+        model the Scheduled jobs, the records left and their estimated input tokens."""
+        jobs = [
+            make_job(1, model_id="m1", status=S.SCHEDULED, counters=Counters(total=10)),
+            make_job(2, model_id="m1", status=S.IN_PROGRESS, account_id="210987654321",
+                     counters=Counters(total=100, processed=40, input_tokens=400)),
+            make_job(3, model_id="m2", status=S.IN_PROGRESS, counters=Counters(total=5)),
+            make_job(4, model_id="m2", status=S.COMPLETED,
+                     counters=Counters(total=9, processed=9, input_tokens=90)),
+            make_job(5, model_id="m3", status=S.SUBMITTED),
+        ]  # fmt: skip
+        for job in jobs:
+            await store.create(job, {})
+        snapshot = await store.snapshot()
+        assert snapshot.jobs_by_status == {
+            S.SCHEDULED: 1,
+            S.IN_PROGRESS: 2,
+            S.COMPLETED: 1,
+            S.SUBMITTED: 1,
+        }
+        # m1: 10 waiting + 60 left of a job at 10 tokens a record; m2: 5 left, no rate yet.
+        assert snapshot.by_model == {
+            "m1": ModelWork(scheduled_jobs=1, records_pending=70, tokens_pending=600),
+            "m2": ModelWork(scheduled_jobs=0, records_pending=5, tokens_pending=0),
+        }
+
     async def test_create_and_get_round_trip_every_field(self, store: JobStore) -> None:
         job = make_job(
             1,
