@@ -201,12 +201,23 @@ class Process:
                 if claimed is None:
                     continue  # expired meanwhile
                 assert claimed.job_id == job_id
-                await JobRunner(self.engine.ctx, claimed).run()
+                await _with_time_passing(clock, JobRunner(self.engine.ctx, claimed).run())
             except Crash:
                 assert isinstance(clock, FakeClock)
                 clock.advance(timedelta(seconds=lease + 1))
                 return False
         raise AssertionError(f"job {job_id} not final after {max_steps} steps")
+
+
+async def _with_time_passing(clock: FakeClock, step: Awaitable[None]) -> None:
+    """Await ``step`` while the FakeClock moves on 10 ms whenever it waits (the engine's waits
+    end only when the clock moves: heartbeats, checkpoints, halt grace periods)."""
+    task = asyncio.ensure_future(step)
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.002)
+        if not task.done():
+            clock.advance(0.01)
+    task.result()
 
 
 async def stop(h: Harness, job_id: str) -> None:

@@ -112,17 +112,7 @@ class Engine:
 
     async def _idle(self, stop: asyncio.Event) -> None:
         """Wait for the next poll, a stop or a wake-up, whichever comes first."""
-        if not self._wake.is_set():
-            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
-            try:
-                await asyncio.wait(
-                    waiters,
-                    timeout=self.settings.engine_poll_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+        await self.clock.wait(stop, self._wake, timeout=self.settings.engine_poll_seconds)
         self._wake.clear()
 
     async def remove_orphan_spools(self) -> None:

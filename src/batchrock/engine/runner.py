@@ -182,12 +182,12 @@ class JobRunner:
         ctx = self.ctx
         interval = max(0.05, min(ctx.settings.engine_lease_seconds / 3, 0.5))
         while True:
-            # Plain sleeps: cancelling this task (when the job is done) must always work, and
-            # asyncio.wait_for can swallow a cancellation that races with its own timeout.
-            for _ in range(5):
-                await asyncio.sleep(interval / 5)
-                if ctx.shutdown.is_set():
-                    break
+            # A shutdown is noticed at once; the lease is renewed every interval (also while
+            # the work winds down after a shutdown).
+            if ctx.shutdown.is_set():
+                await ctx.clock.sleep(interval)
+            else:
+                await ctx.clock.wait(ctx.shutdown, timeout=interval)
             if ctx.shutdown.is_set():
                 self._set_halt(Halt.SHUTDOWN)
             ok = await ctx.store.renew(
@@ -436,27 +436,23 @@ class JobRunner:
             base = counters
             task = asyncio.create_task(fp.run())
             halted_at: float | None = None
-            loop = asyncio.get_running_loop()
-            manifest_at = loop.time()
+            clock = ctx.clock
+            manifest_at = clock.monotonic()
             while not task.done():
                 # A checkpoint every engine_checkpoint_seconds, or sooner when output piles up.
-                ready = asyncio.ensure_future(fp.output_ready.wait())
-                await asyncio.wait(
-                    {task, ready},
-                    timeout=ctx.settings.engine_checkpoint_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
+                await clock.wait(
+                    task, fp.output_ready, timeout=ctx.settings.engine_checkpoint_seconds
                 )
-                ready.cancel()
                 if self.halt.is_set():
                     if self.reason is Halt.LOST:
                         task.cancel()
-                    halted_at = halted_at or loop.time()
-                    if loop.time() - halted_at > HALT_GRACE_SECONDS:
+                    halted_at = clock.monotonic() if halted_at is None else halted_at
+                    if clock.monotonic() - halted_at >= HALT_GRACE_SECONDS:
                         task.cancel()
                 counters = await self._flush(fp, cp, base, handle)
-                if loop.time() - manifest_at >= MANIFEST_EVERY_SECONDS and not task.done():
+                if clock.monotonic() - manifest_at >= MANIFEST_EVERY_SECONDS and not task.done():
                     # Progress can be followed in the output location, as on Bedrock.
-                    manifest_at = loop.time()
+                    manifest_at = clock.monotonic()
                     with contextlib.suppress(ObjectStoreError):
                         await self._write_manifest(out_loc, counters)
             with contextlib.suppress(asyncio.CancelledError):
