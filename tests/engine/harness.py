@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from batchrock.backends.base import (
     ModelResult,
     RecordError,
 )
-from batchrock.clock import Clock, SystemClock
+from batchrock.clock import Clock, FakeClock, SystemClock
 from batchrock.engine import Engine
 from batchrock.engine.grants import BucketPolicy
 from batchrock.jobs import Job, JobStatus
@@ -66,6 +67,33 @@ def slow(seconds: float) -> Any:
         return await echo(request)
 
     return handler
+
+
+class Gate:
+    """A backend handler that answers the records :func:`records` numbered below ``allow``
+    with ``handler`` and holds the others until :meth:`open` (a model still working): a test
+    knows the job is mid-run, exactly ``allow`` records in, for as long as it needs, however
+    slow the machine."""
+
+    def __init__(self, handler: Any = echo, allow: int = 0) -> None:
+        self.handler = handler
+        self.allow = allow
+        self.held = 0
+        self._open = asyncio.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def __call__(self, request: ModelRequest) -> ModelResult:
+        number = int(request.record_id.removeprefix("REC"))
+        if number >= self.allow and not self._open.is_set():
+            self.held += 1
+            try:
+                await self._open.wait()
+            finally:
+                self.held -= 1
+        result: ModelResult = await self.handler(request)
+        return result
 
 
 class OneBackend:
@@ -189,6 +217,80 @@ class Harness:
                 raise AssertionError(f"job {job_id} stuck in {job.status}: {job.message}")
             await asyncio.sleep(0.01)
 
+    async def wait_until_final(
+        self, job_ids: list[str], *, engine: Engine | None = None, quiet: float = 15.0
+    ) -> list[Job]:
+        """Wait until every job is final; return them. Fails once nothing has happened to any
+        job (no new status event, no checkpoint) for ``quiet`` wall-clock seconds, naming the
+        jobs left and who holds them: a stuck job is reported, not waited on for good."""
+        last, still = None, time.monotonic()
+        final = {s.value for s in jobs.TERMINAL}
+        while True:
+            status = dict(self.store._conn.execute("SELECT job_id, status FROM jobs").fetchall())
+            if all(status[j] in final for j in job_ids):
+                return [await self.get(j) for j in job_ids]
+            progress = self.store._conn.execute(
+                "SELECT (SELECT count(*) FROM job_events), "
+                "(SELECT coalesce(sum(processed_records), 0) FROM jobs)"
+            ).fetchone()
+            if progress != last:
+                last, still = progress, time.monotonic()
+            elif time.monotonic() - still > quiet:
+                held = engine.running_jobs if engine is not None else None
+                leases = self.leases()
+                stuck = [
+                    f"{j} {status[j]} lease={leases.get(j)}"
+                    + ("" if held is None else f" runner={'yes' if j in held else 'no'}")
+                    for j in job_ids
+                    if status[j] not in final
+                ]
+                raise AssertionError(f"{len(stuck)} job(s) stuck for {quiet} s: {stuck}")
+            await asyncio.sleep(0.02)
+
+    async def until(self, condition: Callable[[], Any], timeout: float = 20) -> None:
+        """Let the engine run until ``condition()`` (a bool, or a coroutine giving one)
+        holds: a state the test knows is stable, such as a Gate holding records or a wait a
+        FakeClock holds. Fails after ``timeout`` wall-clock seconds, with the event history."""
+        deadline = time.monotonic() + timeout
+        while not await _holds(condition):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not reached in {timeout} s: {self.history()}")
+            await asyncio.sleep(0.005)
+
+    async def advance_until(self, condition: Callable[[], Any], step: float = 0.25) -> None:
+        """Move the FakeClock on by ``step`` seconds at a time, letting the engine run between
+        steps, until ``condition()`` holds (as for :meth:`until`)."""
+        assert isinstance(self.clock, FakeClock)
+        deadline = time.monotonic() + 30
+        while not await _holds(condition):
+            assert time.monotonic() < deadline, "condition not reached in 30 s"
+            self.clock.advance(step)
+            await asyncio.sleep(0.005)
+
+    async def first_at(self, job_id: str, status: JobStatus) -> datetime | None:
+        """When the job first entered ``status`` (from its event history), if it did."""
+        return next((e.at for e in await self.store.events(job_id) if e.to_status is status), None)
+
+    def processed(self, job_id: str) -> int:
+        """The job's checkpointed processedRecordCount (synchronous, for :meth:`until`)."""
+        row = self.store._conn.execute(
+            "SELECT processed_records FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def history(self) -> list[tuple[str, str]]:
+        """Every job's status events in the order the store recorded them: (job id, status).
+        With a frozen clock event times are all equal; this order is not."""
+        rows = self.store._conn.execute("SELECT job_id, to_status FROM job_events ORDER BY id")
+        return [(r[0], r[1]) for r in rows.fetchall()]
+
+    def leases(self) -> dict[str, str]:
+        """Job id -> lease owner, for every job someone holds."""
+        rows = self.store._conn.execute(
+            "SELECT job_id, lease_owner FROM jobs WHERE lease_owner IS NOT NULL"
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
     @contextlib.asynccontextmanager
     async def running(self, **settings: Any) -> AsyncIterator[Engine]:
         """An engine running in the background for the block; stopped (and awaited) after."""
@@ -199,6 +301,12 @@ class Harness:
             yield engine
         finally:
             stop.set()
+            if isinstance(self.clock, FakeClock):
+                # Winding down may wait out grace periods (records a Gate still holds).
+                deadline = time.monotonic() + 10
+                while not task.done() and time.monotonic() < deadline:
+                    await asyncio.wait({task}, timeout=0.01)
+                    self.clock.advance(0.5)
             await asyncio.wait_for(task, 10)
 
     async def run(self, *job_ids: str, timeout: float = 20, **settings: Any) -> list[Job]:
@@ -208,6 +316,13 @@ class Harness:
 
     async def statuses(self, job_id: str) -> list[str]:
         return [e.to_status.value for e in await self.store.events(job_id)]
+
+
+async def _holds(condition: Callable[[], Any]) -> bool:
+    result = condition()
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)
 
 
 def out_lines(data: bytes) -> list[dict[str, Any]]:

@@ -39,6 +39,8 @@ _WAITING = frozenset({S.SUBMITTED, S.VALIDATING, S.SCHEDULED})
 #: A job claimed in one of these was being run by an engine whose lease ran out (a Stopping
 #: job may also be one stopped while it waited, which no engine held).
 _TAKEN_OVER = frozenset({S.VALIDATING, S.IN_PROGRESS})
+#: Waiting jobs one poll looks at (oldest first) for expiry.
+_SWEEP = 1000
 
 
 class Engine:
@@ -81,8 +83,18 @@ class Engine:
             # No policy given is open mode: what running without a credentials file means.
             buckets=buckets if buckets is not None else OpenBuckets(),
         )
+        #: The runner task of each job this engine holds. A task leaves it *before* its
+        #: runner gives the lease back (see _drive): a job found here is still leased to a
+        #: runner that will keep it or release it, never one that already let go.
         self._running: dict[str, asyncio.Task[None]] = {}
+        #: Every runner task not yet done, those that left _running included (shutdown).
+        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+
+    @property
+    def running_jobs(self) -> frozenset[str]:
+        """The ids of the jobs this engine's runners hold now."""
+        return frozenset(self._running)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (a job was created or stopped in
@@ -102,8 +114,8 @@ class Engine:
                 await self._idle(stop)
         finally:
             self._shutdown.set()
-            if self._running:
-                await asyncio.gather(*self._running.values(), return_exceptions=True)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._own_resolver:
                 await self.ctx.resolver.aclose()
             if self._own_objects:
@@ -133,14 +145,17 @@ class Engine:
 
     async def tick(self) -> None:
         """One poll: expire overdue jobs, then take work while there is capacity."""
-        await self.expire_overdue()
+        waiting = await self.store.jobs_in({S.SCHEDULED, S.SUBMITTED}, limit=_SWEEP)
+        await self.expire_overdue(waiting)
         while len(self._running) < self.settings.engine_max_jobs:
             job = await self._next_job()
             if job is None:
                 return
             if job.job_id in self._running:
-                # Our own lease lapsed (the loop was blocked) and we re-took the job: the
-                # runner we have keeps it; a second one would write beside it.
+                # The runner we have still holds the job: either our lease lapsed (the loop
+                # was blocked) and the runner keeps the job, or the runner is finishing and
+                # its release frees this claim too (it wakes us after). A second runner
+                # would write beside the first.
                 continue
             if job.status in _TAKEN_OVER:
                 # Claimed mid-run: the engine that ran it stopped renewing its lease.
@@ -166,27 +181,44 @@ class Engine:
         )
 
     def _start(self, job: Job) -> None:
-        runner = JobRunner(self.ctx, job)
-        task = asyncio.create_task(runner.run(), name=f"job-{job.job_id}")
+        task = asyncio.create_task(self._drive(JobRunner(self.ctx, job)), name=f"job-{job.job_id}")
         self._running[job.job_id] = task
-        job_id = job.job_id
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-        def forget(done: asyncio.Task[None]) -> None:
-            # Only this task's entry: the job may already run again in a newer task (a job
-            # validated by one runner is started by the next).
-            if self._running.get(job_id) is done:
+    async def _drive(self, runner: JobRunner) -> None:
+        """Run one step of a job; the task leaves _running just before the runner gives its
+        lease back, and the engine is woken after.
+
+        Leaving first matters: once the lease is free the job can be claimed again (a
+        validated job is started by the next tick), and a claim of a job still found in
+        _running is skipped. Were the task still listed after the release (a done callback
+        runs a loop iteration later), that claim would lease the job to nobody until the
+        lease ran out.
+        """
+        job_id, task = runner.job.job_id, asyncio.current_task()
+
+        def forget() -> None:
+            # Only this task's entry: the job may already run again in a newer task.
+            if self._running.get(job_id) is task:
                 del self._running[job_id]
+
+        try:
+            await runner.run(before_release=forget)
+        finally:
+            forget()
             # A step ended: the job may be ready for the next one (validated jobs wait in
             # Scheduled), and there is capacity for another.
             self.wake()
 
-        task.add_done_callback(forget)
-
-    async def expire_overdue(self) -> None:
+    async def expire_overdue(self, waiting: list[Job] | None = None) -> None:
         """Jobs that have not started by their expiration time become Expired (nobody holds
-        a waiting job, so no runner would notice)."""
+        a waiting job, so no runner would notice); ``waiting``: the jobs to look at, if the
+        caller has them (a poll does), else the oldest waiting ones."""
+        if waiting is None:
+            waiting = await self.store.jobs_in({S.SCHEDULED, S.SUBMITTED}, limit=_SWEEP)
         now = self.clock.now()
-        for job in await self.store.jobs_in({S.SCHEDULED, S.SUBMITTED}, limit=1000):
+        for job in waiting:
             if now < deadline_of(job, self.clock) or job.job_id in self._running:
                 continue
             with contextlib.suppress(InvalidTransition, LookupError):

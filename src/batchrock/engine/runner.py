@@ -17,7 +17,7 @@ import enum
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -110,7 +110,9 @@ class JobRunner:
 
     # --- entry -------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, *, before_release: Callable[[], None] | None = None) -> None:
+        """Do the job's next step, then give the lease back. ``before_release`` is called
+        just before that (the engine forgets the runner there: see Engine._drive)."""
         heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat-{self.job.job_id}")
         try:
             await self._dispatch()
@@ -131,9 +133,19 @@ class JobRunner:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            if self.reason is not Halt.LOST:
-                with contextlib.suppress(Exception):
-                    await self.ctx.store.release(self.job.job_id, self.ctx.worker_id)
+            if before_release is not None:
+                before_release()
+            await self._release()
+
+    async def _release(self) -> None:
+        """Give the lease back; a runner that lost it has nothing to give back."""
+        if self.reason is Halt.LOST:
+            return
+        try:
+            await self.ctx.store.release(self.job.job_id, self.ctx.worker_id)
+        except Exception:
+            # The lease then runs out on its own and the job is taken again.
+            log.warning("job %s: could not release the lease", self.job.job_id, exc_info=True)
 
     async def _dispatch(self) -> None:
         status = self.job.status
