@@ -135,6 +135,8 @@ def setup(tmp: Path, n: int, **settings: Any) -> Settings:
     return Settings(
         data_dir=data,
         quota_min_records_per_job=1,
+        # The time from Submitted counts the engine's work, not Bedrock's Submitted dwell.
+        engine_min_submitted_seconds=0,
         **settings,
     )
 

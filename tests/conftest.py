@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -122,6 +123,42 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def history(self, job: str) -> list[tuple[str, int]]:
+        """A job's status history in the server's store (job id or ARN): (status, time in
+        microseconds), oldest first. Tests wait on it rather than on passing states."""
+        job_id = job.rsplit("/", 1)[-1]
+        conn = sqlite3.connect(self.data_dir / "batchrock.sqlite3", timeout=10)
+        try:
+            rows = conn.execute(
+                "SELECT to_status, at FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
+            ).fetchall()
+        finally:
+            conn.close()
+        return [(str(status), int(at)) for status, at in rows]
+
+    def progress(self, job: str) -> tuple[str, int]:
+        """The job's status and checkpointed processedRecordCount, read from the store."""
+        conn = sqlite3.connect(self.data_dir / "batchrock.sqlite3", timeout=10)
+        try:
+            row = conn.execute(
+                "SELECT status, processed_records FROM jobs WHERE job_id = ?",
+                (job.rsplit("/", 1)[-1],),
+            ).fetchone()
+        finally:
+            conn.close()
+        return str(row[0]), int(row[1])
+
+    def wait_history(self, job: str, status: str, timeout: float = 60.0) -> list[tuple[str, int]]:
+        """Wait until the job has been ``status`` (now or before); return its history."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.history(job)
+            if any(s == status for s, _ in events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job never {status}: {events} {self.log()[-3000:]}")
+            time.sleep(0.02)
+
 
 @pytest.fixture
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -129,6 +166,8 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     def make(**settings: Any) -> ServerProcess:
         root = tmp_path_factory.mktemp("server")
+        # Jobs are validated at once unless a test asks for Bedrock's Submitted dwell.
+        settings = {"engine_min_submitted_seconds": 0, **settings}
         server = ServerProcess(root / "data", settings, root / "server.log")
         servers.append(server)
         server.start()

@@ -163,6 +163,12 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
             "(at least 1)",
         ),
         (
+            [],
+            {"BATCHROCK_ENGINE_MIN_SUBMITTED_SECONDS": "-1"},
+            "batchrock serve: setting engine_min_submitted_seconds "
+            "(BATCHROCK_ENGINE_MIN_SUBMITTED_SECONDS): -1.0 is too small (at least 0)",
+        ),
+        (
             ["--log-level", "loud"],
             {},
             "batchrock serve: setting log_level (--log-level): 'loud' is not one of debug, info, "

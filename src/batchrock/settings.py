@@ -167,6 +167,10 @@ class Settings:
         default=0.5,
         metadata=_meta("How often a running job saves its counters and resume point.", low=0.001),
     )
+    engine_min_submitted_seconds: float = field(
+        default=1.0,
+        metadata=_meta("How long a new job stays Submitted before validation starts.", low=0),
+    )
     # --- quotas (Bedrock's defaults) ---------------------------------------------------------
     quota_min_records_per_job: int = field(
         default=100, metadata=_meta("Minimum number of records per batch inference job.", low=0)

@@ -256,6 +256,27 @@ class StoreContract:
         claimed = await store.claim("w", {S.VALIDATING}, now=T0, lease_seconds=5)
         assert claimed is not None and claimed.status is S.VALIDATING
 
+    async def test_young_submitted_jobs_are_not_claimed(self, store: JobStore) -> None:
+        # make_job(n) is submitted at T0 + n s. Validating jobs left their dwell already.
+        older, _ = await store.create(make_job(1), {})
+        young, _ = await store.create(make_job(5), {})
+        validating, _ = await store.create(make_job(9), {})
+        await store.transition(validating.job_id, S.VALIDATING, now=T0)
+        waiting = {S.SUBMITTED, S.VALIDATING}
+        cutoff = T0 + timedelta(seconds=4)  # only jobs submitted by then
+        first = await store.claim("w", waiting, now=T0, lease_seconds=30, submitted_by=cutoff)
+        second = await store.claim("w", waiting, now=T0, lease_seconds=30, submitted_by=cutoff)
+        assert first is not None and first.job_id == older.job_id
+        # The oldest job left is the young one: it is passed over, not claimed and released.
+        assert second is not None and second.job_id == validating.job_id
+        assert (
+            await store.claim("w", waiting, now=T0, lease_seconds=30, submitted_by=cutoff) is None
+        )
+        # Submitted exactly at the cutoff: its dwell is over.
+        at = young.submit_time
+        taken = await store.claim("w", waiting, now=T0, lease_seconds=30, submitted_by=at)
+        assert taken is not None and taken.job_id == young.job_id
+
     async def test_finishing_releases_the_lease(self, store: JobStore) -> None:
         job, _ = await store.create(make_job(1), {})
         await store.claim("w", {S.SUBMITTED}, now=T0, lease_seconds=300)

@@ -38,6 +38,7 @@ FAST = {
     "engine_poll_seconds": 0.02,
     "engine_checkpoint_seconds": 0.05,
     "engine_lease_seconds": 1.5,
+    "engine_min_submitted_seconds": 0,
     "quota_min_records_per_job": 1,
 }
 

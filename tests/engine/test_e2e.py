@@ -48,9 +48,12 @@ def put(server: Any, key: str, recs: list[dict[str, Any]] | bytes) -> None:
     path.write_bytes(data)
 
 
-def create(server: Any, prefix: str = "in/", model_id: str = CLAUDE, **extra: Any) -> str:
+def create(
+    server: Any, prefix: str = "in/", model_id: str = CLAUDE, client: Any = None, **extra: Any
+) -> str:
     (server.data_dir / "s3" / "bucket").mkdir(parents=True, exist_ok=True)
-    response = bedrock_client(server.url).create_model_invocation_job(
+    client = client or bedrock_client(server.url)
+    response = client.create_model_invocation_job(
         jobName=f"e2e-{time.monotonic_ns()}",
         roleArn="arn:aws:iam::123456789012:role/batch",
         modelId=model_id,
@@ -142,6 +145,35 @@ def test_serve_starts_a_created_job_at_once_not_at_its_next_poll(server_factory:
     arn = create(server)
     job = wait(server, arn, timeout=10)
     assert job["status"] == "Completed", job.get("message")
+
+
+def test_a_job_is_submitted_right_after_create_then_runs(server_factory: Any) -> None:
+    """Clients (the Terraform provider's acceptance test) read a job right after Create and
+    expect Submitted, as on Bedrock. The engine validates it once the dwell is over, at once
+    rather than at its next poll (30 s here)."""
+    dwell = 2.0
+    server = server_factory(
+        **{**FAST, "engine_poll_seconds": 30.0}, engine_min_submitted_seconds=dwell
+    )
+    put(server, "in/a.jsonl", claude_records(10))
+    client = bedrock_client(server.url)
+    arn = create(server, client=client)
+    assert client.get_model_invocation_job(jobIdentifier=arn)["status"] == "Submitted"
+    (listed,) = client.list_model_invocation_jobs()["invocationJobSummaries"]
+    assert listed["status"] == "Submitted"
+    job = wait(server, arn, timeout=60)
+    assert job["status"] == "Completed", job.get("message")
+    history = server.history(arn)
+    assert [s for s, _ in history] == [
+        "Submitted",
+        "Validating",
+        "Scheduled",
+        "InProgress",
+        "Completed",
+    ]
+    waited = (history[1][1] - history[0][1]) / 1e6
+    # Not before the dwell; long before the next poll would have come.
+    assert dwell <= waited < dwell + 15, waited
 
 
 def test_stop_mid_run_through_boto3(server_factory: Any) -> None:

@@ -8,7 +8,8 @@ Each poll, an engine with free capacity takes, in this order:
   1. Stopping jobs nobody runs (so a stop finishes promptly),
   2. InProgress jobs nobody runs (resumed from their checkpoint),
   3. a Scheduled job whose account and model are below the concurrent-jobs quota,
-  4. Submitted/Validating jobs (validation).
+  4. Submitted/Validating jobs (validation); a Submitted job only once it has been Submitted
+     for ``engine_min_submitted_seconds`` (as on Bedrock, a new job is read back Submitted).
 Scheduled jobs waiting past their ``jobExpirationTime`` become Expired.
 """
 
@@ -21,6 +22,7 @@ import os
 import secrets
 import shutil
 import socket
+from datetime import datetime, timedelta
 
 from batchrock.clock import Clock
 from batchrock.engine.checkpoint import spool_root
@@ -39,7 +41,7 @@ _WAITING = frozenset({S.SUBMITTED, S.VALIDATING, S.SCHEDULED})
 #: A job claimed in one of these was being run by an engine whose lease ran out (a Stopping
 #: job may also be one stopped while it waited, which no engine held).
 _TAKEN_OVER = frozenset({S.VALIDATING, S.IN_PROGRESS})
-#: Waiting jobs one poll looks at (oldest first) for expiry.
+#: Waiting jobs one poll looks at (oldest first) for expiry and for the next dwell end.
 _SWEEP = 1000
 
 
@@ -90,6 +92,9 @@ class Engine:
         #: Every runner task not yet done, those that left _running included (shutdown).
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        #: When the next Submitted job's dwell (engine_min_submitted_seconds) ends, if it
+        #: ends before the next poll: the engine wakes then to validate it.
+        self._next_due: datetime | None = None
 
     @property
     def running_jobs(self) -> frozenset[str]:
@@ -123,8 +128,13 @@ class Engine:
             log.info("engine %s stopped", self.worker_id)
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        """Wait for the next poll, a stop or a wake-up, whichever comes first."""
-        await self.clock.wait(stop, self._wake, timeout=self.settings.engine_poll_seconds)
+        """Wait for the next poll, a stop, a wake-up or the end of a Submitted job's dwell,
+        whichever comes first."""
+        timeout = self.settings.engine_poll_seconds
+        if self._next_due is not None:
+            until_due = (self._next_due - self.clock.now()).total_seconds()
+            timeout = max(0.0, min(timeout, until_due))
+        await self.clock.wait(stop, self._wake, timeout=timeout)
         self._wake.clear()
 
     async def remove_orphan_spools(self) -> None:
@@ -147,6 +157,7 @@ class Engine:
         """One poll: expire overdue jobs, then take work while there is capacity."""
         waiting = await self.store.jobs_in({S.SCHEDULED, S.SUBMITTED}, limit=_SWEEP)
         await self.expire_overdue(waiting)
+        self._next_due = self._dwell_end(waiting)
         while len(self._running) < self.settings.engine_max_jobs:
             job = await self._next_job()
             if job is None:
@@ -161,6 +172,19 @@ class Engine:
                 # Claimed mid-run: the engine that ran it stopped renewing its lease.
                 process_metrics().lease_takeover()
             self._start(job)
+
+    def _dwell(self) -> timedelta:
+        """How long a new job stays Submitted, in wall-clock time (scaled like timeouts)."""
+        return self.clock.scaled(timedelta(seconds=self.settings.engine_min_submitted_seconds))
+
+    def _dwell_end(self, waiting: list[Job]) -> datetime | None:
+        """When the soonest Submitted job of ``waiting`` may be validated, if not yet."""
+        now, dwell = self.clock.now(), self._dwell()
+        if not dwell:
+            return None
+        ends = [j.submit_time + dwell for j in waiting if j.status is S.SUBMITTED]
+        later = [end for end in ends if end > now]
+        return min(later) if later else None
 
     async def _next_job(self) -> Job | None:
         store, now, lease = self.store, self.clock.now(), self.settings.engine_lease_seconds
@@ -177,7 +201,11 @@ class Engine:
         if job is not None:
             return job
         return await store.claim(
-            self.worker_id, {S.SUBMITTED, S.VALIDATING}, now=now, lease_seconds=lease
+            self.worker_id,
+            {S.SUBMITTED, S.VALIDATING},
+            now=now,
+            lease_seconds=lease,
+            submitted_by=now - self._dwell(),
         )
 
     def _start(self, job: Job) -> None:

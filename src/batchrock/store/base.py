@@ -140,9 +140,13 @@ class JobStore(Protocol):
         *,
         now: datetime,
         lease_seconds: float,
+        submitted_by: datetime | None = None,
     ) -> Job | None:
         """Atomically take the oldest job in ``statuses`` that no live worker holds (no lease,
-        or an expired one) and lease it to ``worker_id``. ``None`` when there is none."""
+        or an expired one) and lease it to ``worker_id``. ``None`` when there is none.
+
+        With ``submitted_by``, a Submitted job is taken only if it was submitted at or before
+        that time (jobs in the other statuses regardless): new jobs stay Submitted a while."""
         ...
 
     async def renew(

@@ -411,19 +411,32 @@ class SqliteStore:
         *,
         now: datetime,
         lease_seconds: float,
+        submitted_by: datetime | None = None,
     ) -> Job | None:
         if not statuses:
             return None
         micros = to_micros(now)
         values = [s.value for s in statuses]
+        # Submitted jobs younger than submitted_by wait (the oldest job may be one of them,
+        # so the filter is in the query rather than a claim-and-release).
+        dwell = "" if submitted_by is None else " AND (status != ? OR submit_time <= ?)"
+        dwell_params = (
+            () if submitted_by is None else (JobStatus.SUBMITTED.value, to_micros(submitted_by))
+        )
         with _write(self._conn):
             row = self._conn.execute(
                 f"UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE rowid = ("
                 f"  SELECT rowid FROM jobs WHERE status IN ({_placeholders(len(values))})"
-                f"  AND (lease_expires IS NULL OR lease_expires < ?)"
+                f"  AND (lease_expires IS NULL OR lease_expires < ?){dwell}"
                 f"  ORDER BY submit_time, job_id LIMIT 1"
                 f") RETURNING {_JOB_COLUMNS}",
-                (worker_id, micros + int(lease_seconds * 1_000_000), *values, micros),
+                (
+                    worker_id,
+                    micros + int(lease_seconds * 1_000_000),
+                    *values,
+                    micros,
+                    *dwell_params,
+                ),
             ).fetchone()
         return None if row is None else _row_to_job(row)
 
