@@ -1,23 +1,45 @@
-"""SIGKILL the server at random moments while jobs run; after restarts every job must reach a
-final state with each record exactly once in its ``.out`` and exact manifest counts."""
+"""SIGKILL the server at moments picked from what the store shows (a status change just
+recorded, a file just published, records just checkpointed); after restarts every job must
+reach a final state with each record exactly once in its ``.out`` and exact manifest counts.
+
+The kill schedule follows the jobs' progress rather than the wall clock, so a slow (busy)
+machine moves it along with the jobs: it cannot run out of jobs to kill."""
 
 from __future__ import annotations
 
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.conftest import bedrock_client
 
-from .test_e2e import FAST, claude_records, create, get, manifest, out_lines, put, wait
+from .test_e2e import FAST, claude_records, create, get, manifest, out_folder, out_lines, put, wait
 
 pytestmark = pytest.mark.timeout(150)
 
+KILLS = 6
+DONE = {"Completed", "Failed", "PartiallyCompleted", "Stopped", "Expired"}
 
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(server_factory: Any) -> None:
+
+def kill_when(server: Any, arns: list[str], moment: Callable[[], bool]) -> bool:
+    """SIGKILL the server (and start it again) as soon as ``moment()`` holds; ``False``,
+    without a kill, if every job in ``arns`` was final first."""
+    deadline = time.monotonic() + 60
+    while not moment():
+        if all(server.progress(arn)[0] in DONE for arn in arns):
+            return False
+        assert time.monotonic() < deadline, f"no progress in 60 s: {server.log()[-3000:]}"
+        time.sleep(0.005)
+    server.kill()
+    server.start()
+    return True
+
+
+def test_sigkill_at_chosen_moments_loses_and_duplicates_nothing(server_factory: Any) -> None:
     rng = random.Random(int(os.environ.get("CRASH_SEED", "20261128")))
     server = server_factory(
         **{**FAST, "engine_lease_seconds": 1},
@@ -31,17 +53,35 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(server_factory: 
         put(server, f"in{j}/a.jsonl", recs[:300])
         put(server, f"in{j}/b.jsonl", recs[300:])
         jobs[create(server, prefix=f"in{j}/")] = recs
+    arns = list(jobs)
 
-    kills = 0
-    while kills < 6:
-        time.sleep(rng.uniform(0.05, 0.7))
-        if all(get(server, arn)["status"] in {"Completed", "Failed"} for arn in jobs):
-            break
-        server.kill()
-        kills += 1
-        server.start()
-    print(f"{kills} kills")
-    assert kills >= 2, "jobs finished before the server could be killed: make them longer"
+    def open_jobs() -> list[str]:
+        return [arn for arn in arns if server.progress(arn)[0] not in DONE]
+
+    kills: list[str] = []
+    # Right after the last job's Validating is recorded (its files being counted).
+    if kill_when(server, arns, lambda: any(s == "Validating" for s, _ in server.history(arns[-1]))):
+        kills.append("validating")
+    while len(kills) < KILLS and (left := open_jobs()):
+        arn = rng.choice(left)
+        status, processed = server.progress(arn)
+        published = (out_folder(server, arn) / "a.jsonl.out").exists()
+        if len(kills) == 1 or (len(kills) == 3 and published):
+            # As soon as the resumed job checkpoints once more.
+            kind, moment = "resumed", lambda a=arn, p=processed: server.progress(a)[1] > p
+        elif len(kills) == 3:
+            # Right after its first file is published (before or after the checkpoint that
+            # moves on to the next file).
+            kind = "published"
+            moment = lambda a=arn: (out_folder(server, a) / "a.jsonl.out").exists()  # noqa: E731
+        else:
+            # A few dozen records on: somewhere mid-file.
+            target = processed + rng.randint(10, 80)
+            kind, moment = f"at {target}", lambda a=arn, t=target: server.progress(a)[1] >= t
+        if kill_when(server, [arn], moment):
+            kills.append(f"{kind} ({status}, {processed} processed before)")
+    print(f"{len(kills)} kills: {kills}")
+    assert len(kills) == KILLS, f"every job ended before {KILLS} kills: {kills}"
 
     client = bedrock_client(server.url)
     for arn, recs in jobs.items():

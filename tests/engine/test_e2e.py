@@ -213,12 +213,17 @@ def test_timeout_gives_partially_completed_and_waiting_job_expires(server_factor
     )
     put(server, "in/a.jsonl", claude_records(1000))
     running = create(server, timeoutDurationInHours=48)
-    wait(server, running, {"InProgress"})
+    server.wait_history(running, "InProgress")
     waiting = create(server, timeoutDurationInHours=24)
-    wait(server, waiting, {"Scheduled"})
     r = wait(server, running, timeout=30)
     w = wait(server, waiting, timeout=30)
     assert w["status"] == "Expired"
+    assert [s for s, _ in server.history(waiting)] == [
+        "Submitted",
+        "Validating",
+        "Scheduled",
+        "Expired",
+    ]
     assert r["status"] == "PartiallyCompleted"
     n = r["processedRecordCount"]
     assert 0 < n < 1000

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from batchrock.clock import SystemClock
+from batchrock.clock import FakeClock
 from batchrock.engine.records import generated_record_id
 from batchrock.jobs import JobStatus
 
-from .harness import Harness, echo, jsonl, out_lines, records, slow
+from .harness import Gate, Harness, echo, jsonl, out_lines, records, slow
 
 S = JobStatus
 OUT = "s3://out-bucket/results"
@@ -353,56 +354,74 @@ def test_stop_before_start_ends_stopped(tmp_path: Path) -> None:
 
 
 def test_concurrent_jobs_quota_keeps_the_rest_scheduled(tmp_path: Path) -> None:
-    h = Harness(tmp_path, handler=slow(0.005), quota_max_concurrent_jobs_per_model=1)
+    gate = Gate()  # the model holds every record until the test opens it
+    h = Harness(
+        tmp_path,
+        handler=gate,
+        clock=FakeClock(datetime.now(UTC)),
+        quota_max_concurrent_jobs_per_model=1,
+    )
     h.bucket("out-bucket")
     h.put("s3://in-bucket/in/a.jsonl", jsonl(records(200)))
 
     async def main() -> None:
-        first = await h.submit("s3://in-bucket/in/")
-        second = await h.submit("s3://in-bucket/in/")
+        same = [(await h.submit("s3://in-bucket/in/")).job_id for _ in range(2)]
         other = await h.submit("s3://in-bucket/in/", model_id="amazon.titan-text-express-v1")
-        async with h.running(engine_record_concurrency=2):
-            done = [await h.wait_for(j.job_id, {S.COMPLETED}) for j in (first, second, other)]
-        assert [j.counters.success for j in done] == [200] * 3
-
-        async def times(job_id: str) -> dict[str, Any]:
-            return {e.to_status.value: e.at for e in await h.store.events(job_id)}
-
-        # From the event history: the same model's jobs ran one after the other (whichever
-        # was validated first ran first), the later one waiting in Scheduled meanwhile; the
-        # other model's job, with a quota of its own, ran beside the first.
-        ran_first, ran_next = sorted(
-            [await times(first.job_id), await times(second.job_id)],
-            key=lambda t: t["InProgress"],
-        )
-        assert ran_next["Scheduled"] < ran_first["Completed"] <= ran_next["InProgress"]
-        assert (await times(other.job_id))["InProgress"] < ran_first["Completed"]
+        async with h.running(engine_record_concurrency=2) as engine:
+            # Another model has its own quota: one job of each model runs (2 records each
+            # held by the model); validated, the other job of the first model waits.
+            await h.until(lambda: gate.held == 4 and len(engine.running_jobs) == 2)
+            assert other.job_id in engine.running_jobs
+            (first,) = engine.running_jobs & set(same)
+            (second,) = set(same) - {first}
+            assert await h.statuses(first) == ["Submitted", "Validating", "Scheduled", "InProgress"]
+            assert await h.statuses(second) == ["Submitted", "Validating", "Scheduled"]
+            gate.open()
+            done = await h.wait_until_final([*same, other.job_id], engine=engine)
+        assert [j.status for j in done] == [S.COMPLETED] * 3
+        assert all(j.counters.success == 200 for j in done)
+        # The second job started only once the first had completed.
+        order = h.history()
+        assert order.index((second, "InProgress")) > order.index((first, "Completed"))
 
     asyncio.run(main())
 
 
 def test_scheduled_job_expires_when_it_cannot_start_in_time(tmp_path: Path) -> None:
-    # 24 h pass in 1.2 s: the blocked job expires, the running one is cut to PartiallyCompleted.
-    clock = SystemClock(time_scale=24 * 3600 / 1.2)
-    h = Harness(tmp_path, handler=slow(0.02), clock=clock, quota_max_concurrent_jobs_per_model=1)
+    # The clock jumps 24 h while the model holds the running job mid-file: the blocked job
+    # expires, the running one is cut to PartiallyCompleted. A lease longer than the jump
+    # keeps the running job with its runner.
+    gate = Gate(allow=50)
+    clock = FakeClock(datetime.now(UTC))
+    h = Harness(
+        tmp_path,
+        handler=gate,
+        clock=clock,
+        quota_max_concurrent_jobs_per_model=1,
+        engine_lease_seconds=3 * 24 * 3600,
+    )
     h.bucket("out-bucket")
     h.put("s3://in-bucket/in/a.jsonl", jsonl(records(3000)))
 
     async def main() -> None:
-        first = await h.submit("s3://in-bucket/in/")
-        second = await h.submit("s3://in-bucket/in/")
-        done = await h.run(first.job_id, second.job_id, engine_record_concurrency=2)
-        # Both are validated side by side: whichever is done first runs, the other waits.
-        r, w = sorted(done, key=lambda j: j.status is S.EXPIRED)
+        ids = [(await h.submit("s3://in-bucket/in/")).job_id for _ in range(2)]
+        async with h.running(engine_record_concurrency=2) as engine:
+            await h.until(lambda: gate.held == 2 and len(engine.running_jobs) == 1)
+            (running,) = engine.running_jobs
+            (waiting,) = set(ids) - {running}
+            assert await h.statuses(waiting) == ["Submitted", "Validating", "Scheduled"]
+            clock.advance(timedelta(hours=24))
+            # In-flight records get their grace period, then are cancelled.
+            await h.advance_until(lambda: not engine.running_jobs and not gate.held)
+            r, w = await h.wait_until_final([running, waiting], engine=engine)
         assert w.status is S.EXPIRED
-        assert await h.statuses(w.job_id) == ["Submitted", "Validating", "Scheduled", "Expired"]
+        assert await h.statuses(waiting) == ["Submitted", "Validating", "Scheduled", "Expired"]
         assert r.status is S.PARTIALLY_COMPLETED
-        c = r.counters
-        assert 0 < c.processed < 3000
-        lines = out_lines(h.read(f"{OUT}/{r.job_id}/a.jsonl.out"))
-        assert len(lines) == c.processed
-        assert manifest(h, r.job_id)["processedRecordCount"] == c.processed
-        assert manifest(h, r.job_id)["totalRecordCount"] == 3000
+        assert r.counters.processed == 50  # the records the model answered
+        lines = out_lines(h.read(f"{OUT}/{running}/a.jsonl.out"))
+        assert [x["recordId"] for x in lines] == [f"REC{i:08d}" for i in range(50)]
+        assert manifest(h, running)["processedRecordCount"] == 50
+        assert manifest(h, running)["totalRecordCount"] == 3000
 
     asyncio.run(main())
 
@@ -499,14 +518,13 @@ def test_worker_that_lost_its_lease_stops_writing(tmp_path: Path) -> None:
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        async with h.running():
-            while (await h.get(job.job_id)).counters.processed < 100:
-                await asyncio.sleep(0.01)
+        async with h.running() as engine:
+            await h.until(lambda: h.processed(job.job_id) >= 100)
             set_lease("another-worker", 2**62)
-            await asyncio.sleep(1.0)  # the first worker notices and stops
             frozen = await h.get(job.job_id)
             checkpoint = await h.store.load_checkpoint(job.job_id)
-            await asyncio.sleep(0.5)
+            # The runner notices (at its next renewal or checkpoint) and leaves the job.
+            await h.until(lambda: not engine.running_jobs)
             assert (await h.get(job.job_id)).counters == frozen.counters
             assert await h.store.load_checkpoint(job.job_id) == checkpoint
             assert frozen.status is S.IN_PROGRESS and frozen.counters.processed < 1200
@@ -519,29 +537,33 @@ def test_worker_that_lost_its_lease_stops_writing(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_manifest_follows_progress_while_in_progress(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from batchrock.engine import runner
+def test_manifest_follows_progress_while_in_progress(tmp_path: Path) -> None:
+    from batchrock.engine.runner import MANIFEST_EVERY_SECONDS
 
-    monkeypatch.setattr(runner, "MANIFEST_EVERY_SECONDS", 0.1)
-    h = Harness(tmp_path, handler=slow(0.005), engine_record_concurrency=2)
+    gate = Gate(allow=300)  # the model stops answering half-way, until the test opens it
+    clock = FakeClock(datetime.now(UTC))
+    h = Harness(tmp_path, handler=gate, clock=clock, engine_lease_seconds=3600)
     h.bucket("out-bucket")
     h.put("s3://in-bucket/in/a.jsonl", jsonl(records(600)))
 
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
-        async with h.running():
-            seen: list[int] = []
-            while (await h.get(job.job_id)).status is not S.COMPLETED:
-                if h.exists(f"{OUT}/{job.job_id}/manifest.json.out"):
-                    m = manifest(h, job.job_id)
-                    assert m["totalRecordCount"] == 600
-                    seen.append(m["processedRecordCount"])
-                await asyncio.sleep(0.05)
-        # Zeros after Validating, then counts between the ends, never going back.
-        assert seen == sorted(seen)
-        assert any(0 < n < 600 for n in seen), seen
+        uri = f"{OUT}/{job.job_id}/manifest.json.out"
+        async with h.running(engine_record_concurrency=2) as engine:
+            await h.until(lambda: gate.held == 2)
+            # Zeros since Validating; the job's next manifest is due in 5 s.
+            assert manifest(h, job.job_id)["processedRecordCount"] == 0
+            clock.advance(MANIFEST_EVERY_SECONDS - 0.1)
+            await h.until(lambda: h.processed(job.job_id) == 300)
+            assert manifest(h, job.job_id)["processedRecordCount"] == 0
+            clock.advance(0.1)
+            await h.until(
+                lambda: h.exists(uri) and manifest(h, job.job_id)["processedRecordCount"] == 300
+            )
+            assert manifest(h, job.job_id)["totalRecordCount"] == 600
+            gate.open()
+            (done,) = await h.wait_until_final([job.job_id], engine=engine)
+        assert done.status is S.COMPLETED
         assert manifest(h, job.job_id)["processedRecordCount"] == 600
 
     asyncio.run(main())
@@ -549,18 +571,21 @@ def test_manifest_follows_progress_while_in_progress(
 
 def test_a_woken_engine_does_not_wait_for_its_next_poll(tmp_path: Path) -> None:
     """`serve` wakes its engine when the API creates a job, and a runner wakes it when a step
-    ends (a validated job is started at once): with a long poll interval, a job still runs
-    through promptly."""
-    h = Harness(tmp_path, engine_poll_seconds=30.0)
+    ends (a validated job is started at once): with the clock frozen, no poll ever comes, and
+    a job still runs through."""
+    clock = FakeClock(datetime.now(UTC))
+    h = Harness(tmp_path, clock=clock, engine_poll_seconds=30.0)
     h.bucket("out-bucket")
     h.put("s3://in-bucket/in/a.jsonl", jsonl(records(20)))
 
     async def main() -> None:
         async with h.running() as engine:
-            await asyncio.sleep(0.1)  # the engine polled once, found nothing, and waits
+            await h.until(lambda: clock.pending() == [30.0])  # polled once, found nothing
             job = await h.submit("s3://in-bucket/in/")
             engine.wake()
-            done = await h.wait_for(job.job_id, {S.COMPLETED}, timeout=5)
+            (done,) = await h.wait_until_final([job.job_id], engine=engine)
+            assert clock.monotonic() == 0
+        assert done.status is S.COMPLETED
         assert done.counters.success == 20
 
     asyncio.run(main())
