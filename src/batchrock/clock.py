@@ -2,9 +2,10 @@
 
 The service reads the time and waits only through a :class:`Clock`, so tests can freeze or
 move it, and ``time_scale`` (a setting) can make 24-168 hour timeouts pass in seconds. The
-engine never calls ``asyncio.sleep`` or ``asyncio.wait(timeout=...)`` itself: every wait
-goes through :meth:`Clock.sleep` or :meth:`Clock.wait`, which :class:`FakeClock` ends only
-when a test moves its time on.
+engine never waits out time with ``asyncio.sleep`` or ``asyncio.wait(timeout=...)`` itself:
+every wait goes through :meth:`Clock.sleep` or :meth:`Clock.wait`, which :class:`FakeClock`
+ends only when a test moves its time on. (What remains are yields, not waits: ``sleep(0)``,
+and the file pass's 0.1 ms pause that lets worker threads take the GIL.)
 """
 
 from __future__ import annotations
