@@ -69,6 +69,8 @@ def test_a_job_through_the_built_in_model_shows_in_the_metrics(server_factory: A
 
     assert value(found, "batchrock_jobs", status="Completed") == 1
     assert value(found, "batchrock_jobs", status="InProgress") == 0
+    # A job started and validated by one engine, never taken over from another.
+    assert value(found, "batchrock_lease_takeovers_total") == 0
     m = manifest(server, arn)
     assert value(found, "batchrock_records_processed_total", model_id=CLAUDE) == 7
     assert value(found, "batchrock_records_succeeded_total", model_id=CLAUDE) == 7

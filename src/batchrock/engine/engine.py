@@ -40,7 +40,14 @@ S = JobStatus
 _WAITING = frozenset({S.SUBMITTED, S.VALIDATING, S.SCHEDULED})
 #: A job claimed in one of these was being run by an engine whose lease ran out (a Stopping
 #: job may also be one stopped while it waited, which no engine held).
-_TAKEN_OVER = frozenset({S.VALIDATING, S.IN_PROGRESS})
+
+
+def _count_takeover() -> None:
+    """A job claimed mid-run (Validating or InProgress, nobody's lease on it): the engine that
+    ran it stopped renewing its lease, or shut down in the middle."""
+    process_metrics().lease_takeover()
+
+
 #: Waiting jobs one poll looks at (oldest first) for expiry and for the next dwell end.
 _SWEEP = 1000
 
@@ -168,9 +175,6 @@ class Engine:
                 # its release frees this claim too (it wakes us after). A second runner
                 # would write beside the first.
                 continue
-            if job.status in _TAKEN_OVER:
-                # Claimed mid-run: the engine that ran it stopped renewing its lease.
-                process_metrics().lease_takeover()
             self._start(job)
 
     def _dwell(self) -> timedelta:
@@ -191,7 +195,10 @@ class Engine:
         for statuses in ({S.STOPPING}, {S.IN_PROGRESS}):
             job = await store.claim(self.worker_id, statuses, now=now, lease_seconds=lease)
             if job is not None:
+                if job.status is S.IN_PROGRESS:
+                    _count_takeover()
                 return job
+        # Not a takeover: start_next hands out Scheduled jobs, moved to InProgress just now.
         job = await store.start_next(
             self.worker_id,
             now=now,
@@ -200,13 +207,16 @@ class Engine:
         )
         if job is not None:
             return job
-        return await store.claim(
+        job = await store.claim(
             self.worker_id,
             {S.SUBMITTED, S.VALIDATING},
             now=now,
             lease_seconds=lease,
             submitted_by=now - self._dwell(),
         )
+        if job is not None and job.status is S.VALIDATING:
+            _count_takeover()
+        return job
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._drive(JobRunner(self.ctx, job)), name=f"job-{job.job_id}")
