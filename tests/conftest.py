@@ -178,6 +178,27 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
 
 
+@pytest.fixture
+def sqlite_store_factory(tmp_path: Path) -> Any:
+    """A fresh SQLite database (see tests/stores.py)."""
+    from tests.stores import SqliteFactory
+
+    return SqliteFactory(tmp_path / "db" / "batchrock.sqlite3")
+
+
+def _store_factory_params() -> list[str]:
+    from tests.stores import STORE_FACTORIES
+
+    return STORE_FACTORIES
+
+
+@pytest.fixture(params=_store_factory_params())
+def store_factory(request: pytest.FixtureRequest) -> Any:
+    """Each store implementation in turn (tests/stores.py STORE_FACTORIES), on a fresh
+    database."""
+    return request.getfixturevalue(request.param)
+
+
 def bedrock_client(
     url: str, region: str = "us-east-1", access_key: str = "AKIAEXAMPLE", **config: Any
 ) -> Any:

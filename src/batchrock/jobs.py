@@ -1,8 +1,12 @@
 """The one domain model of a model invocation job, its statuses and allowed transitions.
 
-Everything that changes a job's status goes through :data:`TRANSITIONS`; stores apply a
-transition as a guarded update (``... WHERE status IN (allowed sources)``), so two processes
-can never move one job along two paths.
+Everything that changes a job's status is decided here, by :func:`decide` (from
+:data:`TRANSITIONS`): given the job, the target status and the time, it returns the
+:class:`Transition` (every field the move changes, and the event to record) or raises
+:class:`InvalidTransition`. Stores only apply that result, as a compare-and-set
+(``UPDATE ... WHERE status = <the status decided from>``), so two processes can never move
+one job along two paths and no store can drift from the lifecycle. New jobs start in
+:data:`INITIAL` (:func:`creation`).
 
     Submitted -> Validating -> Scheduled -> InProgress -> Completed
                      |             |            |------> PartiallyCompleted (timeout)
@@ -14,10 +18,12 @@ can never move one job along two paths.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import secrets
 import string
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,11 +75,41 @@ def sources_of(target: JobStatus) -> frozenset[JobStatus]:
     return frozenset(src for src, dests in TRANSITIONS.items() if target in dests)
 
 
-class InvalidTransition(Exception):
-    """A move the lifecycle does not allow (or that lost a race to another writer)."""
+#: The status every job is created in.
+INITIAL = S.SUBMITTED
 
-    def __init__(self, job_id: str, current: JobStatus, target: JobStatus) -> None:
-        super().__init__(f"job {job_id}: cannot move from {current} to {target}")
+
+def path_to(target: JobStatus) -> tuple[JobStatus, ...]:
+    """The shortest series of moves from :data:`INITIAL` to ``target`` (empty for INITIAL
+    itself): how tests and benchmarks bring a job to a status through the lifecycle."""
+    previous: dict[JobStatus, JobStatus | None] = {INITIAL: None}
+    queue = collections.deque([INITIAL])
+    while queue:
+        status = queue.popleft()
+        for nxt in sorted(TRANSITIONS[status]):
+            if nxt not in previous:
+                previous[nxt] = status
+                queue.append(nxt)
+    if target not in previous:
+        raise ValueError(f"{target} cannot be reached from {INITIAL}")
+    path: list[JobStatus] = []
+    at: JobStatus | None = target
+    while at is not None and at is not INITIAL:
+        path.append(at)
+        at = previous[at]
+    return tuple(reversed(path))
+
+
+class InvalidTransition(Exception):
+    """A move the lifecycle does not allow (or that lost a race to another writer).
+    ``current`` is ``None`` for a job created in a status other than :data:`INITIAL`."""
+
+    def __init__(self, job_id: str, current: JobStatus | None, target: JobStatus) -> None:
+        if current is None:
+            text = f"job {job_id}: cannot be created {target} (new jobs are {INITIAL})"
+        else:
+            text = f"job {job_id}: cannot move from {current} to {target}"
+        super().__init__(text)
         self.job_id = job_id
         self.current = current
         self.target = target
@@ -172,3 +208,76 @@ class JobEvent:
     to_status: JobStatus
     at: datetime
     message: str | None = None
+    #: The store's order of recording, increasing across all jobs (0 until recorded):
+    #: with a frozen clock, event times are all equal; this order is not.
+    seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """One allowed move, decided by :func:`decide`: what a store writes, in one
+    compare-and-set guarded by ``from_status``, together with ``event``."""
+
+    job_id: str
+    #: The status the move was decided from: the store's guard (``WHERE status = ...``).
+    from_status: JobStatus
+    to_status: JobStatus
+    #: The job's new ``last_modified_time`` (the event's time too).
+    at: datetime
+    #: The job's ``message`` and ``end_time`` after the move (kept, set or defaulted).
+    message: str | None
+    end_time: datetime | None
+    #: A final job keeps no lease: the store clears owner and expiry.
+    clear_lease: bool
+    event: JobEvent
+
+    def applied_to(self, job: Job) -> Job:
+        """``job`` as the move leaves it (what the store's row becomes)."""
+        return job.evolve(
+            status=self.to_status,
+            last_modified_time=self.at,
+            message=self.message,
+            end_time=self.end_time,
+        )
+
+
+def decide(
+    job: Job,
+    target: JobStatus,
+    *,
+    now: datetime,
+    expected: Collection[JobStatus] | None = None,
+    message: str | None = None,
+    end_time: datetime | None = None,
+) -> Transition:
+    """The whole lifecycle rule for moving ``job`` to ``target`` at ``now``: allowed by
+    :data:`TRANSITIONS` from the job's status (and that status in ``expected``, when given),
+    else :class:`InvalidTransition`. A given ``message`` replaces the job's; a move to a
+    final status sets ``end_time`` (``now`` unless given) and clears the lease. Pure: no
+    store, no clock."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    current = job.status
+    if target not in TRANSITIONS[current] or (expected is not None and current not in expected):
+        raise InvalidTransition(job.job_id, current, target)
+    final = target in TERMINAL
+    if final and end_time is None:
+        end_time = now
+    return Transition(
+        job_id=job.job_id,
+        from_status=current,
+        to_status=target,
+        at=now,
+        message=job.message if message is None else message,
+        end_time=job.end_time if end_time is None else end_time,
+        clear_lease=final,
+        event=JobEvent(job.job_id, current, target, now, message),
+    )
+
+
+def creation(job: Job) -> JobEvent:
+    """The event recording a new job; :class:`InvalidTransition` unless the job is in
+    :data:`INITIAL` (a store's ``create`` accepts nothing else)."""
+    if job.status is not INITIAL:
+        raise InvalidTransition(job.job_id, None, job.status)
+    return JobEvent(job.job_id, None, job.status, job.submit_time)

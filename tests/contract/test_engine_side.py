@@ -1,27 +1,26 @@
 """Contract of the store methods only the engine uses: starting Scheduled jobs under the
-per-model quota, and sweeping jobs by status."""
+per-model quota (also raced by several processes), sweeping jobs by status, and an engine
+running jobs to the end on the store. Every store runs it (tests/stores.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from batchrock.jobs import JobStatus
+from batchrock import jobs
+from batchrock.jobs import InvalidTransition, JobStatus
 from batchrock.store.base import JobStore
-from batchrock.store.sqlite import SqliteStore
+from tests.engine.harness import Harness, jsonl, records
+from tests.stores import StoreFactory
 
-from .test_store import T0, make_job
+from .test_store import T0, make_job, race
 
 pytestmark = pytest.mark.anyio
 S = JobStatus
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def scheduled(store: JobStore, n: int, **changes: object) -> str:
@@ -31,7 +30,7 @@ async def scheduled(store: JobStore, n: int, **changes: object) -> str:
     return job.job_id
 
 
-class EngineSideContract:
+class TestEngineSideContract:
     async def test_start_next_respects_the_per_model_quota(
         self, store: JobStore, second_store: JobStore
     ) -> None:
@@ -77,16 +76,74 @@ class EngineSideContract:
         assert await store.jobs_in(set(), limit=10) == []
         assert submitted.job_id in {j.job_id for j in await store.jobs_in({S.SUBMITTED}, limit=5)}
 
+    async def test_start_next_moves_only_as_the_lifecycle_allows(
+        self, store: JobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """start_next asks :func:`batchrock.jobs.decide` like every transition: without the
+        move Scheduled -> InProgress in TRANSITIONS, it refuses and changes nothing."""
+        job_id = await scheduled(store, 1)
+        before = await store.get_by_id(job_id)
+        history = await store.events(job_id)
+        monkeypatch.setitem(
+            jobs.TRANSITIONS, S.SCHEDULED, jobs.TRANSITIONS[S.SCHEDULED] - {S.IN_PROGRESS}
+        )
+        with pytest.raises(InvalidTransition) as exc:
+            await store.start_next("w", now=T0, lease_seconds=30, max_in_progress=5)
+        assert (exc.value.current, exc.value.target) == (S.SCHEDULED, S.IN_PROGRESS)
+        assert await store.get_by_id(job_id) == before
+        assert await store.events(job_id) == history
+        assert await store.lease(job_id) is None
+        monkeypatch.undo()
+        started = await store.start_next("w", now=T0, lease_seconds=30, max_in_progress=5)
+        assert started is not None and started.job_id == job_id
 
-class TestSqliteEngineSide(EngineSideContract):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[JobStore]:
-        store = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
-        yield store
-        await store.close()
+    async def test_engines_starting_at_once_never_over_admit_a_model(
+        self, store: JobStore, store_factory: StoreFactory, tmp_path: Path
+    ) -> None:
+        """Four processes call start_next until nothing may start, on 10 Scheduled jobs of
+        each of two models and two accounts, at most 3 InProgress per (account, model)."""
+        owners: dict[str, tuple[str, str]] = {}
+        n = 0
+        for account in ("123456789012", "210987654321"):
+            for model in ("m-one", "m-two"):
+                for _ in range(10):
+                    n += 1
+                    job_id = await scheduled(store, n, account_id=account, model_id=model)
+                    owners[job_id] = (account, model)
+        started = await race(store_factory, tmp_path, "start", 4, "3")
+        assert len(started) == len(set(started)) == 12
+        assert Counter(owners[j] for j in started) == {key: 3 for key in set(owners.values())}
+        running = await store.jobs_in({S.IN_PROGRESS}, limit=100)
+        assert sorted(j.job_id for j in running) == sorted(started)
+        for job_id in started:
+            assert [e.to_status for e in await store.events(job_id)][-1] is S.IN_PROGRESS
 
-    @pytest.fixture
-    async def second_store(self, tmp_path: Path, store: JobStore) -> AsyncIterator[JobStore]:
-        other = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
-        yield other
-        await other.close()
+
+def test_an_engine_runs_jobs_to_the_end_on_the_store(
+    store_factory: StoreFactory, tmp_path: Path
+) -> None:
+    """The engine on this store: jobs are claimed, validated, started under the quota and
+    completed, with every output record and the lifecycle's event history."""
+    h = Harness(tmp_path, store_factory=store_factory, quota_max_concurrent_jobs_per_model=1)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(30)))
+
+    async def main() -> None:
+        ids = [(await h.submit("s3://in-bucket/in/")).job_id for _ in range(3)]
+        async with h.running() as engine:
+            done = await h.wait_until_final(ids, engine=engine)
+        assert [j.status for j in done] == [S.COMPLETED] * 3
+        assert all(j.counters.success == 30 for j in done)
+        for job_id in ids:
+            assert await h.statuses(job_id) == [
+                "Submitted",
+                "Validating",
+                "Scheduled",
+                "InProgress",
+                "Completed",
+            ]
+            assert await h.store.lease(job_id) is None
+            assert h.exists(f"s3://out-bucket/results/{job_id}/a.jsonl.out")
+        await h.store.close()
+
+    asyncio.run(main())

@@ -1,14 +1,14 @@
 """The JobStore contract: every store implementation runs this one suite.
 
-Add an implementation by subclassing :class:`StoreContract` with a ``store`` fixture (and a
-``second_store`` fixture: another connection to the same data, as a second process would have).
+The ``store`` and ``second_store`` fixtures (tests/contract/conftest.py) come once per
+implementation named in ``tests/stores.py`` STORE_FACTORIES; the multi-process races open the
+same database from other processes through the factory's URL (tests/contract/racer.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,23 +20,20 @@ from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
 from batchrock.store.base import (
     Cursor,
     JobFilter,
+    JobNotFound,
     JobStore,
     ModelWork,
     PageRequest,
+    StoreConflict,
     UnfinishedJobsQuota,
 )
-from batchrock.store.sqlite import SqliteStore
 from tests.conftest import REPO_ROOT
+from tests.stores import StoreFactory
 
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 S = JobStatus
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_job(n: int = 0, **changes: Any) -> Job:
@@ -61,11 +58,48 @@ def everyone(**kw: Any) -> JobFilter:
     return JobFilter(account_id="123456789012", region="us-east-1", **kw)
 
 
-class StoreContract:
+async def stored_in(store: JobStore, job: Job, *, now: datetime = T0) -> Job:
+    """Store ``job`` in its status the only way there is: created Submitted, then moved along
+    the lifecycle (:func:`batchrock.jobs.path_to`)."""
+    stored, created = await store.create(job.evolve(status=jobs.INITIAL), {})
+    assert created
+    for status in jobs.path_to(job.status):
+        stored = await store.transition(stored.job_id, status, now=now)
+    return stored
+
+
+async def race(
+    factory: StoreFactory, tmp_path: Path, action: str, workers: int, arg: str = ""
+) -> list[str]:
+    """Run ``workers`` processes of tests/contract/racer.py on the factory's database at
+    once; the job ids they won, one per line of output."""
+    go = tmp_path / f"go-{action}"
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.contract.racer",
+            factory.url,
+            action,
+            f"w{i}",
+            str(go),
+            arg or str(i),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=REPO_ROOT,  # the racer imports this module
+        )
+        for i in range(workers)
+    ]
+    go.touch()  # every process opened its store meanwhile, or waits for the file
+    outputs = await asyncio.gather(*(p.communicate() for p in procs))
+    assert all(p.returncode == 0 for p in procs)
+    return [line for out, _ in outputs for line in out.decode().split()]
+
+
+class TestStoreContract:
     async def test_snapshot_counts_statuses_and_pending_work(self, store: JobStore) -> None:
         """The metrics' gauges (docs/metrics.md): every account's jobs by status, and per
         model the Scheduled jobs, the records left and their estimated input tokens."""
-        jobs = [
+        made = [
             make_job(1, model_id="m1", status=S.SCHEDULED, counters=Counters(total=10)),
             make_job(2, model_id="m1", status=S.IN_PROGRESS, account_id="210987654321",
                      counters=Counters(total=100, processed=40, input_tokens=400)),
@@ -74,8 +108,8 @@ class StoreContract:
                      counters=Counters(total=9, processed=9, input_tokens=90)),
             make_job(5, model_id="m3", status=S.SUBMITTED),
         ]  # fmt: skip
-        for job in jobs:
-            await store.create(job, {})
+        for job in made:
+            await stored_in(store, job)
         snapshot = await store.snapshot()
         assert snapshot.jobs_by_status == {
             S.SCHEDULED: 1,
@@ -204,7 +238,7 @@ class StoreContract:
                 await store.transition(job.job_id, target, now=T0)
         with pytest.raises(InvalidTransition):
             await store.transition(job.job_id, S.VALIDATING, now=T0, expected={S.SCHEDULED})
-        with pytest.raises(LookupError):
+        with pytest.raises(LookupError):  # JobNotFound is one
             await store.transition("nosuchjob000", S.VALIDATING, now=T0)
         assert (await store.get_by_id(job.job_id)) == job
 
@@ -312,9 +346,9 @@ class StoreContract:
         """Per account, region and model; final statuses do not count; a repeated token
         returns its job even at the quota."""
         await store.create(make_job(1, client_request_token="tok"), {})
-        await store.create(make_job(2, status=S.STOPPING), {})
+        await stored_in(store, make_job(2, status=S.STOPPING))
         for i, status in enumerate(jobs.TERMINAL):
-            await store.create(make_job(10 + i, status=status), {})
+            await stored_in(store, make_job(10 + i, status=status))
         with pytest.raises(UnfinishedJobsQuota) as exc:
             await store.create(make_job(3), {}, max_unfinished=2)
         assert exc.value.limit == 2
@@ -336,109 +370,114 @@ class StoreContract:
 
     async def test_every_status_round_trips(self, store: JobStore) -> None:
         for i, status in enumerate(JobStatus):
-            job = make_job(i, status=status)
-            await store.create(job, {})
+            job = await stored_in(store, make_job(i, status=status))
             got = await store.get_by_id(job.job_id)
-            assert got is not None and got.status is status
+            assert got == job and got.status is status
         assert jobs.TERMINAL <= set(JobStatus)
 
+    async def test_create_accepts_only_the_initial_status(self, store: JobStore) -> None:
+        for i, status in enumerate(set(JobStatus) - {jobs.INITIAL}):
+            job = make_job(i, status=status)
+            with pytest.raises(InvalidTransition) as exc:
+                await store.create(job, {"k": "v"})
+            assert exc.value.current is None and exc.value.target is status
+            assert await store.get_by_id(job.job_id) is None
+            assert await store.events(job.job_id) == []
+            assert await store.get_tags(job.job_id) == {}
 
-class TestSqliteStore(StoreContract):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[JobStore]:
-        store = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
-        yield store
-        await store.close()
+    async def test_a_job_id_that_exists_is_a_conflict(self, store: JobStore) -> None:
+        job, _ = await store.create(make_job(1), {})
+        with pytest.raises(StoreConflict):
+            await store.create(make_job(2, job_id=job.job_id), {})
+        assert await store.get_by_id(job.job_id) == job
+        assert len(await store.events(job.job_id)) == 1
 
-    @pytest.fixture
-    async def second_store(self, tmp_path: Path, store: JobStore) -> AsyncIterator[JobStore]:
-        other = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
-        yield other
-        await other.close()
+    async def test_every_pair_of_statuses(self, store: JobStore) -> None:
+        """Every (from, to) pair through the store: an allowed move changes what
+        :func:`batchrock.jobs.decide` says and records its event; a refused one raises and
+        changes nothing, the lease included."""
+        n = 0
+        for source in JobStatus:
+            for target in JobStatus:
+                n += 1
+                job = await stored_in(store, make_job(n, status=source))
+                # Leased, so that the test sees what a move does to a lease. (Older jobs a
+                # final move released are claimed again first, and stay leased.)
+                while (
+                    claimed := await store.claim("w", {source}, now=T0, lease_seconds=600)
+                ) is not None and claimed.job_id != job.job_id:
+                    pass
+                lease = await store.lease(job.job_id)
+                assert lease is not None and lease.owner == "w"
+                history = await store.events(job.job_id)
+                at = T0 + timedelta(minutes=n)
+                if target not in jobs.TRANSITIONS[source]:
+                    with pytest.raises(InvalidTransition) as exc:
+                        await store.transition(job.job_id, target, now=at, message="m")
+                    assert (exc.value.current, exc.value.target) == (source, target)
+                    assert await store.get_by_id(job.job_id) == job
+                    assert await store.events(job.job_id) == history
+                    assert await store.lease(job.job_id) == lease
+                    continue
+                # Allowed, but not from a status the caller did not expect.
+                with pytest.raises(InvalidTransition):
+                    await store.transition(
+                        job.job_id, target, now=at, expected=set(JobStatus) - {source}
+                    )
+                assert await store.get_by_id(job.job_id) == job
+                moved = await store.transition(
+                    job.job_id, target, now=at, expected={source}, message=f"to {target}"
+                )
+                change = jobs.decide(job, target, now=at, message=f"to {target}")
+                assert moved == change.applied_to(job) == await store.get_by_id(job.job_id)
+                assert moved.status is target and moved.last_modified_time == at
+                assert moved.end_time == (at if target in jobs.TERMINAL else None)
+                events = await store.events(job.job_id)
+                assert events == [*history, change.event]
+                assert events[-1].seq > history[-1].seq
+                final = target in jobs.TERMINAL
+                assert (await store.lease(job.job_id)) == (None if final else lease)
 
-    async def test_reopening_keeps_everything(self, tmp_path: Path) -> None:
-        path = tmp_path / "reopen.sqlite3"
-        first = await SqliteStore.open(path)
+    async def test_an_unknown_job_is_not_found(self, store: JobStore) -> None:
+        with pytest.raises(JobNotFound):
+            await store.transition("nosuchjob000", S.VALIDATING, now=T0)
+
+    async def test_reopening_keeps_everything(self, store_factory: StoreFactory) -> None:
+        first = await store_factory.open()
         job, _ = await first.create(make_job(1, client_request_token="t"), {"k": "v"})
         await first.close()
-        second = await SqliteStore.open(path)
+        second = await store_factory.open()
         try:
             assert await second.get_by_id(job.job_id) == job
             assert await second.get_tags(job.job_id) == {"k": "v"}
         finally:
             await second.close()
 
-    async def test_many_processes_creating_at_once_stop_at_the_quota(self, tmp_path: Path) -> None:
-        path = tmp_path / "quota.sqlite3"
-        await (await SqliteStore.open(path)).close()
-        script = (
-            "import asyncio, sys\n"
-            "from pathlib import Path\n"
-            "from batchrock.store.base import UnfinishedJobsQuota\n"
-            "from batchrock.store.sqlite import SqliteStore\n"
-            "from tests.contract.test_store import make_job\n"
-            "async def main():\n"
-            "    store = await SqliteStore.open(Path(sys.argv[1]))\n"
-            "    for i in range(10):\n"
-            "        job = make_job(int(sys.argv[2]) * 100 + i)\n"
-            "        try:\n"
-            "            await store.create(job, {}, max_unfinished=7)\n"
-            "            print(job.job_id, flush=True)\n"
-            "        except UnfinishedJobsQuota:\n"
-            "            pass\n"
-            "    await store.close()\n"
-            "asyncio.run(main())\n"
-        )
-        procs = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                script,
-                str(path),
-                str(i),
-                stdout=asyncio.subprocess.PIPE,
-                cwd=REPO_ROOT,  # the script imports make_job from this module
-            )
-            for i in range(4)
-        ]
-        outputs = await asyncio.gather(*(p.communicate() for p in procs))
-        assert all(p.returncode == 0 for p in procs)
-        created = [line for out, _ in outputs for line in out.decode().split()]
+    async def test_many_processes_creating_at_once_stop_at_the_quota(
+        self, store: JobStore, store_factory: StoreFactory, tmp_path: Path
+    ) -> None:
+        created = await race(store_factory, tmp_path, "create", 4)
         assert len(created) == 7
-        store = await SqliteStore.open(path)
-        try:
-            listed = await store.list_jobs(everyone(), PageRequest(limit=100))
-        finally:
-            await store.close()
+        listed = await store.list_jobs(everyone(), PageRequest(limit=100))
         assert sorted(j.job_id for j in listed) == sorted(created)
 
-    async def test_many_processes_claim_each_job_once(self, tmp_path: Path) -> None:
-        path = tmp_path / "race.sqlite3"
-        seed = await SqliteStore.open(path)
+    async def test_many_processes_claim_each_job_once(
+        self, store: JobStore, store_factory: StoreFactory, tmp_path: Path
+    ) -> None:
         for i in range(60):
-            await seed.create(make_job(i), {})
-        await seed.close()
-        script = (
-            "import asyncio, sys\n"
-            "from datetime import UTC, datetime\n"
-            "from pathlib import Path\n"
-            "from batchrock.jobs import JobStatus\n"
-            "from batchrock.store.sqlite import SqliteStore\n"
-            "async def main():\n"
-            "    store = await SqliteStore.open(Path(sys.argv[1]))\n"
-            "    while (job := await store.claim(sys.argv[2], {JobStatus.SUBMITTED},\n"
-            "            now=datetime.now(UTC), lease_seconds=600)) is not None:\n"
-            "        print(job.job_id, flush=True)\n"
-            "    await store.close()\n"
-            "asyncio.run(main())\n"
-        )
-        procs = [
-            await asyncio.create_subprocess_exec(
-                sys.executable, "-c", script, str(path), f"w{i}", stdout=asyncio.subprocess.PIPE
-            )
-            for i in range(4)
-        ]
-        outputs = await asyncio.gather(*(p.communicate() for p in procs))
-        assert all(p.returncode == 0 for p in procs)
-        claimed = [line for out, _ in outputs for line in out.decode().split()]
+            await store.create(make_job(i), {})
+        claimed = await race(store_factory, tmp_path, "claim", 4)
         assert len(claimed) == 60 and len(set(claimed)) == 60
+
+    async def test_many_processes_taking_over_one_lapsed_lease_one_wins(
+        self, store: JobStore, store_factory: StoreFactory, tmp_path: Path
+    ) -> None:
+        job = await stored_in(store, make_job(1, status=S.IN_PROGRESS))
+        assert await store.claim("dead", {S.IN_PROGRESS}, now=T0, lease_seconds=30)
+        won = await race(store_factory, tmp_path, "takeover", 4)
+        assert won == [job.job_id]
+        lease = await store.lease(job.job_id)
+        assert lease is not None and lease.owner != "dead"
+        later = T0 + timedelta(hours=1)
+        assert not await store.renew(job.job_id, "dead", now=later, lease_seconds=30)
+        assert await store.renew(job.job_id, lease.owner, now=later, lease_seconds=30)

@@ -1,4 +1,6 @@
-"""An engine in the test's own event loop, on a real SQLite store and local object store.
+"""An engine in the test's own event loop, on a real store (SQLite unless the test passes
+another ``store_factory``: tests/stores.py) and local object store. It reads the store only
+through the :class:`JobStore` interface, so it runs on any implementation.
 
 The backend is a :class:`MockBackend` (the seam the engine talks to); everything else is the
 real thing. End-to-end tests through ``batchrock serve`` and boto3 are in ``test_e2e.py``.
@@ -32,7 +34,7 @@ from batchrock.engine.grants import BucketPolicy
 from batchrock.jobs import Job, JobStatus
 from batchrock.objects import LocalObjectStore
 from batchrock.settings import Settings
-from batchrock.store.sqlite import SqliteStore
+from tests.stores import SqliteFactory, StoreFactory
 
 FAST = {
     "engine_poll_seconds": 0.02,
@@ -133,11 +135,15 @@ class Harness:
         handler: Any = echo,
         clock: Clock | None = None,
         buckets: BucketPolicy | None = None,
+        store_factory: StoreFactory | None = None,
         **settings: Any,
     ) -> None:
         self.data_dir = tmp_path / "data"
         self.settings = Settings(data_dir=self.data_dir, **{**FAST, **settings})
-        self.store = SqliteStore.open_sync(self.settings.database_path)
+        self.store_factory = store_factory or SqliteFactory(self.settings.database_path)
+        self.store = self.store_factory.open_sync()
+        #: Every job :meth:`submit` created, oldest first.
+        self.job_ids: list[str] = []
         self.objects = LocalObjectStore(self.data_dir / "s3")
         self.backend = MockBackend(handler)
         self.resolver = OneBackend(self.backend)
@@ -199,6 +205,7 @@ class Harness:
             **fields,
         )
         created, _ = await self.store.create(job, {})
+        self.job_ids.append(created.job_id)
         return created
 
     async def get(self, job_id: str) -> Job:
@@ -224,26 +231,23 @@ class Harness:
         """Wait until every job is final; return them. Fails once nothing has happened to any
         job (no new status event, no checkpoint) for ``quiet`` wall-clock seconds, naming the
         jobs left and who holds them: a stuck job is reported, not waited on for good."""
-        last, still = None, time.monotonic()
-        final = {s.value for s in jobs.TERMINAL}
+        last: tuple[int, int] | None = None
+        still = time.monotonic()
         while True:
-            status = dict(self.store._conn.execute("SELECT job_id, status FROM jobs").fetchall())
-            if all(status[j] in final for j in job_ids):
-                return [await self.get(j) for j in job_ids]
-            progress = self.store._conn.execute(
-                "SELECT (SELECT count(*) FROM job_events), "
-                "(SELECT coalesce(sum(processed_records), 0) FROM jobs)"
-            ).fetchone()
+            now = [await self.get(j) for j in job_ids]
+            if all(j.is_terminal for j in now):
+                return now
+            events = sum([len(await self.store.events(j)) for j in job_ids])
+            progress = (events, sum(j.counters.processed for j in now))
             if progress != last:
                 last, still = progress, time.monotonic()
             elif time.monotonic() - still > quiet:
                 held = engine.running_jobs if engine is not None else None
-                leases = self.leases()
                 stuck = [
-                    f"{j} {status[j]} lease={leases.get(j)}"
-                    + ("" if held is None else f" runner={'yes' if j in held else 'no'}")
-                    for j in job_ids
-                    if status[j] not in final
+                    f"{j.job_id} {j.status} lease={await self.store.lease(j.job_id)}"
+                    + ("" if held is None else f" runner={'yes' if j.job_id in held else 'no'}")
+                    for j in now
+                    if not j.is_terminal
                 ]
                 raise AssertionError(f"{len(stuck)} job(s) stuck for {quiet} s: {stuck}")
             await asyncio.sleep(0.02)
@@ -255,7 +259,8 @@ class Harness:
         deadline = time.monotonic() + timeout
         while not await _holds(condition):
             if time.monotonic() > deadline:
-                raise AssertionError(f"condition not reached in {timeout} s: {self.history()}")
+                history = await self.history()
+                raise AssertionError(f"condition not reached in {timeout} s: {history}")
             await asyncio.sleep(0.005)
 
     async def advance_until(self, condition: Callable[[], Any], step: float = 0.25) -> None:
@@ -272,25 +277,27 @@ class Harness:
         """When the job first entered ``status`` (from its event history), if it did."""
         return next((e.at for e in await self.store.events(job_id) if e.to_status is status), None)
 
-    def processed(self, job_id: str) -> int:
-        """The job's checkpointed processedRecordCount (synchronous, for :meth:`until`)."""
-        row = self.store._conn.execute(
-            "SELECT processed_records FROM jobs WHERE job_id = ?", (job_id,)
-        ).fetchone()
-        return int(row[0])
+    async def processed(self, job_id: str) -> int:
+        """The job's checkpointed processedRecordCount (for :meth:`until`)."""
+        return (await self.get(job_id)).counters.processed
 
-    def history(self) -> list[tuple[str, str]]:
-        """Every job's status events in the order the store recorded them: (job id, status).
-        With a frozen clock event times are all equal; this order is not."""
-        rows = self.store._conn.execute("SELECT job_id, to_status FROM job_events ORDER BY id")
-        return [(r[0], r[1]) for r in rows.fetchall()]
+    async def history(self) -> list[tuple[str, str]]:
+        """The status events of every job :meth:`submit` created, in the order the store
+        recorded them: (job id, status). With a frozen clock event times are all equal; this
+        order is not."""
+        events = [e for j in self.job_ids for e in await self.store.events(j)]
+        return [(e.job_id, e.to_status.value) for e in sorted(events, key=lambda e: e.seq)]
 
-    def leases(self) -> dict[str, str]:
-        """Job id -> lease owner, for every job someone holds."""
-        rows = self.store._conn.execute(
-            "SELECT job_id, lease_owner FROM jobs WHERE lease_owner IS NOT NULL"
-        ).fetchall()
-        return {r[0]: r[1] for r in rows}
+    async def leases(self) -> dict[str, str]:
+        """Job id -> lease owner, for every job :meth:`submit` created that someone holds."""
+        held = {j: await self.store.lease(j) for j in self.job_ids}
+        return {j: lease.owner for j, lease in held.items() if lease is not None}
+
+    async def free(self, job_id: str) -> None:
+        """What a lease's owner dying and its lease running out come to: no one holds it."""
+        lease = await self.store.lease(job_id)
+        if lease is not None:
+            await self.store.release(job_id, lease.owner)
 
     @contextlib.asynccontextmanager
     async def running(self, **settings: Any) -> AsyncIterator[Engine]:
@@ -324,6 +331,16 @@ async def _holds(condition: Callable[[], Any]) -> bool:
     if inspect.isawaitable(result):
         result = await result
     return bool(result)
+
+
+async def processed_reached(h: Harness, job_id: str, n: int) -> bool:
+    """At least ``n`` records of the job checkpointed (a condition for :meth:`Harness.until`)."""
+    return await h.processed(job_id) >= n
+
+
+async def processed_is(h: Harness, job_id: str, n: int) -> bool:
+    """Exactly ``n`` records of the job checkpointed (a condition for :meth:`Harness.until`)."""
+    return await h.processed(job_id) == n
 
 
 def out_lines(data: bytes) -> list[dict[str, Any]]:

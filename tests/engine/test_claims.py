@@ -54,7 +54,7 @@ def test_bursts_of_small_jobs_never_wait_out_a_lease(tmp_path: Path) -> None:
             ]
             # No time passed: nothing in a job's history waited for a lease or a poll.
             assert {e.at for e in await h.store.events(job_id)} == {start}
-        assert not h.leases(), "a finished job kept its lease"
+        assert not await h.leases(), "a finished job kept its lease"
 
     asyncio.run(main())
 

@@ -6,6 +6,7 @@ It must write exactly what the concurrent pass writes, and keep its crash safety
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,41 @@ def test_in_order_pass_stops_mid_run_keeping_a_prefix(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def successor_checkpoint(h: Harness, job_id: str, **changes: Any) -> None:
+    """Another process checkpoints the job (its own connection to the store, in its own
+    thread and loop) while this one's loop waits: the write happens between two of the
+    engine's steps, as a successor's would."""
+
+    async def write() -> None:
+        store = await h.store_factory.open()
+        try:
+            job = await store.get_by_id(job_id)
+            checkpoint = await store.load_checkpoint(job_id)
+            assert job is not None and checkpoint is not None
+            await store.save_progress(
+                job_id,
+                counters=job.counters,
+                now=job.last_modified_time,
+                checkpoint={**checkpoint, **changes},
+            )
+        finally:
+            await store.close()
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(write())
+        except BaseException as exc:  # reported to the test below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
 def test_a_worker_that_was_superseded_leaves_the_job_to_its_successor(tmp_path: Path) -> None:
     """An engine whose loop was blocked past its lease can get its job back after another
     worker ran it for a while (and took over, then removed, its spool). The old runner must
@@ -250,10 +286,7 @@ def test_a_worker_that_was_superseded_leaves_the_job_to_its_successor(tmp_path: 
             once.append(request.record_id)
             # What the successor's first checkpoint and spool takeover did, while this
             # worker's loop was blocked; this worker then re-took the lease.
-            h.store._conn.execute(
-                "UPDATE jobs SET checkpoint = json_set(checkpoint, '$.spool', "
-                "'00000-successor.out')"
-            )
+            successor_checkpoint(h, h.job_ids[0], spool="00000-successor.out")
             for spool in (h.data_dir / "spool").glob("*/*.out"):
                 spool.unlink()
         return echo_now(request)
@@ -276,7 +309,7 @@ def test_a_worker_that_was_superseded_leaves_the_job_to_its_successor(tmp_path: 
         assert left.status is S.IN_PROGRESS, left.message
         assert not h.exists(f"{OUT}/{job.job_id}/a.jsonl.out")
         # The successor's spool is not there either (it died too): the file is redone.
-        h.store._conn.execute("UPDATE jobs SET lease_owner = NULL, lease_expires = NULL")
+        await h.free(job.job_id)
         (done,) = await h.run(job.job_id)
         assert done.status is S.COMPLETED, done.message
         assert done.counters.processed == done.counters.success == 600

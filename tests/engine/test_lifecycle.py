@@ -15,7 +15,17 @@ from batchrock.clock import FakeClock
 from batchrock.engine.records import generated_record_id
 from batchrock.jobs import JobStatus
 
-from .harness import Gate, Harness, echo, jsonl, out_lines, records, slow
+from .harness import (
+    Gate,
+    Harness,
+    echo,
+    jsonl,
+    out_lines,
+    processed_is,
+    processed_reached,
+    records,
+    slow,
+)
 
 S = JobStatus
 OUT = "s3://out-bucket/results"
@@ -381,7 +391,7 @@ def test_concurrent_jobs_quota_keeps_the_rest_scheduled(tmp_path: Path) -> None:
         assert [j.status for j in done] == [S.COMPLETED] * 3
         assert all(j.counters.success == 200 for j in done)
         # The second job started only once the first had completed.
-        order = h.history()
+        order = await h.history()
         assert order.index((second, "InProgress")) > order.index((first, "Completed"))
 
     asyncio.run(main())
@@ -510,17 +520,16 @@ def test_worker_that_lost_its_lease_stops_writing(tmp_path: Path) -> None:
     recs = records(1200)
     h.put("s3://in-bucket/in/a.jsonl", jsonl(recs))
 
-    def set_lease(owner: str, expires_micros: int) -> None:
-        # What a second worker's claim does once this worker's lease has lapsed.
-        h.store._conn.execute(
-            "UPDATE jobs SET lease_owner = ?, lease_expires = ?", (owner, expires_micros)
-        )
-
     async def main() -> None:
         job = await h.submit("s3://in-bucket/in/")
         async with h.running() as engine:
-            await h.until(lambda: h.processed(job.job_id) >= 100)
-            set_lease("another-worker", 2**62)
+            await h.until(lambda: processed_reached(h, job.job_id, 100))
+            # What a second worker's claim does once this worker's lease has lapsed.
+            far = h.clock.now() + timedelta(days=3650)
+            taken = await h.store.claim(
+                "another-worker", {S.IN_PROGRESS}, now=far, lease_seconds=3600
+            )
+            assert taken is not None and taken.job_id == job.job_id
             frozen = await h.get(job.job_id)
             checkpoint = await h.store.load_checkpoint(job.job_id)
             # The runner notices (at its next renewal or checkpoint) and leaves the job.
@@ -528,7 +537,7 @@ def test_worker_that_lost_its_lease_stops_writing(tmp_path: Path) -> None:
             assert (await h.get(job.job_id)).counters == frozen.counters
             assert await h.store.load_checkpoint(job.job_id) == checkpoint
             assert frozen.status is S.IN_PROGRESS and frozen.counters.processed < 1200
-        set_lease("another-worker", 0)  # that worker died too: the job is free again
+        await h.free(job.job_id)  # that worker died too: the job is free again
         (done,) = await h.run(job.job_id)
         assert done.status is S.COMPLETED
         lines = out_lines(h.read(f"{OUT}/{job.job_id}/a.jsonl.out"))
@@ -554,7 +563,7 @@ def test_manifest_follows_progress_while_in_progress(tmp_path: Path) -> None:
             # Zeros since Validating; the job's next manifest is due in 5 s.
             assert manifest(h, job.job_id)["processedRecordCount"] == 0
             clock.advance(MANIFEST_EVERY_SECONDS - 0.1)
-            await h.until(lambda: h.processed(job.job_id) == 300)
+            await h.until(lambda: processed_is(h, job.job_id, 300))
             assert manifest(h, job.job_id)["processedRecordCount"] == 0
             clock.advance(0.1)
             await h.until(

@@ -2,8 +2,14 @@
 
 Every implementation (SQLite now, PostgreSQL later) passes the one contract suite in
 ``tests/contract``. Rules that are not about persistence (validation, idempotency policy,
-which statuses may be stopped) live in :mod:`batchrock.service`; the store only guarantees
-atomicity: guarded status updates, unique idempotency tokens, exclusive claims.
+which statuses may be stopped) live in :mod:`batchrock.service`; the lifecycle (which move is
+allowed, what it changes, which event it records) is :func:`batchrock.jobs.decide`. The store
+only guarantees atomicity: it applies a decided :class:`~batchrock.jobs.Transition` as one
+compare-and-set on the status it was decided from, together with its event; unique
+idempotency tokens; exclusive claims.
+
+Failures are typed (:class:`StoreError` and its subclasses), whatever the database: the API
+turns :class:`StoreBusy` into ``ThrottlingException``.
 """
 
 from __future__ import annotations
@@ -65,6 +71,31 @@ class StoreSnapshot:
     by_model: dict[str, ModelWork] = field(default_factory=dict)
 
 
+class StoreError(Exception):
+    """A store could not do what was asked (the database's own error is the cause)."""
+
+
+class JobNotFound(StoreError, LookupError):
+    """No job has this id."""
+
+
+class StoreConflict(StoreError):
+    """The write collides with data already stored (a job id that exists)."""
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked or unavailable for longer than the store waits: nothing was
+    changed, and the same call may succeed later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Which worker holds a job, until when."""
+
+    owner: str
+    expires: datetime
+
+
 class UnfinishedJobsQuota(Exception):
     """:meth:`JobStore.create` found ``limit`` unfinished jobs for the new job's account,
     region and model already."""
@@ -80,8 +111,11 @@ class JobStore(Protocol):
     async def create(
         self, job: Job, tags: Mapping[str, str], *, max_unfinished: int | None = None
     ) -> tuple[Job, bool]:
-        """Insert ``job``; if its account already has a job with the same
-        ``client_request_token``, insert nothing and return that job with ``False``.
+        """Insert ``job`` and record its creation event (:func:`batchrock.jobs.creation`:
+        raises :class:`~batchrock.jobs.InvalidTransition` unless the job is in the initial
+        status); if its account already has a job with the same ``client_request_token``,
+        insert nothing and return that job with ``False``. A job id that exists raises
+        :class:`StoreConflict`.
 
         With ``max_unfinished``, raise :class:`UnfinishedJobsQuota` (and insert nothing) when
         the account already has that many jobs of the same region and model in a status that
@@ -112,14 +146,16 @@ class JobStore(Protocol):
         message: str | None = None,
         end_time: datetime | None = None,
     ) -> Job:
-        """Move the job to ``to`` if the lifecycle allows it from its current status (and the
-        current status is in ``expected``, when given). Records a :class:`JobEvent`.
-        Raises :class:`batchrock.jobs.InvalidTransition` otherwise, and ``LookupError`` for
-        an unknown job."""
+        """Apply :func:`batchrock.jobs.decide` (job as stored, ``to``, ``now``, ``expected``,
+        ``message``, ``end_time``) as one compare-and-set on the status decided from, and
+        record its event. Raises :class:`batchrock.jobs.InvalidTransition` when the lifecycle
+        refuses the move or another writer moved the job first (nothing changes), and
+        :class:`JobNotFound` for an unknown job."""
         ...
 
     async def events(self, job_id: str) -> list[JobEvent]:
-        """The job's status history, oldest first (creation included)."""
+        """The job's status history, oldest first (creation included); each event's ``seq``
+        increases across all jobs in the order the store recorded them."""
         ...
 
     async def get_tags(self, job_id: str) -> dict[str, str]: ...
@@ -159,6 +195,10 @@ class JobStore(Protocol):
         """Give up the lease (no-op if not held)."""
         ...
 
+    async def lease(self, job_id: str) -> Lease | None:
+        """Who holds the job's lease now (expired or not), ``None`` if no one does."""
+        ...
+
     async def save_progress(
         self,
         job_id: str,
@@ -182,8 +222,11 @@ class JobStore(Protocol):
     ) -> Job | None:
         """Atomically move the oldest Scheduled job that no live worker holds, and whose
         (account, region, model) has fewer than ``max_in_progress`` jobs InProgress, to
-        InProgress (recording the event) and lease it to ``worker_id``. ``None`` when no
-        Scheduled job may start now."""
+        InProgress as :func:`batchrock.jobs.decide` says (recording the event; its
+        :class:`~batchrock.jobs.InvalidTransition` if the lifecycle refuses the move) and
+        lease it to ``worker_id``. ``None`` when no Scheduled job may start now. Engines
+        starting at the same moment never put more than ``max_in_progress`` jobs of a model
+        InProgress."""
         ...
 
     async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:

@@ -7,29 +7,39 @@ no two writers can both win.
 
 Queries are short (well under a millisecond on an indexed table), so they run directly on the
 event loop rather than paying a thread hop per call.
+
+Lifecycle decisions are :func:`batchrock.jobs.decide`'s; this module only reads the job, asks,
+and writes the answer (:meth:`SqliteStore._apply`). SQLite's errors leave as the store's typed
+ones (:func:`_typed_errors`): a database still locked after ``busy_timeout`` is
+:class:`~batchrock.store.base.StoreBusy`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 
 from batchrock import jobs
 from batchrock.clock import from_micros, to_micros
-from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
+from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus, Transition
 from batchrock.store.base import (
     JobFilter,
+    JobNotFound,
+    Lease,
     ModelWork,
     PageRequest,
+    StoreBusy,
+    StoreConflict,
     StoreSnapshot,
     UnfinishedJobsQuota,
 )
@@ -110,6 +120,34 @@ def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Primary result codes of a database another connection holds (extended codes such as
+#: SQLITE_BUSY_SNAPSHOT share the low byte).
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def _typed_errors(
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """SQLite's errors as the store's: busy (still locked after the timeout) and constraint
+    violations; anything else propagates as it is."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES:
+                raise StoreBusy(f"the job database is busy: {exc}") from exc
+            raise
+        except sqlite3.IntegrityError as exc:
+            raise StoreConflict(str(exc)) from exc
+
+    return wrapper
+
+
 class SqliteStore:
     """:class:`batchrock.store.base.JobStore` on SQLite.
 
@@ -121,15 +159,17 @@ class SqliteStore:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
-        return cls.open_sync(path)
+    async def open(cls, path: Path, *, busy_timeout: float = 10.0) -> SqliteStore:
+        return cls.open_sync(path, busy_timeout=busy_timeout)
 
     @classmethod
-    def open_sync(cls, path: Path) -> SqliteStore:
+    def open_sync(cls, path: Path, *, busy_timeout: float = 10.0) -> SqliteStore:
+        """``busy_timeout``: how long a call waits for another connection's lock before it
+        raises :class:`~batchrock.store.base.StoreBusy`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=10.0
+            str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode = WAL")
@@ -150,9 +190,11 @@ class SqliteStore:
 
     # --- jobs ---------------------------------------------------------------------------
 
+    @_typed_errors
     async def create(
         self, job: Job, tags: Mapping[str, str], *, max_unfinished: int | None = None
     ) -> tuple[Job, bool]:
+        created = jobs.creation(job)
         conn = self._conn
         with _write(conn):
             if job.client_request_token is not None:
@@ -212,10 +254,7 @@ class SqliteStore:
                 "INSERT INTO job_names (rowid, name) VALUES (?, ?)",
                 (cur.lastrowid, _tripled(job.name)),
             )
-            conn.execute(
-                "INSERT INTO job_events (job_id, from_status, to_status, at) VALUES (?, ?, ?, ?)",
-                (job.job_id, None, job.status.value, to_micros(job.submit_time)),
-            )
+            self._record(created)
             conn.executemany(
                 "INSERT INTO job_tags (job_id, key, value) VALUES (?, ?, ?)",
                 [(job.job_id, k, v) for k, v in tags.items()],
@@ -234,6 +273,7 @@ class SqliteStore:
         if count >= limit:
             raise UnfinishedJobsQuota(limit)
 
+    @_typed_errors
     async def get(self, account_id: str, region: str, job_id: str) -> Job | None:
         row = self._conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ? AND account_id = ? AND region = ?",
@@ -241,12 +281,14 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else _row_to_job(row)
 
+    @_typed_errors
     async def get_by_id(self, job_id: str) -> Job | None:
         row = self._conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
         ).fetchone()
         return None if row is None else _row_to_job(row)
 
+    @_typed_errors
     async def list_jobs(self, filter: JobFilter, page: PageRequest) -> list[Job]:
         candidates: list[int] | None = None
         if filter.name_contains:
@@ -298,6 +340,7 @@ class SqliteStore:
             return None
         return [r[0] for r in rows]
 
+    @_typed_errors
     async def transition(
         self,
         job_id: str,
@@ -308,58 +351,70 @@ class SqliteStore:
         message: str | None = None,
         end_time: datetime | None = None,
     ) -> Job:
-        allowed = jobs.sources_of(to)
-        if expected is not None:
-            allowed = allowed & frozenset(expected)
-        if to in jobs.TERMINAL and end_time is None:
-            end_time = now
-        conn = self._conn
-        with _write(conn):
-            row = conn.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise LookupError(job_id)
-            current = JobStatus(row["status"])
-            if current not in allowed:
-                raise InvalidTransition(job_id, current, to)
-            micros = to_micros(now)
-            # The status guard repeats the check above so the update is safe on its own.
-            updated = conn.execute(
-                f"UPDATE jobs SET status = ?, last_modified_time = ?, "
-                f"message = coalesce(?, message), end_time = coalesce(?, end_time), "
-                f"lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
-                f"lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END "
-                f"WHERE job_id = ? AND status = ? RETURNING {_JOB_COLUMNS}",
-                (
-                    to.value,
-                    micros,
-                    message,
-                    None if end_time is None else to_micros(end_time),
-                    to in jobs.TERMINAL,
-                    to in jobs.TERMINAL,
-                    job_id,
-                    current.value,
-                ),
+        with _write(self._conn):
+            row = self._conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
             ).fetchone()
-            if updated is None:  # pragma: no cover - impossible inside one write transaction
-                raise InvalidTransition(job_id, current, to)
-            conn.execute(
-                "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (job_id, current.value, to.value, micros, message),
+            if row is None:
+                raise JobNotFound(job_id)
+            change = jobs.decide(
+                _row_to_job(row),
+                to,
+                now=now,
+                expected=expected,
+                message=message,
+                end_time=end_time,
             )
-        log.info(
-            "job %s: %s -> %s%s",
-            job_id,
-            current.value,
-            to.value,
-            f" ({message})" if message else "",
-            extra={"action": "job_transition", "job_id": job_id, "to_status": to.value},
-        )
+            updated = self._apply(change)
+        _log_transition(change)
+        return updated
+
+    def _apply(self, change: Transition, *, lease: tuple[str, int] | None = None) -> Job:
+        """Write a decided transition inside the caller's write transaction: one
+        compare-and-set on the status it was decided from, and its event. ``lease`` (owner,
+        expiry in microseconds) hands the job to a worker in the same update."""
+        if lease is not None:
+            owner_sql, expires_sql, lease_params = "?", "?", [*lease]
+        elif change.clear_lease:
+            owner_sql, expires_sql, lease_params = "NULL", "NULL", []
+        else:
+            owner_sql, expires_sql, lease_params = "lease_owner", "lease_expires", []
+        updated = self._conn.execute(
+            f"UPDATE jobs SET status = ?, last_modified_time = ?, message = ?, end_time = ?, "
+            f"lease_owner = {owner_sql}, lease_expires = {expires_sql} "
+            f"WHERE job_id = ? AND status = ? RETURNING {_JOB_COLUMNS}",
+            (
+                change.to_status.value,
+                to_micros(change.at),
+                change.message,
+                None if change.end_time is None else to_micros(change.end_time),
+                *lease_params,
+                change.job_id,
+                change.from_status.value,
+            ),
+        ).fetchone()
+        if updated is None:  # pragma: no cover - impossible inside one write transaction
+            raise InvalidTransition(change.job_id, change.from_status, change.to_status)
+        self._record(change.event)
         return _row_to_job(updated)
 
+    def _record(self, event: JobEvent) -> None:
+        self._conn.execute(
+            "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                event.job_id,
+                None if event.from_status is None else event.from_status.value,
+                event.to_status.value,
+                to_micros(event.at),
+                event.message,
+            ),
+        )
+
+    @_typed_errors
     async def events(self, job_id: str) -> list[JobEvent]:
         rows = self._conn.execute(
-            "SELECT job_id, from_status, to_status, at, message FROM job_events "
+            "SELECT id, job_id, from_status, to_status, at, message FROM job_events "
             "WHERE job_id = ? ORDER BY id",
             (job_id,),
         ).fetchall()
@@ -370,18 +425,21 @@ class SqliteStore:
                 to_status=JobStatus(r["to_status"]),
                 at=from_micros(r["at"]),
                 message=r["message"],
+                seq=r["id"],
             )
             for r in rows
         ]
 
     # --- tags ---------------------------------------------------------------------------
 
+    @_typed_errors
     async def get_tags(self, job_id: str) -> dict[str, str]:
         rows = self._conn.execute(
             "SELECT key, value FROM job_tags WHERE job_id = ? ORDER BY key", (job_id,)
         ).fetchall()
         return {r["key"]: r["value"] for r in rows}
 
+    @_typed_errors
     async def put_tags(self, job_id: str, tags: Mapping[str, str], *, max_tags: int) -> None:
         conn = self._conn
         with _write(conn):
@@ -396,6 +454,7 @@ class SqliteStore:
             if count > max_tags:
                 raise OverflowError(count)
 
+    @_typed_errors
     async def remove_tags(self, job_id: str, keys: Collection[str]) -> None:
         with _write(self._conn):
             self._conn.executemany(
@@ -404,6 +463,7 @@ class SqliteStore:
 
     # --- the engine's side --------------------------------------------------------------
 
+    @_typed_errors
     async def claim(
         self,
         worker_id: str,
@@ -440,6 +500,7 @@ class SqliteStore:
             ).fetchone()
         return None if row is None else _row_to_job(row)
 
+    @_typed_errors
     async def renew(
         self, job_id: str, worker_id: str, *, now: datetime, lease_seconds: float
     ) -> bool:
@@ -450,6 +511,7 @@ class SqliteStore:
             )
         return cur.rowcount == 1
 
+    @_typed_errors
     async def release(self, job_id: str, worker_id: str) -> None:
         with _write(self._conn):
             self._conn.execute(
@@ -458,6 +520,16 @@ class SqliteStore:
                 (job_id, worker_id),
             )
 
+    @_typed_errors
+    async def lease(self, job_id: str) -> Lease | None:
+        row = self._conn.execute(
+            "SELECT lease_owner, lease_expires FROM jobs WHERE job_id = ? "
+            "AND lease_owner IS NOT NULL",
+            (job_id,),
+        ).fetchone()
+        return None if row is None else Lease(row[0], from_micros(row[1]))
+
+    @_typed_errors
     async def save_progress(
         self,
         job_id: str,
@@ -486,6 +558,7 @@ class SqliteStore:
                 ),
             )
 
+    @_typed_errors
     async def load_checkpoint(self, job_id: str) -> dict[str, Any] | None:
         row = self._conn.execute(
             "SELECT checkpoint FROM jobs WHERE job_id = ?", (job_id,)
@@ -495,6 +568,7 @@ class SqliteStore:
         data: dict[str, Any] = orjson.loads(row["checkpoint"])
         return data
 
+    @_typed_errors
     async def start_next(
         self,
         worker_id: str,
@@ -509,7 +583,7 @@ class SqliteStore:
             # Counting and moving in one write transaction: two workers cannot both take the
             # last free slot of a model.
             row = self._conn.execute(
-                "SELECT job_id FROM jobs AS j WHERE status = ? "
+                f"SELECT {_JOB_COLUMNS} FROM jobs AS j WHERE status = ? "
                 "AND (lease_expires IS NULL OR lease_expires < ?) "
                 "AND (SELECT count(*) FROM jobs AS r WHERE r.status = ? "
                 "     AND r.account_id = j.account_id AND r.region = j.region "
@@ -519,32 +593,14 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 return None
-            updated = self._conn.execute(
-                f"UPDATE jobs SET status = ?, last_modified_time = ?, lease_owner = ?, "
-                f"lease_expires = ? WHERE job_id = ? AND status = ? RETURNING {_JOB_COLUMNS}",
-                (
-                    running,
-                    micros,
-                    worker_id,
-                    micros + int(lease_seconds * 1_000_000),
-                    row["job_id"],
-                    scheduled,
-                ),
-            ).fetchone()
-            self._conn.execute(
-                "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
-                "VALUES (?, ?, ?, ?, NULL)",
-                (row["job_id"], scheduled, running, micros),
+            change = jobs.decide(_row_to_job(row), JobStatus.IN_PROGRESS, now=now)
+            started = self._apply(
+                change, lease=(worker_id, micros + int(lease_seconds * 1_000_000))
             )
-        log.info(
-            "job %s: %s -> %s",
-            row["job_id"],
-            scheduled,
-            running,
-            extra={"action": "job_transition", "job_id": row["job_id"], "to_status": running},
-        )
-        return _row_to_job(updated)
+        _log_transition(change)
+        return started
 
+    @_typed_errors
     async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:
         if not statuses:
             return []
@@ -556,6 +612,7 @@ class SqliteStore:
         ).fetchall()
         return [_row_to_job(r) for r in rows]
 
+    @_typed_errors
     async def snapshot(self) -> StoreSnapshot:
         # Not on the event loop like the other queries: counting a million jobs reads the
         # whole status index (tens of milliseconds). A connection of its own, since the
@@ -564,6 +621,22 @@ class SqliteStore:
 
     async def close(self) -> None:
         self._conn.close()
+
+
+def _log_transition(change: Transition) -> None:
+    message = change.event.message
+    log.info(
+        "job %s: %s -> %s%s",
+        change.job_id,
+        change.from_status.value,
+        change.to_status.value,
+        f" ({message})" if message else "",
+        extra={
+            "action": "job_transition",
+            "job_id": change.job_id,
+            "to_status": change.to_status.value,
+        },
+    )
 
 
 #: Jobs whose records are still to be processed (NumberOfRecordsPendingProcessing).
