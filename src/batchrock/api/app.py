@@ -29,13 +29,14 @@ from batchrock.errors import (
     InternalServerException,
     ResourceNotFoundException,
     ServiceError,
+    ThrottlingException,
     TooManyTagsException,
     ValidationException,
 )
 from batchrock.jobs import JobStatus
 from batchrock.service import Caller, JobService, NewJob
 from batchrock.settings import Settings
-from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest
+from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest, StoreBusy
 
 log = logging.getLogger("batchrock.api")
 
@@ -176,6 +177,13 @@ class BedrockApp:
             return
         except ServiceError as exc:
             status, body, headers = _error(exc)
+        except StoreBusy as exc:
+            # Another process holds the database for longer than the store waits: nothing was
+            # done, and the client's retry (SDKs retry throttling) may well succeed.
+            log.warning("job store busy: %s", exc, extra={"request_id": request_id})
+            status, body, headers = _error(
+                ThrottlingException("The service is busy. Resubmit your request later.")
+            )
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             status, body, headers = _error(InternalServerException())
