@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/store_scale.py --jobs 1000000
 
 Fills a fresh database through the store's own ``create`` and ``transition`` (so the indexes
-are the real ones, and every job reached its status through the lifecycle), then times each kind of listing the API issues, repeated, and prints medians. Nothing here is a
-pass/fail test: the numbers go to docs/benchmarks.md.
+are the real ones, and every job reached its status through the lifecycle), then times each
+kind of listing the API issues, repeated, and prints medians. Nothing here is a pass/fail
+test: the numbers go to docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from batchrock.service import JobService
 from batchrock.settings import Settings
 from batchrock.store.sqlite import SqliteStore
 from tests.access.conftest import ALICE, job_args, write_credentials
+from tests.api.wire import asgi_call
 
 HOST = "127.0.0.1:8765"
 CASES_PER_SEED = 1000
@@ -186,37 +187,10 @@ def _mutate(wire: Wire, rng: random.Random) -> Wire:
 
 
 async def _send(app: BedrockApp, wire: Wire) -> tuple[int, bytes, str]:
-    scope = {
-        "type": "http",
-        "method": wire.method,
-        "scheme": "http",
-        "path": unquote_plus(wire.path),
-        "raw_path": wire.path.encode("utf-8", "surrogateescape"),
-        "query_string": wire.query.encode("utf-8"),
-        "headers": [(k.encode(), v.encode("utf-8")) for k, v in wire.headers]
-        + [(b"content-length", str(len(wire.body)).encode())],
-    }
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": wire.body, "more_body": False}
-
-    answer: dict[str, Any] = {}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            answer["status"] = message["status"]
-            headers = dict(message["headers"])
-            answer["type"] = headers.get(b"x-amzn-errortype", b"").decode().split(":")[0]
-        else:
-            answer["body"] = message.get("body", b"")
-
-    await app(scope, receive, send)
-    return answer["status"], answer["body"], answer["type"]
+    reply = await asgi_call(
+        app, wire.method, wire.path, query=wire.query, headers=wire.headers, body=wire.body
+    )
+    return reply.status, reply.body, reply.error_type
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -19,6 +19,7 @@ from batchrock.service import JobService
 from batchrock.settings import Settings
 from batchrock.store.base import StoreBusy
 from batchrock.store.sqlite import SqliteStore
+from tests.api.wire import asgi_call
 
 
 def create_body(name: str) -> bytes:
@@ -34,41 +35,10 @@ def create_body(name: str) -> bytes:
 
 
 async def call(app: BedrockApp, method: str, path: str, body: bytes = b"") -> tuple[int, Any, str]:
-    """One request through the ASGI app: (status, decoded body, x-amzn-ErrorType)."""
-    scope = {
-        "type": "http",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    answer: dict[str, Any] = {}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            answer["status"] = message["status"]
-            answer["headers"] = dict(message["headers"])
-        else:
-            answer["body"] = message.get("body", b"")
-
-    await app(scope, receive, send)
-    error_type = answer["headers"].get(b"x-amzn-errortype", b"").decode().split(":")[0]
-    return answer["status"], orjson.loads(answer["body"]), error_type
+    """(status, decoded body, x-amzn-ErrorType) of one request through the ASGI app."""
+    headers = (("host", "127.0.0.1"), ("content-type", "application/json"))
+    reply = await asgi_call(app, method, path, headers=headers, body=body)
+    return reply.status, reply.json(), reply.error_type
 
 
 class ExclusiveLock:
