@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,10 @@ def most_in_flight(*servers: FakeServer) -> int:
     return peak
 
 
-def config(tmp: Path, urls: list[str], extra: str = "") -> Settings:
+def routes_file(tmp: Path, urls: list[str], extra: str = "") -> Path:
+    """A models config whose one route lists ``urls`` (quick retries, 10 s probe backoff)."""
     listed = ", ".join(f'"{url}/v1"' for url in urls)
-    path = routes(
+    return routes(
         tmp,
         f"""
 [[routes]]
@@ -86,6 +87,10 @@ max_retries = 6
 {extra}
 """,
     )
+
+
+def config(tmp: Path, urls: list[str], extra: str = "") -> Settings:
+    path = routes_file(tmp, urls, extra)
     return Settings(data_dir=tmp / "data", models_config=path, builtin_fallback=False)
 
 
@@ -93,6 +98,21 @@ def replica_set(resolver: BackendResolver) -> ReplicaSet:
     backend = resolver.for_model(MODEL)
     assert isinstance(backend, ResilientBackend) and isinstance(backend.inner, ReplicaSet)
     return backend.inner
+
+
+def drive(
+    settings: Settings, clock: FakeClock, body: Callable[[BackendResolver, ReplicaSet], Any]
+) -> None:
+    """Run ``await body(resolver, replica set)`` on the routes of ``settings``."""
+
+    async def go() -> None:
+        resolver = build_resolver(settings, clock)
+        try:
+            await body(resolver, replica_set(resolver))
+        finally:
+            await resolver.aclose()
+
+    asyncio.run(go())
 
 
 async def ask(resolver: BackendResolver, texts: list[str]) -> list[str]:
@@ -121,59 +141,54 @@ def test_down_dying_and_returning_replicas(tmp_path: Path, servers: list[FakeSer
     clock = FakeClock()
     tag = tmp_path.name
 
-    async def go() -> None:
-        resolver = build_resolver(settings, clock)
-        replicas = replica_set(resolver)
-        try:
-            # 1. One replica is down: its first refused connection takes it out; the records
-            # sent there are retried on the others, and the two live ones share the load.
-            first = [f"one {i} {tag}" for i in range(30)]
-            assert await ask(resolver, first) == [f"echo: {t}" for t in first]
-            assert not replicas.replicas[2].healthy
-            assert replicas.replicas[2].out_until == clock.monotonic() + 10
-            served = Counter(s["text"] for s in spans(a) + spans(b))
-            assert served == Counter(first)  # each answered once
-            assert len(spans(a)) >= 10 and len(spans(b)) >= 10
+    async def go(resolver: BackendResolver, replicas: ReplicaSet) -> None:
+        # 1. One replica is down: its first refused connection takes it out; the records
+        # sent there are retried on the others, and the two live ones share the load.
+        first = [f"one {i} {tag}" for i in range(30)]
+        assert await ask(resolver, first) == [f"echo: {t}" for t in first]
+        assert not replicas.replicas[2].healthy
+        assert replicas.replicas[2].out_until == clock.monotonic() + 10
+        served = Counter(s["text"] for s in spans(a) + spans(b))
+        assert served == Counter(first)  # each answered once
+        assert len(spans(a)) >= 10 and len(spans(b)) >= 10
 
-            # 2. The second replica dies on its 40th request, with requests in flight: they
-            # are retried on the one left, and every record gets its answer.
-            second = [f"two {i} {tag}" for i in range(60)]
-            assert await ask(resolver, second) == [f"echo: {t}" for t in second]
-            assert b.process.wait(timeout=10) == 3
-            assert not replicas.replicas[1].healthy
-            answered = Counter(s["text"] for s in spans(a) + spans(b))
-            assert set(answered) == set(first) | set(second)
-            # Only a record in flight on the dying server may have been answered twice (its
-            # answer lost with the connection); none of the first round was.
-            assert all(answered[t] == 1 for t in first)
-            assert sum(n - 1 for n in answered.values()) <= 60
+        # 2. The second replica dies on its 40th request, with requests in flight: they
+        # are retried on the one left, and every record gets its answer.
+        second = [f"two {i} {tag}" for i in range(60)]
+        assert await ask(resolver, second) == [f"echo: {t}" for t in second]
+        assert b.process.wait(timeout=10) == 3
+        assert not replicas.replicas[1].healthy
+        answered = Counter(s["text"] for s in spans(a) + spans(b))
+        assert set(answered) == set(first) | set(second)
+        # Only a record in flight on the dying server may have been answered twice (its
+        # answer lost with the connection); none of the first round was.
+        assert all(answered[t] == 1 for t in first)
+        assert sum(n - 1 for n in answered.values()) <= 60
 
-            # 3. The dead server comes back on its port, but gets nothing until its backoff
-            # has passed on the clock...
-            back = fake(tmp_path / "b2", "--latency-ms", "20", port=int(b.url.rsplit(":", 1)[1]))
-            servers.append(back)
-            third = [f"three {i} {tag}" for i in range(20)]
-            assert await ask(resolver, third) == [f"echo: {t}" for t in third]
-            assert spans(back) == []
-            # ...then one request probes it and it is put back. The replica still down fails
-            # its probe and stays out twice as long.
-            clock.advance(10)
-            fourth = [f"four {i} {tag}" for i in range(20)]
-            assert await ask(resolver, fourth) == [f"echo: {t}" for t in fourth]
-            assert replicas.replicas[1].healthy
-            assert len(spans(back)) == 1
-            assert replicas.replicas[2].out_until == clock.monotonic() + 20
-            # Back in, it takes its share again.
-            fifth = [f"five {i} {tag}" for i in range(20)]
-            assert await ask(resolver, fifth) == [f"echo: {t}" for t in fifth]
-            assert len(spans(back)) >= 8
-            text = process_metrics().render().decode()
-            assert 'batchrock_model_replica_healthy{replica="2",route="1:openai"} 1.0' in text
-            assert 'batchrock_model_replica_healthy{replica="3",route="1:openai"} 0.0' in text
-        finally:
-            await resolver.aclose()
+        # 3. The dead server comes back on its port, but gets nothing until its backoff
+        # has passed on the clock...
+        back = fake(tmp_path / "b2", "--latency-ms", "20", port=int(b.url.rsplit(":", 1)[1]))
+        servers.append(back)
+        third = [f"three {i} {tag}" for i in range(20)]
+        assert await ask(resolver, third) == [f"echo: {t}" for t in third]
+        assert spans(back) == []
+        # ...then one request probes it and it is put back. The replica still down fails
+        # its probe and stays out twice as long.
+        clock.advance(10)
+        fourth = [f"four {i} {tag}" for i in range(20)]
+        assert await ask(resolver, fourth) == [f"echo: {t}" for t in fourth]
+        assert replicas.replicas[1].healthy
+        assert spans(back)  # the probe (others of this round went out while it was pending)
+        assert replicas.replicas[2].out_until == clock.monotonic() + 20
+        # Back in, it takes its share again.
+        fifth = [f"five {i} {tag}" for i in range(20)]
+        assert await ask(resolver, fifth) == [f"echo: {t}" for t in fifth]
+        assert len(spans(back)) >= 8
+        text = process_metrics().render().decode()
+        assert 'batchrock_model_replica_healthy{replica="2",route="1:openai"} 1.0' in text
+        assert 'batchrock_model_replica_healthy{replica="3",route="1:openai"} 0.0' in text
 
-    asyncio.run(go())
+    drive(settings, clock, go)
 
 
 def test_a_streak_of_server_errors_takes_a_replica_out_and_throttling_does_not(
@@ -187,30 +202,25 @@ def test_a_streak_of_server_errors_takes_a_replica_out_and_throttling_does_not(
     clock = FakeClock()
     tag = tmp_path.name
 
-    async def go() -> None:
-        resolver = build_resolver(settings, clock)
-        replicas = replica_set(resolver)
-        try:
-            # Throttled three times on each replica (six 429s in a row): not ill health.
-            throttled = [f"FAULT:429:3 {i} {tag}" for i in range(3)]
-            assert await ask(resolver, throttled) == [f"echo: {t}" for t in throttled]
-            assert all(r.healthy for r in replicas.replicas)
-            # Two 500s on each (A, B, A, B, then A answers): two in a row each, below three.
-            record = f"FAULT:500:2 {tag}"
-            assert await ask(resolver, [record]) == [f"echo: {record}"]
-            assert all(r.healthy for r in replicas.replicas)
-            # 500s only: the one with two already goes out at its third, the other at its
-            # third; the last attempts go to the replicas out (none is left in) and fail.
-            backend = resolver.for_model(MODEL)
-            body = claude(f"FAULT:500:99 {tag}")
-            result = await backend.invoke(ModelRequest(MODEL, "InvokeModel", body, "x"))
-            assert result.error is not None and result.error.code == 500
-            assert result.info["attempts"] == 7
-            assert not any(r.healthy for r in replicas.replicas)
-        finally:
-            await resolver.aclose()
+    async def go(resolver: BackendResolver, replicas: ReplicaSet) -> None:
+        # Throttled three times on each replica (six 429s in a row): not ill health.
+        throttled = [f"FAULT:429:3 {i} {tag}" for i in range(3)]
+        assert await ask(resolver, throttled) == [f"echo: {t}" for t in throttled]
+        assert all(r.healthy for r in replicas.replicas)
+        # Two 500s on each (A, B, A, B, then A answers): two in a row each, below three.
+        record = f"FAULT:500:2 {tag}"
+        assert await ask(resolver, [record]) == [f"echo: {record}"]
+        assert all(r.healthy for r in replicas.replicas)
+        # 500s only: the one with two already goes out at its third, the other at its
+        # third; the last attempts go to the replicas out (none is left in) and fail.
+        backend = resolver.for_model(MODEL)
+        body = claude(f"FAULT:500:99 {tag}")
+        result = await backend.invoke(ModelRequest(MODEL, "InvokeModel", body, "x"))
+        assert result.error is not None and result.error.code == 500
+        assert result.info["attempts"] == 7
+        assert not any(r.healthy for r in replicas.replicas)
 
-    asyncio.run(go())
+    drive(settings, clock, go)
 
 
 def test_one_concurrency_limit_for_all_replicas(tmp_path: Path, servers: list[FakeServer]) -> None:
@@ -219,15 +229,11 @@ def test_one_concurrency_limit_for_all_replicas(tmp_path: Path, servers: list[Fa
     settings = config(tmp_path, [r.url for r in replicas], "max_concurrency = 5")
     tag = tmp_path.name
 
-    async def go() -> None:
-        resolver = build_resolver(settings, FakeClock())
-        try:
-            texts = [f"c {i} {tag}" for i in range(60)]
-            assert await ask(resolver, texts) == [f"echo: {t}" for t in texts]
-        finally:
-            await resolver.aclose()
+    async def go(resolver: BackendResolver, _: ReplicaSet) -> None:
+        texts = [f"c {i} {tag}" for i in range(60)]
+        assert await ask(resolver, texts) == [f"echo: {t}" for t in texts]
 
-    asyncio.run(go())
+    drive(settings, FakeClock(), go)
     assert most_in_flight(*replicas) <= 5
     assert all(len(spans(r)) >= 10 for r in replicas)
 
@@ -238,19 +244,7 @@ def test_a_job_over_replicas_one_down_and_one_dying(
     a = fake(tmp_path / "a", "--latency-ms", "10")
     b = fake(tmp_path / "b", "--latency-ms", "10", "--die-after", "30")
     servers += [a, b]
-    urls = [a.url, b.url, f"http://127.0.0.1:{free_port()}"]
-    listed = ", ".join(f'"{url}/v1"' for url in urls)
-    path = routes(
-        tmp_path,
-        f"""
-[[routes]]
-model = "anthropic.*"
-backend = "openai"
-base_urls = [{listed}]
-backoff_base_s = 0.01
-max_retries = 6
-""",
-    )
+    path = routes_file(tmp_path, [a.url, b.url, f"http://127.0.0.1:{free_port()}"])
     server = server_factory(
         **FAST, models_config=path, builtin_fallback=False, engine_record_concurrency=6
     )
