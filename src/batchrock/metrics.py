@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
@@ -131,6 +131,13 @@ class Metrics:
             registry=r,
         )
         self._model_children: dict[tuple[str, str], Histogram] = {}
+        self._replica_healthy = Gauge(
+            "batchrock_model_replica_healthy",
+            "1 while a model server of a route with several (base_urls) takes requests, 0 "
+            "while it is taken out; by route and replica (its place in base_urls, from 1).",
+            ["route", "replica"],
+            registry=r,
+        )
         self._takeovers = Counter(
             "batchrock_lease_takeovers",
             "Running jobs this process's engine took over after their lease ran out.",
@@ -155,6 +162,10 @@ class Metrics:
         child.observe(seconds)
         if outcome == "throttled":
             self._throttled.labels(route).inc()
+
+    def replica_health(self, route: str, replica: int, healthy: bool) -> None:
+        """A replica of ``route`` (1-based, as base_urls lists it) was put in or taken out."""
+        self._replica_healthy.labels(route, str(replica)).set(1 if healthy else 0)
 
     def progress(self, model_id: str, before: Counters, after: Counters) -> None:
         """A job's saved counters moved from ``before`` to ``after``. Counters that went back

@@ -47,8 +47,9 @@ class FakeServer:
         self.log.write_text("")
 
 
-def start(script: str, tmp: Path, *args: str) -> FakeServer:
-    port = free_port()
+def start(script: str, tmp: Path, *args: str, port: int | None = None) -> FakeServer:
+    """Run a fake server process on ``port`` (a free one when not given)."""
+    port = port or free_port()
     log = tmp / f"{script}-{port}.jsonl"
     process = subprocess.Popen(
         [sys.executable, str(HERE / script), "--port", str(port), "--log", str(log), *args],

@@ -1,6 +1,7 @@
 """A small OpenAI-compatible server with injectable faults, run as a real process by tests.
 
     python tests/backends/fake_openai.py --port 8000 [--latency-ms 200] [--log requests.jsonl]
+        [--spans spans.jsonl] [--die-after N]
 
 It speaks HTTP through fake_http.py, which controls every byte; faults are chosen by a marker
 in the record's text, counted per marker so a test can ask for "fail twice, then answer":
@@ -16,7 +17,11 @@ Otherwise it answers deterministically: chat and completions echo the last user 
 (``echo: ...``), honour ``max_tokens`` (finish_reason ``length``) and ``stop`` (finish_reason
 ``stop`` and vLLM's ``stop_reason`` naming the matched string), and report usage;
 embeddings are 384 floats (or ``dimensions`` when given). ``--log`` writes each request body
-as one JSON line, so tests can check exactly what was sent.
+as one JSON line, so tests can check exactly what was sent. ``--spans`` writes one line per
+answered request: its text and when it arrived and was answered (``time.monotonic``, which
+every process on the machine shares), so tests can count requests in flight across several
+servers. ``--die-after N`` makes the process exit abruptly when its N-th model request
+arrives, dropping every connection (a model server dying mid-job).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import time
 import zlib
 from collections import Counter
 from typing import Any
@@ -35,12 +42,35 @@ FAULT = re.compile(r"FAULT:(\w+)(?::([\d.]+))?")
 
 
 class FakeServer:
-    def __init__(self, latency_ms: float, log_path: str | None) -> None:
+    def __init__(
+        self,
+        latency_ms: float,
+        log_path: str | None,
+        spans_path: str | None = None,
+        die_after: int = 0,
+    ) -> None:
         self.latency = latency_ms / 1000
         self.seen: Counter[str] = Counter()
         self.log = open(log_path, "a", buffering=1) if log_path else None
+        self.spans = open(spans_path, "a", buffering=1) if spans_path else None
+        self.die_after = die_after
+        self.requests = 0
 
     async def answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, list[str]] | None:
+        started = time.monotonic()
+        if method == "POST":
+            self.requests += 1
+            if self.requests == self.die_after:
+                os._exit(3)  # no answer, no cleanup: every open connection drops
+        reply = await self._answer(method, path, headers, body)
+        if self.spans and reply is not None and reply[0] == 200 and method == "POST":
+            span = {"text": _last_text(json.loads(body)), "t0": started, "t1": time.monotonic()}
+            self.spans.write(json.dumps(span) + "\n")
+        return reply
+
+    async def _answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes, list[str]] | None:
         if method == "GET" and path.endswith("/models"):
@@ -146,8 +176,11 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0)
     parser.add_argument("--log")
+    parser.add_argument("--spans")
+    parser.add_argument("--die-after", type=int, default=0)
     args = parser.parse_args()
-    await serve(FakeServer(args.latency_ms, args.log).answer, args.port)
+    server = FakeServer(args.latency_ms, args.log, args.spans, args.die_after)
+    await serve(server.answer, args.port)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 
 from batchrock.backends import bedrock_runtime, local, openai_compat
 from batchrock.backends.families import FAMILIES
-from batchrock.backends.routing import BACKEND_TYPES, COMMON_KEYS
+from batchrock.backends.routing import BACKEND_TYPES, COMMON_KEYS, REPLICA_KEYS
 from tests.conftest import REPO_ROOT
 
 DOC = (REPO_ROOT / "docs" / "models.md").read_text()
@@ -24,6 +24,7 @@ def test_every_backend_type_is_documented(kind: str) -> None:
 
 KEYS = sorted(
     COMMON_KEYS
+    | REPLICA_KEYS
     | openai_compat._KNOWN
     | bedrock_runtime._KNOWN
     | {"model_path", "device", "default_max_tokens", "latency_ms", "error_rate", "throttle_rate"}

@@ -41,6 +41,7 @@ from batchrock.backends.neutral import (
     estimate_tokens,
     request_text,
 )
+from batchrock.backends.replicas import UNREACHABLE
 from batchrock.backends.routing import ConfigError, Route, reject_unknown
 from batchrock.settings import Settings
 
@@ -295,7 +296,8 @@ class OpenAIBackend:
                     f"The model server did not answer in time ({type(exc).__name__}, "
                     f"timeout {self.options.timeout_s:g} s).",
                     retryable=True,
-                )
+                ),
+                _unreachable(exc),
             ) from exc
         except httpx.TransportError as exc:
             raise _Failure(
@@ -303,7 +305,8 @@ class OpenAIBackend:
                     503,
                     f"Connection to the model server failed: {type(exc).__name__}: {exc}",
                     retryable=True,
-                )
+                ),
+                _unreachable(exc),
             ) from exc
         status = response.status_code
         if status >= 400:
@@ -330,6 +333,14 @@ class _Failure(Exception):
         super().__init__(error.message)
         self.error = error
         self.info = info or {}
+
+
+def _unreachable(exc: httpx.TransportError) -> dict[str, Any]:
+    """Nothing answered at the address (refused, or no connection in time): a replica set
+    takes such a server out at once (replicas.py); a dropped or slow answer is only a strike."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return {UNREACHABLE: True}
+    return {}
 
 
 def _malformed(detail: str) -> _Failure:

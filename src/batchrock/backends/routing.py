@@ -12,6 +12,8 @@ shell-style globs), a backend type and that backend's settings::
     max_concurrency = 64
     max_retries = 4
 
+An ``openai`` route may list ``base_urls`` instead (replicas of one model; see replicas.py).
+
 An exact id beats any glob; among globs the first route in the file wins. A pattern matches the
 job's modelId as given and also its base id (ARN and geography prefix removed), so
 ``anthropic.claude-*`` covers ``us.anthropic.claude-...`` and foundation-model ARNs. Ids that
@@ -26,6 +28,7 @@ and through the ``batchrock.backends`` entry-point group, the same way for third
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +40,9 @@ from typing import Any
 from batchrock.backends.base import ModelBackend
 from batchrock.backends.builtin import BuiltinModel
 from batchrock.backends.families import base_model_id
+from batchrock.backends.replicas import HealthPolicy, ReplicaSet
 from batchrock.backends.resilience import ResilientBackend, RetryPolicy
+from batchrock.clock import Clock, SystemClock
 from batchrock.settings import Settings
 
 
@@ -205,12 +210,14 @@ class BackendResolver:
                 await backend.aclose()
 
 
-def build_resolver(settings: Settings) -> BackendResolver:
-    """Read the routes file (if any) and build every backend it names.
+def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendResolver:
+    """Read the routes file (if any) and build every backend it names; ``clock`` times the
+    probes of replicas taken out (replicas.py; the system clock when not given).
 
     Raises :class:`ConfigError` when the file is unusable, so ``serve`` and ``worker`` stop at
     start-up with the reason instead of failing jobs one by one.
     """
+    clock = clock or SystemClock()
     routes = load_routes(settings.models_config) if settings.models_config else []
     types = backend_types() if routes else {}
     backends: dict[int, ModelBackend] = {}
@@ -222,10 +229,55 @@ def build_resolver(settings: Settings) -> BackendResolver:
                 f"route {route.index + 1}: unknown backend type {route.backend!r} (known: {known})"
             )
         backends[route.index] = wrap(
-            factory(route, settings), route.retry, route.max_concurrency, route_label(route)
+            _build(route, factory, settings, clock),
+            route.retry,
+            route.max_concurrency,
+            route_label(route),
         )
     fallback = builtin_fallback(settings) if settings.builtin_fallback else None
     return BackendResolver(routes, backends, fallback, settings.models_config)
+
+
+#: Route keys of a route with several model servers (replicas.py); ``openai`` routes only.
+REPLICA_KEYS = frozenset({"base_urls", "unhealthy_after", "probe_after_s", "probe_max_s"})
+#: The backend types whose routes may list ``base_urls`` (each replica gets a ``base_url``).
+REPLICA_TYPES = frozenset({"openai"})
+
+
+def _build(route: Route, factory: BackendFactory, settings: Settings, clock: Clock) -> ModelBackend:
+    """The route's backend: one, or a :class:`ReplicaSet` of one per ``base_urls`` entry."""
+    given = REPLICA_KEYS & set(route.options)
+    if not given:
+        return factory(route, settings)
+    where = f"route {route.index + 1} ({route.backend})"
+    if route.backend not in REPLICA_TYPES:
+        raise ConfigError(f"{where}: {', '.join(sorted(given))}: only openai routes take these")
+    urls = route.options.get("base_urls")
+    if urls is None:
+        raise ConfigError(f"{where}: {', '.join(sorted(given))} need(s) 'base_urls'")
+    if "base_url" in route.options:
+        raise ConfigError(f"{where}: give either 'base_url' or 'base_urls', not both")
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"{where}: 'base_urls' must be a non-empty list of URLs")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{where}: 'base_urls' lists a URL twice")
+    raw, defaults = dict(route.options), HealthPolicy()
+    try:
+        policy = HealthPolicy(
+            unhealthy_after=_number(raw, "unhealthy_after", defaults.unhealthy_after, int, 1),
+            probe_after_s=_number(raw, "probe_after_s", defaults.probe_after_s, float, 0),
+            probe_max_s=_number(raw, "probe_max_s", defaults.probe_max_s, float, 0),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    rest = {k: v for k, v in route.options.items() if k not in REPLICA_KEYS}
+    replicas = [
+        (url, factory(dataclasses.replace(route, options={**rest, "base_url": url}), settings))
+        for url in urls
+    ]
+    if len(replicas) == 1:
+        return replicas[0][1]
+    return ReplicaSet(replicas, clock, policy, route_label(route))
 
 
 def builtin_fallback(settings: Settings) -> ModelBackend:

@@ -76,7 +76,7 @@ class Engine:
         if resolver is None:
             from batchrock.backends.routing import build_resolver
 
-            resolver = build_resolver(settings)
+            resolver = build_resolver(settings, clock)
         self._own_objects = objects is None
         self.objects = objects if objects is not None else build_object_store(settings)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
