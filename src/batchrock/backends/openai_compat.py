@@ -40,6 +40,7 @@ from batchrock.backends.neutral import (
     TextPart,
     estimate_tokens,
     request_text,
+    structure_features,
 )
 from batchrock.backends.routing import ConfigError, Route, reject_unknown
 from batchrock.settings import Settings
@@ -179,7 +180,8 @@ class OpenAIBackend:
         return path, payload
 
     def _check_features(self, request: ChatRequest) -> None:
-        needs = list(request.extras)
+        # Tools, structured output, thinking and documents are not translated yet.
+        needs = list(request.extras) + structure_features(request)
         unsupported = self.options.unsupported
         if "images" in unsupported and request.has_images:
             needs.append("images")
@@ -317,7 +319,7 @@ class OpenAIBackend:
         return data
 
 
-def _content_part(part: TextPart | ImagePart) -> dict[str, Any]:
+def _content_part(part: Any) -> dict[str, Any]:
     if type(part) is TextPart:
         return {"type": "text", "text": part.text}
     assert isinstance(part, ImagePart)
