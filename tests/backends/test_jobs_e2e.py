@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import bedrock_client
 
 from .conftest import FakeServer
+from .test_structure import WEATHER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -224,18 +225,6 @@ CONTACT = {
     },
     "required": ["name", "email", "demo_requested", "seats"],
     "additionalProperties": False,
-}
-WEATHER = {
-    "name": "get_weather",
-    "description": "Get the current weather in a given location",
-    "input_schema": {
-        "type": "object",
-        "properties": {
-            "location": {"type": "string"},
-            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-        },
-        "required": ["location"],
-    },
 }
 
 

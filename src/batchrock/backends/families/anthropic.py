@@ -558,18 +558,25 @@ def _check_model_rules(
         raise BodyError(f"tool_choice.name: Tool '{choice.name}' not found in tools.")
     if thinking is None:
         return
-    if thinking.kind == "enabled":
-        budget = thinking.budget_tokens or 0
-        if budget < 1024:
-            raise BodyError(
-                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
-            )
-        if max_tokens is not None and max_tokens <= budget:
-            raise BodyError("max_tokens must be greater than thinking.budget_tokens")
+    check_budget(thinking, max_tokens)
     if choice is not None and choice.forces:
         raise BodyError("Thinking may not be enabled when tool_choice forces tool use.")
     if temperature is not None and temperature != 1:
         raise BodyError("temperature may only be set to 1 when thinking is enabled.")
+
+
+def check_budget(thinking: Thinking | None, max_tokens: int | None) -> None:
+    """Claude's rule for a thinking budget (InvokeModel bodies and Converse's
+    ``additionalModelRequestFields.thinking`` alike): at least 1,024, below ``max_tokens``."""
+    if thinking is None or thinking.kind != "enabled":
+        return
+    budget = thinking.budget_tokens or 0
+    if budget < 1024:
+        raise BodyError(
+            "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        )
+    if max_tokens is not None and max_tokens <= budget:
+        raise BodyError("max_tokens must be greater than thinking.budget_tokens")
 
 
 def _cache_prefix(body: dict[str, Any]) -> int:

@@ -27,6 +27,7 @@ import orjson
 from botocore.loaders import Loader
 
 from batchrock.backends.base import JsonBytes
+from batchrock.backends.families.anthropic import check_budget
 from batchrock.backends.families.base import Quick
 from batchrock.backends.families.nova import (
     _MessagesShape,
@@ -164,15 +165,7 @@ class Converse(_MessagesShape):
                         f"The text field in the ContentBlock object at messages.{i}.content.{j} "
                         "is blank. Add text to the text field, and try again."
                     )
-        if thinking is not None and thinking.kind == "enabled":
-            budget = thinking.budget_tokens or 0
-            if budget < 1024:
-                raise BodyError(
-                    "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
-                )
-            limit = params.get("max_tokens")
-            if limit is not None and limit <= budget:
-                raise BodyError("max_tokens must be greater than thinking.budget_tokens")
+        check_budget(thinking, params.get("max_tokens"))
         return ChatRequest(
             messages=tuple(messages),
             system=system,
