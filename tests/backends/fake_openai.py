@@ -16,8 +16,14 @@ in the record's text, counted per marker so a test can ask for "fail twice, then
 Otherwise it answers deterministically: chat and completions echo the last user text
 (``echo: ...``), honour ``max_tokens`` (finish_reason ``length``) and ``stop`` (finish_reason
 ``stop`` and vLLM's ``stop_reason`` naming the matched string), and report usage;
-embeddings are 384 floats (or ``dimensions`` when given). ``--log`` writes each request body
-as one JSON line, so tests can check exactly what was sent. ``--spans`` writes one line per
+embeddings are 384 floats (or ``dimensions`` when given). Structure, as vLLM does it: a
+``response_format`` json_schema gets a JSON answer with every required property filled in by
+type (``"echo"``, ``1``, ``true`` ...); a ``tool_choice`` of ``required`` or one named function,
+or ``auto`` with ``CALL:name`` in the text, gets ``tool_calls`` (arguments built the same way)
+and finish_reason ``tool_calls``; a last ``tool`` message is echoed (``echo: tool said ...``);
+``reasoning_effort`` or ``chat_template_kwargs.enable_thinking`` adds ``reasoning_content``.
+``--log`` writes each request body as one JSON line, so tests can check exactly what was sent.
+``--spans`` writes one line per
 answered request: its text and when it arrived and was answered (``time.monotonic``, which
 every process on the machine shares), so tests can count requests in flight across several
 servers. ``--die-after N`` makes the process exit abruptly when its N-th model request
@@ -125,8 +131,45 @@ def _last_text(request: dict[str, Any]) -> str:
     return ""
 
 
+def _fill(schema: Any) -> Any:
+    """A minimal value for a JSON schema: required properties only, placeholders by type."""
+    if not isinstance(schema, dict):
+        return "echo"
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: _fill(props.get(name)) for name in schema.get("required", [])}
+    if kind == "array":
+        return [_fill(schema.get("items"))] * max(1, schema.get("minItems", 1))
+    return {"string": "echo", "integer": 1, "number": 1.5, "boolean": True}.get(kind)
+
+
+def _tool_to_call(request: dict[str, Any], text: str) -> dict[str, Any] | None:
+    tools = {t["function"]["name"]: t["function"] for t in request.get("tools") or []}
+    choice = request.get("tool_choice", "auto")
+    messages = request.get("messages") or [{}]
+    if not tools or choice == "none" or messages[-1].get("role") == "tool":
+        return None
+    if isinstance(choice, dict):
+        return tools[choice["function"]["name"]]
+    if choice == "required":
+        return next(iter(tools.values()))
+    called = re.search(r"CALL:(\w+)", text)
+    return tools.get(called.group(1)) if called else None
+
+
 def _completion(path: str, request: dict[str, Any], text: str) -> dict[str, Any]:
+    messages = request.get("messages") or [{}]
+    if messages[-1].get("role") == "tool":
+        text = "tool said " + str(messages[-1].get("content"))
     reply = "echo: " + text
+    tool = _tool_to_call(request, text) if path.endswith("/chat/completions") else None
+    response_format = request.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        reply = json.dumps(_fill(response_format["json_schema"]["schema"]))
     finish = "stop"
     matched = None
     for stop in request.get("stop") or []:
@@ -143,7 +186,17 @@ def _completion(path: str, request: dict[str, Any], text: str) -> dict[str, Any]
         "total_tokens": len(text.split()) + 7 + len(reply.split()),
     }
     if path.endswith("/chat/completions"):
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": reply}}
+        message: dict[str, Any] = {"role": "assistant", "content": reply}
+        if tool is not None:
+            arguments = json.dumps(_fill(tool.get("parameters")))
+            call = {"id": "call_0", "type": "function"}
+            call["function"] = {"name": tool["name"], "arguments": arguments}  # type: ignore[assignment]
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            finish = "tool_calls"
+        thinking = request.get("chat_template_kwargs", {}).get("enable_thinking")
+        if request.get("reasoning_effort") or thinking:
+            message["reasoning_content"] = f"thinking ({request.get('reasoning_effort')})"
+        choice: dict[str, Any] = {"index": 0, "message": message}
         kind = "chat.completion"
     else:
         choice = {"index": 0, "text": reply}

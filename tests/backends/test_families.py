@@ -27,6 +27,7 @@ from batchrock.backends.families import (
 from batchrock.backends.neutral import (
     ChatAnswer,
     ChatRequest,
+    DocumentPart,
     EmbedAnswer,
     EmbedRequest,
     ImagePart,
@@ -214,7 +215,12 @@ def test_claude_response_layout() -> None:
     assert out["model"] == "claude-3-haiku-20240307"
     assert out["content"] == [{"type": "text", "text": "Hello!"}]
     assert out["stop_reason"] == "end_turn" and out["stop_sequence"] is None
-    assert out["usage"] == {"input_tokens": 12, "output_tokens": 6}
+    assert out["usage"] == {
+        "input_tokens": 12,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 6,
+    }
     stopped = ANTHROPIC.render(ChatAnswer("x", "stop", 1, 1, "\n\nHuman:"), request, CLAUDE)
     assert (stopped["stop_reason"], stopped["stop_sequence"]) == ("stop_sequence", "\n\nHuman:")
     assert ANTHROPIC.render(ChatAnswer("x", "length", 1, 1), request, CLAUDE)["stop_reason"] == (
@@ -486,7 +492,11 @@ def test_members_without_a_neutral_form_are_named_not_dropped() -> None:
             "messages": [{"role": "user", "content": [document, {"type": "text", "text": "?"}]}],
         }
     )
-    assert claude.extras == ("anthropic_beta", "document")
+    assert claude.extras == ("anthropic_beta",)
+    assert claude.messages[0].parts == (
+        DocumentPart("application/pdf", "JVBERi0="),
+        TextPart("?"),
+    )
     converse = CONVERSE.parse(
         {
             "messages": [{"role": "user", "content": [{"text": "x"}]}],

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import bedrock_client
 
 from .conftest import FakeServer
+from .test_structure import WEATHER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -212,3 +213,108 @@ region = "us-east-1"
     assert job["status"] == "Completed"
     assert all(set(x["modelOutput"]) == {"output", "stopReason", "usage", "metrics"} for x in lines)
     assert manifest["successRecordCount"] == 5
+
+
+CONTACT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "email": {"type": "string"},
+        "demo_requested": {"type": "boolean"},
+        "seats": {"type": "integer", "minimum": 1, "maximum": 500},
+    },
+    "required": ["name", "email", "demo_requested", "seats"],
+    "additionalProperties": False,
+}
+
+
+def structure_records(tag: str) -> list[dict[str, Any]]:
+    """Half structured-output records, half forced-tool records (Claude Messages bodies)."""
+    records = []
+    for i in range(10):
+        body = claude(f"Extract the contact from email {i} {tag}")
+        if i % 2:
+            body["tools"] = [WEATHER]
+            body["tool_choice"] = {"type": "tool", "name": "get_weather"}
+        else:
+            body["output_config"] = {"format": {"type": "json_schema", "schema": CONTACT}}
+        records.append({"recordId": f"S{i}", "modelInput": body})
+    return records
+
+
+def check_structure(lines: list[dict[str, Any]]) -> None:
+    import jsonschema
+
+    for i, line in enumerate(lines):
+        out = line["modelOutput"]
+        if i % 2:
+            assert out["stop_reason"] == "tool_use"
+            (call,) = out["content"]
+            assert call["type"] == "tool_use" and call["name"] == "get_weather"
+            jsonschema.validate(call["input"], WEATHER["input_schema"])
+        else:
+            assert out["stop_reason"] == "end_turn"
+            jsonschema.validate(orjson.loads(out["content"][0]["text"]), CONTACT)
+
+
+def test_structured_output_and_tools_on_the_builtin_model(server_factory: Any) -> None:
+    server = server_factory(**FAST)
+    arn = submit(server, "us.anthropic.claude-sonnet-4-5-20250929-v1:0", structure_records("b"))
+    job = wait(server, arn)
+    lines, manifest = results(server, arn)
+    assert job["status"] == "Completed"
+    check_structure(lines)
+    assert manifest["successRecordCount"] == 10
+    text_format = {
+        "textFormat": {
+            "type": "json_schema",
+            "structure": {"jsonSchema": {"schema": orjson.dumps(CONTACT).decode()}},
+        }
+    }
+    converse = {
+        "messages": [{"role": "user", "content": [{"text": "Extract the contact."}]}],
+        "outputConfig": text_format,
+        "serviceTier": {"type": "flex"},
+    }
+    records = [{"recordId": "C0", "modelInput": converse}]
+    arn = submit(
+        server, "amazon.nova-lite-v1:0", records, folder="conv", modelInvocationType="Converse"
+    )
+    assert wait(server, arn)["status"] == "Completed"
+    (line,), _ = results(server, arn)
+    import jsonschema
+
+    content = line["modelOutput"]["output"]["message"]["content"]
+    jsonschema.validate(orjson.loads(content[0]["text"]), CONTACT)
+    assert line["modelOutput"]["serviceTier"] == {"type": "flex"}
+
+
+def test_structured_output_and_tools_through_the_openai_backend(
+    server_factory: Any, tmp_path: Path, fake_openai: FakeServer
+) -> None:
+    config = routes(
+        tmp_path,
+        f"""
+[[routes]]
+models = ["anthropic.*"]
+backend = "openai"
+base_url = "{fake_openai.url}/v1"
+served_model = "local-llm"
+""",
+    )
+    server = server_factory(**FAST, models_config=config, builtin_fallback=False)
+    fake_openai.clear()
+    arn = submit(server, "anthropic.claude-3-haiku-20240307-v1:0", structure_records(tmp_path.name))
+    job = wait(server, arn)
+    lines, _ = results(server, arn)
+    assert job["status"] == "Completed"
+    check_structure(lines)
+    sent = [r["body"] for r in fake_openai.requests()]
+    assert sum("response_format" in b for b in sent) == 5
+    assert (
+        sum(
+            b.get("tool_choice") == {"type": "function", "function": {"name": "get_weather"}}
+            for b in sent
+        )
+        == 5
+    )

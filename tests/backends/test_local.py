@@ -113,7 +113,7 @@ def test_transformers_backend_refuses_what_it_cannot_serve(tmp_path: Path, tiny_
         "anthropic_version": "bedrock-2023-05-31",
         "max_tokens": 4,
         "messages": [{"role": "user", "content": "hi"}],
-        "tools": [],
+        "tools": [{"name": "t", "input_schema": {"type": "object"}}],
     }
     embed = {"inputText": "x"}
     bad = {"prompt": 5}

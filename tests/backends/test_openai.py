@@ -101,7 +101,12 @@ def test_claude_is_translated_to_chat_and_back(tmp_path: Path, fake_openai: Fake
     assert result.output["content"] == [{"type": "text", "text": "echo: what is in the "}]
     assert result.output["stop_reason"] == "stop_sequence"
     assert result.output["stop_sequence"] == "picture"
-    assert result.output["usage"] == {"input_tokens": 12, "output_tokens": 5}
+    assert result.output["usage"] == {
+        "input_tokens": 12,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 5,
+    }
     assert (result.input_tokens, result.output_tokens) == (12, 5)
 
 
@@ -209,7 +214,8 @@ def test_unservable_features_are_record_errors_not_sent(
 ) -> None:
     fake_openai.clear()
     settings = settings_for(tmp_path, fake_openai.url, unsupported=["images", "top_k"])
-    tools = claude(user("x"), tools=[{"name": "t", "input_schema": {"type": "object"}}])
+    # A server tool runs inside Anthropic's service: no OpenAI-compatible server has it.
+    tools = claude(user("x"), tools=[{"type": "web_search_20250305", "name": "web_search"}])
     top_k = claude(user("y"), top_k=5)
     image = {
         "messages": [

@@ -18,10 +18,14 @@ precomputed at import time, and the hot path avoids allocation beyond the answer
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import random
+import re
 import zlib
 from collections.abc import Awaitable, Callable
+
+import orjson
 
 from batchrock.backends.base import JsonBytes, ModelRequest, ModelResult, RawAnswerer, RecordError
 from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, Family, family_for
@@ -29,13 +33,19 @@ from batchrock.backends.families.base import Quick, id_window
 from batchrock.backends.neutral import (
     ChatAnswer,
     ChatRequest,
+    DocumentPart,
     EmbedAnswer,
     EmbedRequest,
     ImagePart,
     StopReason,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolResultPart,
     estimate_tokens,
     request_text,
 )
+from batchrock.backends.structured import generate, tokens_for
 
 Sleep = Callable[[float], Awaitable[None]]
 #: What a record is after validation: a quick tuple, a parsed chat request with its image
@@ -125,10 +135,135 @@ def _cut(
     return reply, reason, stop_sequence, output_tokens
 
 
+def _media_count(request: ChatRequest) -> int:
+    """Images, plus PDF pages counted in image-sized units (a page costs about as much as a
+    mid-sized picture on the hosted models: 1,500 to 3,000 tokens for Claude)."""
+    count = 0
+    for message in request.messages:
+        for part in message.parts:
+            if type(part) is ImagePart:
+                count += 1
+            elif type(part) is DocumentPart and part.media_type == "application/pdf":
+                count += _pdf_pages(part.data)
+    return count
+
+
+def _pdf_pages(data: str) -> int:
+    """The page count of a base64 PDF (its ``/Type /Page`` objects), at least 1."""
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except ValueError:
+        return 1
+    return max(1, len(_PAGE.findall(raw)))
+
+
+_PAGE = re.compile(rb"/Type\s*/Page(?!s)")
+
+
 def _input_tokens(text: str, messages: int, images: int) -> int:
     # Chat templates cost a few tokens a message on top of the text, and a mid-sized picture
     # about 1,200 on the hosted models.
     return (((len(text) + 3) >> 2) + 3 * messages + 1200 * images) or 1
+
+
+#: The smallest prompt prefix the hosted models cache (Claude Sonnet and Opus: 1,024 tokens;
+#: one number for every model here, see docs/models.md).
+_MIN_CACHE_TOKENS = 1024
+#: Thinking when the request sets no budget (adaptive thinking): a few sentences.
+_ADAPTIVE_BUDGET = 2048
+
+
+def _is_rich(request: ChatRequest) -> bool:
+    return bool(
+        request.tools
+        or request.output_schema is not None
+        or request.thinking is not None
+        or request.cache_prefix_tokens
+    )
+
+
+def _enrich(answer: ChatAnswer, request: ChatRequest, key: int) -> ChatAnswer:
+    """The plain answer reshaped for what the request asks: thinking first, then a tool call
+    or a JSON answer valid against the schema; prompt-cache counts when a prefix is marked."""
+    limit = request.max_tokens
+    used = 0
+    thinking = signature = None
+    if request.thinking is not None:
+        budget = request.thinking.budget_tokens or _ADAPTIVE_BUDGET
+        thought, _, _, used = _cut(key ^ 0x5BD1E995, budget, ())
+        thinking = thought if request.thinking.display else ""
+        signature = _signature(key)
+    left = None if limit is None else limit - used
+    text, reason, stop_sequence, output = answer.text, answer.stop_reason, answer.stop_sequence, 0
+    calls: tuple[ToolCall, ...] = ()
+    tool = _tool_to_call(request, key)
+    if tool is not None:
+        value = generate(tool.input_schema, key)
+        call_tokens = tokens_for(orjson.dumps(value).decode()) + 8
+        if left is not None and call_tokens > left:
+            text, reason, output = "", "length", max(left, 0)
+        else:
+            ident = "toolu_bdrk_01" + id_window(key ^ 0x7F4A7C15, 22).decode()
+            calls = (ToolCall(ident, tool.name, value),)
+            text, reason, stop_sequence, output = "", "tool", None, call_tokens
+    elif request.output_schema is not None:
+        text = orjson.dumps(generate(request.output_schema.schema, key)).decode()
+        output = tokens_for(text)
+        reason, stop_sequence = "end", None
+        if left is not None and output > left:
+            # Cut mid-JSON, as a real model's answer is when it runs out of tokens.
+            text, reason, output = text[: max(left, 0) * 3], "length", max(left, 0)
+    elif left is not None and answer.output_tokens > left:
+        text, reason, stop_sequence = text[: max(left, 0) * 4].rstrip(), "length", None
+        output = max(left, 0)
+    else:
+        output = answer.output_tokens
+    input_tokens, cache_write = answer.input_tokens, 0
+    if request.cache_prefix_tokens >= _MIN_CACHE_TOKENS:
+        # Every record writes its own cache entry: the built-in model keeps no state between
+        # records, and which record of a batch would have read it is not knowable anyway.
+        cache_write = min(request.cache_prefix_tokens, input_tokens - 1)
+        input_tokens -= cache_write
+    return ChatAnswer(
+        text,
+        reason,
+        input_tokens,
+        output + used,
+        stop_sequence,
+        answer.latency_ms,
+        answer.id_seed,
+        calls,
+        thinking,
+        signature,
+        cache_write,
+        0,
+    )
+
+
+def _tool_to_call(request: ChatRequest, key: int) -> Tool | None:
+    """Which tool the built-in model calls: the forced one; for ``any`` one picked by the
+    record's hash; for ``auto`` the first tool whose name the last user turn mentions, unless
+    that turn carries tool results (the model then answers in text)."""
+    tools = request.tools
+    choice = request.tool_choice
+    if not tools or (choice is not None and choice.kind == "none"):
+        return None
+    if choice is not None and choice.kind == "tool":
+        return next((t for t in tools if t.name == choice.name), None)
+    if choice is not None and choice.kind == "any":
+        return tools[key % len(tools)]
+    last = next((m for m in reversed(request.messages) if m.role == "user"), None)
+    if last is None or any(type(p) is ToolResultPart for p in last.parts):
+        return None
+    said = " ".join(p.text for p in last.parts if type(p) is TextPart)
+    found = [(said.find(t.name), i) for i, t in enumerate(tools) if t.name in said]
+    return tools[min(found)[1]] if found else None
+
+
+def _signature(key: int) -> str:
+    """A thinking block's signature: opaque base64 text, the same for the same record."""
+    raw = b"".join(zlib.crc32(b"%d" % i, key & 0xFFFFFFFF).to_bytes(4, "big") for i in range(24))
+    return base64.b64encode(raw).decode()
 
 
 def _unknown_family(model_id: str) -> ModelResult:
@@ -337,8 +472,7 @@ class BuiltinModel:
             parsed = family.parse(request.body)
         except BodyError as exc:
             return ModelResult(error=RecordError(exc.code, exc.message))
-        images = sum(type(p) is ImagePart for m in parsed.messages for p in m.parts)
-        return parsed, images
+        return parsed, _media_count(parsed)
 
     def _finish(self, family: Family, request: ModelRequest, prepared: _Prepared) -> ModelResult:
         if isinstance(prepared, EmbedRequest):
@@ -365,6 +499,8 @@ class BuiltinModel:
         if self._error_cut and self._fails(key, request.record_id):
             return self._injected_error()
         answer = self.reply(text, key, messages, images, limit, stop)
+        if parsed is not None and _is_rich(parsed):
+            answer = _enrich(answer, parsed, key)
         if parsed is None:
             # What render may look at: the limits, and whether the body was a prompt (a quick
             # tuple without messages is a prompt family's).

@@ -29,6 +29,7 @@ from batchrock.backends.neutral import (
     EmbedAnswer,
     EmbedRequest,
     StopReason,
+    structure_features,
 )
 from batchrock.backends.routing import ConfigError, Route, reject_unknown
 from batchrock.settings import Settings
@@ -104,7 +105,9 @@ class TransformersTextBackend:
             parsed = family.parse(request.body)
         except BodyError as exc:
             return _error(exc.code, exc.message)
-        unservable = list(parsed.extras) + (["images"] if parsed.has_images else [])
+        unservable = list(parsed.extras) + structure_features(parsed)
+        if parsed.has_images:
+            unservable.append("images")
         if unservable:
             return _error(
                 400,

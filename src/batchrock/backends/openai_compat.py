@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import orjson
 
+from batchrock.backends import translate
 from batchrock.backends.base import ModelRequest, ModelResult, RecordError
 from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, family_for
 from batchrock.backends.http11 import Http11Transport
@@ -35,9 +36,9 @@ from batchrock.backends.neutral import (
     ChatRequest,
     EmbedAnswer,
     EmbedRequest,
-    ImagePart,
     StopReason,
     TextPart,
+    ToolCall,
     estimate_tokens,
     request_text,
 )
@@ -59,7 +60,12 @@ _KNOWN = {
     "unsupported",
     "send_dimensions",
     "headers",
+    "thinking",
 }
+#: How a route passes extended thinking on (the route's ``thinking``): not at all (a record
+#: asking for it is refused), as OpenAI's ``reasoning_effort``, or as the chat-template switch
+#: Qwen3-style models take on vLLM and SGLang (``chat_template_kwargs.enable_thinking``).
+THINKING_MODES = ("none", "reasoning_effort", "chat_template_kwargs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,8 @@ class OpenAIOptions:
     #: Pass Titan's ``dimensions`` on as the OpenAI ``dimensions`` parameter.
     send_dimensions: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    #: How thinking requests are sent (:data:`THINKING_MODES`).
+    thinking: str = "none"
     #: Idle connections kept alive (the route's max_concurrency when it has one).
     max_connections: int = 256
 
@@ -177,10 +185,13 @@ class OpenAIBackend:
             payload["top_k"] = request.top_k
         if request.stop:
             payload["stop"] = list(request.stop)
+        if path == "chat/completions":
+            payload.update(translate.request_fields(request, self.options.thinking))
         return path, payload
 
     def _check_features(self, request: ChatRequest) -> None:
         needs = list(request.extras)
+        needs.extend(translate.unservable(request, self.options.thinking))
         unsupported = self.options.unsupported
         if "images" in unsupported and request.has_images:
             needs.append("images")
@@ -208,9 +219,9 @@ class OpenAIBackend:
             parts = message.parts
             if all(type(p) is TextPart for p in parts):
                 content: Any = "".join(p.text for p in parts if type(p) is TextPart)
+                messages.append({"role": message.role, "content": content})
             else:
-                content = [_content_part(p) for p in parts]
-            messages.append({"role": message.role, "content": content})
+                messages.extend(translate.message(message))
         return messages
 
     async def _chat(self, request: ChatRequest, model: str) -> ChatAnswer:
@@ -220,20 +231,36 @@ class OpenAIBackend:
         latency_ms = int((time.perf_counter() - started) * 1000)
         try:
             choice = data["choices"][0]
+            calls: tuple[ToolCall, ...] = ()
+            thinking = None
             if path == "completions":
                 text = choice["text"]
             else:
-                text = choice["message"].get("content") or ""
+                reply = choice["message"]
+                text = reply.get("content") or ""
+                calls = translate.tool_calls(reply)
+                thinking = translate.reasoning(reply)
             if not isinstance(text, str):
                 raise TypeError("content is not a string")
             finish = choice.get("finish_reason")
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise _malformed(f"no choices[0] text ({exc})") from exc
         reason, stop_sequence = _stop_reason(finish, choice.get("stop_reason"), request)
+        if calls and reason != "length":
+            reason, stop_sequence = "tool", None
         usage = _usage(data)
         input_tokens = _count(usage, "prompt_tokens", request_text(request))
         output_tokens = _count(usage, "completion_tokens", text)
-        return ChatAnswer(text, reason, input_tokens, output_tokens, stop_sequence, latency_ms)
+        return ChatAnswer(
+            text,
+            reason,
+            input_tokens,
+            output_tokens,
+            stop_sequence,
+            latency_ms,
+            tool_calls=calls,
+            thinking=thinking,
+        )
 
     # --- embeddings ---------------------------------------------------------------------
 
@@ -318,14 +345,6 @@ class OpenAIBackend:
         if not isinstance(data, dict):
             raise _malformed("the body is not a JSON object")
         return data
-
-
-def _content_part(part: TextPart | ImagePart) -> dict[str, Any]:
-    if type(part) is TextPart:
-        return {"type": "text", "text": part.text}
-    assert isinstance(part, ImagePart)
-    # Images travel inline as data URLs, the form vLLM, SGLang and llama.cpp accept.
-    return {"type": "image_url", "image_url": {"url": f"data:{part.media_type};base64,{part.data}"}}
 
 
 class _Failure(Exception):
@@ -438,6 +457,9 @@ def from_route(route: Route, settings: Settings) -> OpenAIBackend:
     headers = options.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}: 'headers' must be a table of strings")
+    thinking = options.get("thinking", "none")
+    if thinking not in THINKING_MODES:
+        raise ConfigError(f"{where}: 'thinking' must be one of: {', '.join(THINKING_MODES)}")
     served = options.get("served_model")
     if served is not None and not isinstance(served, str):
         raise ConfigError(f"{where}: 'served_model' must be a string")
@@ -457,6 +479,7 @@ def from_route(route: Route, settings: Settings) -> OpenAIBackend:
             unsupported=frozenset(unsupported),
             send_dimensions=bool(options.get("send_dimensions", False)),
             headers=tuple(headers.items()),
+            thinking=thinking,
             max_connections=route.max_concurrency or 256,
         )
     )

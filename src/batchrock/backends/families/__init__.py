@@ -15,8 +15,9 @@ from typing import Any
 
 from batchrock.backends.families.anthropic import AnthropicMessages
 from batchrock.backends.families.base import ChatFamily, EmbedFamily, Family
+from batchrock.backends.families.converse import Converse
 from batchrock.backends.families.embeddings import TitanEmbedImage, TitanEmbedV1, TitanEmbedV2
-from batchrock.backends.families.nova import Converse, NovaMessages
+from batchrock.backends.families.nova import NovaMessages
 from batchrock.backends.families.openai_chat import OpenAIChat
 from batchrock.backends.families.prompt import DeepSeek, MetaLlama, Mistral, TitanText
 from batchrock.backends.families.schema import BodyError

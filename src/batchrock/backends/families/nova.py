@@ -1,4 +1,5 @@
-"""Amazon Nova (``amazon.nova-*``, InvokeModel) and the Converse shape (any model).
+"""Amazon Nova (``amazon.nova-*``, InvokeModel), and the message layout it shares with the
+Converse shape (converse.py).
 
 Both use the same message layout: ``messages[].content[]`` blocks keyed by kind (``text``,
 ``image``, ``video``, ``document`` ...), ``system`` as text blocks and ``inferenceConfig``. They
@@ -11,7 +12,6 @@ carries ``metrics``.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -19,7 +19,7 @@ import msgspec
 
 from batchrock.backends.base import DECODE_ERRORS, JsonBytes
 from batchrock.backends.families.base import ChatFamily, Quick, stop_strings
-from batchrock.backends.families.schema import BodyError, Checker
+from batchrock.backends.families.schema import Checker
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, ImagePart, Message, Part, TextPart
 
 _ROLES = ("user", "assistant")
@@ -41,7 +41,7 @@ _BLOCK_KINDS = frozenset(
         "guardContent",
     }
 )
-_STOP = {"end": "end_turn", "length": "max_tokens", "stop": "stop_sequence"}
+_STOP = {"end": "end_turn", "length": "max_tokens", "stop": "stop_sequence", "tool": "tool_use"}
 #: Content blocks the neutral form does not carry (cachePoint is a hint and safe to ignore).
 _UNCARRIED_BLOCKS = (
     "video",
@@ -52,8 +52,6 @@ _UNCARRIED_BLOCKS = (
     "reasoningContent",
     "guardContent",
 )
-#: Converse members that change the answer and have no neutral form.
-_CONVERSE_EXTRAS = ("guardrailConfig", "promptVariables", "additionalModelResponseFieldPaths")
 
 
 class _MessagesShape(ChatFamily):
@@ -197,93 +195,6 @@ class NovaMessages(_MessagesShape):
                 "cacheReadInputTokenCount": 0,
                 "cacheWriteInputTokenCount": 0,
             },
-        }
-
-
-class Converse(_MessagesShape):
-    name = "converse"
-
-    _top = frozenset(
-        {
-            "messages",
-            "system",
-            "inferenceConfig",
-            "toolConfig",
-            "guardrailConfig",
-            "additionalModelRequestFields",
-            "promptVariables",
-            "additionalModelResponseFieldPaths",
-            "requestMetadata",
-            "performanceConfig",
-        }
-    )
-    _config = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
-
-    def quick(self, body: Any) -> Quick | None:
-        return _quick(body, self._top)
-
-    def quick_json(self, body: JsonBytes) -> Quick | None:
-        return _quick_json(_read_converse, body)
-
-    def parse(self, body: dict[str, Any]) -> ChatRequest:
-        if type(body) is dict and "toolConfig" in body:
-            raise BodyError(
-                "Tool use (toolConfig) is not supported for batch inference jobs whose "
-                "modelInvocationType is Converse. Remove toolConfig from the record, or use an "
-                "InvokeModel job with the model's native tool format."
-            )
-        c = Checker("converse")
-        c.top(body, ("messages",), self._top)
-        extras: set[str] = set()
-        system = self._system(c, body)
-        messages = self._messages(c, body, extras)
-        params: dict[str, Any] = {"stop": ()}
-        config = body.get("inferenceConfig")
-        if config is not None and c.obj(config, "inferenceConfig", (), self._config):
-            params = self._params(c, config, "inferenceConfig")
-        additional = body.get("additionalModelRequestFields")
-        if type(additional) is dict:
-            params["top_k"] = _top_k(additional)
-            for key, value in additional.items():
-                nested = (
-                    key == "inferenceConfig" and type(value) is dict and value.keys() == {"topK"}
-                )
-                if key not in ("top_k", "topK") and not nested:
-                    extras.add(f"additionalModelRequestFields.{key}")
-        extras.update(key for key in _CONVERSE_EXTRAS if key in body)
-        c.done()
-        if messages and messages[0].role != "user":
-            raise BodyError(
-                "A conversation must start with a user message. Try again with a conversation "
-                "that starts with a user message."
-            )
-        for before, after in itertools.pairwise(messages):
-            if before.role == after.role:
-                raise BodyError(
-                    "A conversation must alternate between user and assistant roles. Make sure "
-                    "the conversation alternates between user and assistant roles and try again."
-                )
-        for i, raw in enumerate(body["messages"]):
-            for j, block in enumerate(raw["content"]):
-                if "text" in block and not block["text"].strip():
-                    raise BodyError(
-                        f"The text field in the ContentBlock object at messages.{i}.content.{j} "
-                        "is blank. Add text to the text field, and try again."
-                    )
-        return ChatRequest(
-            messages=tuple(messages), system=system, extras=tuple(sorted(extras)), **params
-        )
-
-    def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
-        return {
-            "output": {"message": {"role": "assistant", "content": [{"text": answer.text}]}},
-            "stopReason": _STOP[answer.stop_reason],
-            "usage": {
-                "inputTokens": answer.input_tokens,
-                "outputTokens": answer.output_tokens,
-                "totalTokens": answer.input_tokens + answer.output_tokens,
-            },
-            "metrics": {"latencyMs": answer.latency_ms},
         }
 
 
