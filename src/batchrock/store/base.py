@@ -238,4 +238,30 @@ class JobStore(Protocol):
         event loop: at a million jobs the count reads the whole status index."""
         ...
 
+    # --- the event outbox (docs/events.md) -----------------------------------------------
+
+    async def events_since(self, after: int, *, limit: int) -> list[JobEvent]:
+        """Up to ``limit`` recorded status changes (creations included) of every job with
+        ``seq > after``, in ``seq`` order. ``seq`` is global and follows commit order: once a
+        call has returned ``seq`` N, no event committed later gets a ``seq`` <= N (a sink
+        that has delivered up to N never skips one)."""
+        ...
+
+    async def hold_sink(
+        self, sink: str, owner: str, *, now: datetime, lease_seconds: float
+    ) -> int | None:
+        """Take, or renew, ``owner``'s lease on the delivery cursor of ``sink`` and return
+        the cursor (the ``seq`` delivered up to); ``None`` while another owner holds an
+        unexpired lease. A sink seen for the first time starts after the newest event."""
+        ...
+
+    async def advance_sink(self, sink: str, owner: str, position: int) -> bool:
+        """Move ``sink``'s cursor to ``position`` if ``owner`` still holds its lease (an
+        expired lease nobody took over still counts); ``False`` if another owner has it."""
+        ...
+
+    async def release_sink(self, sink: str, owner: str) -> None:
+        """Give up ``owner``'s lease on ``sink`` (no-op if not held), keeping the cursor."""
+        ...
+
     async def close(self) -> None: ...

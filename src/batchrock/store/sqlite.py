@@ -108,6 +108,17 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     )
 
 
+def _row_to_event(row: sqlite3.Row) -> JobEvent:
+    return JobEvent(
+        job_id=row["job_id"],
+        from_status=None if row["from_status"] is None else JobStatus(row["from_status"]),
+        to_status=JobStatus(row["to_status"]),
+        at=from_micros(row["at"]),
+        message=row["message"],
+        seq=row["id"],
+    )
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a database written by an older version up to :data:`SCHEMA_VERSION` (the
     schema script only creates what is missing; it never changes an existing table)."""
@@ -453,17 +464,7 @@ class SqliteStore:
             "WHERE job_id = ? ORDER BY id",
             (job_id,),
         ).fetchall()
-        return [
-            JobEvent(
-                job_id=r["job_id"],
-                from_status=None if r["from_status"] is None else JobStatus(r["from_status"]),
-                to_status=JobStatus(r["to_status"]),
-                at=from_micros(r["at"]),
-                message=r["message"],
-                seq=r["id"],
-            )
-            for r in rows
-        ]
+        return [_row_to_event(r) for r in rows]
 
     # --- tags ---------------------------------------------------------------------------
 
@@ -653,6 +654,55 @@ class SqliteStore:
         # whole status index (tens of milliseconds). A connection of its own, since the
         # store's is used by the loop meanwhile.
         return await asyncio.to_thread(_snapshot, self.path)
+
+    # --- the event outbox -------------------------------------------------------------
+
+    @_typed_errors
+    async def events_since(self, after: int, *, limit: int) -> list[JobEvent]:
+        rows = self._conn.execute(
+            "SELECT id, job_id, from_status, to_status, at, message FROM job_events "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [_row_to_event(r) for r in rows]
+
+    @_typed_errors
+    async def hold_sink(
+        self, sink: str, owner: str, *, now: datetime, lease_seconds: float
+    ) -> int | None:
+        micros = to_micros(now)
+        expires = micros + int(lease_seconds * 1_000_000)
+        with _write(self._conn):
+            self._conn.execute(
+                "INSERT OR IGNORE INTO event_sinks (sink, position) "
+                "SELECT ?, coalesce(max(id), 0) FROM job_events",
+                (sink,),
+            )
+            row = self._conn.execute(
+                "UPDATE event_sinks SET lease_owner = ?, lease_expires = ? WHERE sink = ? "
+                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?) "
+                "RETURNING position",
+                (owner, expires, sink, owner, micros),
+            ).fetchone()
+        return None if row is None else int(row["position"])
+
+    @_typed_errors
+    async def advance_sink(self, sink: str, owner: str, position: int) -> bool:
+        with _write(self._conn):
+            cur = self._conn.execute(
+                "UPDATE event_sinks SET position = ? WHERE sink = ? AND lease_owner = ?",
+                (position, sink, owner),
+            )
+        return cur.rowcount == 1
+
+    @_typed_errors
+    async def release_sink(self, sink: str, owner: str) -> None:
+        with _write(self._conn):
+            self._conn.execute(
+                "UPDATE event_sinks SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE sink = ? AND lease_owner = ?",
+                (sink, owner),
+            )
 
     async def close(self) -> None:
         self._conn.close()

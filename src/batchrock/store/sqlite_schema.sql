@@ -72,6 +72,17 @@ CREATE TABLE IF NOT EXISTS job_events (
 );
 CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, id);
 
+-- The event outbox's delivery cursors (docs/events.md): per sink, the job_events id delivered
+-- up to, and which process delivers now (a lease, as for jobs). job_events.id is the global
+-- sequence: writers are serialized (BEGIN IMMEDIATE), so ids follow commit order, and
+-- events are never deleted, so an id is never reused.
+CREATE TABLE IF NOT EXISTS event_sinks (
+    sink           TEXT PRIMARY KEY,
+    position       INTEGER NOT NULL,
+    lease_owner    TEXT,
+    lease_expires  INTEGER
+);
+
 CREATE TABLE IF NOT EXISTS job_tags (
     job_id  TEXT NOT NULL,
     key     TEXT NOT NULL,
