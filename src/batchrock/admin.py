@@ -82,10 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"batchrock {args.command}: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from batchrock import logs
+
+    logs.configure(settings.log_level, settings.log_format)
     command: str = args.command
     if command == "serve" or (command == "worker" and settings.metrics_port):
         from batchrock.api.guard import open_mode_refusal
@@ -96,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if command in {"serve", "worker"}:
         from batchrock.access.credfile import CredentialsFileError
+        from batchrock.events.sinks import check_settings
 
         try:
             directory = open_directory(settings)
             tls = tls_options(settings) if command == "serve" else None
+            check_settings(settings)
         except (SettingsError, CredentialsFileError) as exc:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
             return 2
@@ -254,6 +255,30 @@ async def engine_running(
         await resolver.aclose()
 
 
+@contextlib.asynccontextmanager
+async def events_running(settings: Settings, store: JobStore, clock: Clock) -> AsyncIterator[None]:
+    """Deliver job state-change events to the configured sinks for the duration of the block
+    (docs/events.md); nothing when none is configured. Each sink's cursor is taken before the
+    block starts, so a new sink sees every job created from then on."""
+    from batchrock.events.outbox import Outbox
+    from batchrock.events.sinks import sinks_from
+
+    sinks = sinks_from(settings, clock)
+    if not sinks:
+        yield
+        return
+    outbox = Outbox(settings, store, clock, sinks)
+    await outbox.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(outbox.run(stop), name="events")
+    log.info("job events go to %s", ", ".join(s.name for s in sinks))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def _listen_or_say(command: str, host: str, port: int) -> socket.socket | None:
     """:func:`listen`, or ``None`` after one line saying why not."""
     try:
@@ -286,6 +311,8 @@ def http_config(settings: Settings, app: Any, **options: Any) -> Any:
         # The scheme must be the connection's own: bearer tokens are refused over plain HTTP,
         # and an X-Forwarded-Proto header must not talk the server out of that.
         proxy_headers=False,
+        # JSON logs: uvicorn's lines go through the root logger's JSON handler too.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         **options,
     )
 
@@ -343,7 +370,7 @@ async def serve(
         engine: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if resolver is not None:
             engine = engine_running(settings, store, clock, resolver, service, directory)
-        async with engine:
+        async with events_running(settings, store, clock), engine:
             # Only now: the socket is bound and listening, and the engine has started.
             log.info(
                 "batchrock %s serving %s://%s:%d (data dir %s; %s)",
@@ -391,6 +418,7 @@ async def worker(
     log.info("batchrock worker running on %s", settings.data_dir)
     try:
         async with (
+            events_running(settings, store, clock),
             engine_running(settings, store, clock, resolver, directory=directory),
             _metrics_listener(settings, store, metrics_sock),
         ):

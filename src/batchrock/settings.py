@@ -95,6 +95,13 @@ class Settings:
             choices=("debug", "info", "warning", "error"),
         ),
     )
+    log_format: str = field(
+        default="text",
+        metadata=_meta(
+            'Log lines as text or as one JSON object each (docs/events.md, "Logs").',
+            choices=("text", "json"),
+        ),
+    )
     engine: bool = field(
         default=True,
         metadata=_meta("Run jobs inside `batchrock serve` (--no-engine: API only, for workers)."),
@@ -202,6 +209,51 @@ class Settings:
     fail_on_duplicate_record_ids: bool = field(
         default=False,
         metadata=_meta("Fail a job whose input repeats a recordId (default: log it and go on)."),
+    )
+    # --- job state-change events (see docs/events.md) --------------------------------------
+    events_webhook_url: str | None = field(
+        default=None,
+        metadata=_meta("URL every job state-change event is POSTed to; unset: no webhook."),
+    )
+    events_webhook_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_meta("Key of the webhook's HMAC-SHA256 signature header; unset: unsigned."),
+    )
+    events_jsonl_path: Path | None = field(
+        default=None,
+        metadata=_meta("File every job state-change event is appended to; unset: none."),
+    )
+    events_eventbridge_bus: str | None = field(
+        default=None,
+        metadata=_meta("EventBridge bus (name or ARN) events are put on; unset: none."),
+    )
+    events_eventbridge_endpoint_url: str | None = field(
+        default=None,
+        metadata=_meta("EventBridge-compatible endpoint; unset: AWS EventBridge itself."),
+    )
+    events_eventbridge_region: str | None = field(
+        default=None, metadata=_meta("Region of the EventBridge bus; unset: default_region.")
+    )
+    events_eventbridge_source: str = field(
+        default="aws.bedrock",
+        metadata=_meta("Source of the events put on the bus (AWS refuses 'aws.' sources)."),
+    )
+    events_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_meta("Longest wait for a sink to take one delivery.", low=0.001),
+    )
+    events_retry_initial_seconds: float = field(
+        default=1.0,
+        metadata=_meta("Wait before a failed delivery's first retry (doubling).", low=0.001),
+    )
+    events_retry_max_seconds: float = field(
+        default=60.0,
+        metadata=_meta("Longest wait between retries of a failed delivery.", low=0.001),
+    )
+    events_poll_seconds: float = field(
+        default=0.5,
+        metadata=_meta("How often an idle sink looks for new events.", low=0.001),
     )
     # --- object storage ------------------------------------------------------------------
     object_store: str = field(

@@ -1,17 +1,14 @@
 """Contract of the event outbox's store methods (docs/events.md): the global event sequence
-and each sink's delivery cursor with its lease. Every store runs it."""
+and each sink's delivery cursor with its lease. Every store runs it (tests/stores.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from batchrock.jobs import JobStatus
 from batchrock.store.base import JobStore
-from batchrock.store.sqlite import SqliteStore
 
 from .test_store import T0, make_job
 
@@ -19,12 +16,7 @@ pytestmark = pytest.mark.anyio
 S = JobStatus
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class OutboxContract:
+class TestOutboxContract:
     async def test_events_since_is_one_global_sequence_in_commit_order(
         self, store: JobStore, second_store: JobStore
     ) -> None:
@@ -96,17 +88,3 @@ class OutboxContract:
         assert await second_store.hold_sink("eventbridge", "w2", now=T0, lease_seconds=30) is None
         await store.release_sink("eventbridge", "w1")
         assert await second_store.hold_sink("eventbridge", "w2", now=T0, lease_seconds=30) == 3
-
-
-class TestSqliteOutbox(OutboxContract):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[JobStore]:
-        store = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
-        yield store
-        await store.close()
-
-    @pytest.fixture
-    async def second_store(self, tmp_path: Path, store: JobStore) -> AsyncIterator[JobStore]:
-        other = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
-        yield other
-        await other.close()

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from batchrock import metrics
+from batchrock import logs, metrics
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
 from batchrock.errors import (
@@ -161,6 +161,7 @@ class BedrockApp:
         if scope["type"] != "http":  # websockets: not ours
             return
         request_id = str(uuid.uuid4())
+        logs.request_id.set(request_id)  # on every line logged while serving it
         started = time.perf_counter()
         scope["batchrock.operation"] = UNROUTED
         try:
@@ -190,9 +191,9 @@ class BedrockApp:
         status, headers, payload = _finish(status, body, headers, request_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        self.metrics.process.api_request(
-            scope["batchrock.operation"], status, time.perf_counter() - started
-        )
+        elapsed = time.perf_counter() - started
+        self.metrics.process.api_request(scope["batchrock.operation"], status, elapsed)
+        _log_request(scope, status, elapsed)
 
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -256,7 +257,13 @@ class BedrockApp:
         self.gate.authorize(who, operation, params)
         if self._limiter is not None:
             self._limiter.check(who.caller.account_id)
+        scope["batchrock.account"] = who.caller.account_id
+        job = params.get("jobIdentifier") or params.get("resourceARN")
+        if job:
+            scope["batchrock.job"] = job.rsplit("/", 1)[-1]
         result = await self._handlers[operation](Request(who.caller, params))
+        if "jobArn" in result:
+            scope["batchrock.job"] = result["jobArn"].rsplit("/", 1)[-1]
         return 200, result
 
     def _route(self, method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -442,6 +449,32 @@ def error_response(exc: ServiceError) -> tuple[int, list[tuple[bytes, bytes]], b
     answers (a malformed request head, too many connections)."""
     status, body, headers = _error(exc)
     return _finish(status, body, headers, str(uuid.uuid4()))
+
+
+def _log_request(scope: Scope, status: int, elapsed: float) -> None:
+    """One line per request: what was asked (never its headers or body: no signatures or
+    keys), by which account, about which job, the answer, and the x-amzn-RequestId."""
+    operation = scope["batchrock.operation"]
+    if operation == "Health":
+        return
+    job = scope.get("batchrock.job")
+    account = scope.get("batchrock.account")
+    log.info(
+        "%s %s -> %d in %.1f ms%s",
+        operation,
+        f"account {account}" if account else "(no account)",
+        status,
+        elapsed * 1000,
+        f" (job {job})" if job else "",
+        extra={
+            "action": "api_request",
+            "operation": operation,
+            "account_id": account,
+            "job_id": job,
+            "http_status": status,
+            "duration_ms": round(elapsed * 1000, 3),
+        },
+    )
 
 
 def _finish(

@@ -305,6 +305,18 @@ class SqliteStore:
                 "INSERT INTO job_tags (job_id, key, value) VALUES (?, ?, ?)",
                 [(job.job_id, k, v) for k, v in tags.items()],
             )
+        log.info(
+            "job %s: created %s",
+            job.job_id,
+            job.status.value,
+            extra={
+                "action": "job_transition",
+                "job_id": job.job_id,
+                "account_id": job.account_id,
+                "from_status": None,
+                "to_status": job.status.value,
+            },
+        )
         return job, True
 
     def _check_unfinished(self, job: Job, limit: int) -> None:
@@ -412,7 +424,7 @@ class SqliteStore:
                 end_time=end_time,
             )
             updated = self._apply(change)
-        _log_transition(change)
+        _log_transition(change, updated.account_id)
         return updated
 
     def _apply(self, change: Transition, *, lease: tuple[str, int] | None = None) -> Job:
@@ -633,7 +645,7 @@ class SqliteStore:
             started = self._apply(
                 change, lease=(worker_id, micros + int(lease_seconds * 1_000_000))
             )
-        _log_transition(change)
+        _log_transition(change, started.account_id)
         return started
 
     @_typed_errors
@@ -708,7 +720,8 @@ class SqliteStore:
         self._conn.close()
 
 
-def _log_transition(change: Transition) -> None:
+def _log_transition(change: Transition, account_id: str) -> None:
+    """One structured line per transition (docs/events.md, "Logs")."""
     message = change.event.message
     log.info(
         "job %s: %s -> %s%s",
@@ -719,6 +732,8 @@ def _log_transition(change: Transition) -> None:
         extra={
             "action": "job_transition",
             "job_id": change.job_id,
+            "account_id": account_id,
+            "from_status": change.from_status.value,
             "to_status": change.to_status.value,
         },
     )

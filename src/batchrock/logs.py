@@ -1,0 +1,82 @@
+"""The service's log lines: text, or one JSON object per line (setting ``log_format``).
+
+A JSON line carries the message and the structured fields the code passes as ``extra``
+(``action``, ``job_id``, ``account_id``, ``status`` ...), plus the ``request_id`` of the API
+request being served when the line was written (:data:`request_id`), so one job can be
+followed through the log from its Create to its last event delivery (docs/events.md, "Logs").
+
+Secrets never reach a line through a field: a field whose name says it holds one
+(authorization, signature, secret, password, token, key) is written as ``"[redacted]"``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+#: The x-amzn-RequestId of the API request this task serves (``None`` outside requests).
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "batchrock_request_id", default=None
+)
+
+_SECRET_NAME = re.compile(r"authori[sz]ation|signature|secret|password|token|(^|_)key$", re.I)
+# What every LogRecord has; anything else on a record came in through ``extra``.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _RequestId(logging.Filter):
+    """Puts the current request's id on every record written while it is served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            current = request_id.get()
+            if current is not None:
+                record.request_id = current
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, then the extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name in _STANDARD or name.startswith("_"):
+                continue
+            line[name] = "[redacted]" if _SECRET_NAME.search(name) else value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure(level: str, fmt: str) -> None:
+    """Log to stderr in ``fmt`` (``text`` or ``json``) at ``level``, as
+    :func:`logging.basicConfig` would: a root logger that has handlers already (a test's
+    capture) keeps them, and gets the request-id filter."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    # httpx logs every request's URL at info: a webhook URL can itself be a secret (a token
+    # in its path or query), so only debug shows them.
+    if level.lower() != "debug":
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    for each in root.handlers:
+        if not any(isinstance(f, _RequestId) for f in each.filters):
+            each.addFilter(_RequestId())
