@@ -1,11 +1,14 @@
 """Events to an EventBridge bus: a real `batchrock serve` sends signed PutEvents requests
 (botocore's) to a configurable endpoint; here a recording HTTP endpoint that checks the
-signature, answers like EventBridge and fails some entries, which are sent again, in order."""
+signature, answers like EventBridge and fails some entries, which are sent again, in order;
+and moto's EventBridge, whose rule with Bedrock's pattern routes them to an SQS queue."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import boto3
 import orjson
 import pytest
 from botocore.auth import SigV4Auth
@@ -99,3 +102,41 @@ def test_put_events_requests_carry_the_envelope_signed(
             "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0"
         )
     assert SECRET not in server.log()
+
+
+def test_events_reach_a_rule_target_through_motos_eventbridge(
+    server_factory: Any, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto's EventBridge: a rule with Bedrock's pattern routes the events to an SQS queue."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    session = boto3.session.Session(region_name="us-east-1")
+    events = session.client("events", endpoint_url=moto_url)
+    sqs = session.client("sqs", endpoint_url=moto_url)
+    bus = f"bus-{time.monotonic_ns()}"
+    events.create_event_bus(Name=bus)
+    queue = sqs.create_queue(QueueName=bus)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    pattern = {"source": ["aws.bedrock"], "detail-type": ["Batch Inference Job State Change"]}
+    events.put_rule(Name="batch", EventBusName=bus, EventPattern=orjson.dumps(pattern).decode())
+    events.put_targets(Rule="batch", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+    server = server_factory(
+        **EVENTS, events_eventbridge_bus=bus, events_eventbridge_endpoint_url=moto_url
+    )
+    put(server, "in/a.jsonl", claude_records(5))
+    arn = create(server)
+    server.wait_history(arn, "Completed")
+    history = [s for s, _ in server.history(arn)]
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while len(got) < len(history) and time.monotonic() < deadline:
+        answer = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        got.extend(orjson.loads(m["Body"]) for m in answer.get("Messages", []))
+    assert sorted(e["detail"]["status"] for e in got) == sorted(history)
+    for event in got:
+        assert event["source"] == "aws.bedrock"
+        assert event["detail-type"] == "Batch Inference Job State Change"
+        assert event["resources"] == [arn]
+        assert event["detail"]["batchJobArn"] == arn

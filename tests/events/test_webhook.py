@@ -7,7 +7,10 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
+import os
 import stat
+import subprocess
+import sys
 from typing import Any
 
 import orjson
@@ -127,3 +130,26 @@ def test_sigkill_between_transition_and_delivery_loses_nothing(server_factory: A
     completed = [r for r in hook.received if r.json["detail"]["status"] == "Completed"]
     assert len(completed) >= 2  # the same event again (same id): at least once
     assert len({r.json["id"] for r in completed}) == 1
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--events-webhook-url", "ftp://example.com/hook", "events_webhook_url"),
+        ("--events-jsonl-path", "/nonexistent-folder/events.jsonl", "events_jsonl_path"),
+        ("--log-format", "xml", "log_format"),
+    ],
+)
+def test_a_bad_sink_setting_is_one_line_at_start_up(
+    tmp_path: Any, flag: str, value: str, says: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "batchrock.admin", "serve", "--port", "0", flag, value],
+        env={**os.environ, "BATCHROCK_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("batchrock serve: setting " + says)
+    assert len(done.stderr.strip().splitlines()) == 1
