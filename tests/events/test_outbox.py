@@ -100,23 +100,28 @@ async def test_retries_back_off_on_the_clock_and_keep_the_order(store: SqliteSto
     assert await store.hold_sink("flaky", "other", now=T0, lease_seconds=1) == last.seq
 
 
-async def test_one_process_delivers_per_sink(store: SqliteStore, tmp_path: Path) -> None:
+async def test_one_process_delivers_per_sink_until_its_lease_lapses(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """``a`` takes the sink and dies (it never delivers, never hands the lease back); ``b``
+    delivers nothing until the lease (engine_lease_seconds, 30) has run out, then all."""
     other_store = await SqliteStore.open(tmp_path / "db.sqlite3")
     clock = FakeClock(T0)
-    first, second = FlakySink(0), FlakySink(0)
-    a = Outbox(SETTINGS, store, clock, [first])
-    b = Outbox(SETTINGS, other_store, clock, [second])
+    dead, alive = FlakySink(0), FlakySink(0)
+    a = Outbox(SETTINGS, store, clock, [dead])
+    b = Outbox(SETTINGS, other_store, clock, [alive])
     await a.start()
     await b.start()
     for n in range(3):
         await store.create(make_job(n), {})
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(a.run(stop)), asyncio.create_task(b.run(stop))]
-    await until(lambda: len(first.taken) == 3)
-    for _ in range(3):
-        clock.advance(0.5)
+    task = asyncio.create_task(b.run(stop))
+    for _ in range(4):  # 28 s: b looks every 7.5 s (a quarter of the lease), in vain
+        clock.advance(7)
         await asyncio.sleep(0.01)
-    assert second.taken == []  # the lease is a's
+    assert alive.taken == []
+    clock.advance(7)
+    await until(lambda: len(alive.taken) == 3)
     stop.set()
-    await asyncio.gather(*tasks)
+    await task
     await other_store.close()

@@ -88,11 +88,17 @@ class Outbox:
                 await self._clock.wait(stop, timeout=self._max_retry)
 
     async def _deliver_all(self, sink: Sink, stop: asyncio.Event) -> None:
+        # The cursor, while this process holds the sink: only the holder moves it, so it is
+        # kept here, and the lease renewed when half of it is gone (not a write every poll).
+        position: int | None = None
+        renew_at = 0.0
         while not stop.is_set():
-            position = await self._hold(sink)
-            if position is None:  # another process delivers for this sink
-                await self._clock.wait(stop, timeout=self._poll)
-                continue
+            if position is None or self._clock.monotonic() >= renew_at:
+                position = await self._hold(sink)
+                if position is None:  # another process delivers for this sink
+                    await self._clock.wait(stop, timeout=max(self._poll, self._lease / 4))
+                    continue
+                renew_at = self._clock.monotonic() + self._lease / 2
             batch = await self._store.events_since(position, limit=sink.batch_size)
             if not batch:
                 await self._clock.wait(stop, timeout=self._poll)
@@ -104,13 +110,17 @@ class Outbox:
                     delivered = await self._deliver(sink, pending, stop)
                 except _LeaseLost:
                     log.warning("event sink %s: another process took it over", sink.name)
+                    position = None
                     continue
                 if delivered == 0:  # stopping
                     return
             # Events of jobs no longer in the store are passed over with the delivered ones.
             last = batch[-1].seq if delivered == len(pending) else pending[delivered - 1].seq
-            if not await self._store.advance_sink(sink.name, self.owner, last):
+            if await self._store.advance_sink(sink.name, self.owner, last):
+                position = last
+            else:
                 log.warning("event sink %s: another process took it over", sink.name)
+                position = None
 
     async def _hold(self, sink: Sink) -> int | None:
         return await self._store.hold_sink(
