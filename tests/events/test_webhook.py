@@ -138,13 +138,17 @@ def test_sigkill_between_transition_and_delivery_loses_nothing(server_factory: A
         ("--events-webhook-url", "ftp://example.com/hook", "events_webhook_url"),
         ("--events-jsonl-path", "/nonexistent-folder/events.jsonl", "events_jsonl_path"),
         ("--log-format", "xml", "log_format"),
+        ("--events-eventbridge-region", "not a region!", "events_eventbridge_region"),
     ],
 )
 def test_a_bad_sink_setting_is_one_line_at_start_up(
     tmp_path: Any, flag: str, value: str, says: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "batchrock.admin", "serve", "--port", "0", flag, value],
+        [
+            *(sys.executable, "-m", "batchrock.admin", "serve", "--port", "0", flag, value),
+            *(("--events-eventbridge-bus", "b") if "eventbridge" in flag else ()),
+        ],
         env={**os.environ, "BATCHROCK_DATA_DIR": str(tmp_path)},
         capture_output=True,
         text=True,

@@ -214,6 +214,13 @@ def check_settings(settings: Settings) -> None:
     path = settings.events_jsonl_path
     if path is not None and (path.is_dir() or not path.parent.is_dir()):
         raise SettingsError(f"setting events_jsonl_path: {path} is not a file in a folder")
+    if settings.events_eventbridge_bus:
+        try:  # botocore checks the Region's form and the endpoint URL as it builds a client
+            _eventbridge_sink(settings)._client.close()
+        except Exception as exc:
+            raise SettingsError(
+                f"setting events_eventbridge_region or events_eventbridge_endpoint_url: {exc}"
+            ) from None
 
 
 def sinks_from(settings: Settings, clock: Clock) -> list[Sink]:
@@ -232,13 +239,16 @@ def sinks_from(settings: Settings, clock: Clock) -> list[Sink]:
     if settings.events_jsonl_path is not None:
         sinks.append(JsonlSink(settings.events_jsonl_path))
     if settings.events_eventbridge_bus:
-        sinks.append(
-            EventBridgeSink(
-                settings.events_eventbridge_bus,
-                region=settings.events_eventbridge_region or settings.default_region,
-                endpoint_url=settings.events_eventbridge_endpoint_url,
-                source=settings.events_eventbridge_source,
-                timeout=settings.events_timeout_seconds,
-            )
-        )
+        sinks.append(_eventbridge_sink(settings))
     return sinks
+
+
+def _eventbridge_sink(settings: Settings) -> EventBridgeSink:
+    assert settings.events_eventbridge_bus
+    return EventBridgeSink(
+        settings.events_eventbridge_bus,
+        region=settings.events_eventbridge_region or settings.default_region,
+        endpoint_url=settings.events_eventbridge_endpoint_url,
+        source=settings.events_eventbridge_source,
+        timeout=settings.events_timeout_seconds,
+    )
