@@ -157,3 +157,38 @@ def test_a_bad_sink_setting_is_one_line_at_start_up(
     assert done.returncode == 2
     assert done.stderr.startswith("batchrock serve: setting " + says)
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_one_delivery_per_event_with_several_processes(server_factory: Any) -> None:
+    """`serve --no-engine` and two workers share the store, each with the webhook configured:
+    the sink's lease lets one of them deliver, so every event arrives once, in order."""
+    with sink_server(lambda r: 200) as hook:
+        server = server_factory(
+            **{**EVENTS, "engine_lease_seconds": 30}, engine=False, events_webhook_url=hook.url
+        )
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "batchrock.admin", "worker"],
+                env={**server.env(), "BATCHROCK_DATA_DIR": str(server.data_dir)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(2)
+        ]
+        try:
+            put(server, "in/a.jsonl", claude_records(5))
+            arns = [create(server) for _ in range(4)]
+            for arn in arns:
+                assert wait(server, arn)["status"] == "Completed"
+            histories = {a.rsplit("/", 1)[-1]: [s for s, _ in server.history(a)] for a in arns}
+            want = sum(len(h) for h in histories.values())
+            hook.wait_for(lambda: len(hook.accepted()) >= want)
+        finally:
+            for proc in workers:
+                proc.terminate()
+            for proc in workers:
+                proc.wait(timeout=15)
+        server.stop()
+    ids = [r.json["id"] for r in hook.accepted()]
+    assert len(ids) == len(set(ids)) == want  # nobody delivered twice
+    assert first_deliveries(hook.accepted()) == histories
