@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from batchrock import metrics
+from batchrock import console, metrics
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
 from batchrock.errors import (
@@ -143,6 +143,7 @@ class BedrockApp:
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
         self.metrics = MetricsEndpoint(settings, service.store)
+        self.console = console.Console(service, settings, self.gate, self.invoke)
         validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
@@ -165,8 +166,13 @@ class BedrockApp:
         scope["batchrock.operation"] = UNROUTED
         try:
             self._guard.check(scope)  # before anything else, the health check included
-            if _path_of(scope) == METRICS_PATH and scope["method"] == "GET":
+            path = _path_of(scope)
+            if path == METRICS_PATH and scope["method"] == "GET":
                 await self.metrics.answer(scope, send, started)
+                return
+            if console.owns(path):
+                scope["batchrock.operation"] = "Console"
+                await self.console(scope, receive, send)
                 return
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]
@@ -252,12 +258,19 @@ class BedrockApp:
             "location" not in m.serialization for m in shape.members.values()
         ):
             params.update(_json_body(body))
-        validation.validate(shape, params)
+        return 200, await self.invoke(who, operation, params)
+
+    async def invoke(
+        self, who: auth.Identity, operation: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Run ``operation`` with its wire parameters as ``who``: validated against the model,
+        authorized, rate limited, then handled. The API's path after decoding, and the web
+        console's (one set of rules for both)."""
+        validation.validate(model.operation(operation).input_shape, params)
         self.gate.authorize(who, operation, params)
         if self._limiter is not None:
             self._limiter.check(who.caller.account_id)
-        result = await self._handlers[operation](Request(who.caller, params))
-        return 200, result
+        return await self._handlers[operation](Request(who.caller, params))
 
     def _route(self, method: str, path: str) -> tuple[str, dict[str, str]]:
         segments = path.strip("/").split("/")
