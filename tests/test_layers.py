@@ -105,7 +105,9 @@ def test_wire_names_stay_at_the_edge() -> None:
     wire_words = ("invocationJobSummaries", "x-amzn-errortype", "jobArn")
     for path in MODULES:
         name = _module_name(path)
-        if name.startswith(("batchrock.api", "batchrock.cli", "batchrock.console", "batchrock.demo")):
+        if name.startswith(
+            ("batchrock.api", "batchrock.cli", "batchrock.console", "batchrock.demo")
+        ):
             continue
         text = path.read_text()
         for word in wire_words:

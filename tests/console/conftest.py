@@ -30,6 +30,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")  # the dev extra: CI has it
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (make unit installs Debian's chromium)")
+    # Assertions wait for what the page shows; a busy CI machine may take a while.
+    sync_api.expect.set_options(timeout=30_000)
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(

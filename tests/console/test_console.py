@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.access.conftest import ALICE, BOB, client, job_args, write_credentials
+from tests.access.conftest import (
+    ALICE,
+    ALICE_API_KEY,
+    BOB,
+    READER,
+    client,
+    job_args,
+    write_credentials,
+)
 from tests.conftest import REPO_ROOT, bedrock_client
 from tests.engine.test_e2e import CLAUDE, FAST, claude_records, put
 
@@ -74,7 +82,7 @@ def test_list_filter_watch_stop_and_error_records(
     page.select_option("#filter-sort", "Ascending")
     expect(rows.first).to_have_attribute("data-job", small_id)
     # Live status without reloading: the big job's row reaches InProgress on its own.
-    expect(page.locator(f"tr[data-job={big_id}] .status")).to_have_text("InProgress")
+    expect(page.locator(f"tr[data-job='{big_id}'] .status")).to_have_text("InProgress")
 
     page.fill("#filter-name", "beta")
     page.click("#apply-filters")
@@ -96,7 +104,7 @@ def test_list_filter_watch_stop_and_error_records(
     shot(page, tmp_path, "console-list.png")
 
     # The running job: its counters move while the page stays loaded.
-    page.click(f"tr[data-job={big_id}] a.job-link")
+    page.click(f"tr[data-job='{big_id}'] a.job-link")
     expect(page.locator("h1")).to_have_text("beta-big")
     processed = page.locator("#counter-processed")
     expect(processed).not_to_have_text("—")
@@ -109,9 +117,7 @@ def test_list_filter_watch_stop_and_error_records(
     expect(page.locator("#counter-total")).to_have_text("4,000")
     expect(page.locator("#counter-rate")).not_to_have_text("—")
     expect(page.locator("#counter-eta")).not_to_have_text("—")
-    expect(page.locator("#setting-model")).to_have_text(
-        "anthropic.claude-3-haiku-20240307-v1:0"
-    )
+    expect(page.locator("#setting-model")).to_have_text("anthropic.claude-3-haiku-20240307-v1:0")
     expect(page.locator("#setting-input")).to_have_text("s3://bucket/big/")
     expect(page.locator("#setting-timeout")).to_have_text("24 hours")
     expect(page.locator("#tags")).to_contain_text("team = ml/batch")
@@ -192,7 +198,9 @@ def test_create_a_job_from_the_form(server_factory: Any, page: Any) -> None:
     page.fill("#output-uri", "s3://bucket/output/")
     page.click("#submit-job")
     expect(page.locator("#create-form .error")).to_contain_text("model")
-    assert len(bedrock_client(server.url).list_model_invocation_jobs()["invocationJobSummaries"]) == 1
+    assert (
+        len(bedrock_client(server.url).list_model_invocation_jobs()["invocationJobSummaries"]) == 1
+    )
 
 
 def test_security_headers_and_csrf(server_factory: Any, page: Any) -> None:
@@ -264,6 +272,27 @@ def test_sign_in_shows_only_the_accounts_jobs(
     page.click("#sign-out")
     expect(page.locator("#sign-in")).to_be_visible()
     assert page.request.get(server.url + "/console/api/jobs").status == 401
+
+    # A Bedrock API key signs in too; a key's permissions hold in the console as in the API.
+    signed = page.request.post(server.url + "/console/api/session", data={"apiKey": ALICE_API_KEY})
+    assert signed.json()["account"] == ALICE.account
+    reader = page.request.post(
+        server.url + "/console/api/session",
+        data={"accessKeyId": READER.access_key_id, "secretAccessKey": READER.secret},
+    ).json()
+    alice_id = alice_arn.rsplit("/", 1)[-1]
+    assert page.request.get(server.url + f"/console/api/jobs/{alice_id}").ok
+    stop = page.request.post(
+        server.url + f"/console/api/jobs/{alice_id}/stop",
+        data={},
+        headers={"X-Batchrock-Csrf": reader["csrf"]},
+    )
+    assert stop.status == 403
+    assert "bedrock:StopModelInvocationJob" in stop.json()["message"]
+    assert (
+        client(server.url, ALICE).get_model_invocation_job(jobIdentifier=alice_arn)["status"]
+        == "Submitted"
+    )
 
 
 def test_console_assets_ship_in_the_package() -> None:

@@ -176,6 +176,8 @@
     const more = el("button", { type: "button", id: "load-more", hidden: true }, "Load more");
     let pages = 1;
     let nextToken = null;
+    let latest = 0; // only the newest request's answer is shown (filters may change meanwhile)
+    const me = { refresh, final: false };
 
     function params(token, limit) {
       const q = new URLSearchParams();
@@ -203,8 +205,10 @@
 
     async function refresh() {
       // Live status: the pages shown so far, again.
+      const mine = ++latest;
       try {
         const data = await api("GET", "jobs?" + params(null, Math.min(1000, 50 * pages)));
+        if (mine !== latest || view !== me) return;
         const jobs = data.invocationJobSummaries || [];
         body.replaceChildren(...jobs.map(row));
         if (!jobs.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "muted empty" }, "No jobs match.")));
@@ -212,7 +216,7 @@
         more.hidden = !nextToken;
         message.replaceChildren();
       } catch (e) {
-        message.replaceChildren(errorBox(e));
+        if (mine === latest) message.replaceChildren(errorBox(e));
       }
     }
 
@@ -252,7 +256,7 @@
           el("th", {}, "Submitted"), el("th", { class: "num" }, "Records"))),
         body),
       more);
-    view = { refresh, final: false };
+    view = me;
     return refresh();
   }
 
@@ -286,6 +290,7 @@
     let nextCursor = null;
     let errorsShown = -1;
     let current = null;
+    const me = { refresh, final: false }; // this page's poll state (another page may follow)
 
     async function loadErrors() {
       try {
@@ -396,11 +401,12 @@
     async function refresh() {
       try {
         const data = await api("GET", "jobs/" + encodeURIComponent(id));
+        if (view !== me) return; // the user went to another page meanwhile
         render(data);
-        view.final = FINAL.has(data.job.status);
+        me.final = FINAL.has(data.job.status);
       } catch (e) {
         message.replaceChildren(errorBox(e));
-        if (e.status === 404) view.final = true;
+        if (e.status === 404) me.final = true;
       }
     }
 
@@ -419,7 +425,7 @@
       el("section", { class: "card" }, el("h2", {}, "Error records"), errorsMessage,
         el("table", { id: "errors" }, el("thead", {}, el("tr", {}, el("th", {}, "recordId"), el("th", { class: "num" }, "errorCode"), el("th", {}, "errorMessage"))), errorsBody),
         el("div", { class: "pager" }, errorsFirst, errorsNext), errorDetail));
-    view = { refresh, final: false };
+    view = me;
     return refresh();
   }
 
