@@ -228,6 +228,15 @@ def test_security_headers_and_csrf(server_factory: Any, page: Any) -> None:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 403
     assert bedrock_client(server.url).list_model_invocation_jobs()["invocationJobSummaries"] == []
+    # Console requests are counted with the API's, under one bounded label.
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        scraped = response.read().decode()
+    assert re.search(
+        r'batchrock_api_requests_total\{code="200",operation="Console"\} [1-9]', scraped
+    )
+    assert re.search(
+        r'batchrock_api_requests_total\{code="403",operation="Console"\} 1\.0', scraped
+    )
 
 
 def test_sign_in_shows_only_the_accounts_jobs(

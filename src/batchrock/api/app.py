@@ -171,8 +171,8 @@ class BedrockApp:
                 await self.metrics.answer(scope, send, started)
                 return
             if console.owns(path):
-                scope["batchrock.operation"] = "Console"
-                await self.console(scope, receive, send)
+                status = await self.console(scope, receive, send)
+                self.metrics.process.api_request("Console", status, time.perf_counter() - started)
                 return
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]

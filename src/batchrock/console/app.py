@@ -85,18 +85,35 @@ class Console:
             self._objects = build_object_store(self.settings)
         return self._objects
 
-    async def __call__(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
+    async def __call__(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> int:
+        """Answer one request; return its HTTP status (for the API's request metrics)."""
+        status = 0
+
+        async def sending(message: web.Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         try:
-            await self._route(scope, receive, send)
+            await self._route(scope, receive, sending)
         except web.Disconnected:
-            return
+            return 499  # nginx's "client closed request": nothing was answered
         except ServiceError as exc:
-            await web.send_error(send, exc)
+            if status:
+                # A streamed file failed midway (removed, replaced): the answer has begun, so
+                # it ends unfinished and the connection closes; the download shows it failed.
+                log.warning("console answer cut short: %s", exc)
+                return status
+            await web.send_error(sending, exc)
         except Exception:
             log.exception("console request failed")
+            if status:
+                return status
             await web.send_json(
-                send, 500, {"code": "InternalServerException", "message": "Internal error."}
+                sending, 500, {"code": "InternalServerException", "message": "Internal error."}
             )
+        return status
 
     async def _route(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
         method: str = scope["method"]
@@ -337,9 +354,11 @@ class Console:
         ]
         if limit is not None and info.size > limit:
             headers.append((b"x-batchrock-truncated", str(info.size).encode()))
-        await web.send_stream(
-            send, headers, self.objects.read(folder.bucket, folder.child(name).key), limit
-        )
+        chunks = self.objects.read(folder.bucket, folder.child(name).key)
+        try:
+            await web.send_stream(send, headers, chunks, limit)
+        except ObjectStoreError as exc:  # gone between the listing and the read
+            raise ResourceNotFoundException(f"The output file {name[:200]!r}: {exc}") from None
 
     # --- the create form's helpers ----------------------------------------------------------
 

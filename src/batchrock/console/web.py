@@ -87,10 +87,19 @@ async def send_stream(
     limit: int | None,
 ) -> None:
     """Stream ``chunks`` (at most ``limit`` bytes of them) as a 200 answer: a large output
-    file is never held in memory."""
+    file is never held in memory. The first chunk is read before anything is sent, so an
+    object that cannot be read is still an error answer, not a broken 200."""
+    iterator = aiter(chunks)
+    first = await anext(iterator, b"")
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     sent = 0
-    async for chunk in chunks:
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in iterator:
+            yield chunk
+
+    async for chunk in rest():
         if limit is not None and sent + len(chunk) >= limit:
             await send({"type": "http.response.body", "body": chunk[: limit - sent]})
             sent = limit
