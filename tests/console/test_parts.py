@@ -162,3 +162,34 @@ def test_open_mode_sessions_are_the_default_account() -> None:
     assert name == b"set-cookie"
     assert b"HttpOnly" in value and b"SameSite=Strict" in value and b"Secure" not in value
     assert b"Secure" in sessions.cookie_header(session, secure=True)[1]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit", "expected"),
+    [
+        ([4, 4, 4], None, 12),
+        ([4, 4, 4], 8, 8),  # the limit falls on a chunk's end
+        ([4, 4, 4], 6, 6),
+        ([], 6, 0),
+    ],
+)
+def test_streamed_files_stop_at_the_limit(
+    sizes: list[int], limit: int | None, expected: int
+) -> None:
+    from batchrock.console import web
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def chunks() -> Any:
+        for n in sizes:
+            yield b"x" * n
+
+    asyncio.run(web.send_stream(send, [], chunks(), limit))
+    assert sent[0]["type"] == "http.response.start"
+    bodies = sent[1:]
+    assert sum(len(m["body"]) for m in bodies) == expected
+    # Exactly one message ends the answer, and it is the last.
+    assert [m.get("more_body", False) for m in bodies] == [True] * (len(bodies) - 1) + [False]

@@ -24,6 +24,7 @@ import orjson
 from batchrock import console, metrics
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
+from batchrock.api.body import BodyTooLarge, ClientDisconnected, read_body
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -75,10 +76,6 @@ def bad_head_message(limit: int) -> str:
         f"The request is not a valid HTTP/1.1 request, or its request line and headers are "
         f"larger than {limit} bytes."
     )
-
-
-class ClientDisconnected(Exception):
-    """The connection closed before the request body was complete."""
 
 
 class MetricsEndpoint:
@@ -299,20 +296,10 @@ class BedrockApp:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        try:
+            return await read_body(receive, limit)
+        except BodyTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
 
     # --- operations ---------------------------------------------------------------------
 

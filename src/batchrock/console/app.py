@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, quote
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import codec, guard, identity
 from batchrock.api.auth import Gate, Identity
+from batchrock.api.body import ClientDisconnected
 from batchrock.catalogue import load_catalogue
 from batchrock.console import outputs, web
 from batchrock.console.progress import progress
@@ -97,7 +98,7 @@ class Console:
 
         try:
             await self._route(scope, receive, sending)
-        except web.Disconnected:
+        except ClientDisconnected:
             return 499  # nginx's "client closed request": nothing was answered
         except ServiceError as exc:
             if status:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from batchrock.api.body import BodyTooLarge, read_body
 from batchrock.errors import ServiceError, ValidationException
 
 Scope = MutableMapping[str, Any]
@@ -29,10 +30,6 @@ PAGE_CSP = (
 FILE_CSP = "default-src 'none'; sandbox; frame-ancestors 'none'"
 #: Console request bodies (sign-in, create, stop) are small.
 MAX_BODY_BYTES = 64 * 1024
-
-
-class Disconnected(Exception):
-    """The client left before its request body was complete."""
 
 
 def security_headers(csp: str = PAGE_CSP) -> list[tuple[bytes, bytes]]:
@@ -101,8 +98,9 @@ async def send_stream(
 
     async for chunk in rest():
         if limit is not None and sent + len(chunk) >= limit:
-            await send({"type": "http.response.body", "body": chunk[: limit - sent]})
-            sent = limit
+            await send(
+                {"type": "http.response.body", "body": chunk[: limit - sent], "more_body": True}
+            )
             break
         sent += len(chunk)
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -111,20 +109,10 @@ async def send_stream(
 
 async def read_json(receive: Receive) -> dict[str, Any]:
     """The request body as a JSON object; a bad or oversized body is a ValidationException."""
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Disconnected()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ValidationException(f"Request body is larger than {MAX_BODY_BYTES} bytes.")
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    body = b"".join(chunks)
+    try:
+        body = await read_body(receive, MAX_BODY_BYTES)
+    except BodyTooLarge as exc:
+        raise ValidationException(str(exc)) from None
     if not body.strip():
         return {}
     try:
