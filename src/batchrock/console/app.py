@@ -48,6 +48,7 @@ Invoke = Callable[[Identity, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 _STATIC = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 _JOB_ID = re.compile(r"[a-z0-9]{12}")
 #: What "view" shows of an output file; "download" sends it whole.

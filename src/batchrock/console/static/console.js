@@ -292,9 +292,12 @@
     let current = null;
     const me = { refresh, final: false }; // this page's poll state (another page may follow)
 
+    let errorsAsked = 0; // only the newest page asked for is shown
     async function loadErrors() {
+      const mine = ++errorsAsked;
       try {
         const data = await api("GET", "jobs/" + encodeURIComponent(id) + "/errors" + (cursor ? "?cursor=" + encodeURIComponent(cursor) : ""));
+        if (mine !== errorsAsked) return;
         errorsBody.replaceChildren(...data.records.map((r) => el("tr", {
           class: "error-record", tabindex: 0,
           onclick: () => {
