@@ -254,6 +254,34 @@ def test_security_headers_and_csrf(server_factory: Any, page: Any) -> None:
     )
 
 
+def test_open_mode_switches_region_and_account(server_factory: Any, page: Any) -> None:
+    server = server_factory(engine=False)
+    args = job_args("west-job", bucket="bucket", roleArn="arn:aws:iam::123456789012:role/r")
+    bedrock_client(server.url, region="us-west-2").create_model_invocation_job(**args)
+    # In open mode a 12-digit access key id names the account (docs/access.md).
+    other = bedrock_client(server.url, access_key="444455556666")
+    other.create_model_invocation_job(**{**args, "jobName": "other-account-job"})
+    page.goto(server.url + "/console")
+    expect(page.locator("#jobs .empty")).to_have_text("No jobs match.")
+    page.fill("#scope-region", "us-west-2")
+    page.click("#scope-switch")
+    rows = page.locator("#jobs tbody tr[data-job]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("west-job")
+    page.fill("#scope-region", "us-east-1")
+    page.fill("#scope-account", "444455556666")
+    page.click("#scope-switch")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("other-account-job")
+    expect(page.locator("#scope-account")).to_have_value("444455556666")
+    page.reload()  # the session keeps its choice
+    expect(rows.first).to_contain_text("other-account-job")
+    page.fill("#scope-region", "not a region")
+    page.click("#scope-switch")
+    expect(page.locator("main .scope-error")).to_contain_text("is not a Region name")
+    assert page.request.get(server.url + "/console/api/session").json()["region"] == "us-east-1"
+
+
 def test_sign_in_shows_only_the_accounts_jobs(
     server_factory: Any, page: Any, tmp_path: Path
 ) -> None:
@@ -278,7 +306,7 @@ def test_sign_in_shows_only_the_accounts_jobs(
     rows = page.locator("#jobs tbody tr[data-job]")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("alice-job")
-    expect(page.locator("#who")).to_contain_text("111111111111")
+    expect(page.locator("#scope-account")).to_have_text("111111111111")
     # Bob's job is not found for Alice, by page or by file.
     bob_id = bob_arn.rsplit("/", 1)[-1]
     page.goto(server.url + f"/console#/job/{bob_id}")
@@ -293,6 +321,14 @@ def test_sign_in_shows_only_the_accounts_jobs(
     assert buckets == ["team-a-data"]
     denied = page.request.get(server.url + "/console/api/browse?uri=s3://team-b-data/")
     assert denied.status == 403
+    csrf = page.request.get(server.url + "/console/api/session").json()["csrf"]
+    switched = page.request.post(
+        server.url + "/console/api/session/scope",
+        data={"region": "us-east-1", "account": BOB.account},
+        headers={"X-Batchrock-Csrf": csrf},
+    )
+    assert switched.status == 400
+    assert "own account" in switched.json()["message"]
     page.click("#sign-out")
     expect(page.locator("#sign-in")).to_be_visible()
     assert page.request.get(server.url + "/console/api/jobs").status == 401

@@ -193,3 +193,24 @@ def test_streamed_files_stop_at_the_limit(
     assert sum(len(m["body"]) for m in bodies) == expected
     # Exactly one message ends the answer, and it is the last.
     assert [m.get("more_body", False) for m in bodies] == [True] * (len(bodies) - 1) + [False]
+
+
+def test_switching_region_and_account() -> None:
+    from batchrock.console.sessions import Session
+
+    sessions = Sessions(Settings(), None)
+    session = sessions.open_session()
+    sessions.switch(session, "eu-central-2", "444455556666")
+    who = sessions.identity(session)
+    assert who is not None and (who.caller.account_id, who.caller.region) == (
+        "444455556666",
+        "eu-central-2",
+    )
+    for region, account in (("us-east", None), ("US-EAST-1", None), ("us-east-1", "12345")):
+        with pytest.raises(ValueError):
+            sessions.switch(session, region, account)
+    signed = Session(token="t", csrf="c", expires=1e18, credential=("key", "AKIA"), account_id="1")
+    with pytest.raises(ValueError, match="own account"):
+        sessions.switch(signed, "us-east-1", "444455556666")
+    sessions.switch(signed, "us-west-2", "1")
+    assert signed.region == "us-west-2"

@@ -151,6 +151,15 @@ class Console:
             assert session is not None
             who = self._identity(session)
             body = await web.read_json(receive)
+            if api == ["session", "scope"]:
+                region, account = body.get("region"), body.get("account")
+                if not isinstance(region, str) or not isinstance(account, str | None):
+                    raise ValidationException("Send a region (and, in open mode, an account).")
+                try:
+                    self.sessions.switch(session, region.strip(), account and account.strip())
+                except ValueError as exc:
+                    raise ValidationException(str(exc)) from None
+                return await web.send_json(send, 200, self._session_json(session))
             if api == ["jobs"]:
                 result = await self._invoke(who, "CreateModelInvocationJob", body)
                 return await web.send_json(send, 200, result)
@@ -222,7 +231,7 @@ class Console:
             "mode": mode,
             "signedIn": True,
             "account": session.account_id,
-            "region": self.settings.default_region,
+            "region": session.region,
             "csrf": session.csrf,
         }
 

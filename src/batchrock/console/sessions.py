@@ -14,6 +14,7 @@ request.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -33,6 +34,11 @@ SESSION_SECONDS = 12 * 3600
 MAX_SESSIONS = 10_000
 
 
+#: What a Region name looks like (us-east-1, eu-central-2, us-gov-west-1, ap-southeast-5).
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+ACCOUNT = re.compile(r"[0-9]{12}")
+
+
 class SignInRefused(Exception):
     """The credentials given do not sign anyone in (the message says nothing of which part)."""
 
@@ -45,6 +51,8 @@ class Session:
     #: ("key", access key id) or ("api", the API key itself), or None in open mode.
     credential: tuple[str, str] | None = field(repr=False, default=None)
     account_id: str = ""
+    #: The Region the console shows (jobs are regional): a header field switches it.
+    region: str = ""
 
     def csrf_ok(self, sent: str | None) -> bool:
         return sent is not None and hmac.compare_digest(sent.encode(), self.csrf.encode())
@@ -80,6 +88,7 @@ class Sessions:
             expires=now + SESSION_SECONDS,
             credential=credential,
             account_id=account_id,
+            region=self.settings.default_region,
         )
         self._sessions[session.token] = session
         return session
@@ -128,7 +137,7 @@ class Sessions:
     def identity(self, session: Session) -> Identity | None:
         """Whom the session acts as now; ``None`` when its key is gone from the file (the
         session is ended)."""
-        region = self.settings.default_region
+        region = session.region
         if session.credential is None:
             if self.directory is not None:  # pragma: no cover - open sessions need open mode
                 return None
@@ -152,6 +161,19 @@ class Sessions:
             self._sessions.pop(session.token, None)
             return None
         return Identity(Caller(principal.account_id, region), principal)
+
+    def switch(self, session: Session, region: str, account_id: str | None) -> None:
+        """Show another Region (and, in open mode, where any caller may act as any account,
+        another account). Raises ValueError for a malformed Region or account id."""
+        if not REGION.fullmatch(region):
+            raise ValueError(f"{region[:40]!r} is not a Region name (such as us-east-1).")
+        if account_id is not None and account_id != session.account_id:
+            if session.credential is not None:
+                raise ValueError("Signed-in users see their own account's jobs only.")
+            if not ACCOUNT.fullmatch(account_id):
+                raise ValueError(f"{account_id[:40]!r} is not a 12-digit account id.")
+            session.account_id = account_id
+        session.region = region
 
     def cookie_header(self, session: Session | None, secure: bool) -> tuple[bytes, bytes]:
         """``Set-Cookie`` for ``session`` (``None``: clear it)."""

@@ -113,15 +113,39 @@
 
   async function loadSession() {
     session = await api("GET", "session");
-    const who = document.getElementById("who");
+    const scope = document.getElementById("scope");
     const out = document.getElementById("sign-out");
-    if (session.signedIn) {
-      who.textContent = "Account " + session.account + " · " + session.region;
-      out.hidden = session.mode === "open";
-    } else {
-      who.textContent = "";
+    if (!session.signedIn) {
+      scope.hidden = true;
+      scope.replaceChildren();
       out.hidden = true;
+      return;
     }
+    // Jobs are per account and Region: the Region can be switched (and, in open mode, where
+    // any caller may act as any account, the account too).
+    const region = el("input", { id: "scope-region", value: session.region, size: 14, "aria-label": "Region" });
+    const account = session.mode === "open"
+      ? el("input", { id: "scope-account", value: session.account, size: 13, "aria-label": "Account" })
+      : el("span", { id: "scope-account" }, session.account);
+    scope.replaceChildren(el("span", {}, "Account "), account, el("span", {}, " Region "), region,
+      el("button", { type: "submit", id: "scope-switch" }, "Switch"));
+    scope.onsubmit = async (event) => {
+      event.preventDefault();
+      const body = { region: region.value.trim() };
+      if (session.mode === "open") body.account = account.value.trim();
+      try {
+        await api("POST", "session/scope", body);
+        await loadSession();
+        route();
+      } catch (e) {
+        main.querySelectorAll(".scope-error").forEach((node) => node.remove());
+        const box = errorBox(e);
+        box.classList.add("scope-error");
+        main.prepend(box);
+      }
+    };
+    scope.hidden = false;
+    out.hidden = session.mode === "open";
   }
 
   function signInView() {
@@ -314,7 +338,12 @@
           el("td", { class: "mono" }, r.recordId || "—"),
           el("td", { class: "num" }, String(r.errorCode)),
           el("td", {}, r.errorMessage))));
-        if (!data.records.length) errorsBody.append(el("tr", {}, el("td", { colspan: 3, class: "muted empty" }, "No error records.")));
+        if (!data.records.length) {
+          // A running job's records reach its .out file when that input file is done.
+          const pending = current && !FINAL.has(current.job.status) && current.job.errorRecordCount > 0;
+          errorsBody.append(el("tr", {}, el("td", { colspan: 3, class: "muted empty" },
+            pending ? "Error records appear here as each input file finishes." : "No error records.")));
+        }
         nextCursor = data.next;
         errorsNext.hidden = !nextCursor;
         errorsFirst.hidden = !cursor;
