@@ -214,3 +214,55 @@ def test_switching_region_and_account() -> None:
         sessions.switch(signed, "us-east-1", "444455556666")
     sessions.switch(signed, "us-west-2", "1")
     assert signed.region == "us-west-2"
+
+
+def asgi_post(app: Any, path: str, body: bytes, scheme: str = "http") -> tuple[int, bytes]:
+    """One POST through the whole ASGI app (guard included), in process."""
+    messages: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"10.1.2.3:8765"), (b"content-type", b"application/json")],
+    }
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        messages.append(dict(message))
+
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    payload = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return status, payload
+
+
+def test_sign_in_beyond_loopback_needs_tls(tmp_path: Path) -> None:
+    from batchrock.api.app import BedrockApp
+    from batchrock.clock import FakeClock
+    from batchrock.service import JobService
+    from batchrock.store.sqlite import SqliteStore
+
+    path = write_credentials(tmp_path / "credentials.toml")
+    settings = Settings(host="0.0.0.0", credentials_file=path, data_dir=tmp_path / "data")
+    store = asyncio.run(SqliteStore.open(tmp_path / "s.sqlite3"))
+    try:
+        app = BedrockApp(JobService(store, FakeClock(T0)), settings)
+        body = orjson.dumps({"accessKeyId": ALICE.access_key_id, "secretAccessKey": ALICE.secret})
+        status, payload = asgi_post(app, "/console/api/session", body)
+        assert status == 403
+        assert b"--tls-cert" in payload
+        status, payload = asgi_post(app, "/console/api/session", body, scheme="https")
+        assert status == 200
+        assert orjson.loads(payload)["account"] == ALICE.account
+    finally:
+        asyncio.run(store.close())
