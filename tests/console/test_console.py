@@ -174,6 +174,23 @@ def test_list_filter_watch_stop_and_error_records(
     assert view.headers["content-type"] == "text/plain; charset=utf-8"
     assert "sandbox" in view.headers["content-security-policy"]
     assert view.body().count(b"\n") == 80
+    # A name with spaces and non-ASCII letters, as the page's links encode it.
+    odd = server.data_dir / "s3" / "bucket" / "out" / small_id / "sub dir" / "résumé.out"
+    odd.parent.mkdir()
+    odd.write_bytes(b'{"recordId": "x"}\n')
+    names = [
+        f["name"]
+        for f in page.request.get(server.url + f"/console/api/jobs/{small_id}").json()["files"]
+    ]
+    assert "sub dir/résumé.out" in names
+    answer = page.request.get(
+        server.url + f"/console/files/{small_id}/sub%20dir/r%C3%A9sum%C3%A9.out?download=1"
+    )
+    assert answer.status == 200 and answer.body() == b'{"recordId": "x"}\n'
+    disposition = answer.headers["content-disposition"]
+    assert (
+        disposition == "attachment; filename=\"r_sum_.out\"; filename*=UTF-8''r%C3%A9sum%C3%A9.out"
+    )
     # No name outside the job's own output listing is served, however it is spelled.
     (server.data_dir / "s3" / "bucket" / "secret.txt").write_text("no")
     for name in ("../secret.txt", "..%2F..%2Fsecret.txt", "%2e%2e/%2e%2e/secret.txt"):

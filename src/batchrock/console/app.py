@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import codec, guard, identity
@@ -131,7 +131,8 @@ class Console:
             return await self._static(send, parts[1])
         if parts[0] == "files" and method == "GET" and len(parts) >= 3:
             who = self._who(scope)
-            name = "/".join(parts[2:])
+            # Each segment as the page encoded it; only a name the job's listing has is served.
+            name = "/".join(unquote(p) for p in parts[2:])
             return await self._file(send, who, parts[1], name, query.get("download") == "1")
         if parts[0] != "api":
             raise ResourceNotFoundException("No such console page.")
