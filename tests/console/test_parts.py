@@ -18,6 +18,7 @@ from batchrock.jobs import Counters, Job, JobEvent, JobStatus
 from batchrock.objects import LocalObjectStore
 from batchrock.settings import Settings
 from tests.access.conftest import ALICE, ALICE_API_KEY, BOB, credentials_text, write_credentials
+from tests.api.wire import asgi_call
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -217,33 +218,14 @@ def test_switching_region_and_account() -> None:
 
 
 def asgi_post(app: Any, path: str, body: bytes, scheme: str = "http") -> tuple[int, bytes]:
-    """One POST through the whole ASGI app (guard included), in process."""
-    messages: list[dict[str, Any]] = []
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "scheme": scheme,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"10.1.2.3:8765"), (b"content-type", b"application/json")],
-    }
-    sent = False
+    """One POST through the whole ASGI app (guard included), in process, as ``scheme``."""
 
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+    def app_as(scope: Any, receive: Any, send: Any) -> Any:
+        return app({**scope, "scheme": scheme}, receive, send)
 
-    async def send(message: Any) -> None:
-        messages.append(dict(message))
-
-    asyncio.run(app(scope, receive, send))
-    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
-    payload = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return status, payload
+    headers = (("host", "10.1.2.3:8765"), ("content-type", "application/json"))
+    reply = asyncio.run(asgi_call(app_as, "POST", path, headers=headers, body=body))
+    return reply.status, reply.body
 
 
 def test_sign_in_beyond_loopback_needs_tls(tmp_path: Path) -> None:

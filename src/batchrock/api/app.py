@@ -24,7 +24,7 @@ import orjson
 from batchrock import console, metrics
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
-from batchrock.api.body import BodyTooLarge, ClientDisconnected, read_body
+from batchrock.api.body import BodyTooLarge, ClientDisconnected, json_object, read_body
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -254,7 +254,7 @@ class BedrockApp:
         if op_model.http["method"] == "POST" and any(
             "location" not in m.serialization for m in shape.members.values()
         ):
-            params.update(_json_body(body))
+            params.update(json_object(body))
         return 200, await self.invoke(who, operation, params)
 
     async def invoke(
@@ -423,18 +423,6 @@ def _query_value(name: str, kind: str, raw: str) -> Any:
                 f"(for example 2024-08-01T12:34:56Z)"
             ) from None
     return raw
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationException(f"Could not parse request body into json: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValidationException("Request body must be a JSON object.")
-    return data
 
 
 def error_response(exc: ServiceError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

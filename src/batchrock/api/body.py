@@ -1,9 +1,14 @@
-"""Reading a request body whole, within a size limit (the API's and the console's)."""
+"""Reading a request body whole, within a size limit, and as a JSON object (the API's and the
+console's)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import orjson
+
+from batchrock.errors import ValidationException
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -37,3 +42,16 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object body (empty: ``{}``); anything else is a ValidationException."""
+    if not body.strip():
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationException(f"Could not parse request body into json: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationException("Request body must be a JSON object.")
+    return data

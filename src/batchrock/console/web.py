@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from batchrock.api.body import BodyTooLarge, read_body
+from batchrock.api.body import BodyTooLarge, json_object, read_body
 from batchrock.errors import ServiceError, ValidationException
 
 Scope = MutableMapping[str, Any]
@@ -110,18 +110,9 @@ async def send_stream(
 async def read_json(receive: Receive) -> dict[str, Any]:
     """The request body as a JSON object; a bad or oversized body is a ValidationException."""
     try:
-        body = await read_body(receive, MAX_BODY_BYTES)
+        return json_object(await read_body(receive, MAX_BODY_BYTES))
     except BodyTooLarge as exc:
         raise ValidationException(str(exc)) from None
-    if not body.strip():
-        return {}
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ValidationException("The request body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise ValidationException("The request body must be a JSON object.")
-    return data
 
 
 def header(scope: Scope, name: bytes) -> str | None:
