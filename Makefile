@@ -11,6 +11,9 @@ DEV_STAMP := $(VENV)/.installed-dev
 LOCAL_STAMP := $(VENV)/.installed-local
 # The AWS SDK for JavaScript v3, a client the access tests drive (tests/js); skipped without npm.
 JS_STAMP := tests/js/node_modules/.installed
+# Debian's chromium, which the web console's browser tests drive (tests/console); a fresh CI
+# machine lacks it. Installed with apt (as root, or through sudo) only when it is missing.
+CHROMIUM := /usr/bin/chromium
 # -qq: pip prints its errors only (no progress, no notices; a failed install still says why).
 PIP := $(BIN)/python -m pip --disable-pip-version-check install -qq
 # The local-model tests (extra `local-tests`) need PyTorch; 2.13.0's CPU build is the one this
@@ -37,6 +40,12 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 		npm ci --prefix tests/js --no-audit --no-fund --loglevel=error && touch $(JS_STAMP); \
 	else echo "npm not found: the JavaScript SDK tests will be skipped"; fi
 
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "apt-get not found: install chromium, or the console's browser tests skip"; fi
+
 $(LOCAL_STAMP): $(DEV_STAMP)
 	$(PIP) '$(TORCH)'
 	$(PIP) -e '.[dev,local-tests]'
@@ -55,7 +64,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(LOCAL_STAMP) $(JS_STAMP)
+unit: $(LOCAL_STAMP) $(JS_STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

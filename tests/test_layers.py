@@ -60,6 +60,8 @@ FORBIDDEN = {
         "batchrock.service",
         "batchrock.store.sqlite",
     ],
+    # The console is an edge beside the API: the service and the store's interface only.
+    "batchrock.console": ["batchrock.store.sqlite", "batchrock.engine", "batchrock.cli"],
     # The CLI is a client of the HTTP API: it never reaches into the server's insides.
     "batchrock.cli": ["batchrock.api", "batchrock.store", "batchrock.engine", "batchrock.service"],
 }
@@ -106,11 +108,13 @@ def test_imports_point_inward(path: Path) -> None:
 
 
 def test_wire_names_stay_at_the_edge() -> None:
-    """camelCase member names and error headers appear only in api/ and cli/."""
+    """camelCase member names and error headers appear only in the edges: api/, cli/, console/."""
     wire_words = ("invocationJobSummaries", "x-amzn-errortype", "jobArn")
     for path in MODULES:
         name = _module_name(path)
-        if name.startswith(("batchrock.api", "batchrock.cli", "batchrock.demo")):
+        if name.startswith(
+            ("batchrock.api", "batchrock.cli", "batchrock.console", "batchrock.demo")
+        ):
             continue
         text = path.read_text()
         for word in wire_words:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchrock.clock import FakeClock
-from batchrock.errors import ValidationException
+from batchrock.errors import ResourceNotFoundException, ValidationException
 from batchrock.jobs import JobStatus
 from batchrock.service import Caller, JobService, NewJob
 from batchrock.store.sqlite import SqliteStore
@@ -93,3 +93,18 @@ async def test_an_engine_in_the_process_hears_of_new_and_stopped_jobs(
     assert heard == ["change", "change"]
     await svc.stop(CALLER, job.job_id)  # already Stopping: nothing new
     assert heard == ["change", "change"]
+
+
+async def test_events_are_the_owners_only(service: tuple[JobService, FakeClock]) -> None:
+    svc, clock = service
+    job, _ = await svc.create(CALLER, new_job())
+    clock.advance(5)
+    await svc.stop(CALLER, job.job_id)
+    events = await svc.events(CALLER, job.job_id)
+    assert [(e.from_status, e.to_status) for e in events] == [
+        (None, JobStatus.SUBMITTED),
+        (JobStatus.SUBMITTED, JobStatus.STOPPING),
+    ]
+    for other in (Caller("210987654321", "us-east-1"), Caller(CALLER.account_id, "us-west-2")):
+        with pytest.raises(ResourceNotFoundException):
+            await svc.events(other, job.job_id)

@@ -147,6 +147,11 @@ class JobService:
             raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
         return job
 
+    async def events(self, caller: Caller, job_id: str) -> list[jobs.JobEvent]:
+        """The job's status history, oldest first (its owner only, as :meth:`get`)."""
+        await self.get(caller, job_id)
+        return await self.store.events(job_id)
+
     async def list(self, filter: JobFilter, page: PageRequest) -> JobPage:
         # One extra row tells whether another page follows, without a count query.
         rows = await self.store.list_jobs(

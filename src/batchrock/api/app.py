@@ -21,9 +21,10 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from batchrock import logs, metrics
+from batchrock import console, logs, metrics
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
+from batchrock.api.body import BodyTooLarge, ClientDisconnected, json_object, read_body
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -75,10 +76,6 @@ def bad_head_message(limit: int) -> str:
         f"The request is not a valid HTTP/1.1 request, or its request line and headers are "
         f"larger than {limit} bytes."
     )
-
-
-class ClientDisconnected(Exception):
-    """The connection closed before the request body was complete."""
 
 
 class MetricsEndpoint:
@@ -143,6 +140,7 @@ class BedrockApp:
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
         self.metrics = MetricsEndpoint(settings, service.store)
+        self.console = console.Console(service, settings, self.gate, self.invoke)
         validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
@@ -166,8 +164,13 @@ class BedrockApp:
         scope["batchrock.operation"] = UNROUTED
         try:
             self._guard.check(scope)  # before anything else, the health check included
-            if _path_of(scope) == METRICS_PATH and scope["method"] == "GET":
+            path = _path_of(scope)
+            if path == METRICS_PATH and scope["method"] == "GET":
                 await self.metrics.answer(scope, send, started)
+                return
+            if console.owns(path):
+                status = await self.console(scope, receive, send)
+                self.metrics.process.api_request("Console", status, time.perf_counter() - started)
                 return
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]
@@ -252,19 +255,28 @@ class BedrockApp:
         if op_model.http["method"] == "POST" and any(
             "location" not in m.serialization for m in shape.members.values()
         ):
-            params.update(_json_body(body))
-        validation.validate(shape, params)
-        self.gate.authorize(who, operation, params)
-        if self._limiter is not None:
-            self._limiter.check(who.caller.account_id)
+            params.update(json_object(body))
+        # For the request's log line: whose request, and which job it was about.
         scope["batchrock.account"] = who.caller.account_id
         job = params.get("jobIdentifier") or params.get("resourceARN")
         if job:
             scope["batchrock.job"] = job.rsplit("/", 1)[-1]
-        result = await self._handlers[operation](Request(who.caller, params))
+        result = await self.invoke(who, operation, params)
         if "jobArn" in result:
             scope["batchrock.job"] = result["jobArn"].rsplit("/", 1)[-1]
         return 200, result
+
+    async def invoke(
+        self, who: auth.Identity, operation: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Run ``operation`` with its wire parameters as ``who``: validated against the model,
+        authorized, rate limited, then handled. The API's path after decoding, and the web
+        console's (one set of rules for both)."""
+        validation.validate(model.operation(operation).input_shape, params)
+        self.gate.authorize(who, operation, params)
+        if self._limiter is not None:
+            self._limiter.check(who.caller.account_id)
+        return await self._handlers[operation](Request(who.caller, params))
 
     def _route(self, method: str, path: str) -> tuple[str, dict[str, str]]:
         segments = path.strip("/").split("/")
@@ -293,20 +305,10 @@ class BedrockApp:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        try:
+            return await read_body(receive, limit)
+        except BodyTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
 
     # --- operations ---------------------------------------------------------------------
 
@@ -430,18 +432,6 @@ def _query_value(name: str, kind: str, raw: str) -> Any:
                 f"(for example 2024-08-01T12:34:56Z)"
             ) from None
     return raw
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationException(f"Could not parse request body into json: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValidationException("Request body must be a JSON object.")
-    return data
 
 
 def error_response(exc: ServiceError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

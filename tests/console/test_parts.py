@@ -1,0 +1,250 @@
+"""The console's parts without a browser: error-record pages, progress, sessions."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchrock.access.credfile import LiveDirectory
+from batchrock.console import outputs
+from batchrock.console.progress import progress
+from batchrock.console.sessions import SESSION_SECONDS, Sessions, SignInRefused
+from batchrock.jobs import Counters, Job, JobEvent, JobStatus
+from batchrock.objects import LocalObjectStore
+from batchrock.settings import Settings
+from tests.access.conftest import ALICE, ALICE_API_KEY, BOB, credentials_text, write_credentials
+from tests.api.wire import asgi_call
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def job(**changes: Any) -> Job:
+    base = Job(
+        job_id="abcdefabcdef",
+        account_id="123456789012",
+        region="us-east-1",
+        name="j",
+        model_id="m",
+        role_arn="arn:aws:iam::123456789012:role/r",
+        submit_time=T0,
+        last_modified_time=T0,
+        input_s3_uri="s3://bucket/in/",
+        output_s3_uri="s3://bucket/out/",
+        expiration_time=T0 + timedelta(hours=24),
+    )
+    return base.evolve(**changes)
+
+
+def line(i: int, error: bool) -> bytes:
+    record: dict[str, Any] = {"recordId": f"R{i}", "modelInput": {"i": i}}
+    if error:
+        record["error"] = {"errorCode": 500, "errorMessage": f"failed {i}"}
+    else:
+        record["modelOutput"] = {"ok": True}
+    return orjson.dumps(record) + b"\n"
+
+
+def test_error_records_page_through_files_in_order(tmp_path: Path) -> None:
+    folder = tmp_path / "s3" / "bucket" / "out" / "abcdefabcdef"
+    folder.mkdir(parents=True)
+    # a.jsonl.out: every third record failed (17 errors); b.jsonl.out: 10 errors, no newline
+    # at the end; the manifest is no record file.
+    (folder / "a.jsonl.out").write_bytes(b"".join(line(i, i % 3 == 0) for i in range(50)))
+    (folder / "b.jsonl.out").write_bytes(b"".join(line(i, True) for i in range(100, 110))[:-1])
+    (folder / "manifest.json.out").write_bytes(b'{"error": {"errorCode": 1}}')
+    store = LocalObjectStore(tmp_path / "s3")
+
+    async def pages() -> list[list[tuple[str, int, str | None]]]:
+        out = []
+        cursor = None
+        while True:
+            page = await outputs.error_records(store, job(), cursor)
+            out.append([(r.file, r.line, r.record_id) for r in page.records])
+            if page.next is None:
+                return out
+            cursor = page.next
+
+    got = asyncio.run(pages())
+    flat = [r for page in got for r in page]
+    expected = [("a.jsonl.out", i + 1, f"R{i}") for i in range(50) if i % 3 == 0]
+    expected += [("b.jsonl.out", i - 99, f"R{i}") for i in range(100, 110)]
+    assert flat == expected
+    assert [len(p) for p in got] == [20, 7]
+
+    with pytest.raises(ValueError):
+        asyncio.run(outputs.error_records(store, job(), "0:x:1"))
+
+
+def test_output_files_are_the_jobs_own(tmp_path: Path) -> None:
+    root = tmp_path / "s3" / "bucket" / "out"
+    (root / "abcdefabcdef" / "sub").mkdir(parents=True)
+    (root / "abcdefabcdef" / "sub" / "a.jsonl.out").write_bytes(b"x\n")
+    (root / "abcdefabcdef" / "manifest.json.out").write_bytes(b"{}")
+    (root / "abcdefabcdef0" / "other.out").parent.mkdir(parents=True)
+    (root / "abcdefabcdef0" / "other.out").write_bytes(b"y\n")  # a longer job id's folder
+    store = LocalObjectStore(tmp_path / "s3")
+    files = asyncio.run(outputs.output_files(store, job()))
+    assert [f.key for f in files] == ["sub/a.jsonl.out", "manifest.json.out"]
+    assert asyncio.run(outputs.find_output(store, job(), "../abcdefabcdef0/other.out")) is None
+
+
+def test_progress_rate_and_time_left() -> None:
+    events = [
+        JobEvent("abcdefabcdef", None, JobStatus.SUBMITTED, T0),
+        JobEvent("abcdefabcdef", JobStatus.SCHEDULED, JobStatus.IN_PROGRESS, T0),
+    ]
+    running = job(status=JobStatus.IN_PROGRESS, counters=Counters(total=1000, processed=250))
+    p = progress(running, events, T0 + timedelta(seconds=10))
+    assert (p.fraction, p.records_per_second, p.seconds_left) == (0.25, 25.0, 30.0)
+    done = running.evolve(
+        status=JobStatus.COMPLETED,
+        counters=Counters(total=1000, processed=1000),
+        end_time=T0 + timedelta(seconds=20),
+    )
+    p = progress(done, events, T0 + timedelta(hours=1))
+    assert (p.fraction, p.records_per_second, p.seconds_left) == (1.0, 50.0, None)
+    p = progress(job(), events[:1], T0)
+    assert (p.fraction, p.records_per_second, p.seconds_left) == (None, None, None)
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sessions_follow_the_credentials_file(tmp_path: Path) -> None:
+    path = write_credentials(tmp_path / "credentials.toml")
+    ticks = Ticks()
+    directory = LiveDirectory(path, interval=0, monotonic=ticks)
+    sessions = Sessions(Settings(credentials_file=path), directory, monotonic=ticks)
+    with pytest.raises(SignInRefused):
+        sessions.sign_in(ALICE.access_key_id, "wrong", None)
+    with pytest.raises(SignInRefused):
+        sessions.sign_in("AKIANOSUCHKEY0000000", ALICE.secret, None)
+    with pytest.raises(SignInRefused):
+        sessions.sign_in(None, None, "ABSK" + "x" * 40)
+    alice = sessions.sign_in(ALICE.access_key_id, ALICE.secret, None)
+    by_api_key = sessions.sign_in(None, None, ALICE_API_KEY)
+    bob = sessions.sign_in(BOB.access_key_id, BOB.secret, None)
+    assert "secret" not in repr(alice) and ALICE.secret not in repr(alice)
+    for session, account in ((alice, ALICE.account), (by_api_key, ALICE.account)):
+        who = sessions.identity(session)
+        assert who is not None and who.caller.account_id == account
+    assert sessions.session(alice.token) is alice
+    assert not alice.csrf_ok(None) and not alice.csrf_ok(bob.csrf) and alice.csrf_ok(alice.csrf)
+
+    # Alice's key leaves the file: her session ends at its next request; Bob's goes on.
+    path.write_text(credentials_text(keys=(BOB,), api_keys={}))
+    ticks.now += 1
+    assert sessions.identity(alice) is None
+    assert sessions.session(alice.token) is None
+    assert sessions.identity(by_api_key) is None
+    assert sessions.identity(bob) is not None
+    # Sessions end after their lifetime.
+    ticks.now += SESSION_SECONDS
+    assert sessions.session(bob.token) is None
+
+
+def test_open_mode_sessions_are_the_default_account() -> None:
+    settings = Settings(default_account_id="000000000042")
+    sessions = Sessions(settings, None)
+    session = sessions.sign_in(None, None, None)
+    who = sessions.identity(session)
+    assert who is not None and who.caller.account_id == "000000000042" and who.principal is None
+    name, value = sessions.cookie_header(session, secure=False)
+    assert name == b"set-cookie"
+    assert b"HttpOnly" in value and b"SameSite=Strict" in value and b"Secure" not in value
+    assert b"Secure" in sessions.cookie_header(session, secure=True)[1]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit", "expected"),
+    [
+        ([4, 4, 4], None, 12),
+        ([4, 4, 4], 8, 8),  # the limit falls on a chunk's end
+        ([4, 4, 4], 6, 6),
+        ([], 6, 0),
+    ],
+)
+def test_streamed_files_stop_at_the_limit(
+    sizes: list[int], limit: int | None, expected: int
+) -> None:
+    from batchrock.console import web
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def chunks() -> Any:
+        for n in sizes:
+            yield b"x" * n
+
+    asyncio.run(web.send_stream(send, [], chunks(), limit))
+    assert sent[0]["type"] == "http.response.start"
+    bodies = sent[1:]
+    assert sum(len(m["body"]) for m in bodies) == expected
+    # Exactly one message ends the answer, and it is the last.
+    assert [m.get("more_body", False) for m in bodies] == [True] * (len(bodies) - 1) + [False]
+
+
+def test_switching_region_and_account() -> None:
+    from batchrock.console.sessions import Session
+
+    sessions = Sessions(Settings(), None)
+    session = sessions.open_session()
+    sessions.switch(session, "eu-central-2", "444455556666")
+    who = sessions.identity(session)
+    assert who is not None and (who.caller.account_id, who.caller.region) == (
+        "444455556666",
+        "eu-central-2",
+    )
+    for region, account in (("us-east", None), ("US-EAST-1", None), ("us-east-1", "12345")):
+        with pytest.raises(ValueError):
+            sessions.switch(session, region, account)
+    signed = Session(token="t", csrf="c", expires=1e18, credential=("key", "AKIA"), account_id="1")
+    with pytest.raises(ValueError, match="own account"):
+        sessions.switch(signed, "us-east-1", "444455556666")
+    sessions.switch(signed, "us-west-2", "1")
+    assert signed.region == "us-west-2"
+
+
+def asgi_post(app: Any, path: str, body: bytes, scheme: str = "http") -> tuple[int, bytes]:
+    """One POST through the whole ASGI app (guard included), in process, as ``scheme``."""
+
+    def app_as(scope: Any, receive: Any, send: Any) -> Any:
+        return app({**scope, "scheme": scheme}, receive, send)
+
+    headers = (("host", "10.1.2.3:8765"), ("content-type", "application/json"))
+    reply = asyncio.run(asgi_call(app_as, "POST", path, headers=headers, body=body))
+    return reply.status, reply.body
+
+
+def test_sign_in_beyond_loopback_needs_tls(tmp_path: Path) -> None:
+    from batchrock.api.app import BedrockApp
+    from batchrock.clock import FakeClock
+    from batchrock.service import JobService
+    from batchrock.store.sqlite import SqliteStore
+
+    path = write_credentials(tmp_path / "credentials.toml")
+    settings = Settings(host="0.0.0.0", credentials_file=path, data_dir=tmp_path / "data")
+    store = asyncio.run(SqliteStore.open(tmp_path / "s.sqlite3"))
+    try:
+        app = BedrockApp(JobService(store, FakeClock(T0)), settings)
+        body = orjson.dumps({"accessKeyId": ALICE.access_key_id, "secretAccessKey": ALICE.secret})
+        status, payload = asgi_post(app, "/console/api/session", body)
+        assert status == 403
+        assert b"--tls-cert" in payload
+        status, payload = asgi_post(app, "/console/api/session", body, scheme="https")
+        assert status == 200
+        assert orjson.loads(payload)["account"] == ALICE.account
+    finally:
+        asyncio.run(store.close())
