@@ -265,9 +265,18 @@ class OpenAIBackend:
     # --- embeddings ---------------------------------------------------------------------
 
     async def _embed(self, request: EmbedRequest, model: str) -> EmbedAnswer:
-        if request.image is not None:
+        if request.media:
             raise UnservableError(
-                "The model server for this route cannot embed images (inputImage) through "
+                "The model server for this route cannot read media in S3 (s3Location); the "
+                "record was not sent."
+            )
+        if request.image is not None:
+            # Titan's inputImage, or Nova's image, audio or video.
+            what = (
+                f"{request.outputs[0].lower()} media" if request.outputs else "images (inputImage)"
+            )
+            raise UnservableError(
+                f"The model server for this route cannot embed {what} through "
                 "/embeddings; the record was not sent."
             )
         payload: dict[str, Any] = {

@@ -1,16 +1,18 @@
-"""OpenAI chat completions bodies: the OpenAI open-weight models on Bedrock (``openai.*``, e.g.
-``openai.gpt-oss-120b-1:0``), and the layout recognised for unknown ids whose messages carry
-plain-string content.
+"""Chat-completions bodies: the OpenAI layout and the open-weight families shaped like it.
 
-Request: ``messages`` (roles ``system``, ``developer``, ``user``, ``assistant``, ``tool``;
-content a string or text parts) plus the usual parameters (``max_completion_tokens`` or
-``max_tokens``, ``temperature``, ``top_p``, ``stop`` ...). Response: a ``chat.completion``
-object with ``choices[0].message``, ``finish_reason`` and ``usage``.
+:class:`ChatCompletions` parses ``messages`` (roles ``system``, ``developer``, ``user``,
+``assistant``, ``tool``; content a string or text parts) plus the usual parameters
+(``max_completion_tokens`` or ``max_tokens``, ``temperature``, ``top_p``, ``stop`` ...) and
+renders a ``chat.completion`` object (``choices[0].message``, ``finish_reason``, ``usage``).
+Each family that uses the layout says which members it takes and how it words an unknown
+one: :class:`OpenAIChat` is the generic layout (models catalogued as ``openai-chat``, and the
+layout recognised for unknown ids whose messages carry plain-string content); gpt-oss, Qwen
+and DeepSeek-V3 have their own classes in :mod:`~batchrock.backends.families.open_weight`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from batchrock.backends.families.base import ChatFamily, answer_id
 from batchrock.backends.families.schema import BodyError, Checker
@@ -47,22 +49,35 @@ _MESSAGE = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 CREATED = 1735689600
 
 
-class OpenAIChat(ChatFamily):
-    name = "openai-chat"
+class ChatCompletions(ChatFamily):
+    """The chat-completions layout; subclasses set the members they take."""
+
     render_reads_request = False
+    #: Top-level members the family takes.
+    top: ClassVar[frozenset[str]] = _TOP
+    #: Of those, the ones the neutral form does not carry (reported by backends that
+    #: cannot serve them; the built-in model ignores them).
+    extras: ClassVar[tuple[str, ...]] = _EXTRAS
+    #: How an unknown member is refused: as OpenAI's API does (``openai``), or by Bedrock's
+    #: JSON-schema validator (``schema``).
+    unknown_style: ClassVar[Literal["openai", "schema"]] = "openai"
+    max_temperature: ClassVar[float] = 2.0
+    #: Whether the body has ``top_k`` (vLLM-served open-weight models on Bedrock).
+    takes_top_k: ClassVar[bool] = False
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
-        if type(body) is dict:
-            unknown = [key for key in body if key not in _TOP]
+        if type(body) is dict and self.unknown_style == "openai":
+            unknown = [key for key in body if key not in self.top]
             if unknown:
                 raise BodyError(f"Unrecognized request argument supplied: {unknown[0]}")
         c = Checker()
-        c.top(body, ("messages",), _TOP)
+        c.top(body, ("messages",), self.top)
         limit = c.integer(body, "max_completion_tokens", "#", minimum=1)
         if limit is None:
             limit = c.integer(body, "max_tokens", "#", minimum=1)
-        temperature = c.number(body, "temperature", "#", 0, 2)
+        temperature = c.number(body, "temperature", "#", 0, self.max_temperature)
         top_p = c.number(body, "top_p", "#", 0, 1)
+        top_k = c.integer(body, "top_k", "#", minimum=-1) if self.takes_top_k else None
         stop_value = body.get("stop")
         stop: tuple[str, ...] = ()
         if type(stop_value) is str:
@@ -71,7 +86,7 @@ class OpenAIChat(ChatFamily):
             stop = c.strings(body, "stop", "#")
         if body.get("stream") is True or body.get("n", 1) != 1:
             raise BodyError("Batch inference records take one non-streamed answer (n = 1).")
-        extras = {key for key in _EXTRAS if key in body}
+        extras = {key for key in self.extras if key in body}
         system: list[str] = []
         messages: list[Message] = []
         for index, raw in enumerate(c.array(body, "messages", "#", min_items=1)):
@@ -89,15 +104,24 @@ class OpenAIChat(ChatFamily):
             elif role == "assistant":
                 messages.append(Message("assistant", (TextPart(text),)))
         c.done()
+        self.check(body)
         return ChatRequest(
             messages=tuple(messages),
             system="\n".join(system),
             max_tokens=limit,
             temperature=temperature,
             top_p=top_p,
+            top_k=top_k if top_k is None or top_k > 0 else None,
             stop=stop,
             extras=tuple(sorted(extras)),
         )
+
+    def check(self, body: dict[str, Any]) -> None:
+        """The family's own rules beyond the layout (raise ``BodyError``)."""
+
+    def message(self, answer: ChatAnswer) -> dict[str, Any]:
+        """``choices[0].message`` for ``answer``."""
+        return {"role": "assistant", "content": answer.text}
 
     def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
         return {
@@ -108,7 +132,7 @@ class OpenAIChat(ChatFamily):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer.text},
+                    "message": self.message(answer),
                     "finish_reason": "length" if answer.stop_reason == "length" else "stop",
                 }
             ],
@@ -118,6 +142,12 @@ class OpenAIChat(ChatFamily):
                 "total_tokens": answer.input_tokens + answer.output_tokens,
             },
         }
+
+
+class OpenAIChat(ChatCompletions):
+    """The generic OpenAI layout (``openai-chat``)."""
+
+    name = "openai-chat"
 
 
 def _content(c: Checker, content: Any, path: str) -> str:
