@@ -269,3 +269,26 @@ def test_image_embeddings_answer_without_s3() -> None:
     assert NOVA_EMBED.render(answer, request, NOVA_MME) == {
         "embeddings": [{"embeddingType": "IMAGE", "embedding": [0.6, 0.8]}]
     }
+
+
+def test_nova_video_and_document_blocks_are_checked_against_their_shapes() -> None:
+    def body(kind: str, block: Any) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": [{kind: block}, {"text": "x"}]}]}
+
+    assert "#/messages/0/content/0/video/format: avi is not a valid enum value" in bad(
+        NOVA, body("video", {"format": "avi", "source": {"bytes": "AAAA"}})
+    )
+    assert "#/messages/0/content/0/video: required key [source] not found" in bad(
+        NOVA, body("video", {"format": "mp4"})
+    )
+    two = {"format": "mp4", "source": {"bytes": "AA", "s3Location": {"uri": "s3://b/k"}}}
+    assert "exactly one of [bytes, s3Location] must be given" in bad(NOVA, body("video", two))
+    owner = {"format": "mp4", "source": {"s3Location": {"uri": "s3://b/k", "bucketOwner": "me"}}}
+    assert "bucketOwner: string [me] does not match pattern ^[0-9]{12}$" in bad(
+        NOVA, body("video", owner)
+    )
+    assert "#/messages/0/content/0/document: required key [name] not found" in bad(
+        NOVA, body("document", {"format": "pdf", "source": {"bytes": "AA"}})
+    )
+    fine = NOVA.parse(body("video", {"format": "three_gp", "source": {"bytes": "AAAA"}}))
+    assert fine.extras == ("video",) and fine.media == ()

@@ -21,6 +21,15 @@ def s3_location(c: Checker, location: Any, path: str, refs: list[MediaRef]) -> s
         return None
     uri = c.string(location, "uri", path, min_length=1)
     owner = c.string(location, "bucketOwner", path)
+    if owner is not None and not (len(owner) == 12 and owner.isascii() and owner.isdigit()):
+        text = f"string [{owner}] does not match pattern ^[0-9]{{12}}$"
+        if c.style == "converse":
+            text = (
+                f"Value '{owner}' at '{{path}}' failed to satisfy constraint: Member must "
+                "satisfy regular expression pattern: [0-9]{12}"
+            )
+        c.fail(c.child(path, "bucketOwner"), text)
+        owner = None
     if uri is None:
         return None
     refs.append(MediaRef(uri, owner, path.removeprefix("#/")))

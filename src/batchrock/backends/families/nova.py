@@ -61,6 +61,24 @@ _UNCARRIED_BLOCKS = (
     "reasoningContent",
     "guardContent",
 )
+#: Media blocks checked against botocore's shapes (VideoBlock, DocumentBlock, AudioBlock):
+#: kind -> (required members, allowed members, formats, allowed source members).
+_MEDIA_BLOCKS: dict[
+    str, tuple[tuple[str, ...], frozenset[str], tuple[str, ...], frozenset[str]]
+] = {
+    "video": (
+        ("format", "source"),
+        frozenset({"format", "source"}),
+        ("mkv", "mov", "mp4", "webm", "flv", "mpeg", "mpg", "wmv", "three_gp"),
+        _SOURCE,
+    ),
+    "document": (
+        ("name", "source"),
+        frozenset({"format", "name", "source", "context", "citations"}),
+        ("pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md"),
+        frozenset({"bytes", "s3Location", "text", "content"}),
+    ),
+}
 
 
 class _MessagesShape(ChatFamily):
@@ -124,7 +142,11 @@ class _MessagesShape(ChatFamily):
         for kind in _UNCARRIED_BLOCKS:
             if kind in block:
                 extras.add(kind)
-                self._s3_source(c, block[kind], c.child(path, kind), extras, media)
+                where = c.child(path, kind)
+                shape = _MEDIA_BLOCKS.get(kind)
+                if shape is not None and not _media_block(c, block[kind], where, *shape):
+                    continue
+                self._s3_source(c, block[kind], where, extras, media)
         return None
 
     @staticmethod
@@ -371,6 +393,30 @@ def _quick_json(
     if config is None:
         return "\n".join(texts), len(plain.messages), None, ()
     return "\n".join(texts), len(plain.messages), config.maxTokens, config.stopSequences or ()
+
+
+def _media_block(
+    c: Checker,
+    value: Any,
+    path: str,
+    required: tuple[str, ...],
+    allowed: frozenset[str],
+    formats: tuple[str, ...],
+    sources: frozenset[str],
+) -> bool:
+    """Check a video or document block's members, format and source (one of its kinds);
+    whether it is an object, so its ``s3Location`` can be read."""
+    if not c.obj(value, path, required, allowed):
+        return False
+    c.string(value, "format", path, enum=formats)
+    source = value.get("source")
+    where = c.child(path, "source")
+    if source is not None and c.obj(source, where, (), sources):
+        if len(source) != 1:
+            c.fail(where, f"exactly one of [{', '.join(sorted(sources))}] must be given")
+        if "bytes" in source:
+            c.string(source, "bytes", where, min_length=1)
+    return True
 
 
 def _top_k(additional: dict[str, Any]) -> int | None:
