@@ -22,7 +22,14 @@ from batchrock.backends.families import (
     family_for,
     family_for_id,
 )
-from batchrock.backends.neutral import ChatAnswer, EmbedAnswer, MediaRef, TextPart
+from batchrock.backends.neutral import (
+    ChatAnswer,
+    EmbedAnswer,
+    EmbedRequest,
+    MediaRef,
+    TextPart,
+    non_text_input,
+)
 from batchrock.catalogue import load_catalogue
 
 NOVA_MME = "amazon.nova-2-multimodal-embeddings-v1:0"
@@ -292,3 +299,17 @@ def test_nova_video_and_document_blocks_are_checked_against_their_shapes() -> No
     )
     fine = NOVA.parse(body("video", {"format": "three_gp", "source": {"bytes": "AAAA"}}))
     assert fine.extras == ("video",) and fine.media == ()
+
+
+def test_what_a_text_only_embedding_model_cannot_embed() -> None:
+    text_in_s3 = mme(text={"truncationMode": "END", "source": {"s3Location": {"uri": "s3://b/t"}}})
+    cases = {
+        "media in S3 (s3Location)": NOVA_EMBED.parse(text_in_s3),
+        "audio media": NOVA_EMBED.parse(mme(audio={"format": "wav", "source": {"bytes": "AA"}})),
+        "images (inputImage)": EmbedRequest("", image="AAAA"),
+    }
+    for expected, request in cases.items():
+        assert non_text_input(request) == expected
+    assert (
+        non_text_input(NOVA_EMBED.parse(mme(text={"truncationMode": "END", "value": "x"}))) is None
+    )

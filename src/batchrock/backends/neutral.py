@@ -222,6 +222,17 @@ class EmbedAnswer:
     by_type: dict[str, list[float] | list[int]] = field(default_factory=dict)
 
 
+def non_text_input(request: EmbedRequest) -> str | None:
+    """What an embedding request asks a text-only embedding model for besides text (media
+    in S3, Titan's ``inputImage``, Nova's image, audio or video), named for an error
+    message; ``None`` for plain text."""
+    if request.media:
+        return "media in S3 (s3Location)"
+    if request.image is not None:
+        return f"{request.outputs[0].lower()} media" if request.outputs else "images (inputImage)"
+    return None
+
+
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate (about four characters a token for English text).
 

@@ -40,6 +40,7 @@ from batchrock.backends.neutral import (
     TextPart,
     ToolCall,
     estimate_tokens,
+    non_text_input,
     request_text,
 )
 from batchrock.backends.replicas import UNREACHABLE
@@ -265,18 +266,10 @@ class OpenAIBackend:
     # --- embeddings ---------------------------------------------------------------------
 
     async def _embed(self, request: EmbedRequest, model: str) -> EmbedAnswer:
-        if request.media:
+        unservable = non_text_input(request)
+        if unservable is not None:
             raise UnservableError(
-                "The model server for this route cannot read media in S3 (s3Location); the "
-                "record was not sent."
-            )
-        if request.image is not None:
-            # Titan's inputImage, or Nova's image, audio or video.
-            what = (
-                f"{request.outputs[0].lower()} media" if request.outputs else "images (inputImage)"
-            )
-            raise UnservableError(
-                f"The model server for this route cannot embed {what} through "
+                f"The model server for this route cannot embed {unservable} through "
                 "/embeddings; the record was not sent."
             )
         payload: dict[str, Any] = {
