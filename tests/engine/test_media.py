@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from batchrock.backends.base import RecordError
 from batchrock.backends.builtin import BuiltinModel
 from batchrock.backends.routing import BUILTIN_RETRY, wrap
+from batchrock.engine.file_pass import FilePass
 from batchrock.engine.grants import GrantTable
 from batchrock.jobs import JobStatus
 
@@ -97,3 +99,94 @@ def test_missing_or_forbidden_media_fail_their_records_only(
     }
     assert out[4]["error"]["errorCode"] == 400
     assert f"not owned by account {B}" in out[4]["error"]["errorMessage"]
+
+
+class GateMedia:
+    """A media reader that lets checks finish only once ``width`` of them are in flight
+    together: a pass that checked one record at a time would never get there."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.in_flight = 0
+        self.most = 0
+        self.wide = asyncio.Event()
+
+    async def check(self, ref: Any) -> RecordError | None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.width:
+            self.wide.set()
+        await self.wide.wait()
+        self.in_flight -= 1
+        return None if "ok" in ref.uri else RecordError(400, f"no {ref.uri}")
+
+
+def embed_video(uri: str) -> dict[str, Any]:
+    return {
+        "taskType": "SINGLE_EMBEDDING",
+        "singleEmbeddingParams": {
+            "embeddingPurpose": "GENERIC_INDEX",
+            "embeddingDimension": 256,
+            "video": {
+                "format": "mp4",
+                "embeddingMode": "AUDIO_VIDEO_COMBINED",
+                "source": {"s3Location": {"uri": uri}},
+            },
+        },
+    }
+
+
+def embed_text(words: str) -> dict[str, Any]:
+    params = {
+        "embeddingPurpose": "GENERIC_INDEX",
+        "text": {"truncationMode": "END", "value": words},
+    }
+    return {"taskType": "SINGLE_EMBEDDING", "singleEmbeddingParams": params}
+
+
+@pytest.mark.parametrize(
+    ("model_id", "body", "plain"),
+    [(NOVA, video, text), ("amazon.nova-2-multimodal-embeddings-v1:0", embed_video, embed_text)],
+    ids=["block-at-once", "line-by-line"],
+)
+def test_the_in_order_pass_checks_a_blocks_media_together(
+    model_id: str, body: Any, plain: Any
+) -> None:
+    """Media checks are I/O: the zero-latency model's in-order pass awaits those of a block
+    together (up to engine_record_concurrency), and the output stays in input order."""
+    uris = [f"s3://b/{'ok' if i % 2 else 'gone'}-{i}.mp4" for i in range(6)]
+    lines = [{"recordId": f"r{i}", "modelInput": body(uri)} for i, uri in enumerate(uris)]
+    lines.insert(3, {"recordId": "plain", "modelInput": plain("between")})
+    data = jsonl(lines)
+    media = GateMedia(width=4)
+
+    async def blocks() -> Any:
+        yield data
+
+    async def main() -> list[dict[str, Any]]:
+        fp = FilePass(
+            blocks=blocks(),
+            backend=BuiltinModel(),
+            model_id=model_id,
+            invocation_type="InvokeModel",
+            job_id="j",
+            file_index=0,
+            start_offset=0,
+            start_line=0,
+            concurrency=4,
+            halt=asyncio.Event(),
+            media=media,
+        )
+        await asyncio.wait_for(fp.run(), 10)
+        output, _, progress = fp.take_output()
+        assert (progress.line, progress.offset, progress.processed) == (7, len(data), 7)
+        assert (progress.success, progress.error) == (4, 3)
+        return out_lines(b"".join(output))
+
+    out = asyncio.run(main())
+    assert media.most == 4  # never more than the pass's concurrency
+    assert [line["recordId"] for line in out] == [
+        "r0", "r1", "r2", "plain", "r3", "r4", "r5"
+    ]  # fmt: skip
+    assert out[0]["error"] == {"errorCode": 400, "errorMessage": "no s3://b/gone-0.mp4"}
+    assert "modelOutput" in out[1] and "modelOutput" in out[3]

@@ -216,6 +216,7 @@ class FilePass:
             # must see output and progress that match.
             out: list[bytes] = []
             answers: list[ModelResult | None] = []
+            deferred: list[tuple[int, int, _Deferred]] = []
             lines: list[bytes] | None = None
             parsed: list[Any] | None = None
             if answerer is not None:
@@ -254,11 +255,14 @@ class FilePass:
                 data = lines[number - first - 1]
                 try:
                     line, answered = self._answer_now(invoke_now, number, data)
-                except _Deferred as deferred:
-                    line, answered = await self._answer_deferred(deferred)
+                except _Deferred as later:
+                    # Answered with the block's other deferred records, concurrently.
+                    deferred.append((len(out), len(answers), later))
+                    line, answered = b"", None
                 assert line is not None  # a record is not blank
                 out.append(line)
                 answers.append(answered)
+            await self._settle(deferred, out, answers)
             for answered in answers:
                 p.count(answered)
             self._out.extend(out)
@@ -284,9 +288,15 @@ class FilePass:
     ) -> tuple[int, int]:
         """A block for :meth:`_run_in_order`, line by line; returns where it stopped (the
         end of the block, or an earlier line when halted)."""
-        p, halt = self.progress, self._halt
+        halt = self._halt
+        # Lines wait here until the next yield point, where the deferred ones among them
+        # are answered (concurrently) and all join the output with their progress.
+        out: list[bytes] = []
+        answers: list[ModelResult | None] = []
+        deferred: list[tuple[int, int, _Deferred]] = []
         for index, data in enumerate(records.block_lines(block)):
             if index and not index % _YIELD_EVERY:
+                await self._flush_lines(deferred, out, answers, number, offset)
                 await self._yield()
                 if halt.is_set():
                     return number, offset
@@ -294,18 +304,62 @@ class FilePass:
             offset += len(data) + 1
             try:
                 line, answered = self._answer_now(invoke_now, number, data)
-            except _Deferred as deferred:
-                # Progress is kept per line here: awaiting between lines is consistent.
-                line, answered = await self._answer_deferred(deferred)
+            except _Deferred as later:
+                deferred.append((len(out), len(answers), later))
+                line, answered = b"", None
             if line is not None:
-                self._out.append(line)
-                self._out_bytes += len(line)
-                p.count(answered)
-            p.line, p.offset = number, offset
+                out.append(line)
+                answers.append(answered)
+        await self._flush_lines(deferred, out, answers, number, offset)
         if self._out_bytes >= FLUSH_BYTES:
             self.output_ready.set()
         await self._yield()
         return number, offset
+
+    async def _flush_lines(
+        self,
+        deferred: list[tuple[int, int, _Deferred]],
+        out: list[bytes],
+        answers: list[ModelResult | None],
+        number: int,
+        offset: int,
+    ) -> None:
+        """Answer the deferred lines, then move every waiting line into the output with its
+        progress, up to line ``number`` ending at ``offset``; empties the lists."""
+        await self._settle(deferred, out, answers)
+        p = self.progress
+        for line, answered in zip(out, answers, strict=True):
+            self._out.append(line)
+            self._out_bytes += len(line)
+            p.count(answered)
+        p.line, p.offset = number, offset
+        deferred.clear()
+        out.clear()
+        answers.clear()
+
+    async def _settle(
+        self,
+        deferred: list[tuple[int, int, _Deferred]],
+        out: list[bytes],
+        answers: list[ModelResult | None],
+    ) -> None:
+        """Answer deferred records (``(place in out, place in answers, record)``), at most
+        ``concurrency`` at once, and put their lines and results in their places."""
+        if not deferred:
+            return
+        if len(deferred) == 1:
+            done = [await self._answer_deferred(deferred[0][2])]
+        else:
+            slots = asyncio.Semaphore(self._concurrency)
+
+            async def one(record: _Deferred) -> tuple[bytes, ModelResult | None]:
+                async with slots:
+                    return await self._answer_deferred(record)
+
+            done = await asyncio.gather(*(one(record) for _, _, record in deferred))
+        for (at, answer_at, _), (line, answered) in zip(deferred, done, strict=True):
+            out[at] = line
+            answers[answer_at] = answered
 
     async def _yield(self) -> None:
         """Let other tasks run; now and then long enough for threads (see _HOLD_SECONDS)."""
