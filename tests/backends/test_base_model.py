@@ -7,15 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from batchrock.backends import cli
 from batchrock.backends.base import ModelRequest, ModelResult
 from batchrock.backends.routing import ConfigError, build_resolver
-from batchrock.engine.file_pass import FilePass
 from batchrock.settings import Settings
+from tests.engine.harness import one_pass
 
 from .conftest import FakeServer, run
 
@@ -51,26 +50,7 @@ def test_the_engines_immediate_path_answers_as_the_base_model(tmp_path: Path) ->
         b'{"messages": [{"role": "user", "content": "hi"}]}'
     )
 
-    async def blocks() -> Any:
-        yield line
-
-    async def main() -> list[bytes]:
-        fp = FilePass(
-            blocks=blocks(),
-            backend=backend,
-            model_id=PROFILE,
-            invocation_type="InvokeModel",
-            job_id="j",
-            file_index=0,
-            start_offset=0,
-            start_line=0,
-            concurrency=1,
-            halt=asyncio.Event(),
-        )
-        await fp.run()
-        return fp.take_output()[0]
-
-    (out,) = asyncio.run(main())
+    (out,), _ = asyncio.run(one_pass(backend, PROFILE, line))
     assert b'"model":"openai.gpt-oss-20b-1:0"' in out
 
 

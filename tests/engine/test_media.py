@@ -15,11 +15,10 @@ import pytest
 from batchrock.backends.base import RecordError
 from batchrock.backends.builtin import BuiltinModel
 from batchrock.backends.routing import BUILTIN_RETRY, wrap
-from batchrock.engine.file_pass import FilePass
 from batchrock.engine.grants import GrantTable
 from batchrock.jobs import JobStatus
 
-from .harness import Harness, OneBackend, jsonl, out_lines
+from .harness import Harness, OneBackend, jsonl, one_pass, out_lines
 
 A, B = "111111111111", "222222222222"
 NOVA = "amazon.nova-lite-v1:0"
@@ -160,25 +159,10 @@ def test_the_in_order_pass_checks_a_blocks_media_together(
     data = jsonl(lines)
     media = GateMedia(width=4)
 
-    async def blocks() -> Any:
-        yield data
-
     async def main() -> list[dict[str, Any]]:
-        fp = FilePass(
-            blocks=blocks(),
-            backend=BuiltinModel(),
-            model_id=model_id,
-            invocation_type="InvokeModel",
-            job_id="j",
-            file_index=0,
-            start_offset=0,
-            start_line=0,
-            concurrency=4,
-            halt=asyncio.Event(),
-            media=media,
+        output, progress = await one_pass(
+            BuiltinModel(), model_id, data, concurrency=4, media=media
         )
-        await asyncio.wait_for(fp.run(), 10)
-        output, _, progress = fp.take_output()
         assert (progress.line, progress.offset, progress.processed) == (7, len(data), 7)
         assert (progress.success, progress.error) == (4, 3)
         return out_lines(b"".join(output))
