@@ -5,6 +5,7 @@ the body; and Nova media by S3 location recorded for the media check (item 4).""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from batchrock.backends.base import ModelRequest, ModelResult, RecordError
 from batchrock.backends.builtin import BuiltinModel
 from batchrock.backends.families import (
+    CONVERSE,
     DEEPSEEK_V3,
     GPT_OSS,
     NOVA,
@@ -201,7 +203,8 @@ def test_qwen_pair() -> None:
     }
     request = QWEN.parse(body)
     assert (request.max_tokens, request.top_k, request.stop) == (64, 20, ("\n\n",))
-    assert request.extras == ("response_format",)
+    assert request.extras == ()
+    assert request.output_schema is not None and request.output_schema.schema == {"type": "object"}
     assert request.messages[0].parts == (TextPart("Write a haiku"),)
     out = QWEN.render(ChatAnswer("Leaves fall", "length", 5, 64), request, "us." + QWEN_ID)
     assert out["model"] == "us." + QWEN_ID
@@ -312,4 +315,84 @@ def test_what_a_text_only_embedding_model_cannot_embed() -> None:
         assert non_text_input(request) == expected
     assert (
         non_text_input(NOVA_EMBED.parse(mme(text={"truncationMode": "END", "value": "x"}))) is None
+    )
+
+
+def test_converse_media_in_s3_are_checked_too() -> None:
+    uri = "s3://media/clip.mp4"
+    body = nova_media("video", uri)
+    request = CONVERSE.parse(body)
+    assert request.media == (
+        MediaRef(uri, "111111111111", "messages.1.member.content.1.member.video.source.s3Location"),
+    )
+    result = asyncio.run(
+        BuiltinModel().invoke(ModelRequest("amazon.nova-pro-v1:0", "Converse", body, "r", Media()))
+    )
+    assert result.error == RecordError(400, f"no {uri}")
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("model_id", [GPT, QWEN_ID, DSV3, "zai.glm-4.7-flash"])
+def test_openai_layout_families_honour_a_forced_tool(model_id: str) -> None:
+    """OpenAI's tool-call shape: ``tool_calls[{id, type: function, function{name,
+    arguments: JSON string}}]``, ``content: null``, ``finish_reason: tool_calls``."""
+    body = {
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "max_tokens": 200,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    }
+    result = invoke(model_id, body)
+    assert result.output is not None, result.error
+    choice = result.output["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "get_weather"
+    arguments = json.loads(call["function"]["arguments"])
+    assert isinstance(arguments["city"], str)
+    assert set(arguments) <= {"city", "days"}
+
+
+@pytest.mark.parametrize("model_id", [GPT, QWEN_ID, DSV3])
+def test_openai_layout_families_honour_a_json_schema(model_id: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}, "score": {"type": "number"}},
+        "required": ["answer", "score"],
+        "additionalProperties": False,
+    }
+    body = {
+        "messages": [{"role": "user", "content": "Rate this"}],
+        "max_tokens": 300,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "rating", "schema": schema, "strict": True},
+        },
+    }
+    result = invoke(model_id, body)
+    assert result.output is not None, result.error
+    content = result.output["choices"][0]["message"]["content"]
+    if content.startswith("<reasoning>"):
+        content = content.split("</reasoning>", 1)[1]
+    value = json.loads(content)
+    assert set(value) == {"answer", "score"} and isinstance(value["answer"], str)
+    assert "#/response_format: required key [json_schema] not found" in bad(
+        QWEN, {**body, "response_format": {"type": "json_schema"}}
+    )
+    assert "#/tool_choice: sometimes is not a valid enum value" in bad(
+        QWEN, {**body, "tools": [WEATHER], "tool_choice": "sometimes"}
     )

@@ -57,21 +57,25 @@ def test_qwen_and_deepseek_v3_chat_carry_their_parameters(
     assert p is not None and set(p["choices"][0]) == {"text", "stop_reason"}
 
 
-def test_response_format_a_server_route_cannot_pass_is_a_record_error(
+def test_response_format_and_tools_go_to_the_server_as_they_are(
     tmp_path: Path, fake_openai: FakeServer
 ) -> None:
     fake_openai.clear()
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     body = {
         "messages": [{"role": "user", "content": "x"}],
-        "response_format": {"type": "json_object"},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
     }
     (result,) = run(
         settings_for(tmp_path, fake_openai.url),
         ModelRequest("qwen.qwen3-32b-v1:0", "InvokeModel", body, "a"),
     )
-    assert result.error is not None and result.error.code == 400
-    assert "response_format" in result.error.message
-    assert fake_openai.requests() == []
+    assert result.output is not None, result.error
+    (sent,) = fake_openai.requests()
+    assert sent["body"]["response_format"] == {  # type: ignore[index]
+        "type": "json_schema",
+        "json_schema": {"name": "s", "schema": schema, "strict": True},
+    }
 
 
 def test_nova_embeddings_text_goes_to_embeddings_and_media_is_refused(

@@ -275,7 +275,6 @@ def _signature(key: int) -> str:
     return base64.b64encode(raw).decode()
 
 
-
 def _media(prepared: _Prepared) -> tuple[MediaRef, ...]:
     """The S3 media a prepared record names (quick tuples name none)."""
     if isinstance(prepared, EmbedRequest):

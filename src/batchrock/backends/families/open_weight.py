@@ -37,10 +37,12 @@ class GptOss(ChatCompletions):
     reasons = True
 
     def message(self, answer: ChatAnswer) -> dict[str, Any]:
-        text = answer.text
+        message = super().message(answer)
         if answer.thinking:
-            text = f"<reasoning>{answer.thinking}</reasoning>{text}"
-        return {"role": "assistant", "content": text}
+            message["content"] = (
+                f"<reasoning>{answer.thinking}</reasoning>{message['content'] or ''}"
+            )
+        return message
 
 
 class Qwen(ChatCompletions):
@@ -72,7 +74,7 @@ class DeepSeekV3(ChatCompletions):
             "tool_choice",
         }
     )
-    extras = ("tools", "tool_choice", "response_format")
+    extras = ()
     unknown_style = "schema"
     max_temperature = 1.0
 
