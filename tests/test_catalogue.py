@@ -19,8 +19,8 @@ from batchrock.catalogue import (
 )
 from batchrock.settings import Settings
 
-#: Families the catalogue names that the engine does not implement yet (issue 15, item 2).
-PLANNED = {"amazon-nova-embed", "qwen", "deepseek-v3"}
+#: Families the catalogue names that the engine does not implement yet (none since issue 15 item 2).
+PLANNED: set[str] = set()
 
 
 def test_the_shipped_catalogue_says_when_and_from_where() -> None:

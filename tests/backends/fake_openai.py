@@ -196,6 +196,9 @@ def _completion(path: str, request: dict[str, Any], text: str) -> dict[str, Any]
         thinking = request.get("chat_template_kwargs", {}).get("enable_thinking")
         if request.get("reasoning_effort") or thinking:
             message["reasoning_content"] = f"thinking ({request.get('reasoning_effort')})"
+        if "[reason]" in text:
+            # vLLM's reasoning parser: the reasoning apart from the answer.
+            message["reasoning_content"] = "thinking it over"
         choice: dict[str, Any] = {"index": 0, "message": message}
         kind = "chat.completion"
     else:

@@ -622,7 +622,7 @@ def test_openai_chat_pair() -> None:
     assert out["usage"] == {"prompt_tokens": 12, "completion_tokens": 50, "total_tokens": 62}
     assert bad(OPENAI_CHAT, {**body, "foo": 1}) == "Unrecognized request argument supplied: foo"
     assert "#/messages: expected minimum item count: 1" in bad(OPENAI_CHAT, {"messages": []})
-    assert family_for_id("openai.gpt-oss-120b-1:0") is OPENAI_CHAT
+    assert family_for_id("zai.glm-4.7-flash") is OPENAI_CHAT
     assert sniff({"messages": [{"role": "user", "content": "x"}]}) is OPENAI_CHAT
     assert sniff({"messages": [{"role": "user", "content": [{"text": "x"}]}]}) is NOVA
 

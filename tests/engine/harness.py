@@ -30,6 +30,7 @@ from batchrock.backends.base import (
 )
 from batchrock.clock import Clock, FakeClock, SystemClock
 from batchrock.engine import Engine
+from batchrock.engine.file_pass import FilePass, Progress
 from batchrock.engine.grants import BucketPolicy
 from batchrock.jobs import Job, JobStatus
 from batchrock.objects import LocalObjectStore
@@ -349,3 +350,29 @@ def out_lines(data: bytes) -> list[dict[str, Any]]:
 
 def later(dt: datetime, **delta: float) -> datetime:
     return dt + timedelta(**delta)
+
+
+async def one_pass(
+    backend: Any, model_id: str, data: bytes, *, concurrency: int = 1, media: Any = None
+) -> tuple[list[bytes], Progress]:
+    """One FilePass over ``data`` (a whole file, one block): its output lines and progress."""
+
+    async def blocks() -> AsyncIterator[bytes]:
+        yield data
+
+    fp = FilePass(
+        blocks=blocks(),
+        backend=backend,
+        model_id=model_id,
+        invocation_type="InvokeModel",
+        job_id="j",
+        file_index=0,
+        start_offset=0,
+        start_line=0,
+        concurrency=concurrency,
+        halt=asyncio.Event(),
+        media=media,
+    )
+    await asyncio.wait_for(fp.run(), 10)
+    output, _, progress = fp.take_output()
+    return output, progress

@@ -14,6 +14,8 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from batchrock.backends.neutral import MediaRef
+
 InvocationType = Literal["InvokeModel", "Converse"]
 #: Encoded JSON: bytes, or the slice of an input line that msgspec kept as it was.
 JsonBytes = bytes | msgspec.Raw
@@ -38,6 +40,23 @@ class ModelRequest:
     body: dict[str, Any]
     #: The record's ``recordId`` (for logs and deterministic outputs).
     record_id: str = ""
+    #: Reads the job's media in S3 (``s3Location`` references), with the job's access; the
+    #: engine gives one per job. ``None`` outside a job: such references cannot be read.
+    media: MediaReader | None = None
+
+
+class MediaReader(Protocol):
+    """Checks media a record names by S3 location, with the access of the record's job."""
+
+    async def check(self, ref: MediaRef) -> RecordError | None:
+        """``None`` when the object exists and the job may read it, else the record's error.
+        Bounded in time; never raises for a bad reference."""
+        ...
+
+
+class NeedsAwait(Exception):
+    """Raised by ``invoke_now`` for a record it cannot answer at once (it must wait on I/O,
+    such as checking an S3 media reference): the caller awaits ``invoke`` for it instead."""
 
 
 @dataclass(frozen=True, slots=True)

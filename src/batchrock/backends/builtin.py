@@ -25,9 +25,17 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import orjson
 
-from batchrock.backends.base import JsonBytes, ModelRequest, ModelResult, RawAnswerer, RecordError
+from batchrock.backends.base import (
+    JsonBytes,
+    ModelRequest,
+    ModelResult,
+    NeedsAwait,
+    RawAnswerer,
+    RecordError,
+)
 from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, Family, family_for
 from batchrock.backends.families.base import Quick, id_window
 from batchrock.backends.neutral import (
@@ -37,6 +45,7 @@ from batchrock.backends.neutral import (
     EmbedAnswer,
     EmbedRequest,
     ImagePart,
+    MediaRef,
     StopReason,
     TextPart,
     Tool,
@@ -266,6 +275,27 @@ def _signature(key: int) -> str:
     return base64.b64encode(raw).decode()
 
 
+def _media(prepared: _Prepared) -> tuple[MediaRef, ...]:
+    """The S3 media a prepared record names (quick tuples name none)."""
+    if isinstance(prepared, EmbedRequest):
+        return prepared.media
+    if len(prepared) == 2:
+        request = prepared[0]
+        assert isinstance(request, ChatRequest)
+        return request.media
+    return ()
+
+
+def _no_media_reader() -> ModelResult:
+    return ModelResult(
+        error=RecordError(
+            400,
+            "The record names media by S3 location, and the built-in model has no object "
+            "store to read it from here (outside a batch job).",
+        )
+    )
+
+
 def _unknown_family(model_id: str) -> ModelResult:
     return ModelResult(
         error=RecordError(
@@ -348,7 +378,13 @@ class BuiltinModel:
             prepared = self._prepare(family, request)
             if isinstance(prepared, ModelResult):
                 return prepared
+            if _media(prepared):
+                if request.media is None:
+                    return _no_media_reader()
+                raise NeedsAwait  # the objects must be looked up: invoke does, awaiting
             return self._finish(family, request, prepared)
+        except NeedsAwait:
+            raise
         except Exception as exc:  # never for a record; a bug must not stop the job
             return ModelResult(
                 error=RecordError(500, f"The built-in model failed: {type(exc).__name__}: {exc}")
@@ -427,7 +463,10 @@ class BuiltinModel:
 
     async def invoke(self, request: ModelRequest) -> ModelResult:
         if not self._latency_s and not self.throttle_rate:
-            return self.invoke_now(request)
+            try:
+                return self.invoke_now(request)
+            except NeedsAwait:
+                pass  # media to check: the path below
         try:
             body = request.body
             family = family_for(request.model_id, request.invocation_type, body)
@@ -436,6 +475,15 @@ class BuiltinModel:
             prepared = self._prepare(family, request)
             if isinstance(prepared, ModelResult):
                 return prepared
+            refs = _media(prepared)
+            if refs:
+                if request.media is None:
+                    return _no_media_reader()
+                for ref in refs:
+                    # One at a time: a record names a few, each check is bounded.
+                    error = await request.media.check(ref)
+                    if error is not None:
+                        return ModelResult(error=error)
             if self._latency_s:
                 await self._sleep(self._latency_s)
             if self.throttle_rate and self._rng.random() < self.throttle_rate:
@@ -481,6 +529,15 @@ class BuiltinModel:
             if self._error_cut and self._fails(key, request.record_id):
                 return self._injected_error()
             embedding = self.embed(prepared, family.default_dimensions)
+            for kind in prepared.outputs[1:]:
+                # A second vector (Nova's AUDIO_VIDEO_SEPARATE): a direction of its own.
+                other = EmbedRequest(
+                    f"{kind}:{prepared.text}",
+                    prepared.dimensions,
+                    prepared.normalize,
+                    image=f"{kind}:{prepared.image}",
+                )
+                embedding.by_type[kind] = self.embed(other, family.default_dimensions).vector
             return ModelResult(
                 output=family.render(embedding, prepared, request.model_id),
                 input_tokens=embedding.input_tokens,
@@ -501,6 +558,8 @@ class BuiltinModel:
         answer = self.reply(text, key, messages, images, limit, stop)
         if parsed is not None and _is_rich(parsed):
             answer = _enrich(answer, parsed, key)
+        if getattr(family, "reasons", False):
+            answer = self._with_reasoning(answer, key)
         if parsed is None:
             # What render may look at: the limits, and whether the body was a prompt (a quick
             # tuple without messages is a prompt family's).
@@ -532,6 +591,17 @@ class BuiltinModel:
             stop_sequence,
             self._latency_int,
             key,
+        )
+
+    @staticmethod
+    def _with_reasoning(answer: ChatAnswer, key: int) -> ChatAnswer:
+        """``answer`` with a reasoning in front (families that show theirs: gpt-oss): one
+        sentence of its own, counted in the output tokens."""
+        reasoning = _cut(key ^ 0x5BD1E995, None, ())[0].split(". ", 1)[0].rstrip(".") + "."
+        return msgspec.structs.replace(
+            answer,
+            thinking=reasoning,
+            output_tokens=answer.output_tokens + estimate_tokens(reasoning),
         )
 
     def embed(self, request: EmbedRequest, default_dimensions: int) -> EmbedAnswer:

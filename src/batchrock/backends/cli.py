@@ -190,6 +190,8 @@ def lookup(resolver: BackendResolver, model_id: str) -> tuple[str, bool]:
         return f"{model_id}: {exc}", False
     route = resolver.route_for(model_id)
     where = f"route {route.index + 1} ({route.backend})" if route else "fallback"
+    if route is not None and route.base_model is not None:
+        family_text = f"{family_name(load_catalogue(), route.base_model)} (base_model)"
     base = base_model_id(model_id)
     base_text = f", base id {base}" if base != model_id else ""
     return (

@@ -29,6 +29,7 @@ from batchrock.backends.neutral import (
     EmbedAnswer,
     EmbedRequest,
     StopReason,
+    non_text_input,
     structure_features,
 )
 from batchrock.backends.routing import ConfigError, Route, reject_unknown
@@ -222,8 +223,9 @@ class SentenceTransformersBackend:
         except BodyError as exc:
             return _error(exc.code, exc.message)
         assert isinstance(parsed, EmbedRequest)
-        if parsed.image is not None:
-            return _error(400, "The local text-embedding model cannot embed images (inputImage).")
+        unservable = non_text_input(parsed)
+        if unservable is not None:
+            return _error(400, f"The local text-embedding model cannot embed {unservable}.")
         if parsed.dimensions and parsed.dimensions != self.dimensions:
             return _error(
                 400,

@@ -106,6 +106,18 @@ class Thinking:
     display: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class MediaRef:
+    """Media a record names by its S3 location (a Nova ``s3Location``) instead of carrying
+    it: the model service reads it with the job's access, so it must exist and be readable."""
+
+    uri: str
+    #: ``bucketOwner``: the account the bucket must belong to, when the record says.
+    bucket_owner: str | None = None
+    #: Where in the body it was named (``messages/0/content/1/video``), for error messages.
+    where: str = ""
+
+
 @dataclass(slots=True)
 class Message:
     role: Role
@@ -143,6 +155,8 @@ class ChatRequest:
     #: profile (``standard``, ``optimized``) asked for; echoed in the Converse response.
     service_tier: str | None = None
     latency: str | None = None
+    #: Media named by S3 location; the built-in model checks each exists and may be read.
+    media: tuple[MediaRef, ...] = ()
 
     @property
     def has_images(self) -> bool:
@@ -159,8 +173,13 @@ class EmbedRequest:
     normalize: bool = True
     #: Titan v2 ``embeddingTypes``: ``float`` and/or ``binary``.
     types: tuple[str, ...] = ("float",)
-    #: Titan Multimodal Embeddings ``inputImage``: base64 text, as the record carried it.
+    #: Titan Multimodal Embeddings ``inputImage`` (base64 text, as the record carried it), or
+    #: the media a Nova Multimodal Embeddings body embeds (its base64 or its S3 URI).
     image: str | None = None
+    #: Media named by S3 location (see :class:`MediaRef`).
+    media: tuple[MediaRef, ...] = ()
+    #: Nova Multimodal Embeddings: the ``embeddingType`` of each vector of the answer.
+    outputs: tuple[str, ...] = ()
 
 
 class ToolCall(msgspec.Struct, frozen=True, gc=False):
@@ -201,6 +220,17 @@ class EmbedAnswer:
     input_tokens: int
     #: Extra vectors keyed by type (``binary``) when the request asked for them.
     by_type: dict[str, list[float] | list[int]] = field(default_factory=dict)
+
+
+def non_text_input(request: EmbedRequest) -> str | None:
+    """What an embedding request asks a text-only embedding model for besides text (media
+    in S3, Titan's ``inputImage``, Nova's image, audio or video), named for an error
+    message; ``None`` for plain text."""
+    if request.media:
+        return "media in S3 (s3Location)"
+    if request.image is not None:
+        return f"{request.outputs[0].lower()} media" if request.outputs else "images (inputImage)"
+    return None
 
 
 def estimate_tokens(text: str) -> int:

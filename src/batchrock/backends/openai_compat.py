@@ -40,6 +40,7 @@ from batchrock.backends.neutral import (
     TextPart,
     ToolCall,
     estimate_tokens,
+    non_text_input,
     request_text,
 )
 from batchrock.backends.replicas import UNREACHABLE
@@ -265,9 +266,10 @@ class OpenAIBackend:
     # --- embeddings ---------------------------------------------------------------------
 
     async def _embed(self, request: EmbedRequest, model: str) -> EmbedAnswer:
-        if request.image is not None:
+        unservable = non_text_input(request)
+        if unservable is not None:
             raise UnservableError(
-                "The model server for this route cannot embed images (inputImage) through "
+                f"The model server for this route cannot embed {unservable} through "
                 "/embeddings; the record was not sent."
             )
         payload: dict[str, Any] = {

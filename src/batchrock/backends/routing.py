@@ -37,9 +37,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from batchrock.backends.base import ModelBackend
+from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RawAnswerer
 from batchrock.backends.builtin import BuiltinModel
-from batchrock.backends.families import base_model_id
+from batchrock.backends.families import base_model_id, family_for_id
 from batchrock.backends.replicas import HealthPolicy, ReplicaSet
 from batchrock.backends.resilience import ResilientBackend, RetryPolicy
 from batchrock.clock import Clock, SystemClock
@@ -65,6 +65,7 @@ COMMON_KEYS = frozenset(
         "backoff_base_s",
         "backoff_max_s",
         "deadline_s",
+        "base_model",
     }
 )
 
@@ -79,6 +80,9 @@ class Route:
     options: Mapping[str, Any]
     retry: RetryPolicy
     max_concurrency: int | None = None
+    #: The foundation model the route's ids stand for (application inference profiles,
+    #: custom models): its family parses the records and its id is the answer's model.
+    base_model: str | None = None
 
     def matches(self, model_id: str, base_id: str) -> bool:
         return any(fnmatchcase(model_id, p) or fnmatchcase(base_id, p) for p in self.patterns)
@@ -228,12 +232,20 @@ def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendRes
             raise ConfigError(
                 f"route {route.index + 1}: unknown backend type {route.backend!r} (known: {known})"
             )
-        backends[route.index] = wrap(
+        backend = wrap(
             _build(route, factory, settings, clock),
             route.retry,
             route.max_concurrency,
             route_label(route),
         )
+        if route.base_model is not None:
+            if route.backend == "bedrock":
+                raise ConfigError(
+                    f"route {route.index + 1}: 'base_model' does not apply to backend "
+                    "'bedrock' (Bedrock knows which model the id names)"
+                )
+            backend = AnsweredAs(backend, route.base_model)
+        backends[route.index] = backend
     fallback = builtin_fallback(settings) if settings.builtin_fallback else None
     return BackendResolver(routes, backends, fallback, settings.models_config)
 
@@ -291,6 +303,44 @@ def builtin_fallback(settings: Settings) -> ModelBackend:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     return wrap(model, BUILTIN_RETRY, None, FALLBACK_LABEL)
+
+
+class AnsweredAs:
+    """A route's ``base_model``: its records are answered as that model, in its family and
+    under its id (the answer's ``model``), whatever id the job gave (an application
+    inference profile ARN says nothing of the model it wraps). Offers what the wrapped
+    backend offers (the engine's immediate path included)."""
+
+    def __init__(self, backend: ModelBackend, base_model: str) -> None:
+        self._backend = backend
+        self.base_model = base_model
+
+    def describe(self) -> str:
+        inner = getattr(self._backend, "inner", self._backend)
+        text = getattr(inner, "describe", None)
+        what = str(text()) if callable(text) else type(inner).__name__
+        return f"{what}, answered as {self.base_model}"
+
+    @property
+    def immediate(self) -> bool:
+        return bool(getattr(self._backend, "immediate", False))
+
+    def invoke_now(self, request: ModelRequest) -> ModelResult:
+        result: ModelResult = getattr(self._backend, "invoke_now")(  # noqa: B009
+            dataclasses.replace(request, model_id=self.base_model)
+        )
+        return result
+
+    def raw_answerer(self, model_id: str, invocation_type: str) -> RawAnswerer | None:
+        make = getattr(self._backend, "raw_answerer", None)
+        answerer: RawAnswerer | None = make(self.base_model, invocation_type) if make else None
+        return answerer
+
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        return await self._backend.invoke(dataclasses.replace(request, model_id=self.base_model))
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
 
 
 #: The metrics' route label of the built-in model answering models no route names.
@@ -369,8 +419,16 @@ def parse_route(index: int, raw: Any) -> Route:
             concurrency = _number(raw, "max_concurrency", 1, int, 1)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    base_model = raw.get("base_model")
+    if base_model is not None and (
+        not isinstance(base_model, str) or family_for_id(base_model) is None
+    ):
+        raise ConfigError(
+            f"{where}: 'base_model' must be a model id whose request format batchrock knows "
+            f"(a catalogued id such as openai.gpt-oss-20b-1:0), got {base_model!r}"
+        )
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
-    return Route(index, tuple(patterns), backend, options, retry, concurrency)
+    return Route(index, tuple(patterns), backend, options, retry, concurrency, base_model)
 
 
 def _number(raw: dict[str, Any], key: str, default: Any, kind: type, minimum: float) -> Any:

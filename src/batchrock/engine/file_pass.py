@@ -22,9 +22,11 @@ import orjson
 
 from batchrock.backends.base import (
     JsonBytes,
+    MediaReader,
     ModelBackend,
     ModelRequest,
     ModelResult,
+    NeedsAwait,
     RawAnswerer,
     RecordError,
 )
@@ -49,6 +51,15 @@ _PAUSE_SECONDS = 0.0001
 #: Output waiting beyond this is written without waiting for the next checkpoint.
 FLUSH_BYTES = 1024 * 1024
 _INTERNAL_ERROR = RecordError(500, "Internal server error while invoking the model.")
+
+
+class _Deferred(Exception):
+    """An immediate model could not answer this record at once (``NeedsAwait``): the
+    in-order pass awaits ``invoke`` for it, at a point where its progress is consistent."""
+
+    def __init__(self, rid: str, raw: JsonBytes, request: ModelRequest) -> None:
+        super().__init__(rid)
+        self.rid, self.raw, self.request = rid, raw, request
 
 
 @dataclass(slots=True)
@@ -108,8 +119,11 @@ class FilePass:
         start_line: int,
         concurrency: int,
         halt: asyncio.Event,
+        media: MediaReader | None = None,
     ) -> None:
         self._blocks = blocks
+        #: The job's reader of media named by S3 location, handed to the model per record.
+        self._media = media
         self._backend = backend
         self._model_id = model_id
         self._invocation_type: Any = invocation_type
@@ -197,8 +211,12 @@ class FilePass:
             # A block at a time, with a yield after each: a model that never suspends would
             # otherwise keep the event loop (the API served from it, the checkpoints).
             success = tokens_in = tokens_out = 0
-            out = self._out
-            mark = len(out)
+            # The block's output and results stay local until its end: a record the model
+            # must await (media to check) suspends mid-block, and a checkpoint taken then
+            # must see output and progress that match.
+            out: list[bytes] = []
+            answers: list[ModelResult | None] = []
+            deferred: list[tuple[int, int, _Deferred]] = []
             lines: list[bytes] | None = None
             parsed: list[Any] | None = None
             if answerer is not None:
@@ -234,10 +252,20 @@ class FilePass:
                     continue
                 if lines is None:
                     lines = records.block_lines(block)
-                line, answered = self._answer_now(invoke_now, number, lines[number - first - 1])
+                data = lines[number - first - 1]
+                try:
+                    line, answered = self._answer_now(invoke_now, number, data)
+                except _Deferred as later:
+                    # Answered with the block's other deferred records, concurrently.
+                    deferred.append((len(out), len(answers), later))
+                    line, answered = b"", None
                 assert line is not None  # a record is not blank
                 out.append(line)
-                p.count(answered)  # no suspension before the block's end: still consistent
+                answers.append(answered)
+            await self._settle(deferred, out, answers)
+            for answered in answers:
+                p.count(answered)
+            self._out.extend(out)
             offset += len(block)
             p.processed += success
             p.success += success
@@ -245,7 +273,7 @@ class FilePass:
             p.output_tokens += tokens_out
             p.line = number
             p.offset = offset
-            self._out_bytes += sum(map(len, out[mark:]))
+            self._out_bytes += sum(map(len, out))
             if self._out_bytes >= FLUSH_BYTES:
                 self.output_ready.set()
             await self._yield()
@@ -260,24 +288,78 @@ class FilePass:
     ) -> tuple[int, int]:
         """A block for :meth:`_run_in_order`, line by line; returns where it stopped (the
         end of the block, or an earlier line when halted)."""
-        p, halt = self.progress, self._halt
+        halt = self._halt
+        # Lines wait here until the next yield point, where the deferred ones among them
+        # are answered (concurrently) and all join the output with their progress.
+        out: list[bytes] = []
+        answers: list[ModelResult | None] = []
+        deferred: list[tuple[int, int, _Deferred]] = []
         for index, data in enumerate(records.block_lines(block)):
             if index and not index % _YIELD_EVERY:
+                await self._flush_lines(deferred, out, answers, number, offset)
                 await self._yield()
                 if halt.is_set():
                     return number, offset
             number += 1
             offset += len(data) + 1
-            line, answered = self._answer_now(invoke_now, number, data)
+            try:
+                line, answered = self._answer_now(invoke_now, number, data)
+            except _Deferred as later:
+                deferred.append((len(out), len(answers), later))
+                line, answered = b"", None
             if line is not None:
-                self._out.append(line)
-                self._out_bytes += len(line)
-                p.count(answered)
-            p.line, p.offset = number, offset
+                out.append(line)
+                answers.append(answered)
+        await self._flush_lines(deferred, out, answers, number, offset)
         if self._out_bytes >= FLUSH_BYTES:
             self.output_ready.set()
         await self._yield()
         return number, offset
+
+    async def _flush_lines(
+        self,
+        deferred: list[tuple[int, int, _Deferred]],
+        out: list[bytes],
+        answers: list[ModelResult | None],
+        number: int,
+        offset: int,
+    ) -> None:
+        """Answer the deferred lines, then move every waiting line into the output with its
+        progress, up to line ``number`` ending at ``offset``; empties the lists."""
+        await self._settle(deferred, out, answers)
+        p = self.progress
+        for line, answered in zip(out, answers, strict=True):
+            self._out.append(line)
+            self._out_bytes += len(line)
+            p.count(answered)
+        p.line, p.offset = number, offset
+        deferred.clear()
+        out.clear()
+        answers.clear()
+
+    async def _settle(
+        self,
+        deferred: list[tuple[int, int, _Deferred]],
+        out: list[bytes],
+        answers: list[ModelResult | None],
+    ) -> None:
+        """Answer deferred records (``(place in out, place in answers, record)``), at most
+        ``concurrency`` at once, and put their lines and results in their places."""
+        if not deferred:
+            return
+        if len(deferred) == 1:
+            done = [await self._answer_deferred(deferred[0][2])]
+        else:
+            slots = asyncio.Semaphore(self._concurrency)
+
+            async def one(record: _Deferred) -> tuple[bytes, ModelResult | None]:
+                async with slots:
+                    return await self._answer_deferred(record)
+
+            done = await asyncio.gather(*(one(record) for _, _, record in deferred))
+        for (at, answer_at, _), (line, answered) in zip(deferred, done, strict=True):
+            out[at] = line
+            answers[answer_at] = answered
 
     async def _yield(self) -> None:
         """Let other tasks run; now and then long enough for threads (see _HOLD_SECONDS)."""
@@ -301,11 +383,22 @@ class FilePass:
         if isinstance(record, bytes):
             return record, None
         rid, raw, body = record
+        request = ModelRequest(self._model_id, self._invocation_type, body, rid, self._media)
         try:
-            result = invoke_now(ModelRequest(self._model_id, self._invocation_type, body, rid))
+            result = invoke_now(request)
+        except NeedsAwait:
+            raise _Deferred(rid, raw, request) from None
         except Exception:
             result = self._backend_failed(rid)
         return self._render(rid, raw, result)
+
+    async def _answer_deferred(self, deferred: _Deferred) -> tuple[bytes, ModelResult | None]:
+        """A record :meth:`_answer_now` could not answer at once, awaited."""
+        try:
+            result = await self._backend.invoke(deferred.request)
+        except Exception:
+            result = self._backend_failed(deferred.rid)
+        return self._render(deferred.rid, deferred.raw, result)
 
     def _read(self, number: int, data: bytes) -> tuple[str, JsonBytes, dict[str, Any]] | bytes:
         """``(recordId, modelInput as JSON, modelInput)`` of a record line, or the error line
@@ -417,7 +510,8 @@ class FilePass:
                 continue
             rid, raw, body = record
             try:
-                result = await invoke(ModelRequest(model_id, invocation_type, body, rid))
+                request = ModelRequest(model_id, invocation_type, body, rid, self._media)
+                result = await invoke(request)
             except Exception:
                 result = self._backend_failed(rid)
             line, answered = self._render(rid, raw, result)

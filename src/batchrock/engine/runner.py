@@ -37,6 +37,7 @@ from batchrock.engine.checkpoint import (
 )
 from batchrock.engine.file_pass import FilePass
 from batchrock.engine.inputs import InputFile
+from batchrock.engine.media import JobMedia
 from batchrock.engine.records import LineTooLong, iter_blocks
 from batchrock.jobs import Counters, InvalidTransition, Job, JobStatus
 from batchrock.metrics import process_metrics
@@ -444,6 +445,7 @@ class JobRunner:
                 start_line=cp.line,
                 concurrency=ctx.settings.engine_record_concurrency,
                 halt=self.halt,
+                media=JobMedia(ctx.objects, ctx.buckets, job.account_id),
             )
             base = counters
             task = asyncio.create_task(fp.run())

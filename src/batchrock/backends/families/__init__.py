@@ -3,9 +3,11 @@
 :func:`family_for` maps a job's ``modelId`` and ``modelInvocationType`` to a family. It
 understands bare ids (``anthropic.claude-3-haiku-20240307-v1:0``), cross-region inference
 profiles (``us.anthropic...``, ``global.amazon.nova-2-lite-v1:0``) and ARNs of foundation
-models and inference profiles. For ids it cannot place (custom or imported models,
-application inference profiles, ids made up for local servers) :func:`sniff` recognises the
-family from the body itself.
+models and inference profiles. A model in the catalogue (``batchrock.catalogue``) gets the
+family the catalogue names for it; other ids of a known provider get theirs from the id's
+prefix. Only for ids that say nothing (custom or imported models, application inference
+profiles, ids made up for local servers) does :func:`sniff` recognise the family from the
+body itself.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from batchrock.backends.families.base import ChatFamily, EmbedFamily, Family
 from batchrock.backends.families.converse import Converse
 from batchrock.backends.families.embeddings import TitanEmbedImage, TitanEmbedV1, TitanEmbedV2
 from batchrock.backends.families.nova import NovaMessages
+from batchrock.backends.families.nova_embed import NovaEmbed
+from batchrock.backends.families.open_weight import DeepSeekV3, GptOss, Qwen
 from batchrock.backends.families.openai_chat import OpenAIChat
 from batchrock.backends.families.prompt import DeepSeek, MetaLlama, Mistral, TitanText
 from batchrock.backends.families.schema import BodyError
+from batchrock.catalogue import load_catalogue
 
 __all__ = [
     "FAMILIES",
@@ -45,6 +50,10 @@ LLAMA = MetaLlama()
 OPENAI_CHAT = OpenAIChat()
 DEEPSEEK = DeepSeek()
 MISTRAL = Mistral()
+NOVA_EMBED = NovaEmbed()
+GPT_OSS = GptOss()
+QWEN = Qwen()
+DEEPSEEK_V3 = DeepSeekV3()
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -60,6 +69,10 @@ FAMILIES: dict[str, Family] = {
         MISTRAL,
         OPENAI_CHAT,
         DEEPSEEK,
+        NOVA_EMBED,
+        GPT_OSS,
+        QWEN,
+        DEEPSEEK_V3,
     )
 }
 
@@ -75,11 +88,14 @@ _PROVIDERS = frozenset(
         "openai",
         "writer",
         "qwen",
+        "zai",
+        "minimax",
     }
 )
 #: (prefix of the base id, family), first match wins.
 _PREFIXES: tuple[tuple[str, Family], ...] = (
     ("anthropic.", ANTHROPIC),
+    ("amazon.nova-2-multimodal-embeddings", NOVA_EMBED),
     ("amazon.nova", NOVA),
     ("amazon.titan-text", TITAN_TEXT),
     ("amazon.titan-tg1", TITAN_TEXT),
@@ -89,8 +105,11 @@ _PREFIXES: tuple[tuple[str, Family], ...] = (
     ("amazon.titan-embed-image", TITAN_EMBED_IMAGE),
     ("meta.llama", LLAMA),
     ("mistral.", MISTRAL),
+    ("openai.gpt-oss", GPT_OSS),
     ("openai.", OPENAI_CHAT),
     ("deepseek.r1", DEEPSEEK),
+    ("deepseek.v3", DEEPSEEK_V3),
+    ("qwen.", QWEN),
 )
 
 
@@ -113,7 +132,11 @@ def base_model_id(model_id: str) -> str:
 
 @lru_cache(maxsize=1024)
 def family_for_id(model_id: str) -> Family | None:
-    """The InvokeModel family of ``model_id``, or ``None`` when the id says nothing."""
+    """The InvokeModel family of ``model_id``: the catalogue's for a catalogued model, else
+    the one its provider prefix names; ``None`` when the id says nothing."""
+    catalogued = load_catalogue().get(model_id)
+    if catalogued is not None and catalogued.family in FAMILIES:
+        return FAMILIES[catalogued.family]
     base = base_model_id(model_id)
     for prefix, family in _PREFIXES:
         if base.startswith(prefix):

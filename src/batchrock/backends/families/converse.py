@@ -40,6 +40,7 @@ from batchrock.backends.families.schema import BodyError, Checker
 from batchrock.backends.neutral import (
     ChatAnswer,
     ChatRequest,
+    MediaRef,
     OutputSchema,
     Thinking,
     estimate_tokens,
@@ -116,8 +117,9 @@ class Converse(_MessagesShape):
         c = Checker("converse")
         c.top(body, ("messages",), self._top)
         extras: set[str] = set()
+        media: list[MediaRef] = []
         system = self._system(c, body)
-        messages = self._messages(c, body, extras)
+        messages = self._messages(c, body, extras, media)
         params: dict[str, Any] = {"stop": ()}
         config = body.get("inferenceConfig")
         if config is not None and c.obj(config, "inferenceConfig", (), self._config):
@@ -170,6 +172,7 @@ class Converse(_MessagesShape):
             messages=tuple(messages),
             system=system,
             extras=tuple(sorted(extras)),
+            media=tuple(media),
             output_schema=schema,
             thinking=thinking,
             effort=effort,

@@ -19,8 +19,17 @@ import msgspec
 
 from batchrock.backends.base import DECODE_ERRORS, JsonBytes
 from batchrock.backends.families.base import ChatFamily, Quick, stop_strings
+from batchrock.backends.families.media import s3_location
 from batchrock.backends.families.schema import Checker
-from batchrock.backends.neutral import ChatAnswer, ChatRequest, ImagePart, Message, Part, TextPart
+from batchrock.backends.neutral import (
+    ChatAnswer,
+    ChatRequest,
+    ImagePart,
+    MediaRef,
+    Message,
+    Part,
+    TextPart,
+)
 
 _ROLES = ("user", "assistant")
 _MESSAGE = frozenset({"role", "content"})
@@ -52,6 +61,24 @@ _UNCARRIED_BLOCKS = (
     "reasoningContent",
     "guardContent",
 )
+#: Media blocks checked against botocore's shapes (VideoBlock, DocumentBlock, AudioBlock):
+#: kind -> (required members, allowed members, formats, allowed source members).
+_MEDIA_BLOCKS: dict[
+    str, tuple[tuple[str, ...], frozenset[str], tuple[str, ...], frozenset[str]]
+] = {
+    "video": (
+        ("format", "source"),
+        frozenset({"format", "source"}),
+        ("mkv", "mov", "mp4", "webm", "flv", "mpeg", "mpg", "wmv", "three_gp"),
+        _SOURCE,
+    ),
+    "document": (
+        ("name", "source"),
+        frozenset({"format", "name", "source", "context", "citations"}),
+        ("pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md"),
+        frozenset({"bytes", "s3Location", "text", "content"}),
+    ),
+}
 
 
 class _MessagesShape(ChatFamily):
@@ -70,7 +97,14 @@ class _MessagesShape(ChatFamily):
                     texts.append(text)
         return "\n".join(texts)
 
-    def _messages(self, c: Checker, body: dict[str, Any], extras: set[str]) -> list[Message]:
+    def _messages(
+        self,
+        c: Checker,
+        body: dict[str, Any],
+        extras: set[str],
+        media: list[MediaRef] | None = None,
+    ) -> list[Message]:
+        """The conversation; media named by S3 location are added to ``media``."""
         root = c.root()
         messages = []
         where = c.child(root, "messages")
@@ -82,27 +116,64 @@ class _MessagesShape(ChatFamily):
             parts: list[Part] = []
             content_path = c.child(path, "content")
             for block_index, block in enumerate(c.array(raw, "content", path)):
-                part = self._block(c, block, c.child(content_path, block_index), extras)
+                where = c.child(content_path, block_index)
+                part = self._block(c, block, where, extras, media)
                 if part is not None:
                     parts.append(part)
             if role is not None:
                 messages.append(Message("user" if role == "user" else "assistant", tuple(parts)))
         return messages
 
-    def _block(self, c: Checker, block: Any, path: str, extras: set[str]) -> Part | None:
+    def _block(
+        self,
+        c: Checker,
+        block: Any,
+        path: str,
+        extras: set[str],
+        media: list[MediaRef] | None = None,
+    ) -> Part | None:
         if not c.obj(block, path, (), _BLOCK_KINDS):
             return None
         if "text" in block:
             text = c.string(block, "text", path)
             return None if text is None else TextPart(text)
         if "image" in block:
-            return self._image(c, block["image"], c.child(path, "image"), extras)
+            return self._image(c, block["image"], c.child(path, "image"), extras, media)
         for kind in _UNCARRIED_BLOCKS:
             if kind in block:
                 extras.add(kind)
+                where = c.child(path, kind)
+                shape = _MEDIA_BLOCKS.get(kind)
+                if shape is not None and not _media_block(c, block[kind], where, *shape):
+                    continue
+                self._s3_source(c, block[kind], where, extras, media)
         return None
 
-    def _image(self, c: Checker, image: Any, path: str, extras: set[str]) -> Part | None:
+    @staticmethod
+    def _s3_source(
+        c: Checker, value: Any, path: str, extras: set[str], media: list[MediaRef] | None
+    ) -> bool:
+        """Record the ``source.s3Location`` of a media block (video, document, audio ...);
+        whether it had one."""
+        source = value.get("source") if type(value) is dict else None
+        if type(source) is not dict or "s3Location" not in source:
+            return False
+        # Media in S3 is read by the model service itself; a backend without S3 access
+        # reports it instead of answering without it.
+        extras.add("s3Location")
+        if media is not None:
+            where = c.child(c.child(path, "source"), "s3Location")
+            s3_location(c, source["s3Location"], where, media)
+        return True
+
+    def _image(
+        self,
+        c: Checker,
+        image: Any,
+        path: str,
+        extras: set[str],
+        media: list[MediaRef] | None = None,
+    ) -> Part | None:
         if not c.obj(image, path, ("format", "source"), _IMAGE):
             return None
         fmt = c.string(image, "format", path, enum=_IMAGE_FORMATS)
@@ -110,10 +181,7 @@ class _MessagesShape(ChatFamily):
         where = c.child(path, "source")
         if source is None or not c.obj(source, where, (), _SOURCE):
             return None
-        if "s3Location" in source:
-            # Media in S3 is read by the model service itself; a backend without S3 access
-            # reports it instead of answering without the image.
-            extras.add("s3Location")
+        if self._s3_source(c, image, path, extras, media):
             return None
         data = c.string(source, "bytes", where)
         if data is None or fmt is None:
@@ -160,8 +228,9 @@ class NovaMessages(_MessagesShape):
         c.top(body, ("messages",), self._top)
         c.string(body, "schemaVersion", "#", enum=("messages-v1",))
         extras: set[str] = set()
+        media: list[MediaRef] = []
         system = self._system(c, body)
-        messages = self._messages(c, body, extras)
+        messages = self._messages(c, body, extras, media)
         params: dict[str, Any] = {"stop": ()}
         config = body.get("inferenceConfig")
         if config is not None and c.obj(config, "#/inferenceConfig", (), self._config):
@@ -181,7 +250,11 @@ class NovaMessages(_MessagesShape):
         if "toolConfig" in body:
             extras.add("toolConfig")
         return ChatRequest(
-            messages=tuple(messages), system=system, extras=tuple(sorted(extras)), **params
+            messages=tuple(messages),
+            system=system,
+            extras=tuple(sorted(extras)),
+            media=tuple(media),
+            **params,
         )
 
     def render(self, answer: ChatAnswer, request: ChatRequest, model_id: str) -> dict[str, Any]:
@@ -320,6 +393,30 @@ def _quick_json(
     if config is None:
         return "\n".join(texts), len(plain.messages), None, ()
     return "\n".join(texts), len(plain.messages), config.maxTokens, config.stopSequences or ()
+
+
+def _media_block(
+    c: Checker,
+    value: Any,
+    path: str,
+    required: tuple[str, ...],
+    allowed: frozenset[str],
+    formats: tuple[str, ...],
+    sources: frozenset[str],
+) -> bool:
+    """Check a video or document block's members, format and source (one of its kinds);
+    whether it is an object, so its ``s3Location`` can be read."""
+    if not c.obj(value, path, required, allowed):
+        return False
+    c.string(value, "format", path, enum=formats)
+    source = value.get("source")
+    where = c.child(path, "source")
+    if source is not None and c.obj(source, where, (), sources):
+        if len(source) != 1:
+            c.fail(where, f"exactly one of [{', '.join(sorted(sources))}] must be given")
+        if "bytes" in source:
+            c.string(source, "bytes", where, min_length=1)
+    return True
 
 
 def _top_k(additional: dict[str, Any]) -> int | None:
