@@ -37,6 +37,7 @@ import orjson
 from batchrock import jobs
 from batchrock.clock import from_micros, to_micros
 from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus, Transition
+from batchrock.store import sqlite_files
 from batchrock.store.base import (
     JobFilter,
     JobNotFound,
@@ -200,6 +201,8 @@ class SqliteStore:
         self.path = path
         #: How long a call waits, in all, for another connection's lock.
         self.busy_timeout = busy_timeout
+        #: Uploaded files and the jobs made from them (store/files.py), on this connection.
+        self.files = sqlite_files.SqliteFileStore(conn)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = 10.0) -> SqliteStore:
@@ -222,6 +225,7 @@ class SqliteStore:
         conn.execute("PRAGMA foreign_keys = ON")
         schema = resources.files("batchrock.store").joinpath("sqlite_schema.sql").read_text()
         conn.executescript(schema)  # creates what is missing; safe to run in several processes
+        conn.executescript(sqlite_files.SCHEMA)
         # The version is read and moved on in one write transaction: processes opening an
         # old database at the same moment migrate it once, one after the other.
         with _write(conn):
