@@ -54,6 +54,10 @@ class NewJob:
     timeout_hours: int | None = None
     invocation_type: str | None = None
     tags: Sequence[tuple[str, str]] = ()
+    #: Why the input was refused before the job was made (the OpenAI Batch API validates
+    #: its input file at submission): the job is stored Failed with this message, and no
+    #: model is asked for.
+    refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,9 @@ class JobService:
         # First of all, as on Bedrock: a model it does not offer for batch inference (a typo,
         # the wrong Region) is refused before anything else is looked at and nothing is stored
         # (service-facts §3).
-        if not self.catalogue.supports(new.model_id, caller.region, caller.account_id):
+        if new.refused is None and not self.catalogue.supports(
+            new.model_id, caller.region, caller.account_id
+        ):
             raise ValidationException(UNSUPPORTED_MODEL_MESSAGE)
         # Keep what the wire shows (milliseconds), so time filters agree with listed times.
         now = self.clock.now()
@@ -128,6 +134,8 @@ class JobService:
             expiration_time=jobs.expiration_for(now, timeout),
             invocation_type=new.invocation_type or "InvokeModel",
         )
+        if new.refused is not None:
+            job = job.evolve(status=JobStatus.FAILED, message=new.refused[:2048], end_time=now)
         limit = self.max_unfinished_per_model or None
         try:
             stored, created = await self.store.create(job, tags, max_unfinished=limit)

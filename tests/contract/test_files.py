@@ -81,6 +81,11 @@ class FilesContract:
         # another account's file as the cursor shows nothing of it
         assert await store.files.list_files(A, limit=10, after="file-0009") == []
 
+    async def test_adding_a_known_id_again_changes_nothing(self, store: JobStore) -> None:
+        await store.files.add_file(a_file(1))
+        await store.files.add_file(a_file(1, size=5))
+        assert await store.files.get_file(A, "file-0001") == a_file(1)
+
     async def test_delete_returns_what_it_removed(self, store: JobStore) -> None:
         await store.files.add_file(a_file(1, expires_at=None))
         assert await store.files.delete_file(A, "file-0001") == a_file(1, expires_at=None)

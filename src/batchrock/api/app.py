@@ -24,6 +24,7 @@ import orjson
 from batchrock import logs, metrics
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
+from batchrock.api.openai.app import OpenAIApi
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -143,6 +144,8 @@ class BedrockApp:
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
         self.metrics = MetricsEndpoint(settings, service.store)
+        #: The OpenAI-compatible Files and Batch API under ``/v1/`` (api/openai), when set.
+        self.openai: OpenAIApi | None = None
         validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
@@ -168,6 +171,13 @@ class BedrockApp:
             self._guard.check(scope)  # before anything else, the health check included
             if _path_of(scope) == METRICS_PATH and scope["method"] == "GET":
                 await self.metrics.answer(scope, send, started)
+                return
+            if self.openai is not None and _path_of(scope).startswith("/v1/"):
+                sent = await self.openai(scope, receive, send)
+                if sent:
+                    self.metrics.process.api_request(
+                        scope["batchrock.operation"], sent, time.perf_counter() - started
+                    )
                 return
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]

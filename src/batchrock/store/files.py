@@ -56,7 +56,8 @@ class FileJob:
 
 class FileStore(Protocol):
     async def add_file(self, stored: StoredFile) -> None:
-        """Insert a file; its id is new (ids are random)."""
+        """Insert a file. A file whose id exists already is left as it is (result files
+        have ids derived from their job, and may be written twice)."""
         ...
 
     async def get_file(self, account_id: str, file_id: str) -> StoredFile | None:

@@ -91,7 +91,8 @@ class SqliteFileStore:
     async def add_file(self, stored: StoredFile) -> None:
         with _write(self._conn):
             self._conn.execute(
-                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (file_id) DO NOTHING",
                 (
                     stored.file_id,
                     stored.account_id,
