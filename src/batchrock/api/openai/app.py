@@ -38,7 +38,12 @@ from batchrock.api.openai.multipart import (
     PartStart,
     boundary_of,
 )
-from batchrock.errors import ServiceError, ServiceQuotaExceededException, ValidationException
+from batchrock.errors import (
+    AccessDeniedException,
+    ServiceError,
+    ServiceQuotaExceededException,
+    ValidationException,
+)
 from batchrock.jobs import OPENAI_BATCH_PREFIX, TERMINAL
 from batchrock.objects.base import NoSuchKey, ObjectStore, ObjectStoreError
 from batchrock.service import Caller, JobService, NewJob
@@ -150,7 +155,9 @@ class OpenAIApi:
             params = {"jobIdentifier": resource} if resource else {}
             self.gate.authorize(who, action, params)
         except ServiceError as exc:
-            status = 403 if exc.http_status == 403 else 401
+            # OpenAI answers a key it does not know with 401 (invalid_api_key) and a key that
+            # may not do this with 403; Bedrock answers both 403.
+            status = 403 if isinstance(exc, AccessDeniedException) else 401
             raise OpenAIError(
                 status,
                 exc.message,
