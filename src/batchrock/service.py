@@ -55,8 +55,8 @@ class NewJob:
     invocation_type: str | None = None
     tags: Sequence[tuple[str, str]] = ()
     #: Why the input was refused before the job was made (the OpenAI Batch API validates
-    #: its input file at submission): the job is stored Failed with this message, and no
-    #: model is asked for.
+    #: its input file at submission): the job is made and failed at once with this message,
+    #: and no model is asked for.
     refused: str | None = None
 
 
@@ -134,8 +134,6 @@ class JobService:
             expiration_time=jobs.expiration_for(now, timeout),
             invocation_type=new.invocation_type or "InvokeModel",
         )
-        if new.refused is not None:
-            job = job.evolve(status=JobStatus.FAILED, message=new.refused[:2048], end_time=now)
         limit = self.max_unfinished_per_model or None
         try:
             stored, created = await self.store.create(job, tags, max_unfinished=limit)
@@ -145,9 +143,31 @@ class JobService:
                 f"jobs using a base model for {new.model_id}' ({exc.limit}) in "
                 f"{caller.region}. Resubmit your request when a job has finished."
             ) from None
+        if created and new.refused is not None:
+            return await self._refuse(stored, new.refused[:2048]), created
         if created and self.on_change is not None:
             self.on_change()
         return stored, created
+
+    async def _refuse(self, job: Job, message: str) -> Job:
+        """Fail a job just made (a job is always created Submitted). An engine may have
+        taken it meanwhile; its Validating fails too (the job has no input), so whichever
+        move wins, the job ends Failed."""
+        while not job.is_terminal:
+            try:
+                return await self.store.transition(
+                    job.job_id,
+                    JobStatus.FAILED,
+                    now=self.clock.now(),
+                    expected={job.status},
+                    message=message,
+                )
+            except jobs.InvalidTransition:
+                fresh = await self.store.get_by_id(job.job_id)
+                if fresh is None:
+                    break
+                job = fresh
+        return job
 
     async def get(self, caller: Caller, job_id: str) -> Job:
         job = await self.store.get(caller.account_id, caller.region, job_id)

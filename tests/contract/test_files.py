@@ -1,31 +1,21 @@
-"""The files seam's contract (store/files.py): every store implementation runs it.
-
-Add an implementation by subclassing :class:`FilesContract` with a ``store`` fixture and a
-``second_store`` fixture (another connection to the same data, as a second process has).
-"""
+"""The files seam's contract (store/files.py): every store implementation runs it, through
+the ``store`` and ``second_store`` fixtures (tests/contract/conftest.py), once per
+implementation in ``tests/stores.py`` STORE_FACTORIES."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchrock.store.base import JobStore
 from batchrock.store.files import FileJob, StoredFile
-from batchrock.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 A, B = "111111111111", "222222222222"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def a_file(n: int, account: str = A, **changes: Any) -> StoredFile:
@@ -57,7 +47,7 @@ def a_file_job(n: int, account: str = A, **changes: Any) -> FileJob:
     return FileJob(**values)
 
 
-class FilesContract:
+class TestFilesContract:
     async def test_a_file_is_its_owners_only(self, store: JobStore) -> None:
         await store.files.add_file(a_file(1))
         assert await store.files.get_file(A, "file-0001") == a_file(1)
@@ -129,17 +119,3 @@ class FilesContract:
             await store.files.finish_file_job(
                 "nosuchjob", output_file_id=None, error_file_id=None, finished_at=T0
             )
-
-
-class TestSqliteFiles(FilesContract):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[JobStore]:
-        store = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
-        yield store
-        await store.close()
-
-    @pytest.fixture
-    async def second_store(self, tmp_path: Path, store: JobStore) -> AsyncIterator[JobStore]:
-        other = await SqliteStore.open(tmp_path / "db" / "batchrock.sqlite3")
-        yield other
-        await other.close()

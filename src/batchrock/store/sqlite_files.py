@@ -1,21 +1,21 @@
 """The files seam (:mod:`batchrock.store.files`) on the job store's SQLite connection.
 
 Two tables of their own (created with the job store's schema, never altered), written in
-the same ``BEGIN IMMEDIATE`` discipline; queries are indexed and short, so they run on the
+the same ``BEGIN IMMEDIATE`` discipline and with the same typed errors and lock waits off the
+event loop (``sqlite._typed_errors``); queries are indexed and short, so they run on the
 event loop as the job store's do.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 
 import orjson
 
 from batchrock.clock import from_micros, to_micros
 from batchrock.store.files import FileJob, StoredFile
+from batchrock.store.sqlite import _typed_errors, _write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -85,9 +85,11 @@ def _file_job(row: sqlite3.Row) -> FileJob:
 class SqliteFileStore:
     """:class:`batchrock.store.files.FileStore` sharing the job store's connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, busy_timeout: float = 10.0) -> None:
         self._conn = conn
+        self.busy_timeout = busy_timeout
 
+    @_typed_errors
     async def add_file(self, stored: StoredFile) -> None:
         with _write(self._conn):
             self._conn.execute(
@@ -106,6 +108,7 @@ class SqliteFileStore:
                 ),
             )
 
+    @_typed_errors
     async def get_file(self, account_id: str, file_id: str) -> StoredFile | None:
         row = self._conn.execute(
             f"SELECT {_FILE_COLUMNS} FROM files WHERE file_id = ? AND account_id = ?",
@@ -113,6 +116,7 @@ class SqliteFileStore:
         ).fetchone()
         return None if row is None else _file(row)
 
+    @_typed_errors
     async def list_files(
         self,
         account_id: str,
@@ -142,6 +146,7 @@ class SqliteFileStore:
         ).fetchall()
         return [_file(r) for r in rows]
 
+    @_typed_errors
     async def delete_file(self, account_id: str, file_id: str) -> StoredFile | None:
         with _write(self._conn):
             row = self._conn.execute(
@@ -150,6 +155,7 @@ class SqliteFileStore:
             ).fetchone()
         return None if row is None else _file(row)
 
+    @_typed_errors
     async def add_file_job(self, record: FileJob) -> None:
         with _write(self._conn):
             self._conn.execute(
@@ -168,6 +174,7 @@ class SqliteFileStore:
                 ),
             )
 
+    @_typed_errors
     async def get_file_job(self, account_id: str, job_id: str) -> FileJob | None:
         row = self._conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM file_jobs WHERE job_id = ? AND account_id = ?",
@@ -175,6 +182,7 @@ class SqliteFileStore:
         ).fetchone()
         return None if row is None else _file_job(row)
 
+    @_typed_errors
     async def list_file_jobs(
         self, account_id: str, *, limit: int, after: str | None = None
     ) -> list[FileJob]:
@@ -192,6 +200,7 @@ class SqliteFileStore:
         ).fetchall()
         return [_file_job(r) for r in rows]
 
+    @_typed_errors
     async def finish_file_job(
         self,
         job_id: str,
@@ -212,15 +221,3 @@ class SqliteFileStore:
         if row is None:
             raise LookupError(job_id)
         return _file_job(row)
-
-
-@contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")
