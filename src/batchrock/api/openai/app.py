@@ -48,6 +48,7 @@ from batchrock.jobs import OPENAI_BATCH_PREFIX, TERMINAL
 from batchrock.objects.base import NoSuchKey, ObjectStore, ObjectStoreError
 from batchrock.service import Caller, JobService, NewJob
 from batchrock.settings import Settings
+from batchrock.store.base import StoreBusy
 from batchrock.store.files import FileJob, StoredFile
 
 log = logging.getLogger("batchrock.api.openai")
@@ -114,6 +115,14 @@ class OpenAIApi:
             return 0
         except OpenAIError as exc:
             status, body = exc.status, exc.body()
+        except StoreBusy as exc:
+            # Another process holds the database longer than the store waits: nothing was
+            # done, and the SDK retries a 429 on its own.
+            log.warning("job store busy: %s", exc)
+            busy = OpenAIError(
+                429, "The service is busy. Resubmit your request later.", type="rate_limit_error"
+            )
+            status, body = busy.status, busy.body()
         except Exception:
             log.exception("unhandled error in the OpenAI API")
             status, body = (
