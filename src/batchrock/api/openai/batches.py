@@ -134,8 +134,18 @@ class Finisher:
         if task is None:
             task = asyncio.create_task(self._finish(job, record, now))
             self._running[job.job_id] = task
-            task.add_done_callback(lambda _: self._running.pop(job.job_id, None))
+            task.add_done_callback(lambda done: self._done(job.job_id, done))
         return task
+
+    def _done(self, job_id: str, task: asyncio.Task[FileJob]) -> None:
+        self._running.pop(job_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # The next read of the batch tries again; say why this one did not finish it.
+            log.warning(
+                "batch %s: its result files could not be written",
+                batch_id(job_id),
+                exc_info=task.exception(),
+            )
 
     async def _finish(self, job: Job, record: FileJob, now: datetime) -> FileJob:
         bucket = bucket_for(self._prefix, job.account_id)
