@@ -22,12 +22,8 @@ ratio misses it.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +33,7 @@ import orjson
 from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openai_backend import FAKE, cpu_seconds, free_port
+from openai_backend import cpu_seconds, services
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 TARGET = 1.1
@@ -119,54 +115,24 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=256)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="batchrock-openai-batches-bench-"))
-    fake_port, api_port = free_port(), free_port()
-    fake = subprocess.Popen(
-        [sys.executable, str(FAKE), "--port", str(fake_port), "--latency-ms", str(args.latency_ms)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
-        routes = work / "models.toml"
-        routes.write_text(
-            f"""
+    def routes_for(fake_port: int) -> str:
+        return f"""
 [[routes]]
 models = ["{CLAUDE}", "bench-*"]
 backend = "openai"
 base_url = "http://127.0.0.1:{fake_port}/v1"
 max_concurrency = {args.concurrency}
 """
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
-        env.update(
-            BATCHROCK_MODELS_CONFIG=str(routes),
-            BATCHROCK_BUILTIN_FALLBACK="false",
-            BATCHROCK_ENGINE_RECORD_CONCURRENCY=str(args.concurrency),
-            BATCHROCK_ENGINE_POLL_SECONDS="0.05",
-            BATCHROCK_ENGINE_MIN_SUBMITTED_SECONDS="0",
-            BATCHROCK_LOG_LEVEL="warning",
-        )
-        data = work / "data"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "batchrock.admin", "serve", "--host", "127.0.0.1",
-             "--port", str(api_port), "--data-dir", str(data)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{api_port}"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/_batchrock/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+
+    with services(args, routes_for, BATCHROCK_ENGINE_MIN_SUBMITTED_SECONDS="0") as (
+        url,
+        data,
+        pid,
+    ):
         bedrock_wall, bedrock_cpu = bedrock_run(
-            url, data / "s3" / "bench-bucket", args.records, server.pid
+            url, data / "s3" / "bench-bucket", args.records, pid
         )
-        openai_wall, openai_cpu = openai_run(url, args.records, server.pid)
+        openai_wall, openai_cpu = openai_run(url, args.records, pid)
         per = 1e6 / args.records
         print(f"records  {args.records} at {args.latency_ms:g} ms, concurrency {args.concurrency}")
         print(f"bedrock  {bedrock_wall:.2f} s, service CPU {bedrock_cpu * per:.0f} us a request")
@@ -174,14 +140,6 @@ max_concurrency = {args.concurrency}
         ratio = openai_cpu / bedrock_cpu
         print(f"ratio    {ratio:.3f} (target <= {TARGET})")
         return 0 if ratio <= TARGET else 1
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=15)
-        fake.kill()
-        fake.wait()
-        if fake.stdout is not None:
-            fake.stdout.close()
 
 
 if __name__ == "__main__":

@@ -155,12 +155,7 @@ class OpenAIBackend:
         except _Failure as exc:
             return ModelResult(error=exc.error, info=exc.info)
         except Exception as exc:  # a backend never raises for a record: see base.py
-            log.exception("OpenAI-compatible backend failed on record %s", request.record_id)
-            return ModelResult(
-                error=RecordError(
-                    500, f"Calling the model server failed: {type(exc).__name__}", retryable=True
-                )
-            )
+            return _crashed(exc, request)
         return ModelResult(
             output=family.render(answer, parsed, request.model_id),
             input_tokens=answer.input_tokens,
@@ -179,12 +174,7 @@ class OpenAIBackend:
         except _Failure as exc:
             return ModelResult(error=exc.error, info=exc.info)
         except Exception as exc:  # a backend never raises for a record: see base.py
-            log.exception("OpenAI-compatible backend failed on record %s", request.record_id)
-            return ModelResult(
-                error=RecordError(
-                    500, f"Calling the model server failed: {type(exc).__name__}", retryable=True
-                )
-            )
+            return _crashed(exc, request)
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         tokens_in = usage.get("prompt_tokens", usage.get("input_tokens", 0))
@@ -457,6 +447,15 @@ def _count(usage: dict[str, Any], key: str, text: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return estimate_tokens(text)
+
+
+def _crashed(exc: Exception, request: ModelRequest) -> ModelResult:
+    log.exception("OpenAI-compatible backend failed on record %s", request.record_id)
+    return ModelResult(
+        error=RecordError(
+            500, f"Calling the model server failed: {type(exc).__name__}", retryable=True
+        )
+    )
 
 
 def _error(code: int, message: str) -> ModelResult:

@@ -362,13 +362,7 @@ class OpenAIApi:
         now = self.service.clock.now()
         shown = [f for f in rows[:limit] if f.expires_at is None or f.expires_at > now]
         data = [file_object(f) for f in shown]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": len(rows) > limit,
-        }
+        return _page(data, has_more=len(rows) > limit)
 
     async def _delete_file(self, caller: Caller, file_id: str) -> dict[str, Any]:
         removed = await self.files.delete_file(caller.account_id, file_id)
@@ -541,13 +535,7 @@ class OpenAIApi:
         after = _one(query, "after")
         after_job = batches.job_id_of(after) if after else None
         if after and after_job is None:
-            return {
-                "object": "list",
-                "data": [],
-                "first_id": None,
-                "last_id": None,
-                "has_more": False,
-            }
+            return _page([], has_more=False)
         rows = await self.files.list_file_jobs(caller.account_id, limit=limit + 1, after=after_job)
         data = []
         for record in rows[:limit]:
@@ -556,13 +544,7 @@ class OpenAIApi:
                 continue
             record = await self._results(job, record, wait=False)
             data.append(batches.to_wire(job, record, await self.service.store.events(job.job_id)))
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": len(rows) > limit,
-        }
+        return _page(data, has_more=len(rows) > limit)
 
     async def _cancel(self, caller: Caller, batch: str) -> dict[str, Any]:
         job, record = await self._batch(caller, batch)
@@ -580,6 +562,17 @@ class OpenAIApi:
                 param="batch_id",
             ) from None
         return batches.to_wire(job, record, await self.service.store.events(job.job_id))
+
+
+def _page(data: list[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:
+    """A cursor page as OpenAI lists files and batches (the SDK goes on with after=last_id)."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
 
 
 def _too_large(limit: int) -> OpenAIError:
