@@ -17,6 +17,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +50,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=10_000)
-    parser.add_argument("--latency-ms", type=float, default=200.0)
-    parser.add_argument("--concurrency", type=int, default=256)
-    args = parser.parse_args()
-
+@contextlib.contextmanager
+def services(
+    args: argparse.Namespace, routes_for: Callable[[int], str], **env_extra: str
+) -> Iterator[tuple[str, Path, int]]:
+    """The fake OpenAI-compatible server (answering after ``args.latency_ms``) and a
+    ``batchrock serve`` with the routes ``routes_for(fake_port)`` gives: (API URL, data dir,
+    server pid), both stopped afterwards."""
     work = Path(tempfile.mkdtemp(prefix="batchrock-openai-bench-"))
     fake_port, api_port = free_port(), free_port()
     fake = subprocess.Popen(
@@ -66,16 +68,7 @@ def main() -> None:
     try:
         assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
         routes = work / "models.toml"
-        routes.write_text(
-            f"""
-[[routes]]
-model = "{MODEL}"
-backend = "openai"
-base_url = "http://127.0.0.1:{fake_port}/v1"
-served_model = "bench"
-max_concurrency = {args.concurrency}
-"""
-        )
+        routes.write_text(routes_for(fake_port))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
         env.update(
             BATCHROCK_MODELS_CONFIG=str(routes),
@@ -83,6 +76,7 @@ max_concurrency = {args.concurrency}
             BATCHROCK_ENGINE_RECORD_CONCURRENCY=str(args.concurrency),
             BATCHROCK_ENGINE_POLL_SECONDS="0.05",
             BATCHROCK_LOG_LEVEL="warning",
+            **env_extra,
         )
         data = work / "data"
         server = subprocess.Popen(
@@ -109,6 +103,35 @@ max_concurrency = {args.concurrency}
                 break
             except OSError:
                 time.sleep(0.05)
+        yield url, data, server.pid
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=15)
+        fake.kill()
+        fake.wait()
+        if fake.stdout is not None:
+            fake.stdout.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--concurrency", type=int, default=256)
+    args = parser.parse_args()
+
+    def routes_for(fake_port: int) -> str:
+        return f"""
+[[routes]]
+model = "{MODEL}"
+backend = "openai"
+base_url = "http://127.0.0.1:{fake_port}/v1"
+served_model = "bench"
+max_concurrency = {args.concurrency}
+"""
+
+    with services(args, routes_for) as (url, data, pid):
         bucket = data / "s3" / "bench-bucket"
         (bucket / "in").mkdir(parents=True)
         with (bucket / "in" / "records.jsonl").open("wb") as out:
@@ -127,7 +150,7 @@ max_concurrency = {args.concurrency}
             aws_secret_access_key="secret",
             config=Config(retries={"max_attempts": 1}),
         )
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = cpu_seconds(pid)
         arn = client.create_model_invocation_job(
             jobName="openai-bench",
             roleArn="arn:aws:iam::123456789012:role/bench",
@@ -144,7 +167,7 @@ max_concurrency = {args.concurrency}
                 break
             time.sleep(0.02)
         finished = time.perf_counter()
-        cpu = cpu_seconds(server.pid) - cpu_before
+        cpu = cpu_seconds(pid) - cpu_before
         manifest = orjson.loads(
             (bucket / "out" / arn.rsplit("/", 1)[-1] / "manifest.json.out").read_bytes()
         )
@@ -162,14 +185,6 @@ max_concurrency = {args.concurrency}
         print(f"ideal             {ideal:.2f} s")
         print(f"ratio             {elapsed / ideal:.3f}")
         print(f"service CPU       {cpu:.2f} s = {cpu / args.records * 1e6:.0f} us a record")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=15)
-        fake.kill()
-        fake.wait()
-        if fake.stdout is not None:
-            fake.stdout.close()
 
 
 if __name__ == "__main__":

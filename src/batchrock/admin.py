@@ -206,13 +206,13 @@ def bucket_policy(settings: Settings, directory: LiveDirectory | None) -> Bucket
     accounts it lists and their ``buckets`` patterns decide, as the file is now (the
     directory follows it).
     """
-    from batchrock.engine.grants import OpenBuckets
+    from batchrock.engine.grants import OpenBuckets, WithFilesBuckets
 
     if directory is None:
         if settings.credentials_file is not None:  # pragma: no cover - main opens it first
             raise SettingsError("a credentials file is set but was not opened")
-        return OpenBuckets()
-    return directory
+        return WithFilesBuckets(OpenBuckets(), settings.files_bucket_prefix)
+    return WithFilesBuckets(directory, settings.files_bucket_prefix)
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -350,6 +350,8 @@ async def serve(
     import uvicorn
 
     from batchrock.api.app import BedrockApp
+    from batchrock.api.openai.app import OpenAIApi
+    from batchrock.objects import build_object_store
     from batchrock.service import JobService
 
     sock = sock or listen(settings.host, settings.port)
@@ -384,6 +386,8 @@ async def serve(
             yield
 
     app = BedrockApp(service, settings, lifespan=lifespan, directory=directory)
+    objects = build_object_store(settings)
+    app.openai = OpenAIApi(service, objects, settings, app.gate)
     config = http_config(
         settings,
         app,
@@ -396,6 +400,7 @@ async def serve(
         await server.serve(sockets=[sock])
     finally:
         sock.close()
+        await objects.aclose()
         await store.close()
 
 

@@ -115,6 +115,10 @@ class InvalidTransition(Exception):
         self.target = target
 
 
+#: The invocation type of a job submitted through the OpenAI-compatible Batch API is this
+#: prefix and its lines' endpoint, e.g. ``openai:/v1/chat/completions``.
+OPENAI_BATCH_PREFIX = "openai:"
+
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 JOB_ID_LENGTH = 12
 DEFAULT_TIMEOUT_HOURS = 24
@@ -190,6 +194,13 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def is_openai_batch(self) -> bool:
+        """Submitted through the OpenAI-compatible Batch API (docs/openai.md): its records
+        are request bodies of the endpoint its invocation type names, and it has no minimum
+        number of records."""
+        return self.invocation_type.startswith(OPENAI_BATCH_PREFIX)
 
     def evolve(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)

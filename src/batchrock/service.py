@@ -54,6 +54,10 @@ class NewJob:
     timeout_hours: int | None = None
     invocation_type: str | None = None
     tags: Sequence[tuple[str, str]] = ()
+    #: Why the input was refused before the job was made (the OpenAI Batch API validates
+    #: its input file at submission): the job is made and failed at once with this message,
+    #: and no model is asked for.
+    refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,9 @@ class JobService:
         # First of all, as on Bedrock: a model it does not offer for batch inference (a typo,
         # the wrong Region) is refused before anything else is looked at and nothing is stored
         # (service-facts §3).
-        if not self.catalogue.supports(new.model_id, caller.region, caller.account_id):
+        if new.refused is None and not self.catalogue.supports(
+            new.model_id, caller.region, caller.account_id
+        ):
             raise ValidationException(UNSUPPORTED_MODEL_MESSAGE)
         # Keep what the wire shows (milliseconds), so time filters agree with listed times.
         now = self.clock.now()
@@ -137,9 +143,31 @@ class JobService:
                 f"jobs using a base model for {new.model_id}' ({exc.limit}) in "
                 f"{caller.region}. Resubmit your request when a job has finished."
             ) from None
+        if created and new.refused is not None:
+            return await self._refuse(stored, new.refused[:2048]), created
         if created and self.on_change is not None:
             self.on_change()
         return stored, created
+
+    async def _refuse(self, job: Job, message: str) -> Job:
+        """Fail a job just made (a job is always created Submitted). An engine may have
+        taken it meanwhile; its Validating fails too (the job has no input), so whichever
+        move wins, the job ends Failed."""
+        while not job.is_terminal:
+            try:
+                return await self.store.transition(
+                    job.job_id,
+                    JobStatus.FAILED,
+                    now=self.clock.now(),
+                    expected={job.status},
+                    message=message,
+                )
+            except jobs.InvalidTransition:
+                fresh = await self.store.get_by_id(job.job_id)
+                if fresh is None:
+                    break
+                job = fresh
+        return job
 
     async def get(self, caller: Caller, job_id: str) -> Job:
         job = await self.store.get(caller.account_id, caller.region, job_id)

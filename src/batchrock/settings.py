@@ -255,6 +255,22 @@ class Settings:
         default=0.5,
         metadata=_meta("How often an idle sink looks for new events.", low=0.001),
     )
+    # --- the OpenAI-compatible Files and Batch API (docs/openai.md) -------------------------
+    openai_max_file_bytes: int = field(
+        default=200 * 1024**2,
+        metadata=_meta("Largest file POST /v1/files accepts, in bytes (OpenAI's 200 MB).", low=1),
+    )
+    openai_max_requests_per_batch: int = field(
+        default=50_000,
+        metadata=_meta("Most requests one /v1/batches input file may hold.", low=1),
+    )
+    files_bucket_prefix: str = field(
+        default="batchrock-files",
+        metadata=_meta(
+            "Uploaded files and batch results of account A live in bucket PREFIX-A of the "
+            "object store."
+        ),
+    )
     # --- object storage ------------------------------------------------------------------
     object_store: str = field(
         default="local",

@@ -214,6 +214,27 @@ def test_only_posts_are_held_to_the_content_type_rule() -> None:
         guard.check_headers("GET", "http", [(b"host", b"localhost"), (b"host", b"evil")])
 
 
+def test_only_authorized_uploads_to_v1_files_may_be_multipart() -> None:
+    guard = _guard()
+    form = [(b"host", b"localhost"), (b"content-type", b"multipart/form-data; boundary=x")]
+    signed = [*form, (b"authorization", b"Bearer k")]
+
+    def scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {"method": "POST", "scheme": "http", "path": path, "headers": headers}
+
+    guard.check(scope("/v1/files", signed))  # the openai SDK's upload
+    for path, headers in (
+        ("/v1/files", form),  # a web form: no Authorization header
+        ("/model-invocation-job", signed),  # only the upload route is exempt
+        ("/v1/batches", signed),
+    ):
+        with pytest.raises(AccessDeniedException, match="multipart/form-data"):
+            guard.check(scope(path, headers))
+    with pytest.raises(AccessDeniedException, match="text/plain"):
+        guard.check(scope("/v1/files", [(b"host", b"localhost"), (b"content-type", b"text/plain"),
+                                         (b"authorization", b"Bearer k")]))  # fmt: skip
+
+
 def test_open_mode_listens_on_loopback_only(tmp_path: Any) -> None:
     for host in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"):
         assert is_loopback(host), host

@@ -25,6 +25,7 @@ from batchrock import console, logs, metrics
 from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
 from batchrock.api.body import BodyTooLarge, ClientDisconnected, json_object, read_body
+from batchrock.api.openai.app import OpenAIApi
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -141,6 +142,8 @@ class BedrockApp:
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
         self.metrics = MetricsEndpoint(settings, service.store)
         self.console = console.Console(service, settings, self.gate, self.invoke)
+        #: The OpenAI-compatible Files and Batch API under ``/v1/`` (api/openai), when set.
+        self.openai: OpenAIApi | None = None
         validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
         self._handlers: dict[str, Handler] = {
             "CreateModelInvocationJob": self._create,
@@ -171,6 +174,13 @@ class BedrockApp:
             if console.owns(path):
                 status = await self.console(scope, receive, send)
                 self.metrics.process.api_request("Console", status, time.perf_counter() - started)
+                return
+            if self.openai is not None and path.startswith("/v1/"):
+                sent = await self.openai(scope, receive, send)
+                if sent:
+                    self.metrics.process.api_request(
+                        scope["batchrock.operation"], sent, time.perf_counter() - started
+                    )
                 return
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]

@@ -147,10 +147,23 @@ class RequestGuard:
     def check(self, scope: Mapping[str, Any]) -> None:
         """An ASGI http scope: raise if its request is refused."""
         headers: Sequence[tuple[bytes, bytes]] = scope.get("headers") or ()
-        self.check_headers(scope.get("method", "GET"), scope.get("scheme") or "http", headers)
+        # An upload to the OpenAI Files API is multipart, as a web form's is; one that carries
+        # an Authorization header cannot come from a form (a page's script sending one across
+        # origins needs a preflight, which is never answered), so it may be multipart.
+        upload = scope.get("path") == "/v1/files" and any(
+            k.lower() == b"authorization" for k, _ in headers
+        )
+        self.check_headers(
+            scope.get("method", "GET"), scope.get("scheme") or "http", headers, upload=upload
+        )
 
     def check_headers(
-        self, method: str, scheme: str, headers: Sequence[tuple[bytes, bytes]]
+        self,
+        method: str,
+        scheme: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        *,
+        upload: bool = False,
     ) -> None:
         hosts: list[str] = []
         origin = fetch_site = content_type = None
@@ -175,7 +188,9 @@ class RequestGuard:
             )
         if content_type is not None and method.upper() == "POST":
             media_type = content_type.split(";", 1)[0].strip().lower()
-            if media_type in _BROWSER_BODIES:
+            if media_type in _BROWSER_BODIES and not (
+                upload and media_type == "multipart/form-data"
+            ):
                 raise AccessDeniedException(
                     f"Request bodies of type {_quote(media_type)} are refused (what web pages "
                     f"send cross-origin); send application/json."

@@ -34,7 +34,8 @@ class ModelRequest:
 
     #: The job's modelId, exactly as the user gave it.
     model_id: str
-    #: ``InvokeModel`` (the model's native body) or ``Converse`` (the Converse body).
+    #: ``InvokeModel`` (the model's native body) or ``Converse`` (the Converse body); a batch of
+    #: the OpenAI-compatible API carries ``openai:<endpoint>`` (families/openai_batch.py).
     invocation_type: InvocationType
     #: The record's ``modelInput`` object.
     body: dict[str, Any]

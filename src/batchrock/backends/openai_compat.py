@@ -30,6 +30,7 @@ import orjson
 from batchrock.backends import translate
 from batchrock.backends.base import ModelRequest, ModelResult, RecordError
 from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, family_for
+from batchrock.backends.families.openai_batch import endpoint_of
 from batchrock.backends.http11 import Http11Transport
 from batchrock.backends.neutral import (
     ChatAnswer,
@@ -125,6 +126,9 @@ class OpenAIBackend:
         await self._transport.aclose()
 
     async def invoke(self, request: ModelRequest) -> ModelResult:
+        endpoint = endpoint_of(request.invocation_type)
+        if endpoint is not None:
+            return await self._as_is(endpoint, request)
         family = family_for(request.model_id, request.invocation_type, request.body)
         if family is None:
             return _error(
@@ -152,16 +156,34 @@ class OpenAIBackend:
         except _Failure as exc:
             return ModelResult(error=exc.error, info=exc.info)
         except Exception as exc:  # a backend never raises for a record: see base.py
-            log.exception("OpenAI-compatible backend failed on record %s", request.record_id)
-            return ModelResult(
-                error=RecordError(
-                    500, f"Calling the model server failed: {type(exc).__name__}", retryable=True
-                )
-            )
+            return _crashed(exc, request)
         return ModelResult(
             output=family.render(answer, parsed, request.model_id),
             input_tokens=answer.input_tokens,
             output_tokens=answer.output_tokens,
+        )
+
+    async def _as_is(self, endpoint: str, request: ModelRequest) -> ModelResult:
+        """A line of an OpenAI batch: its body is already this server's request, so it goes
+        as it is (only ``model`` becomes the route's ``served_model``, when it has one), and
+        the server's answer is the result."""
+        body = request.body
+        if self.options.served_model:
+            body = {**body, "model": self.options.served_model}
+        try:
+            data = await self._post(endpoint.removeprefix("/v1/"), body)
+        except _Failure as exc:
+            return ModelResult(error=exc.error, info=exc.info)
+        except Exception as exc:  # a backend never raises for a record: see base.py
+            return _crashed(exc, request)
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        tokens_in = usage.get("prompt_tokens", usage.get("input_tokens", 0))
+        tokens_out = usage.get("completion_tokens", usage.get("output_tokens", 0))
+        return ModelResult(
+            output=data,
+            input_tokens=tokens_in if isinstance(tokens_in, int) else 0,
+            output_tokens=tokens_out if isinstance(tokens_out, int) else 0,
         )
 
     # --- chat and completions -----------------------------------------------------------
@@ -427,6 +449,15 @@ def _count(usage: dict[str, Any], key: str, text: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return estimate_tokens(text)
+
+
+def _crashed(exc: Exception, request: ModelRequest) -> ModelResult:
+    log.exception("OpenAI-compatible backend failed on record %s", request.record_id)
+    return ModelResult(
+        error=RecordError(
+            500, f"Calling the model server failed: {type(exc).__name__}", retryable=True
+        )
+    )
 
 
 def _error(code: int, message: str) -> ModelResult:

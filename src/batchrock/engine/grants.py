@@ -93,3 +93,29 @@ def refusal(policy: BucketPolicy, job: Job) -> str | None:
                 f"by account {expected_owner}, the s3BucketOwner given for the {side}."
             )
     return None
+
+
+class WithFilesBuckets:
+    """``inner``, plus each account's own files bucket (``{prefix}-{account}``, where the
+    Files and Batch API keep its uploads and results: docs/openai.md), which only that
+    account may use and which it owns."""
+
+    def __init__(self, inner: BucketPolicy, prefix: str) -> None:
+        self.inner = inner
+        self.prefix = prefix + "-"
+
+    def _owner(self, bucket: str) -> str | None:
+        if bucket.startswith(self.prefix):
+            account = bucket[len(self.prefix) :]
+            if len(account) == 12 and account.isdigit():
+                return account
+        return None
+
+    def may_access(self, account_id: str, bucket: str) -> bool:
+        owner = self._owner(bucket)
+        if owner is not None:
+            return owner == account_id
+        return self.inner.may_access(account_id, bucket)
+
+    def owner_of(self, bucket: str) -> str | None:
+        return self._owner(bucket) or self.inner.owner_of(bucket)

@@ -284,9 +284,12 @@ class JobRunner:
             await self._move(S.FAILED, expected={S.VALIDATING}, message=refused)
             return
         try:
+            settings = ctx.settings
+            if job.is_openai_batch:  # OpenAI's Batch API has no minimum number of requests
+                settings = replace(settings, quota_min_records_per_job=0)
             scan = await inputs.scan_inputs(
                 ctx.objects,
-                ctx.settings,
+                settings,
                 job_id=job.job_id,
                 input_uri=job.input_s3_uri,
                 output_uri=job.output_s3_uri,

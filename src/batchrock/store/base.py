@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from batchrock.jobs import Counters, Job, JobEvent, JobStatus
+from batchrock.store.files import FileStore
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +108,12 @@ class UnfinishedJobsQuota(Exception):
 
 class JobStore(Protocol):
     """Persistence of jobs, their tags and their status history."""
+
+    @property
+    def files(self) -> FileStore:
+        """Uploaded files and the jobs made from them: a small seam of its own
+        (store/files.py)."""
+        ...
 
     async def create(
         self, job: Job, tags: Mapping[str, str], *, max_unfinished: int | None = None

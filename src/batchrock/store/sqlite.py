@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
@@ -155,6 +155,14 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _BUSY_CODES
 
 
+@runtime_checkable
+class _Waits(Protocol):
+    """What :func:`_typed_errors` wraps the methods of: a store on a connection that waits
+    up to ``busy_timeout`` for another's lock (this one, and sqlite_files.py's)."""
+
+    busy_timeout: float
+
+
 def _typed_errors(
     method: Callable[_P, Coroutine[Any, Any, _T]],
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
@@ -165,7 +173,7 @@ def _typed_errors(
     @functools.wraps(method)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         store = args[0]
-        assert isinstance(store, SqliteStore)
+        assert isinstance(store, _Waits)
         # Real time, not the Clock seam: this is a wait on another process's lock, which a
         # test's frozen clock must not stretch into a hang.
         deadline: float | None = None
@@ -200,6 +208,10 @@ class SqliteStore:
         self.path = path
         #: How long a call waits, in all, for another connection's lock.
         self.busy_timeout = busy_timeout
+        from batchrock.store.sqlite_files import SqliteFileStore  # it uses this module
+
+        #: Uploaded files and the jobs made from them (store/files.py), on this connection.
+        self.files = SqliteFileStore(conn, busy_timeout)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = 10.0) -> SqliteStore:
@@ -222,6 +234,9 @@ class SqliteStore:
         conn.execute("PRAGMA foreign_keys = ON")
         schema = resources.files("batchrock.store").joinpath("sqlite_schema.sql").read_text()
         conn.executescript(schema)  # creates what is missing; safe to run in several processes
+        from batchrock.store.sqlite_files import SCHEMA as FILES_SCHEMA
+
+        conn.executescript(FILES_SCHEMA)
         # The version is read and moved on in one write transaction: processes opening an
         # old database at the same moment migrate it once, one after the other.
         with _write(conn):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from batchrock.backends.families import openai_batch
 from batchrock.backends.families.anthropic import AnthropicMessages
 from batchrock.backends.families.base import ChatFamily, EmbedFamily, Family
 from batchrock.backends.families.converse import Converse
@@ -146,9 +147,13 @@ def family_for_id(model_id: str) -> Family | None:
 
 def family_for(model_id: str, invocation_type: str, body: Any = None) -> Family | None:
     """The family a record is parsed with. Converse jobs use the Converse shape for every
-    model; otherwise the id decides, and the body when the id is not a known one."""
+    model; OpenAI batch jobs the shape of their lines' endpoint (families/openai_batch.py);
+    otherwise the id decides, and the body when the id is not a known one."""
     if invocation_type == "Converse":
         return CONVERSE
+    endpoint = openai_batch.endpoint_of(invocation_type)
+    if endpoint is not None:
+        return openai_batch.BY_ENDPOINT.get(endpoint)
     family = family_for_id(model_id)
     if family is None and type(body) is dict:
         return sniff(body)

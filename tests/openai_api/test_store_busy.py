@@ -1,0 +1,45 @@
+"""A busy job database (a write waiting on another connection's lock) is a 429 in OpenAI's
+shape on /v1 (the SDK retries it), never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from batchrock.api.app import BedrockApp
+from batchrock.api.openai.app import OpenAIApi
+from batchrock.clock import FakeClock
+from batchrock.objects.local import LocalObjectStore
+from batchrock.service import JobService
+from batchrock.settings import Settings
+from batchrock.store.sqlite import SqliteStore
+from tests.api.test_store_busy import ExclusiveLock
+from tests.api.wire import asgi_call
+
+
+def test_a_busy_database_answers_429_rate_limit_error(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = tmp_path / "db.sqlite3"
+        store = await SqliteStore.open(path, busy_timeout=0.05)
+        objects = LocalObjectStore(tmp_path / "s3")
+        try:
+            settings = Settings(data_dir=tmp_path)
+            service = JobService(store, FakeClock(datetime.now(UTC)))
+            app = BedrockApp(service, settings)
+            app.openai = OpenAIApi(service, objects, settings, app.gate)
+            headers = (("host", "127.0.0.1"), ("authorization", "Bearer k"))
+            lock = ExclusiveLock(path)
+            try:
+                busy = await asgi_call(app, "DELETE", "/v1/files/file-abc", headers=headers)
+            finally:
+                lock.release()
+            assert busy.status == 429, busy.json()
+            assert busy.json()["error"]["type"] == "rate_limit_error"
+            after = await asgi_call(app, "DELETE", "/v1/files/file-abc", headers=headers)
+            assert after.status == 404
+        finally:
+            await objects.aclose()
+            await store.close()
+
+    asyncio.run(scenario())
