@@ -268,8 +268,9 @@ class BedrockApp:
             params.update(json_object(body))
         # For the request's log line: whose request, and which job it was about.
         scope["batchrock.account"] = who.caller.account_id
+        # Not validated yet: a member of the wrong type is the validator's to refuse.
         job = params.get("jobIdentifier") or params.get("resourceARN")
-        if job:
+        if isinstance(job, str) and job:
             scope["batchrock.job"] = job.rsplit("/", 1)[-1]
         result = await self.invoke(who, operation, params)
         if "jobArn" in result:
