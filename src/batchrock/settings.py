@@ -293,6 +293,13 @@ class Settings:
         default=False,
         metadata=_meta("Address a custom endpoint as bucket.host instead of host/bucket."),
     )
+    s3_part_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata=_meta(
+            "Output per part of the S3 upload that checkpoints a file in progress.",
+            low=5 * 1024 * 1024,  # S3's smallest part but the last
+        ),
+    )
     object_read_timeout_seconds: float = field(
         default=60.0,
         metadata=_meta("Longest wait for data from the object store before a read fails."),

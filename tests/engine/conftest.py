@@ -19,15 +19,36 @@ import pytest
 
 from tests.conftest import free_port
 
+#: The smallest part but the last that :func:`moto_small_parts_url`'s server accepts (S3's is
+#: 5 MiB): the engine's multipart checkpoints can then be walked with small files.
+SMALL_PART_BYTES = 1024
+
 
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``moto_server`` on a free loopback port, for the whole session."""
+    yield from _moto_server(tmp_path_factory, {})
+
+
+@pytest.fixture(scope="session")
+def moto_small_parts_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second ``moto_server`` whose multipart uploads take parts of ``SMALL_PART_BYTES``
+    (moto's ``S3_UPLOAD_PART_MIN_SIZE``), otherwise the same S3 rules."""
+    env = {"S3_UPLOAD_PART_MIN_SIZE": str(SMALL_PART_BYTES)}
+    yield from _moto_server(tmp_path_factory, env)
+
+
+def _moto_server(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     exe = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "moto.server"]
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [*cmd, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        env={**os.environ, **env},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -38,10 +38,23 @@ class Crash(BaseException):
     """A simulated SIGKILL (not an ``Exception``, so nothing in the engine handles it)."""
 
 
+class Nth:
+    """A crash point by label: the ``n``-th write whose label contains ``text``."""
+
+    def __init__(self, text: str, n: int = 1) -> None:
+        self.text, self.n, self.seen = text, n, 0
+
+    def hit(self, label: str) -> bool:
+        if self.text not in label:
+            return False
+        self.seen += 1
+        return self.seen == self.n
+
+
 class _Dead:
     """Shared by a process's wrapped stores: which write kills it, and whether it is dead."""
 
-    def __init__(self, crash_at: int | str | None, after: bool, on_write: Any) -> None:
+    def __init__(self, crash_at: int | str | Nth | None, after: bool, on_write: Any) -> None:
         self.crash_at = crash_at
         self.after = after
         self.on_write = on_write
@@ -56,7 +69,10 @@ class _Dead:
         self.check()
         self.trace.append(label)
         at = self.crash_at
-        hit = label == at if isinstance(at, str) else len(self.trace) == at
+        if isinstance(at, Nth):
+            hit = at.hit(label)
+        else:
+            hit = label == at if isinstance(at, str) else len(self.trace) == at
         if hit and not self.after:
             self.dead = True
             raise Crash(f"before {label}")
@@ -102,6 +118,33 @@ class TracedObjects(_Wrapped):
         name = key.rsplit("/", 1)[-1]
         await self._dead.write(f"delete {name}", lambda: self._inner.delete(bucket, key))
 
+    # The resumable uploads of the S3 store: the file in progress checkpointed into the bucket.
+    async def create_upload(self, bucket: str, key: str) -> str:
+        name = key.rsplit("/", 1)[-1]
+        result: str = await self._dead.write(
+            f"create_upload {name}", lambda: self._inner.create_upload(bucket, key)
+        )
+        return result
+
+    async def upload_part(self, bucket: str, key: str, upload_id: str, n: int, data: bytes) -> Any:
+        name = key.rsplit("/", 1)[-1]
+        return await self._dead.write(
+            f"upload_part {name}", lambda: self._inner.upload_part(bucket, key, upload_id, n, data)
+        )
+
+    async def complete_upload(self, bucket: str, key: str, upload_id: str, parts: Any) -> None:
+        name = key.rsplit("/", 1)[-1]
+        await self._dead.write(
+            f"complete_upload {name}",
+            lambda: self._inner.complete_upload(bucket, key, upload_id, parts),
+        )
+
+    async def abort_uploads(self, bucket: str, prefix: str) -> int:
+        result: int = await self._dead.write(
+            "abort_uploads", lambda: self._inner.abort_uploads(bucket, prefix)
+        )
+        return result
+
     async def read(self, bucket: str, key: str, start: int = 0, **kw: Any) -> AsyncIterator[bytes]:
         self._dead.check()
         async for chunk in self._inner.read(bucket, key, start, **kw):
@@ -115,6 +158,8 @@ class TracedStore(_Wrapped):
         label = "save"
         if cp is not None:
             label += f" file={cp['file']} spool_size={cp['spool_size']}"
+            if cp.get("parts"):
+                label += f" parts={len(cp['parts'])}"
             if cp.get("done"):
                 label += " done"
         await self._dead.write(label, lambda: self._inner.save_progress(job_id, **kw))
@@ -136,7 +181,7 @@ class Process:
     """One engine process over ``h``'s data dir.
 
     ``crash_at``/``after``: die just before (or after) the process's ``crash_at``-th write
-    (or its first write labelled ``crash_at``).
+    (or its first write labelled ``crash_at``, or the one :class:`Nth` names).
     ``on_write(label)`` is awaited after each write the process survives (a test's hook to
     stop the job at an exact moment). ``handler``: the model, if not ``h``'s.
     """
@@ -145,7 +190,7 @@ class Process:
         self,
         h: Harness,
         *,
-        crash_at: int | str | None = None,
+        crash_at: int | str | Nth | None = None,
         after: bool = True,
         on_write: Callable[[str], Awaitable[None]] | None = None,
         handler: Any = None,

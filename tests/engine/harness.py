@@ -33,7 +33,7 @@ from batchrock.engine import Engine
 from batchrock.engine.file_pass import FilePass, Progress
 from batchrock.engine.grants import BucketPolicy
 from batchrock.jobs import Job, JobStatus
-from batchrock.objects import LocalObjectStore
+from batchrock.objects import LocalObjectStore, ObjectStore
 from batchrock.settings import Settings
 from tests.stores import SqliteFactory, StoreFactory
 
@@ -137,15 +137,20 @@ class Harness:
         clock: Clock | None = None,
         buckets: BucketPolicy | None = None,
         store_factory: StoreFactory | None = None,
+        s3: Any = None,
+        objects: ObjectStore | None = None,
         **settings: Any,
     ) -> None:
+        """``objects`` (with ``s3``, a boto3 client of the same service): the jobs' buckets
+        are in that store instead of the local one under the data dir."""
         self.data_dir = tmp_path / "data"
         self.settings = Settings(data_dir=self.data_dir, **{**FAST, **settings})
         self.store_factory = store_factory or SqliteFactory(self.settings.database_path)
         self.store = self.store_factory.open_sync()
         #: Every job :meth:`submit` created, oldest first.
         self.job_ids: list[str] = []
-        self.objects = LocalObjectStore(self.data_dir / "s3")
+        self.s3 = s3
+        self.objects: ObjectStore = objects or LocalObjectStore(self.data_dir / "s3")
         self.backend = MockBackend(handler)
         self.resolver = OneBackend(self.backend)
         self.clock = clock or SystemClock()
@@ -153,11 +158,26 @@ class Harness:
 
     def put(self, uri: str, data: bytes) -> None:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if self.s3 is not None:
+            self.bucket(bucket)
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+            return
         path = self.data_dir / "s3" / bucket / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
+    def delete(self, uri: str) -> None:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if self.s3 is not None:
+            self.s3.delete_object(Bucket=bucket, Key=key)
+        else:
+            (self.data_dir / "s3" / bucket / key).unlink(missing_ok=True)
+
     def bucket(self, name: str) -> None:
+        if self.s3 is not None:
+            with contextlib.suppress(self.s3.exceptions.BucketAlreadyOwnedByYou):
+                self.s3.create_bucket(Bucket=name)
+            return
         (self.data_dir / "s3" / name).mkdir(parents=True, exist_ok=True)
 
     def read(self, uri: str) -> bytes:

@@ -6,6 +6,15 @@ Output records of the file in progress are appended to a spool file under
 are saved in one store write, so after a crash the spool is cut back to ``spool_size`` and
 every record is in the output exactly once. That pair is also what a final status makes the
 output location match (``JobRunner._settle``).
+
+With an object store that offers resumable uploads (S3: ``objects.base.ResumableUploads``),
+the file in progress is also checkpointed into the store itself: once ``part_bytes`` of
+output wait beyond the last part, they are uploaded as the next part of one multipart upload
+of the file's ``.out``, and the part (number, ETag, size, records) is saved in the same
+checkpoint write as the counters it brings. An engine that takes the job over without the
+spool (another machine's disk) goes back to the end of the last part (``back_to_parts``),
+not to the file's start; only the output after it is redone. The local store never has
+parts: its spool and hard link stay the fast path.
 """
 
 from __future__ import annotations
@@ -43,6 +52,30 @@ class Checkpoint:
     #: dies in between is followed by one that publishes the same spool, not one that redoes
     #: the file (see ``JobRunner._publish``).
     done: bool = False
+    #: The multipart upload of the file's ``.out`` (empty: none) and its parts so far, each
+    #: ``{"n": number, "etag": ..., "size": bytes, "records": count}``; the upload is saved
+    #: with its first part, so one without parts is never in a checkpoint.
+    upload: str = ""
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    #: The number the next part gets. Every run skips one (``skip_part``): a worker that
+    #: lost the job may still upload the number it had next, which its successor never uses.
+    next_part: int = 1
+    #: Where the last part ends: input offset, line, and the counters up to it.
+    parts_offset: int = 0
+    parts_line: int = 0
+    parts_counters: Counters = field(default_factory=Counters)
+    #: Output bytes (all in parts) before the spool's first byte: 0, unless this run started
+    #: from the parts without the spool that held them.
+    spool_from: int = 0
+
+    @property
+    def parts_bytes(self) -> int:
+        return sum(int(p["size"]) for p in self.parts)
+
+    @property
+    def tail_start(self) -> int:
+        """Where, in the spool, the output that is in no part yet starts."""
+        return self.parts_bytes - self.spool_from
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +88,13 @@ class Checkpoint:
             "spool_size": self.spool_size,
             "file_base": dataclasses.asdict(self.file_base),
             "done": self.done,
+            "upload": self.upload,
+            "parts": self.parts,
+            "next_part": self.next_part,
+            "parts_offset": self.parts_offset,
+            "parts_line": self.parts_line,
+            "parts_counters": dataclasses.asdict(self.parts_counters),
+            "spool_from": self.spool_from,
         }
 
     @classmethod
@@ -72,6 +112,14 @@ class Checkpoint:
             # A checkpoint from before throttled requests were counted has no such field.
             file_base=Counters(**data["file_base"]),
             done=data.get("done", False),
+            # Checkpoints from before resumable uploads have none of these.
+            upload=data.get("upload", ""),
+            parts=list(data.get("parts", [])),
+            next_part=data.get("next_part", 1),
+            parts_offset=data.get("parts_offset", 0),
+            parts_line=data.get("parts_line", 0),
+            parts_counters=Counters(**data.get("parts_counters", {})),
+            spool_from=data.get("spool_from", 0),
         )
 
     def next_file(self, counters: Counters) -> None:
@@ -82,12 +130,52 @@ class Checkpoint:
         self.spool_size = 0
         self.file_base = counters
         self.done = False
+        self._forget_parts()
 
     def restart_file(self) -> None:
-        """Forget the file in progress's spool: it is redone from its start (with
-        ``file_base``'s counters)."""
+        """Forget the file in progress's spool and parts: it is redone from its start (with
+        ``file_base``'s counters). A forgotten upload is aborted when the job ends."""
         self.offset = self.line = self.spool_size = 0
         self.done = False
+        self._forget_parts()
+
+    def _forget_parts(self) -> None:
+        self.upload = ""
+        self.parts = []
+        self.next_part = 1
+        self.parts_offset = self.parts_line = self.spool_from = 0
+        self.parts_counters = Counters()
+
+    def back_to_parts(self, total: int) -> Counters:
+        """The spool is lost: resume from the end of the last part (from the file's start
+        when there is none). Returns the counters to resume with."""
+        if not self.parts:
+            self.restart_file()
+            return dataclasses.replace(self.file_base, total=total)
+        self.offset, self.line = self.parts_offset, self.parts_line
+        self.spool_from, self.spool_size = self.parts_bytes, 0
+        self.done = False
+        return dataclasses.replace(self.parts_counters, total=total)
+
+    def add_part(self, number: int, etag: str, size: int, counters: Counters) -> None:
+        """Record a part just uploaded: it ends where the checkpoint is now (``offset``,
+        ``line``, ``counters``), and holds the records since the previous part."""
+        before = self.parts_counters if self.parts else self.file_base
+        self.parts.append(
+            {
+                "n": number,
+                "etag": etag,
+                "size": size,
+                "records": counters.processed - before.processed,
+            }
+        )
+        self.next_part = number + 1
+        self.parts_offset, self.parts_line = self.offset, self.line
+        self.parts_counters = counters
+
+    def skip_part(self) -> None:
+        if self.upload:
+            self.next_part += 1
 
 
 def spool_root(data_dir: Path) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import logging
 import os
 import shutil
@@ -45,8 +46,13 @@ from batchrock.objects.base import (
     ObjectChanged,
     ObjectStore,
     ObjectStoreError,
+    ResumableUploads,
     S3Location,
+    UploadedPart,
+    UploadGone,
+    multipart_etag,
     parse_s3_uri,
+    resumable,
 )
 from batchrock.settings import Settings
 from batchrock.store.base import JobStore
@@ -59,6 +65,8 @@ HALT_GRACE_SECONDS = 2.0
 MANIFEST_NAME = "manifest.json.out"
 #: How often a running job rewrites its manifest between files.
 MANIFEST_EVERY_SECONDS = 5.0
+#: S3's highest part number: the last one is kept for the file's tail.
+_LAST_PART = 10_000
 
 
 class Resolver(Protocol):
@@ -413,10 +421,19 @@ class JobRunner:
         folder = spool_dir(ctx.settings.data_dir, job.job_id)
         old = folder / cp.spool if cp.spool else None
         if (cp.spool_size or cp.done) and (old is None or _size(old) < cp.spool_size):
-            # The spool is gone (another machine's disk?): redo this file from its start.
-            log.warning("job %s: spool lost, restarting %s", job.job_id, f.uri)
-            counters = replace(cp.file_base, total=counters.total)
-            cp.restart_file()
+            # The spool is gone (another machine's disk?): redo this file from the end of its
+            # last uploaded part, or from its start when it has none.
+            if cp.parts:
+                log.warning(
+                    "job %s: spool lost, resuming %s after part %d (line %d)",
+                    job.job_id,
+                    f.uri,
+                    cp.parts[-1]["n"],
+                    cp.parts_line,
+                )
+            else:
+                log.warning("job %s: spool lost, restarting %s", job.job_id, f.uri)
+            counters = cp.back_to_parts(counters.total)
         elif cp.done and old is not None:
             # A run that finished this file died before publishing it, or while: publish.
             return await self._publish(cp, counters, old, out_loc)
@@ -427,6 +444,7 @@ class JobRunner:
         handle = await asyncio.to_thread(_resume_spool, old, path, cp.spool_size)
         task: asyncio.Task[None] | None = None
         try:
+            cp.skip_part()
             await self._save(cp, counters, spool=name)
             if old is not None and old != path:
                 old.unlink(missing_ok=True)
@@ -466,7 +484,7 @@ class JobRunner:
                     halted_at = clock.monotonic() if halted_at is None else halted_at
                     if clock.monotonic() - halted_at >= HALT_GRACE_SECONDS:
                         task.cancel()
-                counters = await self._flush(fp, cp, base, handle)
+                counters = await self._flush(fp, cp, base, handle, path)
                 if clock.monotonic() - manifest_at >= MANIFEST_EVERY_SECONDS and not task.done():
                     # Progress can be followed in the output location, as on Bedrock.
                     manifest_at = clock.monotonic()
@@ -482,7 +500,7 @@ class JobRunner:
             # it). Saving checks the lease: a worker paused past it publishes nothing, since
             # its successor resumed from this spool.
             cp.done = fp.finished
-            counters = await self._flush(fp, cp, base, handle)
+            counters = await self._flush(fp, cp, base, handle, path)
         finally:
             if task is not None and not task.done():
                 task.cancel()  # an error ends the run: no record may go on to the model
@@ -500,14 +518,72 @@ class JobRunner:
         publishes again: the ``.out`` always holds what the counters count."""
         f = cp.files[cp.file]
         key = out_loc.child(self.job.job_id, f.out_name).key
-        await asyncio.to_thread(_truncate, spool, cp.spool_size)
-        await self._put_spool(out_loc.bucket, key, spool)
+        if cp.parts:
+            if not await self._complete(cp, out_loc.bucket, key, spool):
+                log.warning("job %s: the parts of %s are lost, redoing it", self.job.job_id, f.uri)
+                counters = replace(cp.file_base, total=counters.total)
+                cp.restart_file()
+                await self._save(cp, counters)
+                return counters
+        else:
+            await asyncio.to_thread(_truncate, spool, cp.spool_size)
+            await self._put_spool(out_loc.bucket, key, spool)
         cp.next_file(counters)
         if await self._save(cp, counters):
             spool.unlink(missing_ok=True)
             # The manifest follows progress file by file, so it can be watched while running.
             await self._write_manifest(out_loc, counters)
         return counters
+
+    async def _upload_part(
+        self, up: ResumableUploads, cp: Checkpoint, counters: Counters, spool: Path
+    ) -> None:
+        """Checkpoint the output that is in no part yet into the bucket: upload it as the
+        next part of the file's multipart upload (started with its first part). The caller
+        saves the checkpoint that records it, so a part is counted only once saved; a part
+        uploaded by a run that dies before that save has a number no later run uses."""
+        if cp.next_part >= _LAST_PART:
+            return  # the rest waits in the spool, and goes as the last part
+        out_loc = parse_s3_uri(self.job.output_s3_uri)
+        key = out_loc.child(self.job.job_id, cp.files[cp.file].out_name).key
+        if not cp.upload:
+            cp.upload = await up.create_upload(out_loc.bucket, key)
+            cp.next_part = 1
+        data = await asyncio.to_thread(_read_range, spool, cp.tail_start, cp.spool_size)
+        part = await up.upload_part(out_loc.bucket, key, cp.upload, cp.next_part, data)
+        cp.add_part(part.number, part.etag, part.size, counters)
+
+    async def _complete(self, cp: Checkpoint, bucket: str, key: str, spool: Path | None) -> bool:
+        """Make ``key`` the checkpointed output of the file in progress: its parts, and the
+        spool's tail as the last part. ``False`` when that cannot be done any more: the
+        upload is gone and ``key`` is not what completing it would have made."""
+        up = resumable(self.ctx.objects)
+        if up is None:  # the parts are in a bucket this engine's store does not reach
+            return False
+        tail = b""
+        if cp.spool_size > cp.tail_start and spool is not None:
+            tail = await asyncio.to_thread(_read_range, spool, cp.tail_start, cp.spool_size)
+        parts = [UploadedPart(p["n"], p["etag"], p["size"]) for p in cp.parts]
+        try:
+            if tail:
+                if cp.next_part > _LAST_PART:
+                    raise ObjectStoreError(f"s3://{bucket}/{key} needs more than 10000 parts.")
+                parts.append(await up.upload_part(bucket, key, cp.upload, cp.next_part, tail))
+            await up.complete_upload(bucket, key, cp.upload, parts)
+        except UploadGone:
+            # Completed already (by a run that died before its next checkpoint, or a worker
+            # that lost the job): then the object is the parts and this tail.
+            if tail and len(parts) == len(cp.parts):
+                md5 = hashlib.md5(tail, usedforsecurity=False).hexdigest()
+                parts.append(UploadedPart(cp.next_part, md5, len(tail)))
+            info = await self.ctx.objects.head(bucket, key)
+            expected = multipart_etag(parts)
+            return (
+                info is not None
+                and info.size == sum(p.size for p in parts)
+                and (expected is None or (info.etag or "").strip('"') == expected)
+            )
+        return True
 
     async def _put_spool(self, bucket: str, key: str, spool: Path) -> None:
         """Publish ``spool`` as ``key``, keeping the spool until the checkpoint has moved
@@ -550,7 +626,9 @@ class JobRunner:
             f"The input file {f.uri} changed while the job read it; submit the job again."
         )
 
-    async def _flush(self, fp: FilePass, cp: Checkpoint, base: Counters, handle: Any) -> Counters:
+    async def _flush(
+        self, fp: FilePass, cp: Checkpoint, base: Counters, handle: Any, spool: Path
+    ) -> Counters:
         data, size, progress = fp.take_output()
         if self.reason is Halt.LOST:
             return progress.add_to(base)
@@ -565,6 +643,9 @@ class JobRunner:
         cp.offset = progress.offset
         cp.line = progress.line
         counters = progress.add_to(base)
+        up = resumable(self.ctx.objects)
+        if up is not None and cp.spool_size - cp.tail_start >= up.part_bytes:
+            await self._upload_part(up, cp, counters, spool)
         await self._save(cp, counters)
         return counters
 
@@ -639,20 +720,47 @@ class JobRunner:
             key = out_loc.child(job_id, f.out_name).key
             spool = spool_dir(ctx.settings.data_dir, job_id) / cp.spool if cp.spool else None
             if cp.spool_size and (spool is None or _size(spool) < cp.spool_size):
-                # The spool is gone: its records cannot be published, so they are not counted.
+                # The spool is gone: its records cannot be published, so they are not counted
+                # (but those in uploaded parts are).
                 log.warning("job %s: spool lost, %s ends without its records", job_id, f.uri)
-                counters = replace(cp.file_base, total=counters.total)
-                cp.restart_file()
+                counters = cp.back_to_parts(counters.total)
                 if not await self._save(cp, counters):
                     return False
-            if spool is not None and cp.spool_size:
+            if cp.parts:
+                if not await self._complete(cp, out_loc.bucket, key, spool):
+                    log.warning("job %s: the parts of %s are lost", job_id, f.uri)
+                    counters = replace(cp.file_base, total=counters.total)
+                    cp.restart_file()
+                    if not await self._save(cp, counters):
+                        return False
+                    await ctx.objects.delete(out_loc.bucket, key)
+            elif spool is not None and cp.spool_size:
                 await asyncio.to_thread(_truncate, spool, cp.spool_size)
                 await ctx.objects.put_file(out_loc.bucket, key, spool)
             else:
                 # An earlier run may have left one (a settle that died before its status).
                 await ctx.objects.delete(out_loc.bucket, key)
         await self._write_manifest(out_loc, counters)
+        await self._abort_uploads(out_loc)
         return True
+
+    async def _abort_uploads(self, out_loc: S3Location) -> None:
+        """Abort the job's unfinished uploads (of runs that died, or of files redone): the
+        output is settled, nothing will complete them. A failure only costs storage until
+        the bucket's lifecycle rule (if any) removes them."""
+        up = resumable(self.ctx.objects)
+        if up is None:
+            return
+        prefix = out_loc.child(self.job.job_id).key + "/"
+        try:
+            aborted = await up.abort_uploads(out_loc.bucket, prefix)
+        except ObjectStoreError:
+            log.warning(
+                "job %s: cannot abort its unfinished uploads", self.job.job_id, exc_info=True
+            )
+            return
+        if aborted:
+            log.info("job %s: aborted %d unfinished upload(s)", self.job.job_id, aborted)
 
     async def _write_manifest(self, out_loc: S3Location, counters: Counters) -> None:
         key = out_loc.child(self.job.job_id, MANIFEST_NAME).key
@@ -682,6 +790,15 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return -1
+
+
+def _read_range(path: Path, start: int, end: int) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    if len(data) != end - start:
+        raise ObjectStoreError(f"The spool {path} is shorter than its checkpoint.")
+    return data
 
 
 def _link(source: Path, link: Path) -> None:

@@ -13,11 +13,15 @@ from batchrock.objects.base import (
     ObjectStore,
     ObjectStoreError,
     ReadStalled,
+    ResumableUploads,
     S3Location,
+    UploadedPart,
+    UploadGone,
     parse_s3_uri,
+    resumable,
 )
 from batchrock.objects.local import LocalObjectStore
-from batchrock.objects.s3 import S3ObjectStore
+from batchrock.objects.s3 import MIN_PART_BYTES, S3ObjectStore
 from batchrock.settings import Settings
 
 __all__ = [
@@ -32,10 +36,14 @@ __all__ = [
     "ObjectStore",
     "ObjectStoreError",
     "ReadStalled",
+    "ResumableUploads",
     "S3Location",
     "S3ObjectStore",
+    "UploadGone",
+    "UploadedPart",
     "build_object_store",
     "parse_s3_uri",
+    "resumable",
 ]
 
 
@@ -56,5 +64,6 @@ def build_object_store(settings: Settings) -> ObjectStore:
             secret_access_key=settings.s3_secret_access_key,
             virtual_hosted_style=settings.s3_virtual_hosted_style,
             read_timeout=settings.object_read_timeout_seconds,
+            part_bytes=max(settings.s3_part_bytes, MIN_PART_BYTES),
         )
     raise ValueError(f"object_store must be 'local' or 's3', not {settings.object_store!r}")

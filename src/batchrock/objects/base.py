@@ -8,11 +8,12 @@ the engine copies them into a job's ``message``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 #: Chunk size for streamed reads; large enough that per-chunk overhead does not matter.
 READ_CHUNK_BYTES = 4 * 1024 * 1024
@@ -77,6 +78,16 @@ class ReadStalled(ObjectStoreError):
             f"(the setting object_read_timeout_seconds)."
         )
         self.seconds = seconds
+
+
+class UploadGone(ObjectStoreError):
+    """A multipart upload that no longer exists: completed (by this job, maybe by a worker
+    that lost it) or aborted."""
+
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"The upload of s3://{bucket}/{key} was finished or abandoned.")
+        self.bucket = bucket
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +170,56 @@ class ObjectStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedPart:
+    number: int
+    etag: str
+    size: int
+
+
+class ResumableUploads(Protocol):
+    """An object written in parts that outlive the writer (S3 multipart uploads): a part,
+    once uploaded, can be completed into the object by another process on another machine,
+    given the upload id and the parts' numbers and ETags."""
+
+    #: How much output a part holds at least (all parts but the last): S3 wants 5 MiB.
+    part_bytes: int
+
+    async def create_upload(self, bucket: str, key: str) -> str:
+        """Start an upload of ``key``; its id."""
+        ...
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, data: bytes
+    ) -> UploadedPart:
+        """Upload part ``number`` (1-10000; uploading a number again replaces it).
+        Raises :class:`UploadGone`."""
+        ...
+
+    async def complete_upload(
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[UploadedPart]
+    ) -> None:
+        """Make ``key`` the parts, in order, at once. Raises :class:`UploadGone`."""
+        ...
+
+    async def abort_uploads(self, bucket: str, prefix: str) -> int:
+        """Abort every unfinished upload of a key under ``prefix``; how many."""
+        ...
+
+
+def resumable(store: ObjectStore) -> ResumableUploads | None:
+    """The store's resumable uploads, or ``None`` when it has none (the local store, whose
+    spool and hard link are faster than any upload)."""
+    return cast(ResumableUploads, store) if getattr(store, "part_bytes", None) else None
+
+
+def multipart_etag(parts: Sequence[UploadedPart]) -> str | None:
+    """The ETag S3 gives the object completed from ``parts`` (the MD5 of their MD5s, and
+    their count), when every part's ETag is its MD5; ``None`` otherwise."""
+    digests = [p.etag.strip('"') for p in parts]
+    if not all(len(d) == 32 and all(c in "0123456789abcdef" for c in d) for d in digests):
+        return None
+    joined = b"".join(bytes.fromhex(d) for d in digests)
+    return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(parts)}"

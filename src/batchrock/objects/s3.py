@@ -2,17 +2,26 @@
 
 obstore (Rust ``object_store``) does signing, retries, multipart uploads and streaming; this
 module only maps its errors to :mod:`.base`'s and keeps one client per bucket.
+
+Resumable uploads (:class:`.base.ResumableUploads`: the engine checkpoints the file in
+progress as parts of a multipart upload that another machine can complete) need the upload's
+id and its parts to outlive the process; obstore keeps those inside its own writer, so they
+go through botocore (already the service's dependency), in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import obstore
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from obstore.exceptions import PreconditionError
 from obstore.store import S3Store
 
@@ -23,7 +32,12 @@ from batchrock.objects.base import (
     ObjectInfo,
     ObjectStoreError,
     ReadStalled,
+    UploadedPart,
+    UploadGone,
 )
+
+#: S3's smallest part but the last; the setting ``s3_part_bytes`` is raised to it.
+MIN_PART_BYTES = 5 * 1024 * 1024
 
 #: object_store's default limit on a whole request, body included, is 30 seconds: a job reads
 #: its input as the model goes, so one GET can rightly stay open for as long as a job runs
@@ -69,7 +83,24 @@ class S3ObjectStore:
         virtual_hosted_style: bool = False,
         max_retries: int = 3,
         read_timeout: float = 60.0,
+        part_bytes: int = 8 * 1024 * 1024,
     ) -> None:
+        #: Output a part of a resumable upload holds (all parts but the last): at least 5 MiB
+        #: on AWS S3; smaller only for a service that allows it (moto, configured so).
+        self.part_bytes = part_bytes
+        self._boto_args: dict[str, Any] = {
+            "region_name": region,
+            "endpoint_url": endpoint_url or None,
+            "aws_access_key_id": access_key_id or None,
+            "aws_secret_access_key": secret_access_key or None,
+            "aws_session_token": session_token or None,
+            "config": Config(
+                s3={"addressing_style": "virtual" if virtual_hosted_style else "path"},
+                read_timeout=read_timeout,
+                retries={"max_attempts": max_retries + 1, "mode": "standard"},
+            ),
+        }
+        self._boto: Any = None
         self._config: dict[str, Any] = {"region": region}
         if endpoint_url:
             self._config["endpoint"] = endpoint_url
@@ -209,5 +240,82 @@ class S3ObjectStore:
         except Exception as exc:
             raise self._error(exc, bucket, f"remove s3://{bucket}/{key}") from exc
 
+    # --- resumable uploads (botocore) -----------------------------------------------------
+
+    def _client(self) -> Any:
+        if self._boto is None:  # made once, on the loop; botocore clients are thread-safe
+            self._boto = botocore.session.get_session().create_client("s3", **self._boto_args)
+        return self._boto
+
+    async def _call(self, bucket: str, key: str, doing: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return await asyncio.to_thread(fn)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "NoSuchUpload":
+                raise UploadGone(bucket, key) from exc
+            if code == "NoSuchBucket":
+                raise NoSuchBucket(bucket) from exc
+            raise ObjectStoreError(f"Cannot {doing} s3://{bucket}/{key}: {_short(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(f"Cannot {doing} s3://{bucket}/{key}: {_short(exc)}") from exc
+
+    async def create_upload(self, bucket: str, key: str) -> str:
+        c = self._client()
+        fn = functools.partial(c.create_multipart_upload, Bucket=bucket, Key=key)
+        answer = await self._call(bucket, key, "start an upload of", fn)
+        return str(answer["UploadId"])
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, data: bytes
+    ) -> UploadedPart:
+        c = self._client()
+        fn = functools.partial(
+            c.upload_part, Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+        )
+        answer = await self._call(bucket, key, f"upload part {number} of", fn)
+        return UploadedPart(number, str(answer["ETag"]), len(data))
+
+    async def complete_upload(
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[UploadedPart]
+    ) -> None:
+        c = self._client()
+        listed = [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
+        fn = functools.partial(
+            c.complete_multipart_upload,
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": listed},
+        )
+        await self._call(bucket, key, "complete the upload of", fn)
+
+    async def abort_uploads(self, bucket: str, prefix: str) -> int:
+        c = self._client()
+        fn = functools.partial(self._abort_all, c, bucket, prefix)
+        result: int = await self._call(bucket, prefix, "abort the uploads under", fn)
+        return result
+
+    @staticmethod
+    def _abort_all(client: Any, bucket: str, prefix: str) -> int:
+        aborted = 0
+        for page in client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            for upload in page.get("Uploads", []):
+                try:
+                    client.abort_multipart_upload(
+                        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                except ClientError as exc:  # finished meanwhile
+                    if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                        raise
+                    continue
+                aborted += 1
+        return aborted
+
     async def aclose(self) -> None:
         self._stores.clear()
+        if self._boto is not None:
+            self._boto.close()
+            self._boto = None

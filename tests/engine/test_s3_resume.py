@@ -1,0 +1,125 @@
+"""No shared disk: with the S3 object store, the file in progress is checkpointed into the
+bucket as parts of a multipart upload, so an engine with another (empty) data dir resumes a
+taken-over job after the last part saved, not from the file's start (docs/architecture.md,
+"The file in progress")."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrock.backends.base import ModelRequest, ModelResult
+from batchrock.clock import FakeClock
+from batchrock.engine import file_pass, runner
+from batchrock.engine.checkpoint import Checkpoint
+from batchrock.jobs import JobStatus
+from batchrock.objects import S3ObjectStore
+
+from .conftest import SMALL_PART_BYTES, s3_client
+from .crashpoints import Nth, Process, check_output_matches_counts
+from .harness import Harness, echo, jsonl, records
+
+pytestmark = pytest.mark.timeout(300)
+S = JobStatus
+SETTINGS: dict[str, Any] = {"engine_lease_seconds": 0.15}
+
+
+async def yielding_echo(request: ModelRequest) -> ModelResult:
+    """The echo model, letting the engine run between records (so it checkpoints mid-file)."""
+    await asyncio.sleep(0)
+    return await echo(request)
+
+
+@pytest.fixture(autouse=True)
+def _small_flushes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Output is written (and parts cut) every few records instead of every megabyte.
+    monkeypatch.setattr(file_pass, "FLUSH_BYTES", 300)
+    monkeypatch.setattr(runner, "HALT_GRACE_SECONDS", 0.05)
+
+
+def s3_store(url: str) -> S3ObjectStore:
+    return S3ObjectStore(
+        endpoint_url=url,
+        access_key_id="testing",
+        secret_access_key="testing",
+        part_bytes=SMALL_PART_BYTES,
+    )
+
+
+def s3_harness(tmp_path: Path, url: str, *, like: Harness | None = None) -> Harness:
+    """A harness whose buckets are on ``url``; ``like``: another engine host of the same
+    service (same job store, same bucket, same clock) with a data dir of its own."""
+    kw: dict[str, Any] = {}
+    if like is not None:
+        kw = {"clock": like.clock, "store_factory": like.store_factory}
+    else:
+        kw = {"clock": FakeClock()}
+    h = Harness(tmp_path, s3=s3_client(url), objects=s3_store(url), **kw, **SETTINGS)
+    h.bucket("out-bucket")
+    return h
+
+
+class Counted:
+    """The model of the resuming engine: which records it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def __call__(self, request: ModelRequest) -> ModelResult:
+        self.asked.append(request.record_id)
+        return await yielding_echo(request)
+
+
+FILES = {"a.jsonl": records(60), "b.jsonl": records(10, start=60)}
+OUT = "s3://out-bucket/results/"
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "after"),
+    [
+        (Nth("upload_part a.jsonl.out", 2), True),  # part 2 is up, its checkpoint is not
+        (Nth("parts=2"), False),  # before the checkpoint recording part 2
+        (Nth("parts=2"), True),  # just after it
+        (Nth("complete_upload a.jsonl.out"), False),  # the file is done, not yet published
+        (Nth("complete_upload a.jsonl.out"), True),  # published, the checkpoint not moved on
+    ],
+    ids=["after-part", "before-save", "after-save", "before-complete", "after-complete"],
+)
+def test_a_job_taken_over_on_another_host_resumes_after_its_last_part(
+    tmp_path: Path, moto_small_parts_url: str, crash_at: Nth, after: bool
+) -> None:
+    url = moto_small_parts_url
+    first_host = s3_harness(tmp_path / "one", url)
+    second_host = s3_harness(tmp_path / "two", url, like=first_host)
+    folder = f"s3://in-bucket/{uuid.uuid4().hex[:8]}/"
+    for name, recs in FILES.items():
+        first_host.put(folder + name, jsonl(recs))
+
+    async def main() -> None:
+        job = await first_host.submit(folder, OUT)
+        crashed = Process(first_host, handler=yielding_echo, crash_at=crash_at, after=after)
+        assert not await crashed.drive(job.job_id), "the first engine should have died"
+        raw = await first_host.store.load_checkpoint(job.job_id)
+        assert raw is not None
+        cp = Checkpoint.from_json(raw)
+        assert cp is not None
+        covered = sum(p["records"] for p in cp.parts) if cp.file == 0 else None
+        model = Counted()
+        resumed = Process(second_host, handler=model)
+        assert await resumed.drive(job.job_id)
+        done = await check_output_matches_counts(second_host, OUT, job.job_id, FILES)
+        assert done.status is S.COMPLETED, done.message
+        ids = [r["recordId"] for recs in FILES.values() for r in recs]
+        if covered is None:  # a.jsonl was published before the crash
+            assert model.asked == ids[60:]
+        else:
+            assert covered > 0, "no part was saved before the crash"
+            # Exactly the records no saved part held went to the model again.
+            assert sorted(model.asked) == ids[covered:], (covered, len(model.asked))
+        assert not s3_client(url).list_multipart_uploads(Bucket="out-bucket").get("Uploads")
+
+    asyncio.run(main())
