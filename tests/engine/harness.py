@@ -65,6 +65,12 @@ async def echo(request: ModelRequest) -> ModelResult:
     return echo_now(request)
 
 
+async def yielding_echo(request: ModelRequest) -> ModelResult:
+    """:func:`echo`, letting the engine run between records (so it checkpoints mid-file)."""
+    await asyncio.sleep(0)
+    return echo_now(request)
+
+
 def slow(seconds: float) -> Any:
     async def handler(request: ModelRequest) -> ModelResult:
         await asyncio.sleep(seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ from typing import Any
 import pytest
 
 from batchrock.clock import FakeClock
-from batchrock.engine import runner
+from batchrock.engine import file_pass, runner
 from batchrock.jobs import Job, JobStatus
 
 from .crashpoints import Process, check_output_matches_counts, gate, stop
-from .harness import Harness, jsonl, records
+from .harness import Harness, jsonl, records, yielding_echo
+from .test_s3_resume import s3_harness
 
 S = JobStatus
 OUT = "s3://out-bucket/results/"
@@ -69,6 +71,12 @@ def test_stop_after_a_crash_between_publish_and_checkpoint_keeps_output_and_coun
 
 
 # --- the walk: every crash point of a run, then each way a job ends --------------------------
+#
+# On both object stores. On S3 the file in progress is checkpointed as parts of a multipart
+# upload (every few records here: small parts, output written every few records), and the
+# run after a crash is an engine on another host: a data dir of its own, without the spool.
+
+STORES = ["local", "s3"]
 
 #: Two files, so that crashes fall before, between and after files.
 FILES = {"a.jsonl": records(30), "b.jsonl": records(20, start=30)}
@@ -78,24 +86,36 @@ ACTIONS = ["complete", "stop", "stop-at-resume", "timeout", "fail"]
 
 class Walk:
     """Scenarios on one store: each its own input folder and job (a store per scenario
-    would cost more than the scenario)."""
+    would cost more than the scenario). ``other``: the engine host that carries a crashed
+    job on (``h`` itself for the local store: one data dir)."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.h = harness(tmp_path, {})
+    def __init__(self, tmp_path: Path, request: pytest.FixtureRequest, store: str) -> None:
+        if store == "s3":
+            url = request.getfixturevalue("moto_small_parts_url")
+            request.getfixturevalue("_small_flushes")
+            self.h = s3_harness(tmp_path / "one", url, handler=yielding_echo)
+            self.other = s3_harness(tmp_path / "two", url, like=self.h, handler=yielding_echo)
+        else:
+            self.h = harness(tmp_path, {})
+            self.other = self.h
+        self.run = uuid.uuid4().hex[:8]
         self.n = 0
 
     async def submit(self) -> tuple[str, str]:
         self.n += 1
-        folder = f"in-{self.n}"
+        folder = f"in-{self.run}-{self.n}"
         for name, recs in FILES.items():
             self.h.put(f"s3://in-bucket/{folder}/{name}", jsonl(recs))
         job = await self.h.submit(f"s3://in-bucket/{folder}/", OUT)
         return job.job_id, folder
 
-    async def finish(self, job_id: str, folder: str, action: str, **crash: Any) -> Process:
-        """Carry the job on in a new process and end it the ``action`` way; ``crash`` kills
-        that process at one of its writes, as in :class:`Process`."""
-        h = self.h
+    async def finish(
+        self, job_id: str, folder: str, action: str, *, on: Harness | None = None, **crash: Any
+    ) -> Process:
+        """Carry the job on in a new process (on the ``other`` host unless ``on``) and end it
+        the ``action`` way; ``crash`` kills that process at one of its writes, as in
+        :class:`Process`."""
+        h = on or self.other
         handler: Any = None
         on_write: Any = None
         if action == "stop":
@@ -113,7 +133,7 @@ class Walk:
                 h.clock.advance(timedelta(hours=25))  # type: ignore[attr-defined]
         elif action == "fail":
             for name in FILES:
-                (h.data_dir / "s3" / "in-bucket" / folder / name).unlink(missing_ok=True)
+                h.delete(f"s3://in-bucket/{folder}/{name}")
         process = Process(h, handler=handler, on_write=on_write, **crash)
         await process.drive(job_id)
         return process
@@ -135,11 +155,18 @@ def crash_points(trace: list[str]) -> list[tuple[int, bool, str]]:
     return points
 
 
+@pytest.fixture
+def _small_flushes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Output is written every few records, so parts are cut mid-file.
+    monkeypatch.setattr(file_pass, "FLUSH_BYTES", 300)
+
+
+@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("action", ACTIONS)
 def test_every_crash_point_of_a_run_then_each_ending_keeps_output_equal_to_counts(
-    tmp_path: Path, action: str
+    tmp_path: Path, request: pytest.FixtureRequest, action: str, store: str
 ) -> None:
-    walk = Walk(tmp_path)
+    walk = Walk(tmp_path, request, store)
 
     async def main() -> None:
         job_id, _ = await walk.submit()
@@ -147,7 +174,11 @@ def test_every_crash_point_of_a_run_then_each_ending_keeps_output_equal_to_count
         assert await reference.drive(job_id)
         await walk.check(job_id, "no crash")
         trace = reference.trace
-        assert "put_file a.jsonl.out" in trace and trace[-1] == "transition Completed"
+        published = "complete_upload a.jsonl.out" if store == "s3" else "put_file a.jsonl.out"
+        assert published in trace and trace[-1] == "transition Completed"
+        if store == "s3":  # parts are checkpointed mid-file, not only at its end
+            first_part = next(label for label in trace if "parts=1" in label)
+            assert " done" not in first_part, trace
         for k, after, label in crash_points(trace):
             job_id, folder = await walk.submit()
             await Process(walk.h, crash_at=k, after=after).drive(job_id)
@@ -160,19 +191,24 @@ def test_every_crash_point_of_a_run_then_each_ending_keeps_output_equal_to_count
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("lose_spool", [False, True], ids=["same-disk", "spool-lost"])
+@pytest.mark.parametrize(
+    ("store", "lose_spool"),
+    [("local", False), ("local", True), ("s3", False)],
+    ids=["same-disk", "spool-lost", "s3-other-host"],
+)
 @pytest.mark.parametrize("action", ACTIONS)
 def test_every_crash_point_of_an_ending_then_the_next_run_keeps_output_equal_to_counts(
-    tmp_path: Path, action: str, lose_spool: bool
+    tmp_path: Path, request: pytest.FixtureRequest, action: str, lose_spool: bool, store: str
 ) -> None:
     """The run that ends the job (settling a stop, a timeout, a failure) dies at each of its
-    writes in turn, and the run after it (on another machine's disk, with ``lose_spool``)
-    must still leave output and counts equal."""
-    walk = Walk(tmp_path)
+    writes in turn, and the run after it (on another machine's disk, with ``lose_spool``, or
+    on S3 another host than the one that crashed) must still leave output and counts equal."""
+    walk = Walk(tmp_path, request, store)
+    published = "complete_upload a.jsonl.out" if store == "s3" else "put_file a.jsonl.out"
 
     async def crashed_after_publish() -> tuple[str, str]:
         job_id, folder = await walk.submit()
-        first = Process(walk.h, crash_at="put_file a.jsonl.out", after=True)
+        first = Process(walk.h, crash_at=published, after=True)
         assert not await first.drive(job_id)
         return job_id, folder
 
@@ -185,7 +221,7 @@ def test_every_crash_point_of_an_ending_then_the_next_run_keeps_output_equal_to_
             await walk.finish(job_id, folder, action, crash_at=k, after=after)
             if lose_spool:
                 shutil.rmtree(walk.h.data_dir / "spool" / job_id, ignore_errors=True)
-            await walk.finish(job_id, folder, action)
+            await walk.finish(job_id, folder, action, on=walk.h)
             where = f"crash {'after' if after else 'before'} write {k} ({label}) of {action}"
             await walk.check(job_id, where + ", then again")
 

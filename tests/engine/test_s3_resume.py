@@ -17,21 +17,16 @@ from batchrock.clock import FakeClock
 from batchrock.engine import file_pass, runner
 from batchrock.engine.checkpoint import Checkpoint
 from batchrock.jobs import JobStatus
-from batchrock.objects import S3ObjectStore
+from batchrock.objects import LocalObjectStore, S3ObjectStore, UploadGone, resumable
+from batchrock.objects.base import multipart_etag
 
 from .conftest import SMALL_PART_BYTES, s3_client
 from .crashpoints import Nth, Process, check_output_matches_counts
-from .harness import Harness, echo, jsonl, records
+from .harness import Harness, jsonl, records, yielding_echo
 
 pytestmark = pytest.mark.timeout(300)
 S = JobStatus
 SETTINGS: dict[str, Any] = {"engine_lease_seconds": 0.15}
-
-
-async def yielding_echo(request: ModelRequest) -> ModelResult:
-    """The echo model, letting the engine run between records (so it checkpoints mid-file)."""
-    await asyncio.sleep(0)
-    return await echo(request)
 
 
 @pytest.fixture(autouse=True)
@@ -50,15 +45,14 @@ def s3_store(url: str) -> S3ObjectStore:
     )
 
 
-def s3_harness(tmp_path: Path, url: str, *, like: Harness | None = None) -> Harness:
+def s3_harness(tmp_path: Path, url: str, *, like: Harness | None = None, **kw: Any) -> Harness:
     """A harness whose buckets are on ``url``; ``like``: another engine host of the same
     service (same job store, same bucket, same clock) with a data dir of its own."""
-    kw: dict[str, Any] = {}
     if like is not None:
-        kw = {"clock": like.clock, "store_factory": like.store_factory}
+        kw |= {"clock": like.clock, "store_factory": like.store_factory}
     else:
-        kw = {"clock": FakeClock()}
-    h = Harness(tmp_path, s3=s3_client(url), objects=s3_store(url), **kw, **SETTINGS)
+        kw |= {"clock": FakeClock()}
+    h = Harness(tmp_path, s3=s3_client(url), objects=s3_store(url), **{**SETTINGS, **kw})
     h.bucket("out-bucket")
     return h
 
@@ -121,5 +115,44 @@ def test_a_job_taken_over_on_another_host_resumes_after_its_last_part(
             # Exactly the records no saved part held went to the model again.
             assert sorted(model.asked) == ids[covered:], (covered, len(model.asked))
         assert not s3_client(url).list_multipart_uploads(Bucket="out-bucket").get("Uploads")
+
+    asyncio.run(main())
+
+
+def test_the_s3_store_resumes_uploads_and_the_local_store_has_none(
+    tmp_path: Path, moto_small_parts_url: str
+) -> None:
+    """The seam itself: parts uploaded through one client are completed through another
+    (another process's), an upload that is gone says so, and a job's unfinished uploads are
+    aborted by prefix. The local store offers none: its spool and hard link are the path."""
+    url = moto_small_parts_url
+    s3 = s3_client(url)
+    bucket = f"up-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    assert resumable(LocalObjectStore(tmp_path / "s3")) is None
+
+    async def main() -> None:
+        one, two = s3_store(url), s3_store(url)
+        up1, up2 = resumable(one), resumable(two)
+        assert up1 is not None and up2 is not None
+        upload = await up1.create_upload(bucket, "job/a.jsonl.out")
+        first = await up1.upload_part(bucket, "job/a.jsonl.out", upload, 1, b"x" * SMALL_PART_BYTES)
+        # A number skipped (as a run after a takeover does) is fine; only listed parts count.
+        last = await up2.upload_part(bucket, "job/a.jsonl.out", upload, 3, b"tail\n")
+        await up2.complete_upload(bucket, "job/a.jsonl.out", upload, [first, last])
+        body = s3.get_object(Bucket=bucket, Key="job/a.jsonl.out")["Body"].read()
+        assert body == b"x" * SMALL_PART_BYTES + b"tail\n"
+        info = await two.head(bucket, "job/a.jsonl.out")
+        assert info is not None and (info.etag or "").strip('"') == multipart_etag([first, last])
+
+        stale = await up1.create_upload(bucket, "job/b.jsonl.out")
+        await up1.create_upload(bucket, "other-job/b.jsonl.out")
+        assert await up2.abort_uploads(bucket, "job/") == 1
+        with pytest.raises(UploadGone):
+            await up1.upload_part(bucket, "job/b.jsonl.out", stale, 1, b"late")
+        left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        assert [u["Key"] for u in left] == ["other-job/b.jsonl.out"]
+        await one.aclose()
+        await two.aclose()
 
     asyncio.run(main())

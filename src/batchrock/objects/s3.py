@@ -273,7 +273,18 @@ class S3ObjectStore:
         fn = functools.partial(
             c.upload_part, Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
         )
-        answer = await self._call(bucket, key, f"upload part {number} of", fn)
+        try:
+            answer = await self._call(bucket, key, f"upload part {number} of", fn)
+        except UploadGone:
+            raise
+        except ObjectStoreError:
+            # Not every S3-compatible service says NoSuchUpload here (moto's server answers
+            # 500): ask for the upload's parts, which it does answer so for.
+            listing = functools.partial(
+                c.list_parts, Bucket=bucket, Key=key, UploadId=upload_id, MaxParts=1
+            )
+            await self._call(bucket, key, "read the upload of", listing)
+            raise
         return UploadedPart(number, str(answer["ETag"]), len(data))
 
     async def complete_upload(
