@@ -209,7 +209,7 @@ def bedrock_client(
     return session.client(
         "bedrock",
         endpoint_url=url,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, **config),
     )
 
 
