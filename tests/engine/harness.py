@@ -28,6 +28,7 @@ from batchrock.backends.base import (
     ModelResult,
     RecordError,
 )
+from batchrock.catalogue import Catalogue
 from batchrock.clock import Clock, FakeClock, SystemClock
 from batchrock.engine import Engine
 from batchrock.engine.file_pass import FilePass, Progress
@@ -145,6 +146,7 @@ class Harness:
         store_factory: StoreFactory | None = None,
         s3: Any = None,
         objects: ObjectStore | None = None,
+        catalogue: Catalogue | None = None,
         **settings: Any,
     ) -> None:
         """``objects`` (with ``s3``, a boto3 client of the same service): the jobs' buckets
@@ -161,6 +163,7 @@ class Harness:
         self.resolver = OneBackend(self.backend)
         self.clock = clock or SystemClock()
         self.buckets = buckets
+        self.catalogue = catalogue
 
     def put(self, uri: str, data: bytes) -> None:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -202,6 +205,7 @@ class Harness:
             self.resolver,
             self.objects,
             buckets=self.buckets,
+            catalogue=self.catalogue,
         )
 
     async def submit(

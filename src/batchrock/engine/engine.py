@@ -24,6 +24,7 @@ import shutil
 import socket
 from datetime import datetime, timedelta
 
+from batchrock.catalogue import Catalogue, load_catalogue
 from batchrock.clock import Clock
 from batchrock.engine.checkpoint import spool_root
 from batchrock.engine.grants import BucketPolicy, OpenBuckets
@@ -68,6 +69,7 @@ class Engine:
         objects: ObjectStore | None = None,
         *,
         buckets: BucketPolicy | None = None,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -91,6 +93,7 @@ class Engine:
             shutdown=self._shutdown,
             # No policy given is open mode: what running without a credentials file means.
             buckets=buckets if buckets is not None else OpenBuckets(),
+            catalogue=catalogue if catalogue is not None else load_catalogue(),
         )
         #: The runner task of each job this engine holds. A task leaves it *before* its
         #: runner gives the lease back (see _drive): a job found here is still leased to a

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from batchrock.catalogue import CatalogueModel
 from batchrock.engine.records import (
     LINE_ERRORS,
     UTF8_BOM,
@@ -377,6 +379,34 @@ def _check_lines_one_by_one(block: bytes, before: int, file: InputFile, ids: Rec
         ids.add(record_id, file, number)
         count += 1
     return count
+
+
+#: Settings field -> (the catalogue's Quotas field, unit in bytes or records).
+_MODEL_QUOTAS: dict[str, tuple[str, int]] = {
+    "quota_min_records_per_job": ("min_records_per_job", 1),
+    "quota_max_records_per_job": ("records_per_job", 1),
+    "quota_max_records_per_file": ("records_per_input_file", 1),
+    "quota_max_file_bytes": ("input_file_size_gb", 1024**3),
+    "quota_max_job_bytes": ("job_size_gb", 1024**3),
+}
+
+
+def model_quotas(settings: Settings, model: CatalogueModel | None) -> Settings:
+    """``settings`` with the quotas that validate a job for ``model`` (docs/models.md, "Which
+    quota applies"): for a catalogued model, each quota setting still at Bedrock's default
+    gives way to the model's own value; a setting the operator changed is this deployment's
+    adjusted quota (as a Service Quotas increase would be) and applies to every model, so
+    ``quota_min_records_per_job = 1`` keeps small jobs possible. Ids outside the catalogue
+    (routed, ``allow_any_model``) get the settings."""
+    if model is None:
+        return settings
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    changes = {
+        name: getattr(model.quotas, quota) * unit
+        for name, (quota, unit) in _MODEL_QUOTAS.items()
+        if getattr(settings, name) == defaults[name]
+    }
+    return settings.evolve(**changes)
 
 
 def check_record_quotas(total: int, settings: Settings) -> None:

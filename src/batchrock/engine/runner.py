@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from batchrock import jobs
 from batchrock.backends.base import ModelBackend
+from batchrock.catalogue import Catalogue
 from batchrock.clock import Clock
 from batchrock.engine import grants, inputs
 from batchrock.engine.checkpoint import (
@@ -88,6 +89,8 @@ class EngineContext:
     shutdown: asyncio.Event
     #: Which buckets each account's jobs may use (engine/grants.py).
     buckets: grants.BucketPolicy
+    #: The models Bedrock offers for batch inference: their per-model quotas apply.
+    catalogue: Catalogue
 
 
 class Halt(enum.Enum):
@@ -292,7 +295,7 @@ class JobRunner:
             await self._move(S.FAILED, expected={S.VALIDATING}, message=refused)
             return
         try:
-            settings = ctx.settings
+            settings = inputs.model_quotas(ctx.settings, ctx.catalogue.get(job.model_id))
             if job.is_openai_batch:  # OpenAI's Batch API has no minimum number of requests
                 settings = replace(settings, quota_min_records_per_job=0)
             scan = await inputs.scan_inputs(
