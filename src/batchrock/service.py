@@ -12,7 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from batchrock import jobs
-from batchrock.catalogue import UNSUPPORTED_MODEL_MESSAGE, AnyModel, ModelCatalogue
+from batchrock.catalogue import (
+    UNSUPPORTED_MODEL_MESSAGE,
+    AnyModel,
+    ModelCatalogue,
+    unsupported_invocation_message,
+)
 from batchrock.clock import Clock
 from batchrock.errors import (
     ResourceNotFoundException,
@@ -100,6 +105,11 @@ class JobService:
             new.model_id, caller.region, caller.account_id
         ):
             raise ValidationException(UNSUPPORTED_MODEL_MESSAGE)
+        invocation_type = new.invocation_type or "InvokeModel"
+        if not self.catalogue.takes(new.model_id, invocation_type):
+            # Refused at Create like the model itself [UNCONFIRMED: Bedrock may fail the job
+            # at validation instead]; docs/models.md, "Invocation types".
+            raise ValidationException(unsupported_invocation_message(invocation_type))
         # Keep what the wire shows (milliseconds), so time filters agree with listed times.
         now = self.clock.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -132,7 +142,7 @@ class JobService:
             vpc_security_group_ids=new.vpc_security_group_ids,
             timeout_hours=timeout,
             expiration_time=jobs.expiration_for(now, timeout),
-            invocation_type=new.invocation_type or "InvokeModel",
+            invocation_type=invocation_type,
         )
         limit = self.max_unfinished_per_model or None
         try:

@@ -136,3 +136,40 @@ def test_allow_any_model_restores_the_old_behaviour(server_factory: Any) -> None
             **create_args(f"any-{abs(hash(model_id))}", modelId=model_id)
         )["jobArn"]
         assert client.get_model_invocation_job(jobIdentifier=arn)["modelId"] == model_id
+
+
+def test_an_invocation_type_the_model_does_not_take_fails_at_create(client: Any) -> None:
+    # Titan Text Embeddings takes InvokeModel bodies only: a Converse job is refused like the
+    # model, nothing stored; the types the catalogue lists go through.
+    name = "titan-converse"
+    with pytest.raises(ClientError) as caught:
+        client.create_model_invocation_job(
+            **create_args(
+                name, modelId="amazon.titan-embed-text-v2:0", modelInvocationType="Converse"
+            )
+        )
+    error = caught.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert error["Message"] == f"{REFUSAL} with modelInvocationType Converse."
+    assert client.list_model_invocation_jobs(nameContains=name)["invocationJobSummaries"] == []
+    for model_id, kind in [
+        ("amazon.titan-embed-text-v2:0", "InvokeModel"),
+        ("us.amazon.nova-lite-v1:0", "Converse"),
+        ("anthropic.claude-3-haiku-20240307-v1:0", "Converse"),
+    ]:
+        arn = client.create_model_invocation_job(
+            **create_args(
+                f"ok-{kind}-{abs(hash(model_id))}", modelId=model_id, modelInvocationType=kind
+            )
+        )["jobArn"]
+        assert client.get_model_invocation_job(jobIdentifier=arn)["modelInvocationType"] == kind
+
+
+def test_allow_any_model_allows_any_invocation_type(server_factory: Any) -> None:
+    server = server_factory(engine=False, allow_any_model=True)
+    client = bedrock_client(server.url)
+    client.create_model_invocation_job(
+        **create_args(
+            "any-type", modelId="amazon.titan-embed-text-v2:0", modelInvocationType="Converse"
+        )
+    )

@@ -36,6 +36,14 @@ from typing import Any, Literal, Protocol
 #: Bedrock's words when it does not offer a model for batch inference (service-facts §3).
 UNSUPPORTED_MODEL_MESSAGE = "Batch inference is not supported for the requested model"
 
+
+def unsupported_invocation_message(invocation_type: str) -> str:
+    """The refusal of a ``modelInvocationType`` the model does not take in batch. No capture
+    of Bedrock's words was found **[UNCONFIRMED]**: Bedrock's refusal of the model, with the
+    type named (clients matching the refusal's start still match)."""
+    return f"{UNSUPPORTED_MODEL_MESSAGE} with modelInvocationType {invocation_type}."
+
+
 #: Geography prefix of a cross-Region inference profile -> whether a source Region belongs to it.
 GEOGRAPHIES: dict[str, Callable[[str], bool]] = {
     "us": lambda r: r.startswith("us-") and not r.startswith("us-gov-"),
@@ -170,11 +178,19 @@ class ModelCatalogue(Protocol):
         """Whether ``account_id`` may start a batch job for ``model_id`` in ``region``."""
         ...
 
+    def takes(self, model_id: str, invocation_type: str) -> bool:
+        """Whether ``model_id`` takes batch jobs of ``modelInvocationType`` ``invocation_type``
+        (an id the catalogue does not know: yes)."""
+        ...
+
 
 class AnyModel:
     """Every id is accepted (setting ``allow_any_model``: the behaviour before the catalogue)."""
 
     def supports(self, model_id: str, region: str, account_id: str) -> bool:
+        return True
+
+    def takes(self, model_id: str, invocation_type: str) -> bool:
         return True
 
 
@@ -214,6 +230,10 @@ class Catalogue:
             return model.profile_offered(ref.geography, region)
         return model.offered_in(region)
 
+    def takes(self, model_id: str, invocation_type: str) -> bool:
+        model = self.get(model_id)
+        return model is None or invocation_type in model.invocation_types
+
 
 @dataclass(frozen=True)
 class RoutedOrCatalogued:
@@ -224,6 +244,11 @@ class RoutedOrCatalogued:
 
     def supports(self, model_id: str, region: str, account_id: str) -> bool:
         return self.routed(model_id) or self.catalogue.supports(model_id, region, account_id)
+
+    def takes(self, model_id: str, invocation_type: str) -> bool:
+        # A routed id that Bedrock catalogues keeps the model's invocation types: the same
+        # job would be refused on Bedrock.
+        return self.catalogue.takes(model_id, invocation_type)
 
 
 @cache
