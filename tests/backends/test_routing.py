@@ -147,3 +147,17 @@ def test_models_command_without_config_or_fallback(
     bad = write(tmp_path, "[[routes]]\nmodel = 'x'\n")
     assert cli.main([], bad, io.StringIO()) == 2
     assert "'backend' is required" in capsys.readouterr().err
+
+
+def test_models_command_shows_invocation_types_and_per_model_quotas(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert cli.main([], Settings(data_dir=tmp_path), out) == 0
+    lines = out.getvalue().splitlines()
+    header = next(line for line in lines if "MODEL ID" in line)
+    assert header.split() == [
+        "MODEL", "ID", "FAMILY", "REGIONS", "PROFILES", "INVOCATION", "QUOTAS", "INPUT"
+    ]  # fmt: skip
+    (pro,) = [line.split() for line in lines if line.strip().startswith("amazon.nova-pro-v1:0")]
+    assert pro[4:6] == ["InvokeModel,Converse", "job_size_gb=100"]
+    (titan,) = [line.split() for line in lines if "amazon.titan-embed-text-v2:0 " in line]
+    assert titan[4:6] == ["InvokeModel", "-"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from typing import TextIO
 
 from batchrock.backends.base import ModelBackend
@@ -20,7 +21,13 @@ from batchrock.backends.routing import (
     Route,
     build_resolver,
 )
-from batchrock.catalogue import Catalogue, CatalogueModel, load_catalogue, parse_model_id
+from batchrock.catalogue import (
+    Catalogue,
+    CatalogueModel,
+    Quotas,
+    load_catalogue,
+    parse_model_id,
+)
 from batchrock.settings import Settings
 
 
@@ -80,17 +87,30 @@ def catalogue_table(catalogue: Catalogue, settings: Settings) -> list[str]:
         f"Catalogue of models Bedrock offers for batch inference ({len(catalogue.models)} "
         f"models, facts of {catalogue.date}; {check}):"
     ]
-    header = ("MODEL ID", "FAMILY", "REGIONS", "PROFILES", "INVOCATION", "INPUT")
-    rows = [header] + [_catalogue_row(m) for m in catalogue.models.values()]
+    header = ("MODEL ID", "FAMILY", "REGIONS", "PROFILES", "INVOCATION", "QUOTAS", "INPUT")
+    rows = [header] + [_catalogue_row(m, catalogue.defaults) for m in catalogue.models.values()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  " + "  ".join([*cells, row[-1]]))
     lines.append("  (?: not confirmed by a primary source; see the unconfirmed notes in the data)")
+    d = catalogue.defaults
+    lines.append(
+        f"  (QUOTAS: where the model differs from Bedrock's defaults: {d.records_per_job} "
+        f"records per job, {d.records_per_input_file} per file, at least "
+        f"{d.min_records_per_job}, {d.input_file_size_gb} GB per file, {d.job_size_gb} GB per "
+        f"job; a changed quota_* setting wins, docs/models.md)"
+    )
     return lines
 
 
-def _catalogue_row(model: CatalogueModel) -> tuple[str, ...]:
+def _quota_cell(quotas: Quotas, defaults: Quotas) -> str:
+    """The model's batch quotas that differ from the defaults (``-``: none)."""
+    mine, usual = asdict(quotas), asdict(defaults)
+    return ",".join(f"{k}={v}" for k, v in mine.items() if v != usual[k]) or "-"
+
+
+def _catalogue_row(model: CatalogueModel, defaults: Quotas) -> tuple[str, ...]:
     if model.regions is None:
         regions = "any?"
     elif not model.regions:
@@ -106,6 +126,7 @@ def _catalogue_row(model: CatalogueModel) -> tuple[str, ...]:
         regions,
         profiles,
         ",".join(model.invocation_types),
+        _quota_cell(model.quotas, defaults),
         ",".join(model.input_modalities),
     )
 
