@@ -27,6 +27,7 @@ from batchrock.backends.neutral import (
     Tool,
     ToolChoice,
 )
+from batchrock.catalogue import parse_model_id
 
 _TOP = frozenset(
     {
@@ -162,7 +163,7 @@ class ChatCompletions(ChatFamily):
             "id": "chatcmpl-" + answer_id(answer, 24),
             "object": "chat.completion",
             "created": CREATED,
-            "model": model_id.rsplit("/", 1)[-1],
+            "model": _reported_model(model_id),
             "choices": [
                 {
                     "index": 0,
@@ -295,3 +296,14 @@ def _content(c: Checker, content: Any, path: str) -> str:
             if kind == "text" and text is not None:
                 texts.append(text)
     return "".join(texts)
+
+
+def _reported_model(model_id: str) -> str:
+    """The ``model`` of a chat completion: the model or profile id a foundation-model or
+    inference-profile ARN names; any other ARN (an application inference profile, a custom
+    model) whole, since the resource id alone (``abcd1234efgh``) names no model and batchrock
+    cannot see the model behind it **[UNCONFIRMED: what Bedrock reports there]**."""
+    ref = parse_model_id(model_id)
+    if ref is None or ref.kind not in {"foundation", "profile"}:
+        return model_id
+    return model_id.rsplit("/", 1)[-1]
