@@ -173,3 +173,34 @@ def test_application_inference_profile_is_reported_whole_not_as_its_resource_id(
     assert wait(server, arn)["status"] == "Completed"
     ((line,), _) = results(server, arn)
     assert line["modelOutput"]["model"] == profile
+
+
+def test_per_model_job_size_quota_end_to_end(server: Any) -> None:
+    # Nova Pro's batch jobs may total 100 GB, other models' 5 GB (service-facts §3; the
+    # catalogue's per-model quota, the setting left at Bedrock's default). Six sparse files of
+    # 1 GiB each (no disk used; sizes come from the listing): over 5 GiB, within 100 GB.
+    folder = server.data_dir / "s3" / "bucket" / "big"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        with (folder / f"{i}.jsonl").open("wb") as f:
+            f.truncate(1024**3)
+    client = bedrock_client(server.url)
+
+    def job(model_id: str) -> dict[str, Any]:
+        arn = client.create_model_invocation_job(
+            jobName=f"big-{model_id.split('.')[1].split(':')[0]}",
+            roleArn="arn:aws:iam::123456789012:role/batch",
+            modelId=model_id,
+            inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://bucket/big/"}},
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://bucket/out/"}},
+        )["jobArn"]
+        return wait(server, arn)
+
+    lite = job("amazon.nova-lite-v1:0")
+    assert lite["status"] == "Failed"
+    assert "Batch inference job size' of 5368709120 bytes" in lite["message"]
+    pro = job("amazon.nova-pro-v1:0")
+    # Past the size check; the (zero-filled) content is what fails it.
+    assert pro["status"] == "Failed"
+    assert "job size" not in pro["message"], pro["message"]
+    assert "s3://bucket/big/0.jsonl" in pro["message"]
