@@ -4,7 +4,7 @@
 
 Fills a fresh SQLite store with ``--jobs`` jobs (every status, optional members present and
 absent), starts ``batchrock serve`` on it (``--no-engine``: nothing else runs in the process)
-and the floor (benchmarks/api_floor.py: a bare uvicorn app answering the very bytes batchrock
+and the floor (benchmarks/_api_floor.py: a bare uvicorn app answering the very bytes batchrock
 gave for each request). Then, round after round, the same signed requests go to one and then
 the other (the order alternates), over ``--connections`` keep-alive connections, and each
 server's CPU time (user + system of its process, from /proc) per request is measured; wall
@@ -239,7 +239,7 @@ async def main() -> None:
         floor = subprocess.Popen(
             [
                 sys.executable,
-                str(ROOT / "benchmarks" / "api_floor.py"),
+                str(ROOT / "benchmarks" / "_api_floor.py"),
                 "--port",
                 str(floor_port),
                 "--answers",

@@ -1,6 +1,6 @@
 """The floor for the API benchmarks: a bare uvicorn app answering canned bytes.
 
-    python benchmarks/api_floor.py --port 8001 --answers answers.json
+    python benchmarks/_api_floor.py --port 8001 --answers answers.json
 
 ``answers.json`` maps a request target (path and query, as the client sends it) to the body
 batchrock gave for it (base64). The app answers each with those bytes, the same content type and
