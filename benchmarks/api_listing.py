@@ -20,7 +20,6 @@ import asyncio
 import base64
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,18 +36,16 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from batchrock import jobs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from openai_backend import free_port
+
 from batchrock.jobs import Counters, Job, JobStatus
 from batchrock.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -48,6 +48,7 @@ from batchrock.store.base import (
     StoreConflict,
     StoreSnapshot,
     UnfinishedJobsQuota,
+    job_row,
 )
 
 SCHEMA_VERSION = 2
@@ -77,6 +78,7 @@ _ROW_COLUMNS = (
     "success_records, error_records"
 )
 _make_row = JobRow._make
+_VPC = JobRow._fields.index("vpc")
 
 
 def _job_rows(rows: Iterator[tuple[Any, ...]]) -> list[JobRow]:
@@ -293,48 +295,17 @@ class SqliteStore:
                     return _row_to_job(existing), False
             if max_unfinished is not None:
                 self._check_unfinished(job, max_unfinished)
+            # The view's columns, then the ones it leaves out (_JOB_COLUMNS' order).
+            row = job_row(job)
             vpc = None
-            if job.vpc_subnet_ids is not None or job.vpc_security_group_ids is not None:
+            if row.vpc is not None:
                 vpc = orjson.dumps(
-                    {
-                        "subnetIds": list(job.vpc_subnet_ids or ()),
-                        "securityGroupIds": list(job.vpc_security_group_ids or ()),
-                    }
+                    {"subnetIds": list(row.vpc[0]), "securityGroupIds": list(row.vpc[1])}
                 ).decode()
             c = job.counters
             cur = conn.execute(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_placeholders(29)})",
-                (
-                    job.job_id,
-                    job.account_id,
-                    job.region,
-                    job.name,
-                    job.model_id,
-                    job.role_arn,
-                    job.client_request_token,
-                    job.status.value,
-                    job.message,
-                    to_micros(job.submit_time),
-                    to_micros(job.last_modified_time),
-                    None if job.end_time is None else to_micros(job.end_time),
-                    to_micros(job.expiration_time),
-                    job.timeout_hours,
-                    job.invocation_type,
-                    job.input_s3_uri,
-                    job.input_format,
-                    job.input_bucket_owner,
-                    job.output_s3_uri,
-                    job.output_kms_key_id,
-                    job.output_bucket_owner,
-                    vpc,
-                    c.total,
-                    c.processed,
-                    c.success,
-                    c.error,
-                    c.input_tokens,
-                    c.output_tokens,
-                    c.throttled,
-                ),
+                (*row[:_VPC], vpc, *row[_VPC + 1 :], c.input_tokens, c.output_tokens, c.throttled),
             )
             conn.execute(
                 "INSERT INTO job_names (rowid, name) VALUES (?, ?)",
