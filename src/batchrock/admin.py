@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -335,6 +336,16 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def freeze_startup_objects() -> None:
+    """Move what start-up built (the botocore model, compiled patterns, modules: hundreds of
+    thousands of objects that live as long as the process) out of the garbage collector's
+    reach. Otherwise every full collection walks them all again, and a request that
+    allocates many objects (a page of 1000 jobs) triggers one every couple of requests: that
+    was more than half the CPU of large listings (docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     settings: Settings,
     resolver: BackendResolver | None,
@@ -396,6 +407,7 @@ async def serve(
         ssl_keyfile=tls[1] if tls else None,
     )
     server = uvicorn.Server(config)
+    freeze_startup_objects()
     try:
         await server.serve(sockets=[sock])
     finally:

@@ -26,7 +26,7 @@ from batchrock.errors import (
     ValidationException,
 )
 from batchrock.jobs import Job, JobStatus
-from batchrock.store.base import JobFilter, JobStore, PageRequest, UnfinishedJobsQuota
+from batchrock.store.base import JobFilter, JobRow, JobStore, PageRequest, UnfinishedJobsQuota
 
 #: Tags one job may hold (the TooManyTagsException doc: "50 tags per resource").
 MAX_TAGS_PER_RESOURCE = 50
@@ -67,7 +67,8 @@ class NewJob:
 
 @dataclass(frozen=True, slots=True)
 class JobPage:
-    jobs: list[Job]
+    #: Read-only views of the jobs (the API presents them; nothing decides on them).
+    jobs: list[JobRow]
     #: Whether more jobs follow the last one in this order.
     more: bool
 
@@ -190,9 +191,16 @@ class JobService:
         await self.get(caller, job_id)
         return await self.store.events(job_id)
 
+    async def get_view(self, caller: Caller, job_id: str) -> JobRow:
+        """What :meth:`get` finds, as the read-only view GetModelInvocationJob presents."""
+        row = await self.store.get_row(caller.account_id, caller.region, job_id)
+        if row is None:
+            raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
+        return row
+
     async def list(self, filter: JobFilter, page: PageRequest) -> JobPage:
         # One extra row tells whether another page follows, without a count query.
-        rows = await self.store.list_jobs(
+        rows = await self.store.list_rows(
             filter, PageRequest(limit=page.limit + 1, descending=page.descending, after=page.after)
         )
         return JobPage(jobs=rows[: page.limit], more=len(rows) > page.limit)

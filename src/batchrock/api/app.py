@@ -26,6 +26,7 @@ from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
 from batchrock.api.body import BodyTooLarge, ClientDisconnected, json_object, read_body
 from batchrock.api.openai.app import OpenAIApi
+from batchrock.clock import from_micros
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -350,7 +351,7 @@ class BedrockApp:
 
     async def _get(self, request: Request) -> dict[str, Any]:
         job_id = _owned_job_id(request.params["jobIdentifier"], request.caller)
-        return codec.job_to_wire(await self.service.get(request.caller, job_id))
+        return codec.job_to_wire(await self.service.get_view(request.caller, job_id))
 
     async def _stop(self, request: Request) -> dict[str, Any]:
         job_id = _owned_job_id(request.params["jobIdentifier"], request.caller)
@@ -380,7 +381,8 @@ class BedrockApp:
         out: dict[str, Any] = {"invocationJobSummaries": [codec.job_to_wire(j) for j in page.jobs]}
         if page.more and page.jobs:
             last = page.jobs[-1]
-            out["nextToken"] = pagination.encode(Cursor(last.submit_time, last.job_id), listing)
+            cursor = Cursor(from_micros(last.submit_time), last.job_id)
+            out["nextToken"] = pagination.encode(cursor, listing)
         return out
 
     async def _tag(self, request: Request) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
 from batchrock.store.base import (
     JobFilter,
     JobNotFound,
+    JobRow,
     Lease,
     ModelWork,
     PageRequest,
@@ -47,6 +48,7 @@ from batchrock.store.base import (
     StoreConflict,
     StoreSnapshot,
     UnfinishedJobsQuota,
+    job_row,
 )
 
 SCHEMA_VERSION = 2
@@ -64,6 +66,31 @@ _JOB_COLUMNS = (
     "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
     "success_records, error_records, input_tokens, output_tokens, throttled_requests"
 )
+
+
+# A JobRow's members in order; vpc_config is JSON text in the database (decoded per row only
+# when set) and the token and throttle counters are not part of the view.
+_ROW_COLUMNS = (
+    "job_id, account_id, region, name, model_id, role_arn, client_request_token, status, "
+    "message, submit_time, last_modified_time, end_time, expiration_time, timeout_hours, "
+    "invocation_type, input_s3_uri, input_format, input_bucket_owner, output_s3_uri, "
+    "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
+    "success_records, error_records"
+)
+_make_row = JobRow._make
+_VPC = JobRow._fields.index("vpc")
+
+
+def _job_rows(rows: Iterator[tuple[Any, ...]]) -> list[JobRow]:
+    """Plain tuples (no ``sqlite3.Row``) straight into :class:`JobRow`; the VPC column holds
+    JSON text until decoded here (only the rows that have one)."""
+    out = list(map(_make_row, rows))
+    for i, row in enumerate(out):
+        if row.vpc is not None:
+            decoded = orjson.loads(row.vpc)  # type: ignore[arg-type]
+            vpc = (tuple(decoded["subnetIds"]), tuple(decoded["securityGroupIds"]))
+            out[i] = row._replace(vpc=vpc)
+    return out
 
 
 def _opt_time(value: int | None) -> datetime | None:
@@ -268,48 +295,17 @@ class SqliteStore:
                     return _row_to_job(existing), False
             if max_unfinished is not None:
                 self._check_unfinished(job, max_unfinished)
+            # The view's columns, then the ones it leaves out (_JOB_COLUMNS' order).
+            row = job_row(job)
             vpc = None
-            if job.vpc_subnet_ids is not None or job.vpc_security_group_ids is not None:
+            if row.vpc is not None:
                 vpc = orjson.dumps(
-                    {
-                        "subnetIds": list(job.vpc_subnet_ids or ()),
-                        "securityGroupIds": list(job.vpc_security_group_ids or ()),
-                    }
+                    {"subnetIds": list(row.vpc[0]), "securityGroupIds": list(row.vpc[1])}
                 ).decode()
             c = job.counters
             cur = conn.execute(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_placeholders(29)})",
-                (
-                    job.job_id,
-                    job.account_id,
-                    job.region,
-                    job.name,
-                    job.model_id,
-                    job.role_arn,
-                    job.client_request_token,
-                    job.status.value,
-                    job.message,
-                    to_micros(job.submit_time),
-                    to_micros(job.last_modified_time),
-                    None if job.end_time is None else to_micros(job.end_time),
-                    to_micros(job.expiration_time),
-                    job.timeout_hours,
-                    job.invocation_type,
-                    job.input_s3_uri,
-                    job.input_format,
-                    job.input_bucket_owner,
-                    job.output_s3_uri,
-                    job.output_kms_key_id,
-                    job.output_bucket_owner,
-                    vpc,
-                    c.total,
-                    c.processed,
-                    c.success,
-                    c.error,
-                    c.input_tokens,
-                    c.output_tokens,
-                    c.throttled,
-                ),
+                (*row[:_VPC], vpc, *row[_VPC + 1 :], c.input_tokens, c.output_tokens, c.throttled),
             )
             conn.execute(
                 "INSERT INTO job_names (rowid, name) VALUES (?, ?)",
@@ -355,6 +351,17 @@ class SqliteStore:
         return None if row is None else _row_to_job(row)
 
     @_typed_errors
+    async def get_row(self, account_id: str, region: str, job_id: str) -> JobRow | None:
+        rows = _job_rows(
+            self._plain().execute(
+                f"SELECT {_ROW_COLUMNS} FROM jobs "
+                "WHERE job_id = ? AND account_id = ? AND region = ?",
+                (job_id, account_id, region),
+            )
+        )
+        return rows[0] if rows else None
+
+    @_typed_errors
     async def get_by_id(self, job_id: str) -> Job | None:
         row = self._conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
@@ -363,11 +370,28 @@ class SqliteStore:
 
     @_typed_errors
     async def list_jobs(self, filter: JobFilter, page: PageRequest) -> list[Job]:
+        query = self._listing(filter, page, _JOB_COLUMNS)
+        return [] if query is None else [_row_to_job(r) for r in self._conn.execute(*query)]
+
+    @_typed_errors
+    async def list_rows(self, filter: JobFilter, page: PageRequest) -> list[JobRow]:
+        query = self._listing(filter, page, _ROW_COLUMNS)
+        return [] if query is None else _job_rows(self._plain().execute(*query))
+
+    def _plain(self) -> sqlite3.Cursor:
+        cursor = self._conn.cursor()
+        cursor.row_factory = None
+        return cursor
+
+    def _listing(
+        self, filter: JobFilter, page: PageRequest, columns: str
+    ) -> tuple[str, list[Any]] | None:
+        """The listing's SQL and parameters, or ``None`` when nothing can match."""
         candidates: list[int] | None = None
         if filter.name_contains:
             candidates = self._name_candidates(filter.name_contains.lower())
             if candidates == []:
-                return []
+                return None
         # With a short candidate list, fetch those rows by rowid and sort them; the unary "+"
         # keeps the planner from walking a listing index instead (which would visit every job
         # of the account to find a rare name).
@@ -395,11 +419,11 @@ class SqliteStore:
             params.extend(candidates)
         order = "DESC" if page.descending else "ASC"
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+            f"SELECT {columns} FROM jobs WHERE {' AND '.join(where)} "
             f"ORDER BY submit_time {order}, job_id {order} LIMIT ?"
         )
         params.append(page.limit)
-        return [_row_to_job(r) for r in self._conn.execute(sql, params)]
+        return sql, params
 
     def _name_candidates(self, needle: str) -> list[int] | None:
         """Rowids whose name may contain ``needle``, when the trigram index can narrow the

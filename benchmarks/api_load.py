@@ -1,0 +1,158 @@
+"""The API under load: many concurrent clients mixing Create, Get, List and Stop.
+
+    .venv/bin/python benchmarks/api_load.py --clients 200 --seconds 20
+
+Starts ``batchrock serve --no-engine`` on a store holding ``--jobs`` jobs (no quota on
+unfinished jobs, so every Create is accepted), then ``--clients`` keep-alive connections each
+send, one after the other, a request drawn at random: 40 % GetModelInvocationJob, 30 %
+ListModelInvocationJobs (first page of 100, or a page after a token), 20 % Create, 10 % Stop.
+Requests are SigV4-signed once beforehand (the signatures stay valid for five minutes), so the
+clients spend little CPU; they still share the machine with the server. Prints the latency
+percentiles per operation and over all. Target (issue 12): p99 under 250 ms with 200 clients.
+Nothing passes or fails: the numbers go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_listing import (
+    REGION,
+    fetch_once,
+    fill,
+    free_port,
+    read_response,
+    signed,
+    wait_serving,
+)
+
+WEIGHTS = {"Get": 40, "List": 30, "Create": 20, "Stop": 10}
+
+
+def signed_post(port: int, target: str, body: bytes) -> bytes:
+    url = f"http://127.0.0.1:{port}{target}"
+    request = AWSRequest(
+        method="POST", url=url, data=body, headers={"Content-Type": "application/json"}
+    )
+    SigV4Auth(Credentials("AKIAEXAMPLE", "secret"), "bedrock", REGION).add_auth(request)
+    head = [f"POST {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() != "host"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--jobs", type=int, default=1100)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="batchrock-api-load-"))
+    data = work / "data"
+    await fill(data / "batchrock.sqlite3", args.jobs)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
+    env.update(BATCHROCK_LOG_LEVEL="warning", BATCHROCK_QUOTA_MAX_UNFINISHED_JOBS_PER_MODEL="0")
+    api = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "batchrock.admin", "serve", "--no-engine"),
+            *("--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_serving(port, "/_batchrock/health")
+        create = orjson.dumps(
+            {
+                "jobName": "load",
+                "roleArn": "arn:aws:iam::123456789012:role/R",
+                "modelId": "anthropic.claude-3-haiku-20240307-v1:0",
+                "inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://load-bucket/in/"}},
+                "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://load-bucket/out/"}},
+            }
+        )
+        create_raw = signed_post(port, "/model-invocation-job", create)
+        ids = []
+        for _ in range(50):
+            ids.append(orjson.loads(await fetch_once(port, create_raw))["jobArn"].rsplit("/")[-1])
+        first = orjson.loads(
+            await fetch_once(port, signed(port, "/model-invocation-jobs?maxResults=100"))
+        )
+        token = first["nextToken"]
+        requests = {
+            "Get": [signed(port, f"/model-invocation-job/{i}") for i in ids],
+            "List": [
+                signed(port, "/model-invocation-jobs?maxResults=100"),
+                signed(port, f"/model-invocation-jobs?maxResults=100&nextToken={token}"),
+            ],
+            "Create": [create_raw],
+            "Stop": [signed_post(port, f"/model-invocation-job/{i}/stop", b"") for i in ids],
+        }
+        names = list(WEIGHTS)
+        weights = [WEIGHTS[n] for n in names]
+        latencies: dict[str, list[float]] = {n: [] for n in names}
+        statuses: dict[bytes, int] = {}
+        deadline = time.perf_counter() + args.seconds
+
+        async def client(seed: int) -> None:
+            rng = random.Random(seed)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                while time.perf_counter() < deadline:
+                    op = rng.choices(names, weights)[0]
+                    raw = rng.choice(requests[op])
+                    started = time.perf_counter()
+                    writer.write(raw)
+                    try:
+                        await read_response(reader)
+                        status = b"200"
+                    except RuntimeError as exc:  # a non-200 answer still counts as answered
+                        status = str(exc)[2:5].encode()
+                    latencies[op].append(time.perf_counter() - started)
+                    statuses[status] = statuses.get(status, 0) + 1
+            finally:
+                writer.close()
+
+        await asyncio.gather(*(client(i) for i in range(args.clients)))
+        total = [v for values in latencies.values() for v in values]
+        print(
+            f"{args.clients} clients for {args.seconds:g} s: {len(total)} requests, "
+            f"{len(total) / args.seconds:.0f}/s, statuses {statuses}"
+        )
+        print("| operation | requests | p50 ms | p99 ms | max ms |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for name, values in [*latencies.items(), ("all", total)]:
+            if values:
+                print(
+                    f"| {name} | {len(values)} | {statistics.median(values) * 1000:.0f} "
+                    f"| {percentile(values, 0.99) * 1000:.0f} | {max(values) * 1000:.0f} |"
+                )
+    finally:
+        api.terminate()
+        api.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
