@@ -329,3 +329,36 @@ def test_the_sign_in_limiter_is_bounded_and_slides() -> None:
         limiter.failed([f"s{i}"])
     assert len(limiter._failures) == 5
     assert limiter.retry_after(["a"]) is None
+
+
+def test_recent_rate_after_a_restart() -> None:
+    """A job taken over after a restart stayed InProgress through the downtime, and its
+    counters hold the earlier process's records: the history's estimate is far off; the
+    console's own reads over the last minute give the rate it runs at now."""
+    from batchrock.console.progress import RATE_WINDOW_S, RecentRates, with_recent_rate
+
+    events = [JobEvent("abcdefabcdef", JobStatus.SCHEDULED, JobStatus.IN_PROGRESS, T0)]
+    ticks = Ticks()
+    rates = RecentRates(ticks)
+    # Ran 1000 records in its first 10 s, then the server was down for an hour.
+    now = T0 + timedelta(hours=1, seconds=10)
+    running = job(status=JobStatus.IN_PROGRESS, counters=Counters(total=5000, processed=1000))
+    p = progress(running, events, now)
+    assert p.records_per_second is not None and p.records_per_second < 0.3
+    assert with_recent_rate(p, running, rates.sample("j", 1000)) == p  # one read: no rate yet
+    ticks.now += 1
+    assert rates.sample("j", 1100) is None  # under RATE_MIN_SPAN_S
+    ticks.now += 1
+    rate = rates.sample("j", 1200)
+    assert rate == 100.0
+    fixed = with_recent_rate(p, running.evolve(counters=Counters(total=5000, processed=1200)), rate)
+    assert (fixed.records_per_second, fixed.seconds_left) == (100.0, 38.0)
+    # Only the last minute counts: it slowed to 10 a second.
+    for _ in range(int(RATE_WINDOW_S) + 5):
+        ticks.now += 1
+        last = rates.sample("j", 1200 + 10 * int(ticks.now - 2))
+    assert last is not None and abs(last - 10.0) < 0.5
+    # Counters that go back start the samples over; a finished job's rate is the history's.
+    assert rates.sample("j", 5) is None
+    done = running.evolve(status=JobStatus.COMPLETED)
+    assert with_recent_rate(p, done, 100.0) == p

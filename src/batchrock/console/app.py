@@ -23,7 +23,7 @@ from batchrock.api.auth import Gate, Identity
 from batchrock.api.body import ClientDisconnected
 from batchrock.catalogue import load_catalogue
 from batchrock.console import outputs, web
-from batchrock.console.progress import progress
+from batchrock.console.progress import RecentRates, progress, with_recent_rate
 from batchrock.console.sessions import COOKIE, Session, Sessions, SignInRefused
 from batchrock.console.signin_limit import SignInLimiter, limit_keys
 from batchrock.errors import (
@@ -32,6 +32,7 @@ from batchrock.errors import (
     ServiceError,
     ValidationException,
 )
+from batchrock.jobs import JobStatus
 from batchrock.objects import (
     LocalObjectStore,
     ObjectStore,
@@ -86,6 +87,7 @@ class Console:
         self.directory: LiveDirectory | None = gate.directory
         self.sessions = Sessions(settings, gate.directory)
         self.sign_in_limit = SignInLimiter(service.clock.monotonic)
+        self.rates = RecentRates(service.clock.monotonic)
         self._invoke = invoke
         self._objects: ObjectStore | None = None
         self._loopback = guard.is_loopback(settings.host)
@@ -312,6 +314,11 @@ class Console:
         except AccessDeniedException:
             tags = None  # the key may read the job but not its tags
         p = progress(job, events, self.service.clock.now())
+        rate_key = f"{job.account_id}/{job.region}/{job.job_id}"
+        if job.status is JobStatus.IN_PROGRESS:
+            p = with_recent_rate(p, job, self.rates.sample(rate_key, job.counters.processed))
+        else:
+            self.rates.forget(rate_key)
         files = await outputs.output_files(self.objects, job)
         return {
             "job": wire,
