@@ -199,3 +199,47 @@ def test_a_workers_engine_counts_on_its_own_metrics_port(server_factory: Any) ->
     api = samples(scrape(server)[2])
     assert value(api, "batchrock_jobs", status="Completed") == 1
     assert not [s for s in api if s[0] == "batchrock_records_processed_total"]
+
+
+def test_waiting_jobs_and_throttled_model_requests_show_in_the_metrics(
+    server_factory: Any,
+) -> None:
+    """One job at a time per model: the second waits in Scheduled (a gauge by model); the
+    built-in model throttles some attempts, which the retry layer retries and counts."""
+    server = server_factory(
+        **FAST,
+        quota_max_concurrent_jobs_per_model=1,
+        builtin_latency_ms=20,
+        builtin_throttle_rate=0.3,
+        builtin_seed=7,
+        engine_record_concurrency=2,
+    )
+    put(server, "in/a.jsonl", claude_records(40))
+    first = create(server)
+    server.wait_history(first, "InProgress")
+    second = create(server)
+    server.wait_history(second, "Scheduled")
+    # Scraped while the first still runs: 40 records two at a time, 20 ms each, and the
+    # throttled ones wait 0.25 s or more before their retry, take seconds.
+    status, _, text = scrape(server)
+    assert status == 200
+    found = samples(text)
+    assert value(found, "batchrock_jobs_scheduled", model_id=CLAUDE) == 1
+    assert value(found, "batchrock_jobs", status="Scheduled") == 1
+    assert get(server, first)["status"] == "InProgress"
+    assert wait(server, first)["status"] == "Completed"
+    assert wait(server, second)["status"] == "Completed"
+    time.sleep(1.1)  # the store's gauges are cached for SNAPSHOT_TTL_S
+    found = samples(scrape(server)[2])
+    # Nothing waits or runs: the gauges of the model's pending work are gone.
+    assert not [s for s in found if s[0] == "batchrock_jobs_scheduled"]
+    assert value(found, "batchrock_jobs", status="Scheduled") == 0
+    throttled = value(found, "batchrock_model_requests_throttled_total", route="builtin-fallback")
+    assert throttled > 0
+    assert throttled == value(
+        found,
+        "batchrock_model_request_duration_seconds_count",
+        route="builtin-fallback",
+        outcome="throttled",
+    )
+    assert value(found, "batchrock_records_succeeded_total", model_id=CLAUDE) == 80

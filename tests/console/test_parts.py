@@ -248,3 +248,117 @@ def test_sign_in_beyond_loopback_needs_tls(tmp_path: Path) -> None:
         assert orjson.loads(payload)["account"] == ALICE.account
     finally:
         asyncio.run(store.close())
+
+
+def test_failed_sign_ins_are_limited_per_source_and_per_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After MAX_FAILURES refused sign-ins in the window, a source (any key) and a key (any
+    source) get 429, the right secret too, until the window moves on (the Clock seam)."""
+    from batchrock.api.app import BedrockApp
+    from batchrock.clock import FakeClock
+    from batchrock.console.signin_limit import MAX_FAILURES, WINDOW_SECONDS
+    from batchrock.service import JobService
+    from batchrock.store.sqlite import SqliteStore
+
+    path = write_credentials(tmp_path / "credentials.toml")
+    settings = Settings(credentials_file=path, data_dir=tmp_path / "data")
+    clock = FakeClock(T0)
+    store = asyncio.run(SqliteStore.open(tmp_path / "s.sqlite3"))
+
+    def sign_in(app: Any, source: str, **body: str) -> tuple[int, bytes]:
+        def app_from(scope: Any, receive: Any, send: Any) -> Any:
+            return app({**scope, "client": (source, 50000)}, receive, send)
+
+        headers = (("host", "127.0.0.1:8765"), ("content-type", "application/json"))
+        reply = asyncio.run(
+            asgi_call(app_from, "POST", "/console/api/session", headers=headers,
+                      body=orjson.dumps(body))
+        )  # fmt: skip
+        return reply.status, reply.body
+
+    alice = {"accessKeyId": ALICE.access_key_id, "secretAccessKey": ALICE.secret}
+    wrong = {"accessKeyId": ALICE.access_key_id, "secretAccessKey": "wrong-secret-xyz"}
+    try:
+        app = BedrockApp(JobService(store, clock), settings)
+        caplog.set_level("INFO", logger="batchrock.console")
+        for _ in range(MAX_FAILURES):
+            assert sign_in(app, "10.0.0.1", **wrong)[0] == 401
+        # Alice's key is now limited from anywhere, the right secret included.
+        status, body = sign_in(app, "10.0.0.2", **alice)
+        assert status == 429, body
+        assert orjson.loads(body)["code"] == "TooManySignInAttempts"
+        # And the source is limited for any key.
+        bob = {"accessKeyId": BOB.access_key_id, "secretAccessKey": BOB.secret}
+        assert sign_in(app, "10.0.0.1", **bob)[0] == 429
+        # Another source with another key is not.
+        assert sign_in(app, "10.0.0.3", **bob)[0] == 200
+        # API keys count too, per key (kept as a digest), from their source.
+        for i in range(MAX_FAILURES):
+            assert sign_in(app, f"10.0.1.{i}", apiKey="ABSK" + "y" * 40)[0] == 401
+        assert sign_in(app, "10.0.2.1", apiKey="ABSK" + "y" * 40)[0] == 429
+        assert sign_in(app, "10.0.2.1", apiKey=ALICE_API_KEY)[0] == 200
+        # The window moves on with the clock: Alice signs in again.
+        clock.advance(WINDOW_SECONDS)
+        status, body = sign_in(app, "10.0.0.1", **alice)
+        assert status == 200, body
+        logged = caplog.text
+        assert "too many failed attempts" in logged and "10.0.0.1" in logged
+        assert ALICE.secret not in logged and "wrong-secret-xyz" not in logged
+        assert "y" * 40 not in logged and ALICE_API_KEY not in logged
+    finally:
+        asyncio.run(store.close())
+
+
+def test_the_sign_in_limiter_is_bounded_and_slides() -> None:
+    from batchrock.console.signin_limit import SignInLimiter
+
+    ticks = Ticks()
+    limiter = SignInLimiter(ticks, max_failures=3, window_seconds=10, max_tracked=5)
+    for _ in range(3):
+        assert limiter.retry_after(["a"]) is None
+        limiter.failed(["a"])
+        ticks.now += 2  # failures at 0, 2, 4
+    assert limiter.retry_after(["a"]) == 4  # at 6: the first leaves the window at 10
+    ticks.now = 10
+    assert limiter.retry_after(["a"]) is None  # two left in the window
+    limiter.failed(["a"])
+    assert limiter.retry_after(["a"]) == 2  # the one at 2 leaves at 12
+    # At most max_tracked names: the oldest are forgotten first.
+    for i in range(10):
+        limiter.failed([f"s{i}"])
+    assert len(limiter._failures) == 5
+    assert limiter.retry_after(["a"]) is None
+
+
+def test_recent_rate_after_a_restart() -> None:
+    """A job taken over after a restart stayed InProgress through the downtime, and its
+    counters hold the earlier process's records: the history's estimate is far off; the
+    console's own reads over the last minute give the rate it runs at now."""
+    from batchrock.console.progress import RATE_WINDOW_S, RecentRates, with_recent_rate
+
+    events = [JobEvent("abcdefabcdef", JobStatus.SCHEDULED, JobStatus.IN_PROGRESS, T0)]
+    ticks = Ticks()
+    rates = RecentRates(ticks)
+    # Ran 1000 records in its first 10 s, then the server was down for an hour.
+    now = T0 + timedelta(hours=1, seconds=10)
+    running = job(status=JobStatus.IN_PROGRESS, counters=Counters(total=5000, processed=1000))
+    p = progress(running, events, now)
+    assert p.records_per_second is not None and p.records_per_second < 0.3
+    assert with_recent_rate(p, running, rates.sample("j", 1000)) == p  # one read: no rate yet
+    ticks.now += 1
+    assert rates.sample("j", 1100) is None  # under RATE_MIN_SPAN_S
+    ticks.now += 1
+    rate = rates.sample("j", 1200)
+    assert rate == 100.0
+    fixed = with_recent_rate(p, running.evolve(counters=Counters(total=5000, processed=1200)), rate)
+    assert (fixed.records_per_second, fixed.seconds_left) == (100.0, 38.0)
+    # Only the last minute counts: it slowed to 10 a second.
+    for _ in range(int(RATE_WINDOW_S) + 5):
+        ticks.now += 1
+        last = rates.sample("j", 1200 + 10 * int(ticks.now - 2))
+    assert last is not None and abs(last - 10.0) < 0.5
+    # Counters that go back start the samples over; a finished job's rate is the history's.
+    assert rates.sample("j", 5) is None
+    done = running.evolve(status=JobStatus.COMPLETED)
+    assert with_recent_rate(p, done, 100.0) == p

@@ -73,3 +73,40 @@ def test_a_job_can_be_followed_through_json_logs(server_factory: Any) -> None:
 
     for secret in (CLIENT_SECRET, HOOK_SECRET, "Signature=", "AWS4-HMAC-SHA256"):
         assert secret not in text
+
+
+def test_a_workers_transitions_are_json_lines_with_the_job_and_account(
+    server_factory: Any,
+) -> None:
+    """The engine's transitions are logged where they happen: a separate `batchrock worker`
+    writes one JSON line per transition it makes, with the job id and its account."""
+    import subprocess
+    import sys
+
+    from tests.engine.test_e2e import create, wait
+
+    server = server_factory(**FAST, engine=False, log_format="json")
+    put(server, "in/a.jsonl", claude_records(3))
+    arn = create(server)
+    job_id = arn.rsplit("/", 1)[-1]
+    log_path = server.data_dir.parent / "worker.log"
+    cmd = [sys.executable, "-m", "batchrock.admin", "worker", "--data-dir", str(server.data_dir)]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, env=server.env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait(server, arn, timeout=30)["status"] == "Completed"
+        history = [s for s, _ in server.history(arn)]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0, log_path.read_text()
+    text = log_path.read_text()
+    lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]  # all JSON
+    transitions = [
+        line
+        for line in lines
+        if line.get("action") == "job_transition" and line.get("job_id") == job_id
+    ]
+    # Everything after Submitted (the API's Create) is the worker's doing.
+    assert [line["to_status"] for line in transitions] == history[1:]
+    assert all(line["account_id"] == "123456789012" for line in transitions)
+    assert all(line["level"] == "INFO" and job_id in line["message"] for line in transitions)

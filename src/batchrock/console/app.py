@@ -23,14 +23,16 @@ from batchrock.api.auth import Gate, Identity
 from batchrock.api.body import ClientDisconnected
 from batchrock.catalogue import load_catalogue
 from batchrock.console import outputs, web
-from batchrock.console.progress import progress
+from batchrock.console.progress import RecentRates, progress, with_recent_rate
 from batchrock.console.sessions import COOKIE, Session, Sessions, SignInRefused
+from batchrock.console.signin_limit import SignInLimiter, limit_keys
 from batchrock.errors import (
     AccessDeniedException,
     ResourceNotFoundException,
     ServiceError,
     ValidationException,
 )
+from batchrock.jobs import JobStatus
 from batchrock.objects import (
     LocalObjectStore,
     ObjectStore,
@@ -68,6 +70,13 @@ class NotSignedIn(ServiceError):
     http_status = 401
 
 
+class TooManySignIns(ServiceError):
+    """Too many failed sign-ins: wait and try again."""
+
+    code = "TooManySignInAttempts"
+    http_status = 429
+
+
 class Console:
     """The ASGI handler of every ``/console`` path (``BedrockApp`` hands them over after its
     request guard: Host, Origin, Sec-Fetch-Site and browser-form bodies are checked first)."""
@@ -77,6 +86,8 @@ class Console:
         self.settings = settings
         self.directory: LiveDirectory | None = gate.directory
         self.sessions = Sessions(settings, gate.directory)
+        self.sign_in_limit = SignInLimiter(service.clock.monotonic)
+        self.rates = RecentRates(service.clock.monotonic)
         self._invoke = invoke
         self._objects: ObjectStore | None = None
         self._loopback = guard.is_loopback(settings.host)
@@ -249,12 +260,22 @@ class Console:
             value = body.get(name)
             return value.strip() if isinstance(value, str) and len(value) <= 4096 else None
 
+        key_id, api_key = text("accessKeyId"), text("apiKey")
+        client = scope.get("client")
+        source = str(client[0]) if client else "unknown"
+        # Open mode signs nobody in with a secret: nothing to guess, nothing to limit.
+        keys = [] if self.sessions.open_mode else limit_keys(source, key_id, api_key)
+        wait = self.sign_in_limit.retry_after(keys)
+        if wait is not None:
+            log.warning("console sign-in from %s refused: too many failed attempts", source)
+            raise TooManySignIns(f"Too many failed sign-ins: try again in {int(wait) + 1} seconds.")
         try:
-            session = self.sessions.sign_in(
-                text("accessKeyId"), text("secretAccessKey"), text("apiKey")
-            )
+            session = self.sessions.sign_in(key_id, text("secretAccessKey"), api_key)
         except SignInRefused:
-            log.info("console sign-in refused")
+            self.sign_in_limit.failed(keys)
+            # The access key id is no secret; the secret and an API key are never logged.
+            shown = key_id[:32] if key_id and not api_key else "an API key"
+            log.info("console sign-in refused from %s (%s)", source, shown)
             raise NotSignedIn("The key or secret is not right.") from None
         self.sessions.sign_out(web.cookie(scope, COOKIE))
         await web.send_json(
@@ -293,6 +314,11 @@ class Console:
         except AccessDeniedException:
             tags = None  # the key may read the job but not its tags
         p = progress(job, events, self.service.clock.now())
+        rate_key = f"{job.account_id}/{job.region}/{job.job_id}"
+        if job.status is JobStatus.IN_PROGRESS:
+            p = with_recent_rate(p, job, self.rates.sample(rate_key, job.counters.processed))
+        else:
+            self.rates.forget(rate_key)
         files = await outputs.output_files(self.objects, job)
         return {
             "job": wire,
