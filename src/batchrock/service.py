@@ -63,6 +63,9 @@ class NewJob:
     #: its input file at submission): the job is made and failed at once with this message,
     #: and no model is asked for.
     refused: str | None = None
+    #: The new job's id, when the caller chose it (the OpenAI edge writes the batch's record
+    #: under it before the job exists); a fresh one otherwise.
+    job_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,7 @@ class JobService:
                 f"{MAX_TAGS_PER_RESOURCE} tags per resource."
             )
         job = Job(
-            job_id=jobs.new_job_id(),
+            job_id=new.job_id or jobs.new_job_id(),
             account_id=caller.account_id,
             region=caller.region,
             name=new.name,

@@ -119,3 +119,16 @@ class TestFilesContract:
             await store.files.finish_file_job(
                 "nosuchjob", output_file_id=None, error_file_id=None, finished_at=T0
             )
+
+    async def test_a_record_is_deleted_by_its_owner_only(
+        self, store: JobStore, second_store: JobStore
+    ) -> None:
+        # A batch's record is written before its job; one whose job was never made is removed.
+        await store.files.add_file_job(a_file_job(1))
+        await store.files.add_file_job(a_file_job(2))
+        assert await store.files.delete_file_job(B, "job000000001") is False
+        assert await store.files.get_file_job(A, "job000000001") is not None
+        assert await second_store.files.delete_file_job(A, "job000000001") is True
+        assert await store.files.get_file_job(A, "job000000001") is None
+        assert await store.files.delete_file_job(A, "job000000001") is False
+        assert [r.job_id for r in await store.files.list_file_jobs(A, limit=10)] == ["job000000002"]

@@ -175,6 +175,14 @@ class SqliteFileStore:
             )
 
     @_typed_errors
+    async def delete_file_job(self, account_id: str, job_id: str) -> bool:
+        with _write(self._conn):
+            cursor = self._conn.execute(
+                "DELETE FROM file_jobs WHERE job_id = ? AND account_id = ?", (job_id, account_id)
+            )
+        return cursor.rowcount > 0
+
+    @_typed_errors
     async def get_file_job(self, account_id: str, job_id: str) -> FileJob | None:
         row = self._conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM file_jobs WHERE job_id = ? AND account_id = ?",

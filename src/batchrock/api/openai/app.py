@@ -44,7 +44,7 @@ from batchrock.errors import (
     ServiceQuotaExceededException,
     ValidationException,
 )
-from batchrock.jobs import OPENAI_BATCH_PREFIX, TERMINAL
+from batchrock.jobs import OPENAI_BATCH_PREFIX, TERMINAL, new_job_id
 from batchrock.objects.base import NoSuchKey, ObjectStore, ObjectStoreError
 from batchrock.service import Caller, JobService, NewJob
 from batchrock.settings import Settings
@@ -467,10 +467,26 @@ class OpenAIApi:
             first = check.errors[0]
             where = f"line {first['line']}: " if first["line"] is not None else ""
             refused = f"The input file {input_file_id} is not valid: {where}{first['message']}"
+        # The record first, then the job: a crash between the two leaves a record without
+        # its job, which every reader ignores (and removes once it is old), never a job that
+        # ListModelInvocationJobs shows and /v1/batches does not.
+        job_id = new_job_id()
+        now = self.service.clock.now()
+        record = FileJob(
+            job_id=job_id,
+            account_id=caller.account_id,
+            created_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
+            endpoint=endpoint,
+            input_file_id=input_file_id,
+            metadata=metadata,
+            errors=tuple(check.errors),
+        )
+        await self.files.add_file_job(record)
         try:
             job, _ = await self.service.create(
                 caller,
                 NewJob(
+                    job_id=job_id,
                     name="openai-batch",
                     model_id=check.model or "",
                     role_arn=f"arn:aws:iam::{caller.account_id}:role/batchrock-openai-batch",
@@ -482,24 +498,16 @@ class OpenAIApi:
                 ),
             )
         except ServiceQuotaExceededException as exc:
+            await self._forget(caller, job_id)
             raise OpenAIError(429, exc.message, type="rate_limit_error") from None
         except ValidationException:
+            await self._forget(caller, job_id)
             raise bad_request(
                 f"The model '{check.model}' is not served here: route it to a backend "
                 "(docs/models.md) or allow any model (setting allow_any_model).",
                 param="body.model",
                 code="model_not_found",
             ) from None
-        record = FileJob(
-            job_id=job.job_id,
-            account_id=caller.account_id,
-            created_at=job.submit_time,
-            endpoint=endpoint,
-            input_file_id=input_file_id,
-            metadata=metadata,
-            errors=tuple(check.errors),
-        )
-        await self.files.add_file_job(record)
         return batches.to_wire(job, record, await self.service.store.events(job.job_id))
 
     async def _batch(self, caller: Caller, batch: str) -> tuple[Any, FileJob]:
@@ -510,9 +518,27 @@ class OpenAIApi:
             if job_id
             else None
         )
+        if record is not None and job is None:
+            await self._orphan(record)
         if record is None or job is None:
             raise not_found(f"No batch found with id '{batch}'.", param="batch_id")
         return job, record
+
+    async def _forget(self, caller: Caller, job_id: str) -> None:
+        """Remove the record of a job the service refused to make (nothing was stored)."""
+        try:
+            await self.files.delete_file_job(caller.account_id, job_id)
+        except Exception:
+            # Left behind, it is a record without its job: ignored, removed later.
+            log.warning("batch %s: its record could not be removed", job_id, exc_info=True)
+
+    async def _orphan(self, record: FileJob) -> None:
+        """A record whose job does not exist: a creation in flight (left alone) or one a
+        crash cut short (removed once older than any creation takes)."""
+        if record.created_at > self.service.clock.now() - batches.ORPHAN_GRACE:
+            return
+        log.info("batch %s: its job was never made; removing its record", record.job_id)
+        await self.files.delete_file_job(record.account_id, record.job_id)
 
     async def _get_batch(self, caller: Caller, batch: str, *, wait: bool) -> dict[str, Any]:
         job, record = await self._batch(caller, batch)
@@ -541,6 +567,7 @@ class OpenAIApi:
         for record in rows[:limit]:
             job = await self.service.store.get(caller.account_id, caller.region, record.job_id)
             if job is None:
+                await self._orphan(record)
                 continue
             record = await self._results(job, record, wait=False)
             data.append(batches.to_wire(job, record, await self.service.store.events(job.job_id)))

@@ -41,6 +41,11 @@ STATUS = {
 WITH_RESULTS = frozenset({S.COMPLETED, S.PARTIALLY_COMPLETED, S.EXPIRED, S.STOPPED})
 
 
+#: A batch's record is written before its job (store/files.py): a record without its job
+#: is a creation in flight for this long, and after it one a crash cut short (removed).
+ORPHAN_GRACE = timedelta(minutes=10)
+
+
 def batch_id(job_id: str) -> str:
     return "batch_" + job_id
 
