@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from batchrock.backends.routing import BackendResolver
     from batchrock.catalogue import ModelCatalogue
     from batchrock.engine.grants import BucketPolicy
+    from batchrock.objects.base import ObjectStore
     from batchrock.service import JobService
 
 log = logging.getLogger("batchrock")
@@ -280,6 +281,23 @@ async def events_running(settings: Settings, store: JobStore, clock: Clock) -> A
         await task
 
 
+@contextlib.asynccontextmanager
+async def expired_files_removed(
+    store: JobStore, objects: ObjectStore, clock: Clock
+) -> AsyncIterator[None]:
+    """Remove expired OpenAI files (bytes and records) every few minutes for the duration of
+    the block (docs/openai.md)."""
+    from batchrock.api.openai.files import sweep_expired
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(sweep_expired(store.files, objects, clock, stop), name="expiry")
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def _listen_or_say(command: str, host: str, port: int) -> socket.socket | None:
     """:func:`listen`, or ``None`` after one line saying why not."""
     try:
@@ -383,7 +401,11 @@ async def serve(
         engine: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if resolver is not None:
             engine = engine_running(settings, store, clock, resolver, service, directory)
-        async with events_running(settings, store, clock), engine:
+        async with (
+            events_running(settings, store, clock),
+            engine,
+            expired_files_removed(store, objects, clock),
+        ):
             # Only now: the socket is bound and listening, and the engine has started.
             log.info(
                 "batchrock %s serving %s://%s:%d (data dir %s; %s)",

@@ -132,3 +132,15 @@ class TestFilesContract:
         assert await store.files.get_file_job(A, "job000000001") is None
         assert await store.files.delete_file_job(A, "job000000001") is False
         assert [r.job_id for r in await store.files.list_file_jobs(A, limit=10)] == ["job000000002"]
+
+    async def test_expired_files_of_every_account_soonest_first(self, store: JobStore) -> None:
+        await store.files.add_file(a_file(1, expires_at=T0 + timedelta(hours=2)))
+        await store.files.add_file(a_file(2, B, expires_at=T0 + timedelta(hours=1)))
+        await store.files.add_file(a_file(3, expires_at=None))
+        await store.files.add_file(a_file(4, expires_at=T0 + timedelta(hours=3)))
+        assert await store.files.expired_files(T0, limit=10) == []
+        due = await store.files.expired_files(T0 + timedelta(hours=2), limit=10)
+        assert [f.file_id for f in due] == ["file-0002", "file-0001"]  # at the instant: due
+        assert due[0] == a_file(2, B, expires_at=T0 + timedelta(hours=1))
+        one = await store.files.expired_files(T0 + timedelta(days=9), limit=1)
+        assert [f.file_id for f in one] == ["file-0002"]

@@ -81,6 +81,11 @@ class FileStore(Protocol):
         """Remove the file's record; the removed record, or ``None`` if there was none."""
         ...
 
+    async def expired_files(self, before: datetime, *, limit: int) -> list[StoredFile]:
+        """Up to ``limit`` files of every account whose ``expires_at`` is at or before
+        ``before``, soonest expiry first (the expiry sweep removes their bytes, then them)."""
+        ...
+
     async def add_file_job(self, record: FileJob) -> None:
         """Insert the record. It is written before its job exists (so that no crash leaves
         a job without its record): a record whose job the job store lacks means nothing."""

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS files (
     key         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_listing ON files (account_id, created_at, file_id);
+CREATE INDEX IF NOT EXISTS files_expiry ON files (expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS file_jobs (
     job_id          TEXT PRIMARY KEY,
@@ -154,6 +155,15 @@ class SqliteFileStore:
                 (file_id, account_id),
             ).fetchone()
         return None if row is None else _file(row)
+
+    @_typed_errors
+    async def expired_files(self, before: datetime, *, limit: int) -> list[StoredFile]:
+        rows = self._conn.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? "
+            "ORDER BY expires_at, file_id LIMIT ?",
+            (to_micros(before), limit),
+        ).fetchall()
+        return [_file(r) for r in rows]
 
     @_typed_errors
     async def add_file_job(self, record: FileJob) -> None:

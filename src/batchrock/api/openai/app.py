@@ -28,6 +28,7 @@ from batchrock.api.openai.files import (
     ensure_bucket,
     file_object,
     new_file_id,
+    remove_file,
     transform,
 )
 from batchrock.api.openai.multipart import (
@@ -365,13 +366,14 @@ class OpenAIApi:
         return _page(data, has_more=len(rows) > limit)
 
     async def _delete_file(self, caller: Caller, file_id: str) -> dict[str, Any]:
-        removed = await self.files.delete_file(caller.account_id, file_id)
-        if removed is None:
+        found = await self.files.get_file(caller.account_id, file_id)
+        if found is None:
             raise not_found(f"No such File object: {file_id}", param="id")
         try:
-            await self.objects.delete(removed.bucket, removed.key)
-        except ObjectStoreError:
-            log.warning("file %s: its bytes could not be removed", file_id, exc_info=True)
+            await remove_file(self.files, self.objects, found)
+        except ObjectStoreError as exc:
+            # The file stays, bytes and record: the client's retry can finish the removal.
+            raise server_error(f"The file's bytes could not be removed: {exc}") from None
         return {"id": file_id, "object": "file", "deleted": True}
 
     async def _content(self, caller: Caller, file_id: str, send: Send) -> int:

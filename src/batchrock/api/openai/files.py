@@ -4,6 +4,7 @@ off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import string
@@ -11,12 +12,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
-from batchrock.objects.base import ObjectStore
-from batchrock.store.files import StoredFile
+from batchrock.clock import Clock
+from batchrock.objects.base import ObjectStore, ObjectStoreError
+from batchrock.store.files import FileStore, StoredFile
+
+log = logging.getLogger("batchrock.api.openai")
 
 _ALNUM = string.ascii_letters + string.digits
 #: Upload data is written in pieces of about this size, each in a worker thread.
 WRITE_BYTES = 1024 * 1024
+#: How often ``batchrock serve`` removes expired files (their bytes, then their records).
+EXPIRY_SWEEP_SECONDS = 300.0
+#: Files removed per store query of the sweep.
+EXPIRY_SWEEP_BATCH = 100
 
 
 def new_file_id() -> str:
@@ -39,6 +47,53 @@ def file_object(f: StoredFile) -> dict[str, Any]:
         "status": "processed",
         "status_details": None,
     }
+
+
+async def remove_file(files: FileStore, objects: ObjectStore, stored: StoredFile) -> None:
+    """Remove a file: its bytes first, then its record, so that a crash or an object-store
+    failure between the two leaves a record to try again from, never bytes nothing points at
+    (removing bytes already gone is no error)."""
+    await objects.delete(stored.bucket, stored.key)
+    await files.delete_file(stored.account_id, stored.file_id)
+
+
+async def remove_expired(files: FileStore, objects: ObjectStore, clock: Clock) -> int:
+    """Remove every file expired by now; how many. A file whose bytes cannot be removed stays
+    (it is not found, being expired) and is tried again by the next sweep."""
+    removed = 0
+    while True:
+        due = await files.expired_files(clock.now(), limit=EXPIRY_SWEEP_BATCH)
+        failed = 0
+        for stored in due:
+            try:
+                await remove_file(files, objects, stored)
+                removed += 1
+            except ObjectStoreError:
+                failed += 1
+                log.warning(
+                    "file %s: expired, its bytes could not be removed",
+                    stored.file_id,
+                    exc_info=True,
+                )
+        if len(due) < EXPIRY_SWEEP_BATCH or failed == len(due):
+            return removed
+
+
+async def sweep_expired(
+    files: FileStore, objects: ObjectStore, clock: Clock, stop: asyncio.Event
+) -> None:
+    """Run :func:`remove_expired` every :data:`EXPIRY_SWEEP_SECONDS` until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            count = await remove_expired(files, objects, clock)
+            if count:
+                log.info("removed %d expired file(s)", count)
+        except Exception:
+            log.warning("the expired files sweep failed; it runs again later", exc_info=True)
+        try:
+            await asyncio.wait_for(stop.wait(), EXPIRY_SWEEP_SECONDS)
+        except TimeoutError:
+            pass
 
 
 async def ensure_bucket(objects: ObjectStore, bucket: str) -> bool:
