@@ -481,3 +481,28 @@ class TestStoreContract:
         later = T0 + timedelta(hours=1)
         assert not await store.renew(job.job_id, "dead", now=later, lease_seconds=30)
         assert await store.renew(job.job_id, lease.owner, now=later, lease_seconds=30)
+
+
+class TestPageLookups:
+    async def test_get_many_is_scoped_like_get(self, store: JobStore) -> None:
+        mine = [make_job(n) for n in range(3)]
+        other = make_job(9, account_id="999999999999")
+        for job in (*mine, other):
+            await store.create(job, {})
+        ids = [j.job_id for j in (*mine, other)] + ["nosuchjob000"]
+        assert await store.get_many("123456789012", "us-east-1", ids) == {j.job_id: j for j in mine}
+        assert await store.get_many("123456789012", "eu-west-1", ids) == {}
+        assert await store.get_many("123456789012", "us-east-1", []) == {}
+
+    async def test_events_of_matches_events_job_by_job(self, store: JobStore) -> None:
+        first, second = make_job(1), make_job(2)
+        for job in (first, second):
+            await store.create(job, {})
+        await store.transition(first.job_id, S.VALIDATING, now=T0 + timedelta(seconds=5))
+        got = await store.events_of([first.job_id, second.job_id, "nosuchjob000"])
+        assert got == {
+            first.job_id: await store.events(first.job_id),
+            second.job_id: await store.events(second.job_id),
+        }
+        assert len(got[first.job_id]) == 2
+        assert await store.events_of([]) == {}

@@ -210,6 +210,13 @@ class JobStore(Protocol):
         """The job as its owner sees it, or ``None`` (other accounts/regions see nothing)."""
         ...
 
+    async def get_many(
+        self, account_id: str, region: str, job_ids: Collection[str]
+    ) -> dict[str, Job]:
+        """The jobs of ``job_ids`` the owner sees, by id, in one query (a listing's page);
+        unknown ids and other owners' jobs are absent."""
+        ...
+
     async def get_by_id(self, job_id: str) -> Job | None:
         """The job regardless of owner (for the engine)."""
         ...
@@ -247,6 +254,11 @@ class JobStore(Protocol):
     async def events(self, job_id: str) -> list[JobEvent]:
         """The job's status history, oldest first (creation included); each event's ``seq``
         increases across all jobs in the order the store recorded them."""
+        ...
+
+    async def events_of(self, job_ids: Collection[str]) -> dict[str, list[JobEvent]]:
+        """:meth:`events` of each job of ``job_ids`` in one query, by id (a job with no
+        events, or unknown: absent). The caller has checked who owns them."""
         ...
 
     async def get_tags(self, job_id: str) -> dict[str, str]: ...

@@ -362,6 +362,21 @@ class SqliteStore:
         return rows[0] if rows else None
 
     @_typed_errors
+    async def get_many(
+        self, account_id: str, region: str, job_ids: Collection[str]
+    ) -> dict[str, Job]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        # A page is at most a few hundred ids: well under SQLite's limit on parameters.
+        rows = self._conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE account_id = ? AND region = ? "
+            f"AND job_id IN ({', '.join('?' * len(ids))})",
+            (account_id, region, *ids),
+        ).fetchall()
+        return {(job := _row_to_job(r)).job_id: job for r in rows}
+
+    @_typed_errors
     async def get_by_id(self, job_id: str) -> Job | None:
         row = self._conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
@@ -516,6 +531,22 @@ class SqliteStore:
             (job_id,),
         ).fetchall()
         return [_row_to_event(r) for r in rows]
+
+    @_typed_errors
+    async def events_of(self, job_ids: Collection[str]) -> dict[str, list[JobEvent]]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        rows = self._conn.execute(
+            "SELECT id, job_id, from_status, to_status, at, message FROM job_events "
+            f"WHERE job_id IN ({', '.join('?' * len(ids))}) ORDER BY id",
+            ids,
+        ).fetchall()
+        found: dict[str, list[JobEvent]] = {}
+        for r in rows:
+            event = _row_to_event(r)
+            found.setdefault(event.job_id, []).append(event)
+        return found
 
     # --- tags ---------------------------------------------------------------------------
 

@@ -565,14 +565,19 @@ class OpenAIApi:
         if after and after_job is None:
             return _page([], has_more=False)
         rows = await self.files.list_file_jobs(caller.account_id, limit=limit + 1, after=after_job)
+        page = rows[:limit]
+        # Three queries for the page however long it is: records, their jobs, their events.
+        ids = [r.job_id for r in page]
+        found = await self.service.store.get_many(caller.account_id, caller.region, ids)
+        history = await self.service.store.events_of(list(found))
         data = []
-        for record in rows[:limit]:
-            job = await self.service.store.get(caller.account_id, caller.region, record.job_id)
+        for record in page:
+            job = found.get(record.job_id)
             if job is None:
                 await self._orphan(record)
                 continue
             record = await self._results(job, record, wait=False)
-            data.append(batches.to_wire(job, record, await self.service.store.events(job.job_id)))
+            data.append(batches.to_wire(job, record, history.get(job.job_id, [])))
         return _page(data, has_more=len(rows) > limit)
 
     async def _cancel(self, caller: Caller, batch: str) -> dict[str, Any]:
