@@ -20,7 +20,12 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check install -qq
 # project's machines keep on disk, so installing it first avoids a multi-GB CUDA download.
 TORCH ?= torch==2.13.0
 
-.PHONY: install dev demo test lint typecheck unit serve bench clean
+# The PostgreSQL store's tests start a server of their own (tests/pg.py) from the machine's
+# server binaries: Debian's postgresql packages (pg_trgm is in postgresql-contrib), installed
+# here when missing (a fresh CI machine); as root, else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install dev demo test lint typecheck unit serve bench clean postgres-server
 
 install: $(RUN_STAMP)
 
@@ -51,6 +56,13 @@ $(LOCAL_STAMP): $(DEV_STAMP)
 	$(PIP) -e '.[dev,local-tests]'
 	touch $@
 
+postgres-server:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing the PostgreSQL server for the tests"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql postgresql-contrib; \
+	fi
+
 demo: $(RUN_STAMP)
 	$(BIN)/batchrock demo
 
@@ -64,12 +76,12 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(LOCAL_STAMP) $(JS_STAMP) $(CHROMIUM)
+unit: $(LOCAL_STAMP) $(JS_STAMP) $(CHROMIUM) postgres-server
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
 
-bench: $(DEV_STAMP)
+bench: $(DEV_STAMP) postgres-server
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -230,3 +230,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped:
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A PostgreSQL server of the tests' own for the session (tests/pg.py), with a template
+    database already migrated. Skipped where the server binaries are missing, which fails a
+    CI run (BATCHROCK_NO_SKIPS; the Makefile installs them there)."""
+    from tests import pg
+
+    if pg.server_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    with pg.pg_server() as server:
+        pg.create_template(server)
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> Iterator[str]:
+    """A fresh database (schema applied, no jobs) on the session's server: its URL."""
+    url: str = pg_server.new_database()
+    yield url
+    pg_server.drop_database(url)

@@ -222,6 +222,12 @@ def make_clock(settings: Settings) -> Clock:
 
 
 async def open_store(settings: Settings) -> JobStore:
+    """The job store ``settings`` name: PostgreSQL at ``database_url``, else the embedded
+    SQLite file in the data dir."""
+    if settings.database_url is not None:
+        from batchrock.store.postgres import PostgresStore
+
+        return await PostgresStore.open(settings.database_url)
     from batchrock.store.sqlite import SqliteStore
 
     return await SqliteStore.open(settings.database_path)

@@ -50,6 +50,13 @@ class Settings:
         default_factory=default_data_dir,
         metadata=_meta("Folder holding everything the service keeps (database, local S3)."),
     )
+    database_url: str | None = field(
+        default=None,
+        metadata=_meta(
+            "PostgreSQL URL (postgresql://...) of a store shared by every process; "
+            "unset: SQLite in the data dir."
+        ),
+    )
     default_region: str = field(
         default="us-east-1",
         metadata=_meta("Region used when a request carries no SigV4 credential scope."),
@@ -163,6 +170,13 @@ class Settings:
     engine_poll_seconds: float = field(
         default=0.5,
         metadata=_meta("How often an idle engine looks for new or stopped jobs.", low=0.001),
+    )
+    engine_sweep_seconds: float = field(
+        default=5.0,
+        metadata=_meta(
+            "With PostgreSQL (engines woken by NOTIFY): how often an idle engine looks anyway.",
+            low=0.001,
+        ),
     )
     engine_lease_seconds: float = field(
         default=30.0,
@@ -408,6 +422,8 @@ def _check_range(f: dataclasses.Field[Any], value: Any) -> Any:
     """``value`` if the field accepts it (see :func:`_meta`); ``ValueError`` otherwise."""
     if value is None:
         return value
+    if f.name == "database_url":
+        return _check_database_url(value)
     low, high, choices = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("choices")
     if choices is not None:
         if str(value).lower() not in choices:
@@ -417,6 +433,16 @@ def _check_range(f: dataclasses.Field[Any], value: Any) -> Any:
         raise ValueError(f"{value} is out of range ({low}-{high})")
     if low is not None and value < low:
         raise ValueError(f"{value} is too small (at least {low})")
+    return value
+
+
+def _check_database_url(value: str) -> str | None:
+    """A PostgreSQL URL (``postgresql://`` or ``postgres://``), or empty for none."""
+    if not value.strip():
+        return None
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in {"postgresql", "postgres"}:
+        raise ValueError("expected a postgresql:// URL (the password is not shown)")
     return value
 
 

@@ -105,6 +105,8 @@ class Engine:
         #: When the next Submitted job's dwell (engine_min_submitted_seconds) ends, if it
         #: ends before the next poll: the engine wakes then to validate it.
         self._next_due: datetime | None = None
+        #: How long an idle engine waits before it looks again (see run).
+        self._poll_seconds = settings.engine_poll_seconds
 
     @property
     def running_jobs(self) -> frozenset[str]:
@@ -118,6 +120,15 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("engine %s started", self.worker_id)
+        # A store that says when work appears (PostgreSQL's NOTIFY) wakes the engine at once:
+        # then polling is only the sweep for what no process announces (leases running out,
+        # waiting jobs reaching their expiry).
+        stop_watching = await self.store.watch(self.wake)
+        self._poll_seconds = (
+            self.settings.engine_poll_seconds
+            if stop_watching is None
+            else max(self.settings.engine_poll_seconds, self.settings.engine_sweep_seconds)
+        )
         try:
             await self.remove_orphan_spools()
             while not stop.is_set():
@@ -128,6 +139,8 @@ class Engine:
                     log.exception("engine poll failed")
                 await self._idle(stop)
         finally:
+            if stop_watching is not None:
+                stop_watching()
             self._shutdown.set()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -140,7 +153,7 @@ class Engine:
     async def _idle(self, stop: asyncio.Event) -> None:
         """Wait for the next poll, a stop, a wake-up or the end of a Submitted job's dwell,
         whichever comes first."""
-        timeout = self.settings.engine_poll_seconds
+        timeout = self._poll_seconds
         if self._next_due is not None:
             until_due = (self._next_due - self.clock.now()).total_seconds()
             timeout = max(0.0, min(timeout, until_due))

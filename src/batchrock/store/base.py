@@ -1,6 +1,6 @@
 """The job store interface, in domain terms.
 
-Every implementation (SQLite now, PostgreSQL later) passes the one contract suite in
+Every implementation (SQLite, PostgreSQL) passes the one contract suite in
 ``tests/contract``. Rules that are not about persistence (validation, idempotency policy,
 which statuses may be stopped) live in :mod:`batchrock.service`; the lifecycle (which move is
 allowed, what it changes, which event it records) is :func:`batchrock.jobs.decide`. The store
@@ -14,7 +14,7 @@ turns :class:`StoreBusy` into ``ThrottlingException``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -365,6 +365,13 @@ class JobStore(Protocol):
 
     async def release_sink(self, sink: str, owner: str) -> None:
         """Give up ``owner``'s lease on ``sink`` (no-op if not held), keeping the cursor."""
+        ...
+
+    async def watch(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Have ``wake`` called (on the running event loop) whenever any process may have made
+        work for an engine: a job created, a status changed, a lease released. Returns the
+        function that stops it, or ``None`` when the store cannot tell (SQLite: engines then
+        poll every ``engine_poll_seconds``)."""
         ...
 
     async def close(self) -> None: ...

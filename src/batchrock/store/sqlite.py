@@ -786,6 +786,10 @@ class SqliteStore:
                 (sink, owner),
             )
 
+    async def watch(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """SQLite cannot tell other processes' changes: engines poll (``None``)."""
+        return None
+
     async def close(self) -> None:
         self._conn.close()
 

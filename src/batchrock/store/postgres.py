@@ -1,0 +1,722 @@
+"""The shared job store: PostgreSQL, for API processes and workers on several hosts.
+
+Selected by ``database_url`` (``postgresql://...``); SQLite stays the embedded default. It
+keeps the SQLite store's semantics exactly (the one contract suite in ``tests/contract`` runs
+on both, and a test compares their listings): the same columns, times as integer
+microseconds, job ids in byte order, the same keyset over (submit_time, job_id).
+
+Concurrency, the PostgreSQL way:
+
+- connections come from a psycopg ``AsyncConnectionPool``, in autocommit; a write that is more
+  than one statement runs in an explicit transaction;
+- status changes lock the job's row (``SELECT ... FOR UPDATE``) and update it guarded by the
+  status read, so two writers cannot both win;
+- claims take the oldest free job with ``FOR UPDATE SKIP LOCKED``: engines racing for work
+  each get a different job, none waits for another;
+- the per-model quotas hold under concurrency through transaction-scoped advisory locks:
+  ``create`` locks its (account, region, model) from the count to the insert; ``start_next``
+  holds one lock from its count to its update (starts are a few per job, so one queue is
+  cheap, and a job's model is only known once it is picked);
+- every creation, status change and lease release ``NOTIFY``-s channel :data:`CHANNEL` (sent
+  at commit): engines ``LISTEN`` (:meth:`PostgresStore.watch`) and look for work at once
+  instead of waiting for their next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from batchrock import jobs
+from batchrock.clock import from_micros, to_micros
+from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
+from batchrock.store.base import (
+    JobFilter,
+    ModelWork,
+    PageRequest,
+    StoreSnapshot,
+    UnfinishedJobsQuota,
+)
+from batchrock.store.pg_schema import migrate
+
+log = logging.getLogger("batchrock.store")
+
+#: The channel engines listen on; the payload is empty (a hint to look, not a message).
+CHANNEL = "batchrock_jobs"
+#: Advisory lock held by start_next from its count to its update (see the module docstring).
+_START_LOCK = 0x62617463_68727374
+#: When the trigram index yields at most this many candidates, fetch them directly; otherwise
+#: walk the listing index in order (the SQLite store's rule, for the same plans).
+_SELECTIVE_CANDIDATES = 5000
+
+_JOB_COLUMNS = (
+    "job_id, account_id, region, name, model_id, role_arn, client_request_token, status, "
+    "message, submit_time, last_modified_time, end_time, expiration_time, timeout_hours, "
+    "invocation_type, input_s3_uri, input_format, input_bucket_owner, output_s3_uri, "
+    "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
+    "success_records, error_records, input_tokens, output_tokens, throttled_requests"
+)
+_N_COLUMNS = len(_JOB_COLUMNS.split(","))
+
+Row = Sequence[Any]
+
+
+class StoreUnavailable(Exception):
+    """The database is busy or unreachable (connection lost, pool exhausted, a lock or
+    serialization conflict): the operation did nothing and may be retried."""
+
+
+@contextlib.contextmanager
+def _typed_errors() -> Any:
+    """psycopg's errors that mean "try again" as :class:`StoreUnavailable`."""
+    try:
+        yield
+    except (
+        psycopg.errors.SerializationFailure,
+        psycopg.errors.DeadlockDetected,
+        psycopg.errors.LockNotAvailable,
+        psycopg.errors.QueryCanceled,
+        psycopg.errors.TooManyConnections,
+        psycopg.errors.AdminShutdown,
+        psycopg.errors.CannotConnectNow,
+    ) as exc:
+        raise StoreUnavailable(f"database busy: {exc.sqlstate} {exc}") from exc
+    except PoolTimeout as exc:
+        raise StoreUnavailable(f"no database connection free: {exc}") from exc
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"database unavailable: {exc}") from exc
+
+
+def _opt_time(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+def _row_to_job(r: Row) -> Job:
+    vpc = r[21]
+    return Job(
+        job_id=r[0],
+        account_id=r[1],
+        region=r[2],
+        name=r[3],
+        model_id=r[4],
+        role_arn=r[5],
+        client_request_token=r[6],
+        status=JobStatus(r[7]),
+        message=r[8],
+        submit_time=from_micros(r[9]),
+        last_modified_time=from_micros(r[10]),
+        end_time=_opt_time(r[11]),
+        expiration_time=from_micros(r[12]),
+        timeout_hours=r[13],
+        invocation_type=r[14],
+        input_s3_uri=r[15],
+        input_format=r[16],
+        input_bucket_owner=r[17],
+        output_s3_uri=r[18],
+        output_kms_key_id=r[19],
+        output_bucket_owner=r[20],
+        vpc_subnet_ids=tuple(vpc["subnetIds"]) if vpc is not None else None,
+        vpc_security_group_ids=tuple(vpc["securityGroupIds"]) if vpc is not None else None,
+        counters=Counters(
+            total=r[22],
+            processed=r[23],
+            success=r[24],
+            error=r[25],
+            input_tokens=r[26],
+            output_tokens=r[27],
+            throttled=r[28],
+        ),
+    )
+
+
+def _job_params(job: Job) -> tuple[Any, ...]:
+    vpc = None
+    if job.vpc_subnet_ids is not None or job.vpc_security_group_ids is not None:
+        vpc = orjson.dumps(
+            {
+                "subnetIds": list(job.vpc_subnet_ids or ()),
+                "securityGroupIds": list(job.vpc_security_group_ids or ()),
+            }
+        ).decode()
+    c = job.counters
+    return (
+        job.job_id,
+        job.account_id,
+        job.region,
+        job.name,
+        job.model_id,
+        job.role_arn,
+        job.client_request_token,
+        job.status.value,
+        job.message,
+        to_micros(job.submit_time),
+        to_micros(job.last_modified_time),
+        None if job.end_time is None else to_micros(job.end_time),
+        to_micros(job.expiration_time),
+        job.timeout_hours,
+        job.invocation_type,
+        job.input_s3_uri,
+        job.input_format,
+        job.input_bucket_owner,
+        job.output_s3_uri,
+        job.output_kms_key_id,
+        job.output_bucket_owner,
+        vpc,
+        c.total,
+        c.processed,
+        c.success,
+        c.error,
+        c.input_tokens,
+        c.output_tokens,
+        c.throttled,
+    )
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _tripled(text: str) -> str:
+    """The needle as ``batchrock_tripled`` writes names: ASCII lower-cased (Python's
+    ``lower`` also folds other letters, which the column never holds lowered; as in the
+    SQLite store, such a needle then matches nothing), every character three times."""
+    return "".join(ch * 3 for ch in text.lower())
+
+
+def _key(*parts: str) -> str:
+    return "\x1f".join(parts)
+
+
+def _lease_until(now: datetime, lease_seconds: float) -> int:
+    return to_micros(now) + int(lease_seconds * 1_000_000)
+
+
+class PostgresStore:
+    """:class:`batchrock.store.base.JobStore` on PostgreSQL (psycopg 3, async).
+
+    >>> store = await PostgresStore.open("postgresql://batchrock@db.internal/batchrock")
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, url: str) -> None:
+        self._pool = pool
+        self._url = url
+        self._watchers: list[Callable[[], None]] = []
+        self._listener: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0
+    ) -> PostgresStore:
+        """Connect, and bring the schema up to date (see :mod:`.pg_schema`)."""
+        pool: AsyncConnectionPool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True},
+            open=False,
+            name="batchrock",
+        )
+        with _typed_errors():
+            await pool.open(wait=True, timeout=timeout)
+            try:
+                async with pool.connection() as conn:
+                    await migrate(conn)
+            except BaseException:
+                await pool.close()
+                raise
+        return cls(pool, url)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        with _typed_errors():
+            async with self._pool.connection() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        with _typed_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        async with self._connection() as conn:
+            cur = await conn.execute(sql, params)
+            row: Row | None = await cur.fetchone()
+            return row
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._connection() as conn:
+            cur = await conn.execute(sql, params)
+            rows: list[Row] = await cur.fetchall()
+            return rows
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    async def create(
+        self, job: Job, tags: Mapping[str, str], *, max_unfinished: int | None = None
+    ) -> tuple[Job, bool]:
+        select_token = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE account_id = %s AND client_request_token = %s"
+        )
+        async with self._tx() as conn:
+            if job.client_request_token is not None:
+                cur = await conn.execute(
+                    select_token,
+                    (job.account_id, job.client_request_token),
+                )
+                existing = await cur.fetchone()
+                if existing is not None:
+                    return _row_to_job(existing), False
+            if max_unfinished is not None:
+                # From the count to the insert no other process adds a job of this model.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (_key("quota", job.account_id, job.region, job.model_id),),
+                )
+                cur = await conn.execute(
+                    "SELECT count(*) FROM jobs WHERE account_id = %s AND region = %s "
+                    "AND status = ANY(%s) AND model_id = %s",
+                    (job.account_id, job.region, [s.value for s in jobs.ACTIVE], job.model_id),
+                )
+                (count,) = await cur.fetchone()  # type: ignore[misc]
+                if count >= max_unfinished:
+                    raise UnfinishedJobsQuota(max_unfinished)
+            cur = await conn.execute(
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) "
+                f"VALUES ({', '.join(['%s'] * _N_COLUMNS)}) "
+                "ON CONFLICT (account_id, client_request_token) "
+                "WHERE client_request_token IS NOT NULL DO NOTHING RETURNING job_id",
+                _job_params(job),
+            )
+            inserted = await cur.fetchone()
+            if inserted is not None:
+                await conn.execute(
+                    "INSERT INTO job_events (job_id, from_status, to_status, at) "
+                    "VALUES (%s, NULL, %s, %s)",
+                    (job.job_id, job.status.value, to_micros(job.submit_time)),
+                )
+                if tags:
+                    async with conn.cursor() as tag_cur:
+                        await tag_cur.executemany(
+                            "INSERT INTO job_tags (job_id, key, value) VALUES (%s, %s, %s)",
+                            [(job.job_id, k, v) for k, v in tags.items()],
+                        )
+                await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+                return job, True
+        # Another process inserted the same token after our look-up: its job is the answer.
+        row = await self._one(select_token, (job.account_id, job.client_request_token))
+        if row is None:  # pragma: no cover - the conflicting row is committed before we see it
+            raise StoreUnavailable("a job with this token was being created; try again")
+        return _row_to_job(row), False
+
+    async def get(self, account_id: str, region: str, job_id: str) -> Job | None:
+        row = await self._one(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = %s AND account_id = %s "
+            "AND region = %s",
+            (job_id, account_id, region),
+        )
+        return None if row is None else _row_to_job(row)
+
+    async def get_by_id(self, job_id: str) -> Job | None:
+        row = await self._one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
+        return None if row is None else _row_to_job(row)
+
+    async def list_jobs(self, filter: JobFilter, page: PageRequest) -> list[Job]:
+        candidates: list[str] | None = None
+        if filter.name_contains:
+            candidates = await self._name_candidates(filter.name_contains)
+            if candidates == []:
+                return []
+        where = ["account_id = %s", "region = %s"]
+        params: list[Any] = [filter.account_id, filter.region]
+        if filter.status is not None:
+            where.append("status = %s")
+            params.append(filter.status.value)
+        if filter.submitted_after is not None:
+            where.append("submit_time > %s")
+            params.append(to_micros(filter.submitted_after))
+        if filter.submitted_before is not None:
+            where.append("submit_time < %s")
+            params.append(to_micros(filter.submitted_before))
+        op = "<" if page.descending else ">"
+        if page.after is not None:
+            where.append(f"(submit_time, job_id) {op} (%s, %s)")
+            params.extend([to_micros(page.after.submit_time), page.after.job_id])
+        if filter.name_contains:
+            # The exact test (the trigram match is a superset); strpos, not LIKE, so the
+            # planner walks the listing index in order for a common pattern.
+            where.append("strpos(lower(name), %s) > 0")
+            params.append(filter.name_contains.lower())
+        source = "jobs"
+        if candidates is not None:
+            # A few candidates: fetch them by id, then filter and sort. OFFSET 0 keeps the
+            # planner from walking a listing index instead (which would visit every job of
+            # the account to find a rare name), as the unary "+" does in the SQLite store.
+            source = f"(SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ANY(%s) OFFSET 0) AS j"
+            params.insert(0, candidates)
+        order = "DESC" if page.descending else "ASC"
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM {source} WHERE {' AND '.join(where)} "
+            f"ORDER BY submit_time {order}, job_id {order} LIMIT %s"
+        )
+        params.append(page.limit)
+        return [_row_to_job(r) for r in await self._all(sql, params)]
+
+    async def _name_candidates(self, needle: str) -> list[str] | None:
+        """Ids of the jobs whose name may contain ``needle``, when the trigram index narrows
+        the search to a few; ``None`` when an ordered walk is the better plan."""
+        rows = await self._all(
+            "SELECT job_id FROM jobs WHERE batchrock_tripled(name) LIKE %s LIMIT %s",
+            (f"%{_like_escaped(_tripled(needle))}%", _SELECTIVE_CANDIDATES + 1),
+        )
+        if len(rows) > _SELECTIVE_CANDIDATES:
+            return None
+        return [r[0] for r in rows]
+
+    async def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        now: datetime,
+        expected: Collection[JobStatus] | None = None,
+        message: str | None = None,
+        end_time: datetime | None = None,
+    ) -> Job:
+        allowed = jobs.sources_of(to)
+        if expected is not None:
+            allowed = allowed & frozenset(expected)
+        if to in jobs.TERMINAL and end_time is None:
+            end_time = now
+        micros = to_micros(now)
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                "SELECT status FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise LookupError(job_id)
+            current = JobStatus(row[0])
+            if current not in allowed:
+                raise InvalidTransition(job_id, current, to)
+            final = to in jobs.TERMINAL
+            cur = await conn.execute(
+                f"UPDATE jobs SET status = %s, last_modified_time = %s, "
+                f"message = coalesce(%s, message), end_time = coalesce(%s, end_time), "
+                f"lease_owner = CASE WHEN %s THEN NULL ELSE lease_owner END, "
+                f"lease_expires = CASE WHEN %s THEN NULL ELSE lease_expires END "
+                f"WHERE job_id = %s AND status = %s RETURNING {_JOB_COLUMNS}",
+                (
+                    to.value,
+                    micros,
+                    message,
+                    None if end_time is None else to_micros(end_time),
+                    final,
+                    final,
+                    job_id,
+                    current.value,
+                ),
+            )
+            updated = await cur.fetchone()
+            if updated is None:  # pragma: no cover - the row is locked since the read
+                raise InvalidTransition(job_id, current, to)
+            await conn.execute(
+                "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (job_id, current.value, to.value, micros, message),
+            )
+            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        log.info(
+            "job %s: %s -> %s%s",
+            job_id,
+            current.value,
+            to.value,
+            f" ({message})" if message else "",
+            extra={"action": "job_transition", "job_id": job_id, "to_status": to.value},
+        )
+        return _row_to_job(updated)
+
+    async def events(self, job_id: str) -> list[JobEvent]:
+        rows = await self._all(
+            "SELECT job_id, from_status, to_status, at, message FROM job_events "
+            "WHERE job_id = %s ORDER BY id",
+            (job_id,),
+        )
+        return [
+            JobEvent(
+                job_id=r[0],
+                from_status=None if r[1] is None else JobStatus(r[1]),
+                to_status=JobStatus(r[2]),
+                at=from_micros(r[3]),
+                message=r[4],
+            )
+            for r in rows
+        ]
+
+    # --- tags ---------------------------------------------------------------------------
+
+    async def get_tags(self, job_id: str) -> dict[str, str]:
+        rows = await self._all(
+            "SELECT key, value FROM job_tags WHERE job_id = %s ORDER BY key", (job_id,)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def put_tags(self, job_id: str, tags: Mapping[str, str], *, max_tags: int) -> None:
+        async with self._tx() as conn:
+            if tags:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO job_tags (job_id, key, value) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (job_id, key) DO UPDATE SET value = excluded.value",
+                        [(job_id, k, v) for k, v in tags.items()],
+                    )
+            cur = await conn.execute("SELECT count(*) FROM job_tags WHERE job_id = %s", (job_id,))
+            (count,) = await cur.fetchone()  # type: ignore[misc]
+            if count > max_tags:
+                raise OverflowError(count)  # rolls the transaction back
+
+    async def remove_tags(self, job_id: str, keys: Collection[str]) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "DELETE FROM job_tags WHERE job_id = %s AND key = ANY(%s)", (job_id, list(keys))
+            )
+
+    # --- the engine's side --------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        statuses: Collection[JobStatus],
+        *,
+        now: datetime,
+        lease_seconds: float,
+        submitted_by: datetime | None = None,
+    ) -> Job | None:
+        if not statuses:
+            return None
+        micros = to_micros(now)
+        dwell = ""
+        dwell_params: tuple[Any, ...] = ()
+        if submitted_by is not None:
+            dwell = " AND (status <> %s OR submit_time <= %s)"
+            dwell_params = (JobStatus.SUBMITTED.value, to_micros(submitted_by))
+        row = await self._one(
+            f"UPDATE jobs SET lease_owner = %s, lease_expires = %s WHERE job_id = ("
+            f"  SELECT job_id FROM jobs WHERE status = ANY(%s)"
+            f"  AND (lease_expires IS NULL OR lease_expires < %s){dwell}"
+            f"  ORDER BY submit_time, job_id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            f") RETURNING {_JOB_COLUMNS}",
+            (
+                worker_id,
+                _lease_until(now, lease_seconds),
+                [s.value for s in statuses],
+                micros,
+                *dwell_params,
+            ),
+        )
+        return None if row is None else _row_to_job(row)
+
+    async def renew(
+        self, job_id: str, worker_id: str, *, now: datetime, lease_seconds: float
+    ) -> bool:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "UPDATE jobs SET lease_expires = %s WHERE job_id = %s AND lease_owner = %s",
+                (_lease_until(now, lease_seconds), job_id, worker_id),
+            )
+            return cur.rowcount == 1
+
+    async def release(self, job_id: str, worker_id: str) -> None:
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE job_id = %s AND lease_owner = %s",
+                (job_id, worker_id),
+            )
+            if cur.rowcount:
+                await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+
+    async def save_progress(
+        self,
+        job_id: str,
+        *,
+        counters: Counters,
+        now: datetime,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> None:
+        c = counters
+        async with self._connection() as conn:
+            await conn.execute(
+                "UPDATE jobs SET total_records = %s, processed_records = %s, "
+                "success_records = %s, error_records = %s, input_tokens = %s, "
+                "output_tokens = %s, throttled_requests = %s, last_modified_time = %s, "
+                "checkpoint = coalesce(%s::jsonb, checkpoint) WHERE job_id = %s",
+                (
+                    c.total,
+                    c.processed,
+                    c.success,
+                    c.error,
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.throttled,
+                    to_micros(now),
+                    None if checkpoint is None else orjson.dumps(dict(checkpoint)).decode(),
+                    job_id,
+                ),
+            )
+
+    async def load_checkpoint(self, job_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT checkpoint::text FROM jobs WHERE job_id = %s", (job_id,))
+        if row is None or row[0] is None:
+            return None
+        data: dict[str, Any] = orjson.loads(row[0])
+        return data
+
+    async def start_next(
+        self,
+        worker_id: str,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        max_in_progress: int,
+    ) -> Job | None:
+        micros = to_micros(now)
+        scheduled, running = JobStatus.SCHEDULED.value, JobStatus.IN_PROGRESS.value
+        async with self._tx() as conn:
+            # One start at a time, cluster-wide, from the count to the update: two engines
+            # cannot both take the last free slot of a model. Each statement below sees every
+            # start committed before the lock was granted (READ COMMITTED).
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_START_LOCK,))
+            cur = await conn.execute(
+                "SELECT job_id FROM jobs AS j WHERE status = %s "
+                "AND (lease_expires IS NULL OR lease_expires < %s) "
+                "AND (SELECT count(*) FROM jobs AS r WHERE r.status = %s "
+                "     AND r.account_id = j.account_id AND r.region = j.region "
+                "     AND r.model_id = j.model_id) < %s "
+                "ORDER BY submit_time, job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                (scheduled, micros, running, max_in_progress),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            job_id = row[0]
+            cur = await conn.execute(
+                f"UPDATE jobs SET status = %s, last_modified_time = %s, "
+                f"lease_owner = %s, lease_expires = %s WHERE job_id = %s AND status = %s "
+                f"RETURNING {_JOB_COLUMNS}",
+                (running, micros, worker_id, _lease_until(now, lease_seconds), job_id, scheduled),
+            )
+            updated = await cur.fetchone()
+            await conn.execute(
+                "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
+                "VALUES (%s, %s, %s, %s, NULL)",
+                (job_id, scheduled, running, micros),
+            )
+            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        log.info(
+            "job %s: %s -> %s",
+            job_id,
+            scheduled,
+            running,
+            extra={"action": "job_transition", "job_id": job_id, "to_status": running},
+        )
+        assert updated is not None  # the row is locked since the select
+        return _row_to_job(updated)
+
+    async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:
+        if not statuses:
+            return []
+        rows = await self._all(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ANY(%s) "
+            "ORDER BY submit_time, job_id LIMIT %s",
+            ([s.value for s in statuses], limit),
+        )
+        return [_row_to_job(r) for r in rows]
+
+    async def snapshot(self) -> StoreSnapshot:
+        # The server counts; the event loop only waits for the answer.
+        by_status = {
+            JobStatus(status): int(count)
+            for status, count in await self._all(
+                "SELECT status, count(*) FROM jobs GROUP BY status"
+            )
+        }
+        rows = await self._all(
+            "SELECT model_id, "
+            "  sum((status = %s)::int), "
+            "  sum(greatest(total_records - processed_records, 0)), "
+            "  sum(CASE WHEN processed_records > 0 "
+            "      THEN greatest(total_records - processed_records, 0) * input_tokens "
+            "           / processed_records ELSE 0 END) "
+            "FROM jobs WHERE status = ANY(%s) GROUP BY model_id",
+            (JobStatus.SCHEDULED.value, [s.value for s in _PENDING]),
+        )
+        by_model = {
+            model_id: ModelWork(int(scheduled), int(pending), int(tokens))
+            for model_id, scheduled, pending, tokens in rows
+        }
+        return StoreSnapshot(jobs_by_status=by_status, by_model=by_model)
+
+    # --- wake-ups -----------------------------------------------------------------------
+
+    async def watch(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` (on this event loop) whenever any process creates a job, changes a
+        status or releases a lease; returns the function that stops it. While the listening
+        connection is down (it is reopened), ``wake`` is called once it is back, since
+        notifications may have been missed."""
+        self._watchers.append(wake)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="store-listener")
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._watchers.remove(wake)
+
+        return stop
+
+    def _wake_all(self) -> None:
+        for wake in list(self._watchers):
+            wake()
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                log.warning("cannot listen for job changes (retrying): %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    backoff = 0.1
+                    self._wake_all()  # anything missed while not listening
+                    async for _ in conn.notifies():
+                        self._wake_all()
+            except psycopg.OperationalError as exc:
+                log.warning("lost the job-change listener connection (reconnecting): %s", exc)
+                await asyncio.sleep(backoff)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await self._pool.close()
+
+
+#: Jobs whose records are still to be processed (NumberOfRecordsPendingProcessing).
+_PENDING = (JobStatus.SCHEDULED, JobStatus.IN_PROGRESS)
