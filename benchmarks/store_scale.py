@@ -1,36 +1,49 @@
-"""ListModelInvocationJobs at scale: the SQLite store holding N jobs (default one million).
+"""ListModelInvocationJobs at scale: the SQLite and the PostgreSQL store each holding the same N
+jobs (default one million), every filter, first page and a deep page via token.
 
     .venv/bin/python benchmarks/store_scale.py --jobs 1000000
+    .venv/bin/python benchmarks/store_scale.py --stores sqlite --db /tmp/scale.sqlite3
+    .venv/bin/python benchmarks/store_scale.py --database-url postgresql://u@host/db
 
-Fills a fresh database through the store's own ``create`` and ``transition`` (so the indexes
-are the real ones, and every job reached its status through the lifecycle), then times each
-kind of listing the API issues, repeated, and prints medians. Nothing here is a pass/fail
-test: the numbers go to docs/benchmarks.md.
+Both stores are filled with the same jobs in bulk, straight into their tables (SQLite: one
+``executemany`` transaction, then the trigram name index from the table; PostgreSQL: ``COPY``
+with the secondary indexes dropped and rebuilt after, then ``ANALYZE``), with the schema and
+indexes the stores create themselves. Listings read neither events nor tags, so none are
+written. Without ``--database-url`` a throwaway PostgreSQL server is started (tests/pg.py).
+
+Each case runs through the stores' own ``list_jobs`` and is timed, repeated, as a median; the
+two stores' answers are checked to be the same jobs. Target: PostgreSQL within 2x of SQLite
+in the same run. Nothing here is a pass/fail test: the numbers go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
+import sqlite3
 import statistics
 import string
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from batchrock import jobs
 from batchrock.jobs import Job, JobStatus, new_job_id
-from batchrock.store.base import Cursor, JobFilter, PageRequest
-from batchrock.store.sqlite import SqliteStore
+from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest
+from batchrock.store.postgres import PostgresStore
+from batchrock.store.rows import JOB_COLUMNS, job_params
+from batchrock.store.sqlite import SqliteStore, _tripled
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 WORDS = ["nightly", "adhoc", "eval", "summaries", "embed", "classify", "backfill", "retry"]
+CHUNK = 20_000
 
 
 def job_at(i: int, rng: random.Random) -> Job:
@@ -56,114 +69,176 @@ def job_at(i: int, rng: random.Random) -> Job:
     )
 
 
-async def fill(store: SqliteStore, n: int) -> float:
+def chunks(n: int) -> Iterator[list[tuple[Any, ...]]]:
     rng = random.Random(7)
-    started = time.perf_counter()
-    for i in range(n):
-        job = job_at(i, rng)
-        await store.create(job.evolve(status=jobs.INITIAL), {})
-        for status in jobs.path_to(job.status):
-            await store.transition(job.job_id, status, now=job.submit_time)
-    return time.perf_counter() - started
+    for start in range(0, n, CHUNK):
+        yield [job_params(job_at(i, rng)) for i in range(start, min(n, start + CHUNK))]
 
 
-async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, int]:
+def fill_sqlite(path: Path, rows: list[list[tuple[Any, ...]]]) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.create_function("tripled", 1, _tripled, deterministic=True)
+    marks = ", ".join("?" * len(JOB_COLUMNS.split(",")))
+    conn.execute("BEGIN")
+    for chunk in rows:
+        conn.executemany(f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({marks})", chunk)
+    conn.execute("INSERT INTO job_names (rowid, name) SELECT rowid, tripled(name) FROM jobs")
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+async def fill_postgres(url: str, rows: list[list[tuple[Any, ...]]]) -> None:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs' "
+            "AND indexname <> 'jobs_pkey'"
+        )
+        indexes = await cur.fetchall()
+        for name, _ in indexes:
+            await conn.execute(f"DROP INDEX {name}")
+        async with conn.cursor() as copy_cur:
+            async with copy_cur.copy(f"COPY jobs ({JOB_COLUMNS}) FROM STDIN") as copy:
+                for chunk in rows:
+                    for row in chunk:
+                        await copy.write_row(row)
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        for _, definition in indexes:
+            await conn.execute(definition)
+        await conn.execute("VACUUM ANALYZE jobs")
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, Any]:
     samples = []
-    size = 0
-    for _ in range(repeat):
+    result = None
+    for _ in range(repeat + 1):
         t = time.perf_counter()
         result = await fn()
         samples.append(time.perf_counter() - t)
-        size = len(result) if isinstance(result, list) else 1
-    return statistics.median(samples) * 1000, size
+    return statistics.median(samples[1:]) * 1000, result  # the first run warms the cache
+
+
+def cases(n: int) -> dict[str, Callable[[JobStore], Awaitable[Any]]]:
+    mid = T0 + timedelta(seconds=n * 3 // 2)
+    deep = Cursor(mid, "zzzzzzzzzzzz")
+    filters = {
+        "no filter": {},
+        "statusEquals=Failed (rare)": {"status": JobStatus.FAILED},
+        "statusEquals=Completed (common)": {"status": JobStatus.COMPLETED},
+        "nameContains=nightly (common)": {"name_contains": "nightly"},
+        "nameContains=needle (rare, 6 chars)": {"name_contains": "needle"},
+        "nameContains=zq (rare, 2 chars)": {"name_contains": "zq"},
+        "nameContains=x (absent, 1 char)": {"name_contains": "x"},
+        "nameContains=a (common, 1 char)": {"name_contains": "a"},
+        "submit-time window (1 hour)": {
+            "submitted_after": mid - timedelta(hours=1),
+            "submitted_before": mid + timedelta(hours=1),
+        },
+        "status + name + after, ascending": {
+            "status": JobStatus.COMPLETED,
+            "name_contains": "eval",
+            "submitted_after": mid - timedelta(days=1),
+        },
+    }
+    out: dict[str, Callable[[JobStore], Awaitable[Any]]] = {}
+    for label, changes in filters.items():
+        f = JobFilter(account_id=ACCOUNT, region=REGION, **changes)
+        asc = "ascending" in label
+        out[f"{label}: first page"] = lambda s, f=f, asc=asc: s.list_jobs(
+            f, PageRequest(limit=100, descending=not asc)
+        )
+        cursor = Cursor(mid - timedelta(days=1), "") if asc else deep
+        out[f"{label}: deep page via token"] = lambda s, f=f, asc=asc, c=cursor: s.list_jobs(
+            f, PageRequest(limit=100, descending=not asc, after=c)
+        )
+    every = JobFilter(account_id=ACCOUNT, region=REGION)
+    out["page of 1000"] = lambda s: s.list_jobs(every, PageRequest(limit=1000))
+    out["claim (no claimable job)"] = lambda s: s.claim(
+        "bench", {JobStatus.SUBMITTED}, now=T0 - timedelta(days=1), lease_seconds=1
+    )
+    return out
+
+
+@contextlib.asynccontextmanager
+async def postgres_url(given: str | None) -> AsyncIterator[str]:
+    if given:
+        yield given
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.pg import pg_server
+
+    with pg_server() as server:
+        import psycopg
+
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE scale")
+        yield server.url("scale")
+
+
+def ids(result: Any) -> Any:
+    return [j.job_id for j in result] if isinstance(result, list) else result is None
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--db", type=Path, default=None, help="SQLite file (kept)")
+    parser.add_argument("--database-url", default=None, help="an empty PostgreSQL database")
     args = parser.parse_args()
+    names = args.stores.split(",")
 
-    folder = Path(tempfile.mkdtemp(prefix="batchrock-scale-"))
-    path = args.db or folder / "scale.sqlite3"
-    store = await SqliteStore.open(path)
-    existing = sum((await store.snapshot()).jobs_by_status.values())
-    if existing < args.jobs:
-        seconds = await fill(store, args.jobs - existing)
-        print(
-            f"filled {args.jobs - existing} jobs in {seconds:.1f}s "
-            f"({(args.jobs - existing) / seconds:,.0f} jobs/s, each created and moved on)"
-        )
-    size_mb = path.stat().st_size / 1e6
-    print(f"database: {path} ({size_mb:,.0f} MB)")
+    async with postgres_url(args.database_url if "postgres" in names else "unused") as url:
+        stores: dict[str, JobStore] = {}
+        folder = Path(tempfile.mkdtemp(prefix="batchrock-scale-"))
+        if "sqlite" in names:
+            path = args.db or folder / "scale.sqlite3"
+            stores["sqlite"] = await SqliteStore.open(path)
+        if "postgres" in names:
+            stores["postgres"] = await PostgresStore.open(url, max_size=2)
+        started = time.perf_counter()
+        rows = list(chunks(args.jobs))
+        print(f"generated {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
+        for name in stores:
+            started = time.perf_counter()
+            if name == "sqlite":
+                existing = await stores[name].list_jobs(
+                    JobFilter(account_id=ACCOUNT, region=REGION), PageRequest(limit=1)
+                )
+                if not existing:
+                    await asyncio.to_thread(fill_sqlite, path, rows)
+            else:
+                await fill_postgres(url, rows)
+            print(f"filled {name} in {time.perf_counter() - started:.1f} s")
+        del rows
 
-    f = JobFilter(account_id=ACCOUNT, region=REGION)
-    mid = T0 + timedelta(seconds=args.jobs * 3 // 2)
-    deep = Cursor(mid, "zzzzzzzzzzzz")
-    cases: dict[str, Callable[[], Awaitable[Any]]] = {
-        "first page (100), newest first": lambda: store.list_jobs(f, PageRequest(limit=100)),
-        "page of 1000": lambda: store.list_jobs(f, PageRequest(limit=1000)),
-        "deep page via token (mid-table)": lambda: store.list_jobs(
-            f, PageRequest(limit=100, after=deep)
-        ),
-        "statusEquals=Failed (rare status)": lambda: store.list_jobs(
-            JobFilter(account_id=ACCOUNT, region=REGION, status=JobStatus.FAILED),
-            PageRequest(limit=100),
-        ),
-        "nameContains=nightly (common)": lambda: store.list_jobs(
-            JobFilter(account_id=ACCOUNT, region=REGION, name_contains="nightly"),
-            PageRequest(limit=100),
-        ),
-        "nameContains=needle (rare, 6 chars)": lambda: store.list_jobs(
-            JobFilter(account_id=ACCOUNT, region=REGION, name_contains="needle"),
-            PageRequest(limit=100),
-        ),
-        "nameContains=zq (rare, 2 chars)": lambda: store.list_jobs(
-            JobFilter(account_id=ACCOUNT, region=REGION, name_contains="zq"),
-            PageRequest(limit=100),
-        ),
-        "nameContains=x (absent, 1 char)": lambda: store.list_jobs(
-            JobFilter(account_id=ACCOUNT, region=REGION, name_contains="x"),
-            PageRequest(limit=100),
-        ),
-        "nameContains=a (common, 1 char)": lambda: store.list_jobs(
-            JobFilter(account_id=ACCOUNT, region=REGION, name_contains="a"),
-            PageRequest(limit=100),
-        ),
-        "submit-time window (1 hour)": lambda: store.list_jobs(
-            JobFilter(
-                account_id=ACCOUNT,
-                region=REGION,
-                submitted_after=mid,
-                submitted_before=mid + timedelta(hours=1),
-            ),
-            PageRequest(limit=1000),
-        ),
-        "status + name + window, ascending": lambda: store.list_jobs(
-            JobFilter(
-                account_id=ACCOUNT,
-                region=REGION,
-                status=JobStatus.COMPLETED,
-                name_contains="eval",
-                submitted_after=mid,
-            ),
-            PageRequest(limit=100, descending=False),
-        ),
-        "claim (no claimable job)": lambda: store.claim(
-            "bench", {JobStatus.SUBMITTED}, now=T0 - timedelta(days=1), lease_seconds=1
-        ),
-    }
-    print(f"\n| query at {args.jobs:,} jobs | median ms | rows |")
-    print("| --- | ---: | ---: |")
-    for label, fn in cases.items():
-        ms, rows = await timed(fn, args.repeat)
-        print(f"| {label} | {ms:.2f} | {rows} |")
-    (some,) = await store.list_jobs(f, PageRequest(limit=1, after=deep))
-    any_job = some.job_id
-    ms, _ = await timed(lambda: store.get(ACCOUNT, REGION, any_job), args.repeat)
-    print(f"| get by id | {ms:.3f} | 1 |")
-    await store.close()
+        header = " | ".join(f"{n} ms" for n in stores)
+        ratio = len(stores) == 2
+        print(f"\n| query at {args.jobs:,} jobs | {header} |{' ratio |' if ratio else ''} rows |")
+        print("| --- |" + " ---: |" * (len(stores) + ratio + 1))
+        worst = 0.0
+        for label, fn in cases(args.jobs).items():
+            times, answers = [], []
+            for store in stores.values():
+                ms, result = await timed(lambda fn=fn, store=store: fn(store), args.repeat)
+                times.append(ms)
+                answers.append(ids(result))
+            if len(answers) == 2 and answers[0] != answers[1]:
+                raise SystemExit(f"{label}: the stores answered differently")
+            rows_n = len(answers[0]) if isinstance(answers[0], list) else 1
+            cells = " | ".join(f"{t:.2f}" for t in times)
+            extra = ""
+            if ratio:
+                worst = max(worst, times[1] / times[0])
+                extra = f" {times[1] / times[0]:.2f} |"
+            print(f"| {label} | {cells} |{extra} {rows_n} |")
+        if ratio:
+            print(f"\nworst PostgreSQL / SQLite ratio: {worst:.2f} (target <= 2)")
+        for store in stores.values():
+            await store.close()
 
 
 if __name__ == "__main__":

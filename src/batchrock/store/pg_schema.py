@@ -72,7 +72,10 @@ CREATE TABLE jobs (
     lease_owner           text,
     lease_expires         bigint,
     checkpoint            jsonb
-);
+)
+-- Room on each page for a row's next version: leases, renewals and progress change no indexed
+-- column, so they are HOT updates (no index touched, the trigram index least of all).
+WITH (fillfactor = 80);
 
 CREATE UNIQUE INDEX jobs_by_token
     ON jobs (account_id, client_request_token) WHERE client_request_token IS NOT NULL;

@@ -47,6 +47,7 @@ from batchrock.store.base import (
     UnfinishedJobsQuota,
 )
 from batchrock.store.pg_schema import migrate
+from batchrock.store.rows import JOB_COLUMNS, N_COLUMNS, Row, job_params, row_to_job
 
 log = logging.getLogger("batchrock.store")
 
@@ -54,20 +55,6 @@ log = logging.getLogger("batchrock.store")
 CHANNEL = "batchrock_jobs"
 #: Advisory lock held by start_next from its count to its update (see the module docstring).
 _START_LOCK = 0x62617463_68727374
-#: When the trigram index yields at most this many candidates, fetch them directly; otherwise
-#: walk the listing index in order (the SQLite store's rule, for the same plans).
-_SELECTIVE_CANDIDATES = 5000
-
-_JOB_COLUMNS = (
-    "job_id, account_id, region, name, model_id, role_arn, client_request_token, status, "
-    "message, submit_time, last_modified_time, end_time, expiration_time, timeout_hours, "
-    "invocation_type, input_s3_uri, input_format, input_bucket_owner, output_s3_uri, "
-    "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
-    "success_records, error_records, input_tokens, output_tokens, throttled_requests"
-)
-_N_COLUMNS = len(_JOB_COLUMNS.split(","))
-
-Row = Sequence[Any]
 
 
 class StoreUnavailable(Exception):
@@ -96,91 +83,6 @@ def _typed_errors() -> Any:
         raise StoreUnavailable(f"database unavailable: {exc}") from exc
 
 
-def _opt_time(value: int | None) -> datetime | None:
-    return None if value is None else from_micros(value)
-
-
-def _row_to_job(r: Row) -> Job:
-    vpc = r[21]
-    return Job(
-        job_id=r[0],
-        account_id=r[1],
-        region=r[2],
-        name=r[3],
-        model_id=r[4],
-        role_arn=r[5],
-        client_request_token=r[6],
-        status=JobStatus(r[7]),
-        message=r[8],
-        submit_time=from_micros(r[9]),
-        last_modified_time=from_micros(r[10]),
-        end_time=_opt_time(r[11]),
-        expiration_time=from_micros(r[12]),
-        timeout_hours=r[13],
-        invocation_type=r[14],
-        input_s3_uri=r[15],
-        input_format=r[16],
-        input_bucket_owner=r[17],
-        output_s3_uri=r[18],
-        output_kms_key_id=r[19],
-        output_bucket_owner=r[20],
-        vpc_subnet_ids=tuple(vpc["subnetIds"]) if vpc is not None else None,
-        vpc_security_group_ids=tuple(vpc["securityGroupIds"]) if vpc is not None else None,
-        counters=Counters(
-            total=r[22],
-            processed=r[23],
-            success=r[24],
-            error=r[25],
-            input_tokens=r[26],
-            output_tokens=r[27],
-            throttled=r[28],
-        ),
-    )
-
-
-def _job_params(job: Job) -> tuple[Any, ...]:
-    vpc = None
-    if job.vpc_subnet_ids is not None or job.vpc_security_group_ids is not None:
-        vpc = orjson.dumps(
-            {
-                "subnetIds": list(job.vpc_subnet_ids or ()),
-                "securityGroupIds": list(job.vpc_security_group_ids or ()),
-            }
-        ).decode()
-    c = job.counters
-    return (
-        job.job_id,
-        job.account_id,
-        job.region,
-        job.name,
-        job.model_id,
-        job.role_arn,
-        job.client_request_token,
-        job.status.value,
-        job.message,
-        to_micros(job.submit_time),
-        to_micros(job.last_modified_time),
-        None if job.end_time is None else to_micros(job.end_time),
-        to_micros(job.expiration_time),
-        job.timeout_hours,
-        job.invocation_type,
-        job.input_s3_uri,
-        job.input_format,
-        job.input_bucket_owner,
-        job.output_s3_uri,
-        job.output_kms_key_id,
-        job.output_bucket_owner,
-        vpc,
-        c.total,
-        c.processed,
-        c.success,
-        c.error,
-        c.input_tokens,
-        c.output_tokens,
-        c.throttled,
-    )
-
-
 def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -190,6 +92,14 @@ def _tripled(text: str) -> str:
     ``lower`` also folds other letters, which the column never holds lowered; as in the
     SQLite store, such a needle then matches nothing), every character three times."""
     return "".join(ch * 3 for ch in text.lower())
+
+
+def _status_in(statuses: Collection[JobStatus]) -> tuple[str, list[str]]:
+    """``status IN (...)`` with one placeholder per status: a single status as ``status = %s``,
+    which a prepared (generic) plan serves from the ordered ``jobs_claim`` index; ``= ANY``
+    of an array would be planned as several and sort every row of the status."""
+    values = sorted(s.value for s in statuses)
+    return f"status IN ({', '.join(['%s'] * len(values))})", values
 
 
 def _key(*parts: str) -> str:
@@ -266,7 +176,7 @@ class PostgresStore:
         self, job: Job, tags: Mapping[str, str], *, max_unfinished: int | None = None
     ) -> tuple[Job, bool]:
         select_token = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE account_id = %s AND client_request_token = %s"
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = %s AND client_request_token = %s"
         )
         async with self._tx() as conn:
             if job.client_request_token is not None:
@@ -276,7 +186,7 @@ class PostgresStore:
                 )
                 existing = await cur.fetchone()
                 if existing is not None:
-                    return _row_to_job(existing), False
+                    return row_to_job(existing), False
             if max_unfinished is not None:
                 # From the count to the insert no other process adds a job of this model.
                 await conn.execute(
@@ -292,11 +202,11 @@ class PostgresStore:
                 if count >= max_unfinished:
                     raise UnfinishedJobsQuota(max_unfinished)
             cur = await conn.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) "
-                f"VALUES ({', '.join(['%s'] * _N_COLUMNS)}) "
+                f"INSERT INTO jobs ({JOB_COLUMNS}) "
+                f"VALUES ({', '.join(['%s'] * N_COLUMNS)}) "
                 "ON CONFLICT (account_id, client_request_token) "
                 "WHERE client_request_token IS NOT NULL DO NOTHING RETURNING job_id",
-                _job_params(job),
+                job_params(job),
             )
             inserted = await cur.fetchone()
             if inserted is not None:
@@ -317,26 +227,20 @@ class PostgresStore:
         row = await self._one(select_token, (job.account_id, job.client_request_token))
         if row is None:  # pragma: no cover - the conflicting row is committed before we see it
             raise StoreUnavailable("a job with this token was being created; try again")
-        return _row_to_job(row), False
+        return row_to_job(row), False
 
     async def get(self, account_id: str, region: str, job_id: str) -> Job | None:
         row = await self._one(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = %s AND account_id = %s "
-            "AND region = %s",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s AND account_id = %s AND region = %s",
             (job_id, account_id, region),
         )
-        return None if row is None else _row_to_job(row)
+        return None if row is None else row_to_job(row)
 
     async def get_by_id(self, job_id: str) -> Job | None:
-        row = await self._one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
-        return None if row is None else _row_to_job(row)
+        row = await self._one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
+        return None if row is None else row_to_job(row)
 
     async def list_jobs(self, filter: JobFilter, page: PageRequest) -> list[Job]:
-        candidates: list[str] | None = None
-        if filter.name_contains:
-            candidates = await self._name_candidates(filter.name_contains)
-            if candidates == []:
-                return []
         where = ["account_id = %s", "region = %s"]
         params: list[Any] = [filter.account_id, filter.region]
         if filter.status is not None:
@@ -353,35 +257,25 @@ class PostgresStore:
             where.append(f"(submit_time, job_id) {op} (%s, %s)")
             params.extend([to_micros(page.after.submit_time), page.after.job_id])
         if filter.name_contains:
-            # The exact test (the trigram match is a superset); strpos, not LIKE, so the
-            # planner walks the listing index in order for a common pattern.
+            # The exact test first (cheap, and it decides), then the trigram match it implies,
+            # which lets the planner choose: for a rare pattern the GIN index's few rows,
+            # sorted; for a common one the listing index walked in order, the strpos test
+            # passing over the rows that do not match.
+            needle = filter.name_contains.lower()
             where.append("strpos(lower(name), %s) > 0")
-            params.append(filter.name_contains.lower())
-        source = "jobs"
-        if candidates is not None:
-            # A few candidates: fetch them by id, then filter and sort. OFFSET 0 keeps the
-            # planner from walking a listing index instead (which would visit every job of
-            # the account to find a rare name), as the unary "+" does in the SQLite store.
-            source = f"(SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ANY(%s) OFFSET 0) AS j"
-            params.insert(0, candidates)
+            where.append("batchrock_tripled(name) LIKE %s")
+            params.extend([needle, f"%{_like_escaped(_tripled(needle))}%"])
         order = "DESC" if page.descending else "ASC"
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM {source} WHERE {' AND '.join(where)} "
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
             f"ORDER BY submit_time {order}, job_id {order} LIMIT %s"
         )
         params.append(page.limit)
-        return [_row_to_job(r) for r in await self._all(sql, params)]
-
-    async def _name_candidates(self, needle: str) -> list[str] | None:
-        """Ids of the jobs whose name may contain ``needle``, when the trigram index narrows
-        the search to a few; ``None`` when an ordered walk is the better plan."""
-        rows = await self._all(
-            "SELECT job_id FROM jobs WHERE batchrock_tripled(name) LIKE %s LIMIT %s",
-            (f"%{_like_escaped(_tripled(needle))}%", _SELECTIVE_CANDIDATES + 1),
-        )
-        if len(rows) > _SELECTIVE_CANDIDATES:
-            return None
-        return [r[0] for r in rows]
+        async with self._connection() as conn:
+            # A name pattern is planned for its value (the column's statistics say how common
+            # it is), not once for every pattern as a prepared statement would be.
+            cur = await conn.execute(sql, params, prepare=False if filter.name_contains else None)
+            return [row_to_job(r) for r in await cur.fetchall()]
 
     async def transition(
         self,
@@ -415,7 +309,7 @@ class PostgresStore:
                 f"message = coalesce(%s, message), end_time = coalesce(%s, end_time), "
                 f"lease_owner = CASE WHEN %s THEN NULL ELSE lease_owner END, "
                 f"lease_expires = CASE WHEN %s THEN NULL ELSE lease_expires END "
-                f"WHERE job_id = %s AND status = %s RETURNING {_JOB_COLUMNS}",
+                f"WHERE job_id = %s AND status = %s RETURNING {JOB_COLUMNS}",
                 (
                     to.value,
                     micros,
@@ -444,7 +338,7 @@ class PostgresStore:
             f" ({message})" if message else "",
             extra={"action": "job_transition", "job_id": job_id, "to_status": to.value},
         )
-        return _row_to_job(updated)
+        return row_to_job(updated)
 
     async def events(self, job_id: str) -> list[JobEvent]:
         rows = await self._all(
@@ -510,21 +404,16 @@ class PostgresStore:
         if submitted_by is not None:
             dwell = " AND (status <> %s OR submit_time <= %s)"
             dwell_params = (JobStatus.SUBMITTED.value, to_micros(submitted_by))
+        status_sql, values = _status_in(statuses)
         row = await self._one(
             f"UPDATE jobs SET lease_owner = %s, lease_expires = %s WHERE job_id = ("
-            f"  SELECT job_id FROM jobs WHERE status = ANY(%s)"
+            f"  SELECT job_id FROM jobs WHERE {status_sql}"
             f"  AND (lease_expires IS NULL OR lease_expires < %s){dwell}"
             f"  ORDER BY submit_time, job_id LIMIT 1 FOR UPDATE SKIP LOCKED"
-            f") RETURNING {_JOB_COLUMNS}",
-            (
-                worker_id,
-                _lease_until(now, lease_seconds),
-                [s.value for s in statuses],
-                micros,
-                *dwell_params,
-            ),
+            f") RETURNING {JOB_COLUMNS}",
+            (worker_id, _lease_until(now, lease_seconds), *values, micros, *dwell_params),
         )
-        return None if row is None else _row_to_job(row)
+        return None if row is None else row_to_job(row)
 
     async def renew(
         self, job_id: str, worker_id: str, *, now: datetime, lease_seconds: float
@@ -613,7 +502,7 @@ class PostgresStore:
             cur = await conn.execute(
                 f"UPDATE jobs SET status = %s, last_modified_time = %s, "
                 f"lease_owner = %s, lease_expires = %s WHERE job_id = %s AND status = %s "
-                f"RETURNING {_JOB_COLUMNS}",
+                f"RETURNING {JOB_COLUMNS}",
                 (running, micros, worker_id, _lease_until(now, lease_seconds), job_id, scheduled),
             )
             updated = await cur.fetchone()
@@ -631,17 +520,18 @@ class PostgresStore:
             extra={"action": "job_transition", "job_id": job_id, "to_status": running},
         )
         assert updated is not None  # the row is locked since the select
-        return _row_to_job(updated)
+        return row_to_job(updated)
 
     async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:
         if not statuses:
             return []
+        status_sql, values = _status_in(statuses)
         rows = await self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ANY(%s) "
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {status_sql} "
             "ORDER BY submit_time, job_id LIMIT %s",
-            ([s.value for s in statuses], limit),
+            (*values, limit),
         )
-        return [_row_to_job(r) for r in rows]
+        return [row_to_job(r) for r in rows]
 
     async def snapshot(self) -> StoreSnapshot:
         # The server counts; the event loop only waits for the answer.

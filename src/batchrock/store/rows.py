@@ -1,0 +1,112 @@
+"""A job as a row of the stores' ``jobs`` table, the same columns in SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from batchrock.clock import from_micros, to_micros
+from batchrock.jobs import Counters, Job, JobStatus
+
+JOB_COLUMNS = (
+    "job_id, account_id, region, name, model_id, role_arn, client_request_token, status, "
+    "message, submit_time, last_modified_time, end_time, expiration_time, timeout_hours, "
+    "invocation_type, input_s3_uri, input_format, input_bucket_owner, output_s3_uri, "
+    "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
+    "success_records, error_records, input_tokens, output_tokens, throttled_requests"
+)
+N_COLUMNS = len(JOB_COLUMNS.split(","))
+
+Row = Sequence[Any]
+
+
+def _opt_time(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+def row_to_job(r: Row) -> Job:
+    """A job from a row of :data:`JOB_COLUMNS`, in that order (a tuple or a sqlite3.Row)."""
+    vpc = r[21]
+    if isinstance(vpc, str | bytes):  # SQLite keeps the JSON as text, jsonb arrives parsed
+        vpc = orjson.loads(vpc)
+    return Job(
+        job_id=r[0],
+        account_id=r[1],
+        region=r[2],
+        name=r[3],
+        model_id=r[4],
+        role_arn=r[5],
+        client_request_token=r[6],
+        status=JobStatus(r[7]),
+        message=r[8],
+        submit_time=from_micros(r[9]),
+        last_modified_time=from_micros(r[10]),
+        end_time=_opt_time(r[11]),
+        expiration_time=from_micros(r[12]),
+        timeout_hours=r[13],
+        invocation_type=r[14],
+        input_s3_uri=r[15],
+        input_format=r[16],
+        input_bucket_owner=r[17],
+        output_s3_uri=r[18],
+        output_kms_key_id=r[19],
+        output_bucket_owner=r[20],
+        vpc_subnet_ids=tuple(vpc["subnetIds"]) if vpc is not None else None,
+        vpc_security_group_ids=tuple(vpc["securityGroupIds"]) if vpc is not None else None,
+        counters=Counters(
+            total=r[22],
+            processed=r[23],
+            success=r[24],
+            error=r[25],
+            input_tokens=r[26],
+            output_tokens=r[27],
+            throttled=r[28],
+        ),
+    )
+
+
+def job_params(job: Job) -> tuple[Any, ...]:
+    """The values of :data:`JOB_COLUMNS` for ``job``, in that order (VPC config as JSON text)."""
+    vpc = None
+    if job.vpc_subnet_ids is not None or job.vpc_security_group_ids is not None:
+        vpc = orjson.dumps(
+            {
+                "subnetIds": list(job.vpc_subnet_ids or ()),
+                "securityGroupIds": list(job.vpc_security_group_ids or ()),
+            }
+        ).decode()
+    c = job.counters
+    return (
+        job.job_id,
+        job.account_id,
+        job.region,
+        job.name,
+        job.model_id,
+        job.role_arn,
+        job.client_request_token,
+        job.status.value,
+        job.message,
+        to_micros(job.submit_time),
+        to_micros(job.last_modified_time),
+        None if job.end_time is None else to_micros(job.end_time),
+        to_micros(job.expiration_time),
+        job.timeout_hours,
+        job.invocation_type,
+        job.input_s3_uri,
+        job.input_format,
+        job.input_bucket_owner,
+        job.output_s3_uri,
+        job.output_kms_key_id,
+        job.output_bucket_owner,
+        vpc,
+        c.total,
+        c.processed,
+        c.success,
+        c.error,
+        c.input_tokens,
+        c.output_tokens,
+        c.throttled,
+    )
