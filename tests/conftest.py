@@ -186,6 +186,14 @@ def sqlite_store_factory(tmp_path: Path) -> Any:
     return SqliteFactory(tmp_path / "db" / "batchrock.sqlite3")
 
 
+@pytest.fixture
+def pg_store_factory(pg_url: str) -> Any:
+    """A fresh PostgreSQL database on the session's server (see tests/stores.py)."""
+    from tests.stores import PostgresFactory
+
+    return PostgresFactory(pg_url)
+
+
 def _store_factory_params() -> list[str]:
     from tests.stores import STORE_FACTORIES
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Protocol
 
 from batchrock.store.base import JobStore
+from batchrock.store.postgres import PostgresStore
 from batchrock.store.sqlite import SqliteStore
 
 #: The fixtures (by name) giving a :class:`StoreFactory` each: every contract test runs once
 #: per entry.
-STORE_FACTORIES = ["sqlite_store_factory"]
+STORE_FACTORIES = ["sqlite_store_factory", "pg_store_factory"]
 
 
 class StoreFactory(Protocol):
@@ -62,12 +63,29 @@ class SqliteFactory:
         return SqliteStore.open_sync(self.path)
 
 
+@dataclass(frozen=True)
+class PostgresFactory:
+    """A fresh database on the tests' own PostgreSQL server (tests/pg.py)."""
+
+    url: str
+    name: str = "postgres"
+
+    async def open(self) -> JobStore:
+        return await PostgresStore.open(self.url, max_size=4)
+
+    def open_sync(self) -> JobStore:
+        return PostgresStore.open_sync(self.url, max_size=4)
+
+
 async def _open_sqlite(url: str) -> JobStore:
     return await SqliteStore.open(Path(url.removeprefix("sqlite:")))
 
 
 #: URL scheme -> how to open a store at such a URL.
-OPENERS: dict[str, Callable[[str], Awaitable[JobStore]]] = {"sqlite": _open_sqlite}
+OPENERS: dict[str, Callable[[str], Awaitable[JobStore]]] = {
+    "sqlite": _open_sqlite,
+    "postgresql": PostgresStore.open,
+}
 
 
 async def open_url(url: str) -> JobStore:

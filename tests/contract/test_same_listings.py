@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from batchrock import jobs
 from batchrock.api import pagination
 from batchrock.clock import FakeClock
 from batchrock.jobs import JobStatus
@@ -70,8 +71,11 @@ async def stores(
     sqlite = await SqliteStore.open(tmp_path / "same.sqlite3")
     postgres = await PostgresStore.open(url, max_size=2)
     for job in the_jobs():
-        await sqlite.create(job, {})
-        await postgres.create(job, {})
+        for store in (sqlite, postgres):
+            # Each job reaches its status through the lifecycle, as in the service.
+            await store.create(job.evolve(status=jobs.INITIAL), {})
+            for status in jobs.path_to(job.status):
+                await store.transition(job.job_id, status, now=job.submit_time)
     yield sqlite, postgres
     await sqlite.close()
     await postgres.close()

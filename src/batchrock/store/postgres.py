@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,16 +38,27 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from batchrock import jobs
 from batchrock.clock import from_micros, to_micros
-from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
+from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus, Transition
 from batchrock.store.base import (
     JobFilter,
+    JobNotFound,
+    Lease,
     ModelWork,
     PageRequest,
+    StoreBusy,
+    StoreConflict,
     StoreSnapshot,
     UnfinishedJobsQuota,
 )
 from batchrock.store.pg_schema import migrate
-from batchrock.store.rows import JOB_COLUMNS, N_COLUMNS, Row, job_params, row_to_job
+from batchrock.store.rows import (
+    JOB_COLUMNS,
+    N_COLUMNS,
+    Row,
+    job_params,
+    log_transition,
+    row_to_job,
+)
 
 log = logging.getLogger("batchrock.store")
 
@@ -57,30 +68,28 @@ CHANNEL = "batchrock_jobs"
 _START_LOCK = 0x62617463_68727374
 
 
-class StoreUnavailable(Exception):
-    """The database is busy or unreachable (connection lost, pool exhausted, a lock or
-    serialization conflict): the operation did nothing and may be retried."""
-
-
 @contextlib.contextmanager
-def _typed_errors() -> Any:
-    """psycopg's errors that mean "try again" as :class:`StoreUnavailable`."""
+def _typed_errors() -> Iterator[None]:
+    """psycopg's errors as the store's: "try again later" ones (a lost or refused connection,
+    an exhausted pool, a deadlock, a serialization or lock failure) as :class:`StoreBusy`, a
+    duplicate key as :class:`StoreConflict`; anything else propagates as it is."""
     try:
         yield
+    except psycopg.errors.UniqueViolation as exc:
+        raise StoreConflict(str(exc)) from exc
     except (
         psycopg.errors.SerializationFailure,
         psycopg.errors.DeadlockDetected,
         psycopg.errors.LockNotAvailable,
         psycopg.errors.QueryCanceled,
         psycopg.errors.TooManyConnections,
-        psycopg.errors.AdminShutdown,
         psycopg.errors.CannotConnectNow,
     ) as exc:
-        raise StoreUnavailable(f"database busy: {exc.sqlstate} {exc}") from exc
+        raise StoreBusy(f"the job database is busy: {exc.sqlstate} {exc}") from exc
     except PoolTimeout as exc:
-        raise StoreUnavailable(f"no database connection free: {exc}") from exc
-    except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"database unavailable: {exc}") from exc
+        raise StoreBusy(f"no job database connection is free: {exc}") from exc
+    except psycopg.OperationalError as exc:  # AdminShutdown and a lost connection included
+        raise StoreBusy(f"the job database is unavailable: {exc}") from exc
 
 
 def _like_escaped(text: str) -> str:
@@ -116,9 +125,11 @@ class PostgresStore:
     >>> store = await PostgresStore.open("postgresql://batchrock@db.internal/batchrock")
     """
 
-    def __init__(self, pool: AsyncConnectionPool, url: str) -> None:
-        self._pool = pool
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0):
         self._url = url
+        self._pool: AsyncConnectionPool | None = None
+        self._pool_options = {"min_size": min_size, "max_size": max_size, "timeout": timeout}
+        self._opening: asyncio.Lock | None = None
         self._watchers: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
 
@@ -127,35 +138,56 @@ class PostgresStore:
         cls, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0
     ) -> PostgresStore:
         """Connect, and bring the schema up to date (see :mod:`.pg_schema`)."""
-        pool: AsyncConnectionPool = AsyncConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            kwargs={"autocommit": True},
-            open=False,
-            name="batchrock",
-        )
-        with _typed_errors():
-            await pool.open(wait=True, timeout=timeout)
-            try:
-                async with pool.connection() as conn:
-                    await migrate(conn)
-            except BaseException:
-                await pool.close()
-                raise
-        return cls(pool, url)
+        store = cls(url, min_size=min_size, max_size=max_size, timeout=timeout)
+        await store._ready()
+        return store
+
+    @classmethod
+    def open_sync(cls, url: str, **options: Any) -> PostgresStore:
+        """The store, made outside an event loop: it connects (and migrates) on its first
+        call, in the loop that makes it."""
+        return cls(url, **options)
+
+    async def _ready(self) -> AsyncConnectionPool:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                timeout = float(self._pool_options["timeout"])
+                pool: AsyncConnectionPool = AsyncConnectionPool(
+                    self._url,
+                    min_size=int(self._pool_options["min_size"]),
+                    max_size=int(self._pool_options["max_size"]),
+                    timeout=timeout,
+                    kwargs={"autocommit": True},
+                    open=False,
+                    name="batchrock",
+                )
+                with _typed_errors():
+                    await pool.open(wait=True, timeout=timeout)
+                    try:
+                        async with pool.connection() as conn:
+                            await migrate(conn)
+                    except BaseException:
+                        await pool.close()
+                        raise
+                self._pool = pool
+        return self._pool
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        pool = await self._ready()
         with _typed_errors():
-            async with self._pool.connection() as conn:
+            async with pool.connection() as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        pool = await self._ready()
         with _typed_errors():
-            async with self._pool.connection() as conn, conn.transaction():
+            async with pool.connection() as conn, conn.transaction():
                 yield conn
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -175,6 +207,7 @@ class PostgresStore:
     async def create(
         self, job: Job, tags: Mapping[str, str], *, max_unfinished: int | None = None
     ) -> tuple[Job, bool]:
+        created = jobs.creation(job)
         select_token = (
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = %s AND client_request_token = %s"
         )
@@ -210,23 +243,18 @@ class PostgresStore:
             )
             inserted = await cur.fetchone()
             if inserted is not None:
-                await conn.execute(
-                    "INSERT INTO job_events (job_id, from_status, to_status, at) "
-                    "VALUES (%s, NULL, %s, %s)",
-                    (job.job_id, job.status.value, to_micros(job.submit_time)),
-                )
+                await _record(conn, created)
                 if tags:
                     async with conn.cursor() as tag_cur:
                         await tag_cur.executemany(
                             "INSERT INTO job_tags (job_id, key, value) VALUES (%s, %s, %s)",
                             [(job.job_id, k, v) for k, v in tags.items()],
                         )
-                await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
                 return job, True
         # Another process inserted the same token after our look-up: its job is the answer.
         row = await self._one(select_token, (job.account_id, job.client_request_token))
         if row is None:  # pragma: no cover - the conflicting row is committed before we see it
-            raise StoreUnavailable("a job with this token was being created; try again")
+            raise StoreBusy("a job with this token was being created; try again")
         return row_to_job(row), False
 
     async def get(self, account_id: str, region: str, job_id: str) -> Job | None:
@@ -287,62 +315,30 @@ class PostgresStore:
         message: str | None = None,
         end_time: datetime | None = None,
     ) -> Job:
-        allowed = jobs.sources_of(to)
-        if expected is not None:
-            allowed = allowed & frozenset(expected)
-        if to in jobs.TERMINAL and end_time is None:
-            end_time = now
-        micros = to_micros(now)
         async with self._tx() as conn:
+            # The row stays locked from this read to the update: the decision is made on the
+            # job as it is, and the compare-and-set below cannot lose.
             cur = await conn.execute(
-                "SELECT status FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
             )
             row = await cur.fetchone()
             if row is None:
-                raise LookupError(job_id)
-            current = JobStatus(row[0])
-            if current not in allowed:
-                raise InvalidTransition(job_id, current, to)
-            final = to in jobs.TERMINAL
-            cur = await conn.execute(
-                f"UPDATE jobs SET status = %s, last_modified_time = %s, "
-                f"message = coalesce(%s, message), end_time = coalesce(%s, end_time), "
-                f"lease_owner = CASE WHEN %s THEN NULL ELSE lease_owner END, "
-                f"lease_expires = CASE WHEN %s THEN NULL ELSE lease_expires END "
-                f"WHERE job_id = %s AND status = %s RETURNING {JOB_COLUMNS}",
-                (
-                    to.value,
-                    micros,
-                    message,
-                    None if end_time is None else to_micros(end_time),
-                    final,
-                    final,
-                    job_id,
-                    current.value,
-                ),
+                raise JobNotFound(job_id)
+            change = jobs.decide(
+                row_to_job(row),
+                to,
+                now=now,
+                expected=expected,
+                message=message,
+                end_time=end_time,
             )
-            updated = await cur.fetchone()
-            if updated is None:  # pragma: no cover - the row is locked since the read
-                raise InvalidTransition(job_id, current, to)
-            await conn.execute(
-                "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (job_id, current.value, to.value, micros, message),
-            )
-            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-        log.info(
-            "job %s: %s -> %s%s",
-            job_id,
-            current.value,
-            to.value,
-            f" ({message})" if message else "",
-            extra={"action": "job_transition", "job_id": job_id, "to_status": to.value},
-        )
-        return row_to_job(updated)
+            updated = await _apply(conn, change)
+        log_transition(change, updated.account_id)
+        return updated
 
     async def events(self, job_id: str) -> list[JobEvent]:
         rows = await self._all(
-            "SELECT job_id, from_status, to_status, at, message FROM job_events "
+            "SELECT job_id, from_status, to_status, at, message, id FROM job_events "
             "WHERE job_id = %s ORDER BY id",
             (job_id,),
         )
@@ -353,6 +349,7 @@ class PostgresStore:
                 to_status=JobStatus(r[2]),
                 at=from_micros(r[3]),
                 message=r[4],
+                seq=r[5],
             )
             for r in rows
         ]
@@ -435,6 +432,14 @@ class PostgresStore:
             if cur.rowcount:
                 await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
+    async def lease(self, job_id: str) -> Lease | None:
+        row = await self._one(
+            "SELECT lease_owner, lease_expires FROM jobs WHERE job_id = %s "
+            "AND lease_owner IS NOT NULL",
+            (job_id,),
+        )
+        return None if row is None else Lease(row[0], from_micros(row[1]))
+
     async def save_progress(
         self,
         job_id: str,
@@ -487,7 +492,7 @@ class PostgresStore:
             # start committed before the lock was granted (READ COMMITTED).
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_START_LOCK,))
             cur = await conn.execute(
-                "SELECT job_id FROM jobs AS j WHERE status = %s "
+                f"SELECT {JOB_COLUMNS} FROM jobs AS j WHERE status = %s "
                 "AND (lease_expires IS NULL OR lease_expires < %s) "
                 "AND (SELECT count(*) FROM jobs AS r WHERE r.status = %s "
                 "     AND r.account_id = j.account_id AND r.region = j.region "
@@ -498,29 +503,12 @@ class PostgresStore:
             row = await cur.fetchone()
             if row is None:
                 return None
-            job_id = row[0]
-            cur = await conn.execute(
-                f"UPDATE jobs SET status = %s, last_modified_time = %s, "
-                f"lease_owner = %s, lease_expires = %s WHERE job_id = %s AND status = %s "
-                f"RETURNING {JOB_COLUMNS}",
-                (running, micros, worker_id, _lease_until(now, lease_seconds), job_id, scheduled),
+            change = jobs.decide(row_to_job(row), JobStatus.IN_PROGRESS, now=now)
+            started = await _apply(
+                conn, change, lease=(worker_id, _lease_until(now, lease_seconds))
             )
-            updated = await cur.fetchone()
-            await conn.execute(
-                "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
-                "VALUES (%s, %s, %s, %s, NULL)",
-                (job_id, scheduled, running, micros),
-            )
-            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-        log.info(
-            "job %s: %s -> %s",
-            job_id,
-            scheduled,
-            running,
-            extra={"action": "job_transition", "job_id": job_id, "to_status": running},
-        )
-        assert updated is not None  # the row is locked since the select
-        return row_to_job(updated)
+        log_transition(change, started.account_id)
+        return started
 
     async def jobs_in(self, statuses: Collection[JobStatus], *, limit: int) -> list[Job]:
         if not statuses:
@@ -605,7 +593,57 @@ class PostgresStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
-        await self._pool.close()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+async def _apply(
+    conn: psycopg.AsyncConnection[Any], change: Transition, *, lease: tuple[str, int] | None = None
+) -> Job:
+    """Write a decided transition inside the caller's transaction: one compare-and-set on the
+    status it was decided from, its event, and a notification (sent at commit). ``lease``
+    (owner, expiry in microseconds) hands the job to a worker in the same update."""
+    if lease is not None:
+        owner_sql, expires_sql, lease_params = "%s", "%s", [*lease]
+    elif change.clear_lease:
+        owner_sql, expires_sql, lease_params = "NULL", "NULL", []
+    else:
+        owner_sql, expires_sql, lease_params = "lease_owner", "lease_expires", []
+    cur = await conn.execute(
+        f"UPDATE jobs SET status = %s, last_modified_time = %s, message = %s, end_time = %s, "
+        f"lease_owner = {owner_sql}, lease_expires = {expires_sql} "
+        f"WHERE job_id = %s AND status = %s RETURNING {JOB_COLUMNS}",
+        (
+            change.to_status.value,
+            to_micros(change.at),
+            change.message,
+            None if change.end_time is None else to_micros(change.end_time),
+            *lease_params,
+            change.job_id,
+            change.from_status.value,
+        ),
+    )
+    updated = await cur.fetchone()
+    if updated is None:  # pragma: no cover - the row is locked since it was read
+        raise InvalidTransition(change.job_id, change.from_status, change.to_status)
+    await _record(conn, change.event)
+    return row_to_job(updated)
+
+
+async def _record(conn: psycopg.AsyncConnection[Any], event: JobEvent) -> None:
+    await conn.execute(
+        "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (
+            event.job_id,
+            None if event.from_status is None else event.from_status.value,
+            event.to_status.value,
+            to_micros(event.at),
+            event.message,
+        ),
+    )
+    await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
 
 #: Jobs whose records are still to be processed (NumberOfRecordsPendingProcessing).

@@ -1,7 +1,9 @@
-"""A job as a row of the stores' ``jobs`` table, the same columns in SQLite and PostgreSQL."""
+"""What the stores share: a job as a row of their ``jobs`` table (the same columns in SQLite
+and PostgreSQL), and the log line of a status change."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -9,7 +11,9 @@ from typing import Any
 import orjson
 
 from batchrock.clock import from_micros, to_micros
-from batchrock.jobs import Counters, Job, JobStatus
+from batchrock.jobs import Counters, Job, JobStatus, Transition
+
+log = logging.getLogger("batchrock.store")
 
 JOB_COLUMNS = (
     "job_id, account_id, region, name, model_id, role_arn, client_request_token, status, "
@@ -109,4 +113,23 @@ def job_params(job: Job) -> tuple[Any, ...]:
         c.input_tokens,
         c.output_tokens,
         c.throttled,
+    )
+
+
+def log_transition(change: Transition, account_id: str) -> None:
+    """One structured line per applied transition, every store's (docs/events.md, "Logs")."""
+    message = change.event.message
+    log.info(
+        "job %s: %s -> %s%s",
+        change.job_id,
+        change.from_status.value,
+        change.to_status.value,
+        f" ({message})" if message else "",
+        extra={
+            "action": "job_transition",
+            "job_id": change.job_id,
+            "account_id": account_id,
+            "from_status": change.from_status.value,
+            "to_status": change.to_status.value,
+        },
     )
