@@ -120,7 +120,7 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, A
     return statistics.median(samples[1:]) * 1000, result  # the first run warms the cache
 
 
-def cases(n: int) -> dict[str, Callable[[JobStore], Awaitable[Any]]]:
+def cases(n: int, any_id: str) -> dict[str, Callable[[JobStore], Awaitable[Any]]]:
     mid = T0 + timedelta(seconds=n * 3 // 2)
     deep = Cursor(mid, "zzzzzzzzzzzz")
     filters = {
@@ -155,7 +155,8 @@ def cases(n: int) -> dict[str, Callable[[JobStore], Awaitable[Any]]]:
         )
     every = JobFilter(account_id=ACCOUNT, region=REGION)
     out["page of 1000"] = lambda s: s.list_jobs(every, PageRequest(limit=1000))
-    out["claim (no claimable job)"] = lambda s: s.claim(
+    out["get by id"] = lambda s: s.get(ACCOUNT, REGION, any_id)
+    out["claim (the oldest Submitted job)"] = lambda s: s.claim(
         "bench", {JobStatus.SUBMITTED}, now=T0 - timedelta(days=1), lease_seconds=1
     )
     return out
@@ -178,7 +179,9 @@ async def postgres_url(given: str | None) -> AsyncIterator[str]:
 
 
 def ids(result: Any) -> Any:
-    return [j.job_id for j in result] if isinstance(result, list) else result is None
+    if isinstance(result, list):
+        return [j.job_id for j in result]
+    return None if result is None else result.job_id
 
 
 async def main() -> None:
@@ -201,6 +204,7 @@ async def main() -> None:
             stores["postgres"] = await PostgresStore.open(url, max_size=2)
         started = time.perf_counter()
         rows = list(chunks(args.jobs))
+        any_id = rows[len(rows) // 2][123][0]
         print(f"generated {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
         for name in stores:
             started = time.perf_counter()
@@ -220,7 +224,7 @@ async def main() -> None:
         print(f"\n| query at {args.jobs:,} jobs | {header} |{' ratio |' if ratio else ''} rows |")
         print("| --- |" + " ---: |" * (len(stores) + ratio + 1))
         worst = 0.0
-        for label, fn in cases(args.jobs).items():
+        for label, fn in cases(args.jobs, any_id).items():
             times, answers = [], []
             for store in stores.values():
                 ms, result = await timed(lambda fn=fn, store=store: fn(store), args.repeat)
@@ -228,7 +232,9 @@ async def main() -> None:
                 answers.append(ids(result))
             if len(answers) == 2 and answers[0] != answers[1]:
                 raise SystemExit(f"{label}: the stores answered differently")
-            rows_n = len(answers[0]) if isinstance(answers[0], list) else 1
+            rows_n = (
+                len(answers[0]) if isinstance(answers[0], list) else int(answers[0] is not None)
+            )
             cells = " | ".join(f"{t:.2f}" for t in times)
             extra = ""
             if ratio:
