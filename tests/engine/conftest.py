@@ -1,4 +1,6 @@
-"""Fixtures of the engine tests: a real S3-compatible server (moto's, as a process)."""
+"""Fixtures of the engine tests: a real S3-compatible server (moto's, as a process), and the
+engine suites of _ON_EVERY_STORE run once per store in tests/stores.py (the Harness opening
+that store)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,40 @@ import boto3
 import pytest
 
 from tests.conftest import free_port
+from tests.engine import harness
+from tests.stores import STORE_FACTORIES
+
+#: The engine suites that run on every store. Not yet on PostgreSQL: test_in_order (a model
+#: that keeps the loop busy starves a store that needs the loop for its I/O, so fewer
+#: checkpoints land), test_output_invariant (its crash-point sweeps outlast the timeout there)
+#: and test_changed_input (hung twice under load, not understood yet).
+_ON_EVERY_STORE = {
+    "tests.engine.test_claims",
+    "tests.engine.test_grants",
+    "tests.engine.test_inputs",
+    "tests.engine.test_lifecycle",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__ in _ON_EVERY_STORE:
+        ids = [name.removesuffix("_store_factory") for name in STORE_FACTORIES]
+        metafunc.parametrize("harness_store", STORE_FACTORIES, indirect=True, ids=ids)
+
+
+@pytest.fixture(autouse=True)
+def harness_store(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The store the Harness opens for this test (tests/engine/harness.py DEFAULT_FACTORY):
+    the parametrised factory's (SQLite's in its data dir, as before, for the first)."""
+    name = getattr(request, "param", None)
+    if name is None or name == STORE_FACTORIES[0]:
+        yield
+        return
+    harness.DEFAULT_FACTORY = request.getfixturevalue(name)
+    try:
+        yield
+    finally:
+        harness.DEFAULT_FACTORY = None
 
 #: The smallest part but the last that :func:`moto_small_parts_url`'s server accepts (S3's is
 #: 5 MiB): the engine's multipart checkpoints can then be walked with small files.

@@ -38,8 +38,14 @@ from batchrock.objects import LocalObjectStore, ObjectStore
 from batchrock.settings import Settings
 from tests.stores import SqliteFactory, StoreFactory
 
+#: The store a Harness opens when the test names none: SQLite in its data dir, unless
+#: tests/engine/conftest.py sets another for the test (every engine suite runs on each store).
+DEFAULT_FACTORY: StoreFactory | None = None
+
 FAST = {
     "engine_poll_seconds": 0.02,
+    # A store that wakes engines (PostgreSQL) still sweeps for lapsed leases this often.
+    "engine_sweep_seconds": 0.1,
     "engine_checkpoint_seconds": 0.05,
     "engine_lease_seconds": 1.5,
     "engine_min_submitted_seconds": 0,
@@ -153,7 +159,9 @@ class Harness:
         are in that store instead of the local one under the data dir."""
         self.data_dir = tmp_path / "data"
         self.settings = Settings(data_dir=self.data_dir, **{**FAST, **settings})
-        self.store_factory = store_factory or SqliteFactory(self.settings.database_path)
+        self.store_factory = (
+            store_factory or DEFAULT_FACTORY or SqliteFactory(self.settings.database_path)
+        )
         self.store = self.store_factory.open_sync()
         #: Every job :meth:`submit` created, oldest first.
         self.job_ids: list[str] = []
