@@ -20,6 +20,8 @@ import logging
 
 import psycopg
 
+from batchrock.store.pg_files import SCHEMA as FILES_SCHEMA
+
 log = logging.getLogger("batchrock.store")
 
 #: The advisory lock key migrations hold ("batchrock" as a number; any constant would do,
@@ -94,6 +96,17 @@ CREATE TABLE job_events (
 );
 CREATE INDEX job_events_by_job ON job_events (job_id, id);
 
+-- The event outbox's delivery cursors (docs/events.md): per sink, the job_events id delivered
+-- up to, and which process delivers now (a lease). job_events ids follow commit order: every
+-- transaction that records an event holds the store's events advisory lock from the insert to
+-- its commit, so no event can commit with an id below one already read.
+CREATE TABLE event_sinks (
+    sink           text COLLATE "C" PRIMARY KEY,
+    position       bigint NOT NULL,
+    lease_owner    text,
+    lease_expires  bigint
+);
+
 CREATE TABLE job_tags (
     job_id  text COLLATE "C" NOT NULL,
     key     text COLLATE "C" NOT NULL,
@@ -103,6 +116,9 @@ CREATE TABLE job_tags (
 """,
     ),
 ]
+
+# 2: uploaded files and the jobs made from them (the files seam, store/pg_files.py).
+MIGRATIONS.append((2, FILES_SCHEMA))
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -50,6 +50,7 @@ from batchrock.store.base import (
     StoreSnapshot,
     UnfinishedJobsQuota,
 )
+from batchrock.store.pg_files import PostgresFileStore
 from batchrock.store.pg_schema import migrate
 from batchrock.store.rows import (
     JOB_COLUMNS,
@@ -66,6 +67,9 @@ log = logging.getLogger("batchrock.store")
 CHANNEL = "batchrock_jobs"
 #: Advisory lock held by start_next from its count to its update (see the module docstring).
 _START_LOCK = 0x62617463_68727374
+#: Advisory lock every transaction recording an event holds until it commits: job_events ids
+#: then follow commit order, which the event outbox relies on (JobStore.events_since).
+_EVENTS_LOCK = 0x62617463_68657674
 
 
 @contextlib.contextmanager
@@ -132,6 +136,8 @@ class PostgresStore:
         self._opening: asyncio.Lock | None = None
         self._watchers: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
+        #: Uploaded files and the jobs made from them (store/files.py), on this pool.
+        self.files = PostgresFileStore(self)
 
     @classmethod
     async def open(
@@ -342,17 +348,7 @@ class PostgresStore:
             "WHERE job_id = %s ORDER BY id",
             (job_id,),
         )
-        return [
-            JobEvent(
-                job_id=r[0],
-                from_status=None if r[1] is None else JobStatus(r[1]),
-                to_status=JobStatus(r[2]),
-                at=from_micros(r[3]),
-                message=r[4],
-                seq=r[5],
-            )
-            for r in rows
-        ]
+        return [_event(r) for r in rows]
 
     # --- tags ---------------------------------------------------------------------------
 
@@ -545,6 +541,51 @@ class PostgresStore:
         }
         return StoreSnapshot(jobs_by_status=by_status, by_model=by_model)
 
+    # --- the event outbox ---------------------------------------------------------------
+
+    async def events_since(self, after: int, *, limit: int) -> list[JobEvent]:
+        rows = await self._all(
+            "SELECT job_id, from_status, to_status, at, message, id FROM job_events "
+            "WHERE id > %s ORDER BY id LIMIT %s",
+            (after, limit),
+        )
+        return [_event(r) for r in rows]
+
+    async def hold_sink(
+        self, sink: str, owner: str, *, now: datetime, lease_seconds: float
+    ) -> int | None:
+        micros = to_micros(now)
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO event_sinks (sink, position) "
+                "SELECT %s, coalesce(max(id), 0) FROM job_events ON CONFLICT (sink) DO NOTHING",
+                (sink,),
+            )
+            cur = await conn.execute(
+                "UPDATE event_sinks SET lease_owner = %s, lease_expires = %s WHERE sink = %s "
+                "AND (lease_owner IS NULL OR lease_owner = %s OR lease_expires < %s) "
+                "RETURNING position",
+                (owner, _lease_until(now, lease_seconds), sink, owner, micros),
+            )
+            row = await cur.fetchone()
+        return None if row is None else int(row[0])
+
+    async def advance_sink(self, sink: str, owner: str, position: int) -> bool:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "UPDATE event_sinks SET position = %s WHERE sink = %s AND lease_owner = %s",
+                (position, sink, owner),
+            )
+            return cur.rowcount == 1
+
+    async def release_sink(self, sink: str, owner: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "UPDATE event_sinks SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE sink = %s AND lease_owner = %s",
+                (sink, owner),
+            )
+
     # --- wake-ups -----------------------------------------------------------------------
 
     async def watch(self, wake: Callable[[], None]) -> Callable[[], None] | None:
@@ -631,7 +672,21 @@ async def _apply(
     return row_to_job(updated)
 
 
+def _event(r: Row) -> JobEvent:
+    return JobEvent(
+        job_id=r[0],
+        from_status=None if r[1] is None else JobStatus(r[1]),
+        to_status=JobStatus(r[2]),
+        at=from_micros(r[3]),
+        message=r[4],
+        seq=r[5],
+    )
+
+
 async def _record(conn: psycopg.AsyncConnection[Any], event: JobEvent) -> None:
+    """Insert ``event`` inside the caller's transaction (taken last of the locks a transaction
+    takes, so lock order stays the same everywhere), and notify the engines at commit."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))
     await conn.execute(
         "INSERT INTO job_events (job_id, from_status, to_status, at, message) "
         "VALUES (%s, %s, %s, %s, %s)",
