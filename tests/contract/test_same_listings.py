@@ -14,7 +14,7 @@ import pytest
 
 from batchrock import jobs
 from batchrock.api import pagination
-from batchrock.clock import FakeClock
+from batchrock.clock import FakeClock, from_micros
 from batchrock.jobs import JobStatus
 from batchrock.service import Caller, JobService
 from batchrock.store import sqlite as sqlite_module
@@ -94,7 +94,7 @@ async def pages(store: JobStore, filter: JobFilter, limit: int, descending: bool
         token = None
         if page.more:
             last = page.jobs[-1]
-            after = Cursor(last.submit_time, last.job_id)
+            after = Cursor(from_micros(last.submit_time), last.job_id)
             token = pagination.encode(after, listing)
         out.append(([j.job_id for j in page.jobs], token))
         if token is None:

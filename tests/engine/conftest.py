@@ -55,6 +55,7 @@ def harness_store(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         harness.DEFAULT_FACTORY = None
 
+
 #: The smallest part but the last that :func:`moto_small_parts_url`'s server accepts (S3's is
 #: 5 MiB): the engine's multipart checkpoints can then be walked with small files.
 SMALL_PART_BYTES = 1024

@@ -153,6 +153,21 @@ class PostgresFileStore:
         )
         return None if row is None else _file(row)
 
+    async def expired_files(self, before: datetime, *, limit: int) -> list[StoredFile]:
+        rows = await self._store._all(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE expires_at IS NOT NULL "
+            "AND expires_at <= %s ORDER BY expires_at, file_id LIMIT %s",
+            (to_micros(before), limit),
+        )
+        return [_file(r) for r in rows]
+
+    async def delete_file_job(self, account_id: str, job_id: str) -> bool:
+        async with self._store._connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM file_jobs WHERE job_id = %s AND account_id = %s", (job_id, account_id)
+            )
+            return cur.rowcount > 0
+
     async def add_file_job(self, record: FileJob) -> None:
         async with self._store._tx() as conn:
             await conn.execute(

@@ -42,6 +42,7 @@ from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus
 from batchrock.store.base import (
     JobFilter,
     JobNotFound,
+    JobRow,
     Lease,
     ModelWork,
     PageRequest,
@@ -49,6 +50,7 @@ from batchrock.store.base import (
     StoreConflict,
     StoreSnapshot,
     UnfinishedJobsQuota,
+    job_row,
 )
 from batchrock.store.pg_files import PostgresFileStore
 from batchrock.store.pg_schema import migrate
@@ -270,6 +272,26 @@ class PostgresStore:
         )
         return None if row is None else row_to_job(row)
 
+    async def get_many(
+        self, account_id: str, region: str, job_ids: Collection[str]
+    ) -> dict[str, Job]:
+        if not job_ids:
+            return {}
+        rows = await self._all(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ANY(%s) AND account_id = %s "
+            "AND region = %s",
+            (list(job_ids), account_id, region),
+        )
+        return {r[0]: row_to_job(r) for r in rows}
+
+    async def list_rows(self, filter: JobFilter, page: PageRequest) -> list[JobRow]:
+        # No leaner read path than the jobs themselves here: the view of each.
+        return [job_row(j) for j in await self.list_jobs(filter, page)]
+
+    async def get_row(self, account_id: str, region: str, job_id: str) -> JobRow | None:
+        job = await self.get(account_id, region, job_id)
+        return None if job is None else job_row(job)
+
     async def get_by_id(self, job_id: str) -> Job | None:
         row = await self._one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
         return None if row is None else row_to_job(row)
@@ -349,6 +371,19 @@ class PostgresStore:
             (job_id,),
         )
         return [_event(r) for r in rows]
+
+    async def events_of(self, job_ids: Collection[str]) -> dict[str, list[JobEvent]]:
+        if not job_ids:
+            return {}
+        rows = await self._all(
+            "SELECT job_id, from_status, to_status, at, message, id FROM job_events "
+            "WHERE job_id = ANY(%s) ORDER BY id",
+            (list(job_ids),),
+        )
+        out: dict[str, list[JobEvent]] = {}
+        for r in rows:
+            out.setdefault(r[0], []).append(_event(r))
+        return out
 
     # --- tags ---------------------------------------------------------------------------
 
