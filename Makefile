@@ -25,7 +25,7 @@ TORCH ?= torch==2.13.0
 # here when missing (a fresh CI machine); as root, else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install dev demo test lint typecheck unit serve bench clean postgres-server
+.PHONY: install dev demo test lint typecheck unit serve bench clean postgres-server netns-tools
 
 install: $(RUN_STAMP)
 
@@ -63,6 +63,14 @@ postgres-server:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql postgresql-contrib; \
 	fi
 
+# The multi-host test (tests/engine/test_multihost.py) puts workers in network namespaces of
+# their own when it runs as root: iproute2's `ip` and `ss`, installed here when missing.
+netns-tools:
+	@if [ "$$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1; then \
+		echo "installing iproute2 for the multi-host test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; \
+	fi
+
 demo: $(RUN_STAMP)
 	$(BIN)/batchrock demo
 
@@ -76,7 +84,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(LOCAL_STAMP) $(JS_STAMP) $(CHROMIUM) postgres-server
+unit: $(LOCAL_STAMP) $(JS_STAMP) $(CHROMIUM) postgres-server netns-tools
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

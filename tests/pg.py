@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +63,13 @@ class PgServer:
 
     port: int
     folder: Path
+    #: The address this process reaches the server at.
+    host: str = "127.0.0.1"
     _names = itertools.count()
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", host: str | None = None) -> str:
+        """A database's URL, at ``host`` (another of the server's addresses) when given."""
+        return f"postgresql://{ROLE}@{host or self.host}:{self.port}/{database}"
 
     def new_database(self, template: str = TEMPLATE) -> str:
         """A fresh, empty database copied from ``template``; its URL."""
@@ -81,16 +84,24 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _as_server_user(cmd: list[str]) -> list[str]:
+def _as_server_user(cmd: list[str], wrap: Sequence[str] = ()) -> list[str]:
     if os.geteuid() != 0:
-        return cmd
-    return ["runuser", "-u", SERVER_USER, "--", *cmd]
+        return [*wrap, *cmd]
+    return [*wrap, "runuser", "-u", SERVER_USER, "--", *cmd]
 
 
 @contextlib.contextmanager
-def pg_server() -> Iterator[PgServer]:
+def pg_server(
+    listen: str = "127.0.0.1", reach: str = "127.0.0.1", wrap: Sequence[str] = ()
+) -> Iterator[PgServer]:
     """Start a throwaway cluster (no fsync: the tests never survive an OS crash) and stop and
-    remove it after the block."""
+    remove it after the block.
+
+    By default it listens on loopback only. The multi-host test runs it inside a network
+    namespace of its own: ``wrap`` prefixes the command that starts it (``ip netns exec NS``),
+    ``listen`` is ``*`` (every address of that namespace, which then trusts the networks it is
+    directly attached to) and ``reach`` is the address the tests connect to.
+    """
     bindir = server_bindir()
     if bindir is None:
         raise RuntimeError(
@@ -115,8 +126,11 @@ def pg_server() -> Iterator[PgServer]:
             ),
             **run,  # type: ignore[arg-type]
         )
+        if listen != "127.0.0.1":
+            with (data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all samenet trust\n")
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
+            f"-c listen_addresses='{listen}' -p {port} -k {folder} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         subprocess.run(
@@ -124,7 +138,8 @@ def pg_server() -> Iterator[PgServer]:
                 [
                     *(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60"),
                     *("-o", options, "start"),
-                ]
+                ],
+                wrap,
             ),
             **run,  # type: ignore[arg-type]
         )
@@ -132,7 +147,7 @@ def pg_server() -> Iterator[PgServer]:
         server_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {exc.stderr}\n{server_log}") from exc
-    server = PgServer(port=port, folder=folder)
+    server = PgServer(port=port, folder=folder, host=reach)
     try:
         _wait_ready(server)
         yield server

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ SMALL_PART_BYTES = 1024
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``moto_server`` on a free loopback port, for the whole session."""
-    yield from _moto_server(tmp_path_factory, {})
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -72,21 +73,32 @@ def moto_small_parts_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     """A second ``moto_server`` whose multipart uploads take parts of ``SMALL_PART_BYTES``
     (moto's ``S3_UPLOAD_PART_MIN_SIZE``), otherwise the same S3 rules."""
     env = {"S3_UPLOAD_PART_MIN_SIZE": str(SMALL_PART_BYTES)}
-    yield from _moto_server(tmp_path_factory, env)
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log", env=env) as url:
+        yield url
 
 
-def _moto_server(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[str]:
+@contextlib.contextmanager
+def moto_server(
+    log_path: Path,
+    listen: str = "127.0.0.1",
+    reach: str = "127.0.0.1",
+    wrap: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Run ``moto_server`` on a free port for the block; its URL at ``reach``. ``wrap``
+    prefixes its command (the multi-host test runs it in a network namespace of its own,
+    listening on ``0.0.0.0`` there); ``env`` adds to its environment."""
     port = free_port()
     exe = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "moto.server"]
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    log = log_path.open("wb")
     proc = subprocess.Popen(
-        [*cmd, "-H", "127.0.0.1", "-p", str(port)],
+        [*wrap, *cmd, "-H", listen, "-p", str(port)],
         stdout=log,
         stderr=log,
-        env={**os.environ, **env},
+        env={**os.environ, **(env or {})},
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{reach}:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
