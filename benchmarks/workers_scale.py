@@ -39,11 +39,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.engine_throughput import write_input  # noqa: E402
+from tests import pg  # noqa: E402
 
 from batchrock import jobs  # noqa: E402
 from batchrock.jobs import Job, JobStatus  # noqa: E402
@@ -73,8 +75,6 @@ def new_job(prefix: str, now: datetime | None = None) -> Job:
 
 @contextmanager
 def postgres() -> Iterator[Any]:
-    from tests import pg
-
     with pg.pg_server() as server:
         pg.create_template(server)
         yield server
@@ -162,29 +162,8 @@ def claims(n: int, rounds: int) -> dict[str, Any]:
 
 def write_inputs(data: Path, count: int, records: int) -> None:
     for j in range(count):
-        path = data / "s3" / "bench" / "in" / f"job{j}" / "records.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
-            for i in range(records):
-                rec = {
-                    "recordId": f"J{j:03d}R{i:06d}",
-                    "modelInput": {
-                        "anthropic_version": "bedrock-2023-05-31",
-                        "max_tokens": 16,
-                        "messages": [{"role": "user", "content": f"Item {i} of job {j}."}],
-                    },
-                }
-                fh.write(orjson.dumps(rec) + b"\n")
+        write_input(data / "s3" / "bench" / "in" / f"job{j}" / "records.jsonl", records)
     (data / "s3" / "bench" / "out").mkdir(parents=True, exist_ok=True)
-
-
-def listeners(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 async def _create_all(url: str, count: int) -> list[str]:
@@ -239,7 +218,7 @@ def workers_round(
     ]
     try:
         deadline = time.monotonic() + 120
-        while listeners(url) < n:
+        while pg.listeners(url) < n:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise SystemExit("the workers did not start")
             time.sleep(0.05)

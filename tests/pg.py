@@ -172,6 +172,17 @@ def _wait_ready(server: PgServer, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+def listeners(url: str) -> int:
+    """How many connections to ``url``'s database are LISTENing: one per engine that has
+    started (the PostgreSQL store subscribes each engine to its channel)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def create_template(server: PgServer) -> None:
     """Create :data:`TEMPLATE` and migrate it, by opening the store on it once."""
     import asyncio

@@ -40,6 +40,7 @@ from tests.conftest import bedrock_client
 from . import netns
 from .conftest import moto_server, s3_client
 from .test_e2e import CLAUDE, FAST, claude_records
+from .test_s3_e2e import s3_settings
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -77,15 +78,6 @@ class Layout:
 
     def worker_wrap(self, i: int) -> list[str]:
         return self.net.workers[i].wrap() if self.net else []
-
-
-def _s3_settings(url: str) -> dict[str, Any]:
-    return {
-        "object_store": "s3",
-        "s3_endpoint_url": url,
-        "s3_access_key_id": "testing",
-        "s3_secret_access_key": "testing",
-    }
 
 
 @pytest.fixture
@@ -163,8 +155,8 @@ def start_worker(layout: Layout, workers: Workers, i: int) -> Worker:
     data_dir = layout.logs / f"worker{i}" / "data"
     data_dir.mkdir(parents=True)
     settings = {
+        **s3_settings(layout.worker_s3(i)),
         **ENGINE,
-        **_s3_settings(layout.worker_s3(i)),
         "database_url": layout.worker_db(i),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
@@ -204,15 +196,6 @@ def job_row(db: str, arn: str) -> dict[str, Any]:
         "owner": owner,
         "checkpoint": checkpoint,
     }
-
-
-def engines_listening(db: str) -> int:
-    with psycopg.connect(db) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def mid_file(row: dict[str, Any]) -> bool:
@@ -344,8 +327,7 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
     layout: Layout, workers: Workers, server_factory: Any
 ) -> None:
     api_settings = {
-        **FAST,
-        **_s3_settings(layout.s3_url),
+        **s3_settings(layout.s3_url),
         "engine": False,
         "database_url": layout.server.url(layout.database),
     }
@@ -356,7 +338,7 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
     db = layout.server.url(layout.database)
     for i in range(WORKERS):
         start_worker(layout, workers, i)
-    until("every worker's engine", lambda: engines_listening(db) >= WORKERS, 60, workers.logs)
+    until("every worker's engine", lambda: pg.listeners(db) >= WORKERS, 60, workers.logs)
 
     s3 = s3_client(layout.s3_url)
     bucket_in, bucket_out = f"in-{uuid.uuid4().hex[:8]}", f"out-{uuid.uuid4().hex[:8]}"
@@ -412,13 +394,16 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
         owner = job_row(db, target)["owner"]
         if owner:
             owners_after_kill.add(owner)
-        states = [
-            clients[k % 2].get_model_invocation_job(jobIdentifier=j.arn)["status"]
-            for k, j in enumerate([*jobs, stopped])
-        ]
-        return all(s in {"Completed", "PartiallyCompleted", "Failed", "Stopped"} for s in states)
+        for k, j in enumerate([*jobs, stopped]):
+            states[j.arn] = job_row(db, j.arn)
+            states[j.arn]["api"] = clients[k % 2].get_model_invocation_job(jobIdentifier=j.arn)[
+                "status"
+            ]
+        final = {"Completed", "PartiallyCompleted", "Failed", "Stopped"}
+        return all(row["api"] in final for row in states.values())
 
-    until("every job to end", all_ended, 150, workers.logs)
+    states: dict[str, dict[str, Any]] = {}
+    until("every job to end", all_ended, 150, lambda: f"{states}\n{workers.logs()}")
     # Its lease stayed with the dead worker until it expired; then another one held it.
     successors = owners_after_kill - {killed_owner}
     assert successors, owners_after_kill

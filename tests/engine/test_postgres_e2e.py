@@ -8,26 +8,17 @@ import sys
 import time
 from typing import Any
 
-import psycopg
 import pytest
 
 from batchrock import admin
 from batchrock.settings import Settings, SettingsError, load
 from batchrock.store.postgres import PostgresStore
 from batchrock.store.sqlite import SqliteStore
+from tests.pg import listeners
 
 from .test_e2e import FAST, claude_records, create, out_lines, put, wait
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _listeners(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def test_a_worker_runs_a_job_created_through_another_process_at_once(
@@ -44,7 +35,7 @@ def test_a_worker_runs_a_job_created_through_another_process_at_once(
     )
     try:
         deadline = time.monotonic() + 30
-        while _listeners(pg_url) < 1:  # the worker's engine has subscribed
+        while listeners(pg_url) < 1:  # the worker's engine has subscribed
             assert worker.poll() is None and time.monotonic() < deadline, "worker never listened"
             time.sleep(0.05)
         arn = create(server)
