@@ -110,7 +110,10 @@ class JobService:
         ):
             raise ValidationException(UNSUPPORTED_MODEL_MESSAGE)
         invocation_type = new.invocation_type or "InvokeModel"
-        if not self.catalogue.takes(new.model_id, invocation_type):
+        # An OpenAI batch's bodies are OpenAI requests, whatever Bedrock's invocation types
+        # for the model: only Bedrock's own types (InvokeModel, Converse) are the catalogue's.
+        bedrock_type = not invocation_type.startswith(jobs.OPENAI_BATCH_PREFIX)
+        if bedrock_type and not self.catalogue.takes(new.model_id, invocation_type):
             # Refused at Create like the model itself [UNCONFIRMED: Bedrock may fail the job
             # at validation instead]; docs/models.md, "Invocation types".
             raise ValidationException(unsupported_invocation_message(invocation_type))

@@ -149,6 +149,17 @@ def test_unknown_models_are_refused_when_not_routed(server_factory: Any) -> None
     assert isinstance(err.value.body, dict) and err.value.body["code"] == "model_not_found"
 
 
+def test_a_catalogued_bedrock_model_runs_as_a_batch(server_factory: Any) -> None:
+    # The catalogue's invocation types (InvokeModel, Converse) are Bedrock's: an OpenAI batch
+    # for a catalogued model (gpt-oss, as the README shows) is not refused for its type.
+    server = server_factory(
+        engine_poll_seconds=0.05, quota_min_records_per_job=1
+    )  # no allow_any_model
+    c = client(server)
+    done = wait_batch(c, create(c, upload(c, [chat_line(1, model="openai.gpt-oss-20b-1:0")])).id)
+    assert done.status == "completed" and done.request_counts.completed == 1
+
+
 def test_fake_openai_server_gets_bodies_as_they_are(
     server_factory: Any, tmp_path: Path, fake_openai: FakeServer
 ) -> None:
