@@ -240,3 +240,28 @@ def test_serving_is_printed_once_bound_with_the_port_picked(tmp_path: Path) -> N
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_an_unreachable_database_is_one_line_without_its_password(
+    tmp_path: Path, command: str
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://batch:hunter2secret@127.0.0.1:{port}/jobs"
+    args = [command, "--data-dir", str(tmp_path), "--database-url", url]
+    if command == "serve":
+        args += ["--port", "0"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchrock.admin", *args],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"batchrock {command}: cannot open the job database (database_url)" in proc.stderr
+    assert "hunter2secret" not in proc.stderr + proc.stdout
+    assert "serving" not in proc.stderr

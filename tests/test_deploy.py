@@ -39,7 +39,7 @@ DEPLOY = REPO_ROOT / "deploy" / "kubernetes"
 DOC = (REPO_ROOT / "docs" / "deploy.md").read_text()
 #: Settings the manifests may name before they exist, and what brings them. Once one is a
 #: real setting it is checked like every other (nothing to change here when it lands).
-PENDING = {"database_url": "issue 11 item 3: the PostgreSQL store (branch h-pg)"}
+PENDING: dict[str, str] = {}
 #: Objects the manifests use but do not ship (docs/deploy.md says how to create them).
 EXTERNAL_SECRETS = {"batchrock-tls"}
 KINDS = {
@@ -319,11 +319,11 @@ def test_the_allowed_hosts_cover_the_service_and_the_probes() -> None:
 # --- real processes answer the probes -----------------------------------------------------
 
 
-def local_env(name: str, tmp: Path) -> dict[str, str]:
+def local_env(name: str, tmp: Path, database_url: str) -> dict[str, str]:
     """The container's environment, with its paths and addresses moved onto this machine:
     the same routes and credentials files (written mode 0600), a self-signed certificate, a
-    data dir of its own, loopback and free ports. The PostgreSQL of the manifests is not here
-    (nor yet a setting): the processes use the SQLite file in their data dir."""
+    data dir of its own, loopback and free ports, and the tests' own PostgreSQL in place of
+    the manifests' placeholder database URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
     manifest = manifest_env(name)
     env.update({k: v for k, v in manifest.items() if k in setting_names()})
@@ -342,6 +342,8 @@ def local_env(name: str, tmp: Path) -> dict[str, str]:
         BATCHROCK_MODELS_CONFIG=str(models),
         BATCHROCK_CREDENTIALS_FILE=str(credentials),
     )
+    assert "BATCHROCK_DATABASE_URL" in manifest, "the manifests name the shared database"
+    env["BATCHROCK_DATABASE_URL"] = database_url
     if "BATCHROCK_TLS_CERT" in manifest:
         cert, key = self_signed(tmp)
         env.update(BATCHROCK_TLS_CERT=str(cert), BATCHROCK_TLS_KEY=str(key))
@@ -360,13 +362,13 @@ def get(url: str, host: str | None = None) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def process(tmp_path: Path) -> Iterator[Any]:
+def process(tmp_path: Path, pg_url: str) -> Iterator[Any]:
     started: list[subprocess.Popen[bytes]] = []
 
     def run(name: str) -> tuple[subprocess.Popen[bytes], dict[str, str], Path]:
         folder = tmp_path / name
         folder.mkdir()
-        env = local_env(name, folder)
+        env = local_env(name, folder, pg_url)
         log = folder / "log"
         with log.open("wb") as out:
             proc = subprocess.Popen(

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             if sock is None:
                 return 1
             return _run(
-                serve(settings, resolver, sock, directory=directory, tls=tls, catalogue=catalogue)
+                serve(settings, resolver, sock, directory=directory, tls=tls, catalogue=catalogue),
+                command,
             )
         assert resolver is not None
         metrics_sock = None
@@ -127,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             metrics_sock = _listen_or_say(command, settings.host, settings.metrics_port)
             if metrics_sock is None:
                 return 1
-        return _run(worker(settings, resolver, directory=directory, metrics_sock=metrics_sock))
+        return _run(
+            worker(settings, resolver, directory=directory, metrics_sock=metrics_sock), command
+        )
     if command == "models":
         from batchrock.backends import cli as models_cli
 
@@ -193,11 +196,19 @@ def tls_options(settings: Settings) -> tuple[str, str] | None:
     return str(settings.tls_cert), str(settings.tls_key)
 
 
-def _run(coro: Any) -> int:
+class StoreUnavailable(Exception):
+    """The job store could not be opened at start-up (an unreachable database, say)."""
+
+
+def _run(coro: Any, command: str) -> int:
     try:
         asyncio.run(coro)
     except KeyboardInterrupt:
         pass
+    except StoreUnavailable as exc:
+        # One line, as for a bad setting: the reason, never the URL (it may hold a password).
+        print(f"batchrock {command}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -225,9 +236,13 @@ async def open_store(settings: Settings) -> JobStore:
     """The job store ``settings`` name: PostgreSQL at ``database_url``, else the embedded
     SQLite file in the data dir."""
     if settings.database_url is not None:
+        from batchrock.store.base import StoreError
         from batchrock.store.postgres import PostgresStore
 
-        return await PostgresStore.open(settings.database_url)
+        try:
+            return await PostgresStore.open(settings.database_url)
+        except StoreError as exc:
+            raise StoreUnavailable(f"cannot open the job database (database_url): {exc}") from exc
     from batchrock.store.sqlite import SqliteStore
 
     return await SqliteStore.open(settings.database_path)
