@@ -50,6 +50,7 @@ from batchrock.store.base import (
     UnfinishedJobsQuota,
     job_row,
 )
+from batchrock.store.rows import log_transition
 
 SCHEMA_VERSION = 2
 
@@ -478,7 +479,7 @@ class SqliteStore:
                 end_time=end_time,
             )
             updated = self._apply(change)
-        _log_transition(change, updated.account_id)
+        log_transition(change, updated.account_id)
         return updated
 
     def _apply(self, change: Transition, *, lease: tuple[str, int] | None = None) -> Job:
@@ -715,7 +716,7 @@ class SqliteStore:
             started = self._apply(
                 change, lease=(worker_id, micros + int(lease_seconds * 1_000_000))
             )
-        _log_transition(change, started.account_id)
+        log_transition(change, started.account_id)
         return started
 
     @_typed_errors
@@ -792,25 +793,6 @@ class SqliteStore:
 
     async def close(self) -> None:
         self._conn.close()
-
-
-def _log_transition(change: Transition, account_id: str) -> None:
-    """One structured line per transition (docs/events.md, "Logs")."""
-    message = change.event.message
-    log.info(
-        "job %s: %s -> %s%s",
-        change.job_id,
-        change.from_status.value,
-        change.to_status.value,
-        f" ({message})" if message else "",
-        extra={
-            "action": "job_transition",
-            "job_id": change.job_id,
-            "account_id": account_id,
-            "from_status": change.from_status.value,
-            "to_status": change.to_status.value,
-        },
-    )
 
 
 #: Jobs whose records are still to be processed (NumberOfRecordsPendingProcessing).
