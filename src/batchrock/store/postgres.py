@@ -138,6 +138,7 @@ class PostgresStore:
         self._opening: asyncio.Lock | None = None
         self._watchers: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
+        self._pool_guard: asyncio.Task[None] | None = None
         #: Uploaded files and the jobs made from them (store/files.py), on this pool.
         self.files = PostgresFileStore(self)
 
@@ -182,6 +183,9 @@ class PostgresStore:
                         await pool.close()
                         raise
                 self._pool = pool
+                self._pool_guard = asyncio.get_running_loop().create_task(
+                    _close_at_loop_end(pool), name="batchrock-postgres-pool-guard"
+                )
         return self._pool
 
     @contextlib.asynccontextmanager
@@ -672,6 +676,21 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._pool_guard is not None:
+            self._pool_guard.cancel()
+            self._pool_guard = None
+
+
+async def _close_at_loop_end(pool: AsyncConnectionPool) -> None:
+    """Close ``pool`` when this task is cancelled: psycopg_pool's workers survive a
+    cancellation while they run a task (a reconnect, say), so a loop that ends without
+    :meth:`PostgresStore.close` (``asyncio.run`` cancels every task and waits for them) would
+    wait for those workers forever. Closing the pool stops them."""
+    try:
+        await asyncio.get_running_loop().create_future()
+    except asyncio.CancelledError:
+        await pool.close(timeout=5.0)
+        raise
 
 
 async def _apply(
