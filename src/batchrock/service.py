@@ -26,7 +26,14 @@ from batchrock.errors import (
     ValidationException,
 )
 from batchrock.jobs import Job, JobStatus
-from batchrock.store.base import JobFilter, JobRow, JobStore, PageRequest, UnfinishedJobsQuota
+from batchrock.store.base import (
+    JobFilter,
+    JobRow,
+    JobStore,
+    PageRequest,
+    RowKey,
+    UnfinishedJobsQuota,
+)
 
 #: Tags one job may hold (the TooManyTagsException doc: "50 tags per resource").
 MAX_TAGS_PER_RESOURCE = 50
@@ -203,6 +210,20 @@ class JobService:
         if row is None:
             raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
         return row
+
+    async def get_row_key(self, caller: Caller, job_id: str) -> RowKey:
+        """The key of the row :meth:`get_view` would read (store/base.py ``RowKey``)."""
+        key = await self.store.get_row_key(caller.account_id, caller.region, job_id)
+        if key is None:
+            raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
+        return key
+
+    async def list_keys(self, filter: JobFilter, page: PageRequest) -> tuple[list[RowKey], bool]:
+        """The keys of the rows :meth:`list` would give, and whether more follow."""
+        keys = await self.store.list_row_keys(
+            filter, PageRequest(limit=page.limit + 1, descending=page.descending, after=page.after)
+        )
+        return keys[: page.limit], len(keys) > page.limit
 
     async def list(self, filter: JobFilter, page: PageRequest) -> JobPage:
         # One extra row tells whether another page follows, without a count query.

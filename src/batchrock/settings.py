@@ -95,6 +95,12 @@ class Settings:
             "Page size of ListModelInvocationJobs without maxResults.", low=1, high=1000
         ),
     )
+    summary_cache_jobs: int = field(
+        default=10_000,
+        metadata=_meta(
+            "Jobs whose encoded summary the API keeps for Get and List (0: none).", low=0
+        ),
+    )
     log_level: str = field(
         default="info",
         metadata=_meta(

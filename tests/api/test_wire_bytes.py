@@ -1,5 +1,6 @@
 """Get and List present jobs through the store's lean read path (``JobRow`` views, times
-formatted without ``strftime``): the bytes must be those the ``Job``-based encoder gave.
+formatted without ``strftime``, each job's bytes kept under its row key): the bytes must be
+those the ``Job``-based encoder gave.
 
 ``reference_wire`` below is that encoder as it was (``Job`` in, ``strftime`` per time), kept
 here as the oracle; every job goes into a real SQLite store and comes back both ways.
@@ -19,9 +20,11 @@ import orjson
 from batchrock import jobs
 from batchrock.api import codec, identity
 from batchrock.api.identity import job_arn
+from batchrock.api.summaries import SummaryCache
 from batchrock.catalogue import reported_model_id
-from batchrock.clock import from_micros, to_micros
+from batchrock.clock import FakeClock, from_micros, to_micros
 from batchrock.jobs import Counters, Job, JobStatus
+from batchrock.service import Caller, JobService
 from batchrock.store.base import JobFilter, PageRequest, job_row
 from batchrock.store.sqlite import SqliteStore
 
@@ -188,6 +191,42 @@ async def check_listings(path: Path) -> None:
     # A name that no job has: nothing, by either path.
     none = JobFilter(account_id="123456789012", region="us-east-1", name_contains="zzzq")
     assert await store.list_rows(none, PageRequest(limit=10)) == []
+
+
+def test_kept_summaries_give_the_bytes_the_job_encoder_gave(tmp_path: Path) -> None:
+    """Through the API's summary cache (api/summaries.py), kept bytes and fresh alike, at
+    every cache size: Get's body, and every page joined with and without a nextToken."""
+    asyncio.run(check_kept(tmp_path / "db.sqlite3"))
+
+
+async def check_kept(path: Path) -> None:
+    store, made = await stored(path)
+    service = JobService(store, FakeClock(TIMES[0]))
+    for size in (0, 50, 10_000):
+        cache = SummaryCache(service, size)
+        for _ in range(2):  # encoded, then (where kept) joined from the kept bytes
+            for job in made:
+                full = await store.get(job.account_id, job.region, job.job_id)
+                assert full is not None
+                caller = Caller(job.account_id, job.region)
+                got = await cache.get(caller, job.job_id)
+                assert got.body == orjson.dumps(reference_wire(full))
+            for region, limit in itertools.product(REGIONS, [7, 1000]):
+                job_filter = JobFilter(account_id="123456789012", region=region)
+                request = PageRequest(limit=limit)
+                page = await cache.page(job_filter, request)
+                full_page = await store.list_jobs(job_filter, request)
+                expected: dict[str, Any] = {
+                    "invocationJobSummaries": [reference_wire(j) for j in full_page]
+                }
+                assert page.body(None).body == orjson.dumps(expected)
+                expected["nextToken"] = 'a "token"/+='
+                assert page.body('a "token"/+=').body == orjson.dumps(expected)
+                assert page.more == (limit == 7)
+                if page.more:
+                    last = full_page[-1]
+                    assert page.last == (to_micros(last.submit_time), last.job_id)
+        assert len(cache) == min(size, len(made))
 
 
 def test_format_micros_matches_strftime_across_the_range() -> None:

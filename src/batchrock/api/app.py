@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -26,6 +27,7 @@ from batchrock.access.credfile import LiveDirectory
 from batchrock.api import auth, codec, guard, identity, model, pagination, throttle, validation
 from batchrock.api.body import BodyTooLarge, ClientDisconnected, json_object, read_body
 from batchrock.api.openai.app import OpenAIApi
+from batchrock.api.summaries import Encoded, SummaryCache
 from batchrock.clock import from_micros
 from batchrock.errors import (
     AccessDeniedException,
@@ -120,7 +122,39 @@ class Request:
         self.params = params
 
 
-Handler = Callable[[Request], Awaitable[dict[str, Any]]]
+Handler = Callable[[Request], Awaitable[dict[str, Any] | Encoded]]
+Body = dict[str, Any] | Encoded
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where an operation's input members come from (read from the model once, not per
+    request)."""
+
+    shape: Any  # botocore StructureShape, or None for an operation without input
+    #: (member, URI label)
+    uri: tuple[tuple[str, str], ...]
+    #: (member, query parameter, member type)
+    query: tuple[tuple[str, str, str], ...]
+    #: Whether members come from a JSON body (a POST with members outside the URI and query).
+    json_body: bool
+
+    @classmethod
+    def of(cls, op_model: Any) -> _Plan:
+        shape = op_model.input_shape
+        members = shape.members if shape is not None else {}
+        uri, query = [], []
+        for name, member in members.items():
+            location = member.serialization.get("location")
+            wire = member.serialization.get("name", name)
+            if location == "uri":
+                uri.append((name, wire))
+            elif location == "querystring":
+                query.append((name, wire, member.type_name))
+        json_body = op_model.http["method"] == "POST" and any(
+            "location" not in m.serialization for m in members.values()
+        )
+        return cls(shape, tuple(uri), tuple(query), json_body)
 
 
 class BedrockApp:
@@ -139,8 +173,10 @@ class BedrockApp:
         self._lifespan = lifespan
         self.gate = auth.Gate(settings, service.clock.now, directory)
         self._routes = model.routes()
+        self._plans = {name: _Plan.of(model.operation(name)) for name in model.OPERATIONS}
         self._guard = guard.RequestGuard(settings)
         self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
+        self._summaries = SummaryCache(service, settings.summary_cache_jobs)
         self.metrics = MetricsEndpoint(settings, service.store)
         self.console = console.Console(service, settings, self.gate, self.invoke)
         #: The OpenAI-compatible Files and Batch API under ``/v1/`` (api/openai), when set.
@@ -231,7 +267,7 @@ class BedrockApp:
 
     # --- decoding -----------------------------------------------------------------------
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, Body]:
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = _path_of(scope)
@@ -247,25 +283,18 @@ class BedrockApp:
             raise ValidationException(bad_head_message(self.settings.max_head_bytes))
         operation, labels = self._route(method, path)
         scope["batchrock.operation"] = operation
-        op_model = model.operation(operation)
+        plan = self._plans[operation]
         query = raw_query.decode("latin-1")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        body = await self._read_body(receive, headers)
+        body = await self._read_body(receive, scope["headers"])
         who = self.gate.identify(scope, path, query, body)
 
-        params: dict[str, Any] = {}
-        shape = op_model.input_shape
-        query_values = parse_qs(query, keep_blank_values=True) if query else {}
-        for name, member in shape.members.items():
-            location = member.serialization.get("location")
-            wire_name = member.serialization.get("name", name)
-            if location == "uri":
-                params[name] = labels[wire_name]
-            elif location == "querystring" and wire_name in query_values:
-                params[name] = _query_value(name, member.type_name, query_values[wire_name][0])
-        if op_model.http["method"] == "POST" and any(
-            "location" not in m.serialization for m in shape.members.values()
-        ):
+        params: dict[str, Any] = {name: labels[wire] for name, wire in plan.uri}
+        if query and plan.query:
+            query_values = parse_qs(query, keep_blank_values=True)
+            for name, wire, kind in plan.query:
+                if wire in query_values:
+                    params[name] = _query_value(name, kind, query_values[wire][0])
+        if plan.json_body:
             params.update(json_object(body))
         # For the request's log line: whose request, and which job it was about.
         scope["batchrock.account"] = who.caller.account_id
@@ -273,8 +302,8 @@ class BedrockApp:
         job = params.get("jobIdentifier") or params.get("resourceARN")
         if isinstance(job, str) and job:
             scope["batchrock.job"] = job.rsplit("/", 1)[-1]
-        result = await self.invoke(who, operation, params)
-        if "jobArn" in result:
+        result = await self._invoke(who, operation, params)
+        if isinstance(result, dict) and "jobArn" in result:
             scope["batchrock.job"] = result["jobArn"].rsplit("/", 1)[-1]
         return 200, result
 
@@ -284,7 +313,11 @@ class BedrockApp:
         """Run ``operation`` with its wire parameters as ``who``: validated against the model,
         authorized, rate limited, then handled. The API's path after decoding, and the web
         console's (one set of rules for both)."""
-        validation.validate(model.operation(operation).input_shape, params)
+        result = await self._invoke(who, operation, params)
+        return result.decoded() if isinstance(result, Encoded) else result
+
+    async def _invoke(self, who: auth.Identity, operation: str, params: dict[str, Any]) -> Body:
+        validation.validate(self._plans[operation].shape, params)
         self.gate.authorize(who, operation, params)
         if self._limiter is not None:
             self._limiter.check(who.caller.account_id)
@@ -312,9 +345,9 @@ class BedrockApp:
             raise MethodNotAllowed()
         raise UnknownOperation()
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+    async def _read_body(self, receive: Receive, headers: list[tuple[bytes, bytes]]) -> bytes:
         limit = self.settings.max_body_bytes
-        declared = headers.get("content-length")
+        declared = next((v for k, v in headers if k.lower() == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         try:
@@ -349,16 +382,16 @@ class BedrockApp:
         job, _ = await self.service.create(request.caller, new)
         return {"jobArn": identity.job_arn(job.region, job.account_id, job.job_id)}
 
-    async def _get(self, request: Request) -> dict[str, Any]:
+    async def _get(self, request: Request) -> Encoded:
         job_id = _owned_job_id(request.params["jobIdentifier"], request.caller)
-        return codec.job_to_wire(await self.service.get_view(request.caller, job_id))
+        return await self._summaries.get(request.caller, job_id)
 
     async def _stop(self, request: Request) -> dict[str, Any]:
         job_id = _owned_job_id(request.params["jobIdentifier"], request.caller)
         await self.service.stop(request.caller, job_id)
         return {}
 
-    async def _list(self, request: Request) -> dict[str, Any]:
+    async def _list(self, request: Request) -> Encoded:
         p = request.params
         caller = request.caller
         status = p.get("statusEquals")
@@ -375,15 +408,13 @@ class BedrockApp:
         listing = pagination.fingerprint(caller, job_filter, descending)
         after = pagination.decode(p["nextToken"], listing) if "nextToken" in p else None
         limit = p.get("maxResults") or self.settings.default_page_size
-        page = await self.service.list(
+        page = await self._summaries.page(
             job_filter, PageRequest(limit=limit, descending=descending, after=after)
         )
-        out: dict[str, Any] = {"invocationJobSummaries": [codec.job_to_wire(j) for j in page.jobs]}
-        if page.more and page.jobs:
-            last = page.jobs[-1]
-            cursor = Cursor(from_micros(last.submit_time), last.job_id)
-            out["nextToken"] = pagination.encode(cursor, listing)
-        return out
+        token = None
+        if page.last is not None:
+            token = pagination.encode(Cursor(from_micros(page.last[0]), page.last[1]), listing)
+        return page.body(token)
 
     async def _tag(self, request: Request) -> dict[str, Any]:
         arn = request.params["resourceARN"]
@@ -458,7 +489,7 @@ def _log_request(scope: Scope, status: int, elapsed: float) -> None:
     """One line per request: what was asked (never its headers or body: no signatures or
     keys), by which account, about which job, the answer, and the x-amzn-RequestId."""
     operation = scope["batchrock.operation"]
-    if operation == "Health":
+    if operation == "Health" or not log.isEnabledFor(logging.INFO):
         return
     job = scope.get("batchrock.job")
     account = scope.get("batchrock.account")
@@ -481,9 +512,9 @@ def _log_request(scope: Scope, status: int, elapsed: float) -> None:
 
 
 def _finish(
-    status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]], request_id: str
+    status: int, body: Body, headers: list[tuple[bytes, bytes]], request_id: str
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    payload = orjson.dumps(body)
+    payload = body.body if isinstance(body, Encoded) else orjson.dumps(body)
     headers = [
         *headers,
         (b"x-amzn-requestid", request_id.encode()),

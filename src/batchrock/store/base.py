@@ -92,6 +92,34 @@ class JobRow(NamedTuple):
     error_records: int
 
 
+#: The :class:`JobRow` members that name a row and place it in a listing (``job_id``,
+#: ``submit_time``) followed by every member a write may change after creation: the status
+#: and its message and times, and the wire's four counters. A :data:`RowKey` holds their values
+#: in this order; equal keys mean equal rows, so a view's encoded bytes can be kept under its
+#: key (api/summaries.py). A store write that changes any other member of the view must add
+#: it here (tests/contract/test_row_keys.py reads every ``UPDATE jobs`` of the stores).
+ROW_KEY_MEMBERS = (
+    "job_id",
+    "submit_time",
+    "status",
+    "message",
+    "last_modified_time",
+    "end_time",
+    "total_records",
+    "processed_records",
+    "success_records",
+    "error_records",
+)
+#: The values of :data:`ROW_KEY_MEMBERS` of one row, in that order.
+RowKey = tuple[Any, ...]
+_KEY_INDEXES = tuple(JobRow._fields.index(name) for name in ROW_KEY_MEMBERS)
+
+
+def row_key(row: JobRow) -> RowKey:
+    """``row``'s :data:`RowKey` (what the stores' ``*_row_key(s)`` give for the same row)."""
+    return tuple(row[i] for i in _KEY_INDEXES)
+
+
 def job_row(job: Job) -> JobRow:
     """``job`` as a :class:`JobRow` (for a store without a leaner way to read one)."""
     vpc = None
@@ -232,6 +260,16 @@ class JobStore(Protocol):
 
     async def get_row(self, account_id: str, region: str, job_id: str) -> JobRow | None:
         """What :meth:`get` finds, as a :class:`JobRow` view (GetModelInvocationJob)."""
+        ...
+
+    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
+        """The :data:`RowKey` of each row :meth:`list_rows` finds, in the same order: the
+        listing's first, cheap read (the API answers from the bytes it kept for each key,
+        and reads :meth:`list_rows` only when one is missing)."""
+        ...
+
+    async def get_row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
+        """The :data:`RowKey` of the row :meth:`get_row` finds, or ``None``."""
         ...
 
     async def transition(

@@ -46,11 +46,12 @@ from batchrock.store.base import (
     Lease,
     ModelWork,
     PageRequest,
+    RowKey,
     StoreBusy,
     StoreConflict,
     StoreSnapshot,
     UnfinishedJobsQuota,
-    job_row,
+    row_key,
 )
 from batchrock.store.pg_files import PostgresFileStore
 from batchrock.store.pg_schema import migrate
@@ -61,6 +62,7 @@ from batchrock.store.rows import (
     job_params,
     log_transition,
     row_to_job,
+    row_to_view,
 )
 
 log = logging.getLogger("batchrock.store")
@@ -289,18 +291,34 @@ class PostgresStore:
         return {r[0]: row_to_job(r) for r in rows}
 
     async def list_rows(self, filter: JobFilter, page: PageRequest) -> list[JobRow]:
-        # No leaner read path than the jobs themselves here: the view of each.
-        return [job_row(j) for j in await self.list_jobs(filter, page)]
+        return [row_to_view(r) for r in await self._listed(filter, page)]
 
     async def get_row(self, account_id: str, region: str, job_id: str) -> JobRow | None:
-        job = await self.get(account_id, region, job_id)
-        return None if job is None else job_row(job)
+        row = await self._one(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s AND account_id = %s AND region = %s",
+            (job_id, account_id, region),
+        )
+        return None if row is None else row_to_view(row)
+
+    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
+        # The keys of the rows themselves: no query of the key columns alone here yet (the
+        # listing's SQL is shared with list_jobs), so a page with a job not yet encoded reads
+        # twice.
+        return [row_key(r) for r in await self.list_rows(filter, page)]
+
+    async def get_row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
+        row = await self.get_row(account_id, region, job_id)
+        return None if row is None else row_key(row)
 
     async def get_by_id(self, job_id: str) -> Job | None:
         row = await self._one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
         return None if row is None else row_to_job(row)
 
     async def list_jobs(self, filter: JobFilter, page: PageRequest) -> list[Job]:
+        return [row_to_job(r) for r in await self._listed(filter, page)]
+
+    async def _listed(self, filter: JobFilter, page: PageRequest) -> list[tuple[Any, ...]]:
+        """The rows (of :data:`JOB_COLUMNS`) of :meth:`list_jobs`, as the database gave them."""
         where = ["account_id = %s", "region = %s"]
         params: list[Any] = [filter.account_id, filter.region]
         if filter.status is not None:
@@ -335,7 +353,7 @@ class PostgresStore:
             # A name pattern is planned for its value (the column's statistics say how common
             # it is), not once for every pattern as a prepared statement would be.
             cur = await conn.execute(sql, params, prepare=False if filter.name_contains else None)
-            return [row_to_job(r) for r in await cur.fetchall()]
+            return await cur.fetchall()
 
     async def transition(
         self,

@@ -12,6 +12,7 @@ import orjson
 
 from batchrock.clock import from_micros, to_micros
 from batchrock.jobs import Counters, Job, JobStatus, Transition
+from batchrock.store.base import JobRow
 
 log = logging.getLogger("batchrock.store")
 
@@ -70,6 +71,22 @@ def row_to_job(r: Row) -> Job:
             throttled=r[28],
         ),
     )
+
+
+_VIEW_MEMBERS = len(JobRow._fields)  # JOB_COLUMNS begins with the view's, in its order
+_VPC = JobRow._fields.index("vpc")
+
+
+def row_to_view(r: Row) -> JobRow:
+    """The :class:`JobRow` view of a row of :data:`JOB_COLUMNS`, straight from the database's
+    tuple: no ``Job``, ``datetime`` or ``JobStatus`` per row (the listings' read path)."""
+    row = JobRow._make(r[:_VIEW_MEMBERS])
+    vpc = r[_VPC]
+    if vpc is None:
+        return row
+    if isinstance(vpc, str | bytes):  # SQLite keeps the JSON as text, jsonb arrives parsed
+        vpc = orjson.loads(vpc)
+    return row._replace(vpc=(tuple(vpc["subnetIds"]), tuple(vpc["securityGroupIds"])))
 
 
 def job_params(job: Job) -> tuple[Any, ...]:

@@ -38,19 +38,20 @@ from batchrock import jobs
 from batchrock.clock import from_micros, to_micros
 from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus, Transition
 from batchrock.store.base import (
+    ROW_KEY_MEMBERS,
     JobFilter,
     JobNotFound,
     JobRow,
     Lease,
     ModelWork,
     PageRequest,
+    RowKey,
     StoreBusy,
     StoreConflict,
     StoreSnapshot,
     UnfinishedJobsQuota,
-    job_row,
 )
-from batchrock.store.rows import log_transition
+from batchrock.store.rows import job_params, log_transition, row_to_view
 
 SCHEMA_VERSION = 2
 
@@ -78,20 +79,12 @@ _ROW_COLUMNS = (
     "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
     "success_records, error_records"
 )
-_make_row = JobRow._make
-_VPC = JobRow._fields.index("vpc")
+_KEY_COLUMNS = ", ".join(ROW_KEY_MEMBERS)
 
 
 def _job_rows(rows: Iterator[tuple[Any, ...]]) -> list[JobRow]:
-    """Plain tuples (no ``sqlite3.Row``) straight into :class:`JobRow`; the VPC column holds
-    JSON text until decoded here (only the rows that have one)."""
-    out = list(map(_make_row, rows))
-    for i, row in enumerate(out):
-        if row.vpc is not None:
-            decoded = orjson.loads(row.vpc)  # type: ignore[arg-type]
-            vpc = (tuple(decoded["subnetIds"]), tuple(decoded["securityGroupIds"]))
-            out[i] = row._replace(vpc=vpc)
-    return out
+    """Plain tuples (no ``sqlite3.Row``) straight into :class:`JobRow` views."""
+    return [row_to_view(r) for r in rows]
 
 
 def _opt_time(value: int | None) -> datetime | None:
@@ -200,8 +193,6 @@ def _typed_errors(
 
     @functools.wraps(method)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        store = args[0]
-        assert isinstance(store, _Waits)
         # Real time, not the Clock seam: this is a wait on another process's lock, which a
         # test's frozen clock must not stretch into a hang.
         deadline: float | None = None
@@ -214,6 +205,10 @@ def _typed_errors(
                     raise
                 now = time.monotonic()
                 if deadline is None:
+                    # Only here: a check against a runtime Protocol costs microseconds, as
+                    # much as the query of a Get.
+                    store = args[0]
+                    assert isinstance(store, _Waits)
                     deadline = now + store.busy_timeout
                 if now >= deadline:
                     raise StoreBusy(f"the job database is busy: {exc}") from exc
@@ -296,17 +291,9 @@ class SqliteStore:
                     return _row_to_job(existing), False
             if max_unfinished is not None:
                 self._check_unfinished(job, max_unfinished)
-            # The view's columns, then the ones it leaves out (_JOB_COLUMNS' order).
-            row = job_row(job)
-            vpc = None
-            if row.vpc is not None:
-                vpc = orjson.dumps(
-                    {"subnetIds": list(row.vpc[0]), "securityGroupIds": list(row.vpc[1])}
-                ).decode()
-            c = job.counters
             cur = conn.execute(
                 f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_placeholders(29)})",
-                (*row[:_VPC], vpc, *row[_VPC + 1 :], c.input_tokens, c.output_tokens, c.throttled),
+                job_params(job),
             )
             conn.execute(
                 "INSERT INTO job_names (rowid, name) VALUES (?, ?)",
@@ -363,6 +350,19 @@ class SqliteStore:
         return rows[0] if rows else None
 
     @_typed_errors
+    async def get_row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
+        row: RowKey | None = (
+            self._plain()
+            .execute(
+                f"SELECT {_KEY_COLUMNS} FROM jobs "
+                "WHERE job_id = ? AND account_id = ? AND region = ?",
+                (job_id, account_id, region),
+            )
+            .fetchone()
+        )
+        return row
+
+    @_typed_errors
     async def get_many(
         self, account_id: str, region: str, job_ids: Collection[str]
     ) -> dict[str, Job]:
@@ -393,6 +393,11 @@ class SqliteStore:
     async def list_rows(self, filter: JobFilter, page: PageRequest) -> list[JobRow]:
         query = self._listing(filter, page, _ROW_COLUMNS)
         return [] if query is None else _job_rows(self._plain().execute(*query))
+
+    @_typed_errors
+    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
+        query = self._listing(filter, page, _KEY_COLUMNS)
+        return [] if query is None else self._plain().execute(*query).fetchall()
 
     def _plain(self) -> sqlite3.Cursor:
         cursor = self._conn.cursor()

@@ -1,0 +1,112 @@
+"""Each job's encoded summary, kept under the row's key: a listing is mostly a join of bytes.
+
+A job's summary (ModelInvocationJobSummary, and GetModelInvocationJob's body, the same 20
+members) is a function of its row alone. So the bytes are kept under the row's
+:data:`~batchrock.store.base.RowKey` (its id and every member a write may change), and a
+listing first reads only the keys (a cheap query of ten columns): when every key has its
+bytes the page is their join, with no row decoded and no time formatted. Another process's
+write changes the row's key, so its old bytes are never looked up again; correctness never
+depends on the cache, only the cost does.
+
+When a key is missing, the page is read again whole (:meth:`JobStore.list_rows`: one query,
+one consistent snapshot) and answered from those rows, each encoded or found under its own
+key. The entries are bounded by count (setting ``summary_cache_jobs``); the oldest-encoded go
+first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchrock.api import codec
+from batchrock.service import Caller, JobService
+from batchrock.store.base import JobFilter, JobRow, PageRequest, RowKey, row_key
+
+_LIST_HEAD = b'{"invocationJobSummaries":['
+
+
+class Encoded:
+    """A response body already in its wire bytes (what ``orjson.dumps`` of the response's
+    dict gives, byte for byte)."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def decoded(self) -> dict[str, Any]:
+        """The body as the dict it encodes (for the console, which reads members)."""
+        value: dict[str, Any] = orjson.loads(self.body)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryPage:
+    #: The page's summaries, encoded, in the listing's order.
+    summaries: list[bytes]
+    #: Whether more jobs follow; then ``last`` is the (submit_time µs, job_id) of the last one.
+    more: bool
+    last: tuple[int, str] | None
+
+    def body(self, next_token: str | None) -> Encoded:
+        """The ListModelInvocationJobs response, with ``nextToken`` when given."""
+        tail = b"]}" if next_token is None else b'],"nextToken":' + orjson.dumps(next_token) + b"}"
+        return Encoded(_LIST_HEAD + b",".join(self.summaries) + tail)
+
+
+class SummaryCache:
+    """Encoded summaries of the jobs read lately, by row key (at most ``max_jobs``; 0 keeps
+    none and encodes every time)."""
+
+    def __init__(self, service: JobService, max_jobs: int) -> None:
+        self._service = service
+        self._max = max_jobs
+        self._entries: OrderedDict[RowKey, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, caller: Caller, job_id: str) -> Encoded:
+        """GetModelInvocationJob's body; ResourceNotFoundException when the caller has no such
+        job."""
+        key = await self._service.get_row_key(caller, job_id)
+        body = self._entries.get(key)
+        if body is None:
+            # Read the row itself; it may be newer than the key just read, and is kept (and
+            # answered) under its own.
+            body = self._encode(await self._service.get_view(caller, job_id))
+        return Encoded(body)
+
+    async def page(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
+        keys, more = await self._service.list_keys(job_filter, request)
+        found = self._entries.get
+        summaries = []
+        for key in keys:
+            body = found(key)
+            if body is None:
+                return await self._read_whole(job_filter, request)
+            summaries.append(body)
+        last = (keys[-1][1], keys[-1][0]) if more and keys else None
+        return SummaryPage(summaries, more, last)
+
+    async def _read_whole(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
+        page = await self._service.list(job_filter, request)
+        found = self._entries.get
+        summaries = [found(row_key(row)) or self._encode(row) for row in page.jobs]
+        last = None
+        if page.more and page.jobs:
+            last = (page.jobs[-1].submit_time, page.jobs[-1].job_id)
+        return SummaryPage(summaries, page.more, last)
+
+    def _encode(self, row: JobRow) -> bytes:
+        body = orjson.dumps(codec.job_to_wire(row))
+        if self._max > 0:
+            entries = self._entries
+            entries[row_key(row)] = body
+            while len(entries) > self._max:
+                entries.popitem(last=False)
+        return body
