@@ -131,6 +131,7 @@ class Metrics:
             registry=r,
         )
         self._model_children: dict[tuple[str, str], Histogram] = {}
+        self._api_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._replica_healthy = Gauge(
             "batchrock_model_replica_healthy",
             "1 while a model server of a route with several (base_urls) takes requests, 0 "
@@ -148,8 +149,16 @@ class Metrics:
     # --- what the API, the engine and the backends report --------------------------------
 
     def api_request(self, operation: str, code: int, seconds: float) -> None:
-        self._api_requests.labels(operation, str(code)).inc()
-        self._api_latency.labels(operation).observe(seconds)
+        # Once per request: the labelled children are looked up once per (operation, code)
+        # (prometheus_client's labels() costs microseconds a call).
+        children = self._api_children.get((operation, code))
+        if children is None:
+            children = self._api_children[(operation, code)] = (
+                self._api_requests.labels(operation, str(code)),
+                self._api_latency.labels(operation),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def model_request(self, route: str, outcome: str, seconds: float) -> None:
         """One attempt at a model request; ``outcome`` is ``ok``, ``throttled`` or ``error``."""

@@ -71,9 +71,8 @@ class Gate:
         query: str,
         body: bytes,
     ) -> Identity:
-        headers = header_pairs(scope["headers"])
         if self.directory is None:
-            authorization = next((v for k, v in headers if k == "authorization"), None)
+            authorization = _header(scope["headers"], b"authorization")
             caller = identity.caller_from(
                 authorization,
                 query,
@@ -85,7 +84,7 @@ class Gate:
             method=scope["method"],
             raw_path=raw_path,
             query=query,
-            headers=headers,
+            headers=header_pairs(scope["headers"]),
             body=body,
             secure=scope.get("scheme") == "https",
         )
@@ -196,3 +195,11 @@ def _scope_message(exc: auth.WrongScope) -> str:
 
 def header_pairs(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+
+
+def _header(raw: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), without decoding the others."""
+    for key, value in raw:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
