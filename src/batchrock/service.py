@@ -204,32 +204,35 @@ class JobService:
         await self.get(caller, job_id)
         return await self.store.events(job_id)
 
-    async def get_view(self, caller: Caller, job_id: str) -> JobRow:
-        """What :meth:`get` finds, as the read-only view GetModelInvocationJob presents."""
-        row = await self.store.get_row(caller.account_id, caller.region, job_id)
-        if row is None:
-            raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
-        return row
-
     async def get_row_key(self, caller: Caller, job_id: str) -> RowKey:
-        """The key of the row :meth:`get_view` would read (store/base.py ``RowKey``)."""
+        """The key (store/base.py ``RowKey``) of the caller's job ``job_id``, the read-only
+        view GetModelInvocationJob presents."""
         key = await self.store.get_row_key(caller.account_id, caller.region, job_id)
         if key is None:
             raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
         return key
 
+    async def get_keyed(self, caller: Caller, job_id: str) -> tuple[RowKey, JobRow]:
+        """The caller's job ``job_id`` as its read-only view, with the row's key."""
+        keyed = await self.store.get_keyed_row(caller.account_id, caller.region, job_id)
+        if keyed is None:
+            raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
+        return keyed
+
     async def list_keys(self, filter: JobFilter, page: PageRequest) -> tuple[list[RowKey], bool]:
         """The keys of the rows :meth:`list` would give, and whether more follow."""
-        keys = await self.store.list_row_keys(
-            filter, PageRequest(limit=page.limit + 1, descending=page.descending, after=page.after)
-        )
+        keys = await self.store.list_row_keys(filter, _one_more(page))
         return keys[: page.limit], len(keys) > page.limit
 
+    async def list_keyed(
+        self, filter: JobFilter, page: PageRequest
+    ) -> tuple[list[tuple[RowKey, JobRow]], bool]:
+        """The rows :meth:`list` would give with their keys, and whether more follow."""
+        keyed = await self.store.list_keyed_rows(filter, _one_more(page))
+        return keyed[: page.limit], len(keyed) > page.limit
+
     async def list(self, filter: JobFilter, page: PageRequest) -> JobPage:
-        # One extra row tells whether another page follows, without a count query.
-        rows = await self.store.list_rows(
-            filter, PageRequest(limit=page.limit + 1, descending=page.descending, after=page.after)
-        )
+        rows = await self.store.list_rows(filter, _one_more(page))
         return JobPage(jobs=rows[: page.limit], more=len(rows) > page.limit)
 
     async def stop(self, caller: Caller, job_id: str) -> Job:
@@ -275,3 +278,9 @@ class JobService:
     async def untag(self, caller: Caller, job_id: str, keys: Sequence[str]) -> None:
         await self.get(caller, job_id)
         await self.store.remove_tags(job_id, keys)
+
+
+def _one_more(page: PageRequest) -> PageRequest:
+    """``page`` asking for one more row: it tells whether another page follows, without a
+    count query."""
+    return PageRequest(limit=page.limit + 1, descending=page.descending, after=page.after)

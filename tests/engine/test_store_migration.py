@@ -1,5 +1,6 @@
 """A database written before throttled requests were counted (schema version 1) opens, keeps
-its jobs, and counts throttled requests from then on."""
+its jobs, and counts throttled requests from then on; one written before rows had a version
+(schema version 2) gets the column and the trigger that moves it on."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(main())
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 
@@ -126,4 +127,51 @@ def test_processes_opening_an_old_database_at_once_migrate_it_once(tmp_path: Pat
     columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
     assert columns.count("throttled_requests") == 1
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def version_2_database(path: Path) -> None:
+    schema = resources.files("batchrock.store").joinpath("sqlite_schema.sql").read_text()
+    old = "\n".join(line for line in schema.splitlines() if "row_version" not in line)
+    old = old.replace("checkpoint            TEXT,", "checkpoint            TEXT")
+    assert old != schema
+    conn = sqlite3.connect(path)
+    conn.executescript(old)
+    conn.execute(
+        "INSERT INTO jobs (job_id, account_id, region, name, model_id, role_arn, status, "
+        "submit_time, last_modified_time, expiration_time, timeout_hours, invocation_type, "
+        "input_s3_uri, output_s3_uri) VALUES ('abcdefghijkl', '123456789012', 'us-east-1', "
+        "'n', 'm', 'r', 'InProgress', 1, 2, 3, 24, 'InvokeModel', 's3://in/', 's3://out/')"
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+
+def test_version_2_database_gets_row_versions(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    version_2_database(path)
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        key = await store.get_row_key("123456789012", "us-east-1", "abcdefghijkl")
+        assert key == ("abcdefghijkl", 1, 0)
+        await store.save_progress(
+            "abcdefghijkl", counters=Counters(total=5), now=SystemClock().now()
+        )
+        assert await store.get_row_key("123456789012", "us-east-1", "abcdefghijkl") == (
+            "abcdefghijkl",
+            1,
+            1,
+        )
+        await store.close()
+        # Opened again: the trigger is there once, as it was.
+        store = await SqliteStore.open(path)
+        await store.close()
+
+    asyncio.run(main())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    assert triggers == [("jobs_row_version",)]
     conn.close()

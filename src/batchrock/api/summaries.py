@@ -2,16 +2,16 @@
 
 A job's summary (ModelInvocationJobSummary, and GetModelInvocationJob's body, the same 20
 members) is a function of its row alone. So the bytes are kept under the row's
-:data:`~batchrock.store.base.RowKey` (its id and every member a write may change), and a
-listing first reads only the keys (a cheap query of ten columns): when every key has its
-bytes the page is their join, with no row decoded and no time formatted. Another process's
-write changes the row's key, so its old bytes are never looked up again; correctness never
-depends on the cache, only the cost does.
+:data:`~batchrock.store.base.RowKey` (its id, submit time and a version that any change of
+the row moves on, whichever process writes), and a listing first reads only the keys (three
+columns): when every key has its bytes the page is their join, with no row decoded and no
+time formatted. Another process's write changes the row's key, so its old bytes are never
+looked up again; correctness never depends on the cache, only the cost does.
 
-When a key is missing, the page is read again whole (:meth:`JobStore.list_rows`: one query,
-one consistent snapshot) and answered from those rows, each encoded or found under its own
-key. The entries are bounded by count (setting ``summary_cache_jobs``); the oldest-encoded go
-first.
+When a key is missing, the page is read again whole, each row with its key
+(:meth:`JobStore.list_keyed_rows`: one query, one consistent snapshot), and answered from
+those rows, each found or encoded under its own key. The entries are bounded by count
+(setting ``summary_cache_jobs``); the oldest-encoded go first.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import orjson
 
 from batchrock.api import codec
 from batchrock.service import Caller, JobService
-from batchrock.store.base import JobFilter, JobRow, PageRequest, RowKey, row_key
+from batchrock.store.base import JobFilter, JobRow, PageRequest, RowKey
 
 _LIST_HEAD = b'{"invocationJobSummaries":['
 
@@ -78,7 +78,7 @@ class SummaryCache:
         if body is None:
             # Read the row itself; it may be newer than the key just read, and is kept (and
             # answered) under its own.
-            body = self._encode(await self._service.get_view(caller, job_id))
+            body = self._encode(*await self._service.get_keyed(caller, job_id))
         return Encoded(body)
 
     async def page(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
@@ -94,19 +94,19 @@ class SummaryCache:
         return SummaryPage(summaries, more, last)
 
     async def _read_whole(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
-        page = await self._service.list(job_filter, request)
+        keyed, more = await self._service.list_keyed(job_filter, request)
         found = self._entries.get
-        summaries = [found(row_key(row)) or self._encode(row) for row in page.jobs]
+        summaries = [found(key) or self._encode(key, row) for key, row in keyed]
         last = None
-        if page.more and page.jobs:
-            last = (page.jobs[-1].submit_time, page.jobs[-1].job_id)
-        return SummaryPage(summaries, page.more, last)
+        if more and keyed:
+            last = (keyed[-1][1].submit_time, keyed[-1][1].job_id)
+        return SummaryPage(summaries, more, last)
 
-    def _encode(self, row: JobRow) -> bytes:
+    def _encode(self, key: RowKey, row: JobRow) -> bytes:
         body = orjson.dumps(codec.job_to_wire(row))
         if self._max > 0:
             entries = self._entries
-            entries[row_key(row)] = body
+            entries[key] = body
             while len(entries) > self._max:
                 entries.popitem(last=False)
         return body

@@ -92,32 +92,17 @@ class JobRow(NamedTuple):
     error_records: int
 
 
-#: The :class:`JobRow` members that name a row and place it in a listing (``job_id``,
-#: ``submit_time``) followed by every member a write may change after creation: the status
-#: and its message and times, and the wire's four counters. A :data:`RowKey` holds their values
-#: in this order; equal keys mean equal rows, so a view's encoded bytes can be kept under its
-#: key (api/summaries.py). A store write that changes any other member of the view must add
-#: it here (tests/contract/test_row_keys.py reads every ``UPDATE jobs`` of the stores).
-ROW_KEY_MEMBERS = (
-    "job_id",
-    "submit_time",
-    "status",
-    "message",
-    "last_modified_time",
-    "end_time",
-    "total_records",
-    "processed_records",
-    "success_records",
-    "error_records",
-)
-#: The values of :data:`ROW_KEY_MEMBERS` of one row, in that order.
+#: A row's key: ``(job_id, submit_time, version)``, where the version is anything that changes
+#: whenever any member of the row's :class:`JobRow` view does, whoever writes (SQLite: a
+#: counter its trigger moves on every such update; a store without one: the view itself). Equal
+#: keys mean equal views, so a view's encoded bytes can be kept under its key
+#: (api/summaries.py); the first two members place the row in a listing (a page's cursor).
 RowKey = tuple[Any, ...]
-_KEY_INDEXES = tuple(JobRow._fields.index(name) for name in ROW_KEY_MEMBERS)
 
 
 def row_key(row: JobRow) -> RowKey:
-    """``row``'s :data:`RowKey` (what the stores' ``*_row_key(s)`` give for the same row)."""
-    return tuple(row[i] for i in _KEY_INDEXES)
+    """``row``'s key in a store without a version of its own: the view is its version."""
+    return (row.job_id, row.submit_time, row)
 
 
 def job_row(job: Job) -> JobRow:
@@ -265,11 +250,23 @@ class JobStore(Protocol):
     async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
         """The :data:`RowKey` of each row :meth:`list_rows` finds, in the same order: the
         listing's first, cheap read (the API answers from the bytes it kept for each key,
-        and reads :meth:`list_rows` only when one is missing)."""
+        and reads :meth:`list_keyed_rows` only when one is missing)."""
+        ...
+
+    async def list_keyed_rows(
+        self, filter: JobFilter, page: PageRequest
+    ) -> list[tuple[RowKey, JobRow]]:
+        """What :meth:`list_rows` finds, each row with its key (read together)."""
         ...
 
     async def get_row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
         """The :data:`RowKey` of the row :meth:`get_row` finds, or ``None``."""
+        ...
+
+    async def get_keyed_row(
+        self, account_id: str, region: str, job_id: str
+    ) -> tuple[RowKey, JobRow] | None:
+        """What :meth:`get_row` finds, with its key (read together), or ``None``."""
         ...
 
     async def transition(

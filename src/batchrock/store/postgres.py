@@ -301,14 +301,24 @@ class PostgresStore:
         return None if row is None else row_to_view(row)
 
     async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
-        # The keys of the rows themselves: no query of the key columns alone here yet (the
-        # listing's SQL is shared with list_jobs), so a page with a job not yet encoded reads
-        # twice.
+        # No version column here: the key holds the view itself (store/base.py row_key), so
+        # a page with a job not yet encoded reads twice.
         return [row_key(r) for r in await self.list_rows(filter, page)]
+
+    async def list_keyed_rows(
+        self, filter: JobFilter, page: PageRequest
+    ) -> list[tuple[RowKey, JobRow]]:
+        return [(row_key(r), r) for r in await self.list_rows(filter, page)]
 
     async def get_row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
         row = await self.get_row(account_id, region, job_id)
         return None if row is None else row_key(row)
+
+    async def get_keyed_row(
+        self, account_id: str, region: str, job_id: str
+    ) -> tuple[RowKey, JobRow] | None:
+        row = await self.get_row(account_id, region, job_id)
+        return None if row is None else (row_key(row), row)
 
     async def get_by_id(self, job_id: str) -> Job | None:
         row = await self._one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))

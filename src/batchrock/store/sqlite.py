@@ -38,7 +38,6 @@ from batchrock import jobs
 from batchrock.clock import from_micros, to_micros
 from batchrock.jobs import Counters, InvalidTransition, Job, JobEvent, JobStatus, Transition
 from batchrock.store.base import (
-    ROW_KEY_MEMBERS,
     JobFilter,
     JobNotFound,
     JobRow,
@@ -53,7 +52,7 @@ from batchrock.store.base import (
 )
 from batchrock.store.rows import job_params, log_transition, row_to_view
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 log = logging.getLogger("batchrock.store")
 
@@ -79,12 +78,26 @@ _ROW_COLUMNS = (
     "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
     "success_records, error_records"
 )
-_KEY_COLUMNS = ", ".join(ROW_KEY_MEMBERS)
+# A row's key (store/base.py RowKey): the first two are in the listing indexes.
+_KEY_COLUMNS = "job_id, submit_time, row_version"
+_N_KEY = 3
+# Every column of the view: an update of any of them moves row_version on. Made at every open
+# (when it differs), so a column added to the view is never left out of an older database's.
+_VERSION_TRIGGER = (
+    "CREATE TRIGGER jobs_row_version AFTER UPDATE OF "
+    f"{_ROW_COLUMNS} ON jobs FOR EACH ROW BEGIN "
+    "UPDATE jobs SET row_version = row_version + 1 WHERE rowid = NEW.rowid; END"
+)
 
 
 def _job_rows(rows: Iterator[tuple[Any, ...]]) -> list[JobRow]:
     """Plain tuples (no ``sqlite3.Row``) straight into :class:`JobRow` views."""
     return [row_to_view(r) for r in rows]
+
+
+def _keyed_rows(rows: Iterator[tuple[Any, ...]]) -> list[tuple[RowKey, JobRow]]:
+    """Rows of :data:`_KEY_COLUMNS` then :data:`_ROW_COLUMNS`: each key with its view."""
+    return [(r[:_N_KEY], row_to_view(r[_N_KEY:])) for r in rows]
 
 
 def _opt_time(value: int | None) -> datetime | None:
@@ -146,6 +159,18 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "throttled_requests" not in columns:  # version 2
         conn.execute("ALTER TABLE jobs ADD COLUMN throttled_requests INTEGER NOT NULL DEFAULT 0")
+    if "row_version" not in columns:  # version 3
+        conn.execute("ALTER TABLE jobs ADD COLUMN row_version INTEGER NOT NULL DEFAULT 0")
+
+
+def _ensure_version_trigger(conn: sqlite3.Connection) -> None:
+    """The trigger that moves ``row_version`` on, as :data:`_VERSION_TRIGGER` writes it."""
+    found = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'jobs_row_version'"
+    ).fetchone()
+    if found is None or found[0] != _VERSION_TRIGGER:
+        conn.execute("DROP TRIGGER IF EXISTS jobs_row_version")
+        conn.execute(_VERSION_TRIGGER)
 
 
 def _tripled(text: str) -> str:
@@ -267,6 +292,7 @@ class SqliteStore:
             if version < SCHEMA_VERSION:
                 _migrate(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _ensure_version_trigger(conn)
         # Opening may block (it runs once, before serving); every later call spins only
         # briefly in SQLite and waits for a lock off the loop (see _typed_errors).
         conn.execute(f"PRAGMA busy_timeout = {round(_LOCK_SPIN_SECONDS * 1000)}")
@@ -363,6 +389,19 @@ class SqliteStore:
         return row
 
     @_typed_errors
+    async def get_keyed_row(
+        self, account_id: str, region: str, job_id: str
+    ) -> tuple[RowKey, JobRow] | None:
+        rows = _keyed_rows(
+            self._plain().execute(
+                f"SELECT {_KEY_COLUMNS}, {_ROW_COLUMNS} FROM jobs "
+                "WHERE job_id = ? AND account_id = ? AND region = ?",
+                (job_id, account_id, region),
+            )
+        )
+        return rows[0] if rows else None
+
+    @_typed_errors
     async def get_many(
         self, account_id: str, region: str, job_ids: Collection[str]
     ) -> dict[str, Job]:
@@ -398,6 +437,13 @@ class SqliteStore:
     async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
         query = self._listing(filter, page, _KEY_COLUMNS)
         return [] if query is None else self._plain().execute(*query).fetchall()
+
+    @_typed_errors
+    async def list_keyed_rows(
+        self, filter: JobFilter, page: PageRequest
+    ) -> list[tuple[RowKey, JobRow]]:
+        query = self._listing(filter, page, f"{_KEY_COLUMNS}, {_ROW_COLUMNS}")
+        return [] if query is None else _keyed_rows(self._plain().execute(*query))
 
     def _plain(self) -> sqlite3.Cursor:
         cursor = self._conn.cursor()
