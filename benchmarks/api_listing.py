@@ -44,6 +44,10 @@ from batchrock.jobs import Counters, Job, JobStatus
 from batchrock.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
+UVLOOP_SERVE = (
+    "import runpy, sys, uvloop; uvloop.install(); sys.argv[0] = 'batchrock'; "
+    "runpy.run_module('batchrock.admin', run_name='__main__')"
+)
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
@@ -193,6 +197,18 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--requests", type=int, default=200, help="per round, per page of 100")
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument(
+        "--loop",
+        default="asyncio",
+        choices=["asyncio", "uvloop"],
+        help="event loop of both servers (batchrock serve runs asyncio's; uvloop to compare)",
+    )
+    parser.add_argument(
+        "--floor-http",
+        default="h11",
+        choices=["h11", "httptools"],
+        help="the floor's HTTP parser (batchrock serve's is h11; httptools shows h11's share)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="batchrock-api-bench-"))
@@ -201,11 +217,12 @@ async def main() -> None:
     api_port, floor_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
     env.update(BATCHROCK_LOG_LEVEL="warning")
+    # batchrock serve as its console script runs it, or with uvloop's policy installed first.
+    start = ["-m", "batchrock.admin"] if args.loop == "asyncio" else ["-c", UVLOOP_SERVE]
     api = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "batchrock.admin",
+            *start,
             "serve",
             "--no-engine",
             "--host",
@@ -241,6 +258,10 @@ async def main() -> None:
                 str(floor_port),
                 "--answers",
                 str(work / "answers.json"),
+                "--loop",
+                args.loop,
+                "--http",
+                args.floor_http,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -261,7 +282,10 @@ async def main() -> None:
                     used = cpu_seconds(server.proc.pid) - before
                     cpu.setdefault((kind, server.name), []).append(used / n)
                     rps.setdefault((kind, server.name), []).append(n / wall)
-        print(f"{args.rounds} rounds, {args.connections} connections, {args.jobs} jobs stored")
+        print(
+            f"{args.rounds} rounds, {args.connections} connections, {args.jobs} jobs stored, "
+            f"{args.loop} event loop, floor on {args.floor_http}"
+        )
         print(
             "| request | batchrock CPU µs | floor CPU µs | CPU ratio (median, range) "
             "| requests/s ratio (median, range) |"
