@@ -166,8 +166,10 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     def make(**settings: Any) -> ServerProcess:
         root = tmp_path_factory.mktemp("server")
-        # Jobs are validated at once unless a test asks for Bedrock's Submitted dwell.
-        settings = {"engine_min_submitted_seconds": 0, **settings}
+        # Jobs are validated at once unless a test asks for Bedrock's Submitted dwell, and
+        # answered in the engine process unless a test asks for worker processes (a pool per
+        # server would cost every test its start-up on CI's two CPUs).
+        settings = {"engine_min_submitted_seconds": 0, "engine_processes": 1, **settings}
         server = ServerProcess(root / "data", settings, root / "server.log")
         servers.append(server)
         server.start()
@@ -176,6 +178,19 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_cpu_by_default() -> Iterator[None]:
+    """Resolvers built in the tests' own processes see one CPU, so ``engine_processes``'
+    default (as many worker processes as CPUs) starts none; tests of the worker processes set
+    ``engine_processes`` themselves (tests/backends/test_process_pool.py)."""
+    from batchrock.backends import process_pool
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(process_pool, "available_cpus", lambda: 1)
+    yield
+    patch.undo()
 
 
 @pytest.fixture

@@ -173,6 +173,15 @@ class Settings:
         default=64,
         metadata=_meta("Records of one job sent to the model at the same time.", low=1),
     )
+    engine_processes: int = field(
+        default=0,
+        metadata=_meta(
+            "Worker processes that answer the records of remote model routes (openai, "
+            "bedrock) for the engine; 0: as many as the CPUs this process may use; 1: none, "
+            "the engine process answers them itself.",
+            low=0,
+        ),
+    )
     engine_poll_seconds: float = field(
         default=0.5,
         metadata=_meta("How often an idle engine looks for new or stopped jobs.", low=0.001),

@@ -40,6 +40,7 @@ from typing import Any
 from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RawAnswerer
 from batchrock.backends.builtin import BuiltinModel
 from batchrock.backends.families import base_model_id, family_for_id
+from batchrock.backends.process_pool import POOLED_TYPES, WorkerPool, worker_count
 from batchrock.backends.replicas import HealthPolicy, ReplicaSet
 from batchrock.backends.resilience import ResilientBackend, RetryPolicy
 from batchrock.clock import Clock, SystemClock
@@ -179,6 +180,8 @@ class BackendResolver:
     backends: dict[int, ModelBackend]
     fallback: ModelBackend | None
     config_path: Path | None = None
+    #: The worker processes answering the remote routes' records (process_pool.py), if any.
+    pool: WorkerPool | None = None
     _cache: dict[str, ModelBackend] = field(default_factory=dict)
 
     def route_for(self, model_id: str) -> Route | None:
@@ -212,6 +215,8 @@ class BackendResolver:
             if backend is not None and id(backend) not in seen:
                 seen.add(id(backend))
                 await backend.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
 
 
 def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendResolver:
@@ -225,6 +230,9 @@ def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendRes
     routes = load_routes(settings.models_config) if settings.models_config else []
     types = backend_types() if routes else {}
     backends: dict[int, ModelBackend] = {}
+    workers = worker_count(settings)
+    pooled = any(route.backend in POOLED_TYPES for route in routes)
+    pool = WorkerPool(settings, workers) if workers and pooled else None
     for route in routes:
         factory = types.get(route.backend)
         if factory is None:
@@ -233,7 +241,7 @@ def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendRes
                 f"route {route.index + 1}: unknown backend type {route.backend!r} (known: {known})"
             )
         backend = wrap(
-            _build(route, factory, settings, clock),
+            _build(route, factory, settings, clock, pool),
             route.retry,
             route.max_concurrency,
             route_label(route),
@@ -247,7 +255,7 @@ def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendRes
             backend = AnsweredAs(backend, route.base_model)
         backends[route.index] = backend
     fallback = builtin_fallback(settings) if settings.builtin_fallback else None
-    return BackendResolver(routes, backends, fallback, settings.models_config)
+    return BackendResolver(routes, backends, fallback, settings.models_config, pool)
 
 
 #: Route keys of a route with several model servers (replicas.py); ``openai`` routes only.
@@ -256,11 +264,25 @@ REPLICA_KEYS = frozenset({"base_urls", "unhealthy_after", "probe_after_s", "prob
 REPLICA_TYPES = frozenset({"openai"})
 
 
-def _build(route: Route, factory: BackendFactory, settings: Settings, clock: Clock) -> ModelBackend:
-    """The route's backend: one, or a :class:`ReplicaSet` of one per ``base_urls`` entry."""
+def _build(
+    route: Route,
+    factory: BackendFactory,
+    settings: Settings,
+    clock: Clock,
+    pool: WorkerPool | None = None,
+) -> ModelBackend:
+    """The route's backend: one, or a :class:`ReplicaSet` of one per ``base_urls`` entry;
+    each answered by ``pool``'s worker processes when its type is one they serve."""
+
+    def leaf(each: Route) -> ModelBackend:
+        backend = factory(each, settings)
+        if pool is None or each.backend not in POOLED_TYPES:
+            return backend
+        return pool.backend(each, backend)
+
     given = REPLICA_KEYS & set(route.options)
     if not given:
-        return factory(route, settings)
+        return leaf(route)
     where = f"route {route.index + 1} ({route.backend})"
     if route.backend not in REPLICA_TYPES:
         raise ConfigError(f"{where}: {', '.join(sorted(given))}: only openai routes take these")
@@ -284,8 +306,7 @@ def _build(route: Route, factory: BackendFactory, settings: Settings, clock: Clo
         raise ConfigError(f"{where}: {exc}") from exc
     rest = {k: v for k, v in route.options.items() if k not in REPLICA_KEYS}
     replicas = [
-        (url, factory(dataclasses.replace(route, options={**rest, "base_url": url}), settings))
-        for url in urls
+        (url, leaf(dataclasses.replace(route, options={**rest, "base_url": url}))) for url in urls
     ]
     if len(replicas) == 1:
         return replicas[0][1]

@@ -1,0 +1,146 @@
+"""A model worker process: answers records for its engine (process_pool.py).
+
+    python -m batchrock.backends.pool_child FD
+
+``FD`` is its end of a socket pair with the engine. The first frame is the configuration
+(the settings, the route of every leaf, the worker's number); then it answers each request
+frame's records concurrently, each with the backend its route builds, and sends the answers
+back in batches. It ignores SIGINT and SIGTERM and exits when the socket reaches its end: the
+engine closed it, or the engine is gone (however it ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+from typing import Any
+
+import orjson
+
+from batchrock import logs
+from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.process_pool import decode, encode, frame, read_frame
+
+log = logging.getLogger("batchrock.backends.pool")
+_dumps = orjson.dumps
+
+#: What a child answers for a record whose output is not JSON data: what the engine writes
+#: for such an output in one process (file_pass.py).
+_NOT_JSON = "The model returned a response that is not JSON: {}"
+
+
+class Worker:
+    def __init__(self, settings: Any, routes: list[Any], writer: asyncio.StreamWriter) -> None:
+        from batchrock.backends.routing import backend_types
+
+        self._settings = settings
+        self._routes = routes
+        self._types = backend_types()
+        self._leaves: dict[int, ModelBackend] = {}
+        self._writer = writer
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._out: list[list[Any]] = []
+        self._scheduled = False
+
+    def take(self, message: list[Any]) -> None:
+        requests, cancelled = message
+        tasks = self._tasks
+        for number in cancelled:
+            task = tasks.pop(number, None)
+            if task is not None:
+                task.cancel()
+        create = asyncio.get_running_loop().create_task
+        for number, leaf, model_id, invocation_type, body, record_id in requests:
+            request = ModelRequest(model_id, invocation_type, body, record_id)
+            tasks[number] = create(self._answer(number, leaf, request))
+
+    def _leaf(self, leaf: int) -> ModelBackend:
+        backend = self._leaves.get(leaf)
+        if backend is None:
+            route = self._routes[leaf]
+            backend = self._leaves[leaf] = self._types[route.backend](route, self._settings)
+        return backend
+
+    async def _answer(self, number: int, leaf: int, request: ModelRequest) -> None:
+        try:
+            result = await self._leaf(leaf).invoke(request)
+        except Exception as exc:  # as ResilientBackend treats a backend that raises
+            log.exception("model backend raised on record %s", request.record_id)
+            result = _failed(500, f"The model backend failed: {type(exc).__name__}: {exc}", True)
+        self._tasks.pop(number, None)
+        error = result.error
+        item: list[Any]
+        if error is None:
+            try:
+                output = _dumps(result.output)
+            except orjson.JSONEncodeError as exc:
+                item = [number, None, 500, _NOT_JSON.format(exc), False, 0, 0, {}]
+            else:
+                item = [number, output, 0, "", False]
+        else:
+            item = [number, None, error.code, error.message, error.retryable]
+        if len(item) == 5:
+            item += [result.input_tokens, result.output_tokens, result.info]
+        self._out.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        out, self._out = self._out, []
+        try:
+            data = encode(out)
+        except (TypeError, OverflowError):
+            data = encode([_checked(item) for item in out])
+        self._writer.write(frame(data))
+
+
+def _checked(item: list[Any]) -> list[Any]:
+    try:
+        encode(item)
+    except (TypeError, OverflowError) as exc:
+        return [item[0], None, 500, _NOT_JSON.format(exc), False, 0, 0, {}]
+    return item
+
+
+def _failed(code: int, message: str, retryable: bool) -> ModelResult:
+    return ModelResult(error=RecordError(code, message, retryable))
+
+
+async def serve(sock: socket.socket) -> None:
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    try:
+        settings, routes, number = pickle.loads(await read_frame(reader))
+    except asyncio.IncompleteReadError:
+        return
+    logs.configure(settings.log_level, settings.log_format)
+    worker = Worker(settings, routes, writer)
+    try:
+        while True:
+            worker.take(decode(await read_frame(reader)))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass  # the engine closed the socket, or is gone
+    log.debug("model worker process %d: the engine closed its socket", number)
+
+
+def main() -> None:
+    # The engine decides when its workers end (it drains its jobs on SIGTERM first); a
+    # Ctrl-C or a service manager's SIGTERM to the whole group must not end them early.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    asyncio.run(serve(sock))
+    # Nothing to finish: answers not sent have no one to go to. Leave without waiting for
+    # the backends' connections to close.
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Worker processes that answer the records of remote routes for the engine.
+
+One engine process runs its jobs on one event loop, so a job's CPU work (translating the
+family's body, the HTTP exchange with the model server, parsing and rendering the answer) is
+capped by one core. With ``engine_processes`` above 1 the leaves of the remote routes (the
+``openai`` and ``bedrock`` backends, one per replica) are replaced by :class:`PooledBackend`
+proxies, and that work runs in child processes; docs/engine-processes.md tells why it is
+split this way. What stays in the engine process:
+
+- the job: input, output, spools, checkpoints (so crash safety and exactly-once output are
+  what they were: the engine writes a record's line only when its answer has come back);
+- everything above the leaf: retries and their throttling counts, per-record deadlines,
+  ``max_concurrency`` (:class:`~batchrock.backends.resilience.ResilientBackend`), replica
+  health (:class:`~batchrock.backends.replicas.ReplicaSet`), ``base_model``, metrics. Those
+  limits therefore hold across every child exactly as they did in one process.
+
+The parent sends records to the least busy child in batches (one frame per child per turn of
+the event loop: a MessagePack list of requests and of cancellations), each child answers in
+batches too. A cancelled call (its record's deadline, a halted job) is cancelled in the
+child, so a route's concurrency bound holds there as well.
+
+Children live exactly as long as their socket to the engine: they ignore SIGINT and SIGTERM
+(the engine drains its jobs first, then closes the sockets) and exit when the socket reaches
+its end, which the kernel brings about however the engine ends, SIGKILL included. A child
+that dies is replaced, and the records it was answering are sent to another child (at most
+:data:`MAX_SENDS` times each, then they get a retryable 500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+from orjson import Fragment
+
+from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
+from batchrock.settings import Settings
+
+if TYPE_CHECKING:
+    from batchrock.backends.routing import Route
+
+log = logging.getLogger("batchrock.backends.pool")
+
+#: Backend types whose records go to the worker processes: those whose cost is the HTTP
+#: exchange and the translation around it. The built-in model answers in microseconds in
+#: the engine's own loop; a local model holds its weights (and GPU) once, in the engine.
+POOLED_TYPES = frozenset({"openai", "bedrock"})
+#: How many times one record is sent to a child before the children's deaths fail it.
+MAX_SENDS = 3
+#: A child that dies this soon after starting without answering anything counts as a
+#: failed start; this many failed starts in a row and the pool gives up (the log says why).
+FAILED_START_S = 5.0
+MAX_FAILED_STARTS = 3
+#: How long a closing pool waits for its children to exit before killing them.
+CLOSE_WAIT_S = 5.0
+
+#: Frames: a 4-byte big-endian length, then MessagePack (the first frame, the child's
+#: configuration, is a pickle). Parent to child: ``[requests, cancelled ids]``, each request
+#: ``[id, leaf, model_id, invocation_type, body, record_id]``. Child to parent: a list of
+#: ``[id, output | None, code, message, retryable, input_tokens, output_tokens, info]``.
+FRAME = struct.Struct(">I")
+encode = msgspec.msgpack.Encoder().encode
+decode = msgspec.msgpack.Decoder().decode
+
+
+def frame(data: bytes) -> bytes:
+    return FRAME.pack(len(data)) + data
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The next frame's payload; raises ``asyncio.IncompleteReadError`` at the end."""
+    head = await reader.readexactly(FRAME.size)
+    return await reader.readexactly(FRAME.unpack(head)[0])
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or taskset's limit),
+    what Python 3.13's ``os.process_cpu_count`` gives."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_count(settings: Settings) -> int:
+    """How many worker processes ``settings`` ask for: 0 for none (answer in the engine)."""
+    wanted = settings.engine_processes or available_cpus()
+    return wanted if wanted > 1 else 0
+
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    """One record on its way to a child and back."""
+
+    id: int
+    leaf: int
+    request: ModelRequest
+    future: asyncio.Future[ModelResult]
+    sends: int = 0
+    child: _Child | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Child:
+    number: int
+    process: subprocess.Popen[bytes]
+    writer: asyncio.StreamWriter
+    started: float
+    inflight: dict[int, _Call] = field(default_factory=dict)
+    outbox: list[list[Any]] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    scheduled: bool = False
+    answered: int = 0
+    dead: bool = False
+    reader_task: asyncio.Task[None] | None = None
+
+
+class PoolBroken(Exception):
+    """The worker processes cannot be started (the log says why)."""
+
+
+class WorkerPool:
+    """The worker processes of one engine and the leaves they answer for (see the module
+    docstring). Children are started by the first record, not before: a process that never
+    runs a job on a remote route starts none."""
+
+    def __init__(self, settings: Settings, size: int, command: Sequence[str] | None = None) -> None:
+        self.settings = settings
+        self.size = size
+        #: How a child is started, its socket's descriptor appended (a seam for tests).
+        self._command = list(command or [sys.executable, "-m", "batchrock.backends.pool_child"])
+        #: The route (with its replica's ``base_url``) of each leaf, by leaf number.
+        self._leaves: list[Route] = []
+        self._children: list[_Child] = []
+        self._waiting: list[_Call] = []
+        self._ids = itertools.count()
+        self._numbers = itertools.count(1)
+        self._starting: set[asyncio.Task[None]] = set()
+        self._failed_starts = 0
+        self._broken: str | None = None
+        self._closing = False
+        self._started = False
+
+    def backend(self, route: Route, leaf: ModelBackend) -> PooledBackend:
+        """The proxy for ``leaf`` (built from ``route`` in this process to check its
+        options; the children build their own from the same route)."""
+        self._leaves.append(route)
+        return PooledBackend(self, len(self._leaves) - 1, leaf)
+
+    # --- calls ------------------------------------------------------------------------
+
+    async def invoke(self, leaf: int, request: ModelRequest) -> ModelResult:
+        if self._broken is not None:
+            return ModelResult(error=RecordError(500, self._broken))
+        if not self._started:
+            self._started = True
+            for _ in range(self.size):
+                self._start_child()
+        loop = asyncio.get_running_loop()
+        call = _Call(next(self._ids), leaf, request, loop.create_future())
+        self._dispatch(call)
+        try:
+            return await call.future
+        except asyncio.CancelledError:
+            self._cancel(call)
+            raise
+
+    def _dispatch(self, call: _Call) -> None:
+        if self._broken is not None:
+            call.future.set_result(ModelResult(error=RecordError(500, self._broken)))
+            return
+        live = self._children
+        if not live:
+            self._waiting.append(call)
+            return
+        child = live[0] if len(live) == 1 else min(live, key=_load)
+        call.child = child
+        call.sends += 1
+        child.inflight[call.id] = call
+        body = call.request
+        child.outbox.append(
+            [call.id, call.leaf, body.model_id, body.invocation_type, body.body, body.record_id]
+        )
+        self._schedule(child)
+
+    def _cancel(self, call: _Call) -> None:
+        child = call.child
+        if child is not None and child.inflight.pop(call.id, None) is not None:
+            child.cancelled.append(call.id)
+            self._schedule(child)
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(call)
+
+    def _schedule(self, child: _Child) -> None:
+        if not child.scheduled:
+            child.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush, child)
+
+    def _flush(self, child: _Child) -> None:
+        """Send what waits for ``child`` as one frame (a turn of the loop's worth)."""
+        child.scheduled = False
+        if child.dead or not (child.outbox or child.cancelled):
+            return
+        requests, child.outbox = child.outbox, []
+        cancelled, child.cancelled = child.cancelled, []
+        try:
+            data = encode([requests, cancelled])
+        except (TypeError, OverflowError):
+            requests = self._encodable(child, requests)
+            data = encode([requests, cancelled])
+        child.writer.write(frame(data))
+
+    def _encodable(self, child: _Child, requests: list[list[Any]]) -> list[list[Any]]:
+        """The requests that MessagePack can carry; the others are answered here (their
+        modelInput held a value JSON decoding cannot make, such as an integer above 2**64)."""
+        kept = []
+        for item in requests:
+            try:
+                encode(item)
+            except (TypeError, OverflowError) as exc:
+                call = child.inflight.pop(item[0])
+                message = f"The record could not be sent to the model: {exc}"
+                call.future.set_result(ModelResult(error=RecordError(400, message)))
+            else:
+                kept.append(item)
+        return kept
+
+    def _answered(self, child: _Child, answers: list[list[Any]]) -> None:
+        child.answered += len(answers)
+        self._failed_starts = 0
+        pop = child.inflight.pop
+        for number, output, code, message, retryable, tokens_in, tokens_out, info in answers:
+            call = pop(number, None)
+            if call is None or call.future.done():  # cancelled meanwhile
+                continue
+            if output is None:
+                result = ModelResult(
+                    error=RecordError(code, message, retryable),
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                    info=info,
+                )
+            else:
+                # The output is JSON already: a Fragment is written as it is by the
+                # engine's orjson.dumps, so it is neither decoded nor encoded again here.
+                result = ModelResult(
+                    output=cast(dict[str, Any], Fragment(output)),
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                    info=info,
+                )
+            call.future.set_result(result)
+
+    # --- children ---------------------------------------------------------------------
+
+    def _start_child(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._spawn())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _spawn(self) -> None:
+        number = next(self._numbers)
+        ours, theirs = socket.socketpair()
+        try:
+            process = subprocess.Popen(
+                [*self._command, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            ours.close()
+            self._start_failed(f"cannot start a model worker process: {exc}")
+            return
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        writer.write(frame(pickle.dumps((self.settings, self._leaves, number))))
+        child = _Child(number, process, writer, time.monotonic())
+        if self._closing:
+            self._children.append(child)
+            await self._stop(child)
+            return
+        self._children.append(child)
+        child.reader_task = asyncio.get_running_loop().create_task(self._read(child, reader))
+        log.info("model worker process %d started (pid %d)", number, process.pid)
+        waiting, self._waiting = self._waiting, []
+        for call in waiting:
+            self._dispatch(call)
+
+    async def _read(self, child: _Child, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                self._answered(child, decode(await read_frame(reader)))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("model worker process %d sent what cannot be read", child.number)
+        if not self._closing:
+            await self._lost(child)
+
+    async def _lost(self, child: _Child) -> None:
+        """``child`` died (or broke its stream): reap it, send its records elsewhere, and
+        start another in its place."""
+        child.dead = True
+        self._children.remove(child)
+        child.writer.close()
+        if child.process.poll() is None:
+            child.process.kill()
+        code = await asyncio.to_thread(child.process.wait)
+        calls = list(child.inflight.values())
+        child.inflight.clear()
+        log.warning(
+            "model worker process %d (pid %d) ended (exit status %s); its %d record(s) in "
+            "flight are sent again",
+            child.number,
+            child.process.pid,
+            code,
+            len(calls),
+        )
+        if not child.answered and time.monotonic() - child.started < FAILED_START_S:
+            self._start_failed(
+                f"model worker process {child.number} ended at start (exit status {code})"
+            )
+        for call in calls:
+            if call.future.done():
+                continue
+            if call.sends >= MAX_SENDS:
+                message = (
+                    f"The model worker process answering this record ended {call.sends} "
+                    "times; see the server log."
+                )
+                call.future.set_result(ModelResult(error=RecordError(500, message, True)))
+            else:
+                self._dispatch(call)
+        if self._broken is None and not self._closing:
+            self._start_child()
+
+    def _start_failed(self, reason: str) -> None:
+        self._failed_starts += 1
+        if self._failed_starts < MAX_FAILED_STARTS:
+            return
+        self._broken = (
+            f"The model worker processes cannot start ({reason}, {self._failed_starts} times "
+            "in a row); see the server log, or set engine_processes = 1."
+        )
+        log.error("%s", self._broken)
+        waiting, self._waiting = self._waiting, []
+        for call in waiting:
+            if not call.future.done():
+                call.future.set_result(ModelResult(error=RecordError(500, self._broken)))
+
+    async def _stop(self, child: _Child) -> None:
+        child.dead = True
+        child.writer.close()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(child.process.wait), CLOSE_WAIT_S)
+        except TimeoutError:
+            log.warning("model worker process %d did not exit; killed", child.number)
+            child.process.kill()
+            await asyncio.to_thread(child.process.wait)
+
+    @property
+    def pids(self) -> list[int]:
+        """The running children's process ids (for tests and the log)."""
+        return [child.process.pid for child in self._children]
+
+    async def aclose(self) -> None:
+        """End every child (each exits when its socket closes) and fail what is left."""
+        self._closing = True
+        for task in list(self._starting):
+            with contextlib.suppress(Exception):
+                await task
+        children, self._children = self._children, []
+        for child in children:
+            if child.reader_task is not None:
+                child.reader_task.cancel()
+        await asyncio.gather(*(self._stop(child) for child in children))
+        closed = RecordError(500, "The engine is shutting down.", retryable=True)
+        for call in [*self._waiting, *(c for ch in children for c in ch.inflight.values())]:
+            if not call.future.done():
+                call.future.set_result(ModelResult(error=closed))
+        self._waiting = []
+
+
+def _load(child: _Child) -> int:
+    return len(child.inflight)
+
+
+class PooledBackend:
+    """A route's leaf backend, answered by the pool's children."""
+
+    def __init__(self, pool: WorkerPool, leaf: int, local: ModelBackend) -> None:
+        self.pool = pool
+        self.leaf = leaf
+        #: The leaf as built in this process (from the same route): it checked the route's
+        #: options at start-up and describes the backend; it answers nothing.
+        self.local = local
+
+    def describe(self) -> str:
+        text = getattr(self.local, "describe", None)
+        what = str(text()) if callable(text) else type(self.local).__name__
+        return f"{what}, in {self.pool.size} worker processes"
+
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        return await self.pool.invoke(self.leaf, request)
+
+    async def aclose(self) -> None:
+        await self.local.aclose()

@@ -1,0 +1,345 @@
+"""Records of remote routes answered in worker processes (engine_processes, process_pool.py).
+
+Through real ``batchrock serve`` processes and the fake OpenAI-compatible server: the output
+is the same as in one process, every record exactly once when a worker or the engine is
+SIGKILLed mid-job, no worker outlives its engine, and a route's ``max_concurrency`` holds
+across the workers. In this process: retries and throttling counts, cancellation, closing,
+and workers that cannot start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchrock.backends.base import ModelRequest, ModelResult
+from batchrock.backends.pool_child import Worker
+from batchrock.backends.process_pool import FRAME, PooledBackend, WorkerPool, decode
+from batchrock.backends.routing import build_resolver, parse_route
+from batchrock.settings import Settings
+
+from .conftest import FakeServer, start
+from .test_jobs_e2e import FAST, claude, results, routes, submit, wait
+
+pytestmark = pytest.mark.timeout(180)
+
+MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids.extend(int(k) for k in (task / "children").read_text().split())
+    return [k for k in kids if alive(k)]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(check: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def route_file(tmp_path: Path, fake: FakeServer, extra: str = "") -> Path:
+    return routes(
+        tmp_path,
+        f'[[routes]]\nmodels = ["anthropic.*"]\nbackend = "openai"\n'
+        f'base_url = "{fake.url}/v1"\nbackoff_base_s = 0.01\nbackoff_max_s = 0.05\n{extra}',
+    )
+
+
+def records(count: int, faults: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    faults = faults or {}
+    return [
+        {"recordId": f"R{i:04d}", "modelInput": claude(f"question {i} {faults.get(i, '')}")}
+        for i in range(count)
+    ]
+
+
+def assert_exactly_once(lines: list[dict[str, Any]], recs: list[dict[str, Any]]) -> None:
+    assert [line["recordId"] for line in lines] == [r["recordId"] for r in recs]
+    assert all("modelOutput" in line for line in lines), [x for x in lines if "error" in x][:3]
+
+
+def test_workers_write_what_one_process_writes(server_factory: Any, tmp_path: Path) -> None:
+    """The same job (answers, a 400, records throttled and failing before they succeed) gives
+    the same bytes and counts in one process and with two workers; the workers exist."""
+    recs = records(150, {3: "FAULT:429:2", 40: "FAULT:400", 77: "FAULT:500:1", 90: "FAULT:drop:1"})
+    outputs = []
+    for processes in (1, 2):
+        fake = start("fake_openai.py", tmp_path)
+        try:
+            folder = tmp_path / f"p{processes}"
+            folder.mkdir()
+            server = server_factory(
+                **FAST,
+                models_config=route_file(folder, fake),
+                engine_processes=processes,
+                engine_record_concurrency=8,
+            )
+            arn = submit(server, MODEL, recs)
+            job = wait(server, arn)
+            assert job["status"] == "Completed"
+            assert len(children(server.proc.pid)) == (2 if processes == 2 else 0)
+            folder_out = server.data_dir / "s3" / "bucket" / "out" / arn.rsplit("/", 1)[-1]
+            manifest = orjson.loads((folder_out / "manifest.json.out").read_bytes())
+            counts = {k: v for k, v in manifest.items() if k.endswith("Count")}
+            outputs.append(((folder_out / "records.jsonl.out").read_bytes(), counts))
+            lines, _ = results(server, arn)
+            assert lines[40]["error"]["errorCode"] == 400
+            assert sum("modelOutput" in x for x in lines) == 149
+        finally:
+            fake.stop()
+    assert outputs[0] == outputs[1]
+    assert "model worker process 2 started" in server.log()
+
+
+def test_a_worker_killed_mid_job_loses_and_doubles_nothing(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    fake = start("fake_openai.py", tmp_path, "--latency-ms", "20")
+    try:
+        server = server_factory(
+            **FAST,
+            models_config=route_file(tmp_path, fake),
+            engine_processes=2,
+            engine_record_concurrency=16,
+        )
+        recs = records(600)
+        arn = submit(server, MODEL, recs)
+        pid = server.proc.pid
+        wait_for(lambda: server.progress(arn)[1] >= 60, "records answered")
+        victim = children(pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        job = wait(server, arn, timeout=120)
+        assert job["status"] == "Completed"
+        lines, manifest = results(server, arn)
+        assert_exactly_once(lines, recs)
+        assert manifest["successRecordCount"] == 600
+        assert manifest["errorRecordCount"] == 0
+        replaced = children(pid)
+        assert len(replaced) == 2 and victim not in replaced
+        assert "(exit status -9); its" in server.log()
+        assert "model worker process 3 started" in server.log()
+    finally:
+        fake.stop()
+
+
+def test_killed_engine_leaves_no_workers_and_its_job_resumes(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    fake = start("fake_openai.py", tmp_path, "--latency-ms", "20")
+    try:
+        server = server_factory(
+            **{**FAST, "engine_lease_seconds": 1},
+            models_config=route_file(tmp_path, fake),
+            engine_processes=2,
+            engine_record_concurrency=16,
+        )
+        recs = records(600)
+        arn = submit(server, MODEL, recs)
+        wait_for(lambda: server.progress(arn)[1] >= 60, "records answered")
+        workers = children(server.proc.pid)
+        assert len(workers) == 2
+        server.kill()
+        # Their socket to the engine ended with it: they exit at once, by themselves.
+        wait_for(lambda: not any(alive(w) for w in workers), "the workers to exit", 20)
+        server.start()
+        job = wait(server, arn, timeout=120)
+        assert job["status"] == "Completed"
+        lines, manifest = results(server, arn)
+        assert_exactly_once(lines, recs)
+        assert manifest["successRecordCount"] == 600
+    finally:
+        fake.stop()
+
+
+def test_route_concurrency_holds_across_workers(server_factory: Any, tmp_path: Path) -> None:
+    spans = tmp_path / "spans.jsonl"
+    fake = start("fake_openai.py", tmp_path, "--latency-ms", "30", "--spans", str(spans))
+    try:
+        server = server_factory(
+            **FAST,
+            models_config=route_file(tmp_path, fake, "max_concurrency = 3\n"),
+            engine_processes=2,
+            engine_record_concurrency=32,
+        )
+        recs = records(120)
+        arn = submit(server, MODEL, recs)
+        assert wait(server, arn)["status"] == "Completed"
+        lines, _ = results(server, arn)
+        assert_exactly_once(lines, recs)
+        assert len(children(server.proc.pid)) == 2
+    finally:
+        fake.stop()
+    events = []
+    for line in spans.read_text().splitlines():
+        span = orjson.loads(line)
+        events += [(span["t0"], 1), (span["t1"], -1)]
+    in_flight = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        in_flight += step
+        peak = max(peak, in_flight)
+    assert len(events) == 240
+    assert 2 <= peak <= 3
+
+
+# --- in this process ----------------------------------------------------------------------
+
+
+def request(text: str, number: int = 0) -> ModelRequest:
+    return ModelRequest(MODEL, "InvokeModel", claude(text), f"R{number}")
+
+
+def pool_settings(tmp_path: Path, fake: FakeServer, extra: str = "") -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        models_config=route_file(tmp_path, fake, extra),
+        engine_processes=2,
+    )
+
+
+def test_retries_and_throttling_are_counted_in_the_engine(
+    tmp_path: Path, fake_openai: FakeServer
+) -> None:
+    async def go() -> tuple[list[ModelResult], list[int]]:
+        resolver = build_resolver(pool_settings(tmp_path, fake_openai))
+        try:
+            backend = resolver.for_model(MODEL)
+            inner = getattr(backend, "inner")  # noqa: B009
+            assert isinstance(inner, PooledBackend)
+            answers = await asyncio.gather(
+                backend.invoke(request(f"pool-retry FAULT:429:2 {time.time_ns()}")),
+                backend.invoke(request("plain", 1)),
+            )
+            assert resolver.pool is not None
+            return list(answers), resolver.pool.pids
+        finally:
+            await resolver.aclose()
+
+    (throttled, plain), pids = asyncio.run(go())
+    assert throttled.ok and throttled.info == {"attempts": 3, "throttled": 2}
+    assert plain.ok and plain.output is not None
+    assert orjson.loads(orjson.dumps(plain.output))["content"][0]["text"] == "echo: plain"
+    assert len(pids) == 2
+    wait_for(lambda: not any(alive(p) for p in pids), "the closed pool's workers to exit", 10)
+
+
+#: A stand-in worker that answers nothing and keeps every byte the engine sends it.
+RECORDER = """
+import socket, sys
+sock = socket.socket(fileno=int(sys.argv[-1]))
+with open(sys.argv[1], "ab", buffering=0) as out:
+    while data := sock.recv(65536):
+        out.write(data)
+"""
+
+
+def frames(data: bytes) -> list[bytes]:
+    found = []
+    while len(data) >= FRAME.size:
+        (size,) = FRAME.unpack(data[: FRAME.size])
+        if len(data) < FRAME.size + size:
+            break
+        found.append(data[FRAME.size : FRAME.size + size])
+        data = data[FRAME.size + size :]
+    return found
+
+
+def test_a_cancelled_record_is_cancelled_in_its_worker(tmp_path: Path) -> None:
+    """The engine tells the worker (its deadline, a halted job), so the worker's request
+    ends too and the route's bound on requests in flight holds there as well."""
+    route = parse_route(0, {"model": MODEL, "backend": "builtin"})
+    sent = tmp_path / "sent.bin"
+
+    async def go() -> None:
+        command = [sys.executable, "-c", RECORDER, str(sent)]
+        pool = WorkerPool(Settings(data_dir=tmp_path), 1, command)
+        backend = pool.backend(route, _Unused())
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(backend.invoke(request("never answered")), 0.2)
+            await asyncio.to_thread(wait_for, lambda: len(frames(sent.read_bytes())) >= 3, "")
+        finally:
+            await pool.aclose()
+
+    asyncio.run(go())
+    _config, asked, cancelled = frames(sent.read_bytes())
+    [[number, leaf, model, _, body, rid]], [] = decode(asked)
+    assert (leaf, model, rid) == (0, MODEL, "R0") and body == claude("never answered")
+    assert decode(cancelled) == [[], [number]]
+
+
+def test_a_worker_cancels_what_the_engine_cancels(tmp_path: Path) -> None:
+    route = parse_route(0, {"model": MODEL, "backend": "builtin", "latency_ms": 60_000})
+    written: list[bytes] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+    async def go() -> None:
+        worker = Worker(Settings(data_dir=tmp_path), [route], Writer())  # type: ignore[arg-type]
+        worker.take([[[7, 0, MODEL, "InvokeModel", claude("slow"), "R7"]], []])
+        worker.take([[[8, 0, MODEL, "InvokeModel", claude("slow"), "R8"]], []])
+        await asyncio.sleep(0.05)
+        task = worker._tasks[7]
+        worker.take([[], [7]])
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert list(worker._tasks) == [8]
+        worker._tasks[8].cancel()
+
+    asyncio.run(go())
+    assert written == []
+
+
+def test_workers_that_cannot_start_fail_records_not_the_engine(tmp_path: Path) -> None:
+    route = parse_route(0, {"model": MODEL, "backend": "openai", "base_url": "http://x/v1"})
+
+    async def go() -> list[ModelResult]:
+        pool = WorkerPool(
+            Settings(data_dir=tmp_path), 2, [sys.executable, "-c", "raise SystemExit(3)"]
+        )
+        backend = pool.backend(route, _Unused())
+        try:
+            return list(
+                await asyncio.wait_for(
+                    asyncio.gather(*(backend.invoke(request("x", i)) for i in range(5))), 30
+                )
+            )
+        finally:
+            await pool.aclose()
+
+    answers = asyncio.run(go())
+    assert all(a.error is not None and a.error.code == 500 for a in answers)
+    assert all("cannot start" in a.error.message for a in answers if a.error)
+
+
+class _Unused:
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        raise AssertionError("the pool's proxy answers, not the local leaf")
+
+    async def aclose(self) -> None:
+        return None
