@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,64 +117,56 @@ def test_workers_write_what_one_process_writes(server_factory: Any, tmp_path: Pa
     assert "model worker process 2 started" in server.log()
 
 
-def test_a_worker_killed_mid_job_loses_and_doubles_nothing(
-    server_factory: Any, tmp_path: Path
-) -> None:
+@contextmanager
+def job_under_way(
+    server_factory: Any, tmp_path: Path, **settings: Any
+) -> Iterator[tuple[Any, str, list[dict[str, Any]]]]:
+    """A server with two workers running a 600-record job (60 of them answered already)
+    against a fake server answering after 20 ms: (server, job ARN, records)."""
     fake = start("fake_openai.py", tmp_path, "--latency-ms", "20")
     try:
         server = server_factory(
-            **FAST,
+            **{**FAST, **settings},
             models_config=route_file(tmp_path, fake),
             engine_processes=2,
             engine_record_concurrency=16,
         )
         recs = records(600)
         arn = submit(server, MODEL, recs)
-        pid = server.proc.pid
         wait_for(lambda: server.progress(arn)[1] >= 60, "records answered")
-        victim = children(pid)[0]
-        os.kill(victim, signal.SIGKILL)
+        yield server, arn, recs
         job = wait(server, arn, timeout=120)
         assert job["status"] == "Completed"
         lines, manifest = results(server, arn)
         assert_exactly_once(lines, recs)
         assert manifest["successRecordCount"] == 600
         assert manifest["errorRecordCount"] == 0
-        replaced = children(pid)
-        assert len(replaced) == 2 and victim not in replaced
-        assert "(exit status -9); its" in server.log()
-        assert "model worker process 3 started" in server.log()
     finally:
         fake.stop()
+
+
+def test_a_worker_killed_mid_job_loses_and_doubles_nothing(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    with job_under_way(server_factory, tmp_path) as (server, _arn, _recs):
+        victim = children(server.proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+    replaced = children(server.proc.pid)
+    assert len(replaced) == 2 and victim not in replaced
+    assert "(exit status -9); its" in server.log()
+    assert "model worker process 3 started" in server.log()
 
 
 def test_killed_engine_leaves_no_workers_and_its_job_resumes(
     server_factory: Any, tmp_path: Path
 ) -> None:
-    fake = start("fake_openai.py", tmp_path, "--latency-ms", "20")
-    try:
-        server = server_factory(
-            **{**FAST, "engine_lease_seconds": 1},
-            models_config=route_file(tmp_path, fake),
-            engine_processes=2,
-            engine_record_concurrency=16,
-        )
-        recs = records(600)
-        arn = submit(server, MODEL, recs)
-        wait_for(lambda: server.progress(arn)[1] >= 60, "records answered")
+    with job_under_way(server_factory, tmp_path, engine_lease_seconds=1) as (server, _, _):
         workers = children(server.proc.pid)
         assert len(workers) == 2
         server.kill()
         # Their socket to the engine ended with it: they exit at once, by themselves.
         wait_for(lambda: not any(alive(w) for w in workers), "the workers to exit", 20)
         server.start()
-        job = wait(server, arn, timeout=120)
-        assert job["status"] == "Completed"
-        lines, manifest = results(server, arn)
-        assert_exactly_once(lines, recs)
-        assert manifest["successRecordCount"] == 600
-    finally:
-        fake.stop()
 
 
 def test_route_concurrency_holds_across_workers(server_factory: Any, tmp_path: Path) -> None:
