@@ -10,6 +10,7 @@ and workers that cannot start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -28,7 +29,7 @@ from batchrock.backends.process_pool import FRAME, PooledBackend, WorkerPool, de
 from batchrock.backends.routing import build_resolver, parse_route
 from batchrock.settings import Settings
 
-from .conftest import FakeServer, start
+from .conftest import FakeServer, run, start
 from .test_jobs_e2e import FAST, claude, results, routes, submit, wait
 
 pytestmark = pytest.mark.timeout(180)
@@ -337,3 +338,40 @@ class _Unused:
 
     async def aclose(self) -> None:
         return None
+
+
+def test_bedrock_routes_are_answered_by_workers_as_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_bedrock import CLAUDE, settings_for
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    answers = []
+    for processes in (1, 2):
+        fake = start("fake_bedrock.py", tmp_path)  # its own fault counts
+        settings = dataclasses.replace(
+            settings_for(tmp_path, fake.url, "max_retries = 3"), engine_processes=processes
+        )
+        assert (build_resolver(settings).pool is not None) == (processes == 2)
+        try:
+            results = run(
+                settings,
+                ModelRequest(CLAUDE, "InvokeModel", claude("hi"), "a"),
+                ModelRequest(CLAUDE, "InvokeModel", claude("FAULT:throttle:2"), "b"),
+                ModelRequest(CLAUDE, "InvokeModel", {"messages": []}, "c"),
+                ModelRequest(CLAUDE, "Converse", {"messages": "x"}, "d"),
+            )
+        finally:
+            fake.stop()
+        answers.append(
+            [
+                (orjson.loads(orjson.dumps(r.output)), r.error, r.input_tokens, r.info)
+                for r in results
+            ]
+        )
+    assert answers[0] == answers[1]
+    assert answers[1][1][3] == {"attempts": 3, "throttled": 2}
+    assert answers[1][2][1] is not None and answers[1][2][1].code == 400
