@@ -180,6 +180,7 @@ class Settings:
             "bedrock) for the engine; 0: as many as the CPUs this process may use; 1: none, "
             "the engine process answers them itself.",
             low=0,
+            high=256,
         ),
     )
     engine_poll_seconds: float = field(

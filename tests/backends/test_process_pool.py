@@ -275,7 +275,11 @@ def test_a_cancelled_record_is_cancelled_in_its_worker(tmp_path: Path) -> None:
         try:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(backend.invoke(request("never answered")), 0.2)
-            await asyncio.to_thread(wait_for, lambda: len(frames(sent.read_bytes())) >= 3, "")
+
+            def three() -> bool:
+                return sent.exists() and len(frames(sent.read_bytes())) >= 3
+
+            await asyncio.to_thread(wait_for, three, "the cancellation to be sent")
         finally:
             await pool.aclose()
 
@@ -330,6 +334,20 @@ def test_workers_that_cannot_start_fail_records_not_the_engine(tmp_path: Path) -
     answers = asyncio.run(go())
     assert all(a.error is not None and a.error.code == 500 for a in answers)
     assert all("cannot start" in a.error.message for a in answers if a.error)
+
+
+def test_a_closed_pool_answers_at_once(tmp_path: Path) -> None:
+    route = parse_route(0, {"model": MODEL, "backend": "openai", "base_url": "http://x/v1"})
+
+    async def go() -> ModelResult:
+        pool = WorkerPool(Settings(data_dir=tmp_path), 2)
+        backend = pool.backend(route, _Unused())
+        await pool.aclose()
+        return await asyncio.wait_for(backend.invoke(request("late")), 10)
+
+    answer = asyncio.run(go())
+    assert answer.error is not None and answer.error.code == 500 and answer.error.retryable
+    assert answer.error.message == "The engine is shutting down."
 
 
 class _Unused:

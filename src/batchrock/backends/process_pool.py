@@ -165,6 +165,8 @@ class WorkerPool:
     async def invoke(self, leaf: int, request: ModelRequest) -> ModelResult:
         if self._broken is not None:
             return ModelResult(error=RecordError(500, self._broken))
+        if self._closing:
+            return ModelResult(error=_CLOSED)
         if not self._started:
             self._started = True
             for _ in range(self.size):
@@ -337,7 +339,7 @@ class WorkerPool:
         for call in calls:
             if call.future.done():
                 continue
-            if call.sends >= MAX_SENDS:
+            if call.sends >= MAX_SENDS and self._broken is None:
                 message = (
                     f"The model worker process answering this record ended {call.sends} "
                     "times; see the server log."
@@ -388,11 +390,14 @@ class WorkerPool:
             if child.reader_task is not None:
                 child.reader_task.cancel()
         await asyncio.gather(*(self._stop(child) for child in children))
-        closed = RecordError(500, "The engine is shutting down.", retryable=True)
         for call in [*self._waiting, *(c for ch in children for c in ch.inflight.values())]:
             if not call.future.done():
-                call.future.set_result(ModelResult(error=closed))
+                call.future.set_result(ModelResult(error=_CLOSED))
         self._waiting = []
+
+
+#: What a record gets from a pool that is closing (the engine drained its jobs first).
+_CLOSED = RecordError(500, "The engine is shutting down.", retryable=True)
 
 
 def _load(child: _Child) -> int:
