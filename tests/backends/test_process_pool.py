@@ -29,7 +29,7 @@ from batchrock.backends.process_pool import FRAME, PooledBackend, WorkerPool, de
 from batchrock.backends.routing import build_resolver, parse_route
 from batchrock.settings import Settings
 
-from .conftest import FakeServer, run, start
+from .conftest import FakeServer, free_port, run, start
 from .test_jobs_e2e import FAST, claude, results, routes, submit, wait
 
 pytestmark = pytest.mark.timeout(180)
@@ -393,3 +393,38 @@ def test_bedrock_routes_are_answered_by_workers_as_in_one_process(
     assert answers[0] == answers[1]
     assert answers[1][1][3] == {"attempts": 3, "throttled": 2}
     assert answers[1][2][1] is not None and answers[1][2][1].code == 400
+
+
+def test_replicas_are_judged_in_the_engine_from_the_workers_answers(
+    tmp_path: Path, fake_openai: FakeServer
+) -> None:
+    """Each replica of a ``base_urls`` route is a leaf of its own in the workers; one that
+    cannot be reached is taken out at once by the engine's replica set (the answers carry
+    why), and its records go to the other."""
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    path = routes(
+        tmp_path,
+        f'[[routes]]\nmodels = ["anthropic.*"]\nbackend = "openai"\n'
+        f'base_urls = ["{fake_openai.url}/v1", "{dead}"]\n'
+        "probe_after_s = 600\nunhealthy_after = 1000\n"
+        "backoff_base_s = 0.01\nbackoff_max_s = 0.05\n",
+    )
+
+    async def go() -> tuple[list[ModelResult], list[bool]]:
+        resolver = build_resolver(
+            Settings(data_dir=tmp_path, models_config=path, engine_processes=2)
+        )
+        try:
+            backend = resolver.for_model(MODEL)
+            replica_set = getattr(backend, "inner")  # noqa: B009
+            assert all(isinstance(r.backend, PooledBackend) for r in replica_set.replicas)
+            answers = await asyncio.gather(
+                *(backend.invoke(request(f"q{i}", i)) for i in range(20))
+            )
+            return list(answers), [r.healthy for r in replica_set.replicas]
+        finally:
+            await resolver.aclose()
+
+    answers, healthy = asyncio.run(go())
+    assert all(a.ok for a in answers)
+    assert healthy == [True, False]
