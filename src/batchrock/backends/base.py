@@ -79,6 +79,9 @@ class ModelResult:
     microsecond more to build, and one is built for every record.
     """
 
+    #: The ``modelOutput`` body. Through worker processes (process_pool.py) it is an
+    #: ``orjson.Fragment`` of the body's JSON instead, typed as the dict it encodes: the
+    #: engine writes it with ``orjson.dumps``, which copies a Fragment as it is.
     output: dict[str, Any] | None = None
     error: RecordError | None = None
     input_tokens: int = 0
