@@ -309,6 +309,9 @@ def test_a_worker_cancels_what_the_engine_cancels(tmp_path: Path) -> None:
             await task
         assert list(worker._tasks) == [8]
         worker._tasks[8].cancel()
+        # Cancelled before its frame left: the request and its cancellation come together.
+        worker.take([[[9, 0, MODEL, "InvokeModel", claude("slow"), "R9"]], [9]])
+        assert 9 not in worker._tasks
 
     asyncio.run(go())
     assert written == []
@@ -334,6 +337,26 @@ def test_workers_that_cannot_start_fail_records_not_the_engine(tmp_path: Path) -
     answers = asyncio.run(go())
     assert all(a.error is not None and a.error.code == 500 for a in answers)
     assert all("cannot start" in a.error.message for a in answers if a.error)
+
+
+def test_a_record_messagepack_cannot_carry_gets_a_400(tmp_path: Path) -> None:
+    route = parse_route(0, {"model": MODEL, "backend": "builtin"})
+    sent = tmp_path / "sent.bin"
+
+    async def go() -> ModelResult:
+        pool = WorkerPool(
+            Settings(data_dir=tmp_path), 1, [sys.executable, "-c", RECORDER, str(sent)]
+        )
+        backend = pool.backend(route, _Unused())
+        odd = ModelRequest(MODEL, "InvokeModel", {"n": 2**70}, "R0")
+        try:
+            return await asyncio.wait_for(backend.invoke(odd), 10)
+        finally:
+            await pool.aclose()
+
+    answer = asyncio.run(go())
+    assert answer.error is not None and answer.error.code == 400
+    assert answer.error.message.startswith("The record could not be sent to the model: ")
 
 
 def test_a_closed_pool_answers_at_once(tmp_path: Path) -> None:

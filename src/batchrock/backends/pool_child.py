@@ -50,14 +50,15 @@ class Worker:
     def take(self, message: list[Any]) -> None:
         requests, cancelled = message
         tasks = self._tasks
-        for number in cancelled:
-            task = tasks.pop(number, None)
-            if task is not None:
-                task.cancel()
         create = asyncio.get_running_loop().create_task
         for number, leaf, model_id, invocation_type, body, record_id in requests:
             request = ModelRequest(model_id, invocation_type, body, record_id)
             tasks[number] = create(self._answer(number, leaf, request))
+        # After the requests: a record cancelled before its frame left comes in both lists.
+        for number in cancelled:
+            task = tasks.pop(number, None)
+            if task is not None:
+                task.cancel()
 
     def _leaf(self, leaf: int) -> ModelBackend:
         backend = self._leaves.get(leaf)

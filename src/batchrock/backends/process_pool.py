@@ -233,9 +233,10 @@ class WorkerPool:
             try:
                 encode(item)
             except (TypeError, OverflowError) as exc:
-                call = child.inflight.pop(item[0])
-                message = f"The record could not be sent to the model: {exc}"
-                call.future.set_result(ModelResult(error=RecordError(400, message)))
+                call = child.inflight.pop(item[0], None)
+                if call is not None and not call.future.done():
+                    message = f"The record could not be sent to the model: {exc}"
+                    call.future.set_result(ModelResult(error=RecordError(400, message)))
             else:
                 kept.append(item)
         return kept
