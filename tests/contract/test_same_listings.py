@@ -54,20 +54,27 @@ def the_jobs() -> list[Any]:
     return out
 
 
-@pytest.fixture(params=["fetched", "walked"])
+@pytest.fixture(params=["fetched", "walked", "rare"])
 async def stores(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[tuple[JobStore, JobStore]]:
-    """Both plans of nameContains: the trigram index's few matches fetched and sorted, and
-    the listing index walked in order (the SQLite store's threshold lowered below the
-    matches; PostgreSQL's planner kept from the bitmap scan of the GIN index)."""
+    """Every plan of nameContains: the trigram index's few matches fetched and sorted, the
+    listing index walked in order (the SQLite store's threshold lowered below the matches;
+    PostgreSQL's planner kept from the bitmap scan of the GIN index), and PostgreSQL's query
+    for a rare pattern (its function's one generic plan) taken for every pattern."""
     url = pg_url
     if request.param == "walked":
         monkeypatch.setattr(sqlite_module, "_SELECTIVE_CANDIDATES", 3)
         url += "?options=-c%20enable_bitmapscan%3Doff"
+    if request.param == "rare":
+
+        async def rare(self: PostgresStore, needle: str, limit: int) -> bool:
+            return True
+
+        monkeypatch.setattr(PostgresStore, "_rare_name", rare)
     sqlite = await SqliteStore.open(tmp_path / "same.sqlite3")
     postgres = await PostgresStore.open(url, max_size=2)
     for job in the_jobs():

@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -100,6 +102,50 @@ def _typed_errors() -> Iterator[None]:
         raise StoreBusy(f"the job database is unavailable: {exc}") from exc
 
 
+#: A rare ``nameContains`` listing (see PostgresStore._list_rare_name and pg_schema's 3).
+_RARE_NAME_SQL = (
+    f"SELECT {JOB_COLUMNS} FROM batchrock_jobs_named("
+    "%s, %s, %s, %s::bigint, %s::bigint, %s::bigint, %s, %s, %s, %s, %s)"
+)
+#: How often the job names' statistics are re-read (PostgresStore._rare_name), in seconds.
+_NAME_SAMPLE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class _NameStats:
+    """``pg_stats`` of ``jobs.name``: the most common names with their shares, the histogram
+    bounds (a sample of the other names) and their share, and the table's estimated rows."""
+
+    read_at: float
+    common: tuple[tuple[str, float], ...]
+    bounds: tuple[str, ...]
+    bounds_share: float
+    rows: float
+
+    @classmethod
+    def of(cls, read_at: float, row: Row | None) -> _NameStats:
+        if row is None:  # never analyzed
+            return cls(read_at, (), (), 0.0, 0.0)
+        common = tuple((v.lower(), float(f)) for v, f in zip(row[0], row[1], strict=True))
+        return cls(
+            read_at,
+            common,
+            tuple(v.lower() for v in row[2]),
+            max(0.0, 1.0 - sum(f for _, f in common)),
+            max(0.0, float(row[3])),
+        )
+
+    def share(self, needle: str) -> float | None:
+        """The estimated share of names containing ``needle``; None without statistics."""
+        if not self.common and not self.bounds:
+            return None
+        share = sum(f for v, f in self.common if needle in v)
+        if self.bounds:
+            hits = sum(needle in v for v in self.bounds)
+            share += self.bounds_share * hits / len(self.bounds)
+        return share
+
+
 def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -141,6 +187,8 @@ class PostgresStore:
         self._watchers: list[Callable[[], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._pool_guard: asyncio.Task[None] | None = None
+        #: The job names' statistics, as last read (see _rare_name).
+        self._name_stats: _NameStats | None = None
         #: Uploaded files and the jobs made from them (store/files.py), on this pool.
         self.files = PostgresFileStore(self)
 
@@ -329,6 +377,8 @@ class PostgresStore:
 
     async def _listed(self, filter: JobFilter, page: PageRequest) -> list[tuple[Any, ...]]:
         """The rows (of :data:`JOB_COLUMNS`) of :meth:`list_jobs`, as the database gave them."""
+        if filter.name_contains and await self._rare_name(filter.name_contains.lower(), page.limit):
+            return await self._listed_rare_name(filter, page)
         where = ["account_id = %s", "region = %s"]
         params: list[Any] = [filter.account_id, filter.region]
         if filter.status is not None:
@@ -364,6 +414,57 @@ class PostgresStore:
             # it is), not once for every pattern as a prepared statement would be.
             cur = await conn.execute(sql, params, prepare=False if filter.name_contains else None)
             return await cur.fetchall()
+
+    async def _listed_rare_name(
+        self, filter: JobFilter, page: PageRequest
+    ) -> list[tuple[Any, ...]]:
+        """The rows of a listing whose ``nameContains`` is rare: migration 3's function, one
+        plan per session (the trigram index's matches, filtered and sorted), not planned per
+        call."""
+        assert filter.name_contains
+        needle = filter.name_contains.lower()
+        after = page.after
+        params = (
+            filter.account_id,
+            filter.region,
+            None if filter.status is None else filter.status.value,
+            None if filter.submitted_after is None else to_micros(filter.submitted_after),
+            None if filter.submitted_before is None else to_micros(filter.submitted_before),
+            None if after is None else to_micros(after.submit_time),
+            None if after is None else after.job_id,
+            page.descending,
+            needle,
+            f"%{_like_escaped(_tripled(needle))}%",
+            page.limit,
+        )
+        async with self._connection() as conn:
+            cur = await conn.execute(_RARE_NAME_SQL, params, prepare=True)
+            rows: list[tuple[Any, ...]] = await cur.fetchall()
+            return rows
+
+    async def _rare_name(self, needle: str, limit: int) -> bool:
+        """Whether ``needle`` is rare enough among job names that fetching its matches and
+        sorting them beats walking the listing index for a page of ``limit``, judged as
+        PostgreSQL's planner judges it, from the same statistics (``pg_stats`` of
+        ``jobs.name``, kept by ANALYZE): the share of names containing it is that of the
+        matching most common values plus the rest's share times the fraction of matching
+        histogram bounds; with ``n`` jobs, fetching costs about ``share * n`` rows and walking
+        ``limit / share``. Without statistics (a new table) nothing is rare and the query is
+        planned for its pattern, as every pattern was before. The statistics are re-read at
+        most every :data:`_NAME_SAMPLE_SECONDS`: stale ones only cost speed, never a wrong
+        answer (both queries return the same jobs)."""
+        now = time.monotonic()
+        if self._name_stats is None or now - self._name_stats.read_at > _NAME_SAMPLE_SECONDS:
+            row = await self._one(
+                "SELECT coalesce(s.most_common_vals::text::text[], '{}'), "
+                "coalesce(s.most_common_freqs, '{}'), "
+                "coalesce(s.histogram_bounds::text::text[], '{}'), c.reltuples "
+                "FROM pg_stats AS s, pg_class AS c WHERE s.schemaname = current_schema() "
+                "AND s.tablename = 'jobs' AND s.attname = 'name' AND c.oid = 'jobs'::regclass"
+            )
+            self._name_stats = _NameStats.of(now, row)
+        share = self._name_stats.share(needle)
+        return share is not None and share * share * self._name_stats.rows < limit
 
     async def transition(
         self,

@@ -1,0 +1,111 @@
+"""The PostgreSQL store's plans for ``nameContains`` (issue 11: listings fast at a million jobs):
+a pattern the table's statistics call rare goes to migration 3's function, whose one generic
+plan fetches the trigram index's few matches; a common one is planned for its value and walks
+the listing index in order. Checked on the plans the server logs (auto_explain, nested
+statements included), not on timings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from batchrock.store.base import Cursor, JobFilter, PageRequest
+from batchrock.store.postgres import PostgresStore
+from batchrock.store.rows import JOB_COLUMNS, job_params
+
+from .test_store import T0, make_job
+
+pytestmark = pytest.mark.anyio
+ACCOUNT, REGION = "123456789012", "us-east-1"
+WORDS = ["nightly", "adhoc", "eval", "summaries", "embed", "classify"]
+N = 3000
+#: Every statement's plan into the server log, those inside functions too.
+EXPLAINED = (
+    "?options=-c%20session_preload_libraries%3Dauto_explain"
+    "%20-c%20auto_explain.log_min_duration%3D0"
+    "%20-c%20auto_explain.log_nested_statements%3Don"
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def store(pg_server: Any, pg_url: str) -> AsyncIterator[tuple[PostgresStore, Path]]:
+    """N jobs with common names and a few rare ones, ANALYZEd (the statistics the store reads),
+    and the store on a connection whose plans are logged; with the server's log file."""
+    rows = [
+        job_params(
+            make_job(
+                i,
+                name=f"needle-zq-{i}" if i % 1000 == 7 else f"{WORDS[i % 6]}-{WORDS[i // 6 % 6]}",
+            )
+        )
+        for i in range(N)
+    ]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        with conn.cursor().copy(f"COPY jobs ({JOB_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.execute("ANALYZE jobs")
+    opened = await PostgresStore.open(pg_url + EXPLAINED, max_size=1)
+    yield opened, Path(pg_server.folder) / "server.log"
+    await opened.close()
+
+
+async def plans_of(
+    store: tuple[PostgresStore, Path], name: str, page: PageRequest
+) -> tuple[int, str]:
+    """How many jobs the listing found, and the plans the server logged while it ran."""
+    opened, log = store
+    start = log.stat().st_size
+    found = await opened.list_jobs(
+        JobFilter(account_id=ACCOUNT, region=REGION, name_contains=name), page
+    )
+    with log.open(errors="replace") as f:
+        f.seek(start)
+        return len(found), f.read()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    # jobs before the cursor / in all: needle-zq-7, -1007 and -2007 (the cursor is at 1500 s)
+    # eval-nightly: one name in 36, too few for a walk to find a page of 100 sooner
+    [
+        ("needle", (2, 3)),
+        ("ZQ", (2, 3)),
+        ("x", (0, 0)),
+        ("needle-zq-2007", (0, 1)),
+        ("EVAL-n", (42, 84)),
+    ],
+)
+@pytest.mark.parametrize("deep", [False, True])
+async def test_a_rare_pattern_is_fetched_from_the_trigram_index_by_one_generic_plan(
+    store: tuple[PostgresStore, Path], name: str, expected: tuple[int, int], deep: bool
+) -> None:
+    after = Cursor(T0 + timedelta(seconds=1500), "zzz") if deep else None
+    for _ in range(3):  # the same plan every call: the function's own, cached
+        found, plans = await plans_of(store, name, PageRequest(limit=100, after=after))
+        assert found == expected[0 if deep else 1]
+        assert "batchrock_jobs_named" in plans, plans
+        assert "Bitmap Index Scan on jobs_names" in plans, plans
+        assert "~~ $10" in plans, plans  # generic: the pattern is a parameter, not planned for
+        assert "jobs_listing" not in plans and "Seq Scan on jobs" not in plans, plans
+
+
+@pytest.mark.parametrize("name", ["nightly", "a", "SUMMARIES"])
+async def test_a_common_pattern_walks_the_listing_index(
+    store: tuple[PostgresStore, Path], name: str
+) -> None:
+    found, plans = await plans_of(store, name, PageRequest(limit=100))
+    assert found == 100
+    assert "batchrock_jobs_named" not in plans, plans
+    assert "Index Scan Backward using jobs_listing" in plans, plans
+    assert "Seq Scan on jobs" not in plans, plans
