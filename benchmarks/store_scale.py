@@ -12,7 +12,11 @@ indexes the stores create themselves. Listings read neither events nor tags, so 
 written. Without ``--database-url`` a throwaway PostgreSQL server is started (tests/pg.py).
 
 Each case runs through the stores' own ``list_jobs`` and is timed, repeated, as a median; the
-two stores' answers are checked to be the same jobs. Target: PostgreSQL within 2x of SQLite
+two stores' answers are checked to be the same jobs. Then the same listings go over HTTP
+(``--no-api`` skips it): ``batchrock serve --no-engine`` on each store, SigV4-signed
+ListModelInvocationJobs requests (a deep page with the token the API would have handed out)
+over one keep-alive connection per server, the median of the client's wall time per request;
+the servers' answers are checked to be the same jobs. Target: PostgreSQL within 2x of SQLite
 in the same run. Nothing here is a pass/fail test: the numbers go to docs/benchmarks.md.
 """
 
@@ -21,10 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import sqlite3
 import statistics
 import string
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +38,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import orjson
+from api_listing import read_response, signed, wait_serving
+from openai_backend import free_port
+
+from batchrock.api import pagination
 from batchrock.jobs import Job, JobStatus, new_job_id
+from batchrock.service import Caller
 from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest
 from batchrock.store.postgres import PostgresStore
 from batchrock.store.rows import JOB_COLUMNS, job_params
@@ -108,6 +121,8 @@ async def fill_postgres(url: str, rows: list[list[tuple[Any, ...]]]) -> None:
         for _, definition in indexes:
             await conn.execute(definition)
         await conn.execute("VACUUM ANALYZE jobs")
+        # The fill's dirty pages written now, not by a checkpoint during the timings.
+        await conn.execute("CHECKPOINT")
 
 
 async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, Any]:
@@ -120,10 +135,10 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, A
     return statistics.median(samples[1:]) * 1000, result  # the first run warms the cache
 
 
-def cases(n: int, any_id: str) -> dict[str, Callable[[JobStore], Awaitable[Any]]]:
+def filters(n: int) -> dict[str, dict[str, Any]]:
+    """Every filter the API offers, as JobFilter fields; "ascending" in a label: that order."""
     mid = T0 + timedelta(seconds=n * 3 // 2)
-    deep = Cursor(mid, "zzzzzzzzzzzz")
-    filters = {
+    return {
         "no filter": {},
         "statusEquals=Failed (rare)": {"status": JobStatus.FAILED},
         "statusEquals=Completed (common)": {"status": JobStatus.COMPLETED},
@@ -142,15 +157,24 @@ def cases(n: int, any_id: str) -> dict[str, Callable[[JobStore], Awaitable[Any]]
             "submitted_after": mid - timedelta(days=1),
         },
     }
+
+
+def deep_cursor(n: int, ascending: bool) -> Cursor:
+    """The keyset cursor of a deep page: mid-table (a day before it when ascending)."""
+    mid = T0 + timedelta(seconds=n * 3 // 2)
+    return Cursor(mid - timedelta(days=1), "") if ascending else Cursor(mid, "zzzzzzzzzzzz")
+
+
+def cases(n: int, any_id: str) -> dict[str, Callable[[JobStore], Awaitable[Any]]]:
     out: dict[str, Callable[[JobStore], Awaitable[Any]]] = {}
-    for label, changes in filters.items():
+    for label, changes in filters(n).items():
         f = JobFilter(account_id=ACCOUNT, region=REGION, **changes)
         asc = "ascending" in label
         out[f"{label}: first page"] = lambda s, f=f, asc=asc: s.list_jobs(
             f, PageRequest(limit=100, descending=not asc)
         )
-        cursor = Cursor(mid - timedelta(days=1), "") if asc else deep
-        out[f"{label}: deep page via token"] = lambda s, f=f, asc=asc, c=cursor: s.list_jobs(
+        deep = deep_cursor(n, asc)
+        out[f"{label}: deep page via token"] = lambda s, f=f, asc=asc, c=deep: s.list_jobs(
             f, PageRequest(limit=100, descending=not asc, after=c)
         )
     every = JobFilter(account_id=ACCOUNT, region=REGION)
@@ -160,6 +184,98 @@ def cases(n: int, any_id: str) -> dict[str, Callable[[JobStore], Awaitable[Any]]
         "bench", {JobStatus.SUBMITTED}, now=T0 - timedelta(days=1), lease_seconds=1
     )
     return out
+
+
+def api_targets(n: int) -> dict[str, str]:
+    """The same listings as ListModelInvocationJobs requests (path and query); a deep page's
+    token is the one the API would have handed out for that cursor."""
+    out = {}
+    for label, changes in filters(n).items():
+        f = JobFilter(account_id=ACCOUNT, region=REGION, **changes)
+        asc = "ascending" in label
+        query: dict[str, str] = {"maxResults": "100"}
+        if f.status is not None:
+            query["statusEquals"] = f.status.value
+        if f.name_contains is not None:
+            query["nameContains"] = f.name_contains
+        for key, when in (
+            ("submitTimeAfter", f.submitted_after),
+            ("submitTimeBefore", f.submitted_before),
+        ):
+            if when is not None:
+                query[key] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if asc:
+            query["sortOrder"] = "Ascending"
+        out[f"{label}: first page"] = "/model-invocation-jobs?" + urlencode(query)
+        listing = pagination.fingerprint(Caller(ACCOUNT, REGION), f, not asc)
+        query["nextToken"] = pagination.encode(deep_cursor(n, asc), listing)
+        out[f"{label}: deep page via token"] = "/model-invocation-jobs?" + urlencode(query)
+    out["page of 1000"] = "/model-invocation-jobs?maxResults=1000"
+    return out
+
+
+@contextlib.contextmanager
+def api_server(data_dir: Path, database_url: str | None) -> Iterator[int]:
+    """``batchrock serve --no-engine`` on ``data_dir``'s SQLite file or on ``database_url``;
+    its port."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
+    env.update(BATCHROCK_LOG_LEVEL="warning")
+    command = [sys.executable, "-m", "batchrock.admin", "serve", "--no-engine"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    if database_url is not None:
+        command += ["--database-url", database_url]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_serving(port, "/_batchrock/health")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def api_table(n: int, servers: dict[str, int], repeat: int) -> None:
+    """Each listing through each server over one keep-alive connection, SigV4-signed: the
+    median of ``repeat`` requests after one warm-up, client wall time (what a caller sees)."""
+    streams = {
+        name: await asyncio.open_connection("127.0.0.1", port) for name, port in servers.items()
+    }
+    header = " | ".join(f"{name} ms" for name in servers)
+    ratio = len(servers) == 2
+    print(
+        f"\n| ListModelInvocationJobs at {n:,} jobs, over HTTP | {header} |"
+        f"{' ratio |' if ratio else ''} jobs |"
+    )
+    print("| --- |" + " ---: |" * (len(servers) + ratio + 1))
+    worst = 0.0
+    for i, (label, target) in enumerate(api_targets(n).items()):
+        times: dict[str, float] = {}
+        answers: dict[str, list[str]] = {}
+        order = list(servers) if i % 2 == 0 else list(servers)[::-1]
+        for name in order:
+            reader, writer = streams[name]
+            raw = signed(servers[name], target)  # valid for 5 minutes
+            samples = []
+            for _ in range(repeat + 1):
+                started = time.perf_counter()
+                writer.write(raw)
+                body = await read_response(reader)
+                samples.append(time.perf_counter() - started)
+            times[name] = statistics.median(samples[1:]) * 1000
+            answers[name] = [j["jobArn"] for j in orjson.loads(body)["invocationJobSummaries"]]
+        if len({tuple(a) for a in answers.values()}) > 1:
+            raise SystemExit(f"{label}: the servers answered differently")
+        row = [times[name] for name in servers]
+        cells = " | ".join(f"{t:.2f}" for t in row)
+        extra = ""
+        if ratio:
+            worst = max(worst, row[1] / row[0])
+            extra = f" {row[1] / row[0]:.2f} |"
+        print(f"| {label} | {cells} |{extra} {len(next(iter(answers.values())))} |")
+    if ratio:
+        print(f"\nworst PostgreSQL / SQLite ratio over HTTP: {worst:.2f} (target <= 2)")
+    for _, writer in streams.values():
+        writer.close()
 
 
 @contextlib.asynccontextmanager
@@ -189,7 +305,10 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--db", type=Path, default=None, help="SQLite file (kept)")
+    parser.add_argument(
+        "--db", type=Path, default=None, help="SQLite file (kept; the API serves its folder)"
+    )
+    parser.add_argument("--no-api", action="store_true", help="only the stores' own figures")
     parser.add_argument("--database-url", default=None, help="an empty PostgreSQL database")
     args = parser.parse_args()
     names = args.stores.split(",")
@@ -198,7 +317,8 @@ async def main() -> None:
         stores: dict[str, JobStore] = {}
         folder = Path(tempfile.mkdtemp(prefix="batchrock-scale-"))
         if "sqlite" in names:
-            path = args.db or folder / "scale.sqlite3"
+            # The name `batchrock serve` opens in its data dir (the table over HTTP).
+            path = args.db or folder / "batchrock.sqlite3"
             stores["sqlite"] = await SqliteStore.open(path)
         if "postgres" in names:
             stores["postgres"] = await PostgresStore.open(url, max_size=2)
@@ -245,6 +365,18 @@ async def main() -> None:
             print(f"\nworst PostgreSQL / SQLite ratio: {worst:.2f} (target <= 2)")
         for store in stores.values():
             await store.close()
+        if args.no_api:
+            return
+        with contextlib.ExitStack() as running:
+            ports = {}
+            if "sqlite" in names:
+                if path.name != "batchrock.sqlite3":
+                    raise SystemExit("--db: name the file batchrock.sqlite3 for the API table")
+                ports["sqlite"] = running.enter_context(api_server(path.parent, None))
+            if "postgres" in names:
+                (folder / "pg-data").mkdir(exist_ok=True)
+                ports["postgres"] = running.enter_context(api_server(folder / "pg-data", url))
+            await api_table(args.jobs, ports, args.repeat)
 
 
 if __name__ == "__main__":
