@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from api_listing import read_response, signed, wait_serving
+from api_listing import cpu_seconds, read_response, signed, wait_serving
 from openai_backend import free_port
 
 from batchrock.api import pagination
@@ -125,14 +125,85 @@ async def fill_postgres(url: str, rows: list[list[tuple[Any, ...]]]) -> None:
         await conn.execute("CHECKPOINT")
 
 
-async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, Any]:
-    samples = []
-    result = None
-    for _ in range(repeat + 1):
-        t = time.perf_counter()
-        result = await fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples[1:]) * 1000, result  # the first run warms the cache
+async def timed(
+    fns: list[Callable[[], Awaitable[Any]]],
+    cpus: list[Callable[[], float]],
+    repeat: int,
+) -> list[tuple[float, float, Any]]:
+    """Each of ``fns`` ``repeat`` times, taking turns (the order alternating, so that both
+    meet the same load on a shared machine), after one warm-up round: the median wall time
+    and the median CPU time (``cpus[i]``: seconds used so far by every process serving
+    ``fns[i]``), in milliseconds, and the last result of each."""
+    walls: list[list[float]] = [[] for _ in fns]
+    used: list[list[float]] = [[] for _ in fns]
+    results: list[Any] = [None] * len(fns)
+    for r in range(repeat + 1):
+        order = list(range(len(fns)))
+        for i in order if r % 2 else order[::-1]:
+            cpu = cpus[i]()
+            started = time.perf_counter()
+            results[i] = await fns[i]()
+            wall = time.perf_counter() - started
+            if r:  # the first round warms the caches
+                walls[i].append(wall)
+                used[i].append(cpus[i]() - cpu)
+    return [
+        (statistics.median(w) * 1000, statistics.median(c) * 1000, res)
+        for w, c, res in zip(walls, used, results, strict=True)
+    ]
+
+
+class ServerCpu:
+    """CPU seconds used so far by the PostgreSQL backends serving ``url``'s database (each
+    client connection's server process), from /proc/PID/schedstat: the server's share of a
+    query, without its background processes. :meth:`refresh` after new connections."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.pids: list[int] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.url is None:
+            return
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        self.pids = [int(pid) for (pid,) in rows]
+
+    def __call__(self) -> float:
+        total = 0
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+        return total / 1e9
+
+
+def table_header(title: str, names: list[str], cpu: bool) -> None:
+    cells = [f"{n} ms" for n in names] + (["ratio"] if len(names) == 2 else [])
+    if cpu:
+        cells += [f"{n} CPU ms" for n in names] + (["CPU ratio"] if len(names) == 2 else [])
+    print(f"\n| {title} | {' | '.join(cells)} | rows |")
+    print("| --- |" + " ---: |" * (len(cells) + 1))
+
+
+def table_row(label: str, timings: list[tuple[float, float, Any]], rows: int, cpu: bool) -> float:
+    """Print one row; the PostgreSQL / SQLite wall-time ratio (0 with one store)."""
+    walls = [w for w, _, _ in timings]
+    cpus = [c for _, c, _ in timings]
+    cells = [f"{w:.2f}" for w in walls] + (
+        [f"{walls[1] / walls[0]:.2f}"] if len(walls) == 2 else []
+    )
+    if cpu:
+        cells += [f"{c:.2f}" for c in cpus]
+        if len(cpus) == 2:
+            cells.append(f"{cpus[1] / cpus[0]:.2f}" if cpus[0] else "-")
+    print(f"| {label} | {' | '.join(cells)} | {rows} |")
+    return walls[1] / walls[0] if len(walls) == 2 else 0.0
 
 
 def filters(n: int) -> dict[str, dict[str, Any]]:
@@ -215,9 +286,9 @@ def api_targets(n: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def api_server(data_dir: Path, database_url: str | None) -> Iterator[int]:
+def api_server(data_dir: Path, database_url: str | None) -> Iterator[tuple[int, int]]:
     """``batchrock serve --no-engine`` on ``data_dir``'s SQLite file or on ``database_url``;
-    its port."""
+    its port and process id."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
     env.update(BATCHROCK_LOG_LEVEL="warning")
@@ -228,60 +299,64 @@ def api_server(data_dir: Path, database_url: str | None) -> Iterator[int]:
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_serving(port, "/_batchrock/health")
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-async def api_table(n: int, servers: dict[str, int], repeat: int) -> None:
+async def request(raw: bytes, stream: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> bytes:
+    """One signed request (valid for five minutes) on a keep-alive connection: the body."""
+    reader, writer = stream
+    writer.write(raw)
+    return await read_response(reader)
+
+
+async def api_table(
+    n: int,
+    servers: dict[str, tuple[int, Callable[[], float]]],
+    repeat: int,
+    cpu: bool,
+    connected: Callable[[], None],
+) -> None:
     """Each listing through each server over one keep-alive connection, SigV4-signed: the
-    median of ``repeat`` requests after one warm-up, client wall time (what a caller sees)."""
+    median of ``repeat`` requests after one warm-up, the client's wall time (what a caller
+    sees) and the CPU time of the processes serving it (the API process, and PostgreSQL's).
+    ``connected`` is called once each server has answered (and so connected to its store)."""
     streams = {
-        name: await asyncio.open_connection("127.0.0.1", port) for name, port in servers.items()
+        name: await asyncio.open_connection("127.0.0.1", port)
+        for name, (port, _) in servers.items()
     }
-    header = " | ".join(f"{name} ms" for name in servers)
-    ratio = len(servers) == 2
-    print(
-        f"\n| ListModelInvocationJobs at {n:,} jobs, over HTTP | {header} |"
-        f"{' ratio |' if ratio else ''} jobs |"
-    )
-    print("| --- |" + " ---: |" * (len(servers) + ratio + 1))
+    for name, (port, _) in servers.items():
+        await request(signed(port, "/model-invocation-jobs?maxResults=1"), streams[name])
+    connected()
+    table_header(f"ListModelInvocationJobs at {n:,} jobs, over HTTP", list(servers), cpu)
     worst = 0.0
-    for i, (label, target) in enumerate(api_targets(n).items()):
-        times: dict[str, float] = {}
-        answers: dict[str, list[str]] = {}
-        order = list(servers) if i % 2 == 0 else list(servers)[::-1]
-        for name in order:
-            reader, writer = streams[name]
-            raw = signed(servers[name], target)  # valid for 5 minutes
-            samples = []
-            for _ in range(repeat + 1):
-                started = time.perf_counter()
-                writer.write(raw)
-                body = await read_response(reader)
-                samples.append(time.perf_counter() - started)
-            times[name] = statistics.median(samples[1:]) * 1000
-            answers[name] = [j["jobArn"] for j in orjson.loads(body)["invocationJobSummaries"]]
-        if len({tuple(a) for a in answers.values()}) > 1:
+    for label, target in api_targets(n).items():
+        raws = {name: signed(port, target) for name, (port, _) in servers.items()}
+        timings = await timed(
+            [lambda r=raws[name], s=streams[name]: request(r, s) for name in servers],
+            [probe for _, probe in servers.values()],
+            repeat,
+        )
+        answers = {
+            tuple(j["jobArn"] for j in orjson.loads(body)["invocationJobSummaries"])
+            for _, _, body in timings
+        }
+        if len(answers) > 1:
             raise SystemExit(f"{label}: the servers answered differently")
-        row = [times[name] for name in servers]
-        cells = " | ".join(f"{t:.2f}" for t in row)
-        extra = ""
-        if ratio:
-            worst = max(worst, row[1] / row[0])
-            extra = f" {row[1] / row[0]:.2f} |"
-        print(f"| {label} | {cells} |{extra} {len(next(iter(answers.values())))} |")
-    if ratio:
+        worst = max(worst, table_row(label, timings, len(next(iter(answers))), cpu))
+    if len(servers) == 2:
         print(f"\nworst PostgreSQL / SQLite ratio over HTTP: {worst:.2f} (target <= 2)")
     for _, writer in streams.values():
         writer.close()
 
 
 @contextlib.asynccontextmanager
-async def postgres_url(given: str | None) -> AsyncIterator[str]:
+async def postgres_url(given: str | None) -> AsyncIterator[tuple[str, int | None]]:
+    """The database's URL, and the server's postmaster process id where it runs here."""
     if given:
-        yield given
+        yield given, None
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.pg import pg_server
@@ -291,7 +366,8 @@ async def postgres_url(given: str | None) -> AsyncIterator[str]:
 
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE scale")
-        yield server.url("scale")
+        postmaster = int((server.folder / "data" / "postmaster.pid").read_text().split()[0])
+        yield server.url("scale"), postmaster
 
 
 def ids(result: Any) -> Any:
@@ -313,7 +389,8 @@ async def main() -> None:
     args = parser.parse_args()
     names = args.stores.split(",")
 
-    async with postgres_url(args.database_url if "postgres" in names else "unused") as url:
+    given = args.database_url if "postgres" in names else "unused"
+    async with postgres_url(given) as (url, postmaster):
         stores: dict[str, JobStore] = {}
         folder = Path(tempfile.mkdtemp(prefix="batchrock-scale-"))
         if "sqlite" in names:
@@ -321,7 +398,8 @@ async def main() -> None:
             path = args.db or folder / "batchrock.sqlite3"
             stores["sqlite"] = await SqliteStore.open(path)
         if "postgres" in names:
-            stores["postgres"] = await PostgresStore.open(url, max_size=2)
+            # Both connections open from the start: the server's CPU is read from each.
+            stores["postgres"] = await PostgresStore.open(url, min_size=2, max_size=2)
         started = time.perf_counter()
         rows = list(chunks(args.jobs))
         any_id = rows[len(rows) // 2][123][0]
@@ -339,44 +417,47 @@ async def main() -> None:
             print(f"filled {name} in {time.perf_counter() - started:.1f} s")
         del rows
 
-        header = " | ".join(f"{n} ms" for n in stores)
-        ratio = len(stores) == 2
-        print(f"\n| query at {args.jobs:,} jobs | {header} |{' ratio |' if ratio else ''} rows |")
-        print("| --- |" + " ---: |" * (len(stores) + ratio + 1))
+        # CPU: this process's for SQLite (it answers in-process); this process's and the
+        # PostgreSQL server's for PostgreSQL (only when the benchmark started that server).
+        cpu = postmaster is not None or "postgres" not in names
+        server_cpu = ServerCpu(url if postmaster is not None else None)
+        probes = {
+            "sqlite": time.process_time,
+            "postgres": lambda: time.process_time() + server_cpu(),
+        }
+        table_header(f"query at {args.jobs:,} jobs", list(stores), cpu)
         worst = 0.0
         for label, fn in cases(args.jobs, any_id).items():
-            times, answers = [], []
-            for store in stores.values():
-                ms, result = await timed(lambda fn=fn, store=store: fn(store), args.repeat)
-                times.append(ms)
-                answers.append(ids(result))
+            timings = await timed(
+                [lambda fn=fn, store=store: fn(store) for store in stores.values()],
+                [probes[name] for name in stores],
+                args.repeat,
+            )
+            answers = [ids(result) for _, _, result in timings]
             if len(answers) == 2 and answers[0] != answers[1]:
                 raise SystemExit(f"{label}: the stores answered differently")
             rows_n = (
                 len(answers[0]) if isinstance(answers[0], list) else int(answers[0] is not None)
             )
-            cells = " | ".join(f"{t:.2f}" for t in times)
-            extra = ""
-            if ratio:
-                worst = max(worst, times[1] / times[0])
-                extra = f" {times[1] / times[0]:.2f} |"
-            print(f"| {label} | {cells} |{extra} {rows_n} |")
-        if ratio:
+            worst = max(worst, table_row(label, timings, rows_n, cpu))
+        if len(stores) == 2:
             print(f"\nworst PostgreSQL / SQLite ratio: {worst:.2f} (target <= 2)")
         for store in stores.values():
             await store.close()
         if args.no_api:
             return
         with contextlib.ExitStack() as running:
-            ports = {}
+            servers: dict[str, tuple[int, Callable[[], float]]] = {}
             if "sqlite" in names:
                 if path.name != "batchrock.sqlite3":
                     raise SystemExit("--db: name the file batchrock.sqlite3 for the API table")
-                ports["sqlite"] = running.enter_context(api_server(path.parent, None))
+                port, pid = running.enter_context(api_server(path.parent, None))
+                servers["sqlite"] = (port, lambda pid=pid: cpu_seconds(pid))
             if "postgres" in names:
                 (folder / "pg-data").mkdir(exist_ok=True)
-                ports["postgres"] = running.enter_context(api_server(folder / "pg-data", url))
-            await api_table(args.jobs, ports, args.repeat)
+                port, pid = running.enter_context(api_server(folder / "pg-data", url))
+                servers["postgres"] = (port, lambda pid=pid: cpu_seconds(pid) + server_cpu())
+            await api_table(args.jobs, servers, args.repeat, cpu, server_cpu.refresh)
 
 
 if __name__ == "__main__":
