@@ -124,16 +124,30 @@ MIGRATIONS.append((2, FILES_SCHEMA))
 # list_jobs): the trigram index's few matches, filtered and sorted. A plain prepared statement
 # would not do: PostgreSQL keeps planning it per call (its generic plan, costed for a pattern
 # of unknown frequency, looks dearer than each custom one), and that planning is most of the
-# time such a query takes. The function's own settings make its one query generic; the
-# trigram index is then the only way in, whatever the table's size (a generic plan, costed for
-# a pattern of unknown frequency, would otherwise read a small table whole or through the
-# listing index): no scan of the table, ``account_id || ''`` (and region) no condition of the
-# account's indexes, ``submit_time + 0`` no order of theirs. Every filter is an optional parameter,
-# tested on the few matching rows.
+# time such a query takes. The function's own settings make its one query generic, and the
+# trigram index is its only way in whatever the table's size (a generic plan would otherwise
+# read a small table whole or through the listing index): no scan of the table,
+# ``account_id || ''`` (and region) no condition of the account's indexes, ``submit_time + 0``
+# no order of theirs. Every filter is an optional parameter, tested on the few matching rows.
+
+
+def _named_page(order: str, beyond: str) -> str:
+    """Migration 3's query for one order: ``beyond`` is the keyset comparison after a cursor."""
+    return f"""RETURN QUERY SELECT * FROM jobs
+        WHERE batchrock_tripled(name) LIKE p_pattern AND strpos(lower(name), p_needle) > 0
+          AND account_id || '' = p_account AND region || '' = p_region
+          AND (p_status IS NULL OR status = p_status)
+          AND (p_after IS NULL OR submit_time > p_after)
+          AND (p_before IS NULL OR submit_time < p_before)
+          AND (p_cursor_time IS NULL
+               OR (submit_time, job_id) {beyond} (p_cursor_time, p_cursor_id))
+        ORDER BY submit_time + 0 {order}, job_id {order} LIMIT p_limit;"""
+
+
 MIGRATIONS.append(
     (
         3,
-        """
+        f"""
 CREATE FUNCTION batchrock_jobs_named(
     p_account text, p_region text, p_status text, p_after bigint, p_before bigint,
     p_cursor_time bigint, p_cursor_id text, p_descending boolean,
@@ -145,23 +159,9 @@ SET enable_seqscan = off
 AS $$
 BEGIN
     IF p_descending THEN
-        RETURN QUERY SELECT * FROM jobs
-        WHERE batchrock_tripled(name) LIKE p_pattern AND strpos(lower(name), p_needle) > 0
-          AND account_id || '' = p_account AND region || '' = p_region
-          AND (p_status IS NULL OR status = p_status)
-          AND (p_after IS NULL OR submit_time > p_after)
-          AND (p_before IS NULL OR submit_time < p_before)
-          AND (p_cursor_time IS NULL OR (submit_time, job_id) < (p_cursor_time, p_cursor_id))
-        ORDER BY submit_time + 0 DESC, job_id DESC LIMIT p_limit;
+        {_named_page("DESC", "<")}
     ELSE
-        RETURN QUERY SELECT * FROM jobs
-        WHERE batchrock_tripled(name) LIKE p_pattern AND strpos(lower(name), p_needle) > 0
-          AND account_id || '' = p_account AND region || '' = p_region
-          AND (p_status IS NULL OR status = p_status)
-          AND (p_after IS NULL OR submit_time > p_after)
-          AND (p_before IS NULL OR submit_time < p_before)
-          AND (p_cursor_time IS NULL OR (submit_time, job_id) > (p_cursor_time, p_cursor_id))
-        ORDER BY submit_time + 0, job_id LIMIT p_limit;
+        {_named_page("ASC", ">")}
     END IF;
 END
 $$;
