@@ -2,20 +2,23 @@
 jobs (default one million), every filter, first page and a deep page via token.
 
     .venv/bin/python benchmarks/store_scale.py --jobs 1000000
-    .venv/bin/python benchmarks/store_scale.py --stores sqlite --db /tmp/scale.sqlite3
-    .venv/bin/python benchmarks/store_scale.py --database-url postgresql://u@host/db
+    .venv/bin/python benchmarks/store_scale.py --stores sqlite --db /tmp/scale/batchrock.sqlite3
+    .venv/bin/python benchmarks/store_scale.py --database-url postgresql://u@host/db --no-api
 
 Both stores are filled with the same jobs in bulk, straight into their tables (SQLite: one
 ``executemany`` transaction, then the trigram name index from the table; PostgreSQL: ``COPY``
-with the secondary indexes dropped and rebuilt after, then ``ANALYZE``), with the schema and
+with the secondary indexes dropped and rebuilt after, then ``VACUUM ANALYZE``), with the schema and
 indexes the stores create themselves. Listings read neither events nor tags, so none are
 written. Without ``--database-url`` a throwaway PostgreSQL server is started (tests/pg.py).
 
-Each case runs through the stores' own ``list_jobs`` and is timed, repeated, as a median; the
-two stores' answers are checked to be the same jobs. Then the same listings go over HTTP
+Each case runs through the stores' own ``list_jobs``, the two stores taking turns sample by
+sample, and is timed, repeated, as medians of wall and CPU time (this process's, plus the
+PostgreSQL backends' when the benchmark runs that server); the two stores' answers are checked
+to be the same jobs. Then the same listings go over HTTP
 (``--no-api`` skips it): ``batchrock serve --no-engine`` on each store, SigV4-signed
 ListModelInvocationJobs requests (a deep page with the token the API would have handed out)
-over one keep-alive connection per server, the median of the client's wall time per request;
+over one keep-alive connection per server, the medians of the client's wall time per request
+and of the serving processes' CPU time;
 the servers' answers are checked to be the same jobs. Target: PostgreSQL within 2x of SQLite
 in the same run. Nothing here is a pass/fail test: the numbers go to docs/benchmarks.md.
 """
