@@ -395,72 +395,74 @@ async def main() -> None:
     given = args.database_url if "postgres" in names else "unused"
     async with postgres_url(given) as (url, postmaster):
         stores: dict[str, JobStore] = {}
-        folder = Path(tempfile.mkdtemp(prefix="batchrock-scale-"))
-        if "sqlite" in names:
-            # The name `batchrock serve` opens in its data dir (the table over HTTP).
-            path = args.db or folder / "batchrock.sqlite3"
-            stores["sqlite"] = await SqliteStore.open(path)
-        if "postgres" in names:
-            # Both connections open from the start: the server's CPU is read from each.
-            stores["postgres"] = await PostgresStore.open(url, min_size=2, max_size=2)
-        started = time.perf_counter()
-        rows = list(chunks(args.jobs))
-        any_id = rows[len(rows) // 2][123][0]
-        print(f"generated {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
-        for name in stores:
-            started = time.perf_counter()
-            if name == "sqlite":
-                existing = await stores[name].list_jobs(
-                    JobFilter(account_id=ACCOUNT, region=REGION), PageRequest(limit=1)
-                )
-                if not existing:
-                    await asyncio.to_thread(fill_sqlite, path, rows)
-            else:
-                await fill_postgres(url, rows)
-            print(f"filled {name} in {time.perf_counter() - started:.1f} s")
-        del rows
-
-        # CPU: this process's for SQLite (it answers in-process); this process's and the
-        # PostgreSQL server's for PostgreSQL (only when the benchmark started that server).
-        cpu = postmaster is not None or "postgres" not in names
-        server_cpu = ServerCpu(url if postmaster is not None else None)
-        probes = {
-            "sqlite": time.process_time,
-            "postgres": lambda: time.process_time() + server_cpu(),
-        }
-        table_header(f"query at {args.jobs:,} jobs", list(stores), cpu)
-        worst = 0.0
-        for label, fn in cases(args.jobs, any_id).items():
-            timings = await timed(
-                [lambda fn=fn, store=store: fn(store) for store in stores.values()],
-                [probes[name] for name in stores],
-                args.repeat,
-            )
-            answers = [ids(result) for _, _, result in timings]
-            if len(answers) == 2 and answers[0] != answers[1]:
-                raise SystemExit(f"{label}: the stores answered differently")
-            rows_n = (
-                len(answers[0]) if isinstance(answers[0], list) else int(answers[0] is not None)
-            )
-            worst = max(worst, table_row(label, timings, rows_n, cpu))
-        if len(stores) == 2:
-            print(f"\nworst PostgreSQL / SQLite ratio: {worst:.2f} (target <= 2)")
-        for store in stores.values():
-            await store.close()
-        if args.no_api:
-            return
-        with contextlib.ExitStack() as running:
-            servers: dict[str, tuple[int, Callable[[], float]]] = {}
+        # Removed after the run (the SQLite file of --db is outside it, and kept).
+        with tempfile.TemporaryDirectory(prefix="batchrock-scale-") as tmp:
+            folder = Path(tmp)
             if "sqlite" in names:
-                if path.name != "batchrock.sqlite3":
-                    raise SystemExit("--db: name the file batchrock.sqlite3 for the API table")
-                port, pid = running.enter_context(api_server(path.parent, None))
-                servers["sqlite"] = (port, lambda pid=pid: cpu_seconds(pid))
+                # The name `batchrock serve` opens in its data dir (the table over HTTP).
+                path = args.db or folder / "batchrock.sqlite3"
+                stores["sqlite"] = await SqliteStore.open(path)
             if "postgres" in names:
-                (folder / "pg-data").mkdir(exist_ok=True)
-                port, pid = running.enter_context(api_server(folder / "pg-data", url))
-                servers["postgres"] = (port, lambda pid=pid: cpu_seconds(pid) + server_cpu())
-            await api_table(args.jobs, servers, args.repeat, cpu, server_cpu.refresh)
+                # Both connections open from the start: the server's CPU is read from each.
+                stores["postgres"] = await PostgresStore.open(url, min_size=2, max_size=2)
+            started = time.perf_counter()
+            rows = list(chunks(args.jobs))
+            any_id = rows[len(rows) // 2][123][0]
+            print(f"generated {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
+            for name in stores:
+                started = time.perf_counter()
+                if name == "sqlite":
+                    existing = await stores[name].list_jobs(
+                        JobFilter(account_id=ACCOUNT, region=REGION), PageRequest(limit=1)
+                    )
+                    if not existing:
+                        await asyncio.to_thread(fill_sqlite, path, rows)
+                else:
+                    await fill_postgres(url, rows)
+                print(f"filled {name} in {time.perf_counter() - started:.1f} s")
+            del rows
+
+            # CPU: this process's for SQLite (it answers in-process); this process's and the
+            # PostgreSQL server's for PostgreSQL (only when the benchmark started that server).
+            cpu = postmaster is not None or "postgres" not in names
+            server_cpu = ServerCpu(url if postmaster is not None else None)
+            probes = {
+                "sqlite": time.process_time,
+                "postgres": lambda: time.process_time() + server_cpu(),
+            }
+            table_header(f"query at {args.jobs:,} jobs", list(stores), cpu)
+            worst = 0.0
+            for label, fn in cases(args.jobs, any_id).items():
+                timings = await timed(
+                    [lambda fn=fn, store=store: fn(store) for store in stores.values()],
+                    [probes[name] for name in stores],
+                    args.repeat,
+                )
+                answers = [ids(result) for _, _, result in timings]
+                if len(answers) == 2 and answers[0] != answers[1]:
+                    raise SystemExit(f"{label}: the stores answered differently")
+                rows_n = (
+                    len(answers[0]) if isinstance(answers[0], list) else int(answers[0] is not None)
+                )
+                worst = max(worst, table_row(label, timings, rows_n, cpu))
+            if len(stores) == 2:
+                print(f"\nworst PostgreSQL / SQLite ratio: {worst:.2f} (target <= 2)")
+            for store in stores.values():
+                await store.close()
+            if args.no_api:
+                return
+            with contextlib.ExitStack() as running:
+                servers: dict[str, tuple[int, Callable[[], float]]] = {}
+                if "sqlite" in names:
+                    if path.name != "batchrock.sqlite3":
+                        raise SystemExit("--db: name the file batchrock.sqlite3 for the API table")
+                    port, pid = running.enter_context(api_server(path.parent, None))
+                    servers["sqlite"] = (port, lambda pid=pid: cpu_seconds(pid))
+                if "postgres" in names:
+                    (folder / "pg-data").mkdir(exist_ok=True)
+                    port, pid = running.enter_context(api_server(folder / "pg-data", url))
+                    servers["postgres"] = (port, lambda pid=pid: cpu_seconds(pid) + server_cpu())
+                await api_table(args.jobs, servers, args.repeat, cpu, server_cpu.refresh)
 
 
 if __name__ == "__main__":
