@@ -22,6 +22,7 @@ from batchrock.store.base import (
     JobFilter,
     JobNotFound,
     JobStore,
+    LeaseLost,
     ModelWork,
     PageRequest,
     StoreConflict,
@@ -331,6 +332,59 @@ class TestStoreContract:
         # Counters alone leave the checkpoint in place.
         await store.save_progress(job.job_id, counters=Counters(total=10, processed=5), now=T0)
         assert await store.load_checkpoint(job.job_id) == {"file": "a.jsonl", "line": 4}
+
+    async def test_fenced_writes_need_the_claim_that_holds_the_lease(
+        self, store: JobStore, second_store: JobStore
+    ) -> None:
+        """A write fenced with the owner a job was claimed as lands only while that claim
+        holds the lease: once another claim took the job over (its lease lapsed), or a final
+        move released it, the stale claim's checkpoint, progress and moves are refused whole,
+        even though its lease was never released and its status is still the expected one."""
+        job, _ = await store.create(make_job(1), {})
+        await store.transition(job.job_id, S.VALIDATING, now=T0)
+        await store.transition(job.job_id, S.SCHEDULED, now=T0)
+        started = await store.start_next("w1:1", now=T0, lease_seconds=30, max_in_progress=5)
+        assert started is not None and started.status is S.IN_PROGRESS
+        mine = Counters(total=10, processed=4, success=4)
+        await store.save_progress(
+            job.job_id, counters=mine, now=T0, checkpoint={"offset": 4}, fence="w1:1"
+        )
+        assert await store.load_checkpoint(job.job_id) == {"offset": 4}
+        # w1 is frozen past its lease; w2 takes the job over and moves it on.
+        later = T0 + timedelta(seconds=31)
+        taken = await second_store.claim("w2:7", {S.IN_PROGRESS}, now=later, lease_seconds=30)
+        assert taken is not None and taken.job_id == job.job_id
+        theirs = Counters(total=10, processed=7, success=7)
+        await second_store.save_progress(
+            job.job_id, counters=theirs, now=later, checkpoint={"offset": 7}, fence="w2:7"
+        )
+        # w1 wakes up: nothing it writes lands.
+        with pytest.raises(LeaseLost):
+            await store.save_progress(
+                job.job_id, counters=mine, now=later, checkpoint={"offset": 5}, fence="w1:1"
+            )
+        with pytest.raises(LeaseLost):
+            await store.save_progress(job.job_id, counters=mine, now=later, fence="w1:1")
+        history = await store.events(job.job_id)
+        with pytest.raises(LeaseLost):
+            await store.transition(
+                job.job_id, S.COMPLETED, now=later, expected={S.IN_PROGRESS}, fence="w1:1"
+            )
+        got = await store.get_by_id(job.job_id)
+        assert got is not None and got.status is S.IN_PROGRESS and got.counters == theirs
+        assert await store.load_checkpoint(job.job_id) == {"offset": 7}
+        assert await store.events(job.job_id) == history
+        lease = await store.lease(job.job_id)
+        assert lease is not None and lease.owner == "w2:7"
+        # The holder's move lands, and releases the lease: no claim may write after it.
+        done = await second_store.transition(
+            job.job_id, S.COMPLETED, now=later, expected={S.IN_PROGRESS}, fence="w2:7"
+        )
+        assert done.status is S.COMPLETED
+        with pytest.raises(LeaseLost):
+            await second_store.save_progress(job.job_id, counters=theirs, now=later, fence="w2:7")
+        # Unfenced writes (the API's) are not held to any lease.
+        await store.save_progress(job.job_id, counters=theirs, now=later)
 
     async def test_tags(self, store: JobStore) -> None:
         job, _ = await store.create(make_job(1), {"a": "1"})

@@ -29,6 +29,7 @@ from tests.stores import STORE_FACTORIES
 #: and test_changed_input (hung twice under load, not understood yet).
 _ON_EVERY_STORE = {
     "tests.engine.test_claims",
+    "tests.engine.test_fencing",
     "tests.engine.test_grants",
     "tests.engine.test_inputs",
     "tests.engine.test_lifecycle",

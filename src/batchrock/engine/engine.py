@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -99,6 +100,11 @@ class Engine:
         #: runner gives the lease back (see _drive): a job found here is still leased to a
         #: runner that will keep it or release it, never one that already let go.
         self._running: dict[str, asyncio.Task[None]] = {}
+        #: The runner of each job in _running (a claim of it is handed to that runner).
+        self._runners: dict[str, JobRunner] = {}
+        #: Numbers this engine's claims: each claim leases its job to an owner of its own,
+        #: ``worker_id:n``, which fences that claim's writes (JobRunner.owner).
+        self._claims = itertools.count(1)
         #: Every runner task not yet done, those that left _running included (shutdown).
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -182,16 +188,19 @@ class Engine:
         await self.expire_overdue(waiting)
         self._next_due = self._dwell_end(waiting)
         while len(self._running) < self.settings.engine_max_jobs:
-            job = await self._next_job()
-            if job is None:
+            claimed = await self._next_job()
+            if claimed is None:
                 return
-            if job.job_id in self._running:
-                # The runner we have still holds the job: either our lease lapsed (the loop
-                # was blocked) and the runner keeps the job, or the runner is finishing and
-                # its release frees this claim too (it wakes us after). A second runner
-                # would write beside the first.
+            job, owner = claimed
+            runner = self._runners.get(job.job_id)
+            if runner is not None:
+                # The runner we have still runs the job: either our lease lapsed (the loop
+                # was blocked) and the runner keeps the job under this claim, or the runner
+                # is finishing and its release frees this claim too (it wakes us after). A
+                # second runner would write beside the first.
+                runner.adopt(owner)
                 continue
-            self._start(job)
+            self._start(job, owner)
 
     def _dwell(self) -> timedelta:
         """How long a new job stays Submitted, in wall-clock time (scaled like timeouts)."""
@@ -206,37 +215,43 @@ class Engine:
         later = [end for end in ends if end > now]
         return min(later) if later else None
 
-    async def _next_job(self) -> Job | None:
+    async def _next_job(self) -> tuple[Job, str] | None:
+        """The next job to run and the owner it was claimed as."""
         store, now, lease = self.store, self.clock.now(), self.settings.engine_lease_seconds
+        owner = f"{self.worker_id}:{next(self._claims)}"
         for statuses in ({S.STOPPING}, {S.IN_PROGRESS}):
-            job = await store.claim(self.worker_id, statuses, now=now, lease_seconds=lease)
+            job = await store.claim(owner, statuses, now=now, lease_seconds=lease)
             if job is not None:
                 if job.status is S.IN_PROGRESS:
                     _count_takeover()
-                return job
+                return job, owner
         # Not a takeover: start_next hands out Scheduled jobs, moved to InProgress just now.
         job = await store.start_next(
-            self.worker_id,
+            owner,
             now=now,
             lease_seconds=lease,
             max_in_progress=self.settings.quota_max_concurrent_jobs_per_model,
         )
         if job is not None:
-            return job
+            return job, owner
         job = await store.claim(
-            self.worker_id,
+            owner,
             {S.SUBMITTED, S.VALIDATING},
             now=now,
             lease_seconds=lease,
             submitted_by=now - self._dwell(),
         )
-        if job is not None and job.status is S.VALIDATING:
+        if job is None:
+            return None
+        if job.status is S.VALIDATING:
             _count_takeover()
-        return job
+        return job, owner
 
-    def _start(self, job: Job) -> None:
-        task = asyncio.create_task(self._drive(JobRunner(self.ctx, job)), name=f"job-{job.job_id}")
+    def _start(self, job: Job, owner: str) -> None:
+        runner = JobRunner(self.ctx, job, owner=owner)
+        task = asyncio.create_task(self._drive(runner), name=f"job-{job.job_id}")
         self._running[job.job_id] = task
+        self._runners[job.job_id] = runner
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -256,6 +271,7 @@ class Engine:
             # Only this task's entry: the job may already run again in a newer task.
             if self._running.get(job_id) is task:
                 del self._running[job_id]
+                del self._runners[job_id]
 
         try:
             await runner.run(before_release=forget)

@@ -56,7 +56,7 @@ from batchrock.objects.base import (
     resumable,
 )
 from batchrock.settings import Settings
-from batchrock.store.base import JobStore
+from batchrock.store.base import JobStore, LeaseLost
 
 log = logging.getLogger("batchrock.engine")
 S = JobStatus
@@ -111,9 +111,13 @@ class JobFailed(Exception):
 
 
 class JobRunner:
-    def __init__(self, ctx: EngineContext, job: Job) -> None:
+    def __init__(self, ctx: EngineContext, job: Job, *, owner: str | None = None) -> None:
+        """``owner``: the lease owner the job was claimed as (the engine names each claim
+        apart); it fences every write of this runner (docs/architecture.md, "Leases fence
+        every engine write")."""
         self.ctx = ctx
         self.job = job
+        self.owner = owner or ctx.worker_id
         self.halt = asyncio.Event()
         self.reason: Halt | None = None
         #: (file, spool) of the checkpoint this runner saved last (while InProgress).
@@ -149,12 +153,30 @@ class JobRunner:
                 before_release()
             await self._release()
 
+    def adopt(self, owner: str) -> None:
+        """Carry on under a new claim of the job by this runner's own engine (its lease had
+        lapsed, no other worker took it: the engine claimed it back while this runner still
+        runs it). A successor that ran the job in between is still noticed (_superseded)."""
+        if self.reason is not Halt.LOST:
+            self.owner = owner
+
+    def _lost(self, what: str) -> None:
+        """A fenced write was refused: another claim holds the job now."""
+        if self.reason is not Halt.LOST:
+            log.warning(
+                "job %s: lease lost (claim %s taken over); this worker stops before %s",
+                self.job.job_id,
+                self.owner,
+                what,
+            )
+        self._set_halt(Halt.LOST)
+
     async def _release(self) -> None:
         """Give the lease back; a runner that lost it has nothing to give back."""
         if self.reason is Halt.LOST:
             return
         try:
-            await self.ctx.store.release(self.job.job_id, self.ctx.worker_id)
+            await self.ctx.store.release(self.job.job_id, self.owner)
         except Exception:
             # The lease then runs out on its own and the job is taken again.
             log.warning("job %s: could not release the lease", self.job.job_id, exc_info=True)
@@ -179,7 +201,7 @@ class JobRunner:
         try:
             if not await ctx.store.renew(
                 self.job.job_id,
-                ctx.worker_id,
+                self.owner,
                 now=ctx.clock.now(),
                 lease_seconds=ctx.settings.engine_lease_seconds,
             ):
@@ -216,7 +238,7 @@ class JobRunner:
                 self._set_halt(Halt.SHUTDOWN)
             ok = await ctx.store.renew(
                 self.job.job_id,
-                ctx.worker_id,
+                self.owner,
                 now=ctx.clock.now(),
                 lease_seconds=ctx.settings.engine_lease_seconds,
             )
@@ -242,11 +264,22 @@ class JobRunner:
         expected: Collection[JobStatus],
         message: str | None = None,
     ) -> bool:
-        """Transition; ``False`` (and ``self.job`` refreshed) when the job moved meanwhile."""
+        """Transition; ``False`` (and ``self.job`` refreshed) when the job moved meanwhile,
+        or (``halt`` set, LOST) when this runner's claim no longer holds it."""
+        if self.reason is Halt.LOST:
+            return False
         try:
             self.job = await self.ctx.store.transition(
-                self.job.job_id, to, now=self.ctx.clock.now(), expected=expected, message=message
+                self.job.job_id,
+                to,
+                now=self.ctx.clock.now(),
+                expected=expected,
+                message=message,
+                fence=self.owner,
             )
+        except LeaseLost:
+            self._lost(f"moving the job to {to.value}")
+            return False
         except InvalidTransition:
             fresh = await self.ctx.store.get_by_id(self.job.job_id)
             if fresh is not None:
@@ -330,12 +363,17 @@ class JobRunner:
             await self._invalid(message, output_checked=False)
             return
         checkpoint = Checkpoint(files=files)
-        await ctx.store.save_progress(
-            job.job_id,
-            counters=Counters(total=total),
-            now=ctx.clock.now(),
-            checkpoint=checkpoint.to_json(),
-        )
+        try:
+            await ctx.store.save_progress(
+                job.job_id,
+                counters=Counters(total=total),
+                now=ctx.clock.now(),
+                checkpoint=checkpoint.to_json(),
+                fence=self.owner,
+            )
+        except LeaseLost:
+            self._lost("saving the validated input")
+            return
         if self._expired():
             await self._move(S.EXPIRED, expected={S.VALIDATING})
         elif not await self._move(S.SCHEDULED, expected={S.VALIDATING}):
@@ -488,6 +526,9 @@ class JobRunner:
                     if clock.monotonic() - halted_at >= HALT_GRACE_SECONDS:
                         task.cancel()
                 counters = await self._flush(fp, cp, base, handle, path)
+                if self.reason is Halt.LOST:
+                    task.cancel()  # another worker has the job: nothing more is written
+                    continue
                 if clock.monotonic() - manifest_at >= MANIFEST_EVERY_SECONDS and not task.done():
                     # Progress can be followed in the output location, as on Bedrock.
                     manifest_at = clock.monotonic()
@@ -521,6 +562,11 @@ class JobRunner:
         publishes again: the ``.out`` always holds what the counters count."""
         f = cp.files[cp.file]
         key = out_loc.child(self.job.job_id, f.out_name).key
+        if not await self._holds_lease():
+            # Checked again right before the object is written: the checkpoint saying
+            # ``done`` may be a pause ago (docs/architecture.md, "Leases fence ...").
+            self._lost(f"publishing {f.out_name}")
+            return counters
         if cp.parts:
             if not await self._complete(cp, out_loc.bucket, key, spool):
                 log.warning("job %s: the parts of %s are lost, redoing it", self.job.job_id, f.uri)
@@ -664,16 +710,26 @@ class JobRunner:
         # lease finds out here, before it could overwrite its successor's progress.
         lease = ctx.settings.engine_lease_seconds
         if (
-            not await ctx.store.renew(self.job.job_id, ctx.worker_id, now=now, lease_seconds=lease)
+            not await ctx.store.renew(self.job.job_id, self.owner, now=now, lease_seconds=lease)
             or await self._superseded()
         ):
-            self._set_halt(Halt.LOST)
+            self._lost("saving a checkpoint")
             return False
         if spool:
             cp.spool = spool
-        await ctx.store.save_progress(
-            self.job.job_id, counters=counters, now=now, checkpoint=cp.to_json()
-        )
+        try:
+            # Fenced: a pause between the renewal above and this write cannot let a taken-over
+            # claim overwrite its successor's checkpoint.
+            await ctx.store.save_progress(
+                self.job.job_id,
+                counters=counters,
+                now=now,
+                checkpoint=cp.to_json(),
+                fence=self.owner,
+            )
+        except LeaseLost:
+            self._lost("saving a checkpoint")
+            return False
         process_metrics().progress(self.job.model_id, self.job.counters, counters)
         self._saved = (cp.file, cp.spool)
         self.job = self.job.evolve(counters=counters)
@@ -767,6 +823,8 @@ class JobRunner:
             log.info("job %s: aborted %d unfinished upload(s)", self.job.job_id, aborted)
 
     async def _write_manifest(self, out_loc: S3Location, counters: Counters) -> None:
+        if self.reason is Halt.LOST:
+            return  # the job's manifest is its new holder's to write
         key = out_loc.child(self.job.job_id, MANIFEST_NAME).key
         await self.ctx.objects.put(out_loc.bucket, key, manifest_bytes(counters))
 

@@ -173,6 +173,12 @@ class StoreConflict(StoreError):
     """The write collides with data already stored (a job id that exists)."""
 
 
+class LeaseLost(StoreError):
+    """A fenced write (``fence=``: the lease owner the writer claimed the job as) found the
+    job's lease held by another claim, or by none: another worker has taken the job over, or
+    it has ended. Nothing was written."""
+
+
 class StoreBusy(StoreError):
     """The database stayed locked or unavailable for longer than the store waits: nothing was
     changed, and the same call may succeed later."""
@@ -278,12 +284,17 @@ class JobStore(Protocol):
         expected: Collection[JobStatus] | None = None,
         message: str | None = None,
         end_time: datetime | None = None,
+        fence: str | None = None,
     ) -> Job:
         """Apply :func:`batchrock.jobs.decide` (job as stored, ``to``, ``now``, ``expected``,
         ``message``, ``end_time``) as one compare-and-set on the status decided from, and
         record its event. Raises :class:`batchrock.jobs.InvalidTransition` when the lifecycle
         refuses the move or another writer moved the job first (nothing changes), and
-        :class:`JobNotFound` for an unknown job."""
+        :class:`JobNotFound` for an unknown job.
+
+        ``fence`` (an engine's moves): the lease owner the caller claimed the job as; the
+        move is made only while the job's lease is still that claim's, in the same
+        compare-and-set, else :class:`LeaseLost` (nothing changes)."""
         ...
 
     async def events(self, job_id: str) -> list[JobEvent]:
@@ -319,6 +330,9 @@ class JobStore(Protocol):
         """Atomically take the oldest job in ``statuses`` that no live worker holds (no lease,
         or an expired one) and lease it to ``worker_id``. ``None`` when there is none.
 
+        ``worker_id`` is also the claim's fencing token (``fence=`` of the writes above): an
+        engine names each claim differently, so a claim that was taken over cannot write.
+
         With ``submitted_by``, a Submitted job is taken only if it was submitted at or before
         that time (jobs in the other statuses regardless): new jobs stay Submitted a while."""
         ...
@@ -344,8 +358,11 @@ class JobStore(Protocol):
         counters: Counters,
         now: datetime,
         checkpoint: Mapping[str, Any] | None = None,
+        fence: str | None = None,
     ) -> None:
-        """Store the counters (and the engine's resume checkpoint, a JSON-able mapping)."""
+        """Store the counters (and the engine's resume checkpoint, a JSON-able mapping).
+        ``fence``: only while the job's lease is still held as that owner (one conditional
+        update), else :class:`LeaseLost` and nothing is written."""
         ...
 
     async def load_checkpoint(self, job_id: str) -> dict[str, Any] | None: ...

@@ -46,6 +46,7 @@ from batchrock.store.base import (
     JobNotFound,
     JobRow,
     Lease,
+    LeaseLost,
     ModelWork,
     PageRequest,
     RowKey,
@@ -475,16 +476,20 @@ class PostgresStore:
         expected: Collection[JobStatus] | None = None,
         message: str | None = None,
         end_time: datetime | None = None,
+        fence: str | None = None,
     ) -> Job:
         async with self._tx() as conn:
             # The row stays locked from this read to the update: the decision is made on the
-            # job as it is, and the compare-and-set below cannot lose.
+            # job as it is (and its lease), and the compare-and-set below cannot lose.
             cur = await conn.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+                f"SELECT {JOB_COLUMNS}, lease_owner FROM jobs WHERE job_id = %s FOR UPDATE",
+                (job_id,),
             )
             row = await cur.fetchone()
             if row is None:
                 raise JobNotFound(job_id)
+            if fence is not None and row[-1] != fence:
+                raise LeaseLost(job_id)
             change = jobs.decide(
                 row_to_job(row),
                 to,
@@ -611,14 +616,16 @@ class PostgresStore:
         counters: Counters,
         now: datetime,
         checkpoint: Mapping[str, Any] | None = None,
+        fence: str | None = None,
     ) -> None:
         c = counters
+        fenced = "" if fence is None else " AND lease_owner = %s"
         async with self._connection() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 "UPDATE jobs SET total_records = %s, processed_records = %s, "
                 "success_records = %s, error_records = %s, input_tokens = %s, "
                 "output_tokens = %s, throttled_requests = %s, last_modified_time = %s, "
-                "checkpoint = coalesce(%s::jsonb, checkpoint) WHERE job_id = %s",
+                f"checkpoint = coalesce(%s::jsonb, checkpoint) WHERE job_id = %s{fenced}",
                 (
                     c.total,
                     c.processed,
@@ -630,8 +637,11 @@ class PostgresStore:
                     to_micros(now),
                     None if checkpoint is None else orjson.dumps(dict(checkpoint)).decode(),
                     job_id,
+                    *(() if fence is None else (fence,)),
                 ),
             )
+            if fence is not None and cur.rowcount != 1:
+                raise LeaseLost(job_id)
 
     async def load_checkpoint(self, job_id: str) -> dict[str, Any] | None:
         row = await self._one("SELECT checkpoint::text FROM jobs WHERE job_id = %s", (job_id,))

@@ -42,6 +42,7 @@ from batchrock.store.base import (
     JobNotFound,
     JobRow,
     Lease,
+    LeaseLost,
     ModelWork,
     PageRequest,
     RowKey,
@@ -514,13 +515,16 @@ class SqliteStore:
         expected: Collection[JobStatus] | None = None,
         message: str | None = None,
         end_time: datetime | None = None,
+        fence: str | None = None,
     ) -> Job:
         with _write(self._conn):
             row = self._conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
+                f"SELECT {_JOB_COLUMNS}, lease_owner FROM jobs WHERE job_id = ?", (job_id,)
             ).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
+            if fence is not None and row["lease_owner"] != fence:
+                raise LeaseLost(job_id)
             change = jobs.decide(
                 _row_to_job(row),
                 to,
@@ -707,13 +711,16 @@ class SqliteStore:
         counters: Counters,
         now: datetime,
         checkpoint: Mapping[str, Any] | None = None,
+        fence: str | None = None,
     ) -> None:
         c = counters
+        fenced = "" if fence is None else " AND lease_owner = ?"
         with _write(self._conn):
-            self._conn.execute(
+            cur = self._conn.execute(
                 "UPDATE jobs SET total_records = ?, processed_records = ?, success_records = ?, "
                 "error_records = ?, input_tokens = ?, output_tokens = ?, throttled_requests = ?, "
-                "last_modified_time = ?, checkpoint = coalesce(?, checkpoint) WHERE job_id = ?",
+                "last_modified_time = ?, checkpoint = coalesce(?, checkpoint) "
+                f"WHERE job_id = ?{fenced}",
                 (
                     c.total,
                     c.processed,
@@ -725,8 +732,11 @@ class SqliteStore:
                     to_micros(now),
                     None if checkpoint is None else orjson.dumps(dict(checkpoint)).decode(),
                     job_id,
+                    *(() if fence is None else (fence,)),
                 ),
             )
+        if fence is not None and cur.rowcount != 1:
+            raise LeaseLost(job_id)
 
     @_typed_errors
     async def load_checkpoint(self, job_id: str) -> dict[str, Any] | None:
