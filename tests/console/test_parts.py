@@ -17,6 +17,7 @@ from batchrock.console.sessions import SESSION_SECONDS, Sessions, SignInRefused
 from batchrock.jobs import Counters, Job, JobEvent, JobStatus
 from batchrock.objects import LocalObjectStore
 from batchrock.settings import Settings
+from batchrock.store.sqlite import SqliteStore
 from tests.access.conftest import ALICE, ALICE_API_KEY, BOB, credentials_text, write_credentials
 from tests.api.wire import asgi_call
 
@@ -120,49 +121,72 @@ class Ticks:
         return self.now
 
 
+def _sessions(tmp_path: Path, settings: Settings, directory: Any, ticks: Ticks) -> Sessions:
+    store = SqliteStore.open_sync(tmp_path / "jobs.sqlite3")
+    return Sessions(settings, directory, store.sessions, lambda: T0 + timedelta(seconds=ticks()))
+
+
 def test_sessions_follow_the_credentials_file(tmp_path: Path) -> None:
     path = write_credentials(tmp_path / "credentials.toml")
     ticks = Ticks()
     directory = LiveDirectory(path, interval=0, monotonic=ticks)
-    sessions = Sessions(Settings(credentials_file=path), directory, monotonic=ticks)
-    with pytest.raises(SignInRefused):
-        sessions.sign_in(ALICE.access_key_id, "wrong", None)
-    with pytest.raises(SignInRefused):
-        sessions.sign_in("AKIANOSUCHKEY0000000", ALICE.secret, None)
-    with pytest.raises(SignInRefused):
-        sessions.sign_in(None, None, "ABSK" + "x" * 40)
-    alice = sessions.sign_in(ALICE.access_key_id, ALICE.secret, None)
-    by_api_key = sessions.sign_in(None, None, ALICE_API_KEY)
-    bob = sessions.sign_in(BOB.access_key_id, BOB.secret, None)
-    assert "secret" not in repr(alice) and ALICE.secret not in repr(alice)
-    for session, account in ((alice, ALICE.account), (by_api_key, ALICE.account)):
-        who = sessions.identity(session)
-        assert who is not None and who.caller.account_id == account
-    assert sessions.session(alice.token) is alice
-    assert not alice.csrf_ok(None) and not alice.csrf_ok(bob.csrf) and alice.csrf_ok(alice.csrf)
+    sessions = _sessions(tmp_path, Settings(credentials_file=path), directory, ticks)
 
-    # Alice's key leaves the file: her session ends at its next request; Bob's goes on.
-    path.write_text(credentials_text(keys=(BOB,), api_keys={}))
-    ticks.now += 1
-    assert sessions.identity(alice) is None
-    assert sessions.session(alice.token) is None
-    assert sessions.identity(by_api_key) is None
-    assert sessions.identity(bob) is not None
-    # Sessions end after their lifetime.
-    ticks.now += SESSION_SECONDS
-    assert sessions.session(bob.token) is None
+    async def main() -> None:
+        with pytest.raises(SignInRefused):
+            await sessions.sign_in(ALICE.access_key_id, "wrong", None)
+        with pytest.raises(SignInRefused):
+            await sessions.sign_in("AKIANOSUCHKEY0000000", ALICE.secret, None)
+        with pytest.raises(SignInRefused):
+            await sessions.sign_in(None, None, "ABSK" + "x" * 40)
+        alice = await sessions.sign_in(ALICE.access_key_id, ALICE.secret, None)
+        by_api_key = await sessions.sign_in(None, None, ALICE_API_KEY)
+        bob = await sessions.sign_in(BOB.access_key_id, BOB.secret, None)
+        assert "secret" not in repr(alice) and ALICE.secret not in repr(alice)
+        for session, account in ((alice, ALICE.account), (by_api_key, ALICE.account)):
+            who = await sessions.identity(session)
+            assert who is not None and who.caller.account_id == account
+        found = await sessions.session(alice.token)
+        assert found is not None and found.credential == alice.credential
+        assert not alice.csrf_ok(None) and not alice.csrf_ok(bob.csrf) and alice.csrf_ok(alice.csrf)
+        # The store holds neither a cookie's token nor an API key.
+        dump = "\n".join((tmp_path / "jobs.sqlite3").read_bytes().decode("latin-1").split("\0"))
+        for secret in (alice.token, by_api_key.token, ALICE_API_KEY, alice.csrf):
+            assert secret not in dump
+
+        # Alice's key leaves the file: her session ends at its next request; Bob's goes on.
+        # Inside a loop the file is re-read in a thread: one that looked before the edit
+        # ends first, then one looks after it.
+        await directory.settled()
+        path.write_text(credentials_text(keys=(BOB,), api_keys={}))
+        ticks.now += 1
+        await directory.settled()
+        assert await sessions.identity(alice) is None
+        assert await sessions.session(alice.token) is None
+        assert await sessions.identity(by_api_key) is None
+        assert await sessions.identity(bob) is not None
+        # Sessions end after their lifetime.
+        ticks.now += SESSION_SECONDS
+        assert await sessions.session(bob.token) is None
+
+    asyncio.run(main())
 
 
-def test_open_mode_sessions_are_the_default_account() -> None:
+def test_open_mode_sessions_are_the_default_account(tmp_path: Path) -> None:
     settings = Settings(default_account_id="000000000042")
-    sessions = Sessions(settings, None)
-    session = sessions.sign_in(None, None, None)
-    who = sessions.identity(session)
-    assert who is not None and who.caller.account_id == "000000000042" and who.principal is None
-    name, value = sessions.cookie_header(session, secure=False)
-    assert name == b"set-cookie"
-    assert b"HttpOnly" in value and b"SameSite=Strict" in value and b"Secure" not in value
-    assert b"Secure" in sessions.cookie_header(session, secure=True)[1]
+    sessions = _sessions(tmp_path, settings, None, Ticks())
+
+    async def main() -> None:
+        session = await sessions.sign_in(None, None, None)
+        who = await sessions.identity(session)
+        assert who is not None and who.caller.account_id == "000000000042"
+        assert who.principal is None
+        name, value = sessions.cookie_header(session, secure=False)
+        assert name == b"set-cookie"
+        assert b"HttpOnly" in value and b"SameSite=Strict" in value and b"Secure" not in value
+        assert b"Secure" in sessions.cookie_header(session, secure=True)[1]
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize(
@@ -196,25 +220,30 @@ def test_streamed_files_stop_at_the_limit(
     assert [m.get("more_body", False) for m in bodies] == [True] * (len(bodies) - 1) + [False]
 
 
-def test_switching_region_and_account() -> None:
+def test_switching_region_and_account(tmp_path: Path) -> None:
     from batchrock.console.sessions import Session
 
-    sessions = Sessions(Settings(), None)
-    session = sessions.open_session()
-    sessions.switch(session, "eu-central-2", "444455556666")
-    who = sessions.identity(session)
-    assert who is not None and (who.caller.account_id, who.caller.region) == (
-        "444455556666",
-        "eu-central-2",
-    )
-    for region, account in (("us-east", None), ("US-EAST-1", None), ("us-east-1", "12345")):
-        with pytest.raises(ValueError):
-            sessions.switch(session, region, account)
-    signed = Session(token="t", csrf="c", expires=1e18, credential=("key", "AKIA"), account_id="1")
-    with pytest.raises(ValueError, match="own account"):
-        sessions.switch(signed, "us-east-1", "444455556666")
-    sessions.switch(signed, "us-west-2", "1")
-    assert signed.region == "us-west-2"
+    sessions = _sessions(tmp_path, Settings(), None, Ticks())
+
+    async def main() -> None:
+        session = await sessions.open_session()
+        await sessions.switch(session, "eu-central-2", "444455556666")
+        # Kept in the store: the next request (on any API process) sees it.
+        again = await sessions.session(session.token)
+        assert again is not None
+        who = await sessions.identity(again)
+        assert who is not None and (who.caller.account_id, who.caller.region) == (
+            "444455556666",
+            "eu-central-2",
+        )
+        for region, account in (("us-east", None), ("US-EAST-1", None), ("us-east-1", "12345")):
+            with pytest.raises(ValueError):
+                await sessions.switch(session, region, account)
+        signed = Session(token="t", expires=T0, credential=("key", "AKIA"), account_id="1")
+        with pytest.raises(ValueError, match="own account"):
+            await sessions.switch(signed, "us-east-1", "444455556666")
+
+    asyncio.run(main())
 
 
 def asgi_post(app: Any, path: str, body: bytes, scheme: str = "http") -> tuple[int, bytes]:

@@ -100,6 +100,14 @@ class Directory:
             return None
         return found
 
+    def api_key_by_digest(self, digest: str) -> tuple[Account, ApiKey] | None:
+        """The API key whose SHA-256 (hex) is ``digest``: what a console session stores
+        instead of the key itself (store/sessions.py)."""
+        try:
+            return self._by_token.get(bytes.fromhex(digest))
+        except ValueError:
+            return None
+
     def account(self, account_id: str) -> Account | None:
         return self._by_id.get(account_id)
 

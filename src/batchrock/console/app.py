@@ -85,7 +85,10 @@ class Console:
         self.service = service
         self.settings = settings
         self.directory: LiveDirectory | None = gate.directory
-        self.sessions = Sessions(settings, gate.directory)
+        # In the job store: a session is valid on every API process sharing it.
+        self.sessions = Sessions(
+            settings, gate.directory, service.store.sessions, service.clock.now
+        )
         self.sign_in_limit = SignInLimiter(service.clock.monotonic)
         self.rates = RecentRates(service.clock.monotonic)
         self._invoke = invoke
@@ -141,7 +144,7 @@ class Console:
         if method == "GET" and len(parts) == 2 and parts[0] == "static":
             return await self._static(send, parts[1])
         if parts[0] == "files" and method == "GET" and len(parts) >= 3:
-            who = self._who(scope)
+            who = await self._who(scope)
             # Each segment as the page encoded it; only a name the job's listing has is served.
             name = "/".join(unquote(p) for p in parts[2:])
             return await self._file(send, who, parts[1], name, query.get("download") == "1")
@@ -154,21 +157,21 @@ class Console:
             if method == "POST":
                 return await self._sign_in(scope, receive, send)
         if api == ["session", "end"] and method == "POST":
-            self._check_post(scope, signed_in=False)
-            self.sessions.sign_out(web.cookie(scope, COOKIE))
+            await self._check_post(scope, signed_in=False)
+            await self.sessions.sign_out(web.cookie(scope, COOKIE))
             secure = scope.get("scheme") == "https"
             return await web.send_json(send, 200, {}, [self.sessions.cookie_header(None, secure)])
         if method == "POST":
-            session = self._check_post(scope, signed_in=True)
+            session = await self._check_post(scope, signed_in=True)
             assert session is not None
-            who = self._identity(session)
+            who = await self._identity(session)
             body = await web.read_json(receive)
             if api == ["session", "scope"]:
                 region, account = body.get("region"), body.get("account")
                 if not isinstance(region, str) or not isinstance(account, str | None):
                     raise ValidationException("Send a region (and, in open mode, an account).")
                 try:
-                    self.sessions.switch(session, region.strip(), account and account.strip())
+                    await self.sessions.switch(session, region.strip(), account and account.strip())
                 except ValueError as exc:
                     raise ValidationException(str(exc)) from None
                 return await web.send_json(send, 200, self._session_json(session))
@@ -180,7 +183,7 @@ class Console:
                 await self._invoke(who, "StopModelInvocationJob", {"jobIdentifier": arn})
                 return await web.send_json(send, 200, {})
         elif method == "GET":
-            who = self._who(scope)
+            who = await self._who(scope)
             if api == ["jobs"]:
                 return await web.send_json(send, 200, await self._list(who, query))
             if api == ["models"]:
@@ -197,26 +200,26 @@ class Console:
 
     # --- sessions -------------------------------------------------------------------------
 
-    def _who(self, scope: web.Scope) -> Identity:
-        session = self.sessions.session(web.cookie(scope, COOKIE))
+    async def _who(self, scope: web.Scope) -> Identity:
+        session = await self.sessions.session(web.cookie(scope, COOKIE))
         if session is None:
             raise NotSignedIn("Sign in to use the console.")
-        return self._identity(session)
+        return await self._identity(session)
 
-    def _identity(self, session: Session) -> Identity:
-        who = self.sessions.identity(session)
+    async def _identity(self, session: Session) -> Identity:
+        who = await self.sessions.identity(session)
         if who is None:
             raise NotSignedIn("Your key is no longer valid: sign in again.")
         return who
 
-    def _check_post(self, scope: web.Scope, *, signed_in: bool) -> Session | None:
+    async def _check_post(self, scope: web.Scope, *, signed_in: bool) -> Session | None:
         """State changes come from the console's own scripts: a JSON body (the request guard
         already refused the bodies a cross-site form sends) and, once signed in, the
         session's CSRF token in ``X-Batchrock-Csrf``."""
         content_type = (web.header(scope, b"content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise AccessDeniedException("Console requests send application/json.")
-        session = self.sessions.session(web.cookie(scope, COOKIE))
+        session = await self.sessions.session(web.cookie(scope, COOKIE))
         if not signed_in:
             return session
         if session is None:
@@ -226,12 +229,12 @@ class Console:
         return session
 
     async def _session_info(self, scope: web.Scope, send: web.Send) -> None:
-        session = self.sessions.session(web.cookie(scope, COOKIE))
-        if session is not None and self.sessions.identity(session) is None:
+        session = await self.sessions.session(web.cookie(scope, COOKIE))
+        if session is not None and await self.sessions.identity(session) is None:
             session = None
         extra: list[tuple[bytes, bytes]] = []
         if session is None and self.sessions.open_mode:
-            session = self.sessions.open_session()
+            session = await self.sessions.open_session()
             extra.append(self.sessions.cookie_header(session, scope.get("scheme") == "https"))
         await web.send_json(send, 200, self._session_json(session), extra)
 
@@ -248,7 +251,7 @@ class Console:
         }
 
     async def _sign_in(self, scope: web.Scope, receive: web.Receive, send: web.Send) -> None:
-        self._check_post(scope, signed_in=False)
+        await self._check_post(scope, signed_in=False)
         secure = scope.get("scheme") == "https"
         if not secure and not self._loopback:
             raise AccessDeniedException(
@@ -270,14 +273,14 @@ class Console:
             log.warning("console sign-in from %s refused: too many failed attempts", source)
             raise TooManySignIns(f"Too many failed sign-ins: try again in {int(wait) + 1} seconds.")
         try:
-            session = self.sessions.sign_in(key_id, text("secretAccessKey"), api_key)
+            session = await self.sessions.sign_in(key_id, text("secretAccessKey"), api_key)
         except SignInRefused:
             self.sign_in_limit.failed(keys)
             # The access key id is no secret; the secret and an API key are never logged.
             shown = key_id[:32] if key_id and not api_key else "an API key"
             log.info("console sign-in refused from %s (%s)", source, shown)
             raise NotSignedIn("The key or secret is not right.") from None
-        self.sessions.sign_out(web.cookie(scope, COOKIE))
+        await self.sessions.sign_out(web.cookie(scope, COOKIE))
         await web.send_json(
             send, 200, self._session_json(session), [self.sessions.cookie_header(session, secure)]
         )

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Protocol
 from batchrock.clock import to_micros
 from batchrock.jobs import Counters, Job, JobEvent, JobStatus
 from batchrock.store.files import FileStore
+from batchrock.store.sessions import SessionStore
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +209,11 @@ class JobStore(Protocol):
     def files(self) -> FileStore:
         """Uploaded files and the jobs made from them: a small seam of its own
         (store/files.py)."""
+        ...
+
+    @property
+    def sessions(self) -> SessionStore:
+        """The web console's sessions, shared by every API process (store/sessions.py)."""
         ...
 
     async def create(

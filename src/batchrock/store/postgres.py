@@ -58,6 +58,7 @@ from batchrock.store.base import (
 )
 from batchrock.store.pg_files import PostgresFileStore
 from batchrock.store.pg_schema import migrate
+from batchrock.store.pg_sessions import PostgresSessionStore
 from batchrock.store.rows import (
     JOB_COLUMNS,
     N_COLUMNS,
@@ -192,6 +193,8 @@ class PostgresStore:
         self._name_stats: _NameStats | None = None
         #: Uploaded files and the jobs made from them (store/files.py), on this pool.
         self.files = PostgresFileStore(self)
+        #: The web console's sessions (store/sessions.py), on this pool.
+        self.sessions = PostgresSessionStore(self)
 
     @classmethod
     async def open(

@@ -261,6 +261,10 @@ class SqliteStore:
 
         #: Uploaded files and the jobs made from them (store/files.py), on this connection.
         self.files = SqliteFileStore(conn, busy_timeout)
+        from batchrock.store.sqlite_sessions import SqliteSessionStore
+
+        #: The web console's sessions (store/sessions.py), on this connection.
+        self.sessions = SqliteSessionStore(conn, busy_timeout)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = 10.0) -> SqliteStore:
@@ -286,6 +290,9 @@ class SqliteStore:
         from batchrock.store.sqlite_files import SCHEMA as FILES_SCHEMA
 
         conn.executescript(FILES_SCHEMA)
+        from batchrock.store.sqlite_sessions import SCHEMA as SESSIONS_SCHEMA
+
+        conn.executescript(SESSIONS_SCHEMA)
         # The version is read and moved on in one write transaction: processes opening an
         # old database at the same moment migrate it once, one after the other.
         with _write(conn):
