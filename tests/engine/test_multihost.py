@@ -9,9 +9,11 @@ the PostgreSQL and S3 ports can be reached. Elsewhere everything runs on loopbac
 separate data dirs.
 
 Jobs are created alternately through both APIs, seen and stopped through the other one; a
-worker is SIGKILLed while a file is half done (seen in the store's checkpoint, not guessed
-with a sleep), and every job's output must hold every record exactly once, in input order,
-with an exact manifest, the killed worker's job finished by another worker.
+worker is SIGKILLed while a file is half done with a part of its output already uploaded
+(seen in the store's checkpoint, with the worker SIGSTOPped first so that what was seen is
+what it left, not guessed with a sleep), and every job's output must hold every record
+exactly once, in input order, with an exact manifest, the killed worker's job finished by
+another worker, which resumed the file after that part (its data dir has no spool of it).
 """
 
 from __future__ import annotations
@@ -53,7 +55,18 @@ ENGINE = {
     "engine_sweep_seconds": 0.2,  # how soon an expired lease is noticed by the others
     "engine_record_concurrency": 4,
     "builtin_latency_ms": 10,
+    # S3's smallest part (moto's server keeps S3's rule): the job killed mid-file has its
+    # first part up after about half of a file of BIG_RECORDS.
+    "s3_part_bytes": 5 * 1024 * 1024,
 }
+#: The killed job's files: BIG_RECORDS records of about 24 KB (an output line holds its
+#: modelInput), just over one part of output, then RECORDS small ones: the file is half done
+#: with a part uploaded for as long as those take (about a second).
+BIG_RECORDS = 220
+PADDING = "x" * 24_000
+#: Files of the job stopped while it runs: far more than it can do before the stop arrives,
+#: however slow the machine (a job of 4 files once ended before it).
+LONG_FILES = 16
 
 
 @dataclass
@@ -198,12 +211,56 @@ def job_row(db: str, arn: str) -> dict[str, Any]:
     }
 
 
+def diagnose(db: str) -> str:
+    """The jobs' statuses and leases, and what the database is doing (a failure's report)."""
+    with psycopg.connect(db) as conn:
+        jobs = conn.execute(
+            "SELECT job_id, status, lease_owner, lease_expires, processed_records FROM jobs "
+            "ORDER BY submit_time"
+        ).fetchall()
+        activity = conn.execute(
+            "SELECT pid, state, xact_start, left(query, 120) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state <> 'idle'"
+        ).fetchall()
+        now = conn.execute("SELECT (extract(epoch from now()) * 1e6)::bigint").fetchone()
+    lines = [f"now {now}", *map(str, jobs), "activity:", *map(str, activity)]
+    return "\n".join(lines) + "\n"
+
+
 def mid_file(row: dict[str, Any]) -> bool:
-    """The job's checkpoint is half-way through a file (records of it saved, not all)."""
+    """The job's checkpoint is half-way through a file (records of it saved, not all), with a
+    part of its output uploaded."""
     cp = row["checkpoint"]
     if row["status"] != "InProgress" or not cp or cp.get("done") or cp["file"] >= len(cp["files"]):
         return False
-    return bool(0 < cp["offset"] < cp["files"][cp["file"]]["size"])
+    return bool(cp.get("parts")) and 0 < cp["offset"] < cp["files"][cp["file"]]["size"]
+
+
+def freeze_mid_file(db: str, arn: str, workers: Workers) -> tuple[Worker, dict[str, Any]]:
+    """SIGSTOP the worker running ``arn`` at a moment its checkpoint is half-way through a
+    file: the row read after the stop is what the frozen worker left (a worker seen mid-file
+    but stopped only after it got past is let go again, and the next moment tried)."""
+
+    def frozen() -> tuple[Worker, dict[str, Any]] | None:
+        row = job_row(db, arn)
+        assert row["status"] in ("Submitted", "Validating", "Scheduled", "InProgress"), (
+            f"job 0 ended before it was seen half-way through a file: {row}"
+        )
+        if not mid_file(row):
+            return None
+        worker = workers.by_owner(row["owner"])
+        worker.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)  # a write it had sent commits meanwhile
+        row = job_row(db, arn)
+        if mid_file(row) and workers.by_owner(row["owner"]) is worker:
+            return worker, row
+        worker.proc.send_signal(signal.SIGCONT)
+        return None
+
+    found: tuple[Worker, dict[str, Any]] = until(
+        "job 0 half-way through a file", frozen, 90, lambda: diagnose(db) + workers.logs()
+    )
+    return found
 
 
 def until(what: str, check: Any, timeout: float, logs: Any = lambda: "") -> Any:
@@ -286,10 +343,16 @@ class Job:
     files: dict[str, list[dict[str, Any]]]  # input file name -> its records
 
 
-def put_job_input(s3: Any, bucket: str, prefix: str, files: int, start: int) -> dict[str, Any]:
+def put_job_input(
+    s3: Any, bucket: str, prefix: str, files: int, start: int, *, big: bool = False
+) -> dict[str, Any]:
     made = {}
+    n = RECORDS + (BIG_RECORDS if big else 0)
     for f in range(files):
-        recs = claude_records(RECORDS, start=start + f * RECORDS)
+        recs = claude_records(n, start=start + f * n)
+        if big:
+            for r in recs[:BIG_RECORDS]:
+                r["modelInput"]["messages"][0]["content"] += PADDING
         name = f"part{f}.jsonl"
         s3.put_object(
             Bucket=bucket,
@@ -348,10 +411,10 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
     # Six jobs of two files each, created alternately through the two APIs.
     jobs = []
     for n in range(6):
-        files = put_job_input(s3, bucket_in, f"job{n}/", files=2, start=n * 10_000)
+        files = put_job_input(s3, bucket_in, f"job{n}/", files=2, start=n * 10_000, big=n == 0)
         jobs.append(Job(create_job(clients[n % 2], bucket_in, f"job{n}/", bucket_out), files))
     # One more, long enough to be stopped while it runs: created on API 1, stopped on API 2.
-    long_files = put_job_input(s3, bucket_in, "long/", files=4, start=900_000)
+    long_files = put_job_input(s3, bucket_in, "long/", files=LONG_FILES, start=900_000)
     stopped = Job(create_job(clients[0], bucket_in, "long/", bucket_out), long_files)
 
     # Each API sees the jobs the other created.
@@ -362,21 +425,17 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
         }
         assert {j.arn for j in [*jobs, stopped]} <= listed
 
-    # Kill the worker running job 0 half-way through one of its files.
+    # Kill the worker running job 0 half-way through one of its files, past its first part.
     target = jobs[0].arn
-    row = until(
-        "job 0 half-way through a file",
-        lambda: mid_file(r := job_row(db, target)) and r,
-        60,
-        workers.logs,
-    )
-    victim = workers.by_owner(row["owner"])
+    victim, row = freeze_mid_file(db, target, workers)
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait()
     killed_owner = row["owner"]
     # The dead worker wrote nothing after the check: the file is still half done.
     after = job_row(db, target)
-    assert mid_file(after) and after["owner"] == killed_owner, after
+    assert mid_file(after) and after == row, (after, row)
+    cp = after["checkpoint"]
+    in_progress = cp["files"][cp["file"]]
 
     # Stop the long job through the other API once it runs.
     until(
@@ -408,6 +467,14 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
     successors = owners_after_kill - {killed_owner}
     assert successors, owners_after_kill
     assert all(workers.by_owner(o).proc.poll() is None for o in successors)
+    # The file in progress was resumed after its last uploaded part, not from its start: its
+    # first records did not go to the model again (the successor has no spool of it).
+    resumed = (
+        f"spool lost, resuming s3://{in_progress['bucket']}/{in_progress['key']} "
+        f"after part {cp['parts'][-1]['n']} (line {cp['parts_line']})"
+    )
+    assert cp["parts_line"] > 0
+    assert any(resumed in workers.by_owner(o).log() for o in successors), workers.logs()
 
     for job in jobs:
         job_id = job.arn.rsplit("/", 1)[1]
@@ -444,7 +511,7 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
     m = orjson.loads(out["manifest.json.out"])
     assert m["processedRecordCount"] == published
     got = clients[0].get_model_invocation_job(jobIdentifier=stopped.arn)
-    assert got["processedRecordCount"] == published < 4 * RECORDS
+    assert got["processedRecordCount"] == published < LONG_FILES * RECORDS
 
     # No upload was left half-made, and nothing went to a file store of its own.
     assert not s3.list_multipart_uploads(Bucket=bucket_out).get("Uploads")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from batchrock.clock import from_micros, to_micros
-from batchrock.store.sessions import StoredSession
+from batchrock.clock import to_micros
+from batchrock.store.sessions import COLUMNS, StoredSession, session_from_row, session_row
 
 if TYPE_CHECKING:
     from batchrock.store.postgres import PostgresStore
@@ -37,37 +37,19 @@ class PostgresSessionStore:
                 "DELETE FROM console_sessions WHERE expires_at <= %s", (to_micros(now),)
             )
             await conn.execute(
-                "INSERT INTO console_sessions (session_id, expires_at, credential_kind, "
-                "credential, account_id, region) VALUES (%s, %s, %s, %s, %s, %s) "
+                f"INSERT INTO console_sessions ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (session_id) DO UPDATE SET expires_at = excluded.expires_at, "
                 "credential_kind = excluded.credential_kind, credential = excluded.credential, "
                 "account_id = excluded.account_id, region = excluded.region",
-                (
-                    session.session_id,
-                    to_micros(session.expires_at),
-                    session.credential_kind,
-                    session.credential,
-                    session.account_id,
-                    session.region,
-                ),
+                session_row(session),
             )
 
     async def get_session(self, session_id: str, *, now: datetime) -> StoredSession | None:
         row = await self._store._one(
-            "SELECT session_id, expires_at, credential_kind, credential, account_id, region "
-            "FROM console_sessions WHERE session_id = %s AND expires_at > %s",
+            f"SELECT {COLUMNS} FROM console_sessions WHERE session_id = %s AND expires_at > %s",
             (session_id, to_micros(now)),
         )
-        if row is None:
-            return None
-        return StoredSession(
-            session_id=row[0],
-            expires_at=from_micros(row[1]),
-            credential_kind=row[2],
-            credential=row[3],
-            account_id=row[4],
-            region=row[5],
-        )
+        return None if row is None else session_from_row(row)
 
     async def update_session(self, session_id: str, *, account_id: str, region: str) -> None:
         async with self._store._tx() as conn:

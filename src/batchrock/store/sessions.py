@@ -11,9 +11,16 @@ added. Contract: ``tests/contract/test_sessions.py``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+from batchrock.clock import from_micros, to_micros
+
+#: The columns of a stored session, in the order of :func:`session_row` and
+#: :func:`session_from_row` (both stores' tables have them).
+COLUMNS = "session_id, expires_at, credential_kind, credential, account_id, region"
 
 
 def session_id(token: str) -> str:
@@ -31,6 +38,30 @@ class StoredSession:
     account_id: str
     #: The Region the console shows.
     region: str
+
+
+def session_row(session: StoredSession) -> tuple[Any, ...]:
+    """``session`` as the values of :data:`COLUMNS` (times in microseconds)."""
+    return (
+        session.session_id,
+        to_micros(session.expires_at),
+        session.credential_kind,
+        session.credential,
+        session.account_id,
+        session.region,
+    )
+
+
+def session_from_row(row: Sequence[Any]) -> StoredSession:
+    """A stored session from a row of :data:`COLUMNS`."""
+    return StoredSession(
+        session_id=row[0],
+        expires_at=from_micros(row[1]),
+        credential_kind=row[2],
+        credential=row[3],
+        account_id=row[4],
+        region=row[5],
+    )
 
 
 class SessionStore(Protocol):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from batchrock.clock import from_micros, to_micros
-from batchrock.store.sessions import StoredSession
+from batchrock.clock import to_micros
+from batchrock.store.sessions import COLUMNS, StoredSession, session_from_row, session_row
 from batchrock.store.sqlite import _typed_errors, _write
 
 SCHEMA = """
@@ -39,35 +39,17 @@ class SqliteSessionStore:
                 "DELETE FROM console_sessions WHERE expires_at <= ?", (to_micros(now),)
             )
             self._conn.execute(
-                "INSERT OR REPLACE INTO console_sessions (session_id, expires_at, "
-                "credential_kind, credential, account_id, region) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    session.session_id,
-                    to_micros(session.expires_at),
-                    session.credential_kind,
-                    session.credential,
-                    session.account_id,
-                    session.region,
-                ),
+                f"INSERT OR REPLACE INTO console_sessions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                session_row(session),
             )
 
     @_typed_errors
     async def get_session(self, session_id: str, *, now: datetime) -> StoredSession | None:
         row = self._conn.execute(
-            "SELECT session_id, expires_at, credential_kind, credential, account_id, region "
-            "FROM console_sessions WHERE session_id = ? AND expires_at > ?",
+            f"SELECT {COLUMNS} FROM console_sessions WHERE session_id = ? AND expires_at > ?",
             (session_id, to_micros(now)),
         ).fetchone()
-        if row is None:
-            return None
-        return StoredSession(
-            session_id=row[0],
-            expires_at=from_micros(row[1]),
-            credential_kind=row[2],
-            credential=row[3],
-            account_id=row[4],
-            region=row[5],
-        )
+        return None if row is None else session_from_row(row)
 
     @_typed_errors
     async def update_session(self, session_id: str, *, account_id: str, region: str) -> None:
