@@ -60,9 +60,11 @@ ENGINE = {
     "s3_part_bytes": 5 * 1024 * 1024,
 }
 #: The killed job's files: BIG_RECORDS records of about 24 KB (an output line holds its
-#: modelInput), just over one part of output, then RECORDS small ones: the file is half done
-#: with a part uploaded for as long as those take (about a second).
+#: modelInput), just over one part of output, then TAIL_RECORDS small ones: the file is half
+#: done with a part uploaded for as long as those take (about 4 s; the records go on while
+#: the part uploads, which takes a while on a busy machine).
 BIG_RECORDS = 220
+TAIL_RECORDS = 1500
 PADDING = "x" * 24_000
 #: Files of the job stopped while it runs: far more than it can do before the stop arrives,
 #: however slow the machine (a job of 4 files once ended before it).
@@ -347,7 +349,7 @@ def put_job_input(
     s3: Any, bucket: str, prefix: str, files: int, start: int, *, big: bool = False
 ) -> dict[str, Any]:
     made = {}
-    n = RECORDS + (BIG_RECORDS if big else 0)
+    n = BIG_RECORDS + TAIL_RECORDS if big else RECORDS
     for f in range(files):
         recs = claude_records(n, start=start + f * n)
         if big:
@@ -395,7 +397,14 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
         "database_url": layout.server.url(layout.database),
     }
     apis = [server_factory(**api_settings), server_factory(**api_settings)]
-    clients = [bedrock_client(api.url) for api in apis]
+
+    def fresh() -> list[Any]:
+        """New clients, for a call after seconds of quiet: the test's clients do not retry,
+        and a kept-alive connection the server closes as its idle time (5 s) ends would
+        fail the next request sent on it (an SDK retries that)."""
+        return [bedrock_client(api.url) for api in apis]
+
+    clients = fresh()
     if layout.net is not None:
         prove_isolation(layout, apis)
     db = layout.server.url(layout.database)
@@ -412,12 +421,14 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
     jobs = []
     for n in range(6):
         files = put_job_input(s3, bucket_in, f"job{n}/", files=2, start=n * 10_000, big=n == 0)
-        jobs.append(Job(create_job(clients[n % 2], bucket_in, f"job{n}/", bucket_out), files))
+        client = fresh()[n % 2]  # after the uploads' quiet
+        jobs.append(Job(create_job(client, bucket_in, f"job{n}/", bucket_out), files))
     # One more, long enough to be stopped while it runs: created on API 1, stopped on API 2.
     long_files = put_job_input(s3, bucket_in, "long/", files=LONG_FILES, start=900_000)
-    stopped = Job(create_job(clients[0], bucket_in, "long/", bucket_out), long_files)
+    stopped = Job(create_job(fresh()[0], bucket_in, "long/", bucket_out), long_files)
 
     # Each API sees the jobs the other created.
+    clients = fresh()
     for client in clients:
         listed = {
             j["jobArn"]
@@ -444,6 +455,7 @@ def test_jobs_survive_a_killed_worker_across_hosts_sharing_only_postgres_and_s3(
         60,
         workers.logs,
     )
+    clients = fresh()
     clients[1].stop_model_invocation_job(jobIdentifier=stopped.arn)
 
     # Job 0 passes to another worker (once its lease expires) and every job ends.
