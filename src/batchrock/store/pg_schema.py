@@ -120,8 +120,6 @@ CREATE TABLE job_tags (
 
 # 2: uploaded files and the jobs made from them (the files seam, store/pg_files.py).
 MIGRATIONS.append((2, FILES_SCHEMA))
-# 3: the web console's sessions, valid on every API process (store/sessions.py).
-MIGRATIONS.append((3, SESSIONS_SCHEMA))
 
 # 3: a rare nameContains pattern's listing, planned once per session (store/postgres.py
 # list_jobs): the trigram index's few matches, filtered and sorted. A plain prepared statement
@@ -171,6 +169,9 @@ $$;
 """,
     )
 )
+
+# 4: the web console's sessions, valid on every API process (store/sessions.py).
+MIGRATIONS.append((4, SESSIONS_SCHEMA))
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
