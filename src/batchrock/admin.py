@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from batchrock import __version__, datadir
+from batchrock import __version__, datadir, processes
 from batchrock import settings as settings_mod
 from batchrock.cli.main import ADMIN_COMMANDS
 from batchrock.clock import Clock, SystemClock
@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             sock = _listen_or_say(command, settings.host, settings.port)
             if sock is None:
                 return 1
+            count = processes.process_count(settings)
+            if count > 1:
+                return _serve_processes(settings, resolver, sock, directory, tls, catalogue, count)
             return _run(
                 serve(settings, resolver, sock, directory=directory, tls=tls, catalogue=catalogue),
                 command,
@@ -138,6 +141,50 @@ def main(argv: list[str] | None = None) -> int:
     from batchrock import demo
 
     return demo.main(rest, settings)
+
+
+def _serve_processes(
+    settings: Settings,
+    resolver: BackendResolver | None,
+    sock: socket.socket,
+    directory: LiveDirectory | None,
+    tls: tuple[str, str] | None,
+    catalogue: ModelCatalogue,
+    count: int,
+) -> int:
+    """``serve`` in ``count`` processes on one socket (setting ``api_processes``; see
+    :mod:`batchrock.processes`): this one with the engine, the others forked API-only."""
+    datadir.prepare(settings)  # once, before forking: the umask is inherited
+    from batchrock import metrics
+
+    metrics_dir = metrics.share_between_processes(settings.data_dir)
+
+    def child(role: processes.Child) -> int:
+        return _run(
+            serve(
+                settings, None, sock, directory=directory, tls=tls, catalogue=catalogue, child=role
+            ),
+            "serve",
+        )
+
+    parent = processes.fork_children(count, child)
+    try:
+        code = _run(
+            serve(
+                settings,
+                resolver,
+                sock,
+                directory=directory,
+                tls=tls,
+                catalogue=catalogue,
+                parent=parent,
+            ),
+            "serve",
+        )
+    finally:
+        parent.stop_now()
+        metrics.forget_shared(metrics_dir)
+    return 1 if parent.failed else code
 
 
 def _resolver(settings: Settings) -> BackendResolver:
@@ -393,11 +440,13 @@ async def serve(
     directory: LiveDirectory | None = None,
     tls: tuple[str, str] | None = None,
     catalogue: ModelCatalogue | None = None,
+    parent: processes.Parent | None = None,
+    child: processes.Child | None = None,
 ) -> None:
     """Serve the API on ``sock`` (bound with :func:`listen`; bound here when not given);
     ``catalogue`` (built here from the settings when not given) decides which model ids
-    Create accepts."""
-    import uvicorn
+    Create accepts. With ``parent``, other processes serve the same socket (this one runs
+    the engine, passes signals on and waits for them); ``child`` is one of those: API only."""
 
     from batchrock.api.app import BedrockApp
     from batchrock.api.openai.app import OpenAIApi
@@ -418,28 +467,49 @@ async def serve(
     host, port = sock.getsockname()[:2]
 
     @contextlib.asynccontextmanager
+    async def child_lifespan() -> AsyncIterator[None]:
+        assert child is not None
+        service.on_change = child.wake_engine
+        with child.watching_parent(server.stop):
+            log.info("API process %d of %d serving", child.index + 1, child.count)
+            yield
+
+    @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         engine: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if resolver is not None:
             engine = engine_running(settings, store, clock, resolver, service, directory)
+        others: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+        if parent is not None:
+            others = parent.supervising(
+                wake=service.changed, fail=server.stop, tick=app.metrics.process.publish_shared
+            )
         async with (
             events_running(settings, store, clock),
             engine,
             expired_files_removed(store, objects, clock),
+            others,  # last in: on the way out, the other processes are stopped first
         ):
             # Only now: the socket is bound and listening, and the engine has started.
             log.info(
-                "batchrock %s serving %s://%s:%d (data dir %s; %s)",
+                "batchrock %s serving %s://%s:%d (data dir %s; %s%s)",
                 __version__,
                 "https" if tls else "http",
                 f"[{host}]" if ":" in host else host,
                 port,
                 settings.data_dir,
                 f"credentials from {directory.path}" if directory else "open mode: any credentials",
+                f"; {parent.count} API processes" if parent else "",
             )
             yield
 
-    app = BedrockApp(service, settings, lifespan=lifespan, directory=directory)
+    app = BedrockApp(
+        service,
+        settings,
+        lifespan=child_lifespan if child is not None else lifespan,
+        directory=directory,
+        process_index=child.index if child is not None else 0,
+    )
     objects = build_object_store(settings)
     app.openai = OpenAIApi(service, objects, settings, app.gate)
     config = http_config(
@@ -449,7 +519,7 @@ async def serve(
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
     )
-    server = uvicorn.Server(config)
+    server = _make_server(config, parent)
     freeze_startup_objects()
     try:
         await server.serve(sockets=[sock])
@@ -457,6 +527,23 @@ async def serve(
         sock.close()
         await objects.aclose()
         await store.close()
+
+
+def _make_server(config: Any, parent: processes.Parent | None) -> Any:
+    """uvicorn's server, with a ``stop()`` and, in a parent of other API processes, every
+    SIGTERM/SIGINT passed on to them as it arrives (they finish their requests meanwhile)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def stop(self) -> None:
+            self.should_exit = True
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if parent is not None:
+                parent.signal_children(signal.SIGTERM)
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 async def worker(

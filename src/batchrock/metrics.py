@@ -13,16 +13,35 @@ are labels; any further ones count as ``model_id="other"``.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
 from batchrock.jobs import Counters, JobStatus
 from batchrock.store.base import JobStore, ModelWork, StoreSnapshot
+
+_TOKENS_IN = "NumberOfInputTokensProcessedPerMinute"
+_TOKENS_IN_HELP = (
+    "Bedrock's AWS/Bedrock/Batch metric: input tokens this process's engine processed in the "
+    "last 60 seconds, by model."
+)
+_TOKENS_OUT = "NumberOfOutputTokensProcessedPerMinute"
+_TOKENS_OUT_HELP = (
+    "Bedrock's AWS/Bedrock/Batch metric: output tokens this process's engine produced in the "
+    "last 60 seconds, by model."
+)
+
+#: prometheus-client's switch to its multiprocess mode (counts in files of a shared folder).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The data dir's folder of those files, one sub-folder per ``serve`` parent process.
+SHARED_FOLDER = "api-metrics"
 
 #: Distinct model ids that may appear as label values in one process.
 MAX_MODEL_LABELS = 100
@@ -86,7 +105,20 @@ class Metrics:
         self._snapshot = StoreSnapshot()
         self._snapshot_at = -float("inf")
         self._refreshing = asyncio.Lock()
+        #: With several API processes, the engine's process publishes its tokens per minute
+        #: in these gauges (publish_shared), for a scrape that another process answers.
+        self._shared_per_minute: tuple[Gauge, Gauge] | None = None
+        self._published: set[str] = set()
+        shared = os.environ.get(MULTIPROC_ENV)
+        multiprocess = bool(shared) and getattr(values.ValueClass, "_multiprocess", False)
         r = self.registry
+        if multiprocess:
+            self._shared_per_minute = (
+                Gauge(_TOKENS_IN, _TOKENS_IN_HELP, ["model_id"], registry=r,
+                      multiprocess_mode="max"),
+                Gauge(_TOKENS_OUT, _TOKENS_OUT_HELP, ["model_id"], registry=r,
+                      multiprocess_mode="max"),
+            )  # fmt: skip
         self._api_requests = Counter(
             "batchrock_api_requests",
             "API requests answered, by operation and HTTP status code.",
@@ -132,12 +164,15 @@ class Metrics:
         )
         self._model_children: dict[tuple[str, str], Histogram] = {}
         self._api_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        # Only the engine's process sets it; with several API processes (a shared folder, see
+        # share_between_processes) the latest value counts, not one series per process.
         self._replica_healthy = Gauge(
             "batchrock_model_replica_healthy",
             "1 while a model server of a route with several (base_urls) takes requests, 0 "
             "while it is taken out; by route and replica (its place in base_urls, from 1).",
             ["route", "replica"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self._takeovers = Counter(
             "batchrock_lease_takeovers",
@@ -145,6 +180,15 @@ class Metrics:
             registry=r,
         )
         r.register(_SnapshotCollector(self))
+        #: What a scrape shows: this registry, or with several API processes, the counts of
+        #: them all (each writes its own file in the shared folder) plus this one's gauges.
+        self._exposed = r
+        if multiprocess:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed, path=shared)  # type: ignore[no-untyped-call]
+            self._exposed.register(_SnapshotCollector(self))
 
     # --- what the API, the engine and the backends report --------------------------------
 
@@ -195,6 +239,24 @@ class Metrics:
             max(0, after.input_tokens - before.input_tokens),
             max(0, after.output_tokens - before.output_tokens),
         )
+        self.publish_shared()  # at once: a scrape shows the counters and the minute together
+
+    def publish_shared(self) -> None:
+        """With several API processes: write this process's tokens of the last minute where
+        every process's scrape reads them (on every progress, and every half second from the
+        engine's process, so the window moves on without new progress too). Otherwise
+        nothing."""
+        if self._shared_per_minute is None:
+            return
+        tokens_in, tokens_out = self._shared_per_minute
+        totals = self._per_minute.totals()
+        for model_id in self._published - totals.keys():
+            tokens_in.labels(model_id).set(0)
+            tokens_out.labels(model_id).set(0)
+        for model_id, (n_in, n_out) in totals.items():
+            tokens_in.labels(model_id).set(n_in)
+            tokens_out.labels(model_id).set(n_out)
+        self._published |= totals.keys()
 
     def lease_takeover(self) -> None:
         self._takeovers.inc()
@@ -210,7 +272,7 @@ class Metrics:
         return model_id
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
 
     async def scrape(self, store: JobStore) -> bytes:
         """The exposition text, with the store's gauges at most :data:`SNAPSHOT_TTL_S` old.
@@ -250,18 +312,10 @@ class Metrics:
             pending.add_metric([model_id], work.records_pending)
             tokens.add_metric([model_id], work.tokens_pending)
         yield from (scheduled, pending, tokens)
-        tokens_in = GaugeMetricFamily(
-            "NumberOfInputTokensProcessedPerMinute",
-            "Bedrock's AWS/Bedrock/Batch metric: input tokens this process's engine processed "
-            "in the last 60 seconds, by model.",
-            labels=["model_id"],
-        )
-        tokens_out = GaugeMetricFamily(
-            "NumberOfOutputTokensProcessedPerMinute",
-            "Bedrock's AWS/Bedrock/Batch metric: output tokens this process's engine produced "
-            "in the last 60 seconds, by model.",
-            labels=["model_id"],
-        )
+        if self._shared_per_minute is not None:
+            return  # the shared files hold them (publish_shared)
+        tokens_in = GaugeMetricFamily(_TOKENS_IN, _TOKENS_IN_HELP, labels=["model_id"])
+        tokens_out = GaugeMetricFamily(_TOKENS_OUT, _TOKENS_OUT_HELP, labels=["model_id"])
         for model_id, (n_in, n_out) in sorted(self._per_minute.totals().items()):
             tokens_in.add_metric([model_id], n_in)
             tokens_out.add_metric([model_id], n_out)
@@ -300,3 +354,39 @@ def process_metrics() -> Metrics:
     if _process_metrics is None:
         _process_metrics = Metrics()
     return _process_metrics
+
+
+def share_between_processes(data_dir: Path) -> Path:
+    """Make every :class:`Metrics` built from now on, in this process and those it forks,
+    count in files of one folder, so that a scrape answered by any of ``serve``'s API
+    processes shows the sum of them all (prometheus-client's multiprocess mode). Call before
+    forking and before the first Metrics exists. Folders of ``serve`` processes that are gone
+    are removed; the returned one is this process's, for :func:`forget_shared` at its end."""
+    global _process_metrics
+    root = data_dir / SHARED_FOLDER
+    root.mkdir(mode=0o700, exist_ok=True)
+    for old in root.iterdir():
+        if old.name.isdigit() and not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = root / str(os.getpid())
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    os.environ[MULTIPROC_ENV] = str(folder)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    _process_metrics = None  # one built before counted in memory only
+    return folder
+
+
+def forget_shared(folder: Path) -> None:
+    """Remove the folder of :func:`share_between_processes` (the server is done)."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: not ours to remove
+        return True
+    return True

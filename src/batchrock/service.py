@@ -106,6 +106,11 @@ class JobService:
         #: sets it, to act at once instead of at its next poll.
         self.on_change: Callable[[], None] | None = None
 
+    def changed(self) -> None:
+        """A job was created or stopped: tell whoever waits for that (the engine), if any."""
+        if self.on_change is not None:
+            self.on_change()
+
     async def create(self, caller: Caller, new: NewJob) -> tuple[Job, bool]:
         """Store a new job in Submitted; a repeated clientRequestToken returns the original
         job and creates nothing (the ``bool`` says whether a job was created)."""
@@ -169,8 +174,8 @@ class JobService:
             ) from None
         if created and new.refused is not None:
             return await self._refuse(stored, new.refused[:2048]), created
-        if created and self.on_change is not None:
-            self.on_change()
+        if created:
+            self.changed()
         return stored, created
 
     async def _refuse(self, job: Job, message: str) -> Job:
@@ -254,8 +259,7 @@ class JobService:
                 # The engine moved the job meanwhile: look again and decide on the new status.
                 job = await self.get(caller, job_id)
                 continue
-            if self.on_change is not None:
-                self.on_change()
+            self.changed()
             return stopping
 
     async def list_tags(self, caller: Caller, job_id: str) -> dict[str, str]:

@@ -89,6 +89,14 @@ class Settings:
         default=512,
         metadata=_meta("Connections open at once; past it the longest-idle one is closed.", low=1),
     )
+    api_processes: int = field(
+        default=1,
+        metadata=_meta(
+            "Processes serving the API of `batchrock serve` on its one port; 0: one per CPU.",
+            low=0,
+            high=256,
+        ),
+    )
     default_page_size: int = field(
         default=100,
         metadata=_meta(

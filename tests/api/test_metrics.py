@@ -47,9 +47,13 @@ def value(found: list[tuple[str, dict[str, str], float]], name: str, **labels: s
     return matches[0]
 
 
-def test_a_job_through_the_built_in_model_shows_in_the_metrics(server_factory: Any) -> None:
-    # A latency makes the built-in model a real model request (timed per route).
-    server = server_factory(**FAST, builtin_latency_ms=1)
+@pytest.mark.parametrize("api_processes", [1, 2])
+def test_a_job_through_the_built_in_model_shows_in_the_metrics(
+    server_factory: Any, api_processes: int
+) -> None:
+    # A latency makes the built-in model a real model request (timed per route). With two
+    # API processes a scrape, answered by either, counts both (and the engine's, in one).
+    server = server_factory(**FAST, builtin_latency_ms=1, api_processes=api_processes)
     put(server, "in/a.jsonl", claude_records(7))
     arn = create(server)
     job = wait(server, arn)

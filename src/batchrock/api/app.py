@@ -167,8 +167,12 @@ class BedrockApp:
         settings: Settings,
         lifespan: Lifespan | None = None,
         directory: LiveDirectory | None = None,
+        process_index: int = 0,
     ) -> None:
         self.service = service
+        #: Which of the server's API processes this is (0: the one with the engine); the
+        #: health check says so in ``x-batchrock-process`` (setting api_processes).
+        self._process_header = (b"x-batchrock-process", str(process_index).encode())
         self.settings = settings
         self._lifespan = lifespan
         self.gate = auth.Gate(settings, service.clock.now, directory)
@@ -221,6 +225,8 @@ class BedrockApp:
                 return
             status, body = await self._dispatch(scope, receive)
             headers = [(b"content-type", b"application/json")]
+            if scope["batchrock.operation"] == "Health":
+                headers.append(self._process_header)
         except ClientDisconnected:
             # The client left (or was cut off for sending too slowly) before its request was
             # whole: nothing was done and there is no one to answer.

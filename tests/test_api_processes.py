@@ -1,0 +1,174 @@
+"""``batchrock serve`` with several API processes on one port (setting ``api_processes``):
+real servers, real signals. Which process answered is the health check's
+``x-batchrock-process`` header."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import bedrock_client
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` forked (Linux's /proc)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
+def _wait_gone(pids: list[int], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still running: {[p for p in pids if _alive(p)]}")
+        time.sleep(0.05)
+
+
+def _which_process(url: str) -> str:
+    """One health check on a new connection: the index of the process that answered."""
+    with urllib.request.urlopen(url + "/_batchrock/health", timeout=10) as answer:
+        return str(answer.headers["x-batchrock-process"])
+
+
+def _seen(url: str, want: set[str], timeout: float = 30.0) -> set[str]:
+    """Health checks on new connections until every process in ``want`` answered one."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while seen != want and time.monotonic() < deadline:
+        seen.add(_which_process(url))
+    return seen
+
+
+def _count(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+        return str(answer.read().decode())
+
+
+def test_both_processes_serve_and_metrics_count_them_all(server_factory: Any) -> None:
+    server = server_factory(engine=False, api_processes=2)
+    assert len(_children(server.proc.pid)) == 1
+    assert _seen(server.url, {"0", "1"}) == {"0", "1"}
+    client = bedrock_client(server.url)
+    for _ in range(3):
+        client.list_model_invocation_jobs()
+    # Every scrape sums every process's counts, whichever process answers it: the health
+    # checks are all there (those of the start-up wait as well), each time the same.
+    first = _scrape(server.url)
+    health = _count(first, "batchrock_api_requests_total", operation="Health", code="200")
+    assert health >= 2
+    assert _count(first, "batchrock_api_requests_total", operation="ListModelInvocationJobs") == 3
+    for _ in range(8):
+        again = _scrape(server.url)
+        assert _count(again, "batchrock_api_requests_total", operation="Health") == health
+        assert _count(
+            again, "batchrock_api_request_duration_seconds_count", operation="Health"
+        ) == (health)
+    assert "serving http://127.0.0.1" in server.log() and "2 API processes" in server.log()
+
+
+def test_sigterm_stops_every_process(server_factory: Any) -> None:
+    server = server_factory(engine=False, api_processes=3)
+    children = _children(server.proc.pid)
+    assert len(children) == 2
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=30)
+    _wait_gone(children, timeout=1)  # the parent waited for them before it exited
+    assert "ended on its own" not in server.log()
+
+
+def test_sigkill_of_the_parent_leaves_no_process_behind(server_factory: Any) -> None:
+    server = server_factory(engine=False, api_processes=2)
+    children = _children(server.proc.pid)
+    assert children
+    server.kill()
+    _wait_gone(children)
+
+
+def test_a_process_that_dies_takes_the_server_down_with_one_line(server_factory: Any) -> None:
+    server = server_factory(engine=False, api_processes=2)
+    (child,) = _children(server.proc.pid)
+    os.kill(child, signal.SIGKILL)
+    assert server.proc.wait(timeout=30) == 1
+    assert f"API process {child} ended on its own (signal SIGKILL)" in server.log()
+
+
+def test_a_job_created_in_another_process_wakes_the_engine(server_factory: Any) -> None:
+    # The engine runs in the first process only; a Create answered by another one wakes it
+    # at once. The poll interval is long: a job validated within it was woken, not polled.
+    server = server_factory(api_processes=2, engine_poll_seconds=60)
+    time.sleep(0.5)  # let the engine's first look at the store (at start-up) pass
+    body = json.dumps(
+        {
+            "jobName": "from-the-other-process",
+            "modelId": "anthropic.claude-3-haiku-20240307-v1:0",
+            "roleArn": "arn:aws:iam::123456789012:role/r",
+            "inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://in-bucket/x.jsonl"}},
+            "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://out-bucket/"}},
+        }
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        # One connection: the health check says which process it reached, then the Create
+        # goes to the same one. Open mode takes an unsigned request.
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            conn.request("GET", "/_batchrock/health")
+            answer = conn.getresponse()
+            answer.read()
+            if answer.headers["x-batchrock-process"] != "1":
+                continue
+            conn.request("POST", "/model-invocation-job", body=body)
+            created = conn.getresponse()
+            arn = json.loads(created.read())["jobArn"]
+            assert created.status == 200
+            break
+        finally:
+            conn.close()
+    else:
+        raise AssertionError("no connection reached the second process")
+    server.wait_history(arn, "Validating", timeout=20)
+
+
+def test_port_zero_with_several_processes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
+    command = [sys.executable, "-m", "batchrock.admin", "serve", "--port", "0", "--no-engine"]
+    command += ["--api-processes", "2", "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "serving http://" in line:
+                break
+        url = line.split("serving ", 1)[1].split()[0]
+        assert not url.endswith(":0")
+        assert _seen(url, {"0", "1"}) == {"0", "1"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
