@@ -65,7 +65,30 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--jobs", type=int, default=1100)
+    parser.add_argument(
+        "--api-processes",
+        default="1",
+        help="setting api_processes of the server; several, comma-separated (1,2): one run "
+        "each, one after the other, each on a fresh store",
+    )
     args = parser.parse_args()
+    for processes in args.api_processes.split(","):
+        await run(args, int(processes))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and the API processes it forked."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
+async def run(args: argparse.Namespace, processes: int) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="batchrock-api-load-"))
     data = work / "data"
@@ -73,6 +96,7 @@ async def main() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
     env.update(BATCHROCK_LOG_LEVEL="warning", BATCHROCK_QUOTA_MAX_UNFINISHED_JOBS_PER_MODEL="0")
+    env.update(BATCHROCK_API_PROCESSES=str(processes))
     api = subprocess.Popen(
         [
             *(sys.executable, "-m", "batchrock.admin", "serve", "--no-engine"),
@@ -114,6 +138,9 @@ async def main() -> None:
         weights = [WEIGHTS[n] for n in names]
         latencies: dict[str, list[float]] = {n: [] for n in names}
         statuses: dict[bytes, int] = {}
+        time.sleep(1.0)  # every API process started (they start at the same time as the first)
+        pids = family(api.pid)
+        cpu_before = [cpu_seconds(p) for p in pids]
         deadline = time.perf_counter() + args.seconds
 
         async def client(seed: int) -> None:
@@ -136,10 +163,13 @@ async def main() -> None:
                 writer.close()
 
         await asyncio.gather(*(client(i) for i in range(args.clients)))
+        cpu = [cpu_seconds(p) - before for p, before in zip(pids, cpu_before, strict=True)]
         total = [v for values in latencies.values() for v in values]
         print(
-            f"{args.clients} clients for {args.seconds:g} s: {len(total)} requests, "
-            f"{len(total) / args.seconds:.0f}/s, statuses {statuses}"
+            f"api_processes={processes}, {args.clients} clients for {args.seconds:g} s: "
+            f"{len(total)} requests, {len(total) / args.seconds:.0f}/s, statuses {statuses}; "
+            f"server CPU {sum(cpu):.1f} s ({', '.join(f'{c:.1f}' for c in cpu)} per process), "
+            f"{sum(cpu) / max(1, len(total)) * 1e6:.0f} us a request"
         )
         print("| operation | requests | p50 ms | p99 ms | max ms |")
         print("| --- | ---: | ---: | ---: | ---: |")

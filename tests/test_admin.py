@@ -213,12 +213,23 @@ def test_a_bad_setting_in_the_config_file_names_the_file(tmp_path: Path) -> None
     )
 
 
-def test_a_busy_port_is_one_clear_line_and_never_claims_to_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("taker_reuses_port", [False, True])
+def test_a_busy_port_is_one_clear_line_and_never_claims_to_serve(
+    tmp_path: Path, processes: str, taker_reuses_port: bool
+) -> None:
+    # Several API processes bind one port with SO_REUSEPORT: a listener already there, even
+    # one that allows it too, is still a busy port and never joined.
     with socket.socket() as taken:
+        if taker_reuses_port:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _run("serve", "--port", str(port), "--data-dir", str(tmp_path / "d"))
+        result = _run(
+            "serve", "--port", str(port), "--data-dir", str(tmp_path / "d"),
+            "--api-processes", processes,
+        )  # fmt: skip
     assert result.returncode == 1
     assert _one_line(result) == (
         f"batchrock serve: cannot listen on 127.0.0.1:{port}: address already in use"

@@ -172,3 +172,48 @@ def test_port_zero_with_several_processes(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def _on_process(port: int, index: str, method: str, path: str, **headers: str) -> Any:
+    """``method path`` on a new connection that reached API process ``index`` (its health
+    check said so): (status, headers, body)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/_batchrock/health")
+            health = conn.getresponse()
+            health.read()
+            if health.headers["x-batchrock-process"] != index:
+                continue
+            conn.request(method, path, headers=headers)
+            answer = conn.getresponse()
+            return answer.status, answer.headers, answer.read()
+        finally:
+            conn.close()
+    raise AssertionError(f"no connection reached API process {index}")
+
+
+def test_an_accounts_rate_limit_holds_across_the_processes(server_factory: Any) -> None:
+    # A burst of 4 and next to no refill: 4 calls pass in all, whichever processes they reach.
+    server = server_factory(
+        engine=False, api_processes=2, rate_limit_per_second=0.001, rate_limit_burst=4
+    )
+    statuses = [
+        _on_process(server.port, index, "GET", "/model-invocation-jobs")[0]
+        for index in ("0", "1", "0", "1", "0", "1")
+    ]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+def test_a_console_session_is_known_to_every_process(server_factory: Any) -> None:
+    server = server_factory(engine=False, api_processes=2)
+    status, headers, body = _on_process(server.port, "0", "GET", "/console/api/session")
+    assert status == 200
+    cookie = headers["set-cookie"].split(";", 1)[0]
+    csrf = json.loads(body)["csrf"]
+    status, headers, body = _on_process(
+        server.port, "1", "GET", "/console/api/session", Cookie=cookie
+    )
+    assert status == 200 and "set-cookie" not in headers  # the same session: no new one
+    assert json.loads(body)["csrf"] == csrf

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from batchrock import __version__, datadir, processes
 from batchrock import settings as settings_mod
@@ -115,12 +115,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
             return 2
         if command == "serve":
+            count = processes.process_count(settings)
+            if count > 1:
+                socks = _listen_or_say(command, settings.host, settings.port, count)
+                if socks is None:
+                    return 1
+                return _serve_processes(settings, resolver, socks, directory, tls, catalogue)
             sock = _listen_or_say(command, settings.host, settings.port)
             if sock is None:
                 return 1
-            count = processes.process_count(settings)
-            if count > 1:
-                return _serve_processes(settings, resolver, sock, directory, tls, catalogue, count)
             return _run(
                 serve(settings, resolver, sock, directory=directory, tls=tls, catalogue=catalogue),
                 command,
@@ -146,34 +149,50 @@ def main(argv: list[str] | None = None) -> int:
 def _serve_processes(
     settings: Settings,
     resolver: BackendResolver | None,
-    sock: socket.socket,
+    socks: list[socket.socket],
     directory: LiveDirectory | None,
     tls: tuple[str, str] | None,
     catalogue: ModelCatalogue,
-    count: int,
 ) -> int:
-    """``serve`` in ``count`` processes on one socket (setting ``api_processes``; see
-    :mod:`batchrock.processes`): this one with the engine, the others forked API-only."""
+    """``serve`` in one process per socket of ``socks`` (bound to one port with
+    :func:`listen_shared`; setting ``api_processes``; see :mod:`batchrock.processes`): this
+    one with the engine on the first, the others forked API-only."""
     datadir.prepare(settings)  # once, before forking: the umask is inherited
-    from batchrock import metrics
+    import shutil
 
-    metrics_dir = metrics.share_between_processes(settings.data_dir)
+    from batchrock import metrics
+    from batchrock.shared_state import SharedState
+
+    folder = processes.run_folder(settings.data_dir)
+    metrics.share_between_processes(folder / "metrics")
+    SharedState.create(folder / processes.SHARED_STATE)
 
     def child(role: processes.Child) -> int:
+        for index, other in enumerate(socks):
+            if index != role.index:
+                other.close()  # its own only: the kernel spreads connections over the sockets
         return _run(
             serve(
-                settings, None, sock, directory=directory, tls=tls, catalogue=catalogue, child=role
+                settings,
+                None,
+                socks[role.index],
+                directory=directory,
+                tls=tls,
+                catalogue=catalogue,
+                child=role,
             ),
             "serve",
         )
 
-    parent = processes.fork_children(count, child)
+    parent = processes.fork_children(len(socks), folder, child)
+    for other in socks[1:]:
+        other.close()
     try:
         code = _run(
             serve(
                 settings,
                 resolver,
-                sock,
+                socks[0],
                 directory=directory,
                 tls=tls,
                 catalogue=catalogue,
@@ -183,7 +202,7 @@ def _serve_processes(
         )
     finally:
         parent.stop_now()
-        metrics.forget_shared(metrics_dir)
+        shutil.rmtree(folder, ignore_errors=True)
     return 1 if parent.failed else code
 
 
@@ -366,10 +385,19 @@ async def expired_files_removed(
         await task
 
 
-def _listen_or_say(command: str, host: str, port: int) -> socket.socket | None:
-    """:func:`listen`, or ``None`` after one line saying why not."""
+@overload
+def _listen_or_say(command: str, host: str, port: int) -> socket.socket | None: ...
+@overload
+def _listen_or_say(
+    command: str, host: str, port: int, count: int
+) -> list[socket.socket] | None: ...
+def _listen_or_say(
+    command: str, host: str, port: int, count: int | None = None
+) -> socket.socket | list[socket.socket] | None:
+    """:func:`listen` (:func:`listen_shared` with a ``count``), or ``None`` after one line
+    saying why not."""
     try:
-        return listen(host, port)
+        return listen(host, port) if count is None else listen_shared(host, port, count)
     except OSError as exc:
         reason = (exc.strerror or str(exc)).lower()
         print(f"batchrock {command}: cannot listen on {host}:{port}: {reason}", file=sys.stderr)
@@ -404,7 +432,30 @@ def http_config(settings: Settings, app: Any, **options: Any) -> Any:
     )
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen_shared(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port (``SO_REUSEPORT``), one for each API process:
+    the kernel spreads new connections evenly over them. One socket shared by every process
+    would not: the first process to wake takes every connection waiting, and under load of
+    long keep-alive connections one process then serves most clients. Port 0 picks one free
+    port for them all.
+
+    A port where anything listens already is refused (``EADDRINUSE``), as for one socket:
+    the port is first bound once without ``SO_REUSEPORT``, which no listener allows, so a
+    second server of the same user cannot silently join the group."""
+    with listen(host, port) as probe:
+        port = probe.getsockname()[1]
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(listen(host, port, reuse_port=True))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """The API's listening socket, bound before anything starts, so that a busy port or a bad
     address is one clear line and "serving" is printed only once the socket is ours."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -412,6 +463,8 @@ def listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
@@ -503,12 +556,19 @@ async def serve(
             )
             yield
 
+    role = child or parent
+    shared = None
+    if role is not None:
+        from batchrock.shared_state import SharedState
+
+        shared = SharedState(role.shared_state)
     app = BedrockApp(
         service,
         settings,
         lifespan=child_lifespan if child is not None else lifespan,
         directory=directory,
         process_index=child.index if child is not None else 0,
+        shared=shared,
     )
     objects = build_object_store(settings)
     app.openai = OpenAIApi(service, objects, settings, app.gate)
@@ -527,6 +587,8 @@ async def serve(
         sock.close()
         await objects.aclose()
         await store.close()
+        if shared is not None:
+            shared.close()
 
 
 def _make_server(config: Any, parent: processes.Parent | None) -> Any:

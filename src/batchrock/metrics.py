@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -40,8 +39,6 @@ _TOKENS_OUT_HELP = (
 
 #: prometheus-client's switch to its multiprocess mode (counts in files of a shared folder).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-#: The data dir's folder of those files, one sub-folder per ``serve`` parent process.
-SHARED_FOLDER = "api-metrics"
 
 #: Distinct model ids that may appear as label values in one process.
 MAX_MODEL_LABELS = 100
@@ -356,37 +353,13 @@ def process_metrics() -> Metrics:
     return _process_metrics
 
 
-def share_between_processes(data_dir: Path) -> Path:
+def share_between_processes(folder: Path) -> None:
     """Make every :class:`Metrics` built from now on, in this process and those it forks,
-    count in files of one folder, so that a scrape answered by any of ``serve``'s API
-    processes shows the sum of them all (prometheus-client's multiprocess mode). Call before
-    forking and before the first Metrics exists. Folders of ``serve`` processes that are gone
-    are removed; the returned one is this process's, for :func:`forget_shared` at its end."""
+    count in files of ``folder`` (new, empty), so that a scrape answered by any of
+    ``serve``'s API processes shows the sum of them all (prometheus-client's multiprocess
+    mode). Call before forking and before the first Metrics exists."""
     global _process_metrics
-    root = data_dir / SHARED_FOLDER
-    root.mkdir(mode=0o700, exist_ok=True)
-    for old in root.iterdir():
-        if old.name.isdigit() and not _alive(int(old.name)):
-            shutil.rmtree(old, ignore_errors=True)
-    folder = root / str(os.getpid())
-    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(mode=0o700)
     os.environ[MULTIPROC_ENV] = str(folder)
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     _process_metrics = None  # one built before counted in memory only
-    return folder
-
-
-def forget_shared(folder: Path) -> None:
-    """Remove the folder of :func:`share_between_processes` (the server is done)."""
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: not ours to remove
-        return True
-    return True

@@ -32,11 +32,13 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from batchrock.settings import Settings
 
@@ -47,6 +49,35 @@ STOP_SECONDS = 15.0
 #: How often the parent checks that every child still runs.
 WATCH_SECONDS = 0.5
 _PR_SET_PDEATHSIG = 1
+#: The data dir's folder of what the API processes of a ``serve`` share (metrics files, the
+#: shared-state file), one sub-folder per ``serve``, named by its process id.
+RUN_FOLDER = "serve-processes"
+#: In that folder: the file of the console's sessions and the rate limit (shared_state.py).
+SHARED_STATE = "shared.sqlite3"
+
+
+def run_folder(data_dir: Path) -> Path:
+    """A new, empty folder for what this ``serve``'s processes share; those of ``serve``
+    processes that are gone (killed before they could remove theirs) are removed."""
+    root = data_dir / RUN_FOLDER
+    root.mkdir(mode=0o700, exist_ok=True)
+    for old in root.iterdir():
+        if old.name.isdigit() and not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = root / str(os.getpid())
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: not ours to remove
+        return True
+    return True
 
 
 def process_count(settings: Settings) -> int:
@@ -68,12 +99,17 @@ class Child:
     count: int
     parent_gone_fd: int
     wake_fd: int
+    folder: Path
 
     def wake_engine(self) -> None:
         """Tell the parent's engine that a job was created or stopped here. A full pipe
         already holds a wake-up the parent has not read yet: nothing is lost."""
         with contextlib.suppress(BlockingIOError):
             os.write(self.wake_fd, b"\0")
+
+    @property
+    def shared_state(self) -> Path:
+        return self.folder / SHARED_STATE
 
     @contextlib.contextmanager
     def watching_parent(self, stop: Callable[[], None]) -> Iterator[None]:
@@ -105,10 +141,15 @@ class Parent:
     pids: list[int]
     wake_fd: int
     keep_alive_fd: int
+    folder: Path
     stopping: bool = False
     #: Set when a child ended on its own: the server then exits with status 1.
     failed: bool = False
     _reaped: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def shared_state(self) -> Path:
+        return self.folder / SHARED_STATE
 
     def signal_children(self, sig: int = signal.SIGTERM) -> None:
         """Pass ``sig`` on to every child still running (the parent is stopping)."""
@@ -208,9 +249,10 @@ def _describe(status: int) -> str:
     return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
-def fork_children(count: int, run_child: Callable[[Child], int]) -> Parent:
+def fork_children(count: int, folder: Path, run_child: Callable[[Child], int]) -> Parent:
     """Fork ``count - 1`` API processes, each running ``run_child`` and exiting with what it
-    returns; the caller (the parent) serves too. Call before any event loop or thread."""
+    returns; the caller (the parent) serves too. ``folder`` (:func:`run_folder`) holds what
+    they share. Call before any event loop or thread."""
     parent = os.getpid()
     gone_r, gone_w = os.pipe()
     wake_r, wake_w = os.pipe()
@@ -226,7 +268,7 @@ def fork_children(count: int, run_child: Callable[[Child], int]) -> Parent:
                 os.close(gone_w)
                 os.close(wake_r)
                 _die_with(parent)
-                code = run_child(Child(index, count, gone_r, wake_w))
+                code = run_child(Child(index, count, gone_r, wake_w, folder))
             except BaseException:
                 log.exception("API process %d failed", index)
             finally:
@@ -237,7 +279,7 @@ def fork_children(count: int, run_child: Callable[[Child], int]) -> Parent:
         pids.append(pid)
     os.close(gone_r)
     os.close(wake_w)
-    return Parent(count, pids, wake_r, gone_w)
+    return Parent(count, pids, wake_r, gone_w, folder)
 
 
 def _die_with(parent: int) -> None:

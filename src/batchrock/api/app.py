@@ -41,6 +41,7 @@ from batchrock.errors import (
 from batchrock.jobs import JobStatus
 from batchrock.service import Caller, JobService, NewJob
 from batchrock.settings import Settings
+from batchrock.shared_state import SharedState, SharedStateBusy
 from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest, StoreBusy
 
 log = logging.getLogger("batchrock.api")
@@ -168,6 +169,7 @@ class BedrockApp:
         lifespan: Lifespan | None = None,
         directory: LiveDirectory | None = None,
         process_index: int = 0,
+        shared: SharedState | None = None,
     ) -> None:
         self.service = service
         #: Which of the server's API processes this is (0: the one with the engine); the
@@ -179,10 +181,16 @@ class BedrockApp:
         self._routes = model.routes()
         self._plans = {name: _Plan.of(model.operation(name)) for name in model.OPERATIONS}
         self._guard = guard.RequestGuard(settings)
-        self._limiter = throttle.RateLimiter.from_settings(settings, service.clock)
+        # With several API processes (``shared``), what they must agree on lives in their
+        # shared file: the rate limit's buckets, the console's sessions and failed sign-ins.
+        self._limiter: throttle.RateLimiter | None = (
+            throttle.RateLimiter.from_settings(settings, service.clock)
+            if shared is None
+            else throttle.SharedRateLimiter.shared_from_settings(settings, service.clock, shared)
+        )
         self._summaries = SummaryCache(service, settings.summary_cache_jobs)
         self.metrics = MetricsEndpoint(settings, service.store)
-        self.console = console.Console(service, settings, self.gate, self.invoke)
+        self.console = console.Console(service, settings, self.gate, self.invoke, shared)
         #: The OpenAI-compatible Files and Batch API under ``/v1/`` (api/openai), when set.
         self.openai: OpenAIApi | None = None
         validation.prepare(model.operation(name).input_shape for name in model.OPERATIONS)
@@ -234,7 +242,7 @@ class BedrockApp:
             return
         except ServiceError as exc:
             status, body, headers = _error(exc)
-        except StoreBusy as exc:
+        except (StoreBusy, SharedStateBusy) as exc:
             # Another process holds the database for longer than the store waits: nothing was
             # done, and the client's retry (SDKs retry throttling) may well succeed.
             log.warning("job store busy: %s", exc, extra={"request_id": request_id})

@@ -4,17 +4,21 @@ An account's bucket holds up to ``burst`` tokens and gains ``rate`` tokens a sec
 takes one, and a request finding the bucket empty is answered ``ThrottlingException`` (429),
 which botocore, the AWS CLI and the JS SDK retry with backoff. Time comes from the
 :class:`~batchrock.clock.Clock` (tests move a FakeClock); a check is a dict lookup and a little
-arithmetic. Each ``batchrock serve`` process keeps its own buckets (docs/access.md,
-"Throttling and quotas").
+arithmetic. Each ``batchrock serve`` keeps its own buckets (docs/access.md, "Throttling and
+quotas"); its API processes share them (:class:`SharedRateLimiter`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 from batchrock.clock import Clock
 from batchrock.errors import ThrottlingException
 from batchrock.settings import Settings
+from batchrock.shared_state import SharedState, SharedStateBusy
+
+log = logging.getLogger("batchrock.api")
 
 #: Buckets are forgotten once full (a fresh one is the same) when more than this many are held.
 TRACKED_ACCOUNTS = 10_000
@@ -73,3 +77,37 @@ class RateLimiter:
         for account in full:
             del self._buckets[account]
         self._prune_at = max(TRACKED_ACCOUNTS, 2 * len(self._buckets))
+
+
+class SharedRateLimiter(RateLimiter):
+    """The same buckets, kept in the file every API process of one ``serve`` shares (setting
+    ``api_processes``): an account's rate is the same however its calls spread over the
+    processes. A check is one short SQLite transaction; one that finds the file busy past
+    :data:`batchrock.shared_state.BUSY_SECONDS` lets the request through, with a warning."""
+
+    #: Checks between two removals of the buckets that have filled up again.
+    PRUNE_EVERY = 10_000
+
+    def __init__(self, rate: float, burst: int, clock: Clock, state: SharedState) -> None:
+        super().__init__(rate, burst, clock)
+        self._state = state
+        self._checks = 0
+
+    @classmethod
+    def shared_from_settings(
+        cls, settings: Settings, clock: Clock, state: SharedState
+    ) -> SharedRateLimiter | None:
+        if settings.rate_limit_per_second <= 0:
+            return None
+        return cls(settings.rate_limit_per_second, settings.rate_limit_burst, clock, state)
+
+    def allow(self, account_id: str) -> bool:
+        now = self.clock.now().timestamp()
+        try:
+            self._checks += 1
+            if self._checks % self.PRUNE_EVERY == 0:
+                self._state.forget_full_buckets(now, self.rate, self.burst)
+            return self._state.take_token(account_id, now, self.rate, self.burst)
+        except SharedStateBusy as exc:
+            log.warning("rate limit not checked, its shared file is busy: %s", exc)
+            return True

@@ -25,7 +25,7 @@ from batchrock.catalogue import load_catalogue
 from batchrock.console import outputs, web
 from batchrock.console.progress import RecentRates, progress, with_recent_rate
 from batchrock.console.sessions import COOKIE, Session, Sessions, SignInRefused
-from batchrock.console.signin_limit import SignInLimiter, limit_keys
+from batchrock.console.signin_limit import SharedSignInLimiter, SignInLimiter, limit_keys
 from batchrock.errors import (
     AccessDeniedException,
     ResourceNotFoundException,
@@ -42,6 +42,7 @@ from batchrock.objects import (
 )
 from batchrock.service import JobService
 from batchrock.settings import Settings
+from batchrock.shared_state import SharedState
 
 log = logging.getLogger("batchrock.console")
 
@@ -81,7 +82,14 @@ class Console:
     """The ASGI handler of every ``/console`` path (``BedrockApp`` hands them over after its
     request guard: Host, Origin, Sec-Fetch-Site and browser-form bodies are checked first)."""
 
-    def __init__(self, service: JobService, settings: Settings, gate: Gate, invoke: Invoke) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        settings: Settings,
+        gate: Gate,
+        invoke: Invoke,
+        shared: SharedState | None = None,
+    ) -> None:
         self.service = service
         self.settings = settings
         self.directory: LiveDirectory | None = gate.directory
@@ -89,7 +97,11 @@ class Console:
         self.sessions = Sessions(
             settings, gate.directory, service.store.sessions, service.clock.now
         )
-        self.sign_in_limit = SignInLimiter(service.clock.monotonic)
+        # Several API processes (``shared``): a browser's sign-ins may reach any of them.
+        monotonic = service.clock.monotonic
+        self.sign_in_limit: SignInLimiter = (
+            SignInLimiter(monotonic) if shared is None else SharedSignInLimiter(monotonic, shared)
+        )
         self.rates = RecentRates(service.clock.monotonic)
         self._invoke = invoke
         self._objects: ObjectStore | None = None

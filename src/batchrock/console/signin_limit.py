@@ -15,6 +15,8 @@ import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
+from batchrock.shared_state import SharedState
+
 #: Refused sign-ins allowed per source or key within the window.
 MAX_FAILURES = 10
 WINDOW_SECONDS = 300.0
@@ -78,3 +80,33 @@ class SignInLimiter:
             del self._failures[key]
             return None
         return times
+
+
+class SharedSignInLimiter(SignInLimiter):
+    """The same bound, counted in the file every API process of one ``serve`` shares
+    (setting ``api_processes``), so that spreading guesses over connections gains nothing."""
+
+    def __init__(
+        self,
+        monotonic: Callable[[], float],
+        state: SharedState,
+        max_failures: int = MAX_FAILURES,
+        window_seconds: float = WINDOW_SECONDS,
+        max_tracked: int = MAX_TRACKED,
+    ) -> None:
+        super().__init__(monotonic, max_failures, window_seconds, max_tracked)
+        self._state = state
+
+    def retry_after(self, keys: Iterable[str]) -> float | None:
+        now = self._monotonic()
+        wait = 0.0
+        for key in keys:
+            times = self._state.recent_failures(key, now - self._window)
+            if len(times) >= self._max:
+                wait = max(wait, times[-self._max] + self._window - now)
+        return wait if wait > 0 else None
+
+    def failed(self, keys: Iterable[str]) -> None:
+        now = self._monotonic()
+        for key in keys:
+            self._state.add_failure(key, now, self._max, self._max_tracked)

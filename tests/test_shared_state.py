@@ -1,0 +1,75 @@
+"""What the API processes of one ``serve`` share (api_processes > 1): failed sign-ins
+and rate-limit buckets in one SQLite file. Two handles on the file stand for two
+processes: what one keeps, the other sees."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from batchrock.api.throttle import SharedRateLimiter
+from batchrock.clock import FakeClock
+from batchrock.console.signin_limit import SharedSignInLimiter
+from batchrock.errors import ThrottlingException
+from batchrock.shared_state import SharedState
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _two(tmp_path: Path) -> tuple[SharedState, SharedState]:
+    path = tmp_path / "shared.sqlite3"
+    SharedState.create(path)
+    return SharedState(path), SharedState(path)
+
+
+def _wal(tmp_path: Path) -> bytes:
+    wal = tmp_path / "shared.sqlite3-wal"
+    return wal.read_bytes() if wal.exists() else b""
+
+
+def test_failed_sign_ins_count_across_processes_and_slide(tmp_path: Path) -> None:
+    one, other = _two(tmp_path)
+    ticks = Ticks()
+    here = SharedSignInLimiter(ticks, one, max_failures=3, window_seconds=10, max_tracked=5)
+    there = SharedSignInLimiter(ticks, other, max_failures=3, window_seconds=10, max_tracked=5)
+    for limiter in (here, there, here):
+        assert limiter.retry_after(["a"]) is None
+        limiter.failed(["a"])
+        ticks.now += 2  # failures at 0, 2, 4
+    assert there.retry_after(["a"]) == 4  # at 6: the first leaves the window at 10
+    ticks.now = 10
+    assert here.retry_after(["a"]) is None  # two left in the window
+    there.failed(["a"])
+    assert here.retry_after(["a"]) == 2  # the one at 2 leaves at 12
+    for i in range(10):
+        here.failed([f"s{i}"])
+    conn = sqlite3.connect(tmp_path / "shared.sqlite3")
+    (tracked,) = conn.execute("SELECT count(DISTINCT key) FROM sign_in_failures").fetchone()
+    conn.close()
+    assert tracked == 5
+    assert there.retry_after(["a"]) is None  # forgotten first: it failed longest ago
+
+
+def test_an_accounts_rate_is_shared_by_the_processes(tmp_path: Path) -> None:
+    one, other = _two(tmp_path)
+    clock = FakeClock()
+    here = SharedRateLimiter(rate=1.0, burst=3, clock=clock, state=one)
+    there = SharedRateLimiter(rate=1.0, burst=3, clock=clock, state=other)
+    for limiter in (here, there, here):
+        limiter.check("111111111111")
+    with pytest.raises(ThrottlingException):
+        there.check("111111111111")
+    here.check("222222222222")  # another account has its own bucket
+    clock.advance(timedelta(seconds=1))
+    there.check("111111111111")
+    with pytest.raises(ThrottlingException):
+        here.check("111111111111")
