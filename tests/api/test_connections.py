@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import select
 import socket
@@ -175,3 +176,53 @@ def test_an_oversized_request_head_is_a_400_in_the_api_error_shape(
         reply = read_reply(sock)
     assert_error(reply, 400, "ValidationException")
     assert "16384 bytes" in reply.json()["message"]
+
+
+def test_a_responses_writes_leave_as_one() -> None:
+    from batchrock.api.connections import CoalescingTransport
+
+    class Recording:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = self.aborted = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closed or self.aborted
+
+        def close(self) -> None:
+            self.closed = True
+
+        def abort(self) -> None:
+            self.aborted = True
+
+        def get_extra_info(self, name: str) -> str:
+            return f"extra {name}"
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        raw = Recording()
+        transport = CoalescingTransport(raw, loop)  # type: ignore[arg-type]
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b"")
+        transport.write(b"{}")
+        assert raw.writes == []  # held until the response is complete...
+        transport.flush()
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]  # ...then one write
+        transport.write(b"chunk")
+        await asyncio.sleep(0)  # ...or until the loop comes round (a streamed answer)
+        assert raw.writes[-1] == b"chunk"
+        transport.write(b"last")
+        transport.close()  # closing sends what is held first
+        assert raw.writes[-1] == b"last" and raw.closed
+        assert transport.get_extra_info("peername") == "extra peername"
+        other = Recording()
+        cut = CoalescingTransport(other, loop)  # type: ignore[arg-type]
+        cut.write(b"never")
+        cut.abort()
+        await asyncio.sleep(0)
+        assert other.writes == [] and other.aborted
+
+    asyncio.run(scenario())
