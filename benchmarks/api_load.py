@@ -9,7 +9,9 @@ ListModelInvocationJobs (first page of 100, or a page after a token), 20 % Creat
 Requests are SigV4-signed once beforehand (the signatures stay valid for five minutes), so the
 clients spend little CPU; they still share the machine with the server. Prints the latency
 percentiles per operation and over all. Target (issue 12): p99 under 250 ms with 200 clients.
-Nothing passes or fails: the numbers go to docs/benchmarks.md.
+``--api-processes 1,2`` runs the server once with each ``api_processes`` setting, one after
+the other, and prints the server's CPU time (all its processes, from /proc) next to the
+latencies. Nothing passes or fails: the numbers go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
