@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 #: How long a call may wait for another process's lock (it holds the event loop meanwhile).
-BUSY_SECONDS = 0.05
+BUSY_SECONDS = 0.005
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sign_in_failures (key TEXT NOT NULL, at REAL NOT NULL);
