@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bedrock_client
@@ -93,11 +94,12 @@ def test_both_processes_serve_and_metrics_count_them_all(server_factory: Any) ->
     assert "serving http://127.0.0.1" in server.log() and "2 API processes" in server.log()
 
 
-def test_sigterm_stops_every_process(server_factory: Any) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_stops_every_process(server_factory: Any, sig: signal.Signals) -> None:
     server = server_factory(engine=False, api_processes=3)
     children = _children(server.proc.pid)
     assert len(children) == 2
-    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(sig)
     server.proc.wait(timeout=30)
     _wait_gone(children, timeout=1)  # the parent waited for them before it exited
     assert "ended on its own" not in server.log()
@@ -133,26 +135,10 @@ def test_a_job_created_in_another_process_wakes_the_engine(server_factory: Any) 
             "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://out-bucket/"}},
         }
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        # One connection: the health check says which process it reached, then the Create
-        # goes to the same one. Open mode takes an unsigned request.
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        try:
-            conn.request("GET", "/_batchrock/health")
-            answer = conn.getresponse()
-            answer.read()
-            if answer.headers["x-batchrock-process"] != "1":
-                continue
-            conn.request("POST", "/model-invocation-job", body=body)
-            created = conn.getresponse()
-            arn = json.loads(created.read())["jobArn"]
-            assert created.status == 200
-            break
-        finally:
-            conn.close()
-    else:
-        raise AssertionError("no connection reached the second process")
+    # The Create goes to the second process (open mode takes an unsigned request).
+    status, _, answer = _on_process(server.port, "1", "POST", "/model-invocation-job", body)
+    assert status == 200
+    arn = json.loads(answer)["jobArn"]
     server.wait_history(arn, "Validating", timeout=20)
 
 
@@ -174,9 +160,11 @@ def test_port_zero_with_several_processes(tmp_path: Path) -> None:
         proc.communicate(timeout=30)
 
 
-def _on_process(port: int, index: str, method: str, path: str, **headers: str) -> Any:
+def _on_process(
+    port: int, index: str, method: str, path: str, body: str | None = None, **headers: str
+) -> Any:
     """``method path`` on a new connection that reached API process ``index`` (its health
-    check said so): (status, headers, body)."""
+    check, sent first on the same connection, said so): (status, headers, body)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -186,7 +174,7 @@ def _on_process(port: int, index: str, method: str, path: str, **headers: str) -
             health.read()
             if health.headers["x-batchrock-process"] != index:
                 continue
-            conn.request(method, path, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             answer = conn.getresponse()
             return answer.status, answer.headers, answer.read()
         finally:

@@ -35,6 +35,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -253,6 +254,8 @@ def fork_children(count: int, folder: Path, run_child: Callable[[Child], int]) -
     """Fork ``count - 1`` API processes, each running ``run_child`` and exiting with what it
     returns; the caller (the parent) serves too. ``folder`` (:func:`run_folder`) holds what
     they share. Call before any event loop or thread."""
+    if threading.active_count() > 1:  # a thread's locks would be copied held, and never let go
+        log.warning("forking API processes with %d threads running", threading.active_count())
     parent = os.getpid()
     gone_r, gone_w = os.pipe()
     wake_r, wake_w = os.pipe()
