@@ -122,3 +122,61 @@ async def test_a_lost_connection_is_store_busy_and_the_next_call_reconnects(pg_u
         assert await store.get_by_id(job.job_id) == job
     finally:
         await store.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_call_cancelled_as_the_pool_hands_it_a_connection_is_cancelled(
+    pg_url: str,
+) -> None:
+    """One connection, held by a status change waiting on a row lock; a second call waits
+    for it. The pool hands it over at the very moment the waiting call is cancelled (its
+    wait has just ended, the caller has not run yet): on Python 3.11 psycopg_pool's
+    ``asyncio.wait_for`` then returned the connection and dropped the cancellation, so a
+    runner's heartbeat told to stop ran on for good (the engine suites hung on PostgreSQL).
+    The call must end cancelled."""
+    store = await PostgresStore.open(pg_url, min_size=1, max_size=1)
+    try:
+        job, _ = await store.create(make_job(1), {})
+        locker = await psycopg.AsyncConnection.connect(pg_url)
+        try:
+            await locker.execute("SELECT 1 FROM jobs WHERE job_id = %s FOR UPDATE", (job.job_id,))
+            holder = asyncio.create_task(store.transition(job.job_id, S.STOPPING, now=T0))
+            while not (
+                await (
+                    await locker.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )
+                ).fetchone()
+            )[0]:
+                await asyncio.sleep(0.01)
+            waiting = asyncio.create_task(store.get_by_id(job.job_id))
+            # The pool's waiting client waits on a Condition in a task of its own (3.11's
+            # wait_for): cancel the caller just after that task ends, before the caller runs.
+            inner: asyncio.Task[object] | None = None
+            for _ in range(500):
+                await asyncio.sleep(0.005)
+                inner = next(
+                    (
+                        t
+                        for t in asyncio.all_tasks()
+                        if getattr(t.get_coro(), "__qualname__", "") == "Condition.wait"
+                    ),
+                    None,
+                )
+                if inner is not None:
+                    break
+            if inner is not None:
+                inner.add_done_callback(lambda _: waiting.cancel())
+            else:  # pragma: no cover - a Python whose wait_for awaits in the caller's task
+                waiting.cancel()
+            await locker.commit()
+            await holder
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        finally:
+            await locker.close()
+        # The connection went back to the pool.
+        assert (await store.get_by_id(job.job_id)) is not None
+    finally:
+        await store.close()

@@ -246,14 +246,14 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         pool = await self._ready()
         with _typed_errors():
-            async with pool.connection() as conn:
+            async with _checked_out(pool) as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         pool = await self._ready()
         with _typed_errors():
-            async with pool.connection() as conn, conn.transaction():
+            async with _checked_out(pool) as conn, conn.transaction():
                 yield conn
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -821,6 +821,24 @@ class PostgresStore:
         if self._pool_guard is not None:
             self._pool_guard.cancel()
             self._pool_guard = None
+
+
+@contextlib.asynccontextmanager
+async def _checked_out(
+    pool: AsyncConnectionPool,
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """``pool.connection()``, except that a cancellation is never lost on the way in. On
+    Python 3.11 psycopg_pool waits for a free connection through ``asyncio.wait_for``, which
+    returns the connection, and drops the cancellation, when the connection arrives as the
+    caller is cancelled: a runner's heartbeat, told to stop while it waited for a connection,
+    then renewed its lease for good and its job step never ended (the engine suites hung on
+    PostgreSQL). A cancellation requested meanwhile is raised here; the connection goes back."""
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
+    async with pool.connection() as conn:
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError
+        yield conn
 
 
 async def _close_at_loop_end(pool: AsyncConnectionPool) -> None:
