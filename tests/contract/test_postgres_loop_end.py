@@ -36,3 +36,30 @@ def test_a_loop_that_ends_without_close_closes_the_pool(pg_url: str) -> None:
 
     pool = asyncio.run(main())
     assert getattr(pool, "closed", False), "the pool outlived its event loop"
+
+
+def _sessions(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.timeout(120)
+def test_a_loop_that_ends_without_close_leaves_no_connection_open(pg_url: str) -> None:
+    """The loop cancels the pool's workers with everything else, and psycopg_pool's close
+    stopped at them before it closed its idle connections: those stayed open on the server
+    (an engine test harness that never closed its store kept one per test)."""
+    store = PostgresStore.open_sync(pg_url, min_size=2, max_size=4)
+
+    async def main() -> None:
+        await store.create(make_job(1), {})
+        stop = await store.watch(lambda: None)
+        assert stop is not None
+        while _sessions(pg_url) < 3:  # the pool's two and the listener
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert _sessions(pg_url) == 0

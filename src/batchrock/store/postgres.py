@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -191,6 +192,8 @@ class PostgresStore:
         self._pool_guard: asyncio.Task[None] | None = None
         #: The job names' statistics, as last read (see _rare_name).
         self._name_stats: _NameStats | None = None
+        #: Every connection the pool made (see _close_at_loop_end).
+        self._made: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
         #: Uploaded files and the jobs made from them (store/files.py), on this pool.
         self.files = PostgresFileStore(self)
         #: The web console's sessions (store/sessions.py), on this pool.
@@ -225,6 +228,7 @@ class PostgresStore:
                     max_size=int(self._pool_options["max_size"]),
                     timeout=timeout,
                     kwargs={"autocommit": True},
+                    configure=self._made_one,
                     open=False,
                     name="batchrock",
                 )
@@ -238,9 +242,12 @@ class PostgresStore:
                         raise
                 self._pool = pool
                 self._pool_guard = asyncio.get_running_loop().create_task(
-                    _close_at_loop_end(pool), name="batchrock-postgres-pool-guard"
+                    _close_at_loop_end(pool, self._made), name="batchrock-postgres-pool-guard"
                 )
         return self._pool
+
+    async def _made_one(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._made.add(conn)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -841,15 +848,28 @@ async def _checked_out(
         yield conn
 
 
-async def _close_at_loop_end(pool: AsyncConnectionPool) -> None:
+async def _close_at_loop_end(
+    pool: AsyncConnectionPool, made: weakref.WeakSet[psycopg.AsyncConnection[Any]]
+) -> None:
     """Close ``pool`` when this task is cancelled: psycopg_pool's workers survive a
     cancellation while they run a task (a reconnect, say), so a loop that ends without
     :meth:`PostgresStore.close` (``asyncio.run`` cancels every task and waits for them) would
-    wait for those workers forever. Closing the pool stops them."""
+    wait for those workers forever. Closing the pool stops them.
+
+    The loop cancels the pool's workers together with this task, and the pool's ``close``
+    waits for its workers before it closes its idle connections: their cancellation ends it
+    there, and the connections stayed open on the server for as long as the process lived.
+    So every connection the pool ``made`` that is still open is closed here too."""
     try:
         await asyncio.get_running_loop().create_future()
     except asyncio.CancelledError:
-        await pool.close(timeout=5.0)
+        try:
+            await pool.close(timeout=5.0)
+        except asyncio.CancelledError:
+            log.debug("the pool's workers were cancelled with the loop; closing its connections")
+        for conn in list(made):
+            if not conn.closed:
+                await conn.close()
         raise
 
 
