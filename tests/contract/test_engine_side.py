@@ -144,6 +144,6 @@ def test_an_engine_runs_jobs_to_the_end_on_the_store(
             ]
             assert await h.store.lease(job_id) is None
             assert h.exists(f"s3://out-bucket/results/{job_id}/a.jsonl.out")
-        await h.store.close()
+        await h.close()
 
     asyncio.run(main())

@@ -54,6 +54,10 @@ FAST = {
 
 _counter = itertools.count()
 
+#: Every Harness whose store is still open: tests/engine/conftest.py closes them after each
+#: test (:func:`close_all`), so no test leaks a database connection or a pool.
+_OPEN: list[Harness] = []
+
 
 def echo_now(request: ModelRequest) -> ModelResult:
     """Answers every record with its own input; records asking for it fail (per record)."""
@@ -163,6 +167,7 @@ class Harness:
             store_factory or DEFAULT_FACTORY or SqliteFactory(self.settings.database_path)
         )
         self.store = self.store_factory.open_sync()
+        _OPEN.append(self)
         #: Every job :meth:`submit` created, oldest first.
         self.job_ids: list[str] = []
         self.s3 = s3
@@ -172,6 +177,12 @@ class Harness:
         self.clock = clock or SystemClock()
         self.buckets = buckets
         self.catalogue = catalogue
+
+    async def close(self) -> None:
+        """Close the store this harness opened (again: nothing)."""
+        if self in _OPEN:
+            _OPEN.remove(self)
+            await self.store.close()
 
     def put(self, uri: str, data: bytes) -> None:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -363,6 +374,14 @@ class Harness:
 
     async def statuses(self, job_id: str) -> list[str]:
         return [e.to_status.value for e in await self.store.events(job_id)]
+
+
+def close_all() -> None:
+    """Close the store of every Harness not closed yet, each in a loop of its own (a test's
+    loop has ended by now; the PostgreSQL store's pool closed with it, and closing it again
+    is nothing)."""
+    while _OPEN:
+        asyncio.run(_OPEN[0].close())
 
 
 async def _holds(condition: Callable[[], Any]) -> bool:

@@ -1,0 +1,71 @@
+"""The engine harness closes what it opens: a test leaves no database connection or pool
+behind (on every store: tests/engine/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import psycopg
+
+from batchrock.jobs import JobStatus
+from tests.stores import PostgresFactory, SqliteFactory
+
+from . import harness
+from .harness import Harness, jsonl, records
+
+
+def open_connections(h: Harness) -> int:
+    """How many connections to the harness's database are open: this process's file
+    descriptors on the SQLite file (and its WAL), or the server's sessions on the PostgreSQL
+    database (this check's own aside)."""
+    factory = h.store_factory
+    if isinstance(factory, SqliteFactory):
+        fds = Path("/proc/self/fd")
+        names = {str(factory.path), f"{factory.path}-wal", f"{factory.path}-shm"}
+        count = 0
+        for fd in os.listdir(fds):
+            try:
+                count += os.readlink(fds / fd) in names
+            except OSError:  # closed meanwhile (the listing's own descriptor)
+                continue
+        return count
+    assert isinstance(factory, PostgresFactory)
+    with psycopg.connect(factory.url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def run_one_job(h: Harness, *, close: bool) -> None:
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(3)))
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/")
+        (done,) = await h.run(job.job_id)
+        assert done.status is JobStatus.COMPLETED, done.message
+        assert open_connections(h) > 0
+        if close:
+            await h.close()
+            await h.close()  # again: nothing
+
+    asyncio.run(main())
+
+
+def test_closing_a_harness_closes_its_store(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    run_one_job(h, close=True)
+    assert open_connections(h) == 0
+
+
+def test_a_harness_left_open_is_closed_after_its_test(tmp_path: Path) -> None:
+    """What the engine conftest does after every test, for the harnesses it did not close."""
+    h = Harness(tmp_path)
+    run_one_job(h, close=False)
+    harness.close_all()
+    assert open_connections(h) == 0
+    assert not harness._OPEN
