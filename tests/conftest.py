@@ -126,27 +126,35 @@ class ServerProcess:
     def history(self, job: str) -> list[tuple[str, int]]:
         """A job's status history in the server's store (job id or ARN): (status, time in
         microseconds), oldest first. Tests wait on it rather than on passing states."""
-        job_id = job.rsplit("/", 1)[-1]
-        conn = sqlite3.connect(self.data_dir / "batchrock.sqlite3", timeout=10)
-        try:
-            rows = conn.execute(
-                "SELECT to_status, at FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
-            ).fetchall()
-        finally:
-            conn.close()
+        rows = self._query(
+            "SELECT to_status, at FROM job_events WHERE job_id = ? ORDER BY id",
+            (job.rsplit("/", 1)[-1],),
+        )
         return [(str(status), int(at)) for status, at in rows]
 
     def progress(self, job: str) -> tuple[str, int]:
         """The job's status and checkpointed processedRecordCount, read from the store."""
+        (row,) = self._query(
+            "SELECT status, processed_records FROM jobs WHERE job_id = ?",
+            (job.rsplit("/", 1)[-1],),
+        )
+        return str(row[0]), int(row[1])
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` (``?`` placeholders) in the server's store, read as another
+        process would: its SQLite file, or the PostgreSQL database its ``database_url``
+        names."""
+        url = self.settings.get("database_url")
+        if url:
+            import psycopg
+
+            with psycopg.connect(str(url), autocommit=True) as pg:
+                return pg.execute(sql.replace("?", "%s"), params).fetchall()
         conn = sqlite3.connect(self.data_dir / "batchrock.sqlite3", timeout=10)
         try:
-            row = conn.execute(
-                "SELECT status, processed_records FROM jobs WHERE job_id = ?",
-                (job.rsplit("/", 1)[-1],),
-            ).fetchone()
+            return list(conn.execute(sql, params).fetchall())
         finally:
             conn.close()
-        return str(row[0]), int(row[1])
 
     def wait_history(self, job: str, status: str, timeout: float = 60.0) -> list[tuple[str, int]]:
         """Wait until the job has been ``status`` (now or before); return its history."""

@@ -23,16 +23,21 @@ from tests.conftest import free_port
 from tests.engine import harness
 from tests.stores import STORE_FACTORIES
 
-#: The engine suites that run on every store. Not yet on PostgreSQL: test_in_order (a model
-#: that keeps the loop busy starves a store that needs the loop for its I/O, so fewer
-#: checkpoints land), test_output_invariant (its crash-point sweeps outlast the timeout there)
-#: and test_changed_input (hung twice under load, not understood yet).
+#: The engine suites that run on every store: each of their tests once per store (tests
+#: driven by a Harness; the server-process suites, test_crash, choose their store themselves).
 _ON_EVERY_STORE = {
+    "tests.engine.test_changed_input",
     "tests.engine.test_claims",
     "tests.engine.test_fencing",
     "tests.engine.test_grants",
+    "tests.engine.test_harness",
+    "tests.engine.test_in_order",
     "tests.engine.test_inputs",
     "tests.engine.test_lifecycle",
+    "tests.engine.test_media",
+    "tests.engine.test_model_quotas",
+    "tests.engine.test_output_invariant",
+    "tests.engine.test_s3_resume",
 }
 
 
@@ -45,16 +50,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(autouse=True)
 def harness_store(request: pytest.FixtureRequest) -> Iterator[None]:
     """The store the Harness opens for this test (tests/engine/harness.py DEFAULT_FACTORY):
-    the parametrised factory's (SQLite's in its data dir, as before, for the first)."""
+    the parametrised factory's (SQLite's in its data dir, as before, for the first). Every
+    Harness's store is closed after the test."""
     name = getattr(request, "param", None)
-    if name is None or name == STORE_FACTORIES[0]:
-        yield
-        return
-    harness.DEFAULT_FACTORY = request.getfixturevalue(name)
+    if name is not None and name != STORE_FACTORIES[0]:
+        harness.DEFAULT_FACTORY = request.getfixturevalue(name)
     try:
         yield
     finally:
         harness.DEFAULT_FACTORY = None
+        harness.close_all()
 
 
 #: The smallest part but the last that :func:`moto_small_parts_url`'s server accepts (S3's is

@@ -21,6 +21,18 @@ from .test_e2e import FAST, claude_records, create, get, manifest, out_folder, o
 
 pytestmark = pytest.mark.timeout(150)
 
+
+@pytest.fixture(params=["sqlite", "pg"])
+def store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The server's settings naming its job store: the embedded SQLite file, or a fresh
+    PostgreSQL database (tests/pg.py) that the killed processes and their successors share."""
+    if request.param == "sqlite":
+        return {}
+    # Engines are woken by NOTIFY for new work; a lease that ran out (the killed process's)
+    # is announced by no one, so only the sweep finds it: every half second here, not 5.
+    return {"database_url": request.getfixturevalue("pg_url"), "engine_sweep_seconds": "0.5"}
+
+
 KILLS = 6
 DONE = {"Completed", "Failed", "PartiallyCompleted", "Stopped", "Expired"}
 
@@ -39,13 +51,16 @@ def kill_when(server: Any, arns: list[str], moment: Callable[[], bool]) -> bool:
     return True
 
 
-def test_sigkill_at_chosen_moments_loses_and_duplicates_nothing(server_factory: Any) -> None:
+def test_sigkill_at_chosen_moments_loses_and_duplicates_nothing(
+    server_factory: Any, store: dict[str, str]
+) -> None:
     rng = random.Random(int(os.environ.get("CRASH_SEED", "20261128")))
     server = server_factory(
         **{**FAST, "engine_lease_seconds": 1},
         builtin_latency_ms=10,
         engine_record_concurrency=4,
         builtin_error_rate=0.05,
+        **store,
     )
     jobs: dict[str, list[dict[str, Any]]] = {}
     for j in range(3):
@@ -107,11 +122,13 @@ def test_sigkill_at_chosen_moments_loses_and_duplicates_nothing(server_factory: 
         assert listed["errorRecordCount"] == errors
 
 
-def test_a_killed_workers_job_is_taken_over_by_another_worker(server_factory: Any) -> None:
+def test_a_killed_workers_job_is_taken_over_by_another_worker(
+    server_factory: Any, store: dict[str, str]
+) -> None:
     import subprocess
     import sys
 
-    server = server_factory(**{**FAST, "engine_lease_seconds": 1}, engine=False)
+    server = server_factory(**{**FAST, "engine_lease_seconds": 1}, engine=False, **store)
     recs = claude_records(1500)
     put(server, "in/a.jsonl", recs)
     arn = create(server)

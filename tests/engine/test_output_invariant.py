@@ -4,10 +4,14 @@ GetModelInvocationJob count, whatever crashed where before (see crashpoints.py).
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import re
 import shutil
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -155,6 +159,50 @@ def crash_points(trace: list[str]) -> list[tuple[int, bool, str]]:
     return points
 
 
+#: The walks' seed on stores other than SQLite (see :func:`sampled`).
+SAMPLE_SEED = 20261201
+
+
+def crash_kind(label: str) -> str:
+    """What kind of write a label names: the label without the sizes and part counts that
+    vary along a file ("save file=0 spool_size=N parts=N done", "put_file a.jsonl.out")."""
+    return re.sub(r"(spool_size|parts)=\d+", r"\1=N", label)
+
+
+def sampled(
+    points: list[tuple[int, bool, str]], h: Harness, test: str, action: str | None = None
+) -> list[tuple[int, bool, str]]:
+    """The crash points a walk visits: all of them on SQLite.
+
+    On PostgreSQL each point costs a few store round trips more, and the whole walks (13
+    minutes there on a busy machine) are too slow for every CI run. There a walk visits a
+    subset drawn with a seed fixed per test, so that every kind of crash point
+    (:func:`crash_kind`) is still crashed at and a failure names a point that recurs:
+
+    - a run's walk (``action`` given; every action walks the same reference run): each kind,
+      before and after its write, is visited by one of the ACTIONS, drawn by the seed, at
+      one of its points;
+    - an ending's walk (each action's run has writes of its own): one point of each kind,
+      just before or just after the write, drawn by the seed.
+
+    ``BATCHROCK_TEST_EVERY_CRASH_POINT=1`` walks every point on PostgreSQL too."""
+    if h.store_factory.name == "sqlite" or os.environ.get("BATCHROCK_TEST_EVERY_CRASH_POINT"):
+        return points
+    kinds: dict[str, list[tuple[int, bool, str]]] = {}
+    for point in points:
+        kinds.setdefault(crash_kind(point[2]), []).append(point)
+    chosen = []
+    for kind, group in kinds.items():
+        if action is None:
+            chosen.append(random.Random(f"{SAMPLE_SEED}:{test}:{kind}").choice(group))
+            continue
+        for after in (False, True):
+            rng = random.Random(f"{SAMPLE_SEED}:{test}:{kind}:{after}")
+            if rng.choice(ACTIONS) == action:
+                chosen.append(rng.choice([p for p in group if p[1] is after]))
+    return sorted(chosen)
+
+
 @pytest.fixture
 def _small_flushes(monkeypatch: pytest.MonkeyPatch) -> None:
     # Output is written every few records, so parts are cut mid-file.
@@ -179,7 +227,7 @@ def test_every_crash_point_of_a_run_then_each_ending_keeps_output_equal_to_count
         if store == "s3":  # parts are checkpointed mid-file, not only at its end
             first_part = next(label for label in trace if "parts=1" in label)
             assert " done" not in first_part, trace
-        for k, after, label in crash_points(trace):
+        for k, after, label in sampled(crash_points(trace), walk.h, f"run-{store}", action):
             job_id, folder = await walk.submit()
             await Process(walk.h, crash_at=k, after=after).drive(job_id)
             await walk.finish(job_id, folder, action)
@@ -216,7 +264,8 @@ def test_every_crash_point_of_an_ending_then_the_next_run_keeps_output_equal_to_
         job_id, folder = await crashed_after_publish()
         trace = (await walk.finish(job_id, folder, action)).trace
         await walk.check(job_id, f"{action} without a crash")
-        for k, after, label in crash_points(trace):
+        test = f"ending-{action}-{store}-{lose_spool}"
+        for k, after, label in sampled(crash_points(trace), walk.h, test):
             job_id, folder = await crashed_after_publish()
             await walk.finish(job_id, folder, action, crash_at=k, after=after)
             if lose_spool:
@@ -226,3 +275,28 @@ def test_every_crash_point_of_an_ending_then_the_next_run_keeps_output_equal_to_
             await walk.check(job_id, where + ", then again")
 
     asyncio.run(main())
+
+
+def test_the_sampled_walks_crash_at_every_kind_of_point() -> None:
+    """On PostgreSQL the actions' run walks share out every kind of crash point (before and
+    after each kind of write) once between them; an ending's walk visits each kind once."""
+    trace = [
+        "transition Validating",
+        "save file=0 spool_size=10",
+        "save file=0 spool_size=20",
+        "put_file a.jsonl.out",
+        "save file=1 spool_size=0",
+        "transition Completed",
+    ]
+    points = crash_points(trace)
+
+    pg: Any = SimpleNamespace(store_factory=SimpleNamespace(name="postgres"))  # a Harness's
+    visited = [p for action in ACTIONS for p in sampled(points, pg, "run-local", action)]
+    kinds = {(crash_kind(label), after) for _, after, label in points}
+    assert sorted((crash_kind(label), after) for _, after, label in visited) == sorted(kinds)
+    ending = sampled(points, pg, "ending-stop-local-False")
+    assert sorted({crash_kind(label) for _, _, label in ending}) == sorted(
+        {crash_kind(label) for label in trace}
+    )
+    assert len(ending) == len({crash_kind(label) for label in trace})
+    assert sampled(points, pg, "run-local", "stop") == sampled(points, pg, "run-local", "stop")
