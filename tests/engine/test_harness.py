@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 
+from batchrock.clock import FakeClock
 from batchrock.jobs import JobStatus
 from tests.stores import PostgresFactory, SqliteFactory
 
@@ -69,3 +70,37 @@ def test_a_harness_left_open_is_closed_after_its_test(tmp_path: Path) -> None:
     harness.close_all()
     assert open_connections(h) == 0
     assert not harness._OPEN
+
+
+def test_a_job_another_process_creates_is_found_by_notification_or_poll(tmp_path: Path) -> None:
+    """The harness's engine is woken by the store where the store announces changes
+    (PostgreSQL's NOTIFY): a job created through another connection runs with the clock
+    frozen, so no poll or sweep can have found it. SQLite announces nothing: there the
+    engine's next poll (the clock moved on once) finds it."""
+    clock = FakeClock()
+    h = Harness(tmp_path, clock=clock)
+    h.bucket("out-bucket")
+    h.put("s3://in-bucket/in/a.jsonl", jsonl(records(3)))
+
+    async def main() -> None:
+        other = Harness(tmp_path / "other", clock=clock, store_factory=h.store_factory)
+        wakes = isinstance(h.store_factory, PostgresFactory)
+        async with h.running() as engine:
+            await h.until(lambda: listening(h) if wakes else True)
+            job = await other.submit("s3://in-bucket/in/")
+            if not wakes:
+                clock.advance(h.settings.engine_poll_seconds)
+            (done,) = await h.wait_until_final([job.job_id], engine=engine)
+            assert clock.monotonic() == (0 if wakes else h.settings.engine_poll_seconds)
+        assert done.status is JobStatus.COMPLETED, done.message
+        await other.close()
+
+    asyncio.run(main())
+
+
+def listening(h: Harness) -> bool:
+    """Whether an engine of the harness's PostgreSQL database LISTENs (tests/pg.py)."""
+    from tests.pg import listeners
+
+    assert isinstance(h.store_factory, PostgresFactory)
+    return listeners(h.store_factory.url) >= 1
