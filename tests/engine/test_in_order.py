@@ -343,11 +343,12 @@ def test_progress_is_saved_while_the_model_keeps_the_loop_busy(tmp_path: Path) -
         assert done.status is S.COMPLETED
         # The pass lets the loop run every 256 records (about 0.13 s here), and each
         # suspension of a checkpoint (a thread's write, a store round trip) waits for one
-        # such turn, so how many land follows how many turns a store needs, not the
-        # machine's load: mid-file, SQLite's land 5 or more, PostgreSQL's 4 (two turns per
-        # query: psycopg yields before it sends); without the pause for threads
+        # such turn, so how many land follows how many turns a store needs more than the
+        # machine's load: mid-file, SQLite's land 5 or more, PostgreSQL's 3 or 4 (two turns
+        # per query: psycopg yields before it sends); without the pause for threads
         # (file_pass._HOLD_SECONDS) 3 and 1.
-        assert len({n for n in saved if 0 < n < 4000}) >= 4, saved
+        least = 5 if h.store_factory.name == "sqlite" else 3
+        assert len({n for n in saved if 0 < n < 4000}) >= least, saved
 
     asyncio.run(main())
 
