@@ -175,10 +175,26 @@ def _wait_ready(server: PgServer, timeout: float = 30.0) -> None:
 def listeners(url: str) -> int:
     """How many connections to ``url``'s database are LISTENing: one per engine that has
     started (the PostgreSQL store subscribes each engine to its channel)."""
+    return sessions(url, "query LIKE 'LISTEN %%'")
+
+
+def sessions_left(url: str, timeout: float = 10.0) -> int:
+    """How many connections to ``url``'s database are still open once the server has seen
+    every closed one end (a backend leaves pg_stat_activity a moment after its client
+    closed the connection): 0 as soon as none is, else the count after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := sessions(url)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
+def sessions(url: str, where: str = "true") -> int:
+    """How many connections to ``url``'s database (this count's own aside) are open, of
+    those ``where`` (SQL on pg_stat_activity) holds for."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            f"AND pid <> pg_backend_pid() AND ({where})"
         ).fetchone()
     return int(row[0]) if row else 0
 

@@ -13,6 +13,7 @@ import pytest
 
 from batchrock.store.base import StoreBusy
 from batchrock.store.postgres import PostgresStore
+from tests.pg import sessions, sessions_left
 
 from .test_store import make_job
 
@@ -38,15 +39,6 @@ def test_a_loop_that_ends_without_close_closes_the_pool(pg_url: str) -> None:
     assert getattr(pool, "closed", False), "the pool outlived its event loop"
 
 
-def _sessions(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
 @pytest.mark.timeout(120)
 def test_a_loop_that_ends_without_close_leaves_no_connection_open(pg_url: str) -> None:
     """The loop cancels the pool's workers with everything else, and psycopg_pool's close
@@ -58,8 +50,8 @@ def test_a_loop_that_ends_without_close_leaves_no_connection_open(pg_url: str) -
         await store.create(make_job(1), {})
         stop = await store.watch(lambda: None)
         assert stop is not None
-        while _sessions(pg_url) < 3:  # the pool's two and the listener
+        while sessions(pg_url) < 3:  # the pool's two and the listener
             await asyncio.sleep(0.01)
 
     asyncio.run(main())
-    assert _sessions(pg_url) == 0
+    assert sessions_left(pg_url) == 0

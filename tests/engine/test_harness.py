@@ -7,20 +7,19 @@ import asyncio
 import os
 from pathlib import Path
 
-import psycopg
-
 from batchrock.clock import FakeClock
 from batchrock.jobs import JobStatus
+from tests.pg import listeners, sessions, sessions_left
 from tests.stores import PostgresFactory, SqliteFactory
 
 from . import harness
 from .harness import Harness, jsonl, records
 
 
-def open_connections(h: Harness) -> int:
+def open_connections(h: Harness, *, settled: bool = False) -> int:
     """How many connections to the harness's database are open: this process's file
     descriptors on the SQLite file (and its WAL), or the server's sessions on the PostgreSQL
-    database (this check's own aside)."""
+    database (this check's own aside; ``settled``: once the closed ones have ended there)."""
     factory = h.store_factory
     if isinstance(factory, SqliteFactory):
         fds = Path("/proc/self/fd")
@@ -33,12 +32,7 @@ def open_connections(h: Harness) -> int:
                 continue
         return count
     assert isinstance(factory, PostgresFactory)
-    with psycopg.connect(factory.url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return sessions_left(factory.url) if settled else sessions(factory.url)
 
 
 def run_one_job(h: Harness, *, close: bool) -> None:
@@ -60,7 +54,7 @@ def run_one_job(h: Harness, *, close: bool) -> None:
 def test_closing_a_harness_closes_its_store(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     run_one_job(h, close=True)
-    assert open_connections(h) == 0
+    assert open_connections(h, settled=True) == 0
 
 
 def test_a_harness_left_open_is_closed_after_its_test(tmp_path: Path) -> None:
@@ -68,7 +62,7 @@ def test_a_harness_left_open_is_closed_after_its_test(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     run_one_job(h, close=False)
     harness.close_all()
-    assert open_connections(h) == 0
+    assert open_connections(h, settled=True) == 0
     assert not harness._OPEN
 
 
@@ -100,7 +94,5 @@ def test_a_job_another_process_creates_is_found_by_notification_or_poll(tmp_path
 
 def listening(h: Harness) -> bool:
     """Whether an engine of the harness's PostgreSQL database LISTENs (tests/pg.py)."""
-    from tests.pg import listeners
-
     assert isinstance(h.store_factory, PostgresFactory)
     return listeners(h.store_factory.url) >= 1
