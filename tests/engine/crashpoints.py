@@ -55,6 +55,11 @@ class _Dead:
     """Shared by a process's wrapped stores: which write kills it, and whether it is dead."""
 
     def __init__(self, crash_at: int | str | Nth | None, after: bool, on_write: Any) -> None:
+        if isinstance(crash_at, Nth):
+            # A count of this process's own: one Nth names the point for every process given
+            # it (a parametrised test's, once per store), and a count carried over from the
+            # last would never reach n again, so that process would never die.
+            crash_at = Nth(crash_at.text, crash_at.n)
         self.crash_at = crash_at
         self.after = after
         self.on_write = on_write
