@@ -583,7 +583,8 @@ def test_a_woken_engine_does_not_wait_for_its_next_poll(tmp_path: Path) -> None:
     ends (a validated job is started at once): with the clock frozen, no poll ever comes, and
     a job still runs through."""
     clock = FakeClock(datetime.now(UTC))
-    h = Harness(tmp_path, clock=clock, engine_poll_seconds=30.0)
+    # Polls (and, where the store wakes engines, sweeps) 30 s apart.
+    h = Harness(tmp_path, clock=clock, engine_poll_seconds=30.0, engine_sweep_seconds=30.0)
     h.bucket("out-bucket")
     h.put("s3://in-bucket/in/a.jsonl", jsonl(records(20)))
 
