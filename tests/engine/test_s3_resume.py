@@ -57,6 +57,20 @@ def s3_harness(tmp_path: Path, url: str, *, like: Harness | None = None, **kw: A
     return h
 
 
+def paced(clock: FakeClock) -> Any:
+    """:func:`yielding_echo`, one record at a time, each taking 10 ms of the test's clock: the
+    file then spans several checkpoints (parts cut mid-file) however fast the machine and
+    the store are (the crash points below need a second part)."""
+    one = asyncio.Lock()
+
+    async def handler(request: ModelRequest) -> ModelResult:
+        async with one:
+            await clock.sleep(0.01)
+        return await yielding_echo(request)
+
+    return handler
+
+
 class Counted:
     """The model of the resuming engine: which records it was asked for."""
 
@@ -95,7 +109,9 @@ def test_a_job_taken_over_on_another_host_resumes_after_its_last_part(
 
     async def main() -> None:
         job = await first_host.submit(folder, OUT)
-        crashed = Process(first_host, handler=yielding_echo, crash_at=crash_at, after=after)
+        assert isinstance(first_host.clock, FakeClock)
+        handler = paced(first_host.clock)
+        crashed = Process(first_host, handler=handler, crash_at=crash_at, after=after)
         assert not await crashed.drive(job.job_id), "the first engine should have died"
         raw = await first_host.store.load_checkpoint(job.job_id)
         assert raw is not None
