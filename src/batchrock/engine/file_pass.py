@@ -41,6 +41,11 @@ _output_line = records.output_line
 _Item = tuple[int, int, int, bytes]
 #: Records a worker answers in a row before letting other tasks run.
 _YIELD_EVERY = 256
+#: ... or sooner, once it has kept the event loop this long (the API is served from the same
+#: loop: no request may wait on it for more than a few milliseconds), checked every
+#: _CLOCK_EVERY records so that a quick model pays for no clock reads.
+_SLICE_SECONDS = 0.004
+_CLOCK_EVERY = 8
 #: How long a pass that never waits on the model may keep the event loop (and the GIL)
 #: before it pauses for a moment. Worker threads (file reads, spool fsyncs, of this job and
 #: others) need the GIL back after each system call, and CPython gives it straight back to
@@ -294,12 +299,19 @@ class FilePass:
         out: list[bytes] = []
         answers: list[ModelResult | None] = []
         deferred: list[tuple[int, int, _Deferred]] = []
+        monotonic = time.monotonic
+        slice_end = monotonic() + _SLICE_SECONDS
         for index, data in enumerate(records.block_lines(block)):
-            if index and not index % _YIELD_EVERY:
+            if (
+                index
+                and not index % _CLOCK_EVERY
+                and (not index % _YIELD_EVERY or monotonic() >= slice_end)
+            ):
                 await self._flush_lines(deferred, out, answers, number, offset)
                 await self._yield()
                 if halt.is_set():
                     return number, offset
+                slice_end = monotonic() + _SLICE_SECONDS
             number += 1
             offset += len(data) + 1
             try:
@@ -487,22 +499,29 @@ class FilePass:
         complete, invoke = self._complete, self._backend.invoke
         model_id, invocation_type = self._model_id, self._invocation_type
         streak = 0
+        monotonic = time.monotonic
+        slice_end = monotonic() + _SLICE_SECONDS
         while True:
             # Fast path: take queued records without a call into _take (a hot loop when the
             # model answers at once); _take handles refills, back-pressure and halting.
             if queue and not halt.is_set() and queue[0][0] - self._written_seq < window:
                 item = queue.popleft()
                 streak += 1
-                if streak >= _YIELD_EVERY:
+                if not streak % _CLOCK_EVERY and (
+                    streak >= _YIELD_EVERY or monotonic() >= slice_end
+                ):
                     # A model that never suspends would otherwise keep the event loop (and the
                     # API served from it, and the checkpoints) waiting for a whole batch.
                     streak = 0
                     await self._yield()
+                    slice_end = monotonic() + _SLICE_SECONDS
             else:
                 next_item = await self._take()
                 if next_item is None:
                     return
                 item = next_item
+                streak = 0
+                slice_end = monotonic() + _SLICE_SECONDS
             seq, number, end, data = item
             record = self._read(number, data)
             if isinstance(record, bytes):
