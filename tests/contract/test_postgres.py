@@ -10,10 +10,11 @@ import sys
 import psycopg
 import pytest
 
-from batchrock.jobs import JobStatus
+from batchrock.jobs import Counters, JobStatus
 from batchrock.store.base import StoreBusy
-from batchrock.store.pg_schema import SCHEMA_VERSION
+from batchrock.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from batchrock.store.postgres import PostgresStore
+from batchrock.store.rows import JOB_COLUMNS, N_COLUMNS, job_params
 from tests.conftest import REPO_ROOT
 
 from .test_store import T0, make_job
@@ -25,6 +26,18 @@ S = JobStatus
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+#: A process that opens the store at its URL (migrating it) and closes it.
+_OPEN_AND_CLOSE = (
+    "import asyncio, sys\n"
+    "from batchrock.store.postgres import PostgresStore\n"
+    "async def main():\n"
+    "    store = await PostgresStore.open(sys.argv[1])\n"
+    "    await store.close()\n"
+    "    print('ok')\n"
+    "asyncio.run(main())\n"
+)
 
 
 async def _run_all(script: str, *args_per_process: list[str]) -> list[str]:
@@ -50,19 +63,60 @@ async def test_processes_opening_a_new_database_at_once_migrate_it_once(pg_serve
     assert isinstance(pg_server, PgServer)
     url = pg_server.new_database(template="template0")  # empty: no schema yet
     try:
-        script = (
-            "import asyncio, sys\n"
-            "from batchrock.store.postgres import PostgresStore\n"
-            "async def main():\n"
-            "    store = await PostgresStore.open(sys.argv[1])\n"
-            "    await store.close()\n"
-            "    print('ok')\n"
-            "asyncio.run(main())\n"
-        )
-        assert await _run_all(script, *([url] for _ in range(5))) == ["ok"] * 5
+        assert await _run_all(_OPEN_AND_CLOSE, *([url] for _ in range(5))) == ["ok"] * 5
         with psycopg.connect(url) as conn:
             versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
         assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    finally:
+        pg_server.drop_database(url)
+
+
+async def test_a_database_at_version_4_gets_row_versions(pg_server: object) -> None:
+    """A database written before rows had a version (schema version 4, a job in it), opened by
+    several processes at once, gets the column (0 for the jobs it had) and the trigger that
+    moves it on, once."""
+    from tests.pg import PgServer
+
+    assert isinstance(pg_server, PgServer)
+    url = pg_server.new_database(template="template0")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE schema_migrations ("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for version, sql in MIGRATIONS:
+                if version <= 4:
+                    conn.execute(sql)
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            job = make_job(1)
+            conn.execute(
+                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join(['%s'] * N_COLUMNS)})",
+                job_params(job),
+            )
+            columns = conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'"
+            ).fetchall()
+            assert ("row_version",) not in columns
+        assert await _run_all(_OPEN_AND_CLOSE, *([url] for _ in range(3))) == ["ok"] * 3
+        with psycopg.connect(url) as conn:
+            versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+            triggers = conn.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass "
+                "AND NOT tgisinternal"
+            ).fetchall()
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+        assert triggers == [("jobs_row_version",)]
+        store = await PostgresStore.open(url)
+        try:
+            where = (job.account_id, job.region, job.job_id)
+            key = await store.get_row_key(*where)
+            assert key is not None and key[0] == job.job_id and key[2] == 0
+            await store.save_progress(job.job_id, counters=Counters(total=5), now=T0)
+            assert await store.get_row_key(*where) == (key[0], key[1], 1)
+            assert (await store.get_keyed_row(*where) or [None])[0] == (key[0], key[1], 1)
+        finally:
+            await store.close()
     finally:
         pg_server.drop_database(url)
 

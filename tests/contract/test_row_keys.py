@@ -2,8 +2,9 @@
 
 Each store's key reads give the keys its keyed row reads give; a write by another connection
 (another process) changes a row's key, even when it leaves ``last_modified_time`` as it was,
-so the cache answers the new bytes; and in SQLite an update of any column of the view, by any
-writer, moves the row's version on.
+so the cache answers the new bytes; and in SQLite an update of any column of the view, in
+PostgreSQL a change of one, by any writer, moves the row's version on (the engine's lease
+bookkeeping does not).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
 from batchrock import jobs
@@ -23,6 +25,7 @@ from batchrock.clock import FakeClock
 from batchrock.jobs import Counters, JobStatus
 from batchrock.service import Caller, JobService
 from batchrock.store.base import JobFilter, JobRow, JobStore, PageRequest
+from batchrock.store.postgres import PostgresStore
 from batchrock.store.sqlite import _ROW_COLUMNS, SqliteStore
 
 from .test_store import T0, make_job
@@ -173,5 +176,65 @@ async def test_any_write_of_a_view_column_moves_the_sqlite_version_on(tmp_path: 
         )
         assert await store.get_row_key(ACCOUNT, REGION, job_id) == key
         other.close()
+    finally:
+        await store.close()
+
+
+async def test_a_change_of_any_view_column_moves_the_postgres_version_on(pg_url: str) -> None:
+    """Each column the view shows, changed by another connection, moves the version on (one
+    step per update, seen in the key); the same value written again, and the engine's lease,
+    heartbeat, checkpoint and token bookkeeping, leave it where it was."""
+    store = await PostgresStore.open(pg_url)
+    try:
+        (job_id, *_) = await fill(store)
+        key = await store.get_row_key(ACCOUNT, REGION, job_id)
+        assert key is not None
+        columns = [c.strip() for c in _ROW_COLUMNS.split(",")]
+        assert len(columns) == len(JobRow._fields)
+        changed = {
+            "text": "coalesce({0}, '') || 'x'",
+            "bigint": "coalesce({0}, 0) + 1",
+            "integer": "{0} + 1",
+            "jsonb": "coalesce({0}, '[]'::jsonb) || '[1]'::jsonb",
+        }
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            types = dict(
+                other.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = 'jobs'"
+                ).fetchall()
+            )
+            # The row is followed by a column outside the view (its id, account and region
+            # change below too); marking it is bookkeeping, which moves nothing.
+            mark = "UPDATE jobs SET lease_owner = 'tracked' WHERE job_id = %s RETURNING row_version"
+            assert other.execute(mark, (job_id,)).fetchone() == (key[2],)
+            version = key[2]
+            for column in columns:
+                same = other.execute(
+                    f"UPDATE jobs SET {column} = {column} WHERE lease_owner = 'tracked' "
+                    "RETURNING row_version"
+                ).fetchone()
+                assert same == (version,), column
+                moved = other.execute(
+                    f"UPDATE jobs SET {column} = {changed[types[column]].format(column)} "
+                    "WHERE lease_owner = 'tracked' RETURNING row_version"
+                ).fetchone()
+                assert moved == (version + 1,), column
+                version += 1
+            other.execute(
+                "UPDATE jobs SET job_id = %s, account_id = %s, region = %s "
+                "WHERE lease_owner = 'tracked'",
+                (job_id, ACCOUNT, REGION),
+            )
+            key = await store.get_row_key(ACCOUNT, REGION, job_id)
+            assert key is not None and key[0] == job_id and key[2] == version + 1
+            for bookkeeping in [
+                "lease_owner = 'w', lease_expires = 5",
+                "lease_expires = 6",
+                "checkpoint = '{\"done\": 3}'",
+                "input_tokens = 7, output_tokens = 8, throttled_requests = 9",
+            ]:
+                other.execute(f"UPDATE jobs SET {bookkeeping} WHERE job_id = %s", (job_id,))
+                assert await store.get_row_key(ACCOUNT, REGION, job_id) == key
     finally:
         await store.close()

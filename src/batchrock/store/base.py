@@ -93,17 +93,12 @@ class JobRow(NamedTuple):
     error_records: int
 
 
-#: A row's key: ``(job_id, submit_time, version)``, where the version is anything that changes
-#: whenever any member of the row's :class:`JobRow` view does, whoever writes (SQLite: a
-#: counter its trigger moves on every such update; a store without one: the view itself). Equal
-#: keys mean equal views, so a view's encoded bytes can be kept under its key
+#: A row's key: ``(job_id, submit_time, row_version)``, the version a counter that each store's
+#: trigger moves on whenever an update changes a member of the row's :class:`JobRow` view,
+#: whoever writes (SQLite: on every update of such a column; PostgreSQL: when one's value
+#: changes). Equal keys mean equal views, so a view's encoded bytes can be kept under its key
 #: (api/summaries.py); the first two members place the row in a listing (a page's cursor).
-RowKey = tuple[Any, ...]
-
-
-def row_key(row: JobRow) -> RowKey:
-    """``row``'s key in a store without a version of its own: the view is its version."""
-    return (row.job_id, row.submit_time, row)
+RowKey = tuple[str, int, int]
 
 
 def job_row(job: Job) -> JobRow:

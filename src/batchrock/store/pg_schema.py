@@ -173,6 +173,67 @@ $$;
 # 4: the web console's sessions, valid on every API process (store/sessions.py).
 MIGRATIONS.append((4, SESSIONS_SCHEMA))
 
+# 5: a version per row, as the SQLite store's (store/base.py RowKey): an update that changes
+# any column of the view (store/base.py JobRow, as of this migration) moves it on, whoever
+# writes, so a listing can tell which of its jobs' kept summaries (api/summaries.py) still hold
+# by reading (job_id, submit_time, row_version) alone. The trigger's WHEN clause keeps the
+# engine's lease, heartbeat and checkpoint updates out of it (no function called, the version
+# unmoved); the column is in no index, so those updates and the view's stay HOT. A column
+# added to the view later takes a migration that recreates the trigger with it.
+_VIEW_COLUMNS = [
+    "job_id",
+    "account_id",
+    "region",
+    "name",
+    "model_id",
+    "role_arn",
+    "client_request_token",
+    "status",
+    "message",
+    "submit_time",
+    "last_modified_time",
+    "end_time",
+    "expiration_time",
+    "timeout_hours",
+    "invocation_type",
+    "input_s3_uri",
+    "input_format",
+    "input_bucket_owner",
+    "output_s3_uri",
+    "output_kms_key_id",
+    "output_bucket_owner",
+    "vpc_config",
+    "total_records",
+    "processed_records",
+    "success_records",
+    "error_records",
+]
+
+
+def _version_trigger() -> str:
+    """Migration 5's function and trigger: ``row_version`` + 1 when the view changes."""
+    old = ", ".join(f"OLD.{c}" for c in _VIEW_COLUMNS)
+    new = ", ".join(f"NEW.{c}" for c in _VIEW_COLUMNS)
+    return f"""
+ALTER TABLE jobs ADD COLUMN row_version bigint NOT NULL DEFAULT 0;
+
+CREATE FUNCTION batchrock_next_row_version() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.row_version := OLD.row_version + 1;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER jobs_row_version BEFORE UPDATE ON jobs FOR EACH ROW
+    WHEN (ROW({old}) IS DISTINCT FROM ROW({new}))
+    EXECUTE FUNCTION batchrock_next_row_version();
+"""
+
+
+MIGRATIONS.append((5, _version_trigger()))
+
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -55,7 +55,6 @@ from batchrock.store.base import (
     StoreConflict,
     StoreSnapshot,
     UnfinishedJobsQuota,
-    row_key,
 )
 from batchrock.store.pg_files import PostgresFileStore
 from batchrock.store.pg_schema import migrate
@@ -105,11 +104,22 @@ def _typed_errors() -> Iterator[None]:
         raise StoreBusy(f"the job database is unavailable: {exc}") from exc
 
 
-#: A rare ``nameContains`` listing (see PostgresStore._list_rare_name and pg_schema's 3).
+#: A rare ``nameContains`` listing (see PostgresStore._list_rare_name and pg_schema's 3), of
+#: the columns put in its ``{}``.
 _RARE_NAME_SQL = (
-    f"SELECT {JOB_COLUMNS} FROM batchrock_jobs_named("
+    "SELECT {} FROM batchrock_jobs_named("
     "%s, %s, %s, %s::bigint, %s::bigint, %s::bigint, %s, %s, %s, %s, %s)"
 )
+#: A row's key (store/base.py RowKey), its version moved on by pg_schema's migration 5.
+_KEY_COLUMNS = "job_id, submit_time, row_version"
+_N_KEY = 3
+
+
+def _keyed(rows: Sequence[Row]) -> list[tuple[RowKey, JobRow]]:
+    """Rows of :data:`_KEY_COLUMNS` then :data:`JOB_COLUMNS`: each key with its view."""
+    return [(tuple(r[:_N_KEY]), row_to_view(r[_N_KEY:])) for r in rows]
+
+
 #: How often the job names' statistics are re-read (PostgresStore._rare_name), in seconds.
 _NAME_SAMPLE_SECONDS = 60.0
 
@@ -360,24 +370,30 @@ class PostgresStore:
         return None if row is None else row_to_view(row)
 
     async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
-        # No version column here: the key holds the view itself (store/base.py row_key), so
-        # a page with a job not yet encoded reads twice.
-        return [row_key(r) for r in await self.list_rows(filter, page)]
+        return list(await self._listed(filter, page, _KEY_COLUMNS))
 
     async def list_keyed_rows(
         self, filter: JobFilter, page: PageRequest
     ) -> list[tuple[RowKey, JobRow]]:
-        return [(row_key(r), r) for r in await self.list_rows(filter, page)]
+        return _keyed(await self._listed(filter, page, f"{_KEY_COLUMNS}, {JOB_COLUMNS}"))
 
     async def get_row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
-        row = await self.get_row(account_id, region, job_id)
-        return None if row is None else row_key(row)
+        row = await self._one(
+            f"SELECT {_KEY_COLUMNS} FROM jobs WHERE job_id = %s AND account_id = %s "
+            "AND region = %s",
+            (job_id, account_id, region),
+        )
+        return None if row is None else tuple(row)
 
     async def get_keyed_row(
         self, account_id: str, region: str, job_id: str
     ) -> tuple[RowKey, JobRow] | None:
-        row = await self.get_row(account_id, region, job_id)
-        return None if row is None else (row_key(row), row)
+        rows = await self._all(
+            f"SELECT {_KEY_COLUMNS}, {JOB_COLUMNS} FROM jobs WHERE job_id = %s "
+            "AND account_id = %s AND region = %s",
+            (job_id, account_id, region),
+        )
+        return _keyed(rows)[0] if rows else None
 
     async def get_by_id(self, job_id: str) -> Job | None:
         row = await self._one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
@@ -386,10 +402,13 @@ class PostgresStore:
     async def list_jobs(self, filter: JobFilter, page: PageRequest) -> list[Job]:
         return [row_to_job(r) for r in await self._listed(filter, page)]
 
-    async def _listed(self, filter: JobFilter, page: PageRequest) -> list[tuple[Any, ...]]:
-        """The rows (of :data:`JOB_COLUMNS`) of :meth:`list_jobs`, as the database gave them."""
+    async def _listed(
+        self, filter: JobFilter, page: PageRequest, columns: str = JOB_COLUMNS
+    ) -> list[tuple[Any, ...]]:
+        """The rows of :meth:`list_jobs`, of ``columns`` (of the ``jobs`` table), as the
+        database gave them."""
         if filter.name_contains and await self._rare_name(filter.name_contains.lower(), page.limit):
-            return await self._listed_rare_name(filter, page)
+            return await self._listed_rare_name(filter, page, columns)
         where = ["account_id = %s", "region = %s"]
         params: list[Any] = [filter.account_id, filter.region]
         if filter.status is not None:
@@ -416,7 +435,7 @@ class PostgresStore:
             params.extend([needle, f"%{_like_escaped(_tripled(needle))}%"])
         order = "DESC" if page.descending else "ASC"
         sql = (
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+            f"SELECT {columns} FROM jobs WHERE {' AND '.join(where)} "
             f"ORDER BY submit_time {order}, job_id {order} LIMIT %s"
         )
         params.append(page.limit)
@@ -427,7 +446,7 @@ class PostgresStore:
             return await cur.fetchall()
 
     async def _listed_rare_name(
-        self, filter: JobFilter, page: PageRequest
+        self, filter: JobFilter, page: PageRequest, columns: str
     ) -> list[tuple[Any, ...]]:
         """The rows of a listing whose ``nameContains`` is rare: migration 3's function, one
         plan per session (the trigram index's matches, filtered and sorted), not planned per
@@ -449,7 +468,7 @@ class PostgresStore:
             page.limit,
         )
         async with self._connection() as conn:
-            cur = await conn.execute(_RARE_NAME_SQL, params, prepare=True)
+            cur = await conn.execute(_RARE_NAME_SQL.format(columns), params, prepare=True)
             rows: list[tuple[Any, ...]] = await cur.fetchall()
             return rows
 
