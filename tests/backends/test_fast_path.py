@@ -33,6 +33,7 @@ from batchrock.backends.families import (
     TITAN_TEXT,
     ChatFamily,
 )
+from batchrock.backends.families.anthropic import AnthropicMessages
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, request_text
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -438,6 +439,34 @@ def test_raw_answers_are_the_regular_answers_byte_for_byte(fast: Fast, error_rat
     assert answered >= 20
     if error_rate:
         assert declined_errors >= 20  # injected errors go to the regular path
+
+
+def parse_outcome(parse: Callable[[Any], ChatRequest], body: Any) -> str:
+    """What ``parse`` makes of ``body``: its request (repr tells 1 from 1.0), or its error."""
+    try:
+        return repr(parse(body))
+    except Exception as exc:  # the checked parser's refusals, and its crashes
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_claude_plain_bodies_parse_as_the_checked_parser_reads_them() -> None:
+    """AnthropicMessages.parse reads plain conversations in one pass (the OpenAI-compatible
+    and Bedrock backends' per-record parse): over every Claude case it must come to exactly
+    what the checked parse does, and take the plain bodies that way."""
+    family = ANTHROPIC
+    assert isinstance(family, AnthropicMessages)
+    taken = 0
+    for raw in CASES[str(FAST[0])]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        checked = parse_outcome(family.parse_checked, body)
+        assert parse_outcome(family.parse, body) == checked, raw
+        if slow_quick(family, raw) is not None:
+            taken += 1
+            assert checked.startswith("ChatRequest("), raw
+    assert taken >= 80
 
 
 def test_only_immediate_models_with_a_typed_reader_offer_the_fast_path() -> None:
