@@ -143,3 +143,88 @@ def test_a_backend_that_raises_is_retried_then_a_500() -> None:
     assert result.error == RecordError(
         500, "The model backend failed: RuntimeError: always", retryable=False
     )
+
+
+def test_deadlines_of_many_records_each_end_their_own_record() -> None:
+    """One timer serves every record's deadline: the slow records of a mixed batch get
+    their 408s, the quick ones their answers, whatever order they started in."""
+
+    async def handler(request: ModelRequest) -> ModelResult:
+        await asyncio.sleep(5 if request.record_id.startswith("slow") else 0)
+        return ModelResult(output=OK)
+
+    backend = ResilientBackend(MockBackend(handler), RetryPolicy(deadline_s=0.1))
+    ids = [f"{'slow' if i % 3 == 0 else 'quick'}{i}" for i in range(60)]
+
+    async def run() -> list[ModelResult]:
+        requests = [ModelRequest("m", "InvokeModel", {}, rid) for rid in ids]
+        return await asyncio.gather(*(backend.invoke(r) for r in requests))
+
+    results = asyncio.run(run())
+    for rid, result in zip(ids, results, strict=True):
+        if rid.startswith("slow"):
+            assert result.error is not None and result.error.code == 408, rid
+        else:
+            assert result.ok, rid
+
+
+def test_a_cancelled_record_is_cancelled_not_a_deadline_error() -> None:
+    """Cancelling the task that awaits a record (a job stopping) cancels it: only the
+    deadline's own cancellation becomes a 408."""
+    started = asyncio.Event()
+
+    async def handler(request: ModelRequest) -> ModelResult:
+        started.set()
+        await asyncio.sleep(5)
+        return ModelResult(output=OK)
+
+    backend = ResilientBackend(MockBackend(handler), RetryPolicy(deadline_s=30))
+
+    async def run() -> None:
+        task = asyncio.create_task(backend.invoke(REQUEST))
+        await started.wait()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return
+        raise AssertionError(f"the record was not cancelled: {task.result()}")
+
+    asyncio.run(run())
+
+
+def test_finished_records_do_not_pile_up_behind_a_slow_one() -> None:
+    """Deadlines are dropped as records finish, even while an older record still runs."""
+    release = asyncio.Event()
+
+    async def handler(request: ModelRequest) -> ModelResult:
+        if request.record_id == "stuck":
+            await release.wait()
+        return ModelResult(output=OK)
+
+    backend = ResilientBackend(MockBackend(handler), RetryPolicy(deadline_s=60))
+
+    async def run() -> int:
+        stuck = asyncio.create_task(backend.invoke(ModelRequest("m", "InvokeModel", {}, "stuck")))
+        await asyncio.sleep(0)
+        held = 0
+        for i in range(5000):
+            assert (await backend.invoke(ModelRequest("m", "InvokeModel", {}, f"r{i}"))).ok
+            assert backend._deadlines is not None
+            held = max(held, len(backend._deadlines))
+        release.set()
+        assert (await stuck).ok
+        return held
+
+    assert asyncio.run(run()) <= 300
+
+
+def test_one_backend_keeps_deadlines_on_each_event_loop_it_is_used_from() -> None:
+    async def handler(request: ModelRequest) -> ModelResult:
+        await asyncio.sleep(5)
+        return ModelResult(output=OK)
+
+    backend = ResilientBackend(MockBackend(handler), RetryPolicy(deadline_s=0.05))
+    for _ in range(2):
+        result = asyncio.run(backend.invoke(REQUEST))
+        assert result.error is not None and result.error.code == 408

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.deadlines import ACTIVE, EXPIRED, WAITING, Deadlines, Entry
 from batchrock.metrics import process_metrics
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -73,43 +74,58 @@ class ResilientBackend:
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._sleep = sleep
         self._rng = rng or random.Random()
+        #: The per-record deadlines of the event loop this backend is used from.
+        self._deadlines: Deadlines | None = None
 
     async def invoke(self, request: ModelRequest) -> ModelResult:
-        deadline_s = self.policy.deadline_s
-        if deadline_s is None:
-            return await self._attempts(request, None)
+        # One coroutine for every attempt, with the deadline kept by the loop's Deadlines
+        # (one timer for all records) rather than an asyncio.timeout each: this layer is
+        # awaited once per record, and each level of coroutines costs on every suspension.
+        policy = self.policy
+        deadline_s = policy.deadline_s
+        entry: Entry | None = None
+        deadlines: Deadlines | None = None
+        cancelling = 0
+        if deadline_s is not None:
+            task = asyncio.current_task()
+            assert task is not None
+            deadlines = self._deadlines
+            if deadlines is None or deadlines.loop is not task.get_loop():
+                deadlines = self._deadlines = Deadlines(task.get_loop())
+            entry = Deadlines.new(task)
+            cancelling = task.cancelling()
         try:
-            # The deadline starts when the record gets its first slot, so records queued
-            # behind a busy backend are not failed for waiting their turn.
-            async with asyncio.timeout(None) as scope:
-                return await self._attempts(request, scope)
-        except TimeoutError:
-            return ModelResult(error=deadline_error(deadline_s))
-
-    async def _attempts(self, request: ModelRequest, scope: asyncio.Timeout | None) -> ModelResult:
-        result = await self._once(request, scope)
-        error = result.error
-        if error is None or not error.retryable:
-            return result
-        loop = asyncio.get_running_loop()
-        attempts = 1
-        throttled = 1 if error.code == 429 else 0
-        while attempts <= self.policy.max_retries:
-            pause = self.policy.pause(attempts, self._rng)
-            hint = result.info.get("retry_after")
-            if isinstance(hint, int | float) and hint > pause:
-                pause = min(float(hint), self.policy.backoff_max_s)
-            when = scope.when() if scope is not None else None
-            if when is not None and loop.time() + pause >= when:
-                break
-            await self._sleep(pause)
-            attempts += 1
-            result = await self._once(request, scope)
-            error = result.error
-            if error is None or not error.retryable:
-                break
-            if error.code == 429:
-                throttled += 1
+            attempts = 1
+            throttled = 0
+            while True:
+                result = await self._attempt(request, entry)
+                error = result.error
+                if error is None or not error.retryable:
+                    if attempts == 1:
+                        return result
+                    break
+                if error.code == 429:
+                    throttled += 1
+                if attempts > policy.max_retries:
+                    break
+                pause = policy.pause(attempts, self._rng)
+                hint = result.info.get("retry_after")
+                if isinstance(hint, int | float) and hint > pause:
+                    pause = min(float(hint), policy.backoff_max_s)
+                if entry is not None and entry[2] is ACTIVE:
+                    if asyncio.get_running_loop().time() + pause >= entry[0]:
+                        break
+                await self._sleep(pause)
+                attempts += 1
+        except (asyncio.CancelledError, Exception):
+            # The deadline cancels the record's task; any other cancellation goes on.
+            if entry is not None and entry[2] is EXPIRED and entry[1].uncancel() <= cancelling:
+                assert deadline_s is not None
+                return ModelResult(error=deadline_error(deadline_s))
+            raise
+        finally:
+            if deadlines is not None and entry is not None:
+                deadlines.finish(entry)
         info = {k: v for k, v in result.info.items() if k != "retry_after"}
         result.info = {**info, "attempts": attempts, "throttled": throttled}
         if result.error is not None and result.error.retryable:
@@ -117,39 +133,41 @@ class ResilientBackend:
             result.error = RecordError(result.error.code, result.error.message, retryable=False)
         return result
 
-    async def _once(self, request: ModelRequest, scope: asyncio.Timeout | None) -> ModelResult:
+    async def _attempt(self, request: ModelRequest, entry: Entry | None) -> ModelResult:
+        """One call of the model, timed from when it has its slot (not while it waits for
+        one); the record's deadline starts with its first slot, so records queued behind a
+        busy backend are not failed for waiting their turn."""
+        semaphore = self._semaphore
         try:
-            if self._semaphore is None:
-                self._start_deadline(scope)
-                return await self._timed(request)
-            async with self._semaphore:
-                self._start_deadline(scope)
-                return await self._timed(request)
+            if semaphore is not None:
+                await semaphore.acquire()
+            try:
+                if entry is not None and entry[2] is WAITING:
+                    assert self._deadlines is not None and self.policy.deadline_s is not None
+                    self._deadlines.start(entry, self.policy.deadline_s)
+                started = time.perf_counter()
+                outcome = "error"
+                try:
+                    result = await self.inner.invoke(request)
+                    error = result.error
+                    if error is None:
+                        outcome = "ok"
+                    elif error.code == 429:
+                        outcome = "throttled"
+                    return result
+                finally:
+                    self._metrics.model_request(self.route, outcome, time.perf_counter() - started)
+            finally:
+                if semaphore is not None:
+                    semaphore.release()
         except Exception as exc:
             # Backends report record failures as results; one that raises anyway (a plug-in's
             # bug, an outage it did not expect) gets the same treatment as a 5xx.
-            if scope is not None and scope.expired():
+            if entry is not None and entry[2] is EXPIRED:
                 raise
             log.exception("model backend raised on record %s", request.record_id)
             message = f"The model backend failed: {type(exc).__name__}: {exc}"
             return ModelResult(error=RecordError(500, message, retryable=True))
-
-    async def _timed(self, request: ModelRequest) -> ModelResult:
-        """The model's answer, timed from when the request has its slot (not while it
-        waits for one)."""
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            result = await self.inner.invoke(request)
-            error = result.error
-            outcome = "ok" if error is None else "throttled" if error.code == 429 else "error"
-            return result
-        finally:
-            self._metrics.model_request(self.route, outcome, time.perf_counter() - started)
-
-    def _start_deadline(self, scope: asyncio.Timeout | None) -> None:
-        if scope is not None and scope.when() is None and self.policy.deadline_s is not None:
-            scope.reschedule(asyncio.get_running_loop().time() + self.policy.deadline_s)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
