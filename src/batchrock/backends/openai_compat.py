@@ -22,7 +22,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import httpx
 import orjson
@@ -190,6 +190,14 @@ class OpenAIBackend:
 
     def chat_payload(self, request: ChatRequest, model: str) -> tuple[str, dict[str, Any]]:
         """The endpoint and JSON body for a chat request (public for tests and docs)."""
+        plain = self._plain_chat_payload(request, model)
+        if plain is not None:
+            return "chat/completions", plain
+        return self.checked_chat_payload(request, model)
+
+    def checked_chat_payload(self, request: ChatRequest, model: str) -> tuple[str, dict[str, Any]]:
+        """:meth:`chat_payload` without the plain-request shortcut: every feature checked
+        against the route (tests hold the shortcut to this)."""
         self._check_features(request)
         payload: dict[str, Any] = {"model": model}
         if request.prompt is not None and self.options.prompt_api == "completions":
@@ -211,6 +219,47 @@ class OpenAIBackend:
         if path == "chat/completions":
             payload.update(translate.request_fields(request, self.options.thinking))
         return path, payload
+
+    def _plain_chat_payload(self, request: ChatRequest, model: str) -> dict[str, Any] | None:
+        """:meth:`chat_payload`'s body for a text-only conversation with none of the
+        features a route may lack or that need more members (most batch records), built in
+        one pass; ``None`` for any other request."""
+        if (
+            request.prompt is not None
+            or request.extras
+            or request.tools
+            or request.tool_choice is not None
+            or request.output_schema is not None
+            or request.thinking is not None
+            or request.effort is not None
+            or (request.stop and "stop" in self.options.unsupported)
+            or (request.top_k is not None and "top_k" in self.options.unsupported)
+        ):
+            return None
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        for message in request.messages:
+            parts = message.parts
+            if len(parts) == 1 and type(parts[0]) is TextPart:
+                content = parts[0].text
+            elif all(type(p) is TextPart for p in parts):
+                content = "".join(p.text for p in parts if type(p) is TextPart)
+            else:
+                return None
+            messages.append({"role": message.role, "content": content})
+        payload: dict[str, Any] = {"model": model, "messages": messages}
+        if request.max_tokens is not None:
+            payload["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            payload["temperature"] = request.temperature
+        if request.top_p is not None:
+            payload["top_p"] = request.top_p
+        if request.top_k is not None:
+            payload["top_k"] = request.top_k
+        if request.stop:
+            payload["stop"] = list(request.stop)
+        return payload
 
     def _check_features(self, request: ChatRequest) -> None:
         needs = list(request.extras)
@@ -272,7 +321,9 @@ class OpenAIBackend:
         if calls and reason != "length":
             reason, stop_sequence = "tool", None
         usage = _usage(data)
-        input_tokens = _count(usage, "prompt_tokens", request_text(request))
+        input_tokens = _count(usage, "prompt_tokens", None)
+        if input_tokens is None:  # the server did not say: estimated from the text
+            input_tokens = estimate_tokens(request_text(request))
         output_tokens = _count(usage, "completion_tokens", text)
         return ChatAnswer(
             text,
@@ -444,11 +495,17 @@ def _usage(data: dict[str, Any]) -> dict[str, Any]:
     return usage if isinstance(usage, dict) else {}
 
 
-def _count(usage: dict[str, Any], key: str, text: str) -> int:
+@overload
+def _count(usage: dict[str, Any], key: str, text: str) -> int: ...
+@overload
+def _count(usage: dict[str, Any], key: str, text: None) -> int | None: ...
+def _count(usage: dict[str, Any], key: str, text: str | None) -> int | None:
+    """The server's count under ``key``, else an estimate from ``text`` (``None`` without
+    one: the caller estimates, when building the text costs)."""
     value = usage.get(key)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if type(value) is int and value >= 0:
         return value
-    return estimate_tokens(text)
+    return None if text is None else estimate_tokens(text)
 
 
 def _crashed(exc: Exception, request: ModelRequest) -> ModelResult:
