@@ -81,7 +81,8 @@ class ResilientBackend:
         # One coroutine for every attempt, with the deadline kept by the loop's Deadlines
         # (one timer for all records) rather than an asyncio.timeout each: this layer is
         # awaited once per record, and each level of coroutines costs on every suspension.
-        policy = self.policy
+        policy, inner, semaphore = self.policy, self.inner, self._semaphore
+        metrics, route = self._metrics, self.route
         deadline_s = policy.deadline_s
         entry: Entry | None = None
         deadlines: Deadlines | None = None
@@ -98,8 +99,37 @@ class ResilientBackend:
             attempts = 1
             throttled = 0
             while True:
-                result = await self._attempt(request, entry)
-                error = result.error
+                # One attempt, inline (each level of coroutines costs on every suspension),
+                # timed from when it has its slot, not while it waits for one; the deadline
+                # starts with the first slot, so records queued behind a busy backend are not
+                # failed for waiting their turn.
+                if semaphore is not None:
+                    await semaphore.acquire()
+                if entry is not None and entry[2] is WAITING:
+                    assert deadlines is not None and deadline_s is not None
+                    deadlines.start(entry, deadline_s)
+                started = time.perf_counter()
+                outcome = "error"
+                try:
+                    result = await inner.invoke(request)
+                    error = result.error
+                    if error is None:
+                        outcome = "ok"
+                    elif error.code == 429:
+                        outcome = "throttled"
+                except Exception as exc:
+                    # Backends report record failures as results; one that raises anyway (a
+                    # plug-in's bug, an outage it did not expect) is treated like a 5xx.
+                    if entry is not None and entry[2] is EXPIRED:
+                        raise
+                    log.exception("model backend raised on record %s", request.record_id)
+                    message = f"The model backend failed: {type(exc).__name__}: {exc}"
+                    result = ModelResult(error=RecordError(500, message, retryable=True))
+                    error = result.error
+                finally:
+                    if semaphore is not None:
+                        semaphore.release()
+                    metrics.model_request(route, outcome, time.perf_counter() - started)
                 if error is None or not error.retryable:
                     if attempts == 1:
                         return result
@@ -132,42 +162,6 @@ class ResilientBackend:
             # Out of retries: this is the record's final error.
             result.error = RecordError(result.error.code, result.error.message, retryable=False)
         return result
-
-    async def _attempt(self, request: ModelRequest, entry: Entry | None) -> ModelResult:
-        """One call of the model, timed from when it has its slot (not while it waits for
-        one); the record's deadline starts with its first slot, so records queued behind a
-        busy backend are not failed for waiting their turn."""
-        semaphore = self._semaphore
-        try:
-            if semaphore is not None:
-                await semaphore.acquire()
-            try:
-                if entry is not None and entry[2] is WAITING:
-                    assert self._deadlines is not None and self.policy.deadline_s is not None
-                    self._deadlines.start(entry, self.policy.deadline_s)
-                started = time.perf_counter()
-                outcome = "error"
-                try:
-                    result = await self.inner.invoke(request)
-                    error = result.error
-                    if error is None:
-                        outcome = "ok"
-                    elif error.code == 429:
-                        outcome = "throttled"
-                    return result
-                finally:
-                    self._metrics.model_request(self.route, outcome, time.perf_counter() - started)
-            finally:
-                if semaphore is not None:
-                    semaphore.release()
-        except Exception as exc:
-            # Backends report record failures as results; one that raises anyway (a plug-in's
-            # bug, an outage it did not expect) gets the same treatment as a 5xx.
-            if entry is not None and entry[2] is EXPIRED:
-                raise
-            log.exception("model backend raised on record %s", request.record_id)
-            message = f"The model backend failed: {type(exc).__name__}: {exc}"
-            return ModelResult(error=RecordError(500, message, retryable=True))
 
     async def aclose(self) -> None:
         await self.inner.aclose()
