@@ -4,18 +4,20 @@ jobs), the per-minute window, the bound on model-id labels, and who may read /me
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchrock.api.app import BedrockApp
 from batchrock.clock import FakeClock
 from batchrock.jobs import Counters, JobStatus
-from batchrock.metrics import MAX_MODEL_LABELS, OTHER_MODEL, Metrics
+from batchrock.metrics import _MODEL_BUCKETS, MAX_MODEL_LABELS, OTHER_MODEL, Metrics
 from batchrock.service import JobService
 from batchrock.settings import Settings
 from batchrock.store.sqlite import SqliteStore
@@ -145,3 +147,39 @@ def test_a_busy_worker_metrics_port_is_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"batchrock worker: cannot listen on 127.0.0.1:{port}: ")
     assert "\n" not in err
+
+
+def test_model_request_latencies_are_exposed_as_a_prometheus_histogram_would() -> None:
+    """The model-request histogram keeps its own counts (it is observed once per attempt);
+    its exposition text is prometheus-client's Histogram's, byte for byte bar the creation
+    times."""
+    registry = CollectorRegistry(auto_describe=True)
+    reference = Histogram(
+        "batchrock_model_request_duration_seconds",
+        "One model request (one attempt) by model route and outcome.",
+        ["route", "outcome"],
+        buckets=_MODEL_BUCKETS,
+        registry=registry,
+    )
+    metrics = Metrics()
+    observed = [
+        ("a", "ok", 0.0),
+        ("a", "ok", 0.005),  # on a bound: counted in it
+        ("a", "ok", 0.0051),
+        ("a", "throttled", 0.3),
+        ("b", "error", 61.0),  # past every bound
+        ("a", "ok", 1.0),
+    ]
+    for route, outcome, seconds in observed:
+        metrics.model_request(route, outcome, seconds)
+        reference.labels(route, outcome).observe(seconds)
+
+    def section(text: str) -> str:
+        lines = [
+            line for line in text.splitlines() if "batchrock_model_request_duration_sec" in line
+        ]
+        return re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", "\n".join(lines))
+
+    ours = section(metrics.render().decode())
+    assert "batchrock_model_request_duration_seconds_bucket" in ours
+    assert ours == section(generate_latest(registry).decode())

@@ -13,15 +13,20 @@ are labels; any further ones count as ``model_id="other"``.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from batchrock.jobs import Counters, JobStatus
 from batchrock.store.base import JobStore, ModelWork, StoreSnapshot
@@ -91,6 +96,63 @@ class _PerMinute:
             del self._buckets[second]
 
 
+class _Observer(Protocol):
+    def observe(self, labels: tuple[str, ...], value: float) -> None: ...
+
+
+class _FileHistogram:
+    """prometheus-client's ``Histogram`` behind :class:`_HotHistogram`'s ``observe``, for its
+    multiprocess mode (counts in the shared folder's files)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._children: dict[tuple[str, ...], Histogram] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._histogram.labels(*labels)
+        child.observe(value)
+
+
+class _HotHistogram(Collector):
+    """A labelled histogram observed once per model request: plain counts in lists, no lock
+    and no labelled child per call (prometheus-client's ``Histogram.observe`` costs a few
+    microseconds, a noticeable part of a record's CPU against a fast model server). The
+    event loop is its only writer; a scrape copies each series' counts in one step. It is
+    exposed exactly as prometheus-client exposes a ``Histogram`` (a test compares)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self._name, self._documentation = name, documentation
+        self._labelnames = tuple(labelnames)
+        self._bounds = tuple(float(b) for b in buckets)
+        go_string: Callable[[float], str] = floatToGoString  # untyped in prometheus-client
+        self._les = [*(go_string(b) for b in self._bounds), "+Inf"]
+        #: label values -> [counts per bucket (the last one past every bound), sum, created]
+        self._series: dict[tuple[str, ...], list[Any]] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [[0] * (len(self._bounds) + 1), 0.0, time.time()]
+        series[0][bisect.bisect_left(self._bounds, value)] += 1
+        series[1] += value
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            self._name, self._documentation, labels=list(self._labelnames)
+        )
+        for labels, (counts, total, created) in list(self._series.items()):
+            cumulative = itertools.accumulate(list(counts))
+            buckets = [(le, float(n)) for le, n in zip(self._les, cumulative, strict=True)]
+            family.add_metric(list(labels), buckets, total)
+            named = dict(zip(self._labelnames, labels, strict=True))
+            family.samples.append(Sample(self._name + "_created", named, created))
+        yield family
+
+
 class Metrics:
     """One process's metrics. ``render()`` is the exposition text of everything registered."""
 
@@ -146,20 +208,27 @@ class Metrics:
         self._output_tokens = Counter(
             "batchrock_output_tokens", "Output tokens of processed records.", records, registry=r
         )
-        self._model_latency = Histogram(
+        model_latency = (
             "batchrock_model_request_duration_seconds",
             "One model request (one attempt) by model route and outcome.",
             ["route", "outcome"],
-            buckets=_MODEL_BUCKETS,
-            registry=r,
         )
+        # With several API processes a scrape may reach one whose memory holds none of the
+        # engine's counts: there the histogram counts in the shared files as prometheus-client
+        # does (a few microseconds more a request).
+        self._model_latency: _Observer = (
+            _FileHistogram(Histogram(*model_latency, buckets=_MODEL_BUCKETS, registry=r))
+            if multiprocess
+            else _HotHistogram(*model_latency, buckets=_MODEL_BUCKETS)
+        )
+        if isinstance(self._model_latency, _HotHistogram):
+            r.register(self._model_latency)
         self._throttled = Counter(
             "batchrock_model_requests_throttled",
             "Model requests answered 429 (throttled), retried ones included, by route.",
             ["route"],
             registry=r,
         )
-        self._model_children: dict[tuple[str, str], Histogram] = {}
         self._api_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         # Only the engine's process sets it; with several API processes (a shared folder, see
         # share_between_processes) the latest value counts, not one series per process.
@@ -203,13 +272,7 @@ class Metrics:
 
     def model_request(self, route: str, outcome: str, seconds: float) -> None:
         """One attempt at a model request; ``outcome`` is ``ok``, ``throttled`` or ``error``."""
-        # Once per model request: the labelled child is looked up once per (route, outcome).
-        child = self._model_children.get((route, outcome))
-        if child is None:
-            child = self._model_children[(route, outcome)] = self._model_latency.labels(
-                route, outcome
-            )
-        child.observe(seconds)
+        self._model_latency.observe((route, outcome), seconds)
         if outcome == "throttled":
             self._throttled.labels(route).inc()
 

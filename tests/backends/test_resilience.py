@@ -6,6 +6,7 @@ import asyncio
 import random
 
 from batchrock.backends.base import MockBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.deadlines import Deadlines, current_task
 from batchrock.backends.resilience import ResilientBackend, RetryPolicy
 
 REQUEST = ModelRequest("m", "InvokeModel", {}, "r1")
@@ -228,3 +229,18 @@ def test_one_backend_keeps_deadlines_on_each_event_loop_it_is_used_from() -> Non
     for _ in range(2):
         result = asyncio.run(backend.invoke(REQUEST))
         assert result.error is not None and result.error.code == 408
+
+
+def test_the_running_task_is_found_through_the_known_loop_or_asyncio() -> None:
+    async def here(known: Deadlines | None) -> bool:
+        return current_task(known) is asyncio.current_task()
+
+    async def on_this_loop() -> bool:
+        return await here(Deadlines(asyncio.get_running_loop()))
+
+    assert asyncio.run(on_this_loop())
+    assert asyncio.run(here(None))
+    # A Deadlines of a loop that is gone: the task of the loop now running, not None.
+    stale = Deadlines(asyncio.new_event_loop())
+    assert asyncio.run(here(stale))
+    stale.loop.close()

@@ -28,6 +28,26 @@ _SLACK = 256
 
 Entry = list[Any]
 
+#: asyncio's own map of each running loop to its current task. Python 3.11's
+#: ``asyncio.current_task()`` asks ``get_running_loop()`` first, which makes a system call
+#: (``getpid``) each time: a microsecond per record on this path. Where the map is not there
+#: (later Pythons keep it elsewhere), :func:`current_task` asks asyncio.
+_CURRENT_TASKS: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
+
+
+def current_task(known: Deadlines | None) -> asyncio.Task[Any]:
+    """The running task, found through the loop of ``known`` when that loop is the one
+    running it (a loop that is not running has no current task there), else asyncio's
+    way."""
+    if known is not None and _CURRENT_TASKS is not None:
+        task = _CURRENT_TASKS.get(known.loop)
+        if task is not None:
+            return task
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("a record's deadline needs to be awaited in a task")
+    return task
+
 
 class Deadlines:
     """The deadlines of the records awaited on ``loop``."""

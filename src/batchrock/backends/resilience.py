@@ -18,7 +18,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
-from batchrock.backends.deadlines import ACTIVE, EXPIRED, WAITING, Deadlines, Entry
+from batchrock.backends.deadlines import (
+    ACTIVE,
+    EXPIRED,
+    WAITING,
+    Deadlines,
+    Entry,
+    current_task,
+)
 from batchrock.metrics import process_metrics
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -88,9 +95,8 @@ class ResilientBackend:
         deadlines: Deadlines | None = None
         cancelling = 0
         if deadline_s is not None:
-            task = asyncio.current_task()
-            assert task is not None
             deadlines = self._deadlines
+            task = current_task(deadlines)
             if deadlines is None or deadlines.loop is not task.get_loop():
                 deadlines = self._deadlines = Deadlines(task.get_loop())
             entry = Deadlines.new(task)
