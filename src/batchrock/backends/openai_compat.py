@@ -212,16 +212,7 @@ class OpenAIBackend:
         else:
             path = "chat/completions"
             payload["messages"] = self._messages(request)
-        if request.max_tokens is not None:
-            payload["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            payload["temperature"] = request.temperature
-        if request.top_p is not None:
-            payload["top_p"] = request.top_p
-        if request.top_k is not None:
-            payload["top_k"] = request.top_k
-        if request.stop:
-            payload["stop"] = list(request.stop)
+        _add_sampling(payload, request)
         if path == "chat/completions":
             payload.update(translate.request_fields(request, self.options.thinking))
         return path, payload
@@ -255,16 +246,7 @@ class OpenAIBackend:
                 return None
             messages.append({"role": message.role, "content": content})
         payload: dict[str, Any] = {"model": model, "messages": messages}
-        if request.max_tokens is not None:
-            payload["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            payload["temperature"] = request.temperature
-        if request.top_p is not None:
-            payload["top_p"] = request.top_p
-        if request.top_k is not None:
-            payload["top_k"] = request.top_k
-        if request.stop:
-            payload["stop"] = list(request.stop)
+        _add_sampling(payload, request)
         return payload
 
     def _check_features(self, request: ChatRequest) -> None:
@@ -484,6 +466,20 @@ def _server_message(response: httpx.Response) -> str:
         if isinstance(data.get("detail"), str):
             return str(data["detail"])[:300]
     return response.text[:300]
+
+
+def _add_sampling(payload: dict[str, Any], request: ChatRequest) -> None:
+    """The sampling members of a chat or completions payload (always in this order)."""
+    if request.max_tokens is not None:
+        payload["max_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        payload["temperature"] = request.temperature
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
+    if request.top_k is not None:
+        payload["top_k"] = request.top_k
+    if request.stop:
+        payload["stop"] = list(request.stop)
 
 
 def _stop_reason(finish: Any, matched: Any, request: ChatRequest) -> tuple[StopReason, str | None]:

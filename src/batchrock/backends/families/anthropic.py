@@ -699,6 +699,33 @@ def _plain_sampling(body: dict[str, Any]) -> tuple[str, ...] | None:
     return stop_strings(body.get("stop_sequences"))
 
 
+def _plain_message(raw: Any) -> tuple[Role, str | list[str]] | None:
+    """The role and content of a plain message (its text, or the texts of its plain text
+    blocks), else ``None``: anything else goes to the checked parse."""
+    if type(raw) is not dict or len(raw) != 2:
+        return None
+    role = raw.get("role")
+    content = raw.get("content")
+    if role != "user" and role != "assistant":
+        return None
+    if type(content) is str:
+        return role, content
+    if type(content) is not list:
+        return None
+    texts = []
+    for block in content:
+        text = block.get("text") if type(block) is dict else None
+        if (
+            type(text) is not str
+            or block.get("type") != "text"
+            or not block.keys() <= _PLAIN_TEXT_BLOCK
+            or not text.strip()
+        ):
+            return None
+        texts.append(text)
+    return role, texts
+
+
 def _plain_request(body: Any) -> ChatRequest | None:
     """:meth:`AnthropicMessages.parse_checked`'s request for a text-only conversation (the
     bodies :func:`_quick` takes), in one straight pass; ``None`` for any other body."""
@@ -708,29 +735,14 @@ def _plain_request(body: Any) -> ChatRequest | None:
     max_tokens, raw_messages, system = top
     messages: list[Message] = []
     for raw in raw_messages:
-        if type(raw) is not dict or len(raw) != 2:
+        plain = _plain_message(raw)
+        if plain is None:
             return None
-        role = raw.get("role")
-        content = raw.get("content")
-        if role != "user" and role != "assistant":
-            return None
+        role, content = plain
         if type(content) is str:
             messages.append(Message(role, (TextPart(content),)))
-            continue
-        if type(content) is not list:
-            return None
-        parts: list[Part] = []
-        for block in content:
-            text = block.get("text") if type(block) is dict else None
-            if (
-                type(text) is not str
-                or block.get("type") != "text"
-                or not block.keys() <= _PLAIN_TEXT_BLOCK
-                or not text.strip()
-            ):
-                return None
-            parts.append(TextPart(text))
-        messages.append(Message(role, tuple(parts)))
+        else:
+            messages.append(Message(role, tuple(TextPart(text) for text in content)))
     stop = _plain_sampling(body)
     if stop is None:
         return None
@@ -754,27 +766,14 @@ def _quick(body: Any) -> Quick | None:
     max_tokens, raw_messages, system = top
     texts = [system]
     for raw in raw_messages:
-        if type(raw) is not dict or len(raw) != 2:
+        plain = _plain_message(raw)
+        if plain is None:
             return None
-        role = raw.get("role")
-        content = raw.get("content")
-        if role != "user" and role != "assistant":
-            return None
+        content = plain[1]
         if type(content) is str:
             texts.append(content)
-        elif type(content) is list:
-            for block in content:
-                text = block.get("text") if type(block) is dict else None
-                if (
-                    type(text) is not str
-                    or block.get("type") != "text"
-                    or not block.keys() <= _PLAIN_TEXT_BLOCK
-                    or not text.strip()
-                ):
-                    return None
-                texts.append(text)
         else:
-            return None
+            texts.extend(content)
     stop = _plain_sampling(body)
     if stop is None:
         return None
