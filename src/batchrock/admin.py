@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import shutil
 import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from batchrock import __version__, datadir, processes
@@ -108,19 +110,27 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from batchrock.backends.routing import ConfigError
 
+        count = processes.process_count(settings) if command == "serve" else 1
+        # Several API processes count their metrics in files of a shared folder; the backends
+        # built next keep this process's Metrics, so it must count there from the start.
+        shared = _share_metrics(settings) if count > 1 else None
         try:
             resolver = _resolver(settings) if command == "worker" or settings.engine else None
             catalogue = model_catalogue(settings, resolver)
         except ConfigError as exc:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
+            if shared is not None:
+                shutil.rmtree(shared, ignore_errors=True)
             return 2
         if command == "serve":
-            count = processes.process_count(settings)
-            if count > 1:
+            if shared is not None:
                 socks = _listen_or_say(command, settings.host, settings.port, count)
                 if socks is None:
+                    shutil.rmtree(shared, ignore_errors=True)
                     return 1
-                return _serve_processes(settings, resolver, socks, directory, tls, catalogue)
+                return _serve_processes(
+                    settings, resolver, socks, directory, tls, catalogue, shared
+                )
             sock = _listen_or_say(command, settings.host, settings.port)
             if sock is None:
                 return 1
@@ -153,18 +163,14 @@ def _serve_processes(
     directory: LiveDirectory | None,
     tls: tuple[str, str] | None,
     catalogue: ModelCatalogue,
+    folder: Path,
 ) -> int:
     """``serve`` in one process per socket of ``socks`` (bound to one port with
     :func:`listen_shared`; setting ``api_processes``; see :mod:`batchrock.processes`): this
-    one with the engine on the first, the others forked API-only."""
-    datadir.prepare(settings)  # once, before forking: the umask is inherited
-    import shutil
-
-    from batchrock import metrics
+    one with the engine on the first, the others forked API-only; ``folder`` is what they
+    share (:func:`_share_metrics`)."""
     from batchrock.shared_state import SharedState
 
-    folder = processes.run_folder(settings.data_dir)
-    metrics.share_between_processes(folder / "metrics")
     SharedState.create(folder / processes.SHARED_STATE)
 
     def child(role: processes.Child) -> int:
@@ -204,6 +210,17 @@ def _serve_processes(
         parent.stop_now()
         shutil.rmtree(folder, ignore_errors=True)
     return 1 if parent.failed else code
+
+
+def _share_metrics(settings: Settings) -> Path:
+    """The folder several API processes share (removed when ``serve`` ends), with this
+    process's metrics counting in its files from now on."""
+    from batchrock import metrics
+
+    datadir.prepare(settings)  # once, before forking: the umask is inherited
+    folder = processes.run_folder(settings.data_dir)
+    metrics.share_between_processes(folder / "metrics")
+    return folder
 
 
 def _resolver(settings: Settings) -> BackendResolver:
