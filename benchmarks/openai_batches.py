@@ -25,15 +25,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import boto3
 import openai
 import orjson
-from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openai_backend import cpu_seconds, services
+from openai_backend import bedrock_client, cpu_seconds, run_job, services, write_records
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 TARGET = 1.1
@@ -43,36 +40,11 @@ def prompt(i: int) -> str:
     return f"Summarize record {i}."
 
 
-def bedrock_run(url: str, bucket: Path, records: int, pid: int) -> tuple[float, float]:
-    client: Any = boto3.client(
-        "bedrock",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIAEXAMPLE",
-        aws_secret_access_key="secret",
-        config=Config(retries={"max_attempts": 1}),
-    )
-    cpu, start = cpu_seconds(pid), time.perf_counter()
-    (bucket / "in").mkdir(parents=True, exist_ok=True)
-    with (bucket / "in" / "records.jsonl").open("wb") as out:
-        for i in range(records):
-            body = {
-                "anthropic_version": "bedrock-2023-05-31",
-                "max_tokens": 64,
-                "messages": [{"role": "user", "content": prompt(i)}],
-            }
-            out.write(orjson.dumps({"recordId": f"R{i:08d}", "modelInput": body}) + b"\n")
-    arn = client.create_model_invocation_job(
-        jobName="bench",
-        roleArn="arn:aws:iam::123456789012:role/bench",
-        modelId=CLAUDE,
-        inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://bench-bucket/in/"}},
-        outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://bench-bucket/out/"}},
-    )["jobArn"]
-    while client.get_model_invocation_job(jobIdentifier=arn)["status"] not in (
-        "Completed", "PartiallyCompleted", "Failed", "Stopped"):  # fmt: skip
-        time.sleep(0.2)
-    return time.perf_counter() - start, cpu_seconds(pid) - cpu
+def bedrock_run(url: str, data: Path, records: int, pid: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    write_records(data / "s3" / "bench-bucket" / "in" / "records.jsonl", records)
+    run = run_job(bedrock_client(url), data, pid, "bench", poll_s=0.2)
+    return time.perf_counter() - start, run.cpu_s
 
 
 def openai_run(url: str, records: int, pid: int) -> tuple[float, float]:
@@ -129,9 +101,7 @@ max_concurrency = {args.concurrency}
         data,
         pid,
     ):
-        bedrock_wall, bedrock_cpu = bedrock_run(
-            url, data / "s3" / "bench-bucket", args.records, pid
-        )
+        bedrock_wall, bedrock_cpu = bedrock_run(url, data, args.records, pid)
         openai_wall, openai_cpu = openai_run(url, args.records, pid)
         per = 1e6 / args.records
         print(f"records  {args.records} at {args.latency_ms:g} ms, concurrency {args.concurrency}")
