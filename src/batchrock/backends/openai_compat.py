@@ -19,19 +19,25 @@ from __future__ import annotations
 import logging
 import math
 import os
-import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, overload
 
-import httpx
 import orjson
 
 from batchrock.backends import translate
 from batchrock.backends.base import ModelRequest, ModelResult, RecordError
 from batchrock.backends.families import BodyError, ChatFamily, EmbedFamily, family_for
 from batchrock.backends.families.openai_batch import endpoint_of
-from batchrock.backends.http11 import Http11Transport
+from batchrock.backends.http11 import (
+    ConnectError,
+    ConnectTimeout,
+    HttpClient,
+    HttpError,
+    HttpResponse,
+    HttpTransport,
+    ReadTimeout,
+)
 from batchrock.backends.neutral import (
     ChatAnswer,
     ChatRequest,
@@ -97,26 +103,20 @@ class UnservableError(Exception):
 class OpenAIBackend:
     """Answers records through an OpenAI-compatible server."""
 
-    def __init__(self, options: OpenAIOptions, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, options: OpenAIOptions, transport: HttpTransport | None = None):
         self.options = options
-        headers = {"content-type": "application/json", **dict(options.headers)}
+        headers = {"Content-Type": "application/json", **dict(options.headers)}
         if options.api_key:
-            headers["authorization"] = f"Bearer {options.api_key}"
-        verify: ssl.SSLContext | None = None
-        if options.base_url.startswith("https://"):
-            verify = ssl.create_default_context()
-        # Requests go straight to the transport: the httpx client's per-request work (URL
-        # merging, auth, redirects, cookies) is a fifth of the CPU a record costs, and none
-        # of it applies to one fixed origin. See http11.py for the transport itself.
-        self._transport = transport or Http11Transport(
-            ssl_context=verify, max_idle=options.max_connections
+            headers["Authorization"] = f"Bearer {options.api_key}"
+        # One lean HTTP/1.1 client per backend (http11.py): a request is one write of a head
+        # built once per path and the body, its answer one parse in C.
+        self._transport = transport or HttpClient(
+            options.base_url,
+            headers=headers,
+            timeout_s=options.timeout_s,
+            connect_timeout_s=options.connect_timeout_s,
+            max_idle=options.max_connections,
         )
-        self._base = httpx.URL(options.base_url.rstrip("/") + "/")
-        self._urls: dict[str, httpx.URL] = {}
-        self._headers = headers
-        self._timeouts = httpx.Timeout(
-            options.timeout_s, connect=options.connect_timeout_s
-        ).as_dict()
 
     def describe(self) -> str:
         served = f", served model {self.options.served_model}" if self.options.served_model else ""
@@ -367,19 +367,8 @@ class OpenAIBackend:
 
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         try:
-            url = self._urls.get(path)
-            if url is None:
-                url = self._urls[path] = self._base.join(path)
-            request = httpx.Request(
-                "POST",
-                url,
-                headers=self._headers,
-                content=orjson.dumps(payload),
-                extensions={"timeout": self._timeouts},
-            )
-            response = await self._transport.handle_async_request(request)
-            await response.aread()
-        except httpx.TimeoutException as exc:
+            response = await self._transport.post(path, orjson.dumps(payload))
+        except (ReadTimeout, ConnectTimeout) as exc:
             raise _Failure(
                 RecordError(
                     408,
@@ -389,7 +378,7 @@ class OpenAIBackend:
                 ),
                 _unreachable(exc),
             ) from exc
-        except httpx.TransportError as exc:
+        except HttpError as exc:
             raise _Failure(
                 RecordError(
                     503,
@@ -398,11 +387,10 @@ class OpenAIBackend:
                 ),
                 _unreachable(exc),
             ) from exc
-        status = response.status_code
-        if status >= 400:
+        if response.status >= 400:
             raise _http_failure(response)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(response.body)
         except orjson.JSONDecodeError as exc:
             raise _malformed("the body is not JSON") from exc
         if not isinstance(data, dict):
@@ -417,10 +405,10 @@ class _Failure(Exception):
         self.info = info or {}
 
 
-def _unreachable(exc: httpx.TransportError) -> dict[str, Any]:
+def _unreachable(exc: HttpError) -> dict[str, Any]:
     """Nothing answered at the address (refused, or no connection in time): a replica set
     takes such a server out at once (replicas.py); a dropped or slow answer is only a strike."""
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    if isinstance(exc, ConnectError):  # ConnectTimeout is one
         return {UNREACHABLE: True}
     return {}
 
@@ -431,11 +419,11 @@ def _malformed(detail: str) -> _Failure:
     )
 
 
-def _http_failure(response: httpx.Response) -> _Failure:
-    status = response.status_code
+def _http_failure(response: HttpResponse) -> _Failure:
+    status = response.status
     detail = _server_message(response)
     info: dict[str, Any] = {}
-    retry_after = response.headers.get("retry-after")
+    retry_after = response.header("retry-after")
     if retry_after:
         try:
             info["retry_after"] = float(retry_after)
@@ -448,13 +436,13 @@ def _http_failure(response: httpx.Response) -> _Failure:
     return _Failure(RecordError(status, f"Model server error {status}: {detail}", retryable), info)
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(response: HttpResponse) -> str:
     """The error text OpenAI-style servers put in ``{"error": {"message": ...}}``."""
     try:
-        data = orjson.loads(response.content)
+        data = orjson.loads(response.body)
     except orjson.JSONDecodeError:
         text = response.text.strip()
-        return text[:300] or response.reason_phrase
+        return text[:300] or response.reason
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
@@ -560,18 +548,21 @@ def from_route(route: Route, settings: Settings) -> OpenAIBackend:
         connect_timeout_s = float(options.get("connect_timeout_s", 10.0))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: timeouts must be numbers ({exc})") from exc
-    return OpenAIBackend(
-        OpenAIOptions(
-            base_url=base_url,
-            api_key=api_key,
-            served_model=served,
-            timeout_s=timeout_s,
-            connect_timeout_s=connect_timeout_s,
-            prompt_api=prompt_api,
-            unsupported=frozenset(unsupported),
-            send_dimensions=bool(options.get("send_dimensions", False)),
-            headers=tuple(headers.items()),
-            thinking=thinking,
-            max_connections=route.max_concurrency or 256,
+    try:
+        return OpenAIBackend(
+            OpenAIOptions(
+                base_url=base_url,
+                api_key=api_key,
+                served_model=served,
+                timeout_s=timeout_s,
+                connect_timeout_s=connect_timeout_s,
+                prompt_api=prompt_api,
+                unsupported=frozenset(unsupported),
+                send_dimensions=bool(options.get("send_dimensions", False)),
+                headers=tuple(headers.items()),
+                thinking=thinking,
+                max_connections=route.max_concurrency or 256,
+            )
         )
-    )
+    except ValueError as exc:  # a header name or value HTTP cannot carry
+        raise ConfigError(f"{where}: {exc}") from exc
