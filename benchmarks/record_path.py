@@ -73,7 +73,8 @@ def measure(args: argparse.Namespace, latency: float) -> Measured:
 
     setup = argparse.Namespace(latency_ms=latency, concurrency=args.concurrency)
     got = Measured()
-    with services(setup, routes_capturing) as (url, data, pid):
+    loop = {"BATCHROCK_EVENT_LOOP": args.event_loop}
+    with services(setup, routes_capturing, **loop) as (url, data, pid):
         source = data / "s3" / "bench-bucket" / "in" / "records.jsonl"
         write_records(source, args.records)
         target = data / "floor.jsonl.out"
@@ -112,6 +113,12 @@ def main() -> int:
     parser.add_argument("--latencies", default="0,50", help="model latencies in ms, commas")
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--floor-uvloop", action="store_true")
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="batchrock serve's event_loop setting",
+    )
     args = parser.parse_args()
     missed: list[str] = []
     rows: list[str] = []
@@ -128,7 +135,10 @@ def main() -> int:
         if latency in TIME_TARGETS and got.times and max(got.times) > TIME_TARGETS[latency]:
             missed.append(f"InProgress/ideal at {latency:g} ms (max {max(got.times):.3f})")
     uv_head = " floor on uvloop µs |" if args.floor_uvloop else ""
-    print(f"\n{args.records} records, concurrency {args.concurrency}, {args.rounds} rounds\n")
+    print(
+        f"\n{args.records} records, concurrency {args.concurrency}, {args.rounds} rounds, "
+        f"event_loop {args.event_loop}\n"
+    )
     print(
         "| latency | batchrock CPU µs a record | floor CPU µs |" + uv_head + " CPU ratio "
         "(median, range) | InProgress / ideal (median, range) |"

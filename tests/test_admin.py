@@ -253,6 +253,53 @@ def test_serving_is_printed_once_bound_with_the_port_picked(tmp_path: Path) -> N
             proc.wait(timeout=30)
 
 
+@pytest.mark.parametrize("choice", ["asyncio", "uvloop"])
+def test_the_event_loop_is_the_one_the_setting_names(tmp_path: Path, choice: str) -> None:
+    command = [*BATCHROCK, "serve", "--port", "0", "--no-engine", "--data-dir", str(tmp_path)]
+    command += ["--event-loop", choice]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "serving http://" in line:
+                    break
+            assert line.rstrip().endswith(f"event loop {choice})"), line
+            url = line.split("serving ", 1)[1].split()[0]
+            with urllib.request.urlopen(url + "/_batchrock/health", timeout=10) as reply:
+                assert reply.status == 200
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def test_event_loop_auto_is_uvloop_when_installed_and_uvloop_missing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvloop
+
+    from batchrock.admin import loop_factory
+
+    assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    assert loop_factory("auto") is None
+    with pytest.raises(SettingsError, match="uvloop is not installed"):
+        loop_factory("uvloop")
+    # Without uvloop importable: auto falls back to asyncio, an explicit uvloop is refused.
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+    import os
+
+    env = dict(os.environ, PYTHONPATH=f"{hide}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    result = _run("serve", "--event-loop", "uvloop", "--data-dir", str(tmp_path / "d"), env=env)
+    assert result.returncode == 2
+    assert _one_line(result) == (
+        "batchrock serve: setting event_loop: uvloop is not installed (pip install uvloop), "
+        "or set event_loop = asyncio"
+    )
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_an_unreachable_database_is_one_line_without_its_password(

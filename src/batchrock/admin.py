@@ -17,7 +17,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             directory = open_directory(settings)
             tls = tls_options(settings) if command == "serve" else None
             check_settings(settings)
+            factory = loop_factory(settings.event_loop)
         except (SettingsError, CredentialsFileError) as exc:
             print(f"batchrock {command}: {exc}", file=sys.stderr)
             return 2
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(
                 serve(settings, resolver, sock, directory=directory, tls=tls, catalogue=catalogue),
                 command,
+                factory,
             )
         assert resolver is not None
         metrics_sock = None
@@ -145,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             if metrics_sock is None:
                 return 1
         return _run(
-            worker(settings, resolver, directory=directory, metrics_sock=metrics_sock), command
+            worker(settings, resolver, directory=directory, metrics_sock=metrics_sock),
+            command,
+            factory,
         )
     if command == "models":
         from batchrock.backends import cli as models_cli
@@ -171,6 +175,7 @@ def _serve_processes(
     share (:func:`_share_metrics`)."""
     from batchrock.shared_state import SharedState
 
+    factory = loop_factory(settings.event_loop)  # checked by main already
     SharedState.create(folder / processes.SHARED_STATE)
 
     def child(role: processes.Child) -> int:
@@ -188,6 +193,7 @@ def _serve_processes(
                 child=role,
             ),
             "serve",
+            factory,
         )
 
     parent = processes.fork_children(len(socks), folder, child)
@@ -205,6 +211,7 @@ def _serve_processes(
                 parent=parent,
             ),
             "serve",
+            factory,
         )
     finally:
         parent.stop_now()
@@ -283,9 +290,33 @@ class StoreUnavailable(Exception):
     """The job store could not be opened at start-up (an unreachable database, say)."""
 
 
-def _run(coro: Any, command: str) -> int:
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the ``event_loop`` setting names (None: asyncio's own)."""
+    if choice == "asyncio":
+        return None
     try:
-        asyncio.run(coro)
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SettingsError(
+                "setting event_loop: uvloop is not installed (pip install uvloop), "
+                "or set event_loop = asyncio"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
+def loop_name() -> str:
+    """``uvloop`` or ``asyncio``: the running loop's package, for the start-up line."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+def _run(
+    coro: Any, command: str, factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+) -> int:
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(coro)
     except KeyboardInterrupt:
         pass
     except StoreUnavailable as exc:
@@ -562,7 +593,7 @@ async def serve(
         ):
             # Only now: the socket is bound and listening, and the engine has started.
             log.info(
-                "batchrock %s serving %s://%s:%d (data dir %s; %s%s)",
+                "batchrock %s serving %s://%s:%d (data dir %s; %s%s; event loop %s)",
                 __version__,
                 "https" if tls else "http",
                 f"[{host}]" if ":" in host else host,
@@ -570,6 +601,7 @@ async def serve(
                 settings.data_dir,
                 f"credentials from {directory.path}" if directory else "open mode: any credentials",
                 f"; {parent.count} API processes" if parent else "",
+                loop_name(),
             )
             yield
 
@@ -641,7 +673,7 @@ async def worker(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("batchrock worker running on %s", settings.data_dir)
+    log.info("batchrock worker running on %s (event loop %s)", settings.data_dir, loop_name())
     try:
         async with (
             events_running(settings, store, clock),

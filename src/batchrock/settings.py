@@ -123,6 +123,13 @@ class Settings:
             choices=("text", "json"),
         ),
     )
+    event_loop: str = field(
+        default="auto",
+        metadata=_meta(
+            "Event loop of serve and worker: auto (uvloop when installed), uvloop, asyncio.",
+            choices=("auto", "uvloop", "asyncio"),
+        ),
+    )
     engine: bool = field(
         default=True,
         metadata=_meta("Run jobs inside `batchrock serve` (--no-engine: API only, for workers)."),
