@@ -213,7 +213,7 @@ def test_waiting_jobs_and_throttled_model_requests_show_in_the_metrics(
     server = server_factory(
         **FAST,
         quota_max_concurrent_jobs_per_model=1,
-        builtin_latency_ms=20,
+        builtin_latency_ms=100,
         builtin_throttle_rate=0.3,
         builtin_seed=7,
         engine_record_concurrency=2,
@@ -223,8 +223,9 @@ def test_waiting_jobs_and_throttled_model_requests_show_in_the_metrics(
     server.wait_history(first, "InProgress")
     second = create(server)
     server.wait_history(second, "Scheduled")
-    # Scraped while the first still runs: 40 records two at a time, 20 ms each, and the
-    # throttled ones wait 0.25 s or more before their retry, take seconds.
+    # Scraped while the first still runs: 40 records two at a time, 100 ms each, take two
+    # seconds at least (at 20 ms, the 0.4 s and the short pauses of the built-in model's
+    # retries were over before the scrape now and then, on a busy machine or a fast loop).
     status, _, text = scrape(server)
     assert status == 200
     found = samples(text)
