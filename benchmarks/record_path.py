@@ -73,7 +73,7 @@ def measure(args: argparse.Namespace, latency: float) -> Measured:
 
     setup = argparse.Namespace(latency_ms=latency, concurrency=args.concurrency)
     got = Measured()
-    loop = {"BATCHROCK_EVENT_LOOP": args.event_loop}
+    loop = {"BATCHROCK_EVENT_LOOP": args.event_loop} if args.event_loop else {}
     with services(setup, routes_capturing, **loop) as (url, data, pid):
         source = data / "s3" / "bench-bucket" / "in" / "records.jsonl"
         write_records(source, args.records)
@@ -116,8 +116,7 @@ def main() -> int:
     parser.add_argument(
         "--event-loop",
         choices=("auto", "uvloop", "asyncio"),
-        default="auto",
-        help="batchrock serve's event_loop setting",
+        help="batchrock serve's event_loop setting (unset: its default)",
     )
     args = parser.parse_args()
     missed: list[str] = []
@@ -137,7 +136,7 @@ def main() -> int:
     uv_head = " floor on uvloop µs |" if args.floor_uvloop else ""
     print(
         f"\n{args.records} records, concurrency {args.concurrency}, {args.rounds} rounds, "
-        f"event_loop {args.event_loop}\n"
+        f"event_loop {args.event_loop or 'default'}\n"
     )
     print(
         "| latency | batchrock CPU µs a record | floor CPU µs |" + uv_head + " CPU ratio "

@@ -217,6 +217,32 @@ def test_connection_close_and_close_delimited_bodies() -> None:
     assert connections == 2
 
 
+def test_an_answer_nobody_asked_for_closes_the_connection() -> None:
+    """Two answers to one request: the second must not become the next request's answer,
+    nor put the connection in the pool twice."""
+
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        _, body = await read_request(reader)
+        writer.write(ok(body) + (ok(b"extra") if connections == 1 else b""))
+        while True:
+            _, body = await read_request(reader)
+            writer.write(ok(body))
+
+    async def check(make: Callable[..., HttpClient]) -> None:
+        client = make()
+        assert (await client.post("x", b"one")).body == b"one"
+        await asyncio.sleep(0.05)
+        assert len(client.idle) <= 1
+        assert (await client.post("x", b"two")).body == b"two"
+        assert (await client.post("x", b"three")).body == b"three"
+
+    assert len(serve(handler, check)) == 2
+
+
 def test_a_drop_without_answer_on_a_fresh_connection_is_an_error() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)

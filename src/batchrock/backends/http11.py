@@ -350,6 +350,9 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
+        if waiter is None:  # a second answer to one request: the connection is out of step
+            self.abort()
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -361,7 +364,7 @@ class _Connection(asyncio.Protocol):
         )
         keep = not self.closed and self.has_length and self.parser.should_keep_alive()
         self._reset()
-        if waiter is not None and not waiter.done():
+        if not waiter.done():
             waiter.set_result(response)
         if keep:
             self.reused = True
