@@ -47,9 +47,22 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU seconds of ``pid`` and every process under it (the engine's model
+    worker processes, with engine_processes above 1), those alive now; the dead children's
+    time the process has waited for (cutime, cstime) included."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue  # it ended meanwhile
+        total += sum(int(f) for f in fields[11:15])
+        todo.extend(int(c) for c in children)
+    return total / ticks
 
 
 @contextlib.contextmanager

@@ -4,16 +4,16 @@
         [--concurrency 256] [--floor-uvloop]
 
 For each latency, starts the fake OpenAI-compatible server from the tests and a ``batchrock
-serve`` routing a Claude model to it (benchmarks/openai_backend.py's helpers), writes one
-input file of ``--records`` Claude Messages records, then, round after round (the order
-alternating), runs a job over it through boto3 and the floor (benchmarks/_socket_floor.py: the
-same file, the same chat completions, the same server, raw asyncio sockets, one output line
-per answer). Each side's CPU time (user + system of its own process, never the fake server's)
-is divided by the records. Prints, per latency, the median CPU per record of each side, the
-median and range of their ratio over the rounds, and the median and range of batchrock's
-InProgress time over the ideal ``records * latency / concurrency`` (from the store's transition
-times). With ``--floor-uvloop`` the floor also runs on uvloop each round (reported apart, the
-ratio is always to the plain-asyncio floor).
+serve`` routing a Claude model to it (benchmarks/openai_backend.py's helpers), writes one input
+file of ``--records`` Claude Messages records, then, round after round (the order alternating),
+runs a job over it through boto3 and the floor (benchmarks/_socket_floor.py: the same file, the
+same chat completions, the same server, raw asyncio sockets, one output line per answer). Each
+side's CPU time (user + system of its process and the processes under it, never the fake
+server's) is divided by the records. Prints, per latency, the median CPU per record of each
+side, the median and range of their ratio over the rounds, and the median and range of
+batchrock's InProgress time over the ideal ``records * latency / concurrency`` (from the store's
+transition times). With ``--floor-uvloop`` the floor also runs on uvloop each round (reported
+apart, the ratio is always to the plain-asyncio floor).
 
 Targets (issue 12): CPU ratio at most 2 at 0 and 50 ms; InProgress / ideal within 1.2 at 50 ms
 and 1.1 at 200 ms in every round. Exit status 1 when a measured target is missed.
@@ -74,6 +74,8 @@ def measure(args: argparse.Namespace, latency: float) -> Measured:
     setup = argparse.Namespace(latency_ms=latency, concurrency=args.concurrency)
     got = Measured()
     loop = {"BATCHROCK_EVENT_LOOP": args.event_loop} if args.event_loop else {}
+    if args.engine_processes is not None:
+        loop["BATCHROCK_ENGINE_PROCESSES"] = str(args.engine_processes)
     with services(setup, routes_capturing, **loop) as (url, data, pid):
         source = data / "s3" / "bench-bucket" / "in" / "records.jsonl"
         write_records(source, args.records)
@@ -113,6 +115,7 @@ def main() -> int:
     parser.add_argument("--latencies", default="0,50", help="model latencies in ms, commas")
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--floor-uvloop", action="store_true")
+    parser.add_argument("--engine-processes", type=int, help="the engine_processes setting")
     parser.add_argument(
         "--event-loop",
         choices=("auto", "uvloop", "asyncio"),
