@@ -47,22 +47,25 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and every process under it (the engine's model
-    worker processes, with engine_processes above 1), those alive now; the dead children's
-    time the process has waited for (cutime, cstime) included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and every process under it now (the engine's model
+    worker processes with engine_processes above 1)."""
+    total = 0.0
     todo = [pid]
     while todo:
         current = todo.pop()
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += cpu_seconds(current)
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue  # it ended meanwhile
-        total += sum(int(f) for f in fields[11:15])
         todo.extend(int(c) for c in children)
-    return total / ticks
+    return total
 
 
 @contextlib.contextmanager
@@ -182,7 +185,7 @@ class JobRun:
 
 def run_job(client: Any, data: Path, pid: int, name: str, poll_s: float = 0.1) -> JobRun:
     """One job over ``s3://bench-bucket/in/`` (output under ``out/``), waited for."""
-    cpu_before = cpu_seconds(pid)
+    cpu_before = tree_cpu_seconds(pid)
     arn = client.create_model_invocation_job(
         jobName=name,
         roleArn="arn:aws:iam::123456789012:role/bench",
@@ -195,7 +198,7 @@ def run_job(client: Any, data: Path, pid: int, name: str, poll_s: float = 0.1) -
         if job["status"] in ("Completed", "PartiallyCompleted", "Failed", "Stopped"):
             break
         time.sleep(poll_s)
-    cpu = cpu_seconds(pid) - cpu_before
+    cpu = tree_cpu_seconds(pid) - cpu_before
     job_id = arn.rsplit("/", 1)[-1]
     manifest = orjson.loads(
         (data / "s3" / "bench-bucket" / "out" / job_id / "manifest.json.out").read_bytes()
