@@ -4,6 +4,7 @@ processes: what one keeps, the other sees."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -73,3 +74,37 @@ def test_an_accounts_rate_is_shared_by_the_processes(tmp_path: Path) -> None:
     there.check("111111111111")
     with pytest.raises(ThrottlingException):
         here.check("111111111111")
+
+
+def test_a_check_that_finds_the_file_busy_waits_off_the_loop_and_still_counts(
+    tmp_path: Path,
+) -> None:
+    """Another process holding the file's lock past the short wait (descheduled on a loaded
+    machine, say) must not let an account's calls through unchecked: the check pauses with
+    the event loop free, tries again, and throttles as the bucket says."""
+    one, _ = _two(tmp_path)
+    limiter = SharedRateLimiter(rate=0.001, burst=1, clock=FakeClock(), state=one)
+    limiter.check("111111111111")  # the one token
+    holder = sqlite3.connect(str(tmp_path / "shared.sqlite3"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def main() -> None:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        checking = asyncio.create_task(limiter.acheck("111111111111"))
+        await asyncio.sleep(0.03)
+        assert not checking.done() and ticks > 0  # waiting, with the loop running
+        holder.execute("COMMIT")
+        with pytest.raises(ThrottlingException):
+            await checking
+        ticker.cancel()
+
+    asyncio.run(main())
+    holder.close()

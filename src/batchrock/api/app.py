@@ -334,7 +334,7 @@ class BedrockApp:
         validation.validate(self._plans[operation].shape, params)
         self.gate.authorize(who, operation, params)
         if self._limiter is not None:
-            self._limiter.check(who.caller.account_id)
+            await self._limiter.acheck(who.caller.account_id)
         return await self._handlers[operation](Request(who.caller, params))
 
     def _route(self, method: str, path: str) -> tuple[str, dict[str, str]]:

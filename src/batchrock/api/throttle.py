@@ -10,6 +10,7 @@ quotas"); its API processes share them (:class:`SharedRateLimiter`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 
@@ -48,6 +49,10 @@ class RateLimiter:
         if not self.allow(account_id):
             raise ThrottlingException()
 
+    async def acheck(self, account_id: str) -> None:
+        """:meth:`check`, for a limiter that may have to wait (:class:`SharedRateLimiter`)."""
+        self.check(account_id)
+
     def allow(self, account_id: str) -> bool:
         now = self.clock.now().timestamp()
         bucket = self._buckets.get(account_id)
@@ -83,7 +88,8 @@ class SharedRateLimiter(RateLimiter):
     """The same buckets, kept in the file every API process of one ``serve`` shares (setting
     ``api_processes``): an account's rate is the same however its calls spread over the
     processes. A check is one short SQLite transaction; one that finds the file busy past
-    :data:`batchrock.shared_state.BUSY_SECONDS` lets the request through, with a warning."""
+    :data:`batchrock.shared_state.BUSY_SECONDS` tries again after a pause (the event loop
+    free meanwhile), and after about 0.1 s of that lets the request through, with a warning."""
 
     #: Checks between two removals of the buckets that have filled up again.
     PRUNE_EVERY = 10_000
@@ -101,13 +107,34 @@ class SharedRateLimiter(RateLimiter):
             return None
         return cls(settings.rate_limit_per_second, settings.rate_limit_burst, clock, state)
 
+    #: A check that finds the file busy tries again after a pause off the event loop, this
+    #: many times, before it lets the request through (another process descheduled while it
+    #: holds the lock, on a loaded machine, holds it for milliseconds).
+    BUSY_TRIES = 20
+    BUSY_PAUSE_SECONDS = 0.005
+
     def allow(self, account_id: str) -> bool:
-        now = self.clock.now().timestamp()
         try:
-            self._checks += 1
-            if self._checks % self.PRUNE_EVERY == 0:
-                self._state.forget_full_buckets(now, self.rate, self.burst)
-            return self._state.take_token(account_id, now, self.rate, self.burst)
+            return self._take(account_id)
         except SharedStateBusy as exc:
             log.warning("rate limit not checked, its shared file is busy: %s", exc)
             return True
+
+    async def acheck(self, account_id: str) -> None:
+        for _ in range(self.BUSY_TRIES):
+            try:
+                allowed = self._take(account_id)
+            except SharedStateBusy:
+                await asyncio.sleep(self.BUSY_PAUSE_SECONDS)
+                continue
+            if not allowed:
+                raise ThrottlingException()
+            return
+        self.check(account_id)  # a last try, through the warning
+
+    def _take(self, account_id: str) -> bool:
+        now = self.clock.now().timestamp()
+        self._checks += 1
+        if self._checks % self.PRUNE_EVERY == 0:
+            self._state.forget_full_buckets(now, self.rate, self.burst)
+        return self._state.take_token(account_id, now, self.rate, self.burst)
