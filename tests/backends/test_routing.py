@@ -161,3 +161,28 @@ def test_models_command_shows_invocation_types_and_per_model_quotas(tmp_path: Pa
     assert pro[4:6] == ["InvokeModel,Converse", "job_size_gb=100"]
     (titan,) = [line.split() for line in lines if "amazon.titan-embed-text-v2:0 " in line]
     assert titan[4:6] == ["InvokeModel", "-"]
+
+
+def test_models_command_names_the_engines_worker_processes_once(tmp_path: Path) -> None:
+    """The worker processes are the engine's (engine_processes), not a route's: one line under
+    the routes, and each route's target as the routes file says it."""
+    config = tmp_path / "models.toml"
+    config.write_text(
+        '[[routes]]\nmodels = ["meta-llama/*"]\nbackend = "openai"\n'
+        'base_url = "http://127.0.0.1:8000/v1"\n'
+    )
+    out = io.StringIO()
+    settings = Settings(data_dir=tmp_path, models_config=config, engine_processes=3)
+    assert cli.main([], settings, out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[2].endswith("OpenAI-compatible server at http://127.0.0.1:8000/v1")
+    assert lines[3] == (
+        "Records of bedrock and openai routes are answered in 3 worker processes of the engine "
+        "(setting engine_processes)"
+    )
+    out = io.StringIO()
+    assert (
+        cli.main([], Settings(data_dir=tmp_path, models_config=config, engine_processes=1), out)
+        == 0
+    )
+    assert "worker processes" not in out.getvalue()

@@ -152,6 +152,12 @@ def test_list_filter_watch_stop_and_error_records(
     page.click("#errors-next")
     expect(errors.first).not_to_have_text(first_page[0])  # the next page is shown
     expect(errors).to_have_count(min(error_count - 20, 20))
+    # The rows are replaced one by one: wait until none of the first page's is left.
+    page.wait_for_function(
+        "first => [...document.querySelectorAll('#errors tr.error-record')]"
+        ".every(row => !first.includes(row.innerText))",
+        arg=first_page,
+    )
     assert not set(errors.all_inner_texts()) & set(first_page)
     page.click("#errors-first")
     expect(errors).to_have_count(20)

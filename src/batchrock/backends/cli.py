@@ -14,6 +14,7 @@ from typing import TextIO
 
 from batchrock.backends.base import ModelBackend
 from batchrock.backends.families import base_model_id, family_for_id
+from batchrock.backends.process_pool import POOLED_TYPES
 from batchrock.backends.routing import (
     BackendResolver,
     ConfigError,
@@ -182,6 +183,11 @@ def routes_table(resolver: BackendResolver) -> list[str]:
         for row in rows:
             cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
             lines.append("  " + "  ".join([*cells, row[-1]]))
+    if resolver.pool is not None and any(r.backend in POOLED_TYPES for r in resolver.routes):
+        lines.append(
+            f"Records of {' and '.join(sorted(POOLED_TYPES))} routes are answered in "
+            f"{resolver.pool.size} worker processes of the engine (setting engine_processes)"
+        )
     if resolver.fallback is None:
         lines.append("Fallback: none (builtin_fallback = false): unrouted model ids fail the job")
     else:

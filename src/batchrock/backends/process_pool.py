@@ -417,8 +417,9 @@ class PooledBackend:
 
     def describe(self) -> str:
         text = getattr(self.local, "describe", None)
-        what = str(text()) if callable(text) else type(self.local).__name__
-        return f"{what}, in {self.pool.size} worker processes"
+        # The worker processes are the engine's, not the route's: `batchrock models` names
+        # them once, under the routes (routes_table).
+        return str(text()) if callable(text) else type(self.local).__name__
 
     async def invoke(self, request: ModelRequest) -> ModelResult:
         return await self.pool.invoke(self.leaf, request)

@@ -26,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ADMIN_COMMANDS:
         from batchrock import admin
 
-        return admin.main(args)
+        try:
+            return admin.main(args)
+        except BrokenPipeError:
+            # `batchrock models | head`: the reader went away; nothing left to say.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     from batchrock.cli.driver import Streams, run
 
     rc = run(args, os.environ, Streams(sys.stdout, sys.stderr))
