@@ -44,10 +44,6 @@ from batchrock.jobs import Counters, Job, JobStatus
 from batchrock.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
-UVLOOP_SERVE = (
-    "import runpy, sys, uvloop; uvloop.install(); sys.argv[0] = 'batchrock'; "
-    "runpy.run_module('batchrock.admin', run_name='__main__')"
-)
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
@@ -199,9 +195,9 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument(
         "--loop",
-        default="asyncio",
+        default="uvloop",
         choices=["asyncio", "uvloop"],
-        help="event loop of both servers (batchrock serve runs asyncio's; uvloop to compare)",
+        help="event loop of both servers (batchrock serve's default, event_loop=auto, is uvloop)",
     )
     parser.add_argument(
         "--floor-http",
@@ -217,13 +213,14 @@ async def main() -> None:
     api_port, floor_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
     env.update(BATCHROCK_LOG_LEVEL="warning")
-    # batchrock serve as its console script runs it, or with uvloop's policy installed first.
-    start = ["-m", "batchrock.admin"] if args.loop == "asyncio" else ["-c", UVLOOP_SERVE]
     api = subprocess.Popen(
         [
             sys.executable,
-            *start,
+            "-m",
+            "batchrock.admin",
             "serve",
+            "--event-loop",
+            args.loop,
             "--no-engine",
             "--host",
             "127.0.0.1",
