@@ -451,3 +451,25 @@ def test_replicas_are_judged_in_the_engine_from_the_workers_answers(
     answers, healthy = asyncio.run(go())
     assert all(a.ok for a in answers)
     assert healthy == [True, False]
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_workers_run_on_the_engines_event_loop(tmp_path: Path, event_loop: str) -> None:
+    """The HTTP exchanges happen in the workers: they run on the loop the ``event_loop``
+    setting names, as the engine does (uvloop by default)."""
+    route = parse_route(
+        0, {"model": MODEL, "backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    )
+
+    async def go() -> str:
+        pool = WorkerPool(Settings(data_dir=tmp_path, event_loop=event_loop), 1)
+        backend = pool.backend(route, _Unused())
+        try:
+            await asyncio.wait_for(backend.invoke(request("R0")), 30)  # port 9: refused
+            (child,) = pool._children
+            return Path(f"/proc/{child.process.pid}/maps").read_text()
+        finally:
+            await pool.aclose()
+
+    maps = asyncio.run(go())
+    assert ("uvloop" in maps) is (event_loop == "uvloop")

@@ -136,7 +136,12 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
-    asyncio.run(serve(sock))
+    from batchrock.admin import loop_factory
+    from batchrock.backends.process_pool import LOOP_ENV
+
+    # The engine's event_loop setting (uvloop by default): the HTTP exchanges are here.
+    with asyncio.Runner(loop_factory=loop_factory(os.environ.get(LOOP_ENV, "asyncio"))) as run:
+        run.run(serve(sock))
     # Nothing to finish: answers not sent have no one to go to. Leave without waiting for
     # the backends' connections to close.
     sys.stderr.flush()

@@ -58,6 +58,8 @@ log = logging.getLogger("batchrock.backends.pool")
 #: exchange and the translation around it. The built-in model answers in microseconds in
 #: the engine's own loop; a local model holds its weights (and GPU) once, in the engine.
 POOLED_TYPES = frozenset({"openai", "bedrock"})
+#: How a worker process learns the ``event_loop`` setting (pool_child.main).
+LOOP_ENV = "BATCHROCK_EVENT_LOOP"
 #: How many times one record is sent to a child before the children's deaths fail it.
 MAX_SENDS = 3
 #: A child that dies this soon after starting without answering anything counts as a
@@ -282,6 +284,8 @@ class WorkerPool:
                 [*self._command, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                # The loop is chosen before the child reads its settings from the socket.
+                env={**os.environ, LOOP_ENV: self.settings.event_loop},
             )
         except OSError as exc:
             ours.close()
