@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import orjson
 from botocore.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.openai_backend import MODEL, cpu_seconds, services  # noqa: E402
+from benchmarks.openai_backend import MODEL, cpu_seconds, services, write_records  # noqa: E402
 
 FINAL = ("Completed", "PartiallyCompleted", "Failed", "Stopped")
 
@@ -55,19 +54,6 @@ def fake_pid(server_pid: int) -> int | None:
             if int(kid) != server_pid:
                 return int(kid)
     return None
-
-
-def write_records(path: Path, count: int, prefix: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
-        for i in range(count):
-            body = {
-                "anthropic_version": "bedrock-2023-05-31",
-                "max_tokens": 64,
-                "messages": [{"role": "user", "content": f"Summarize record {i}."}],
-            }
-            line = {"recordId": f"{prefix}{i:08d}", "modelInput": body}
-            out.write(orjson.dumps(line) + b"\n")
 
 
 def run_job(client: Any, name: str, folder: str) -> tuple[float, str]:

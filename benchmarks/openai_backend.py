@@ -148,8 +148,9 @@ max_concurrency = {concurrency}
     return routes
 
 
-def write_records(path: Path, records: int) -> None:
-    """``records`` small Claude Messages records, one JSON line each, at ``path``."""
+def write_records(path: Path, records: int, prefix: str = "R") -> None:
+    """``records`` small Claude Messages records, one JSON line each, at ``path`` (record ids
+    ``prefix`` and a number)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
         for i in range(records):
@@ -158,7 +159,7 @@ def write_records(path: Path, records: int) -> None:
                 "max_tokens": 64,
                 "messages": [{"role": "user", "content": f"Summarize record {i}."}],
             }
-            out.write(orjson.dumps({"recordId": f"R{i:08d}", "modelInput": body}) + b"\n")
+            out.write(orjson.dumps({"recordId": f"{prefix}{i:08d}", "modelInput": body}) + b"\n")
 
 
 def bedrock_client(url: str) -> Any:
