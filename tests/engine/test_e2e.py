@@ -203,7 +203,10 @@ def test_stop_mid_run_through_boto3(server_factory: Any) -> None:
 
 def test_timeout_gives_partially_completed_and_waiting_job_expires(server_factory: Any) -> None:
     # time_scale: the minimum timeout of 24 hours passes in 2 seconds. The waiting job
-    # (24 h) expires while the running one (48 h) still holds the model's only slot.
+    # (24 h) expires while the running one (96 h, from its own submission: 8 s) still holds
+    # the model's only slot; its 2,000 records need 20 s at 20 ms, two at a time. (At 48 h the
+    # waiting job, created once the first was InProgress, had under a second of margin, and a
+    # loaded CI machine once started it before it expired.)
     server = server_factory(
         **FAST,
         time_scale=24 * 3600 / 2,
@@ -211,8 +214,8 @@ def test_timeout_gives_partially_completed_and_waiting_job_expires(server_factor
         engine_record_concurrency=2,
         quota_max_concurrent_jobs_per_model=1,
     )
-    put(server, "in/a.jsonl", claude_records(1000))
-    running = create(server, timeoutDurationInHours=48)
+    put(server, "in/a.jsonl", claude_records(2000))
+    running = create(server, timeoutDurationInHours=96)
     server.wait_history(running, "InProgress")
     waiting = create(server, timeoutDurationInHours=24)
     r = wait(server, running, timeout=30)
@@ -226,7 +229,7 @@ def test_timeout_gives_partially_completed_and_waiting_job_expires(server_factor
     ]
     assert r["status"] == "PartiallyCompleted"
     n = r["processedRecordCount"]
-    assert 0 < n < 1000
+    assert 0 < n < 2000
     assert len(out_lines(server, running, "a.jsonl.out")) == n
     assert manifest(server, running)["processedRecordCount"] == n
 
