@@ -280,27 +280,11 @@ class SqliteStore:
             str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL is durable across process crashes in WAL mode (only an OS crash may lose the
-        # last transactions), at a fraction of FULL's fsync cost.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        schema = resources.files("batchrock.store").joinpath("sqlite_schema.sql").read_text()
-        conn.executescript(schema)  # creates what is missing; safe to run in several processes
-        from batchrock.store.sqlite_files import SCHEMA as FILES_SCHEMA
-
-        conn.executescript(FILES_SCHEMA)
-        from batchrock.store.sqlite_sessions import SCHEMA as SESSIONS_SCHEMA
-
-        conn.executescript(SESSIONS_SCHEMA)
-        # The version is read and moved on in one write transaction: processes opening an
-        # old database at the same moment migrate it once, one after the other.
-        with _write(conn):
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version < SCHEMA_VERSION:
-                _migrate(conn)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            _ensure_version_trigger(conn)
+        try:
+            _retry_while_locked(lambda: _prepare(conn), busy_timeout)
+        except BaseException:
+            conn.close()
+            raise
         # Opening may block (it runs once, before serving); every later call spins only
         # briefly in SQLite and waits for a lock off the loop (see _typed_errors).
         conn.execute(f"PRAGMA busy_timeout = {round(_LOCK_SPIN_SECONDS * 1000)}")
@@ -893,6 +877,56 @@ def _snapshot(path: Path) -> StoreSnapshot:
         for model_id, scheduled, pending, tokens in rows
     }
     return StoreSnapshot(jobs_by_status=by_status, by_model=by_model)
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """WAL mode, the schema and its migrations: what opening does before serving."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL is durable across process crashes in WAL mode (only an OS crash may lose the
+    # last transactions), at a fraction of FULL's fsync cost.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    schema = resources.files("batchrock.store").joinpath("sqlite_schema.sql").read_text()
+    conn.executescript(schema)  # creates what is missing; safe to run in several processes
+    from batchrock.store.sqlite_files import SCHEMA as FILES_SCHEMA
+
+    conn.executescript(FILES_SCHEMA)
+    from batchrock.store.sqlite_sessions import SCHEMA as SESSIONS_SCHEMA
+
+    conn.executescript(SESSIONS_SCHEMA)
+    # The version is read and moved on in one write transaction: processes opening an
+    # old database at the same moment migrate it once, one after the other.
+    with _write(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            _migrate(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        _ensure_version_trigger(conn)
+
+
+def _retry_while_locked(step: Callable[[], None], timeout: float) -> None:
+    """Run ``step`` again while another process holds a lock it needs, for ``timeout`` in all.
+
+    Why: switching to WAL (and reading the schema while another process is in the middle of
+    that switch, or of WAL recovery) can answer "database is locked" at once, without waiting
+    on the busy handler, so processes that open one new file together (``api_processes``,
+    workers on one data dir) would fail at start. Opening runs once, before serving: the
+    short blocking sleeps hold no request."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if "locked" not in message and "busy" not in message:
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            log.debug("database busy while opening (%s); trying again", message)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 @contextmanager
