@@ -103,6 +103,24 @@ def test_validation_errors_are_final_400s(tmp_path: Path, fake_bedrock: FakeServ
     assert result.info == {}
 
 
+@pytest.mark.parametrize("key", ["messages", "max_tokens"])
+def test_null_required_members_are_final_400s(
+    tmp_path: Path, fake_bedrock: FakeServer, key: str
+) -> None:
+    # The fake answers with batchrock's parser, as Bedrock answers with its own schema check.
+    fake_bedrock.clear()
+    (result,) = run(
+        settings_for(tmp_path, fake_bedrock.url),
+        ModelRequest(CLAUDE, "InvokeModel", {**claude("hi"), key: None}, "a"),
+    )
+    assert result.error is not None and result.error.code == 400
+    assert result.error.message == (
+        f"Malformed input request: #: required key [{key}] not found, please reformat your "
+        "input and try again."
+    )
+    assert len(fake_bedrock.requests()) == 1  # refused once, not retried
+
+
 def test_converse_shape_errors_are_caught_by_botocore(
     tmp_path: Path, fake_bedrock: FakeServer
 ) -> None:

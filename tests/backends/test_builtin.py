@@ -183,6 +183,17 @@ def test_malformed_input_is_a_400_record_error() -> None:
     assert "my-model" in unknown.error.message
 
 
+@pytest.mark.parametrize("key", ["messages", "max_tokens"])
+def test_a_null_required_claude_member_is_a_400_record_error(key: str) -> None:
+    # "messages": null crashed the parser (a 500 record error), "max_tokens": null was served.
+    result = invoke(BuiltinModel(), CLAUDE, {**claude("hi"), key: None})
+    assert result.error is not None and result.error.code == 400 and not result.error.retryable
+    assert result.error.message == (
+        f"Malformed input request: #: required key [{key}] not found, please reformat your "
+        "input and try again."
+    )
+
+
 def test_error_rate_fails_a_deterministic_share_of_records() -> None:
     model = BuiltinModel(error_rate=0.25)
 

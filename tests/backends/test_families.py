@@ -13,6 +13,7 @@ from batchrock.backends.families import (
     LLAMA,
     MISTRAL,
     NOVA,
+    NOVA_EMBED,
     OPENAI_CHAT,
     TITAN_EMBED_IMAGE,
     TITAN_EMBED_V1,
@@ -562,6 +563,34 @@ def test_blank_text_is_refused_as_the_models_do() -> None:
     )
     assert CONVERSE.quick(twice) is None
     assert ANTHROPIC.quick(claude(" ")) is None
+
+
+def test_a_null_member_that_says_what_a_block_is_is_refused() -> None:
+    # Each was read as a block with nothing in it: an empty system prompt, an image without
+    # bytes, a text part without text, an embedding of "".
+    system = {
+        "system": [{"text": None}],
+        "messages": [{"role": "user", "content": [{"text": "a"}]}],
+    }
+    assert bad(CONVERSE, system) == (
+        "1 validation error detected: Value null at 'system.1.member.text' failed to satisfy "
+        "constraint: Member must not be null"
+    )
+    image = {"format": "png", "source": {"bytes": None}}
+    assert "required key [bytes] not found" in bad(
+        NOVA, {"messages": [{"role": "user", "content": [{"image": image}]}]}
+    )
+    for part in ({"type": "text"}, {"type": "text", "text": None}):
+        chat = {"messages": [{"role": "user", "content": [part]}]}
+        assert "#/messages/0/content/0: required key [text] not found" in bad(OPENAI_CHAT, chat)
+    embed = {
+        "taskType": "SINGLE_EMBEDDING",
+        "singleEmbeddingParams": {
+            "embeddingPurpose": "GENERIC_INDEX",
+            "text": {"truncationMode": "END", "value": None},
+        },
+    }
+    assert "exactly one of [value, source] must be given" in bad(NOVA_EMBED, embed)
 
 
 def test_mistral_chat_completion_pair() -> None:

@@ -34,6 +34,7 @@ from batchrock.backends.families import (
     ChatFamily,
 )
 from batchrock.backends.families.anthropic import AnthropicMessages
+from batchrock.backends.families.schema import BodyError
 from batchrock.backends.neutral import ChatAnswer, ChatRequest, request_text
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -467,6 +468,81 @@ def test_claude_plain_bodies_parse_as_the_checked_parser_reads_them() -> None:
             taken += 1
             assert checked.startswith("ChatRequest("), raw
     assert taken >= 80
+
+
+@pytest.mark.parametrize("fast", FAST, ids=str)
+def test_every_case_is_parsed_or_refused_as_a_record_error(fast: Fast) -> None:
+    """A parser's one refusal is a BodyError (the record's 400); anything else it raises is a
+    crash, which the built-in model reports as a 500 and the other backends retry (a Claude
+    body with ``"messages": null`` raised TypeError)."""
+    family = fast.family
+    parsers = [family.parse]
+    if isinstance(family, AnthropicMessages):
+        parsers.append(family.parse_checked)
+    crashed = []
+    for raw in CASES[str(fast)]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        for parse in parsers:
+            outcome = parse_outcome(parse, body)
+            if not outcome.startswith(("ChatRequest(", "BodyError: ")):
+                crashed.append((raw, outcome))
+    assert not crashed, crashed[:3]
+
+
+@pytest.mark.parametrize("fast", FAST, ids=str)
+def test_a_required_member_given_as_null_is_refused_as_if_left_out(fast: Fast) -> None:
+    """``"max_tokens": null`` was taken as no limit, ``"messages": null`` crashed: a required
+    member that is null is refused with the words its absence gets."""
+    family = fast.family
+    parsers = [family.parse]
+    if isinstance(family, AnthropicMessages):
+        parsers.append(family.parse_checked)
+    checked = 0
+    for body in fast.plain:
+        for path in paths(body):
+            if not path or type(path[-1]) is not str:
+                continue
+            for parse in parsers:
+                left_out = parse_outcome(parse, removed(body, path))
+                if not left_out.startswith("BodyError: "):
+                    continue
+                assert parse_outcome(parse, replaced(body, path, None)) == left_out, path
+                checked += 1
+    assert checked
+
+
+def test_claude_null_members_are_reported_in_bedrock_words() -> None:
+    body = FAST[0].plain[0]
+    assert isinstance(ANTHROPIC, AnthropicMessages)
+    for parse in (ANTHROPIC.parse, ANTHROPIC.parse_checked):
+        for key in ("max_tokens", "messages"):
+            with pytest.raises(BodyError) as refused:
+                parse({**body, key: None})
+            assert refused.value.message == (
+                f"Malformed input request: #: required key [{key}] not found, please reformat "
+                "your input and try again."
+            )
+    with pytest.raises(BodyError) as refused:
+        CONVERSE.parse({"messages": None})
+    assert refused.value.message == (
+        "1 validation error detected: Value null at 'messages' failed to satisfy constraint: "
+        "Member must not be null"
+    )
+    text = {"messages": [{"role": "user", "content": [{"text": None}]}]}
+    with pytest.raises(BodyError) as refused:
+        CONVERSE.parse(text)
+    assert refused.value.message == (
+        "1 validation error detected: Value null at 'messages.1.member.content.1.member.text' "
+        "failed to satisfy constraint: Member must not be null"
+    )
+    with pytest.raises(BodyError) as refused:
+        NOVA.parse(text)
+    assert "#/messages/0/content/0/text: expected type: String, found: Null" in (
+        refused.value.message
+    )
 
 
 def test_only_immediate_models_with_a_typed_reader_offer_the_fast_path() -> None:

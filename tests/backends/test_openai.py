@@ -245,6 +245,25 @@ def test_bad_records_fail_before_the_server(tmp_path: Path, fake_openai: FakeSer
     assert fake_openai.requests() == []
 
 
+@pytest.mark.parametrize("key", ["messages", "max_tokens"])
+def test_null_required_members_are_record_errors_not_retried(
+    tmp_path: Path, fake_openai: FakeServer, key: str
+) -> None:
+    # "messages": null raised TypeError out of the parse, which was retried and became a 500.
+    fake_openai.clear()
+    (result,) = run(
+        settings_for(tmp_path, fake_openai.url),
+        ModelRequest(CLAUDE, "InvokeModel", {**claude(user("hi")), key: None}, "a"),
+    )
+    assert result.error is not None and result.error.code == 400
+    assert not result.error.retryable
+    assert result.error.message == (
+        f"Malformed input request: #: required key [{key}] not found, please reformat your "
+        "input and try again."
+    )
+    assert fake_openai.requests() == []
+
+
 @pytest.mark.parametrize(
     ("marker", "throttled", "attempts"),
     [

@@ -93,6 +93,8 @@ class _MessagesShape(ChatFamily):
             path = c.child(c.child(root, "system"), index)
             if c.obj(block, path) and "text" in block:
                 text = c.string(block, "text", path)
+                if block["text"] is None:
+                    c.type_error(c.child(path, "text"), "String", None)
                 if text is not None:
                     texts.append(text)
         return "\n".join(texts)
@@ -136,6 +138,8 @@ class _MessagesShape(ChatFamily):
             return None
         if "text" in block:
             text = c.string(block, "text", path)
+            if block["text"] is None:  # the block's one member: null is not "not given"
+                c.type_error(c.child(path, "text"), "String", None)
             return None if text is None else TextPart(text)
         if "image" in block:
             return self._image(c, block["image"], c.child(path, "image"), extras, media)
@@ -185,7 +189,7 @@ class _MessagesShape(ChatFamily):
             return None
         data = c.string(source, "bytes", where)
         if data is None or fmt is None:
-            if data is None and "bytes" not in source:
+            if data is None and source.get("bytes") is None:
                 c.fail(where, "required key [bytes] not found")
             return None
         return ImagePart("image/" + fmt, data)

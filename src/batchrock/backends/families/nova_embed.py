@@ -103,7 +103,7 @@ class NovaEmbed(EmbedFamily):
         if c.obj(media, where, required, _MEDIA_KEYS[kind]):
             if kind == "text":
                 c.string(media, "truncationMode", where, enum=("START", "END", "NONE"))
-                if ("value" in media) == ("source" in media):
+                if (media.get("value") is None) == (media.get("source") is None):
                     c.fail(where, "exactly one of [value, source] must be given")
                 text = c.string(media, "value", where) or ""
             else:

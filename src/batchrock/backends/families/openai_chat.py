@@ -293,6 +293,8 @@ def _content(c: Checker, content: Any, path: str) -> str:
         if c.obj(part, where, ("type",)):
             kind = c.string(part, "type", where, enum=("text",))
             text = c.string(part, "text", where)
+            if kind == "text" and part.get("text") is None:
+                c.fail(where, "required key [text] not found")
             if kind == "text" and text is not None:
                 texts.append(text)
     return "".join(texts)

@@ -82,6 +82,11 @@ class Checker:
     def type_error(self, path: str, expected: str, value: Any) -> None:
         if self.style == "invoke":
             self.fail(path, f"expected type: {expected}, found: {found_type(value)}")
+        elif value is None:
+            # The AWS model reads a null member as one not given.
+            self.fail(
+                path, "Value null at '{path}' failed to satisfy constraint: Member must not be null"
+            )
         else:
             self.fail(
                 path,
@@ -110,15 +115,20 @@ class Checker:
         required: Collection[str] = (),
         allowed: AbstractSet[str] | None = None,
     ) -> bool:
-        """Check that ``value`` is an object with the required keys and no others."""
+        """Check that ``value`` is an object with the required keys and no others.
+
+        A required key given as ``null`` is reported as missing: the members' own checks
+        read ``null`` as "not given" (right for optional members), so a required one would
+        otherwise pass unchecked and reach code that needs its value."""
         if type(value) is not dict:
             self.type_error(path, "JSONObject", value)
             return False
         keys = value.keys()
-        if all(key in value for key in required) and (allowed is None or keys <= allowed):
+        get = value.get
+        if all(get(key) is not None for key in required) and (allowed is None or keys <= allowed):
             return True
         for key in required:
-            if key not in value:
+            if get(key) is None:
                 if self.style == "invoke":
                     self.fail(path, f"required key [{key}] not found")
                 else:
