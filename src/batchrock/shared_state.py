@@ -1,6 +1,7 @@
 """What the API processes of one ``batchrock serve`` must agree on (setting ``api_processes``):
-the console's failed sign-ins and the per-account rate limit's buckets (console sessions
-live in the job store, store/sessions.py, valid on every API process and host).
+the console's failed sign-ins, the API's wrong signatures and the per-account rate limit's
+buckets (console sessions live in the job store, store/sessions.py, valid on every API
+process and host).
 
 With one process these live in its memory. With several, a browser's next request, or an
 account's next call, may reach any of them, so they live in one small SQLite file instead,
@@ -102,12 +103,22 @@ class SharedState:
     # --- failed sign-ins ------------------------------------------------------------------
 
     def recent_failures(self, key: str, since: float) -> list[float]:
-        """When ``key``'s failures within the window (after ``since``) happened, oldest first."""
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM sign_in_failures WHERE key = ? AND at <= ?", (key, since))
-            rows = conn.execute(
-                "SELECT at FROM sign_in_failures WHERE key = ? ORDER BY at", (key,)
-            ).fetchall()
+        """When ``key``'s failures within the window (after ``since``) happened, oldest first.
+
+        A read without the write lock: the API asks it on every signed request (a key's
+        older failures are dropped by :meth:`add_failure`, which keeps its latest few)."""
+        with self._lock:
+            try:
+                rows = (
+                    self._connection()
+                    .execute(
+                        "SELECT at FROM sign_in_failures WHERE key = ? AND at > ? ORDER BY at",
+                        (key, since),
+                    )
+                    .fetchall()
+                )
+            except sqlite3.OperationalError as exc:
+                raise SharedStateBusy(str(exc)) from exc
         return [at for (at,) in rows]
 
     def add_failure(self, key: str, at: float, keep: int, max_tracked: int) -> None:

@@ -27,6 +27,7 @@ from botocore.utils import normalize_url_path
 
 from batchrock.api.app import BedrockApp
 from batchrock.clock import FakeClock
+from batchrock.console.signin_limit import SignInLimiter
 from batchrock.service import JobService
 from batchrock.settings import Settings
 from batchrock.store.sqlite import SqliteStore
@@ -206,6 +207,9 @@ async def _fuzz(seed: int, tmp_path: Path) -> None:
         clock = FakeClock(datetime.now(UTC))
         settings = Settings(data_dir=tmp_path, credentials_file=creds)
         app = BedrockApp(JobService(store, clock), settings)
+        # Every mutation must be checked, not answered 429 after the tenth wrong signature
+        # (that bound has its own tests: test_wrong_signatures.py).
+        app.gate.wrong_signatures = SignInLimiter(clock.monotonic, max_failures=10**9)
         created = _signed("POST", "/model-invocation-job", body=json.dumps(job_args("x")).encode())
         status, body, _ = await _send(app, created)
         assert status == 200, body
@@ -234,5 +238,6 @@ async def _fuzz(seed: int, tmp_path: Path) -> None:
             "UnrecognizedClientException",
             "MissingAuthenticationTokenException",
         } <= set(refusals), refusals
+        assert "ThrottlingException" not in refusals
     finally:
         await store.close()

@@ -26,6 +26,7 @@ from batchrock.access.errors import (
     BadApiKeyFormat,
     BearerNeedsTls,
     MissingCredentials,
+    SignatureMismatch,
     UnknownApiKey,
 )
 from batchrock.access.sigv4 import HttpRequest
@@ -42,6 +43,8 @@ class Authenticated:
     #: The region the request was signed for; ``None`` for long-term API keys, which name none.
     region: str | None
     how: str  # "sigv4", "presigned", "api-key", "short-term-api-key"
+    #: The access key that signed the request; ``None`` for long-term API keys.
+    access_key_id: str | None = None
 
 
 def authenticate(request: HttpRequest, directory: Directory, now: datetime) -> Authenticated:
@@ -53,13 +56,14 @@ def authenticate(request: HttpRequest, directory: Directory, now: datetime) -> A
             return _bearer(token.strip(), request, directory, now)
         claim = sigv4.claim_from_header(authorization, request)
         account, key = sigv4.verify(claim, request, directory, now)
-        return Authenticated(Principal(account.id, key.user, key.actions), claim.region, "sigv4")
+        principal = Principal(account.id, key.user, key.actions)
+        return Authenticated(principal, claim.region, "sigv4", key.access_key_id)
     pairs = sigv4.parse_query(request.query)
     if sigv4.is_presigned(pairs):
         claim = sigv4.claim_from_query(pairs)
         account, key = sigv4.verify(claim, request, directory, now)
         principal = Principal(account.id, key.user, key.actions)
-        return Authenticated(principal, claim.region, "presigned")
+        return Authenticated(principal, claim.region, "presigned", key.access_key_id)
     raise MissingCredentials()
 
 
@@ -95,8 +99,10 @@ def _short_term(encoded: str, directory: Directory, now: datetime) -> Authentica
         if claim.expires is None or claim.expires > SHORT_TERM_MAX_SECONDS:
             raise UnknownApiKey()
         account, key = sigv4.verify(claim, signed, directory, now)
+    except SignatureMismatch as exc:
+        raise UnknownApiKey(signed_by=exc.access_key_id) from None
     except AuthError:
         # AWS answers every bad API key alike; so does batchrock.
         raise UnknownApiKey() from None
     principal = Principal(account.id, key.user, key.actions)
-    return Authenticated(principal, claim.region, "short-term-api-key")
+    return Authenticated(principal, claim.region, "short-term-api-key", key.access_key_id)

@@ -97,6 +97,8 @@ class SignatureMismatch(AuthError):
 
     canonical_request: str
     string_to_sign: str
+    #: The key whose secret was tried (no secret: wrong guesses are counted against it).
+    access_key_id: str
 
 
 @dataclass
@@ -112,6 +114,9 @@ class BadApiKeyFormat(AuthError):
 @dataclass
 class UnknownApiKey(AuthError):
     """No account holds this API key, or a short-term key did not verify."""
+
+    #: A short-term key whose signature was wrong: the access key it claims to be signed by.
+    signed_by: str | None = None
 
 
 @dataclass

@@ -285,7 +285,7 @@ def verify(
     check_time(claim, now, max_expires)
     expected, canonical, string_to_sign = _sign(claim, request, found[1].secret_access_key)
     if not hmac.compare_digest(expected.encode(), claim.signature.encode("utf-8", "replace")):
-        raise SignatureMismatch(canonical, string_to_sign)
+        raise SignatureMismatch(canonical, string_to_sign, claim.access_key_id)
     return found
 
 

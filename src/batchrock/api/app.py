@@ -29,6 +29,7 @@ from batchrock.api.body import BodyTooLarge, ClientDisconnected, json_object, re
 from batchrock.api.openai.app import OpenAIApi
 from batchrock.api.summaries import Encoded, SummaryCache
 from batchrock.clock import from_micros
+from batchrock.console.signin_limit import SharedSignInLimiter, SignInLimiter
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -177,7 +178,13 @@ class BedrockApp:
         self._process_header = (b"x-batchrock-process", str(process_index).encode())
         self.settings = settings
         self._lifespan = lifespan
-        self.gate = auth.Gate(settings, service.clock.now, directory)
+        # Wrong signatures are bounded as the console's failed sign-ins are, in the file the
+        # API processes share when there are several (a guess may reach any of them).
+        monotonic = service.clock.monotonic
+        wrong_signatures = (
+            SignInLimiter(monotonic) if shared is None else SharedSignInLimiter(monotonic, shared)
+        )
+        self.gate = auth.Gate(settings, service.clock.now, directory, wrong_signatures)
         self._routes = model.routes()
         self._plans = {name: _Plan.of(model.operation(name)) for name in model.OPERATIONS}
         self._guard = guard.RequestGuard(settings)

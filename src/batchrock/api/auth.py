@@ -5,14 +5,21 @@ Without a credentials file (open mode) any credentials are accepted as before
 :mod:`batchrock.access` and each operation checked against the key's ``actions``; the typed
 reasons it gives are turned here, once, into the status, ``x-amzn-ErrorType`` and message
 Bedrock answers with (docs/access.md has the table).
+
+Requests with a wrong signature are counted per client address and access key id, by the
+console's bound on failed sign-ins (:mod:`batchrock.console.signin_limit`): past its limit,
+that address's requests with that key are answered ``ThrottlingException`` until the oldest
+counted failure leaves the window, right secret or wrong (an answer that told them apart
+would be an oracle for the guesser). docs/access.md, "Wrong signatures".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from batchrock.access import errors as auth
 from batchrock.access.authenticate import authenticate
@@ -27,10 +34,13 @@ from batchrock.errors import (
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     ServiceError,
+    ThrottlingException,
     UnrecognizedClientException,
 )
 from batchrock.service import Caller
 from batchrock.settings import Settings
+
+log = logging.getLogger("batchrock.api")
 
 #: Operations whose resource is the job named in the request (by this member).
 _JOB_MEMBER = {
@@ -40,6 +50,20 @@ _JOB_MEMBER = {
     "UntagResource": "resourceARN",
     "ListTagsForResource": "resourceARN",
 }
+
+
+class FailureLimit(Protocol):
+    """Counts failures per key and says how long a key must wait (SignInLimiter)."""
+
+    def retry_after(self, keys: Iterable[str]) -> float | None: ...
+
+    def failed(self, keys: Iterable[str]) -> None: ...
+
+
+def signature_limit_key(source: str, access_key_id: str) -> str:
+    """What one request with a wrong signature counts against: the address it came from and
+    the access key it claimed, together (docs/access.md, "Wrong signatures")."""
+    return f"sigv4:{source}/{access_key_id[:128]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +81,15 @@ class Gate:
         settings: Settings,
         now: Callable[[], datetime],
         directory: LiveDirectory | None = None,
+        wrong_signatures: FailureLimit | None = None,
     ) -> None:
         self.settings = settings
         self._now = now
         if directory is None and settings.credentials_file is not None:
             directory = LiveDirectory(settings.credentials_file)
         self.directory = directory
+        #: Requests with a wrong signature, per client address and access key id.
+        self.wrong_signatures = wrong_signatures
 
     def identify(
         self,
@@ -91,9 +118,28 @@ class Gate:
         try:
             who = authenticate(request, self.directory.current(), self._now())
         except auth.AuthError as exc:
+            signer = _signer(exc)
+            if signer is not None and self.wrong_signatures is not None:
+                source = _source(scope)
+                keys = [signature_limit_key(source, signer)]
+                self._refuse_if_limited(keys)  # not counted: the window stays bounded
+                self.wrong_signatures.failed(keys)
+                # The access key id is no secret; the secret and the signature never logged.
+                log.info("wrong signature from %s for access key %s", source, signer[:32])
             raise service_error(exc) from None
+        if who.access_key_id is not None and self.wrong_signatures is not None:
+            self._refuse_if_limited([signature_limit_key(_source(scope), who.access_key_id)])
         region = who.region or self.settings.default_region
         return Identity(Caller(who.principal.account_id, region), who.principal)
+
+    def _refuse_if_limited(self, keys: list[str]) -> None:
+        assert self.wrong_signatures is not None
+        wait = self.wrong_signatures.retry_after(keys)
+        if wait is not None:
+            raise ThrottlingException(
+                "Too many requests with a wrong signature for this access key from this "
+                f"address. Retry in {int(wait) + 1} seconds."
+            )
 
     def authorize(self, who: Identity, operation: str, params: dict[str, Any]) -> None:
         principal = who.principal
@@ -105,6 +151,20 @@ class Gate:
             principal.arn(partition), action, _resource(operation, params, who.caller)
         )
         raise service_error(denied)
+
+
+def _signer(exc: auth.AuthError) -> str | None:
+    """The access key whose secret a refused request got wrong, if that is why."""
+    if isinstance(exc, auth.SignatureMismatch):
+        return exc.access_key_id
+    if isinstance(exc, auth.UnknownApiKey):
+        return exc.signed_by
+    return None
+
+
+def _source(scope: MutableMapping[str, Any]) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def _resource(operation: str, params: dict[str, Any], caller: Caller) -> str:

@@ -7,6 +7,10 @@ through the console is then a few attempts a minute. A success does not clear th
 attacker who knows one key could clear it between guesses). What is counted is never a
 secret: an API key is kept as a SHA-256 digest, an access key id as itself (it is no secret).
 The table is bounded: beyond :data:`MAX_TRACKED` names the oldest is forgotten.
+
+The API's requests with a wrong SigV4 signature are bounded the same way
+(``api/auth.py``), counted per client address and
+access key id together: a guesser elsewhere cannot lock a key's holder out.
 """
 
 from __future__ import annotations

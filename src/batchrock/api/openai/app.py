@@ -43,6 +43,7 @@ from batchrock.errors import (
     AccessDeniedException,
     ServiceError,
     ServiceQuotaExceededException,
+    ThrottlingException,
     ValidationException,
 )
 from batchrock.jobs import OPENAI_BATCH_PREFIX, TERMINAL, new_job_id
@@ -164,6 +165,8 @@ class OpenAIApi:
             action = ACTIONS[operation]
             params = {"jobIdentifier": resource} if resource else {}
             self.gate.authorize(who, action, params)
+        except ThrottlingException as exc:  # too many wrong signatures (api/auth.py)
+            raise OpenAIError(429, exc.message, type="rate_limit_error") from None
         except ServiceError as exc:
             # OpenAI answers a key it does not know with 401 (invalid_api_key) and a key that
             # may not do this with 403; Bedrock answers both 403.

@@ -1,0 +1,186 @@
+"""Requests with a wrong SigV4 signature are bounded as failed console sign-ins are: per
+client address and access key id, 10 within 5 minutes, then ThrottlingException (429) for
+that address and key, right secret or wrong, until the oldest failure leaves the window."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from aws_bedrock_token_generator import BedrockTokenGenerator
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from batchrock.api.app import BedrockApp
+from batchrock.api.openai.app import OpenAIApi
+from batchrock.clock import FakeClock
+from batchrock.console.signin_limit import MAX_FAILURES, WINDOW_SECONDS
+from batchrock.objects.local import LocalObjectStore
+from batchrock.service import JobService
+from batchrock.settings import Settings
+from batchrock.store.sqlite import SqliteStore
+from tests.access.conftest import ALICE, BOB, Key, client, error_of, write_credentials
+from tests.api.wire import Reply, asgi_call
+
+WRONG = "not-alice-secret-0000000000000000"
+
+
+def test_wrong_signatures_are_throttled_per_address_and_key(
+    server_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With boto3 against a real server of two API processes: the guesses may reach either,
+    and are counted together."""
+    creds = write_credentials(tmp_path_factory.mktemp("creds") / "credentials.toml")
+    server = server_factory(engine=False, credentials_file=creds, api_processes=2)
+    guesser = client(server.url, secret=WRONG)
+    for _ in range(MAX_FAILURES):
+        assert error_of(guesser.list_model_invocation_jobs)[:2] == (
+            "InvalidSignatureException",
+            403,
+        )
+    code, status, message = error_of(guesser.list_model_invocation_jobs)
+    assert (code, status) == ("ThrottlingException", 429)
+    assert message.startswith(
+        "Too many requests with a wrong signature for this access key from this address. Retry in "
+    )
+    # The right secret is refused alike from this address: no answer tells a guess apart.
+    assert error_of(client(server.url).list_model_invocation_jobs)[:2] == (
+        "ThrottlingException",
+        429,
+    )
+    # Another key from the same address has its own count.
+    assert client(server.url, BOB).list_model_invocation_jobs()["invocationJobSummaries"] == []
+    assert error_of(client(server.url, BOB, secret=WRONG).list_model_invocation_jobs)[:2] == (
+        "InvalidSignatureException",
+        403,
+    )
+    logged = server.log_path.read_text()
+    assert f"wrong signature from 127.0.0.1 for access key {ALICE.access_key_id}" in logged
+    assert WRONG not in logged and ALICE.secret not in logged and BOB.secret not in logged
+
+
+def _signed(
+    key: Key, secret: str, now: datetime, path: str = "/model-invocation-jobs"
+) -> tuple[tuple[str, str], ...]:
+    """Headers of a GET of ``path`` signed at ``now`` (the server's FakeClock time)."""
+    request = AWSRequest("GET", f"http://127.0.0.1:8765{path}")
+    auth = SigV4Auth(Credentials(key.access_key_id, secret), "bedrock", "us-east-1")
+    with mock.patch("botocore.auth.get_current_datetime", lambda: now):
+        auth.add_auth(request)
+    return (("host", "127.0.0.1:8765"), *((k.lower(), v) for k, v in request.headers.items()))
+
+
+class InProcess:
+    """The real BedrockApp over a real SQLite store, on a FakeClock, called from any address."""
+
+    def __init__(self, app: BedrockApp, clock: FakeClock) -> None:
+        self.app = app
+        self.clock = clock
+
+    async def call(
+        self,
+        source: str,
+        headers: tuple[tuple[str, str], ...],
+        scheme: str = "http",
+        path: str = "/model-invocation-jobs",
+    ) -> Reply:
+        async def from_source(scope: Any, receive: Any, send: Any) -> None:
+            await self.app({**scope, "client": (source, 50000), "scheme": scheme}, receive, send)
+
+        return await asgi_call(from_source, "GET", path, headers=headers)
+
+    async def sigv4(self, source: str, secret: str) -> tuple[int, str]:
+        reply = await self.call(source, _signed(ALICE, secret, self.clock.now()))
+        return reply.status, reply.error_type
+
+
+def _in_process(tmp_path: Path, test: Callable[[InProcess], Awaitable[None]]) -> None:
+    creds = write_credentials(tmp_path / "credentials.toml")
+
+    async def main() -> None:
+        store = await SqliteStore.open(tmp_path / "db.sqlite3")
+        clock = FakeClock(datetime.now(UTC))
+        objects = LocalObjectStore(tmp_path / "s3")
+        settings = Settings(data_dir=tmp_path, credentials_file=creds)
+        service = JobService(store, clock)
+        app = BedrockApp(service, settings)
+        app.openai = OpenAIApi(service, objects, settings, app.gate)
+        try:
+            await test(InProcess(app, clock))
+        finally:
+            await objects.aclose()
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_the_lockout_ends_with_the_window_and_other_addresses_are_not_locked_out(
+    tmp_path: Path,
+) -> None:
+    """An address that guessed holds only itself off, and only until its oldest counted
+    failure is WINDOW_SECONDS old (guesses refused meanwhile do not count, so they cannot
+    stretch the window)."""
+
+    async def test(server: InProcess) -> None:
+        for _ in range(MAX_FAILURES):
+            assert await server.sigv4("10.0.0.1", WRONG) == (403, "InvalidSignatureException")
+        assert await server.sigv4("10.0.0.1", ALICE.secret) == (429, "ThrottlingException")
+        # The key's holder elsewhere is not locked out by the guesser.
+        assert await server.sigv4("10.0.0.2", ALICE.secret) == (200, "")
+        server.clock.advance(WINDOW_SECONDS - 1)
+        assert await server.sigv4("10.0.0.1", WRONG) == (429, "ThrottlingException")
+        server.clock.advance(1)
+        assert await server.sigv4("10.0.0.1", ALICE.secret) == (200, "")
+        assert await server.sigv4("10.0.0.1", WRONG) == (403, "InvalidSignatureException")
+
+    _in_process(tmp_path, test)
+
+
+def test_the_throttled_answer_is_the_aws_shape(tmp_path: Path) -> None:
+    async def test(server: InProcess) -> None:
+        for _ in range(MAX_FAILURES):
+            await server.sigv4("10.0.0.1", WRONG)
+        reply = await server.call("10.0.0.1", _signed(ALICE, WRONG, server.clock.now()))
+        assert reply.status == 429
+        assert reply.headers["x-amzn-errortype"].startswith("ThrottlingException:")
+        assert reply.json()["message"].endswith(f"Retry in {int(WINDOW_SECONDS) + 1} seconds.")
+        # The OpenAI-compatible API answers it in OpenAI's shape.
+        signed = _signed(ALICE, ALICE.secret, server.clock.now(), "/v1/batches")
+        reply = await server.call("10.0.0.1", signed, path="/v1/batches")
+        assert reply.status == 429
+        assert reply.json()["error"]["type"] == "rate_limit_error"
+        signed = _signed(ALICE, ALICE.secret, server.clock.now(), "/v1/batches")
+        assert (await server.call("10.0.0.2", signed, path="/v1/batches")).status == 200
+
+    _in_process(tmp_path, test)
+
+
+def test_short_term_api_keys_with_a_wrong_signature_count_against_their_access_key(
+    tmp_path: Path,
+) -> None:
+    """A short-term API key is a presigned request: forging one is guessing the secret of the
+    access key it names, so it is counted as a wrong signature of that key."""
+    generator = BedrockTokenGenerator()
+    genuine = generator.get_token(Credentials(ALICE.access_key_id, ALICE.secret), "us-east-1")
+    forged = generator.get_token(Credentials(ALICE.access_key_id, WRONG), "us-east-1")
+
+    async def test(server: InProcess) -> None:
+        def bearer(token: str) -> tuple[tuple[str, str], ...]:
+            return (("host", "127.0.0.1:8765"), ("authorization", f"Bearer {token}"))
+
+        for _ in range(MAX_FAILURES):
+            reply = await server.call("10.0.0.1", bearer(forged), "https")
+            assert (reply.status, reply.error_type) == (403, "UnrecognizedClientException")
+        reply = await server.call("10.0.0.1", bearer(genuine), "https")
+        assert (reply.status, reply.error_type) == (429, "ThrottlingException")
+        # The same key's SigV4 requests from there too: one secret, one count.
+        assert await server.sigv4("10.0.0.1", ALICE.secret) == (429, "ThrottlingException")
+        assert (await server.call("10.0.0.2", bearer(genuine), "https")).status == 200
+
+    _in_process(tmp_path, test)
