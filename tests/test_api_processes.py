@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -205,3 +206,48 @@ def test_a_console_session_is_known_to_every_process(server_factory: Any) -> Non
     )
     assert status == 200 and "set-cookie" not in headers  # the same session: no new one
     assert json.loads(body)["csrf"] == csrf
+
+
+_TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ batchrock[\w.]*: ")
+_LABELLED = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ batchrock[\w.]* \[api (\d+) pid (\d+)\]: "
+)
+
+
+def test_each_api_process_says_which_it_is_on_every_line(server_factory: Any) -> None:
+    """With several API processes a line says which wrote it: the index (the health check's
+    x-batchrock-process) and the pid, in our lines and in uvicorn's."""
+    server = server_factory(engine=False, api_processes=2)
+    assert _seen(server.url, {"0", "1"}) == {"0", "1"}
+    (child,) = _children(server.proc.pid)
+    lines = server.log().splitlines()
+    ours = [line for line in lines if " batchrock" in line and line[:2] == "20"]
+    assert ours and all(_LABELLED.match(line) for line in ours), ours
+    writers = {_LABELLED.match(line).groups() for line in ours}  # type: ignore[union-attr]
+    assert writers == {("0", str(server.proc.pid)), ("1", str(child))}
+    assert any(
+        line.endswith("API process 2 of 2 serving") and f"[api 1 pid {child}]" in line
+        for line in ours
+    )
+    # uvicorn's own lines: "INFO:     [api 1 pid N] Started server process [N]".
+    for pid, index in ((server.proc.pid, 0), (child, 1)):
+        assert f"[api {index} pid {pid}] Started server process [{pid}]" in server.log()
+
+
+def test_one_api_processes_lines_are_as_before(server_factory: Any) -> None:
+    server = server_factory(engine=False, api_processes=1)
+    ours = [line for line in server.log().splitlines() if " batchrock" in line and line[:2] == "20"]
+    assert ours and all(_TEXT_LINE.match(line) for line in ours), ours
+    assert "[api " not in server.log()
+
+
+def test_json_lines_name_the_api_process(server_factory: Any) -> None:
+    server = server_factory(engine=False, api_processes=2, log_format="json")
+    assert _seen(server.url, {"0", "1"}) == {"0", "1"}
+    (child,) = _children(server.proc.pid)
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    assert lines
+    assert {(line["api_process"], line["pid"]) for line in lines} == {
+        (0, server.proc.pid),
+        (1, child),
+    }

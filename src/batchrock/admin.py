@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         from batchrock.backends.routing import ConfigError
 
         count = processes.process_count(settings) if command == "serve" else 1
+        if count > 1:
+            logs.name_process(0)  # the one with the engine; each forked one names itself
         # Several API processes count their metrics in files of a shared folder; the backends
         # built next keep this process's Metrics, so it must count there from the start.
         shared = _share_metrics(settings) if count > 1 else None
@@ -173,12 +175,14 @@ def _serve_processes(
     :func:`listen_shared`; setting ``api_processes``; see :mod:`batchrock.processes`): this
     one with the engine on the first, the others forked API-only; ``folder`` is what they
     share (:func:`_share_metrics`)."""
+    from batchrock import logs
     from batchrock.shared_state import SharedState
 
     factory = loop_factory(settings.event_loop)  # checked by main already
     SharedState.create(folder / processes.SHARED_STATE)
 
     def child(role: processes.Child) -> int:
+        logs.name_process(role.index)
         for index, other in enumerate(socks):
             if index != role.index:
                 other.close()  # its own only: the kernel spreads connections over the sockets
@@ -457,6 +461,7 @@ def http_config(settings: Settings, app: Any, **options: Any) -> Any:
     connection limit and the head size bound from the settings, then ``options``."""
     import uvicorn
 
+    from batchrock import logs
     from batchrock.api.connections import Limits, protocol_class
 
     limits = Limits(
@@ -475,7 +480,9 @@ def http_config(settings: Settings, app: Any, **options: Any) -> Any:
         # and an X-Forwarded-Proto header must not talk the server out of that.
         proxy_headers=False,
         # JSON logs: uvicorn's lines go through the root logger's JSON handler too.
-        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        log_config=None
+        if settings.log_format == "json"
+        else logs.uvicorn_log_config(uvicorn.config.LOGGING_CONFIG),
         **options,
     )
 

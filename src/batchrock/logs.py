@@ -7,12 +7,18 @@ followed through the log from its Create to its last event delivery (docs/events
 
 Secrets never reach a line through a field: a field whose name says it holds one
 (authorization, signature, secret, password, token, key) is written as ``"[redacted]"``.
+
+With several API processes (setting ``api_processes``) every line says which one wrote it
+(:func:`name_process`): ``[api 1 pid 4242]`` in text, ``api_process`` and ``pid`` in JSON,
+uvicorn's own lines included (:func:`uvicorn_log_config`). One process's lines are as before.
 """
 
 from __future__ import annotations
 
 import contextvars
+import copy
 import logging
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -29,6 +35,13 @@ _SECRET_NAME = re.compile(r"authori[sz]ation|signature|secret|password|token|(^|
 # What every LogRecord has; anything else on a record came in through ``extra``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: TEXT_FORMAT with the API process that wrote the line, when ``serve`` runs several.
+PROCESSES_TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [api %(api_process)s pid %(process)d]: %(message)s"
+)
+#: Which of ``serve``'s API processes this is (0: the one with the engine); ``None`` while
+#: there is only one.
+_api_process: int | None = None
 
 
 class _RequestId(logging.Filter):
@@ -40,6 +53,20 @@ class _RequestId(logging.Filter):
             if current is not None:
                 record.request_id = current
         return True
+
+
+class _ProcessLabel(logging.Filter):
+    """Puts the API process (:func:`name_process`) on every record, for either format."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _api_process is not None:
+            record.api_process = _api_process
+            record.pid = record.process
+        return True
+
+
+class _TextFormatter(logging.Formatter):
+    """The text lines :func:`configure` writes (and :func:`name_process` labels)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -69,7 +96,7 @@ def configure(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+        formatter = JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT)
         handler.setFormatter(formatter)
         root.addHandler(handler)
     # httpx logs every request's URL at info: a webhook URL can itself be a secret (a token
@@ -80,3 +107,30 @@ def configure(level: str, fmt: str) -> None:
     for each in root.handlers:
         if not any(isinstance(f, _RequestId) for f in each.filters):
             each.addFilter(_RequestId())
+
+
+def name_process(index: int) -> None:
+    """From now on, say on every line that API process ``index`` of several wrote it (0: the
+    one with the engine, as the health check's ``x-batchrock-process`` says). Called in each
+    process of a ``serve`` with ``api_processes`` > 1, after the fork."""
+    global _api_process
+    _api_process = index
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ProcessLabel) for f in handler.filters):
+            handler.addFilter(_ProcessLabel())
+        if isinstance(handler.formatter, _TextFormatter):
+            handler.setFormatter(_TextFormatter(PROCESSES_TEXT_FORMAT))
+
+
+def uvicorn_log_config(base: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn's text logging config (``base``: its LOGGING_CONFIG) with this API process's
+    label in each line, when :func:`name_process` named one; ``base`` itself otherwise."""
+    if _api_process is None:
+        return base
+    config = copy.deepcopy(base)
+    label = f"[api {_api_process} pid {os.getpid()}] "
+    for formatter in config.get("formatters", {}).values():
+        fmt = formatter.get("fmt", "%(message)s")
+        head, sep, tail = fmt.partition("%(levelprefix)s ")
+        formatter["fmt"] = head + sep + label + tail if sep else label + fmt
+    return config
