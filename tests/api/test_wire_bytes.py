@@ -20,7 +20,7 @@ import orjson
 from batchrock import jobs
 from batchrock.api import codec, identity
 from batchrock.api.identity import job_arn
-from batchrock.api.summaries import SummaryCache
+from batchrock.api.summaries import SummaryCache, SummaryPage
 from batchrock.catalogue import reported_model_id
 from batchrock.clock import FakeClock, from_micros, to_micros
 from batchrock.jobs import Counters, Job, JobStatus
@@ -227,6 +227,20 @@ async def check_kept(path: Path) -> None:
                     last = full_page[-1]
                     assert page.last == (to_micros(last.submit_time), last.job_id)
         assert len(cache) == min(size, len(made))
+
+
+def test_a_page_body_of_any_size_is_the_dicts_encoding() -> None:
+    """The body is joined in one allocation (head and tail joined to the first and last
+    summaries): empty, one, two and many summaries, with and without a nextToken."""
+    rows = [job_row(j) for j in varied_jobs()[:5]]
+    for n in range(len(rows) + 1):
+        summaries = [codec.job_to_wire(r) for r in rows[:n]]
+        page = SummaryPage([orjson.dumps(s) for s in summaries], False, None)
+        expected: dict[str, Any] = {"invocationJobSummaries": summaries}
+        assert page.body(None).body == orjson.dumps(expected), n
+        expected["nextToken"] = "t/+="
+        assert page.body("t/+=").body == orjson.dumps(expected), n
+        assert page.body(None).body == orjson.dumps({"invocationJobSummaries": summaries})
 
 
 def test_format_micros_matches_strftime_across_the_range() -> None:
