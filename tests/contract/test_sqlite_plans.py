@@ -110,3 +110,37 @@ def test_the_metrics_status_count_reads_only_the_status_index(
     assert len(plans) == 2, plans
     assert "COVERING INDEX jobs_claim" in plans[0], plans[0]
     assert "INDEX jobs_claim (status=?)" in plans[1], plans[1]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"status": JobStatus.COMPLETED},
+        {"submitted_after": T0, "submitted_before": T0 + timedelta(hours=1)},
+    ],
+)
+@pytest.mark.parametrize("after", [None, Cursor(T0, "zzzzzzzzzzzz")])
+async def test_a_listings_keys_are_read_from_the_index_alone(
+    tmp_path: Path, kw: dict, after: Cursor | None
+) -> None:
+    """The key query of a listing (the API's summary cache reads only keys) is answered from
+    a listing index that holds the whole key, row_version included: no table row is read."""
+    store = await SqliteStore.open(tmp_path / "plans.sqlite3")
+    try:
+        for i in range(30):
+            await store.create(make_job(i), {})
+        job_filter = JobFilter(account_id="123456789012", region="us-east-1", **kw)
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        try:
+            keys = await store.list_row_keys(job_filter, PageRequest(limit=10, after=after))
+        finally:
+            store._conn.set_trace_callback(None)
+        if not kw and after is None:
+            assert len(keys) == 10
+        (sql,) = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        plan = " | ".join(r[3] for r in store._conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "COVERING INDEX jobs_listing" in plan, plan
+    finally:
+        await store.close()

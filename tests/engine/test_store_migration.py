@@ -12,6 +12,7 @@ from pathlib import Path
 from batchrock import jobs
 from batchrock.clock import SystemClock
 from batchrock.jobs import Counters, Job
+from batchrock.store.base import JobFilter, PageRequest
 from batchrock.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 
@@ -66,7 +67,7 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(main())
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
 
 
@@ -174,4 +175,58 @@ def test_version_2_database_gets_row_versions(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
     assert triggers == [("jobs_row_version",)]
+    conn.close()
+
+
+def test_version_3_listing_indexes_are_made_again_with_the_row_version(tmp_path: Path) -> None:
+    """Schema version 4: the listing indexes end with row_version (a listing's keys are read
+    from the index alone). A version 3 database's, without it, are made again at the first
+    open, keeping its jobs listed; the next open leaves them as they are."""
+    path = tmp_path / "old.sqlite3"
+    version_2_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE jobs ADD COLUMN row_version INTEGER NOT NULL DEFAULT 0")
+    conn.execute("CREATE INDEX jobs_listing ON jobs (account_id, region, submit_time, job_id)")
+    conn.execute(
+        "CREATE INDEX jobs_listing_by_status "
+        "ON jobs (account_id, region, status, submit_time, job_id)"
+    )
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+
+    def listing_indexes() -> dict[str, str]:
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                "AND name LIKE 'jobs_listing%'"
+            ).fetchall()
+        finally:
+            conn.close()
+        return dict(rows)
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        keys = await store.list_row_keys(
+            JobFilter(account_id="123456789012", region="us-east-1"), PageRequest(limit=5)
+        )
+        assert keys == [("abcdefghijkl", 1, 0)]
+        await store.close()
+
+    asyncio.run(main())
+    made = listing_indexes()
+    assert sorted(made) == ["jobs_listing", "jobs_listing_by_status"]
+    assert all(sql.endswith("job_id, row_version)") for sql in made.values()), made
+    # Opened again: nothing is made again (the same rows of sqlite_master, same root pages).
+    conn = sqlite3.connect(path)
+    roots = conn.execute("SELECT name, rootpage FROM sqlite_master WHERE type = 'index'").fetchall()
+    conn.close()
+    asyncio.run(main())
+    conn = sqlite3.connect(path)
+    assert (
+        conn.execute("SELECT name, rootpage FROM sqlite_master WHERE type = 'index'").fetchall()
+        == roots
+    )
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
