@@ -227,6 +227,8 @@ async def check_kept(path: Path) -> None:
                     last = full_page[-1]
                     assert page.last == (to_micros(last.submit_time), last.job_id)
         assert len(cache) == min(size, len(made))
+        # The submit times kept for the cursors are evicted with the bytes.
+        assert cache._submitted.keys() == cache._entries.keys()
 
 
 def test_a_page_body_of_any_size_is_the_dicts_encoding() -> None:

@@ -2,10 +2,10 @@
 
 A job's summary (ModelInvocationJobSummary, and GetModelInvocationJob's body, the same 20
 members) is a function of its row alone. So the bytes are kept under the row's
-:data:`~batchrock.store.base.RowKey` (its id, submit time and a version that any change of
-the row moves on, whichever process writes), and a listing first reads only the keys (three
-columns): when every key has its bytes the page is their join, with no row decoded and no
-time formatted. Another process's write changes the row's key, so its old bytes are never
+:data:`~batchrock.store.base.RowKey` (its id and a version that any change of the row moves
+on, whichever process writes), and a listing first reads only the keys (two columns, both in
+the listing index): when every key has its bytes the page is their join, with no row decoded
+and no time formatted. Another process's write changes the row's key, so its old bytes are never
 looked up again; correctness never depends on the cache, only the cost does.
 
 When a key is missing, the page is read again whole, each row with its key
@@ -77,6 +77,9 @@ class SummaryCache:
         self._service = service
         self._max = max_jobs
         self._entries: OrderedDict[RowKey, bytes] = OrderedDict()
+        #: Each kept key's submit time (µs), for a page's cursor: a job's never changes, so it
+        #: need not be read with every key (store/base.py RowKey).
+        self._submitted: dict[RowKey, int] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -99,7 +102,7 @@ class SummaryCache:
         summaries: list[bytes | None] = list(map(self._entries.get, keys))
         if not all(summaries):
             return await self._read_whole(job_filter, request)
-        last = (keys[-1][1], keys[-1][0]) if more and keys else None
+        last = (self._submitted[keys[-1]], keys[-1][0]) if more and keys else None
         return SummaryPage(cast("list[bytes]", summaries), more, last)
 
     async def _read_whole(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
@@ -116,6 +119,7 @@ class SummaryCache:
         if self._max > 0:
             entries = self._entries
             entries[key] = body
+            self._submitted[key] = row.submit_time
             while len(entries) > self._max:
-                entries.popitem(last=False)
+                del self._submitted[entries.popitem(last=False)[0]]
         return body

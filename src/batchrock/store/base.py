@@ -93,12 +93,15 @@ class JobRow(NamedTuple):
     error_records: int
 
 
-#: A row's key: ``(job_id, submit_time, row_version)``, the version a counter that each store's
-#: trigger moves on whenever an update changes a member of the row's :class:`JobRow` view,
-#: whoever writes (SQLite: on every update of such a column; PostgreSQL: when one's value
-#: changes). Equal keys mean equal views, so a view's encoded bytes can be kept under its key
-#: (api/summaries.py); the first two members place the row in a listing (a page's cursor).
-RowKey = tuple[str, int, int]
+#: A row's key: ``(job_id, row_version)``, the version a counter that each store's trigger
+#: moves on whenever an update changes a member of the row's :class:`JobRow` view, whoever
+#: writes (SQLite: on every update of such a column; PostgreSQL: when one's value changes).
+#: Equal keys mean equal views, so a view's encoded bytes can be kept under its key
+#: (api/summaries.py). Job ids are never reused, and two members are what a page of 1000
+#: keys costs least to read: the submit time (the listing's order, and a page's cursor) was a
+#: third member until schema version 4, a large integer made per row for the one the cursor
+#: needs; the cache keeps it beside the bytes instead.
+RowKey = tuple[str, int]
 
 
 def job_row(job: Job) -> JobRow:

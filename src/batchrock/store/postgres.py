@@ -111,8 +111,8 @@ _RARE_NAME_SQL = (
     "%s, %s, %s, %s::bigint, %s::bigint, %s::bigint, %s, %s, %s, %s, %s)"
 )
 #: A row's key (store/base.py RowKey), its version moved on by pg_schema's migration 5.
-_KEY_COLUMNS = "job_id, submit_time, row_version"
-_N_KEY = 3
+_KEY_COLUMNS = "job_id, row_version"
+_N_KEY = 2
 
 
 def _keyed(rows: Sequence[Row]) -> list[tuple[RowKey, JobRow]]:

@@ -79,9 +79,9 @@ _ROW_COLUMNS = (
     "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
     "success_records, error_records"
 )
-# A row's key (store/base.py RowKey): the first two are in the listing indexes.
-_KEY_COLUMNS = "job_id, submit_time, row_version"
-_N_KEY = 3
+# A row's key (store/base.py RowKey): both are in the listing indexes (a covering read).
+_KEY_COLUMNS = "job_id, row_version"
+_N_KEY = 2
 # Every column of the view: an update of any of them moves row_version on. Made at every open
 # (when it differs), so a column added to the view is never left out of an older database's.
 _VERSION_TRIGGER = (

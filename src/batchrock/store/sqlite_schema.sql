@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     checkpoint            TEXT,
     -- Moved on by the trigger jobs_row_version (store/sqlite.py) whenever a column the API
     -- shows changes, whichever process writes: the API keeps each job's encoded summary under
-    -- (job_id, submit_time, row_version). Schema version 3.
+    -- (job_id, row_version). Schema version 3.
     row_version           INTEGER NOT NULL DEFAULT 0
 );
 
