@@ -167,9 +167,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 # The listing indexes hold each row's key whole (schema version 4), so a listing's key query
-# (list_row_keys) reads the index alone, no table row: a third less CPU for a page of 1000
-# (docs/benchmarks.md). The cost is on writes: an update of the view moves row_version on,
-# which now moves the row's entry in both indexes (tens of µs, once per checkpoint of a job).
+# (list_row_keys) reads the index alone, no table row: a third less CPU for the key query of
+# a page of 1000 (docs/benchmarks.md). The cost is on writes: an update of the view moves
+# row_version on, which now moves the row's entry in both indexes (tens of µs, once per
+# checkpoint of a job). Made again, an older database's hold the write lock while they are
+# built: once, a few seconds at a million jobs.
 _LISTING_INDEXES = {
     "jobs_listing": (
         "CREATE INDEX jobs_listing ON jobs (account_id, region, submit_time, job_id, row_version)"
