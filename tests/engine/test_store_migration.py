@@ -1,6 +1,7 @@
 """A database written before throttled requests were counted (schema version 1) opens, keeps
 its jobs, and counts throttled requests from then on; one written before rows had a version
-(schema version 2) gets the column and the trigger that moves it on."""
+(schema version 2) gets the column and the trigger that moves it on; one of version 3 gets
+listing indexes that end with the row version."""
 
 from __future__ import annotations
 
