@@ -13,9 +13,10 @@ checkpoints, no validation beyond what the JSON parser does: what is left is the
 Python client on the same event loop does for one record, which is what benchmarks/record_path.py
 compares batchrock with.
 
-When done it prints ``cpu <seconds> records <n>``: this process's CPU time (user + system) from
-just before the first request to just after the last line was written, so start-up and the
-interpreter's import time are not counted.
+When done it prints ``cpu <seconds> records <n> wall <seconds>``: this process's CPU time (user
++ system) from just before the first request to just after the last line was written, so
+start-up and the interpreter's import time are not counted, and the wall-clock time from just
+before it connects to the server to the same end.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import asyncio
 import os
 import resource
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -102,7 +104,7 @@ def _render(record: dict[str, Any], answer: dict[str, Any]) -> bytes:
 
 async def run(
     port: int, lines: Iterator[bytes], out: Any, concurrency: int, model: str
-) -> tuple[float, int]:
+) -> tuple[float, float, int]:
     loop = asyncio.get_running_loop()
     head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
     head += "Content-Type: application/json\r\nContent-Length: "
@@ -125,6 +127,7 @@ async def run(
                 out.write(b"".join(pending))
                 pending.clear()
 
+    wall = time.monotonic()  # the connections are part of the job's time, as in batchrock's
     exchanges = []
     for _ in range(concurrency):
         _, protocol = await loop.create_connection(_Exchange, "127.0.0.1", port)
@@ -134,11 +137,11 @@ async def run(
     out.write(b"".join(pending))
     out.flush()
     os.fsync(out.fileno())
-    cpu = _cpu() - started
+    cpu, wall = _cpu() - started, time.monotonic() - wall
     for exchange in exchanges:
         assert exchange.transport is not None
         exchange.transport.close()
-    return cpu, done
+    return cpu, wall, done
 
 
 def _cpu() -> float:
@@ -161,10 +164,10 @@ def main() -> None:
         if args.uvloop:
             import uvloop
 
-            cpu, done = uvloop.run(coro)
+            cpu, wall, done = uvloop.run(coro)
         else:
-            cpu, done = asyncio.run(coro)
-    print(f"cpu {cpu:.6f} records {done}", flush=True)
+            cpu, wall, done = asyncio.run(coro)
+    print(f"cpu {cpu:.6f} records {done} wall {wall:.6f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +70,27 @@ def tree_cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def services(
-    args: argparse.Namespace, routes_for: Callable[[int], str], **env_extra: str
+    args: argparse.Namespace,
+    routes_for: Callable[[int], str],
+    fake_args: Sequence[str] = (),
+    **env_extra: str,
 ) -> Iterator[tuple[str, Path, int]]:
-    """The fake OpenAI-compatible server (answering after ``args.latency_ms``) and a
-    ``batchrock serve`` with the routes ``routes_for(fake_port)`` gives: (API URL, data dir,
-    server pid), both stopped afterwards."""
+    """The fake OpenAI-compatible server (answering after ``args.latency_ms``, with
+    ``fake_args`` added to its command line) and a ``batchrock serve`` with the routes
+    ``routes_for(fake_port)`` gives: (API URL, data dir, server pid), both stopped
+    afterwards."""
     work = Path(tempfile.mkdtemp(prefix="batchrock-openai-bench-"))
     fake_port, api_port = free_port(), free_port()
     fake = subprocess.Popen(
-        [sys.executable, str(FAKE), "--port", str(fake_port), "--latency-ms", str(args.latency_ms)],
+        [
+            sys.executable,
+            str(FAKE),
+            "--port",
+            str(fake_port),
+            "--latency-ms",
+            str(args.latency_ms),
+            *fake_args,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -182,6 +194,8 @@ class JobRun:
     in_progress_s: float
     #: The ``batchrock serve`` process's CPU seconds from CreateModelInvocationJob to the end.
     cpu_s: float
+    #: When the job reached each status, wall-clock microseconds (the store's job_events).
+    times: dict[str, int] = field(default_factory=dict)
 
 
 def run_job(client: Any, data: Path, pid: int, name: str, poll_s: float = 0.1) -> JobRun:
@@ -219,6 +233,7 @@ def run_job(client: Any, data: Path, pid: int, name: str, poll_s: float = 0.1) -
         errors=manifest["errorRecordCount"],
         in_progress_s=(times[job["status"]] - times["InProgress"]) / 1e6,
         cpu_s=cpu,
+        times=times,
     )
 
 
