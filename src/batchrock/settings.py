@@ -198,6 +198,16 @@ class Settings:
             high=256,
         ),
     )
+    engine_offload_load: float = field(
+        default=0.8,
+        metadata=_meta(
+            "How busy the engine process's event loop must be (its share of one core) before "
+            "records of remote routes go to the worker processes (engine_processes); below "
+            "it the engine answers them itself; 0: every such record goes to the workers.",
+            low=0,
+            high=1,
+        ),
+    )
     engine_poll_seconds: float = field(
         default=0.5,
         metadata=_meta("How often an idle engine looks for new or stopped jobs.", low=0.001),

@@ -25,7 +25,14 @@ import pytest
 
 from batchrock.backends.base import ModelRequest, ModelResult
 from batchrock.backends.pool_child import Worker
-from batchrock.backends.process_pool import FRAME, PooledBackend, WorkerPool, decode
+from batchrock.backends.process_pool import (
+    FRAME,
+    OFFLOAD_WINDOW_S,
+    Offload,
+    PooledBackend,
+    WorkerPool,
+    decode,
+)
 from batchrock.backends.routing import build_resolver, parse_route
 from batchrock.settings import Settings
 
@@ -35,6 +42,11 @@ from .test_jobs_e2e import FAST, claude, results, routes, submit, wait
 pytestmark = pytest.mark.timeout(180)
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def all_to_children(data_dir: Path) -> Settings:
+    """Settings whose pool sends every record to its children, however idle this loop is."""
+    return Settings(data_dir=data_dir, engine_offload_load=0)
 
 
 def children(pid: int) -> list[int]:
@@ -99,6 +111,7 @@ def test_workers_write_what_one_process_writes(server_factory: Any, tmp_path: Pa
                 **FAST,
                 models_config=route_file(folder, fake),
                 engine_processes=processes,
+                engine_offload_load=0,  # every record to the workers, however idle the loop
                 engine_record_concurrency=8,
             )
             arn = submit(server, MODEL, recs)
@@ -130,6 +143,7 @@ def job_under_way(
             **{**FAST, **settings},
             models_config=route_file(tmp_path, fake),
             engine_processes=2,
+            engine_offload_load=0,
             engine_record_concurrency=16,
         )
         recs = records(600)
@@ -178,6 +192,7 @@ def test_route_concurrency_holds_across_workers(server_factory: Any, tmp_path: P
             **FAST,
             models_config=route_file(tmp_path, fake, "max_concurrency = 3\n"),
             engine_processes=2,
+            engine_offload_load=0,
             engine_record_concurrency=32,
         )
         recs = records(120)
@@ -212,6 +227,7 @@ def pool_settings(tmp_path: Path, fake: FakeServer, extra: str = "") -> Settings
         data_dir=tmp_path,
         models_config=route_file(tmp_path, fake, extra),
         engine_processes=2,
+        engine_offload_load=0,
     )
 
 
@@ -239,6 +255,115 @@ def test_retries_and_throttling_are_counted_in_the_engine(
     assert orjson.loads(orjson.dumps(plain.output))["content"][0]["text"] == "echo: plain"
     assert len(pids) == 2
     wait_for(lambda: not any(alive(p) for p in pids), "the closed pool's workers to exit", 10)
+
+
+class Readings:
+    """The event loop's CPU seconds and the monotonic time, as a test sets them."""
+
+    def __init__(self) -> None:
+        self.cpu = self.now = 0.0
+
+    def offload(self, load: float = 0.8) -> Offload:
+        offload = Offload(load, cpu=lambda: self.cpu, clock=lambda: self.now)
+        offload.to_children()  # the first record starts the first look (in the loop's thread)
+        return offload
+
+    def window(self, busy: float) -> None:
+        """One look's worth of time passes, the loop using ``busy`` of its core."""
+        self.now += OFFLOAD_WINDOW_S
+        self.cpu += busy * OFFLOAD_WINDOW_S
+
+
+def test_records_go_to_the_workers_only_while_the_engine_loop_is_busy() -> None:
+    readings = Readings()
+    offload = readings.offload(0.8)
+
+    def look(busy: float) -> int:
+        readings.window(busy)
+        return sum(offload.to_children() for _ in range(8))
+
+    assert look(0.5) == 0  # time to spare: the engine answers every record itself
+    assert look(0.79) == 0
+    # Busy: a quarter more of the records go to the workers at each look, up to all.
+    assert [look(0.9), look(1.0), look(0.95), look(1.0), look(1.0)] == [2, 4, 6, 8, 8]
+    assert look(0.7) == 8  # within the band below the load: held
+    assert [look(0.3), look(0.5), look(0.59)] == [6, 4, 2]
+    assert [look(0.1), look(0.1)] == [0, 0]
+    assert all(Readings().offload(0).to_children() for _ in range(8))  # 0: always
+    # The first record sets where the first look starts: the CPU time of the pool's builder
+    # (maybe another thread) is not the loop's.
+    other = Readings()
+    late = Offload(0.8, cpu=lambda: other.cpu, clock=lambda: other.now)
+    other.window(1.0)  # what the builder's thread did meanwhile, by the loop thread's clock
+    assert sum(late.to_children() for _ in range(8)) == 0 and late.share == 0
+
+
+def test_an_idle_engine_answers_remote_records_itself(
+    tmp_path: Path, fake_openai: FakeServer
+) -> None:
+    """With time to spare on the engine's loop (a latency-bound job, or a machine whose
+    other work keeps the loop off its core) no worker starts: the records do not cross."""
+    readings = Readings()
+
+    async def go() -> tuple[list[ModelResult], list[int]]:
+        settings = Settings(
+            data_dir=tmp_path, models_config=route_file(tmp_path, fake_openai), engine_processes=2
+        )
+        resolver = build_resolver(settings)
+        assert resolver.pool is not None and resolver.pool.offload.load == 0.8
+        resolver.pool.offload = readings.offload()
+        try:
+            backend = resolver.for_model(MODEL)
+            answers = []
+            for busy in (0.1, 0.5, 0.7):
+                readings.window(busy)
+                answers += await asyncio.gather(
+                    *(backend.invoke(request(f"q{i}", i)) for i in range(8))
+                )
+            return answers, resolver.pool.pids
+        finally:
+            await resolver.aclose()
+
+    answers, pids = asyncio.run(go())
+    assert [orjson.loads(orjson.dumps(a.output))["content"][0]["text"] for a in answers] == [
+        f"echo: q{i}" for i in range(8)
+    ] * 3
+    assert pids == []
+
+
+def test_a_busy_engine_sends_its_workers_the_share_it_cannot_answer(
+    tmp_path: Path, fake_openai: FakeServer
+) -> None:
+    readings = Readings()
+
+    async def go() -> tuple[list[ModelResult], list[int], list[int]]:
+        settings = Settings(
+            data_dir=tmp_path, models_config=route_file(tmp_path, fake_openai), engine_processes=2
+        )
+        resolver = build_resolver(settings)
+        pool = resolver.pool
+        assert pool is not None
+        pool.offload = readings.offload()
+        backend = resolver.for_model(MODEL)
+        answered = []
+        answers = []
+        try:
+            for busy in (0.3, 1.0, 1.0, 0.1, 0.1):
+                readings.window(busy)
+                answers += await asyncio.gather(
+                    *(backend.invoke(request(f"q{i}", i)) for i in range(8))
+                )
+                answered.append(sum(child.answered for child in pool._children))
+            return answers, answered, pool.pids
+        finally:
+            await resolver.aclose()
+
+    answers, answered, pids = asyncio.run(go())
+    assert all(a.ok for a in answers)
+    # None while idle; busy, a quarter then half of the next records; idle again, a quarter
+    # and then none.
+    assert answered == [0, 2, 6, 8, 8]
+    assert len(pids) == 2
 
 
 #: A stand-in worker that answers nothing and keeps every byte the engine sends it.
@@ -270,7 +395,7 @@ def test_a_cancelled_record_is_cancelled_in_its_worker(tmp_path: Path) -> None:
 
     async def go() -> None:
         command = [sys.executable, "-c", RECORDER, str(sent)]
-        pool = WorkerPool(Settings(data_dir=tmp_path), 1, command)
+        pool = WorkerPool(all_to_children(tmp_path), 1, command)
         backend = pool.backend(route, _Unused())
         try:
             with pytest.raises(TimeoutError):
@@ -322,7 +447,7 @@ def test_workers_that_cannot_start_fail_records_not_the_engine(tmp_path: Path) -
 
     async def go() -> list[ModelResult]:
         pool = WorkerPool(
-            Settings(data_dir=tmp_path), 2, [sys.executable, "-c", "raise SystemExit(3)"]
+            all_to_children(tmp_path), 2, [sys.executable, "-c", "raise SystemExit(3)"]
         )
         backend = pool.backend(route, _Unused())
         try:
@@ -344,9 +469,7 @@ def test_a_record_messagepack_cannot_carry_gets_a_400(tmp_path: Path) -> None:
     sent = tmp_path / "sent.bin"
 
     async def go() -> ModelResult:
-        pool = WorkerPool(
-            Settings(data_dir=tmp_path), 1, [sys.executable, "-c", RECORDER, str(sent)]
-        )
+        pool = WorkerPool(all_to_children(tmp_path), 1, [sys.executable, "-c", RECORDER, str(sent)])
         backend = pool.backend(route, _Unused())
         odd = ModelRequest(MODEL, "InvokeModel", {"n": 2**70}, "R0")
         try:
@@ -363,7 +486,7 @@ def test_a_closed_pool_answers_at_once(tmp_path: Path) -> None:
     route = parse_route(0, {"model": MODEL, "backend": "openai", "base_url": "http://x/v1"})
 
     async def go() -> ModelResult:
-        pool = WorkerPool(Settings(data_dir=tmp_path), 2)
+        pool = WorkerPool(all_to_children(tmp_path), 2)
         backend = pool.backend(route, _Unused())
         await pool.aclose()
         return await asyncio.wait_for(backend.invoke(request("late")), 10)
@@ -394,7 +517,9 @@ def test_bedrock_routes_are_answered_by_workers_as_in_one_process(
     for processes in (1, 2):
         fake = start("fake_bedrock.py", tmp_path)  # its own fault counts
         settings = dataclasses.replace(
-            settings_for(tmp_path, fake.url, "max_retries = 3"), engine_processes=processes
+            settings_for(tmp_path, fake.url, "max_retries = 3"),
+            engine_processes=processes,
+            engine_offload_load=0,
         )
         assert (build_resolver(settings).pool is not None) == (processes == 2)
         try:
@@ -435,7 +560,9 @@ def test_replicas_are_judged_in_the_engine_from_the_workers_answers(
 
     async def go() -> tuple[list[ModelResult], list[bool]]:
         resolver = build_resolver(
-            Settings(data_dir=tmp_path, models_config=path, engine_processes=2)
+            Settings(
+                data_dir=tmp_path, models_config=path, engine_processes=2, engine_offload_load=0
+            )
         )
         try:
             backend = resolver.for_model(MODEL)
@@ -462,7 +589,8 @@ def test_workers_run_on_the_engines_event_loop(tmp_path: Path, event_loop: str) 
     )
 
     async def go() -> str:
-        pool = WorkerPool(Settings(data_dir=tmp_path, event_loop=event_loop), 1)
+        settings = Settings(data_dir=tmp_path, event_loop=event_loop, engine_offload_load=0)
+        pool = WorkerPool(settings, 1)
         backend = pool.backend(route, _Unused())
         try:
             await asyncio.wait_for(backend.invoke(request("R0")), 30)  # port 9: refused

@@ -19,6 +19,14 @@ the event loop: a MessagePack list of requests and of cancellations), each child
 batches too. A cancelled call (its record's deadline, a halted job) is cancelled in the
 child, so a route's concurrency bound holds there as well.
 
+Whether a record goes to a child at all is decided record by record (:class:`Offload`): only
+while the engine's event loop is busy enough that it limits the job, and then only the share
+of the records it cannot answer itself. A loop with time to spare answers the record with the
+leaf built in this process: a crossing to a child costs CPU in both processes and the child's
+turns of its own loop, which a latency-bound job, or one on cores the model server or other
+work keeps busy, pays in time and gains nothing for. Children start with the first record
+sent to one.
+
 Children live exactly as long as their socket to the engine: they ignore SIGINT and SIGTERM
 (the engine drains its jobs first, then closes the sockets) and exit when the socket reaches
 its end, which the kernel brings about however the engine ends, SIGKILL included. A child
@@ -39,7 +47,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -68,6 +76,16 @@ FAILED_START_S = 5.0
 MAX_FAILED_STARTS = 3
 #: How long a closing pool waits for its children to exit before killing them.
 CLOSE_WAIT_S = 5.0
+
+#: How often :class:`Offload` looks at the event loop's CPU time, in seconds: long enough that
+#: a job's start (its connections, its first reads) is not taken for a busy loop.
+OFFLOAD_WINDOW_S = 0.5
+#: How much the share of records sent to the children moves after each look.
+OFFLOAD_STEP = 0.25
+#: The share falls only once the loop is this far below ``engine_offload_load`` (the loop
+#: sheds the children's part of a record's cost when records go to them: without a band the
+#: share would swing at every look).
+OFFLOAD_BAND = 0.2
 
 #: Frames: a 4-byte big-endian length, then MessagePack (the first frame, the child's
 #: configuration, is a pickle). Parent to child: ``[requests, cancelled ids]``, each request
@@ -101,6 +119,66 @@ def worker_count(settings: Settings) -> int:
     """How many worker processes ``settings`` ask for: 0 for none (answer in the engine)."""
     wanted = settings.engine_processes or available_cpus()
     return wanted if wanted > 1 else 0
+
+
+class Offload:
+    """Which records go to the children: none while the engine's event loop uses less than
+    ``load`` of one core, a share growing by :data:`OFFLOAD_STEP` at each look
+    (:data:`OFFLOAD_WINDOW_S`) while it uses more, falling again once it uses less than
+    ``load - OFFLOAD_BAND``. ``load`` 0: every record goes to the children.
+
+    What is measured is the CPU time of the thread running the event loop (the records
+    answered here, the API, the jobs' other work), not the wall time: a loop that waits on
+    the model server has time to spare, and one that the machine's other processes keep off
+    its core uses less than ``load`` too, where children would find no core either. ``cpu``
+    and ``clock`` are seams for tests (the thread's CPU seconds, monotonic seconds); looks
+    happen only when a record asks, so nothing runs in between.
+    """
+
+    def __init__(
+        self,
+        load: float,
+        *,
+        cpu: Callable[[], float] = time.thread_time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.load = load
+        #: The share of records sent to the children now.
+        self.share = 0.0 if load else 1.0
+        self._cpu, self._clock = cpu, clock
+        #: When the current look began and the loop's CPU time then; set by the first record
+        #: (in the loop's own thread: the pool may be built in another).
+        self._at: float | None = None
+        self._cpu_at = 0.0
+        #: Records owed to the children so far (the share, summed record by record).
+        self._owed = 0.0
+
+    def to_children(self) -> bool:
+        """Whether the next record goes to a child."""
+        if not self.load:
+            return True
+        now = self._clock()
+        if self._at is None:
+            self._at, self._cpu_at = now, self._cpu()
+            return False
+        span = now - self._at
+        if span >= OFFLOAD_WINDOW_S:
+            cpu = self._cpu()
+            used = (cpu - self._cpu_at) / span
+            self._at, self._cpu_at = now, cpu
+            if used >= self.load:
+                self.share = min(1.0, self.share + OFFLOAD_STEP)
+            elif used < self.load - OFFLOAD_BAND:
+                self.share = max(0.0, self.share - OFFLOAD_STEP)
+                if not self.share:
+                    self._owed = 0.0
+        if not self.share:
+            return False
+        self._owed += self.share
+        if self._owed >= 1.0:
+            self._owed -= 1.0
+            return True
+        return False
 
 
 @dataclass(slots=True, eq=False)
@@ -139,9 +217,18 @@ class WorkerPool:
     docstring). Children are started by the first record, not before: a process that never
     runs a job on a remote route starts none."""
 
-    def __init__(self, settings: Settings, size: int, command: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        size: int,
+        command: Sequence[str] | None = None,
+        *,
+        offload: Offload | None = None,
+    ) -> None:
         self.settings = settings
         self.size = size
+        #: Which records go to the children rather than to the leaves built here.
+        self.offload = offload or Offload(settings.engine_offload_load)
         #: How a child is started, its socket's descriptor appended (a seam for tests).
         self._command = list(command or [sys.executable, "-m", "batchrock.backends.pool_child"])
         #: The route (with its replica's ``base_url``) of each leaf, by leaf number.
@@ -163,6 +250,11 @@ class WorkerPool:
         return PooledBackend(self, len(self._leaves) - 1, leaf)
 
     # --- calls ------------------------------------------------------------------------
+
+    def answers_here(self) -> bool:
+        """Whether the next record is answered by its leaf in this process (:class:`Offload`);
+        a pool that is closing or broken answers every record itself (with its error)."""
+        return self._broken is None and not self._closing and not self.offload.to_children()
 
     async def invoke(self, leaf: int, request: ModelRequest) -> ModelResult:
         if self._broken is not None:
@@ -416,7 +508,8 @@ class PooledBackend:
         self.pool = pool
         self.leaf = leaf
         #: The leaf as built in this process (from the same route): it checked the route's
-        #: options at start-up and describes the backend; it answers nothing.
+        #: options at start-up, describes the backend, and answers the records the pool
+        #: keeps in this process (``WorkerPool.answers_here``).
         self.local = local
 
     def describe(self) -> str:
@@ -426,7 +519,10 @@ class PooledBackend:
         return str(text()) if callable(text) else type(self.local).__name__
 
     async def invoke(self, request: ModelRequest) -> ModelResult:
-        return await self.pool.invoke(self.leaf, request)
+        pool = self.pool
+        if pool.answers_here():
+            return await self.local.invoke(request)
+        return await pool.invoke(self.leaf, request)
 
     async def aclose(self) -> None:
         await self.local.aclose()
