@@ -73,18 +73,19 @@ def services(
     args: argparse.Namespace,
     routes_for: Callable[[int], str],
     fake_args: Sequence[str] = (),
+    fake: Path = FAKE,
     **env_extra: str,
 ) -> Iterator[tuple[str, Path, int]]:
-    """The fake OpenAI-compatible server (answering after ``args.latency_ms``, with
-    ``fake_args`` added to its command line) and a ``batchrock serve`` with the routes
-    ``routes_for(fake_port)`` gives: (API URL, data dir, server pid), both stopped
-    afterwards."""
+    """The fake OpenAI-compatible server ``fake`` (the tests' by default; answering after
+    ``args.latency_ms``, with ``fake_args`` added to its command line) and a ``batchrock
+    serve`` with the routes ``routes_for(fake_port)`` gives: (API URL, data dir, server pid),
+    both stopped afterwards."""
     work = Path(tempfile.mkdtemp(prefix="batchrock-openai-bench-"))
     fake_port, api_port = free_port(), free_port()
-    fake = subprocess.Popen(
+    model_server = subprocess.Popen(
         [
             sys.executable,
-            str(FAKE),
+            str(fake),
             "--port",
             str(fake_port),
             "--latency-ms",
@@ -96,7 +97,8 @@ def services(
     )
     server: subprocess.Popen[bytes] | None = None
     try:
-        assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
+        out = model_server.stdout
+        assert out is not None and out.readline().strip() == "ready"
         routes = work / "models.toml"
         routes.write_text(routes_for(fake_port))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
@@ -138,10 +140,10 @@ def services(
         if server is not None:
             server.terminate()
             server.wait(timeout=15)
-        fake.kill()
-        fake.wait()
-        if fake.stdout is not None:
-            fake.stdout.close()
+        model_server.kill()
+        model_server.wait()
+        if model_server.stdout is not None:
+            model_server.stdout.close()
 
 
 def routes_for(concurrency: int) -> Callable[[int], str]:

@@ -3,19 +3,20 @@
     .venv/bin/python benchmarks/record_path.py --records 10000 --rounds 3 --latencies 0,50 \\
         [--concurrency 256] [--floor-uvloop]
 
-For each latency, starts the fake OpenAI-compatible server from the tests and a ``batchrock
-serve`` routing a Claude model to it (benchmarks/openai_backend.py's helpers), writes one input
-file of ``--records`` Claude Messages records, then, round after round (the order alternating),
-runs a job over it through boto3 and the floor (benchmarks/_socket_floor.py: the same file, the
-same chat completions, the same server, raw asyncio sockets, one output line per answer). Each
-side's CPU time (user + system of its process and the processes under it, never the fake
-server's) is divided by the records. Prints, per latency, the median CPU per record of each
-side, the median and range of their ratio over the rounds, and the median and range of
-batchrock's InProgress time over the ideal ``records * latency / concurrency`` (from the store's
-transition times), beside the floor's wall-clock time (its first connection to its last line)
-over the same ideal: what the machine allowed a bare client at that moment. With
-``--floor-uvloop`` the floor also runs on uvloop each round (reported apart, the ratio is
-always to the plain-asyncio floor).
+For each latency, starts the fake OpenAI-compatible server from the tests (or, with ``--server
+lean``, benchmarks/_lean_openai.py: one prepared answer, a fraction of the tests' server's CPU
+a request) and a ``batchrock serve`` routing a Claude model to it
+(benchmarks/openai_backend.py's helpers), writes one input file of ``--records`` Claude
+Messages records, then, round after round (the order alternating), runs a job over it through
+boto3 and the floor (benchmarks/_socket_floor.py: the same file, the same chat completions, the
+same server, raw asyncio sockets, one output line per answer). Each side's CPU time (user +
+system of its process and the processes under it, never the fake server's) is divided by the
+records. Prints, per latency, the median CPU per record of each side, the median and range of
+their ratio over the rounds, and the median and range of batchrock's InProgress time over the
+ideal ``records * latency / concurrency`` (from the store's transition times), beside the
+floor's wall-clock time (its first connection to its last line) over the same ideal: what the
+machine allowed a bare client at that moment. With ``--floor-uvloop`` the floor also runs on
+uvloop each round (reported apart, the ratio is always to the plain-asyncio floor).
 
 ``--breakdown`` has the fake server log every request's arrival and answer (``--spans``: it
 costs the server some CPU, so the ratios of such a run are not the benchmark's) and prints,
@@ -41,9 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openai_backend import bedrock_client, routes_for, run_job, services, write_records
+from openai_backend import FAKE, bedrock_client, routes_for, run_job, services, write_records
 
 FLOOR = Path(__file__).resolve().parent / "_socket_floor.py"
+#: The model servers to measure against: the tests' fake, or the lean one of the benchmarks.
+SERVERS = {"tests": FAKE, "lean": Path(__file__).resolve().parent / "_lean_openai.py"}
 CPU_TARGET = 2.0
 TIME_TARGETS = {50.0: 1.2, 200.0: 1.1}
 
@@ -122,8 +125,14 @@ def measure(args: argparse.Namespace, latency: float) -> Measured:
         loop["BATCHROCK_ENGINE_PROCESSES"] = str(args.engine_processes)
     spans_path = Path(tempfile.mkdtemp(prefix="record-path-")) / "spans.jsonl"
     fake_args = ["--spans", str(spans_path)] if args.breakdown else []
+    if args.server == "lean":
+        fake_args = ["--uvloop"]
     spans_at = 0
-    with services(setup, routes_capturing, fake_args, **loop) as (url, data, pid):
+    with services(setup, routes_capturing, fake_args, SERVERS[args.server], **loop) as (
+        url,
+        data,
+        pid,
+    ):
         source = data / "s3" / "bench-bucket" / "in" / "records.jsonl"
         write_records(source, args.records)
         target = data / "floor.jsonl.out"
@@ -178,11 +187,19 @@ def main() -> int:
         "--breakdown", action="store_true", help="where the InProgress time goes (see above)"
     )
     parser.add_argument(
+        "--server",
+        choices=sorted(SERVERS),
+        default="tests",
+        help="the model server: the tests' fake (default) or benchmarks/_lean_openai.py",
+    )
+    parser.add_argument(
         "--event-loop",
         choices=("auto", "uvloop", "asyncio"),
         help="batchrock serve's event_loop setting (unset: its default)",
     )
     args = parser.parse_args()
+    if args.breakdown and args.server != "tests":
+        parser.error("--breakdown needs the tests' fake server (its --spans)")
     missed: list[str] = []
     rows: list[str] = []
     for latency in [float(v) for v in args.latencies.split(",")]:
@@ -201,7 +218,7 @@ def main() -> int:
     uv_head = " floor on uvloop µs |" if args.floor_uvloop else ""
     print(
         f"\n{args.records} records, concurrency {args.concurrency}, {args.rounds} rounds, "
-        f"event_loop {args.event_loop or 'default'}\n"
+        f"event_loop {args.event_loop or 'default'}, {args.server} server\n"
     )
     print(
         "| latency | batchrock CPU µs a record | floor CPU µs |" + uv_head + " CPU ratio "
