@@ -472,8 +472,8 @@ def http_config(settings: Settings, app: Any, **options: Any) -> Any:
     )
     return uvicorn.Config(
         app,
-        http=protocol_class(limits),  # keep-alive, client timeouts, connection limit
-        h11_max_incomplete_event_size=settings.max_head_bytes,
+        # httptools, with keep-alive, client timeouts, the connection and head size limits
+        http=protocol_class(limits),
         log_level=settings.log_level.lower(),
         access_log=settings.log_level.lower() == "debug",
         # The scheme must be the connection's own: bearer tokens are refused over plain HTTP,

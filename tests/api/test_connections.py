@@ -40,6 +40,23 @@ def read_reply(sock: socket.socket) -> Reply:
     return Reply(int(lines[0].split()[1]), headers, body)
 
 
+def read_replies(sock: socket.socket, count: int) -> list[Reply]:
+    """``count`` HTTP/1.1 responses with a Content-Length, read in order off one socket (a
+    read may carry several of them)."""
+    stream = sock.makefile("rb")
+    replies = []
+    for _ in range(count):
+        status_line = stream.readline()
+        assert status_line, "connection closed before the reply"
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.lower()] = value.strip()
+        body = stream.read(int(headers["content-length"]))
+        replies.append(Reply(int(status_line.split()[1]), headers, body))
+    return replies
+
+
 def closed_within(sock: socket.socket, seconds: float) -> bool:
     """Whether the server closes ``sock`` within ``seconds`` (EOF or reset)."""
     sock.settimeout(seconds)
@@ -170,12 +187,107 @@ def test_an_oversized_request_head_is_a_400_in_the_api_error_shape(
     reply = call(api_server.url, "GET", "/model-invocation-jobs?nameContains=" + "a" * 20_000)
     assert_error(reply, 400, "ValidationException")
     assert "16384 bytes" in reply.json()["message"]
-    with connect(api_server) as sock:  # the same, arriving in pieces: h11's own limit
-        sock.sendall(b"GET /model-invocation-jobs?nameContains=" + b"a" * 10_000)
-        sock.sendall(b"a" * 10_000)
+    pieces = {
+        "a query": b"GET /model-invocation-jobs?nameContains=",
+        # On a path answered before any other check, and one header whose pieces llhttp keeps
+        # without a callback until it ends.
+        "a header": b"GET /_batchrock/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ",
+    }
+    for start in pieces.values():
+        with connect(api_server) as sock:  # arriving in pieces, never finished
+            sock.sendall(start + b"a" * 10_000)
+            sock.sendall(b"a" * 10_000)
+            reply = read_reply(sock)
+            assert closed_within(sock, 5)
+        assert_error(reply, 400, "ValidationException")
+        assert "16384 bytes" in reply.json()["message"]
+    many = b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 100) for i in range(200))
+    with connect(api_server) as sock:  # many headers, sent at once
+        sock.sendall(HEALTH.removesuffix(b"\r\n") + many + b"\r\n")
         reply = read_reply(sock)
     assert_error(reply, 400, "ValidationException")
-    assert "16384 bytes" in reply.json()["message"]
+
+
+def test_a_head_that_is_not_one_http_1_1_request_is_a_400_in_the_api_error_shape(
+    api_server: ServerProcess,
+) -> None:
+    heads = {
+        "no Host (RFC 9112 3.2)": b"GET /_batchrock/health HTTP/1.1\r\n\r\n",
+        "two Hosts": b"GET /_batchrock/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "HTTP/0.9": b"GET /_batchrock/health\r\n\r\n",
+        "HTTP/2.0": b"GET /_batchrock/health HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n",
+        "length and chunked (smuggling)": HEALTH.removesuffix(b"\r\n")
+        + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "not HTTP": b"hello\r\n\r\n",
+    }
+    for what, head in heads.items():
+        with connect(api_server) as sock:
+            sock.sendall(head)
+            reply = read_reply(sock)
+            assert closed_within(sock, 5), what
+        assert_error(reply, 400, "ValidationException")
+        assert reply.json()["message"].startswith("The request is not a valid HTTP/1.1"), what
+
+
+def test_pipelined_chunked_continued_closing_and_http_1_0_requests(
+    api_server: ServerProcess,
+) -> None:
+    body = orjson.dumps(create_args("framing"))
+    chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:])
+    create = (
+        b"POST /model-invocation-job HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+    )
+    listing = b"GET /model-invocation-jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with connect(api_server) as sock:  # four at once; the one after Connection: close is not read
+        sock.sendall(HEALTH + create + listing + HEALTH)
+        health, created, listed = read_replies(sock, 3)
+        assert closed_within(sock, 5)
+    assert (health.status, created.status, listed.status) == (200, 200, 200), created.body
+    assert listed.headers["connection"] == "close"
+    arns = [job["jobArn"] for job in listed.json()["invocationJobSummaries"]]
+    assert created.json()["jobArn"] in arns
+
+    with connect(api_server) as sock:  # Expect: 100-continue, then the body
+        sock.sendall(
+            b"POST /model-invocation-job HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert read_reply(sock).status == 200
+        sock.sendall(HEALTH)  # and the connection is kept
+        assert read_reply(sock).status == 200
+
+    with connect(api_server) as sock:  # HTTP/1.0: answered, then closed
+        sock.sendall(b"GET /_batchrock/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_reply(sock).status == 200
+        assert closed_within(sock, 5)
+
+
+def test_a_client_that_leaves_responses_unread_is_cut_off(server_factory: Any) -> None:
+    server = server_factory(
+        engine=False,
+        log_level="debug",
+        http_keepalive_timeout_seconds=60,
+        http_client_timeout_seconds=0.5,
+    )
+    request = b"GET /console/static/console.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: fills soon
+    sock.settimeout(10)
+    with sock:
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(request * 400)  # about 10 MB of answers, and none of them read
+        deadline = time.monotonic() + 60
+        while "no progress for 0.5 s" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "no progress for 0.5 s" in server.log(), "an unread response was kept for 60 s"
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        assert received < 400 * 26_000  # cut off, not all sent
 
 
 def test_a_responses_writes_leave_as_one() -> None:

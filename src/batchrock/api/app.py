@@ -290,18 +290,11 @@ class BedrockApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, Body]:
         method: str = scope["method"]
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = _path_of(scope)
         if path == HEALTH_PATH and method == "GET":
             scope["batchrock.operation"] = "Health"
             return 200, {"status": "ok"}
         raw_query: bytes = scope.get("query_string", b"")
-        head_size = (
-            len(raw_path) + len(raw_query) + sum(len(k) + len(v) for k, v in scope["headers"])
-        )
-        if head_size > self.settings.max_head_bytes:
-            # h11 bounds only a head that arrives in pieces; one sent at once is read whole.
-            raise ValidationException(bad_head_message(self.settings.max_head_bytes))
         operation, labels = self._route(method, path)
         scope["batchrock.operation"] = operation
         plan = self._plans[operation]

@@ -1,9 +1,12 @@
-"""HTTP connections as ``batchrock serve`` keeps them: bounded in number and in time.
+"""HTTP connections as ``batchrock serve`` keeps them: bounded in number, size and time.
 
-uvicorn's h11 protocol closes a keep-alive connection that stays idle after a response, but a
-connection that never sends a byte, or sends half a request head and then trickles (slowloris),
-or half a body, is kept forever, and there is no limit on how many are open. This protocol
-(a small subclass of uvicorn's) adds, for each connection:
+The protocol is uvicorn's httptools one (llhttp, Node.js's C parser): on h11, a pure-Python
+state machine, h11 and its two socket writes a response were half the server's CPU of a
+GetModelInvocationJob (docs/benchmarks.md, "API: listings and Get"). uvicorn's protocol closes a
+keep-alive connection that stays idle after a response, but a connection that never sends a
+byte, or sends half a request head and then trickles (slowloris), or half a body, is kept
+forever, there is no limit on how many are open, and llhttp has no limit on a head's size. This
+subclass adds, for each connection:
 
 - **idle**: a new connection that sends nothing is closed after ``keepalive_timeout``, as an
   idle one between requests already is;
@@ -17,10 +20,15 @@ or half a body, is kept forever, and there is no limit on how many are open. Thi
   longest (no request in progress: fresh, between requests, or with a half-sent head) is
   closed to make room, so idle sockets cannot lock out real clients. When every connection is
   working on a request, the new one is answered ``429 ThrottlingException`` (SDKs retry it)
-  and closed.
+  and closed;
+- **a head's size**: a request line and headers over ``max_head_bytes`` are refused, whether
+  they arrive at once or in pieces (counted here, since llhttp keeps any amount);
+- **what h11 refused too**: a version other than HTTP/1.1 and 1.0 (llhttp reads 0.9 and 2.0
+  heads), and an HTTP/1.1 request without exactly one ``Host`` header (RFC 9112 section 3.2: a
+  server must answer it 400).
 
-A request head that is not HTTP/1.1 or larger than the head limit gets uvicorn's 400, but in
-the API's error shape (``x-amzn-ErrorType``, a JSON ``message``).
+A head llhttp cannot read, or refused above, is answered 400 in the API's error shape
+(``x-amzn-ErrorType``, a JSON ``message``) and the connection closed.
 """
 
 from __future__ import annotations
@@ -30,8 +38,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from batchrock.api.app import Receive, Scope, Send, bad_head_message, error_response
 from batchrock.errors import ThrottlingException, ValidationException
@@ -47,9 +54,9 @@ class Limits:
     max_head_bytes: int
 
 
-def protocol_class(limits: Limits) -> type[GuardedH11Protocol]:
+def protocol_class(limits: Limits) -> type[GuardedProtocol]:
     """What uvicorn's ``Config(http=...)`` takes: the protocol, bound to ``limits``."""
-    return type("BoundGuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits})
+    return type("BoundGuardedProtocol", (GuardedProtocol,), {"limits": limits})
 
 
 async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,7 +115,11 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class GuardedH11Protocol(H11Protocol):
+class _Refused(Exception):
+    """Raised in a parser callback: llhttp stops, and uvicorn answers 400 (our shape below)."""
+
+
+class GuardedProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -118,11 +129,16 @@ class GuardedH11Protocol(H11Protocol):
         self._receive_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._idle_since = self.loop.time()
+        # From a message's end to the next head's end ``_in_head``, with ``_head_bytes`` of
+        # that head received so far (0: none yet). The reads that carry a body are not counted.
+        self._in_head = True
+        self._head_bytes = 0
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # The request cycles write through it; uvicorn's flow control keeps the raw transport.
         self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
         self._idle_since = self.loop.time()
         # uvicorn arms its keep-alive timer only after a response: a new connection that never
@@ -135,7 +151,19 @@ class GuardedH11Protocol(H11Protocol):
             self._make_room(open_now)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # answered 400 or 429, or cut off: the rest is not read
+        if self._in_head:
+            self._head_bytes += len(data)
         super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._in_head and self._head_bytes > self.limits.max_head_bytes:
+            # A head still unfinished past the limit (llhttp would keep taking its pieces).
+            # A read that ends one message and starts the next is not counted: one read
+            # (at most 256 KiB) more, and the whole head is measured when it ends.
+            self.send_400_response("request head too large")
+            return
         self._update_receive_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -153,6 +181,37 @@ class GuardedH11Protocol(H11Protocol):
             self._send_timer.cancel()
             self._send_timer = None
 
+    # --- parser callbacks (an exception here makes the request a 400) ----------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = self._head_bytes or 1  # begun, if within the read that ended the last
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        size = len(self.url) + 16  # the request line, about
+        hosts = 0
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
+            hosts += name == b"host"
+        if size > self.limits.max_head_bytes:
+            self._refuse(f"a request head of {size} bytes")
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":  # llhttp reads 0.9 and 2.0 heads too
+            self._refuse(f"an HTTP/{version} request")
+        if hosts != 1 and version == "1.1":
+            self._refuse(f"an HTTP/1.1 request with {hosts} Host headers")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def _refuse(self, what: str) -> None:
+        log.debug("refusing %s from %s", what, self._peer())
+        raise _Refused(what)
+
     # --- uvicorn hooks ---------------------------------------------------------------------
 
     def on_response_complete(self) -> None:
@@ -162,21 +221,16 @@ class GuardedH11Protocol(H11Protocol):
         self._update_receive_timer()
 
     def send_400_response(self, msg: str) -> None:
-        """A head h11 cannot read (not HTTP/1.1, or over ``max_head_bytes``), in the API's
-        error shape instead of uvicorn's plain text."""
+        """A head llhttp cannot read, or refused above, in the API's error shape instead of
+        uvicorn's plain text."""
+        if self.transport.is_closing():
+            return
         status, headers, body = error_response(
             ValidationException(bad_head_message(self.limits.max_head_bytes))
         )
         headers.append((b"connection", b"close"))
-        try:
-            for event in (
-                h11.Response(status_code=status, headers=headers, reason=b"Bad Request"),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            ):
-                self.transport.write(self.conn.send(event))
-        except h11.LocalProtocolError:
-            log.debug("could not answer a malformed request; closing", exc_info=True)
+        lines = [STATUS_LINE[status], *(name + b": " + value + b"\r\n" for name, value in headers)]
+        self.transport.write(b"".join([*lines, b"\r\n", body]))
         self.transport.close()
 
     # --- state -----------------------------------------------------------------------------
@@ -186,10 +240,8 @@ class GuardedH11Protocol(H11Protocol):
         return self.cycle is not None and not self.cycle.response_complete
 
     def _receiving(self) -> bool:
-        if self._in_request():
-            return bool(self.cycle.more_body)
-        pending: bytes = self.conn.trailing_data[0]
-        return bool(pending)  # part of a head is buffered
+        """Part of a request has arrived, not all of it: a head begun, or a body under way."""
+        return not self._in_head or self._head_bytes > 0
 
     def _update_receive_timer(self) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -218,7 +270,7 @@ class GuardedH11Protocol(H11Protocol):
             c
             for c in self.connections
             if c is not self
-            and isinstance(c, GuardedH11Protocol)
+            and isinstance(c, GuardedProtocol)
             and not c._in_request()
             and not c.transport.is_closing()
         ]
