@@ -4,10 +4,10 @@
 
 ``answers.json`` maps a request target (path and query, as the client sends it) to the body
 batchrock gave for it (base64). The app answers each with those bytes, the same content type and
-a request id, on the same event loop (uvloop, by default) and uvicorn HTTP implementation (h11) that
-``batchrock serve`` uses (``--loop``/``--http`` choose others, to compare), so a
-benchmark's ratio measures what batchrock does per request beyond HTTP itself: signature
-checks, validation, the store, the codec.
+a request id, on the same event loop (uvloop, by default) and uvicorn HTTP implementation
+(httptools) that ``batchrock serve`` uses (``--loop``/``--http`` choose others, to compare), so
+a benchmark's ratio measures what batchrock does per request beyond HTTP itself: signature
+checks, validation, the store, the codec, and the guards of api/connections.py.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--answers", type=Path, required=True)
-    # What ``batchrock serve`` runs on by default: uvloop (setting event_loop) and h11.
+    # What ``batchrock serve`` runs on by default: uvloop (setting event_loop) and httptools.
     parser.add_argument("--loop", default="uvloop", choices=["asyncio", "uvloop"])
-    parser.add_argument("--http", default="h11", choices=["h11", "httptools"])
+    parser.add_argument("--http", default="httptools", choices=["h11", "httptools"])
     args = parser.parse_args()
     raw = orjson.loads(args.answers.read_bytes())
     answers = {k.encode(): base64.b64decode(v) for k, v in raw.items()}

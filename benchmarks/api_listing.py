@@ -201,9 +201,9 @@ async def main() -> None:
     )
     parser.add_argument(
         "--floor-http",
-        default="h11",
+        default="httptools",
         choices=["h11", "httptools"],
-        help="the floor's HTTP parser (batchrock serve's is h11; httptools shows h11's share)",
+        help="the floor's HTTP parser (batchrock serve's is httptools; h11 for older numbers)",
     )
     args = parser.parse_args()
 
