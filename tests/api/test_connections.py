@@ -219,6 +219,8 @@ def test_a_head_that_is_not_one_http_1_1_request_is_a_400_in_the_api_error_shape
         "length and chunked (smuggling)": HEALTH.removesuffix(b"\r\n")
         + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "not HTTP": b"hello\r\n\r\n",
+        "Upgrade with a body": b"POST /model-invocation-job HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n{}" + HEALTH,
     }
     for what, head in heads.items():
         with connect(api_server) as sock:
@@ -258,6 +260,13 @@ def test_pipelined_chunked_continued_closing_and_http_1_0_requests(
         assert read_reply(sock).status == 200
         sock.sendall(HEALTH)  # and the connection is kept
         assert read_reply(sock).status == 200
+
+    with connect(api_server) as sock:  # Upgrade asked: answered in HTTP/1.1, then closed
+        upgrade = HEALTH.removesuffix(b"\r\n") + b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        sock.sendall(upgrade + HEALTH)
+        reply = read_reply(sock)
+        assert (reply.status, reply.headers["connection"]) == (200, "close")
+        assert closed_within(sock, 5)
 
     with connect(api_server) as sock:  # HTTP/1.0: answered, then closed
         sock.sendall(b"GET /_batchrock/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")

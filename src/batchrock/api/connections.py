@@ -25,7 +25,9 @@ subclass adds, for each connection:
   they arrive at once or in pieces (counted here, since llhttp keeps any amount);
 - **what h11 refused too**: a version other than HTTP/1.1 and 1.0 (llhttp reads 0.9 and 2.0
   heads), and an HTTP/1.1 request without exactly one ``Host`` header (RFC 9112 section 3.2: a
-  server must answer it 400).
+  server must answer it 400);
+- **Upgrade**: never done (HTTP/1.1 only); since llhttp stops reading at such a head, one with a
+  body is refused and one without is answered and its connection closed.
 
 A head llhttp cannot read, or refused above, is answered 400 in the API's error shape
 (``x-amzn-ErrorType``, a JSON ``message``) and the connection closed.
@@ -201,7 +203,18 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refuse(f"an HTTP/{version} request")
         if hosts != 1 and version == "1.1":
             self._refuse(f"an HTTP/1.1 request with {hosts} Host headers")
+        # No protocol is ever switched to, but llhttp stops reading at the end of a head that
+        # asks (Connection: Upgrade): a body would be lost, and what follows left unanswered.
+        # One without a body is answered as usual, and the connection then closed.
+        upgrade = self.parser.should_upgrade()
+        if upgrade and any(
+            name in (b"content-length", b"transfer-encoding") and value != b"0"
+            for name, value in self.headers
+        ):
+            self._refuse("an Upgrade request with a body")
         super().on_headers_complete()
+        if upgrade:
+            self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
