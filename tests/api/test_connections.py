@@ -310,6 +310,9 @@ def test_a_responses_writes_leave_as_one() -> None:
         def write(self, data: bytes) -> None:
             self.writes.append(data)
 
+        def writelines(self, data: list[bytes]) -> None:  # one send (uvloop: one writev)
+            self.writes.append(b"".join(data))
+
         def is_closing(self) -> bool:
             return self.closed or self.aborted
 

@@ -78,7 +78,9 @@ class CoalescingTransport:
     the server's CPU (py-spy, docs/benchmarks.md "API under load"), half of it for heads.
     Here writes are held until the response is complete (the protocol's
     ``on_response_complete``), the connection closes, or the loop comes round once (a
-    streamed answer's chunks never wait longer than that), then sent together."""
+    streamed answer's chunks never wait longer than that), then sent together: with
+    ``writelines``, which uvloop sends as one ``writev`` without copying them into one buffer
+    (a page of 1000 jobs is 800 kB; asyncio's loop joins them, as this did before)."""
 
     __slots__ = ("_loop", "_pending", "_scheduled", "_transport")
 
@@ -100,10 +102,12 @@ class CoalescingTransport:
         self._scheduled = False
         if not self._pending:
             return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
+        pending, self._pending = self._pending, []
         if not self._transport.is_closing():
-            self._transport.write(data)
+            if len(pending) == 1:
+                self._transport.write(pending[0])
+            else:
+                self._transport.writelines(pending)
 
     def close(self) -> None:
         self.flush()
