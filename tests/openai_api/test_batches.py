@@ -113,7 +113,9 @@ def test_a_malformed_file_fails_the_batch_with_line_numbers(server_factory: Any)
         ("duplicate_custom_id", 3),
         ("url_mismatch", 4),
     ]
-    assert c.batches.retrieve(batch.id).status == "failed"
+    again = c.batches.retrieve(batch.id)
+    assert again.status == "failed"
+    assert again.output_file_id is None and again.error_file_id is None  # nothing ran
     empty = create(c, c.files.create(file=("e.jsonl", b""), purpose="batch").id)
     assert empty.status == "failed" and empty.errors is not None
     assert [e.code for e in empty.errors.data or []] == ["empty_file"]
@@ -240,6 +242,48 @@ def test_expiry_keeps_partial_results_and_lists_the_rest(server_factory: Any) ->
     assert [x["custom_id"] for x in errors] == [f"req-{i}" for i in range(n, 1000)]
     assert {x["error"]["code"] for x in errors} == {"batch_expired"}
     assert all(x["response"] is None for x in errors)
+
+
+def test_a_batch_failed_mid_run_keeps_what_finished(server_factory: Any) -> None:
+    # Its route is gone when the engine takes the batch up again after a restart: the job
+    # fails with records answered, and those stay downloadable (as a cancelled batch's do).
+    # Error draws are a function of the record: some of the first 50 are refused.
+    server = server_factory(
+        **FAST, builtin_latency_ms=10, engine_record_concurrency=2, builtin_error_rate=0.2
+    )
+    c = client(server)
+    total = 2000
+    batch = create(c, upload(c, [chat_line(i) for i in range(total)]))
+    job = batch.id.removeprefix("batch_")
+    deadline = time.monotonic() + 60
+    while server.progress(job)[1] < 50:  # records checkpointed: it is running
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    server.stop()
+    server.settings["builtin_fallback"] = False  # gpt-4o-mini has no backend any more
+    server.start()
+    c = client(server)
+    done = wait_batch(c, batch.id)
+    assert done.status == "failed" and done.failed_at and done.in_progress_at
+    assert done.errors is not None and "No model backend" in done.errors.data[0].message
+    n = done.request_counts.completed + done.request_counts.failed
+    assert 0 < n < total
+    good = read_lines(c, done.output_file_id)
+    bad = read_lines(c, done.error_file_id)
+    assert len(good) == done.request_counts.completed and len(bad) == done.request_counts.failed
+    # The lines that finished, each once (none of those never run), each file in input order.
+    ids = [x["custom_id"] for x in good + bad]
+    assert sorted(ids) == sorted(f"req-{i}" for i in range(n))
+    order = {f"req-{i}": i for i in range(total)}
+    for lines in (good, bad):
+        at = [order[x["custom_id"]] for x in lines]
+        assert at == sorted(at)
+    assert all(x["response"]["status_code"] == 200 for x in good)
+    assert bad and all(x["response"]["status_code"] >= 400 for x in bad)
+    assert c.files.retrieve(done.output_file_id).purpose == "batch_output"
+    # Read again: the same files (written once).
+    again = c.batches.retrieve(batch.id)
+    assert (again.output_file_id, again.error_file_id) == (done.output_file_id, done.error_file_id)
 
 
 def test_accounts_never_see_each_others_batches(server_factory: Any) -> None:

@@ -551,7 +551,7 @@ class OpenAIApi:
         return batches.to_wire(job, record, await self.service.store.events(job.job_id))
 
     async def _results(self, job: Any, record: FileJob, *, wait: bool) -> FileJob:
-        if job.status not in batches.WITH_RESULTS or record.finished_at is not None:
+        if not batches.has_results(job) or record.finished_at is not None:
             return record
         task = self.finisher.start(job, record, self.service.clock.now())
         if not wait:

@@ -37,8 +37,18 @@ STATUS = {
     S.PARTIALLY_COMPLETED: "expired",
     S.COMPLETED: "completed",
 }
-#: Job statuses whose output becomes the batch's output and error files.
+#: Job statuses whose output becomes the batch's output and error files (and Failed, once
+#: records ran: :func:`has_results`).
 WITH_RESULTS = frozenset({S.COMPLETED, S.PARTIALLY_COMPLETED, S.EXPIRED, S.STOPPED})
+
+
+def has_results(job: Job) -> bool:
+    """Whether the batch gets output and error files once it ends: every ended job whose
+    records ran. A job that failed after records were answered keeps them (the engine settles
+    its output before it fails it; docs/openai.md); one that failed validation ran none."""
+    if job.status is S.FAILED:
+        return job.counters.processed > 0
+    return job.status in WITH_RESULTS
 
 
 #: A batch's record is written before its job (store/files.py): a record without its job
@@ -69,7 +79,7 @@ def _first(events: list[JobEvent], *statuses: JobStatus) -> datetime | None:
 def to_wire(job: Job, record: FileJob, events: list[JobEvent]) -> dict[str, Any]:
     status = STATUS[job.status]
     finished = record.finished_at is not None
-    if job.status in WITH_RESULTS and not finished:
+    if has_results(job) and not finished:
         status = "finalizing"
     c = job.counters
     errors = None
