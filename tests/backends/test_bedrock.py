@@ -155,3 +155,119 @@ def test_bad_bedrock_route(tmp_path: Path) -> None:
         build_resolver(settings_for(tmp_path, "http://127.0.0.1:1", "base_url = 'x'"))
     with pytest.raises(ConfigError, match="profile"):
         build_resolver(settings_for(tmp_path, "http://127.0.0.1:1", "profile = 'missing-profile'"))
+
+
+CHAT = "openai:/v1/chat/completions"
+
+
+def chat_line(**extra: Any) -> dict[str, Any]:
+    return {
+        "model": CLAUDE,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        ],
+        "max_completion_tokens": 1000,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop": ["\n\n"],
+        **extra,
+    }
+
+
+def test_openai_chat_lines_go_through_converse_for_claude(
+    tmp_path: Path, fake_bedrock: FakeServer
+) -> None:
+    fake_bedrock.clear()
+    answered, cut = run(
+        settings_for(tmp_path, fake_bedrock.url),
+        ModelRequest(CLAUDE, CHAT, chat_line(), "a"),  # type: ignore[arg-type]
+        ModelRequest(CLAUDE, CHAT, chat_line(max_completion_tokens=1), "b"),  # type: ignore[arg-type]
+    )
+    assert answered.output is not None, answered.error
+    out = answered.output
+    assert out["object"] == "chat.completion" and out["id"].startswith("chatcmpl-")
+    assert out["model"] == CLAUDE and isinstance(out["created"], int)
+    (choice,) = out["choices"]
+    assert choice["message"]["role"] == "assistant" and choice["message"]["content"]
+    assert choice["finish_reason"] == "stop"
+    usage = out["usage"]
+    assert usage["prompt_tokens"] == answered.input_tokens > 0
+    assert usage["completion_tokens"] == answered.output_tokens > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert cut.output is not None and cut.output["choices"][0]["finish_reason"] == "length"
+    sent = sorted(fake_bedrock.requests(), key=lambda r: str(r["body"]))
+    assert [r["op"] for r in sent] == ["converse", "converse"]
+    assert {
+        "model": CLAUDE,
+        "op": "converse",
+        "body": {
+            "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+            "system": [{"text": "Be brief."}],
+            "inferenceConfig": {
+                "maxTokens": 1000,
+                "temperature": 0.5,
+                "topP": 0.9,
+                "stopSequences": ["\n\n"],
+            },
+        },
+    } in sent
+
+
+def test_openai_chat_lines_stay_as_they_are_for_gpt_oss(
+    tmp_path: Path, fake_bedrock: FakeServer
+) -> None:
+    fake_bedrock.clear()
+    model = "openai.gpt-oss-20b-1:0"
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+    (result,) = run(
+        settings_for(tmp_path, fake_bedrock.url),
+        ModelRequest(model, CHAT, body, "a"),  # type: ignore[arg-type]
+    )
+    assert result.output is not None and result.output["object"] == "chat.completion"
+    assert fake_bedrock.requests() == [{"model": model, "op": "invoke", "body": body}]
+
+
+@pytest.mark.parametrize(
+    ("invocation", "body", "named"),
+    [
+        (CHAT, chat_line(n=2), "(n = 1)"),
+        (CHAT, chat_line(logprobs=True), "logprobs"),
+        (CHAT, chat_line(presence_penalty=0.5), "presence_penalty"),
+        (CHAT, chat_line(seed=7), "seed"),
+        (
+            CHAT,
+            chat_line(tools=[{"type": "function", "function": {"name": "f"}}]),
+            "tools",
+        ),
+        (
+            CHAT,
+            chat_line(response_format={"type": "json_object"}),
+            "response_format",
+        ),
+        (
+            CHAT,
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:,"}}],
+                    }
+                ]
+            },
+            "image_url",
+        ),
+        ("openai:/v1/embeddings", {"model": CLAUDE, "input": "hi"}, "/v1/embeddings lines"),
+    ],
+)
+def test_what_converse_cannot_express_is_a_400_naming_it(
+    tmp_path: Path, fake_bedrock: FakeServer, invocation: str, body: dict[str, Any], named: str
+) -> None:
+    fake_bedrock.clear()
+    (result,) = run(
+        settings_for(tmp_path, fake_bedrock.url),
+        ModelRequest(CLAUDE, invocation, body, "a"),  # type: ignore[arg-type]
+    )
+    assert result.error is not None and result.error.code == 400
+    assert named in result.error.message and not result.error.retryable
+    assert fake_bedrock.requests() == []

@@ -5,7 +5,9 @@ ones: each record becomes one on-demand call with the standard AWS credential ch
 (environment, shared config and credentials files, SSO, instance roles). InvokeModel bodies go
 through untouched and the model's response body is the record's ``modelOutput``; Converse
 bodies become Converse calls (base64 media turned into bytes and back) and the response minus
-its HTTP metadata is the output, exactly the body a batch job writes.
+its HTTP metadata is the output, exactly the body a batch job writes. Lines of an OpenAI batch
+go as they are to models whose native body is OpenAI's, and through Converse to the others
+(backends/bedrock_openai.py).
 
 botocore's own retries are off: the shared retry layer handles throttling and 5xx the same
 way as for every backend, and counts throttles for the job's metrics.
@@ -21,7 +23,9 @@ from typing import Any
 
 import orjson
 
+from batchrock.backends import bedrock_openai
 from batchrock.backends.base import ModelRequest, ModelResult, RecordError
+from batchrock.backends.families.openai_batch import endpoint_of
 from batchrock.backends.routing import ConfigError, Route, reject_unknown
 from batchrock.settings import Settings
 
@@ -87,6 +91,9 @@ class BedrockRuntimeBackend:
     async def invoke(self, request: ModelRequest) -> ModelResult:
         model = self.served_model or request.model_id
         loop = asyncio.get_running_loop()
+        endpoint = endpoint_of(request.invocation_type)
+        if endpoint is not None and not bedrock_openai.sent_as_is(model):
+            return await self._openai_by_converse(endpoint, model, request)
         try:
             if request.invocation_type == "Converse":
                 params = converse_params(request.body)
@@ -105,6 +112,23 @@ class BedrockRuntimeBackend:
             return ModelResult(error=record_error(exc))
         output, input_tokens, output_tokens = response
         return ModelResult(output=output, input_tokens=input_tokens, output_tokens=output_tokens)
+
+    async def _openai_by_converse(
+        self, endpoint: str, model: str, request: ModelRequest
+    ) -> ModelResult:
+        """An OpenAI batch line for a model whose native body is not OpenAI's: through
+        Converse and back as a ``chat.completion`` (backends/bedrock_openai.py)."""
+        params = bedrock_openai.converse_request(endpoint, request.body)
+        if isinstance(params, RecordError):
+            return ModelResult(error=params)
+        loop = asyncio.get_running_loop()
+        try:
+            response = await loop.run_in_executor(
+                self._pool, lambda: self._client.converse(modelId=model, **params)
+            )
+        except Exception as exc:  # every botocore failure becomes a record error
+            return ModelResult(error=record_error(exc))
+        return bedrock_openai.chat_completion(response, request.model_id)
 
 
 def _read_invoke(client: Any, model: str, body: bytes) -> tuple[Any, int, int]:
