@@ -28,6 +28,13 @@ def fake_openai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def fake_bedrock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
+    server = start("fake_bedrock.py", tmp_path_factory.mktemp("bedrock"))
+    yield server
+    server.stop()
+
+
 def client(server: Any, key: str = "sk-anything") -> openai.OpenAI:
     """The SDK as a user configures it: base_url ending in /v1 (no retries: tests see every
     answer)."""

@@ -71,15 +71,13 @@ def converse_request(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | Re
     }
     if request.system:
         params["system"] = [{"text": request.system}]
-    config: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        config["maxTokens"] = request.max_tokens
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop:
-        config["stopSequences"] = list(request.stop)
+    sampling = (
+        ("maxTokens", request.max_tokens),
+        ("temperature", request.temperature),
+        ("topP", request.top_p),
+        ("stopSequences", list(request.stop) or None),
+    )
+    config = {name: value for name, value in sampling if value is not None}
     if config:
         params["inferenceConfig"] = config
     return params
