@@ -71,6 +71,15 @@ def fake_openai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer
     server.stop()
 
 
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Credentials botocore's standard chain finds (here and in server processes started
+    after this), and no shared config or credentials file of the machine's."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+
+
 @pytest.fixture(scope="module")
 def fake_bedrock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
     server = start("fake_bedrock.py", tmp_path_factory.mktemp("bedrock"))

@@ -13,17 +13,14 @@ from batchrock.backends.bedrock_runtime import converse_params
 from batchrock.backends.routing import ConfigError, build_resolver
 from batchrock.settings import Settings
 
-from .conftest import FakeServer, run
+from .conftest import FakeServer, fake_aws_credentials, run
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    fake_aws_credentials(monkeypatch, tmp_path)
 
 
 def settings_for(tmp_path: Path, url: str, extra: str = "") -> Settings:

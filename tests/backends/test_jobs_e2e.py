@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import bedrock_client
 
-from .conftest import FakeServer
+from .conftest import FakeServer, fake_aws_credentials
 from .test_structure import WEATHER
 
 pytestmark = pytest.mark.timeout(120)
@@ -189,11 +189,7 @@ backoff_base_s = 0.01
 def test_bedrock_backend_job(
     server_factory: Any, tmp_path: Path, fake_bedrock: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The server process inherits these: the standard credential chain finds them.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    fake_aws_credentials(monkeypatch, tmp_path)
     config = routes(
         tmp_path,
         f"""

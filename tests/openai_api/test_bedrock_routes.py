@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletion
 
-from tests.backends.conftest import FakeServer
+from tests.backends.conftest import FakeServer, fake_aws_credentials
 
 from .conftest import FAST, chat_line, client, read_lines, upload, wait_batch
 
@@ -21,11 +21,7 @@ CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 def test_chat_lines_for_claude_go_through_converse(
     server_factory: Any, tmp_path: Path, fake_bedrock: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The server process inherits these: the standard credential chain finds them.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    fake_aws_credentials(monkeypatch, tmp_path)
     config = tmp_path / "models.toml"
     config.write_text(
         f"""
