@@ -469,11 +469,14 @@ def http_config(settings: Settings, app: Any, **options: Any) -> Any:
         client_timeout=settings.http_client_timeout_seconds,
         max_connections=settings.http_max_connections,
         max_head_bytes=settings.max_head_bytes,
+        bad_request_log_seconds=settings.bad_request_log_seconds,
     )
     return uvicorn.Config(
         app,
         # httptools, with keep-alive, client timeouts, the connection and head size limits
         http=protocol_class(limits),
+        # HTTP/1.1 only: no WebSocket upgrade, even where a WebSocket library is installed.
+        ws="none",
         log_level=settings.log_level.lower(),
         access_log=settings.log_level.lower() == "debug",
         # The scheme must be the connection's own: bearer tokens are refused over plain HTTP,

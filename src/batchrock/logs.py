@@ -15,6 +15,7 @@ uvicorn's own lines included (:func:`uvicorn_log_config`). One process's lines a
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import copy
 import logging
@@ -134,3 +135,110 @@ def uvicorn_log_config(base: dict[str, Any]) -> dict[str, Any]:
         head, sep, tail = fmt.partition("%(levelprefix)s ")
         formatter["fmt"] = head + sep + label + tail if sep else label + fmt
     return config
+
+
+class BoundedWarnings:
+    """Warnings about what clients send wrong, bounded however much they send.
+
+    uvicorn writes a warning for each request head it cannot read (two for an Upgrade
+    request): one client sending bad heads in a loop would fill the log, and its disk. Here,
+    within a window of ``interval`` seconds (from the first such event), the first
+    ``per_source`` from each address and ``overall`` in all are logged one by one; the rest
+    are only counted, and when the window ends one line sums them up: how many, from which
+    addresses (the ``sources_named`` busiest) and why. So at most ``overall + 1`` lines an
+    interval, whatever comes in, and nothing when nothing does (the summary's timer is armed
+    by the first event of a window). The tallies are bounded too (``_KEPT`` addresses and
+    reasons; more are counted as "other").
+
+    Callers pass a ``reason`` that holds nothing the client sent (llhttp's fixed error
+    strings, our own refusals), so no header, and no ``Authorization``, reaches the log.
+    Runs on the event loop: a few dict operations an event, the summary on a timer."""
+
+    _KEPT = 1000
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        one: str,
+        many: str,
+        interval: float,
+        *,
+        per_source: int = 3,
+        overall: int = 10,
+        sources_named: int = 5,
+    ) -> None:
+        self._log = logger
+        self._one = one
+        self._many = many
+        self.interval = interval
+        self._per_source = per_source
+        self._overall = overall
+        self._sources_named = sources_named
+        self._window_end: float | None = None
+        self._logged: dict[str, int] = {}
+        self._logged_total = 0
+        self._counted: dict[str, int] = {}
+        self._reasons: dict[str, int] = {}
+
+    def warn(self, loop: asyncio.AbstractEventLoop, source: str, peer: str, reason: str) -> None:
+        """One event from address ``source`` (``peer``: with its port) for ``reason``."""
+        now = loop.time()
+        if self._window_end is None:
+            self._window_end = now + self.interval
+            loop.call_later(self.interval, self.summarize)
+        logged = self._logged.get(source, 0)
+        total = self._logged_total
+        if logged < self._per_source and total < self._overall:
+            self._logged[source] = logged + 1
+            self._logged_total += 1
+            last = logged + 1 == self._per_source or total + 1 == self._overall
+            whose = "more" if total + 1 == self._overall else f"more from {source}"
+            suffix = (
+                f"; {whose} in the next {max(self._window_end - now, 0):.0f} s are counted,"
+                " not logged one by one"
+                if last
+                else ""
+            )
+            self._log.warning(
+                "%s from %s: %s%s",
+                self._one,
+                peer,
+                reason,
+                suffix,
+                extra={"action": "bad_request", "client": peer, "reason": reason},
+            )
+            return
+        _tally(self._counted, source, "other addresses")
+        _tally(self._reasons, reason, "other reasons")
+
+    def summarize(self) -> None:
+        """End the window: one line for what was counted and not logged, if anything was."""
+        counted, reasons = self._counted, self._reasons
+        self._window_end = None
+        self._logged, self._counted, self._reasons = {}, {}, {}
+        self._logged_total = 0
+        if not counted:
+            return
+        total = sum(counted.values())
+        busiest = sorted(counted.items(), key=lambda item: -item[1])
+        named = ", ".join(f"{n} from {source}" for source, n in busiest[: self._sources_named])
+        if len(busiest) > self._sources_named:
+            named += f" (and {len(busiest) - self._sources_named} more addresses)"
+        why = ", ".join(
+            f"{reason} ({n})" for reason, n in sorted(reasons.items(), key=lambda i: -i[1])[:3]
+        )
+        self._log.warning(
+            "%d more %s in the last %.0f s, not logged one by one: %s; most for: %s",
+            total,
+            self._many,
+            self.interval,
+            named,
+            why,
+            extra={"action": "bad_requests_summary", "count": total, "seconds": self.interval},
+        )
+
+
+def _tally(counts: dict[str, int], key: str, other: str) -> None:
+    if key not in counts and len(counts) >= BoundedWarnings._KEPT:
+        key = other
+    counts[key] = counts.get(key, 0) + 1

@@ -85,6 +85,13 @@ class Settings:
             low=0.001,
         ),
     )
+    bad_request_log_seconds: float = field(
+        default=60.0,
+        metadata=_meta(
+            "Window for warnings about bad request heads: a few logged, the rest summed up.",
+            low=0.01,
+        ),
+    )
     http_max_connections: int = field(
         default=512,
         metadata=_meta("Connections open at once; past it the longest-idle one is closed.", low=1),

@@ -30,7 +30,10 @@ subclass adds, for each connection:
   body is refused and one without is answered and its connection closed.
 
 A head llhttp cannot read, or refused above, is answered 400 in the API's error shape
-(``x-amzn-ErrorType``, a JSON ``message``) and the connection closed.
+(``x-amzn-ErrorType``, a JSON ``message``) and the connection closed. Each such head, and each
+Upgrade request, is a warning, but a bounded number of them (:class:`~batchrock.logs.
+BoundedWarnings`, setting ``bad_request_log_seconds``): one client sending bad heads in a loop
+cannot fill the log, as uvicorn's line for each did.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from batchrock.api.app import Receive, Scope, Send, bad_head_message, error_response
 from batchrock.errors import ThrottlingException, ValidationException
+from batchrock.logs import BoundedWarnings
 
 log = logging.getLogger("batchrock.api")
 
@@ -54,11 +59,19 @@ class Limits:
     client_timeout: float
     max_connections: int
     max_head_bytes: int
+    #: The window bad heads are logged in (:class:`~batchrock.logs.BoundedWarnings`).
+    bad_request_log_seconds: float = 60.0
 
 
 def protocol_class(limits: Limits) -> type[GuardedProtocol]:
-    """What uvicorn's ``Config(http=...)`` takes: the protocol, bound to ``limits``."""
-    return type("BoundGuardedProtocol", (GuardedProtocol,), {"limits": limits})
+    """What uvicorn's ``Config(http=...)`` takes: the protocol, bound to ``limits`` (and
+    to one tally of bad heads for all its connections)."""
+    bad_heads = BoundedWarnings(
+        log, "bad request head", "bad request heads", limits.bad_request_log_seconds
+    )
+    return type(
+        "BoundGuardedProtocol", (GuardedProtocol,), {"limits": limits, "bad_heads": bad_heads}
+    )
 
 
 async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,11 +135,24 @@ class CoalescingTransport:
 
 
 class _Refused(Exception):
-    """Raised in a parser callback: llhttp stops, and uvicorn answers 400 (our shape below)."""
+    """Raised in a parser callback: llhttp stops, and the head is answered 400 (our shape)."""
+
+
+def _why(exc: httptools.HttpParserError) -> str:
+    """What was wrong with a head, in words that hold nothing the client sent: llhttp's
+    reason (a fixed string), our refusal, or only the type of an error raised in a callback
+    (its message might quote the head: parse_url's quotes the URL)."""
+    cause = exc.__context__
+    if isinstance(exc, httptools.HttpParserCallbackError) and cause is not None:
+        if isinstance(cause, _Refused):
+            return str(cause)
+        return f"a head that could not be read ({type(cause).__name__})"
+    return f"unreadable ({exc})"
 
 
 class GuardedProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits]
+    bad_heads: ClassVar[BoundedWarnings]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,16 +187,29 @@ class GuardedProtocol(HttpToolsProtocol):
             return  # answered 400 or 429, or cut off: the rest is not read
         if self._in_head:
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._feed(data)
         if self.transport.is_closing():
             return
         if self._in_head and self._head_bytes > self.limits.max_head_bytes:
             # A head still unfinished past the limit (llhttp would keep taking its pieces).
             # A read that ends one message and starts the next is not counted: one read
             # (at most 256 KiB) more, and the whole head is measured when it ends.
-            self.send_400_response("request head too large")
+            self._bad_head(f"a request head over {self.limits.max_head_bytes} bytes")
             return
         self._update_receive_timer()
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, with its warning a bad head bounded, and saying why
+        (uvicorn's says "Invalid HTTP request received." to each), and no WebSocket."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # llhttp stops at a head that asks for another protocol: on_headers_complete
+            # refused it (a body) or started it as HTTP/1.1, its connection closed after.
+            self._note_bad_head("an Upgrade request (never done: answered as HTTP/1.1, closed)")
+        except httptools.HttpParserError as exc:
+            self._bad_head(_why(exc))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -226,8 +265,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
 
     def _refuse(self, what: str) -> None:
-        log.debug("refusing %s from %s", what, self._peer())
-        raise _Refused(what)
+        raise _Refused(what)  # logged (bounded) when llhttp hands it back: _feed
 
     # --- uvicorn hooks ---------------------------------------------------------------------
 
@@ -236,6 +274,17 @@ class GuardedProtocol(HttpToolsProtocol):
         self._idle_since = self.loop.time()
         super().on_response_complete()  # may start a pipelined request
         self._update_receive_timer()
+
+    def _bad_head(self, why: str) -> None:
+        """Answer a head llhttp cannot read, or refused, 400; and say so, bounded."""
+        if self.transport.is_closing():
+            return
+        self._note_bad_head(f"{why}; answered 400")
+        self.send_400_response(why)
+
+    def _note_bad_head(self, what: str) -> None:
+        source = str(self.client[0]) if self.client else "?"
+        self.bad_heads.warn(self.loop, source, self._peer(), what)
 
     def send_400_response(self, msg: str) -> None:
         """A head llhttp cannot read, or refused above, in the API's error shape instead of
