@@ -104,6 +104,14 @@ class Settings:
             high=256,
         ),
     )
+    wrong_signatures_per_address: int = field(
+        default=50,
+        metadata=_meta(
+            "Wrong signatures and unknown keys from one address within 5 minutes, then 429"
+            " (0: no per-address bound).",
+            low=0,
+        ),
+    )
     default_page_size: int = field(
         default=100,
         metadata=_meta(

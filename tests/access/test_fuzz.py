@@ -26,6 +26,7 @@ from botocore.credentials import Credentials
 from botocore.utils import normalize_url_path
 
 from batchrock.api.app import BedrockApp
+from batchrock.api.wrong_signatures import WrongSignatures
 from batchrock.clock import FakeClock
 from batchrock.console.signin_limit import SignInLimiter
 from batchrock.service import JobService
@@ -209,7 +210,8 @@ async def _fuzz(seed: int, tmp_path: Path) -> None:
         app = BedrockApp(JobService(store, clock), settings)
         # Every mutation must be checked, not answered 429 after the tenth wrong signature
         # (that bound has its own tests: test_wrong_signatures.py).
-        app.gate.wrong_signatures = SignInLimiter(clock.monotonic, max_failures=10**9)
+        app.gate.wrong_signatures = WrongSignatures(clock.monotonic, per_address=0)
+        app.gate.wrong_signatures.per_key = SignInLimiter(clock.monotonic, max_failures=10**9)
         created = _signed("POST", "/model-invocation-job", body=json.dumps(job_args("x")).encode())
         status, body, _ = await _send(app, created)
         assert status == 200, body

@@ -1,6 +1,8 @@
 """Requests with a wrong SigV4 signature are bounded as failed console sign-ins are: per
 client address and access key id, 10 within 5 minutes, then ThrottlingException (429) for
-that address and key, right secret or wrong, until the oldest failure leaves the window."""
+that address and key, right secret or wrong, until the oldest failure leaves the window; and
+per address for any key ids, unknown ones included (50), except for keys that signed
+correctly from that address (docs/access.md, "Wrong signatures")."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from botocore.credentials import Credentials
 
 from batchrock.api.app import BedrockApp
 from batchrock.api.openai.app import OpenAIApi
+from batchrock.api.wrong_signatures import KNOWN_SECONDS, WrongSignatures
 from batchrock.clock import FakeClock
 from batchrock.console.signin_limit import MAX_FAILURES, WINDOW_SECONDS
 from batchrock.objects.local import LocalObjectStore
@@ -184,3 +187,118 @@ def test_short_term_api_keys_with_a_wrong_signature_count_against_their_access_k
         assert (await server.call("10.0.0.2", bearer(genuine), "https")).status == 200
 
     _in_process(tmp_path, test)
+
+
+def _unknown(i: int) -> Key:
+    return Key("333333333333", f"AKIAUNKNOWN{i:09d}", "unknown-secret-000000000000000000000")
+
+
+def test_one_address_naming_many_keys_is_throttled_but_not_with_keys_it_used_rightly(
+    server_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With boto3 against a real server of two API processes: wrong secrets for any keys and
+    unknown key ids from one address count together; past the bound every such request from
+    it is 429, and so is a right one with a key not used rightly from there before, but the
+    key a user there has been using keeps working."""
+    creds = write_credentials(tmp_path_factory.mktemp("creds") / "credentials.toml")
+    per_address = 20
+    server = server_factory(
+        engine=False,
+        credentials_file=creds,
+        api_processes=2,
+        wrong_signatures_per_address=per_address,
+    )
+    assert client(server.url).list_model_invocation_jobs()["invocationJobSummaries"] == []
+    bob_guesses = MAX_FAILURES - 1  # under BOB's own bound from this address
+    for _ in range(bob_guesses):
+        assert error_of(client(server.url, BOB, secret=WRONG).list_model_invocation_jobs)[:2] == (
+            "InvalidSignatureException",
+            403,
+        )
+    for i in range(per_address - bob_guesses):
+        assert error_of(client(server.url, _unknown(i)).list_model_invocation_jobs)[:2] == (
+            "UnrecognizedClientException",
+            403,
+        )
+    code, status, message = error_of(client(server.url, _unknown(99)).list_model_invocation_jobs)
+    assert (code, status) == ("ThrottlingException", 429)
+    assert message.startswith(
+        "Too many requests with a wrong signature or an unknown access key from this address. "
+        "Retry in "
+    )
+    # BOB's right secret is refused alike: BOB never signed rightly from here.
+    assert error_of(client(server.url, BOB).list_model_invocation_jobs)[:2] == (
+        "ThrottlingException",
+        429,
+    )
+    # ALICE did: her requests go on, and a wrong secret for her is answered as it was.
+    for _ in range(3):
+        assert client(server.url).list_model_invocation_jobs()["invocationJobSummaries"] == []
+    assert error_of(client(server.url, secret=WRONG).list_model_invocation_jobs)[:2] == (
+        "InvalidSignatureException",
+        403,
+    )
+    logged = server.log_path.read_text()
+    assert "unknown access key or API key from 127.0.0.1" in logged
+    assert "AKIAUNKNOWN" not in logged and "unknown-secret" not in logged
+    assert WRONG not in logged and BOB.secret not in logged and ALICE.secret not in logged
+
+
+def test_the_address_lockout_ends_with_the_window_and_a_key_is_known_for_a_day(
+    tmp_path: Path,
+) -> None:
+    async def test(server: InProcess) -> None:
+        async def unknown(source: str, i: int) -> tuple[int, str]:
+            reply = await server.call(source, _signed(_unknown(i), "x", server.clock.now()))
+            return reply.status, reply.error_type
+
+        assert await server.sigv4("10.0.0.1", ALICE.secret) == (200, "")  # known from .1
+        server.clock.advance(KNOWN_SECONDS)  # ... no longer
+        for i in range(50):
+            assert await unknown("10.0.0.1", i) == (403, "UnrecognizedClientException")
+        assert await unknown("10.0.0.1", 50) == (429, "ThrottlingException")
+        assert await server.sigv4("10.0.0.1", ALICE.secret) == (429, "ThrottlingException")
+        # Other addresses are not locked out, the guesser's address only for the window.
+        assert await unknown("10.0.0.2", 0) == (403, "UnrecognizedClientException")
+        assert await server.sigv4("10.0.0.2", ALICE.secret) == (200, "")
+        server.clock.advance(WINDOW_SECONDS - 1)
+        assert await unknown("10.0.0.1", 51) == (429, "ThrottlingException")  # not counted
+        server.clock.advance(1)
+        assert await server.sigv4("10.0.0.1", ALICE.secret) == (200, "")
+        assert await unknown("10.0.0.1", 52) == (403, "UnrecognizedClientException")
+
+    _in_process(tmp_path, test)
+
+
+def test_the_address_lockout_on_the_openai_api_is_a_rate_limit_error(tmp_path: Path) -> None:
+    async def test(server: InProcess) -> None:
+        async def v1(source: str, key: Key) -> int:
+            signed = _signed(key, key.secret, server.clock.now(), "/v1/batches")
+            reply = await server.call(source, signed, path="/v1/batches")
+            if reply.status == 429:
+                assert reply.json()["error"]["type"] == "rate_limit_error"
+            return reply.status
+
+        assert await v1("10.0.0.1", ALICE) == 200
+        for i in range(50):
+            assert await v1("10.0.0.1", _unknown(i)) in (401, 403)
+        assert await v1("10.0.0.1", _unknown(50)) == 429
+        assert await v1("10.0.0.1", BOB) == 429
+        assert await v1("10.0.0.1", ALICE) == 200  # known from there
+
+    _in_process(tmp_path, test)
+
+
+def test_a_right_signature_is_remembered_once_a_minute_not_on_every_request() -> None:
+    """With several API processes the record is a write to their shared file: not one for
+    each request."""
+    clock = FakeClock(datetime.now(UTC))
+    bound = WrongSignatures(clock.monotonic, per_address=50)
+    with mock.patch.object(bound._known, "failed", wraps=bound._known.failed) as record:
+        for _ in range(100):
+            bound.succeeded("10.0.0.1", ALICE.access_key_id)
+        assert record.call_count == 1
+        clock.advance(WrongSignatures.REMEMBER_EVERY)
+        bound.succeeded("10.0.0.1", ALICE.access_key_id)
+        bound.succeeded("10.0.0.2", ALICE.access_key_id)
+        assert record.call_count == 3

@@ -28,8 +28,8 @@ from batchrock.api import auth, codec, guard, identity, model, pagination, throt
 from batchrock.api.body import BodyTooLarge, ClientDisconnected, json_object, read_body
 from batchrock.api.openai.app import OpenAIApi
 from batchrock.api.summaries import Encoded, SummaryCache
+from batchrock.api.wrong_signatures import WrongSignatures
 from batchrock.clock import from_micros
-from batchrock.console.signin_limit import SharedSignInLimiter, SignInLimiter
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -180,9 +180,8 @@ class BedrockApp:
         self._lifespan = lifespan
         # Wrong signatures are bounded as the console's failed sign-ins are, in the file the
         # API processes share when there are several (a guess may reach any of them).
-        monotonic = service.clock.monotonic
-        wrong_signatures = (
-            SignInLimiter(monotonic) if shared is None else SharedSignInLimiter(monotonic, shared)
+        wrong_signatures = WrongSignatures(
+            service.clock.monotonic, settings.wrong_signatures_per_address, shared
         )
         self.gate = auth.Gate(settings, service.clock.now, directory, wrong_signatures)
         self._routes = model.routes()

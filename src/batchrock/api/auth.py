@@ -6,20 +6,20 @@ Without a credentials file (open mode) any credentials are accepted as before
 reasons it gives are turned here, once, into the status, ``x-amzn-ErrorType`` and message
 Bedrock answers with (docs/access.md has the table).
 
-Requests with a wrong signature are counted per client address and access key id, by the
-console's bound on failed sign-ins (:mod:`batchrock.console.signin_limit`): past its limit,
-that address's requests with that key are answered ``ThrottlingException`` until the oldest
-counted failure leaves the window, right secret or wrong (an answer that told them apart
-would be an oracle for the guesser). docs/access.md, "Wrong signatures".
+Requests with a wrong signature, or an unknown key, are counted per client address and
+access key id and per address (:mod:`batchrock.api.wrong_signatures`): past a bound, they are
+answered ``ThrottlingException`` until the oldest counted failure leaves the window, right
+secret or wrong (an answer that told them apart would be an oracle for the guesser).
+docs/access.md, "Wrong signatures".
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from batchrock.access import errors as auth
 from batchrock.access.authenticate import authenticate
@@ -27,6 +27,7 @@ from batchrock.access.credfile import LiveDirectory
 from batchrock.access.directory import Principal
 from batchrock.access.sigv4 import HttpRequest
 from batchrock.api import identity
+from batchrock.api.wrong_signatures import WrongSignatures
 from batchrock.errors import (
     AccessDeniedException,
     ApiKeyRejected,
@@ -34,7 +35,6 @@ from batchrock.errors import (
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     ServiceError,
-    ThrottlingException,
     UnrecognizedClientException,
 )
 from batchrock.service import Caller
@@ -52,20 +52,6 @@ _JOB_MEMBER = {
 }
 
 
-class FailureLimit(Protocol):
-    """Counts failures per key and says how long a key must wait (SignInLimiter)."""
-
-    def retry_after(self, keys: Iterable[str]) -> float | None: ...
-
-    def failed(self, keys: Iterable[str]) -> None: ...
-
-
-def signature_limit_key(source: str, access_key_id: str) -> str:
-    """What one request with a wrong signature counts against: the address it came from and
-    the access key it claimed, together (docs/access.md, "Wrong signatures")."""
-    return f"sigv4:{source}/{access_key_id[:128]}"
-
-
 @dataclass(frozen=True, slots=True)
 class Identity:
     caller: Caller
@@ -81,14 +67,14 @@ class Gate:
         settings: Settings,
         now: Callable[[], datetime],
         directory: LiveDirectory | None = None,
-        wrong_signatures: FailureLimit | None = None,
+        wrong_signatures: WrongSignatures | None = None,
     ) -> None:
         self.settings = settings
         self._now = now
         if directory is None and settings.credentials_file is not None:
             directory = LiveDirectory(settings.credentials_file)
         self.directory = directory
-        #: Requests with a wrong signature, per client address and access key id.
+        #: Requests with a wrong signature or an unknown key: per address and key, per address.
         self.wrong_signatures = wrong_signatures
 
     def identify(
@@ -118,28 +104,21 @@ class Gate:
         try:
             who = authenticate(request, self.directory.current(), self._now())
         except auth.AuthError as exc:
-            signer = _signer(exc)
-            if signer is not None and self.wrong_signatures is not None:
+            if self.wrong_signatures is not None and _counted(exc):
                 source = _source(scope)
-                keys = [signature_limit_key(source, signer)]
-                self._refuse_if_limited(keys)  # not counted: the window stays bounded
-                self.wrong_signatures.failed(keys)
-                # The access key id is no secret; the secret and the signature never logged.
-                log.info("wrong signature from %s for access key %s", source, signer[:32])
+                signer = _signer(exc)
+                self.wrong_signatures.failed(source, signer)  # 429 past a bound, not counted
+                # A known access key id is no secret; the secret, the signature, an unknown
+                # id (it may be a secret pasted in the wrong place) are never logged.
+                if signer is not None:
+                    log.info("wrong signature from %s for access key %s", source, signer[:32])
+                else:
+                    log.info("unknown access key or API key from %s", source)
             raise service_error(exc) from None
         if who.access_key_id is not None and self.wrong_signatures is not None:
-            self._refuse_if_limited([signature_limit_key(_source(scope), who.access_key_id)])
+            self.wrong_signatures.succeeded(_source(scope), who.access_key_id)
         region = who.region or self.settings.default_region
         return Identity(Caller(who.principal.account_id, region), who.principal)
-
-    def _refuse_if_limited(self, keys: list[str]) -> None:
-        assert self.wrong_signatures is not None
-        wait = self.wrong_signatures.retry_after(keys)
-        if wait is not None:
-            raise ThrottlingException(
-                "Too many requests with a wrong signature for this access key from this "
-                f"address. Retry in {int(wait) + 1} seconds."
-            )
 
     def authorize(self, who: Identity, operation: str, params: dict[str, Any]) -> None:
         principal = who.principal
@@ -151,6 +130,12 @@ class Gate:
             principal.arn(partition), action, _resource(operation, params, who.caller)
         )
         raise service_error(denied)
+
+
+def _counted(exc: auth.AuthError) -> bool:
+    """Whether a refusal counts as a failed guess: a wrong signature for a known key, or a
+    key id or API key no account holds."""
+    return isinstance(exc, auth.SignatureMismatch | auth.UnknownApiKey | auth.UnknownAccessKey)
 
 
 def _signer(exc: auth.AuthError) -> str | None:
