@@ -651,11 +651,12 @@ async def serve(
 
 
 def _make_server(config: Any, parent: processes.Parent | None) -> Any:
-    """uvicorn's server, with a ``stop()`` and, in a parent of other API processes, every
-    SIGTERM/SIGINT passed on to them as it arrives (they finish their requests meanwhile)."""
-    import uvicorn
+    """uvicorn's server, accepting new connections in batches (api/accepting.py), with a
+    ``stop()`` and, in a parent of other API processes, every SIGTERM/SIGINT passed on to them
+    as it arrives (they finish their requests meanwhile)."""
+    from batchrock.api.accepting import BatchAcceptingServer
 
-    class Server(uvicorn.Server):
+    class Server(BatchAcceptingServer):
         def stop(self) -> None:
             self.should_exit = True
 
@@ -704,13 +705,12 @@ async def _metrics_listener(
     if sock is None:
         yield
         return
-    import uvicorn
-
+    from batchrock.api.accepting import BatchAcceptingServer
     from batchrock.api.metrics_app import MetricsApp
 
     config = http_config(settings, MetricsApp(settings, store), lifespan="off")
 
-    class Listener(uvicorn.Server):
+    class Listener(BatchAcceptingServer):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             # The worker handles SIGINT/SIGTERM (its stop event) and ends the listener itself.
