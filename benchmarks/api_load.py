@@ -14,7 +14,9 @@ the other, and prints the server's CPU time (all its processes, from /proc) next
 latencies. The first request of each connection is timed from the moment the client's
 connect returned (the kernel completes the handshake before the server accepts), so it
 includes the wait for the server to accept the connection; its own line shows that wait
-apart. Nothing passes or fails: the numbers go to docs/benchmarks.md.
+apart, and so does the line of ``--burst``: that many new connections opened at once halfway
+through, while the server is busy with the others, one Get each. Nothing passes or fails:
+the numbers go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -70,6 +72,13 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--jobs", type=int, default=1100)
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=100,
+        help="new connections opened at once halfway through the run, one Get each, timed "
+        "apart (0: none)",
+    )
     parser.add_argument(
         "--api-processes",
         default="1",
@@ -174,7 +183,27 @@ async def run(args: argparse.Namespace, processes: int) -> None:
             finally:
                 writer.close()
 
-        await asyncio.gather(*(client(i) for i in range(args.clients)))
+        async def newcomer(raw: bytes) -> float:
+            """One new connection and one request on it, timed from its connect's return."""
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                started = time.perf_counter()
+                writer.write(raw)
+                await read_response(reader)
+                return time.perf_counter() - started
+            finally:
+                writer.close()
+
+        async def burst() -> list[float]:
+            """``--burst`` new connections at once, halfway through, while the server is busy
+            with the others."""
+            await asyncio.sleep(args.seconds / 2)
+            if args.burst == 0:
+                return []
+            raws = [random.choice(requests["Get"]) for _ in range(args.burst)]
+            return list(await asyncio.gather(*map(newcomer, raws)))
+
+        *_, newcomers = await asyncio.gather(*(client(i) for i in range(args.clients)), burst())
         client_cpu = time.process_time() - client_cpu
         cpu = [cpu_seconds(p) - before for p, before in zip(pids, cpu_before, strict=True)]
         total = [v for values in latencies.values() for v in values]
@@ -198,6 +227,12 @@ async def run(args: argparse.Namespace, processes: int) -> None:
                 f"first request of each connection (from the client's connect, so the "
                 f"server's accept included): p50 {statistics.median(firsts) * 1000:.0f} ms, "
                 f"max {max(firsts) * 1000:.0f} ms"
+            )
+        if newcomers:
+            print(
+                f"a burst of {len(newcomers)} new connections halfway, one Get each (from the "
+                f"connect): p50 {statistics.median(newcomers) * 1000:.0f} ms, max "
+                f"{max(newcomers) * 1000:.0f} ms"
             )
     finally:
         api.terminate()
