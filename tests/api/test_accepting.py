@@ -13,7 +13,9 @@ import errno
 import itertools
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ import uvloop
 from batchrock import admin
 from batchrock.api import accepting
 from batchrock.settings import Settings
+from tests.certs import self_signed
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop,
@@ -36,9 +39,10 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving() -> AsyncIterator[tuple[Any, int]]:
-    """`batchrock serve`'s uvicorn server and protocol around a small app; (server, port)."""
-    config = admin.http_config(Settings(), hello, lifespan="off")
+async def serving(**options: Any) -> AsyncIterator[tuple[Any, int]]:
+    """`batchrock serve`'s uvicorn server and protocol around a small app, with uvicorn's
+    ``options``; (server, port)."""
+    config = admin.http_config(Settings(), hello, lifespan="off", **options)
     server = admin._make_server(config, None)
     sock = admin.listen("127.0.0.1", 0)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -160,3 +164,43 @@ def test_out_of_descriptors_pauses_accepting_and_then_serves(
         with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
             runner.run(main())
     assert any("Too many open files" in r.getMessage() for r in caplog.records)
+
+
+def tls_get(port: int, cafile: Path) -> bytes:
+    """A GET over TLS, checking the certificate; the response's status line."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            return status_lines([tls])[0]
+
+
+def plain_get_on_tls(port: int) -> bytes:
+    """Plain HTTP to the TLS port: what comes back before the server closes (no HTTP)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        got = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := raw.recv(4096):
+                got += chunk
+        return got
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_over_tls_a_failed_handshake_is_closed_and_the_next_client_served(
+    loop: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = self_signed(tmp_path)
+
+    async def main() -> None:
+        async with serving(ssl_certfile=str(cert), ssl_keyfile=str(key)) as (_, port):
+            got = await asyncio.to_thread(plain_get_on_tls, port)
+            assert not got.startswith(b"HTTP/")
+            assert await asyncio.to_thread(tls_get, port, cert) == b"HTTP/1.1 200 OK"
+
+    with caplog.at_level(logging.DEBUG, logger="batchrock.api"):
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            runner.run(main())
+    # The client's failed handshake is a debug line, not an error.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("SSL" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)

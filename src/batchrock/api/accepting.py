@@ -8,7 +8,7 @@ connections waited in the kernel's accept queue, one more accepted a turn, and t
 request on the last of them waited seconds: the 1-9 s maxima of ``benchmarks/api_load.py``
 (docs/benchmarks.md, "API under load": 200 connections opened at once, the last accepted 2.8 s
 later). :class:`Acceptor` takes up to :data:`ACCEPT_BATCH` a wake-up instead. The bound keeps one
-wake-up to a couple of milliseconds (20-40 µs a connection), as the rule that nothing holds
+wake-up to a couple of milliseconds (10-40 µs a connection), as the rule that nothing holds
 the loop longer asks; asyncio's own selector loop takes up to the whole backlog (2048) at once.
 
 :class:`BatchAcceptingServer` is uvicorn's server with its listeners made so. A loop without
@@ -93,9 +93,9 @@ class Acceptor:
         try:
             await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._tls)
         except OSError as exc:
-            # A failed TLS handshake (SSLError), a client gone (reset) or too slow (timeout):
-            # the client's doing, and the transport closed the socket. uvicorn's own listener
-            # says nothing of these either.
+            # A failed TLS handshake (SSLError: plain HTTP to the TLS port, say), a client gone
+            # (reset) or too slow (timeout): the client's doing, not the server's, and the
+            # transport has closed the socket: a debug line only.
             log.debug("incoming connection not set up: %r", exc)
         except Exception:
             log.exception("incoming connection not set up")
