@@ -217,8 +217,9 @@ class Settings:
         default=0.8,
         metadata=_meta(
             "How busy the engine process's event loop must be (its share of one core) before "
-            "records of remote routes go to the worker processes (engine_processes); below "
-            "it the engine answers them itself; 0: every such record goes to the workers.",
+            "records of remote routes go to the worker processes (engine_processes), if its "
+            "CPUs have half a core idle for them; otherwise the engine answers them itself; "
+            "0: every such record goes to the workers.",
             low=0,
             high=1,
         ),

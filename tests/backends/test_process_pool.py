@@ -32,6 +32,7 @@ from batchrock.backends.process_pool import (
     PooledBackend,
     WorkerPool,
     decode,
+    idle_cpu_seconds,
 )
 from batchrock.backends.routing import build_resolver, parse_route
 from batchrock.settings import Settings
@@ -258,20 +259,25 @@ def test_retries_and_throttling_are_counted_in_the_engine(
 
 
 class Readings:
-    """The event loop's CPU seconds and the monotonic time, as a test sets them."""
+    """The event loop's CPU seconds, the idle seconds of the process's CPUs and the monotonic
+    time, as a test sets them."""
 
     def __init__(self) -> None:
-        self.cpu = self.now = 0.0
+        self.cpu = self.now = self.idle = 0.0
 
     def offload(self, load: float = 0.8) -> Offload:
-        offload = Offload(load, cpu=lambda: self.cpu, clock=lambda: self.now)
+        offload = Offload(
+            load, cpu=lambda: self.cpu, idle=lambda: self.idle, clock=lambda: self.now
+        )
         offload.to_children()  # the first record starts the first look (in the loop's thread)
         return offload
 
-    def window(self, busy: float) -> None:
-        """One look's worth of time passes, the loop using ``busy`` of its core."""
+    def window(self, busy: float, free: float = 1.0) -> None:
+        """One look's worth of time passes, the loop using ``busy`` of its core and ``free``
+        cores' worth of the process's CPUs idle."""
         self.now += OFFLOAD_WINDOW_S
         self.cpu += busy * OFFLOAD_WINDOW_S
+        self.idle += free * OFFLOAD_WINDOW_S
 
 
 def test_records_go_to_the_workers_only_while_the_engine_loop_is_busy() -> None:
@@ -293,9 +299,39 @@ def test_records_go_to_the_workers_only_while_the_engine_loop_is_busy() -> None:
     # The first record sets where the first look starts: the CPU time of the pool's builder
     # (maybe another thread) is not the loop's.
     other = Readings()
-    late = Offload(0.8, cpu=lambda: other.cpu, clock=lambda: other.now)
+    late = Offload(0.8, cpu=lambda: other.cpu, idle=lambda: other.idle, clock=lambda: other.now)
     other.window(1.0)  # what the builder's thread did meanwhile, by the loop thread's clock
     assert sum(late.to_children() for _ in range(8)) == 0 and late.share == 0
+
+
+def test_a_busy_engine_on_busy_cores_keeps_its_records() -> None:
+    """A loop using its whole core while the process's other CPUs have no time to spare (a
+    small machine shared with the model server) keeps answering its records: workers would
+    take their CPU from the loop and the model server, and each record would pay the
+    crossing for nothing."""
+    readings = Readings()
+    offload = readings.offload(0.8)
+
+    def look(busy: float, free: float) -> int:
+        readings.window(busy, free)
+        return sum(offload.to_children() for _ in range(8))
+
+    assert [look(1.0, 0.0), look(0.95, 0.3), look(0.9, 0.49)] == [0, 0, 0]
+    # Cores come free: the share rises; it holds while the loop is busy and the workers use
+    # what was free, and falls as before once the loop has time to spare.
+    assert [look(1.0, 1.2), look(1.0, 0.6), look(1.0, 0.1), look(0.9, 0.0)] == [2, 4, 4, 4]
+    assert [look(0.5, 0.0), look(0.5, 0.0)] == [2, 0]
+    # Where the idle time cannot be read (not Linux) only the loop's CPU decides.
+    unknown = Offload(0.8, cpu=lambda: readings.cpu, idle=lambda: None, clock=lambda: readings.now)
+    unknown.to_children()
+    readings.window(1.0, 0.0)
+    assert sum(unknown.to_children() for _ in range(8)) == 2
+
+
+def test_the_idle_time_of_this_process_cpus_is_read() -> None:
+    idle = idle_cpu_seconds()
+    assert idle is not None and idle > 0
+    assert idle_cpu_seconds() >= idle  # type: ignore[operator]
 
 
 def test_an_idle_engine_answers_remote_records_itself(
@@ -354,16 +390,100 @@ def test_a_busy_engine_sends_its_workers_the_share_it_cannot_answer(
                     *(backend.invoke(request(f"q{i}", i)) for i in range(8))
                 )
                 answered.append(sum(child.answered for child in pool._children))
+                if len(answered) == 2:
+                    await until(lambda: pool._ready, "a worker to be ready")
             return answers, answered, pool.pids
         finally:
             await resolver.aclose()
 
     answers, answered, pids = asyncio.run(go())
     assert all(a.ok for a in answers)
-    # None while idle; busy, a quarter then half of the next records; idle again, a quarter
-    # and then none.
-    assert answered == [0, 2, 6, 8, 8]
+    # None while idle; busy, a quarter of the records are for the workers, but they have
+    # only just been started: the engine answers those itself; then half of the records go
+    # to them; idle again, a quarter, then none.
+    assert answered == [0, 0, 4, 6, 6]
     assert len(pids) == 2
+
+
+async def until(check: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class _Here:
+    """A local leaf that answers at once, counting what it answered."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        self.answered += 1
+        return ModelResult(output={"here": request.record_id})
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_no_record_waits_for_a_worker_to_start(tmp_path: Path) -> None:
+    """Records the busy engine would send to its workers are answered in the engine until a
+    worker has said it is ready: a worker's start (a Python process importing the backends,
+    seconds on a busy machine) does not hold records, and the concurrency slots they take,
+    while the engine could answer them. Here the workers never become ready."""
+    route = parse_route(0, {"model": MODEL, "backend": "builtin"})
+    sent = tmp_path / "sent.bin"
+    readings = Readings()
+
+    async def go() -> tuple[list[ModelResult], int, list[int]]:
+        command = [sys.executable, "-c", RECORDER, str(sent)]
+        pool = WorkerPool(Settings(data_dir=tmp_path), 2, command, offload=readings.offload())
+        here = _Here()
+        backend = pool.backend(route, here)
+        answers: list[ModelResult] = []
+        try:
+            for _ in range(4):
+                readings.window(1.0)
+                answers += await asyncio.wait_for(
+                    asyncio.gather(*(backend.invoke(request("x", i)) for i in range(8))), 10
+                )
+            await until(lambda: len(pool.pids) == 2, "the workers to be started")
+            return answers, here.answered, pool.pids
+        finally:
+            await pool.aclose()
+
+    answers, here, pids = asyncio.run(go())
+    assert [a.output for a in answers] == [{"here": f"R{i}"} for i in range(8)] * 4
+    assert here == 32 and len(pids) == 2
+    # The workers got their configuration (a pickle) and nothing else.
+    got = frames(sent.read_bytes()) if sent.exists() else []
+    assert all(f.startswith(b"\x80") for f in got), got
+
+
+def test_workers_that_cannot_start_leave_the_records_to_the_engine(tmp_path: Path) -> None:
+    """With ``engine_offload_load`` above 0 the engine can answer every record itself: a
+    pool whose workers cannot start (the log says why) leaves them all to it."""
+    route = parse_route(0, {"model": MODEL, "backend": "builtin"})
+    readings = Readings()
+
+    async def go() -> tuple[list[ModelResult], str | None]:
+        command = [sys.executable, "-c", "raise SystemExit(3)"]
+        pool = WorkerPool(Settings(data_dir=tmp_path), 2, command, offload=readings.offload())
+        backend = pool.backend(route, _Here())
+        try:
+            readings.window(1.0)
+            answers = [await backend.invoke(request("x", i)) for i in range(8)]
+            await until(lambda: pool._broken is not None, "the pool to give up")
+            readings.window(1.0)
+            answers += [await backend.invoke(request("x", i)) for i in range(8)]
+            return answers, pool._broken
+        finally:
+            await pool.aclose()
+
+    answers, broken = asyncio.run(go())
+    assert [a.output for a in answers] == [{"here": f"R{i}"} for i in range(8)] * 2
+    assert broken is not None and "cannot start" in broken
 
 
 #: A stand-in worker that answers nothing and keeps every byte the engine sends it.

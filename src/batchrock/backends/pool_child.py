@@ -122,6 +122,9 @@ async def serve(sock: socket.socket) -> None:
         return
     logs.configure(settings.log_level, settings.log_format)
     worker = Worker(settings, routes, writer)
+    # An empty frame: ready (configured, the backends' modules imported). Until it comes the
+    # engine answers the records it would send here itself (process_pool.answers_here).
+    writer.write(frame(encode([])))
     try:
         while True:
             worker.take(decode(await read_frame(reader)))

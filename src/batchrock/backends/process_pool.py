@@ -20,18 +20,22 @@ batches too. A cancelled call (its record's deadline, a halted job) is cancelled
 child, so a route's concurrency bound holds there as well.
 
 Whether a record goes to a child at all is decided record by record (:class:`Offload`): only
-while the engine's event loop is busy enough that it limits the job, and then only the share
-of the records it cannot answer itself. A loop with time to spare answers the record with the
-leaf built in this process: a crossing to a child costs CPU in both processes and the child's
-turns of its own loop, which a latency-bound job, or one on cores the model server or other
-work keeps busy, pays in time and gains nothing for. Children start with the first record
-sent to one.
+while the engine's event loop is busy enough that it limits the job and the process's CPUs
+have idle time for the children, and then only the share of the records it cannot answer
+itself. Otherwise the record is answered with the leaf built in this process: a crossing to a
+child costs CPU in both processes and the child's turns of its own loop, which a
+latency-bound job, or one on cores the model server or other work keeps busy, pays in time
+and gains nothing for. Children start with the first record :class:`Offload` would send to
+one; until one of them has said it is ready, such records are answered here too, so none
+waits for a child's start.
 
 Children live exactly as long as their socket to the engine: they ignore SIGINT and SIGTERM
 (the engine drains its jobs first, then closes the sockets) and exit when the socket reaches
 its end, which the kernel brings about however the engine ends, SIGKILL included. A child
 that dies is replaced, and the records it was answering are sent to another child (at most
-:data:`MAX_SENDS` times each, then they get a retryable 500).
+:data:`MAX_SENDS` times each, then they get a retryable 500). Children that cannot start at
+all leave every record to this process (with ``engine_offload_load`` 0, every record of their
+routes gets a 500 saying why).
 """
 
 from __future__ import annotations
@@ -86,6 +90,13 @@ OFFLOAD_STEP = 0.25
 #: sheds the children's part of a record's cost when records go to them: without a band the
 #: share would swing at every look).
 OFFLOAD_BAND = 0.2
+#: The share rises only while the CPUs this process may use had at least this many cores'
+#: worth of idle time over the look: a loop that is busy on a machine whose other cores are
+#: busy too (the model server beside it, other work) would hand its records to children that
+#: find no core to run on, and each record would pay the crossing for nothing. A record that
+#: crosses costs the engine about half of what it costs answered here and the child about as
+#: much again, so half a core is what a step of OFFLOAD_STEP at ~10,000 records/s needs.
+OFFLOAD_FREE_CORES = 0.5
 
 #: Frames: a 4-byte big-endian length, then MessagePack (the first frame, the child's
 #: configuration, is a pickle). Parent to child: ``[requests, cancelled ids]``, each request
@@ -115,6 +126,26 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def idle_cpu_seconds() -> float | None:
+    """The idle time (idle and iowait) so far of the CPUs this process may use, in seconds,
+    from ``/proc/stat``; ``None`` where it cannot be read (not Linux)."""
+    try:
+        cpus = {f"cpu{n}" for n in os.sched_getaffinity(0)}
+        with open("/proc/stat", "rb") as stat:
+            text = stat.read()
+    except (AttributeError, OSError):
+        return None
+    ticks = 0
+    for line in text.split(b"\n"):
+        fields = line.split()
+        if len(fields) > 5 and fields[0].decode() in cpus:
+            ticks += int(fields[4]) + int(fields[5])
+    return ticks / _CLOCK_TICKS
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def worker_count(settings: Settings) -> int:
     """How many worker processes ``settings`` ask for: 0 for none (answer in the engine)."""
     wanted = settings.engine_processes or available_cpus()
@@ -124,15 +155,20 @@ def worker_count(settings: Settings) -> int:
 class Offload:
     """Which records go to the children: none while the engine's event loop uses less than
     ``load`` of one core, a share growing by :data:`OFFLOAD_STEP` at each look
-    (:data:`OFFLOAD_WINDOW_S`) while it uses more, falling again once it uses less than
+    (:data:`OFFLOAD_WINDOW_S`) while it uses more and the process's CPUs had
+    :data:`OFFLOAD_FREE_CORES` idle, falling again once it uses less than
     ``load - OFFLOAD_BAND``. ``load`` 0: every record goes to the children.
 
     What is measured is the CPU time of the thread running the event loop (the records
     answered here, the API, the jobs' other work), not the wall time: a loop that waits on
     the model server has time to spare, and one that the machine's other processes keep off
-    its core uses less than ``load`` too, where children would find no core either. ``cpu``
-    and ``clock`` are seams for tests (the thread's CPU seconds, monotonic seconds); looks
-    happen only when a record asks, so nothing runs in between.
+    its core uses less than ``load`` too, where children would find no core either. A loop
+    that does use its core while the machine's other cores are busy as well (a small machine
+    shared with the model server) is no case for children either: they would take their CPU
+    from the loop and the model server, hence the idle time also looked at. ``cpu``,
+    ``idle`` and ``clock`` are seams for tests (the thread's CPU seconds, the idle seconds of
+    the process's CPUs or ``None`` where unknown, monotonic seconds); looks happen only when
+    a record asks, so nothing runs in between.
     """
 
     def __init__(
@@ -140,16 +176,18 @@ class Offload:
         load: float,
         *,
         cpu: Callable[[], float] = time.thread_time,
+        idle: Callable[[], float | None] = idle_cpu_seconds,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.load = load
         #: The share of records sent to the children now.
         self.share = 0.0 if load else 1.0
-        self._cpu, self._clock = cpu, clock
-        #: When the current look began and the loop's CPU time then; set by the first record
-        #: (in the loop's own thread: the pool may be built in another).
+        self._cpu, self._idle, self._clock = cpu, idle, clock
+        #: When the current look began and the loop's CPU time and the idle time then; set by
+        #: the first record (in the loop's own thread: the pool may be built in another).
         self._at: float | None = None
         self._cpu_at = 0.0
+        self._idle_at: float | None = None
         #: Records owed to the children so far (the share, summed record by record).
         self._owed = 0.0
 
@@ -159,19 +197,33 @@ class Offload:
             return True
         now = self._clock()
         if self._at is None:
-            self._at, self._cpu_at = now, self._cpu()
+            self._at, self._cpu_at, self._idle_at = now, self._cpu(), self._idle()
             return False
         span = now - self._at
         if span >= OFFLOAD_WINDOW_S:
-            cpu = self._cpu()
+            cpu, idle = self._cpu(), self._idle()
             used = (cpu - self._cpu_at) / span
-            self._at, self._cpu_at = now, cpu
+            free = (
+                (idle - self._idle_at) / span
+                if idle is not None and self._idle_at is not None
+                else OFFLOAD_FREE_CORES
+            )
+            self._at, self._cpu_at, self._idle_at = now, cpu, idle
             if used >= self.load:
-                self.share = min(1.0, self.share + OFFLOAD_STEP)
+                if free >= OFFLOAD_FREE_CORES:
+                    self.share = min(1.0, self.share + OFFLOAD_STEP)
             elif used < self.load - OFFLOAD_BAND:
                 self.share = max(0.0, self.share - OFFLOAD_STEP)
                 if not self.share:
                     self._owed = 0.0
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "engine loop at %.2f of a core, %.2f cores idle: %.0f%% of the records "
+                    "to the worker processes",
+                    used,
+                    free,
+                    self.share * 100,
+                )
         if not self.share:
             return False
         self._owed += self.share
@@ -203,6 +255,9 @@ class _Child:
     outbox: list[list[Any]] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     scheduled: bool = False
+    #: Whether it has sent its first frame (it has read its configuration and is waiting for
+    #: records): until then a record sent to it would wait for its start.
+    ready: bool = False
     answered: int = 0
     dead: bool = False
     reader_task: asyncio.Task[None] | None = None
@@ -252,19 +307,44 @@ class WorkerPool:
     # --- calls ------------------------------------------------------------------------
 
     def answers_here(self) -> bool:
-        """Whether the next record is answered by its leaf in this process (:class:`Offload`);
-        a pool that is closing or broken answers every record itself (with its error)."""
-        return self._broken is None and not self._closing and not self.offload.to_children()
+        """Whether the next record is answered by its leaf in this process.
+
+        With ``engine_offload_load`` above 0 the engine answers a record itself unless
+        :class:`Offload` sends it to the children and one of them is ready: a record never
+        waits for a child's start (a Python process importing the backends, a second or more
+        on a busy machine) when the engine could answer it now; the first record that
+        :class:`Offload` sends starts the children, and records keep being answered here
+        until one has said it is ready. A broken pool leaves every record to the engine.
+        With 0 every record goes to the children (a closing or broken pool answers it with
+        its error)."""
+        if self._closing:
+            return False
+        offload = self.offload
+        if not offload.load:
+            return False
+        if self._broken is not None or not offload.to_children():
+            return True
+        if self._ready:
+            return False
+        self._start()
+        return True
+
+    @property
+    def _ready(self) -> bool:
+        return any(child.ready for child in self._children)
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            for _ in range(self.size):
+                self._start_child()
 
     async def invoke(self, leaf: int, request: ModelRequest) -> ModelResult:
         if self._broken is not None:
             return ModelResult(error=RecordError(500, self._broken))
         if self._closing:
             return ModelResult(error=_CLOSED)
-        if not self._started:
-            self._started = True
-            for _ in range(self.size):
-                self._start_child()
+        self._start()
         loop = asyncio.get_running_loop()
         call = _Call(next(self._ids), leaf, request, loop.create_future())
         self._dispatch(call)
@@ -278,7 +358,8 @@ class WorkerPool:
         if self._broken is not None:
             call.future.set_result(ModelResult(error=RecordError(500, self._broken)))
             return
-        live = self._children
+        # Ready children first: one still starting would keep the record until it has.
+        live = [child for child in self._children if child.ready] or self._children
         if not live:
             self._waiting.append(call)
             return
@@ -336,6 +417,9 @@ class WorkerPool:
         return kept
 
     def _answered(self, child: _Child, answers: list[list[Any]]) -> None:
+        child.ready = True  # its first frame (empty) says so
+        if not answers:
+            return
         child.answered += len(answers)
         self._failed_starts = 0
         pop = child.inflight.pop
