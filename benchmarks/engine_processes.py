@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sqlite3
 import statistics
 import sys
 import time
@@ -51,6 +50,7 @@ from benchmarks.openai_backend import (  # noqa: E402
     MODEL,
     bedrock_client,
     cpu_seconds,
+    job_times,
     services,
     write_records,
 )
@@ -93,16 +93,8 @@ class Job:
 
 
 def job_seconds(data: Path, arn: str) -> float:
-    """InProgress to the end, from the store's transition times (polling would add its
-    interval to the measurement)."""
-    job_id = arn.rsplit("/", 1)[-1]
-    with sqlite3.connect(data / "batchrock.sqlite3") as db:
-        times = dict(
-            db.execute(
-                "SELECT to_status, at FROM job_events WHERE job_id LIKE ? ORDER BY id",
-                (f"%{job_id}",),
-            ).fetchall()
-        )
+    """InProgress to the end, from the store's transition times."""
+    times = job_times(data, arn.rsplit("/", 1)[-1])
     end = next(times[s] for s in FINAL if s in times)
     return float(end - times["InProgress"]) / 1e6
 

@@ -200,6 +200,19 @@ class JobRun:
     times: dict[str, int] = field(default_factory=dict)
 
 
+def job_times(data: Path, job_id: str) -> dict[str, int]:
+    """When the job reached each status, wall-clock microseconds: the transition times the
+    store recorded (polling would add its interval to the measurement, or cost the server CPU
+    to avoid it)."""
+    with sqlite3.connect(data / "batchrock.sqlite3") as db:
+        return dict(
+            db.execute(
+                "SELECT to_status, at FROM job_events WHERE job_id LIKE ? ORDER BY id",
+                (f"%{job_id}",),
+            ).fetchall()
+        )
+
+
 def run_job(client: Any, data: Path, pid: int, name: str, poll_s: float = 0.1) -> JobRun:
     """One job over ``s3://bench-bucket/in/`` (output under ``out/``), waited for."""
     cpu_before = tree_cpu_seconds(pid)
@@ -220,15 +233,7 @@ def run_job(client: Any, data: Path, pid: int, name: str, poll_s: float = 0.1) -
     manifest = orjson.loads(
         (data / "s3" / "bench-bucket" / "out" / job_id / "manifest.json.out").read_bytes()
     )
-    # The transition times the store recorded (microseconds): polling would add its interval
-    # to the measurement, or cost the server CPU to avoid it.
-    with sqlite3.connect(data / "batchrock.sqlite3") as db:
-        times = dict(
-            db.execute(
-                "SELECT to_status, at FROM job_events WHERE job_id LIKE ? ORDER BY id",
-                (f"%{job_id}",),
-            ).fetchall()
-        )
+    times = job_times(data, job_id)
     return JobRun(
         status=job["status"],
         ok=manifest["successRecordCount"],
