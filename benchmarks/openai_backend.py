@@ -262,7 +262,9 @@ def main() -> None:
         )
         print(f"InProgress time   {run.in_progress_s:.2f} s")
         print(f"ideal             {ideal:.2f} s")
-        print(f"ratio             {run.in_progress_s / ideal:.3f}")
+        if ideal > 0:  # at 0 ms latency there is no ideal time to compare with
+            print(f"ratio             {run.in_progress_s / ideal:.3f}")
+        print(f"records/s         {args.records / run.in_progress_s:.0f}")
         print(
             f"service CPU       {run.cpu_s:.2f} s = {run.cpu_s / args.records * 1e6:.0f} us "
             "a record"
