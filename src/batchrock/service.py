@@ -30,6 +30,7 @@ from batchrock.store.base import (
     JobFilter,
     JobRow,
     JobStore,
+    PageKeys,
     PageRequest,
     RowKey,
     UnfinishedJobsQuota,
@@ -224,10 +225,10 @@ class JobService:
             raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
         return keyed
 
-    async def list_keys(self, filter: JobFilter, page: PageRequest) -> tuple[list[RowKey], bool]:
-        """The keys of the rows :meth:`list` would give, and whether more follow."""
-        keys = await self.store.list_row_keys(filter, _one_more(page))
-        return keys[: page.limit], len(keys) > page.limit
+    async def list_keys(self, filter: JobFilter, page: PageRequest) -> PageKeys:
+        """The keys of the rows :meth:`list` would give and of the one after them, if any
+        (which says whether more follow), as one string (store/base.py ``PageKeys``)."""
+        return await self.store.list_row_keys(filter, _one_more(page))
 
     async def list_keyed(
         self, filter: JobFilter, page: PageRequest

@@ -111,10 +111,10 @@ async def test_a_database_at_version_4_gets_row_versions(pg_server: object) -> N
         try:
             where = (job.account_id, job.region, job.job_id)
             key = await store.get_row_key(*where)
-            assert key == (job.job_id, 0)
+            assert key == f"{job.job_id}:0"
             await store.save_progress(job.job_id, counters=Counters(total=5), now=T0)
-            assert await store.get_row_key(*where) == (job.job_id, 1)
-            assert (await store.get_keyed_row(*where) or [None])[0] == (job.job_id, 1)
+            assert await store.get_row_key(*where) == f"{job.job_id}:1"
+            assert (await store.get_keyed_row(*where) or [None])[0] == f"{job.job_id}:1"
         finally:
             await store.close()
     finally:

@@ -157,14 +157,12 @@ def test_version_2_database_gets_row_versions(tmp_path: Path) -> None:
     async def main() -> None:
         store = await SqliteStore.open(path)
         key = await store.get_row_key("123456789012", "us-east-1", "abcdefghijkl")
-        assert key == ("abcdefghijkl", 0)
+        assert key == "abcdefghijkl:0"
         await store.save_progress(
             "abcdefghijkl", counters=Counters(total=5), now=SystemClock().now()
         )
-        assert await store.get_row_key("123456789012", "us-east-1", "abcdefghijkl") == (
-            "abcdefghijkl",
-            1,
-        )
+        key = await store.get_row_key("123456789012", "us-east-1", "abcdefghijkl")
+        assert key == "abcdefghijkl:1"
         await store.close()
         # Opened again: the trigger is there once, as it was.
         store = await SqliteStore.open(path)
@@ -211,7 +209,7 @@ def test_version_3_listing_indexes_are_made_again_with_the_row_version(tmp_path:
         keys = await store.list_row_keys(
             JobFilter(account_id="123456789012", region="us-east-1"), PageRequest(limit=5)
         )
-        assert keys == [("abcdefghijkl", 0)]
+        assert keys == "abcdefghijkl:0"
         await store.close()
 
     asyncio.run(main())

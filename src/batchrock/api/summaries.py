@@ -4,9 +4,10 @@ A job's summary (ModelInvocationJobSummary, and GetModelInvocationJob's body, th
 members) is a function of its row alone. So the bytes are kept under the row's
 :data:`~batchrock.store.base.RowKey` (its id and a version that any change of the row moves
 on, whichever process writes), and a listing first reads only the keys (two columns, both in
-the listing index): when every key has its bytes the page is their join, with no row decoded
-and no time formatted. Another process's write changes the row's key, so its old bytes are never
-looked up again; correctness never depends on the cache, only the cost does.
+the listing index, read as one string for the whole page): when every key has its bytes the
+page is their join, with no row decoded and no time formatted. Another process's write changes
+the row's key, so its old bytes are never looked up again; correctness never depends on the
+cache, only the cost does.
 
 When a key is missing, the page is read again whole, each row with its key
 (:meth:`JobStore.list_keyed_rows`: one query, one consistent snapshot), and answered from
@@ -24,7 +25,7 @@ import orjson
 
 from batchrock.api import codec
 from batchrock.service import Caller, JobService
-from batchrock.store.base import JobFilter, JobRow, PageRequest, RowKey
+from batchrock.store.base import JobFilter, JobRow, PageRequest, RowKey, key_job_id
 
 _LIST_HEAD = b'{"invocationJobSummaries":['
 
@@ -96,13 +97,17 @@ class SummaryCache:
         return Encoded(body)
 
     async def page(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
-        keys, more = await self._service.list_keys(job_filter, request)
+        packed = await self._service.list_keys(job_filter, request)
+        keys = packed.split(",") if packed else []
+        more = len(keys) > request.limit
+        if more:
+            del keys[request.limit :]
         # Looked up in C (map), and checked in C: every kept body is non-empty bytes, so a
         # page with a missing key is one with a falsy entry.
         summaries: list[bytes | None] = list(map(self._entries.get, keys))
         if not all(summaries):
             return await self._read_whole(job_filter, request)
-        last = (self._submitted[keys[-1]], keys[-1][0]) if more and keys else None
+        last = (self._submitted[keys[-1]], key_job_id(keys[-1])) if more and keys else None
         return SummaryPage(cast("list[bytes]", summaries), more, last)
 
     async def _read_whole(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:

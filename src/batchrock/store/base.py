@@ -93,15 +93,31 @@ class JobRow(NamedTuple):
     error_records: int
 
 
-#: A row's key: ``(job_id, row_version)``, the version a counter that each store's trigger
-#: moves on whenever an update changes a member of the row's :class:`JobRow` view, whoever
-#: writes (SQLite: on every update of such a column; PostgreSQL: when one's value changes).
-#: Equal keys mean equal views, so a view's encoded bytes can be kept under its key
-#: (api/summaries.py). Job ids are never reused, and two members are what a page of 1000
-#: keys costs least to read: the submit time (the listing's order, and a page's cursor) was a
-#: third member until schema version 4, a large integer made per row for the one the cursor
-#: needs; the cache keeps it beside the bytes instead.
-RowKey = tuple[str, int]
+#: A row's key: ``"job_id:row_version"`` (:func:`row_key`), the version a counter that each
+#: store's trigger moves on whenever an update changes a member of the row's :class:`JobRow`
+#: view, whoever writes (SQLite: on every update of such a column; PostgreSQL: when one's value
+#: changes). Equal keys mean equal views, so a view's encoded bytes can be kept under its key
+#: (api/summaries.py). Job ids are never reused. One string, not a ``(job_id, version)`` pair:
+#: a store reads a listing's keys as one value (:data:`PageKeys`), and a string is what a
+#: dict looks up fastest. The submit time (the listing's order, and a page's cursor) was a
+#: member until schema version 4; the cache keeps it beside the bytes instead.
+RowKey = str
+#: The :data:`RowKey` of each row of a listing, in its order, joined by ``","`` (``""`` for
+#: none): what :meth:`JobStore.list_row_keys` reads as one value, so a page of 1000 costs one
+#: step of the database driver, not 1000 (docs/benchmarks.md). Job ids are ``[a-z0-9]{12}``
+#: (:func:`batchrock.jobs.new_job_id`): no key holds a ``","``.
+PageKeys = str
+
+
+def row_key(job_id: str, version: int) -> RowKey:
+    """The :data:`RowKey` of version ``version`` of job ``job_id``'s row (as the stores'
+    ``job_id || ':' || row_version`` makes it)."""
+    return f"{job_id}:{version}"
+
+
+def key_job_id(key: RowKey) -> str:
+    """The job id of a :data:`RowKey`."""
+    return key.rpartition(":")[0]
 
 
 def job_row(job: Job) -> JobRow:
@@ -257,10 +273,11 @@ class JobStore(Protocol):
         """What :meth:`get` finds, as a :class:`JobRow` view (GetModelInvocationJob)."""
         ...
 
-    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
-        """The :data:`RowKey` of each row :meth:`list_rows` finds, in the same order: the
-        listing's first, cheap read (the API answers from the bytes it kept for each key,
-        and reads :meth:`list_keyed_rows` only when one is missing)."""
+    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> PageKeys:
+        """The :data:`RowKey` of each row :meth:`list_rows` finds, in the same order, as one
+        :data:`PageKeys` string: the listing's first, cheap read (the API answers from the
+        bytes it kept for each key, and reads :meth:`list_keyed_rows` only when one is
+        missing)."""
         ...
 
     async def list_keyed_rows(

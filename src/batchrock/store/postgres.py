@@ -49,6 +49,7 @@ from batchrock.store.base import (
     Lease,
     LeaseLost,
     ModelWork,
+    PageKeys,
     PageRequest,
     RowKey,
     StoreBusy,
@@ -110,14 +111,14 @@ _RARE_NAME_SQL = (
     "SELECT {} FROM batchrock_jobs_named("
     "%s, %s, %s, %s::bigint, %s::bigint, %s::bigint, %s, %s, %s, %s, %s)"
 )
-#: A row's key (store/base.py RowKey), its version moved on by pg_schema's migration 5.
-_KEY_COLUMNS = "job_id, row_version"
-_N_KEY = 2
+#: A row's key (store/base.py RowKey) as one value, its version moved on by pg_schema's
+#: migration 5.
+_KEY_COLUMNS = "job_id || ':' || row_version"
 
 
 def _keyed(rows: Sequence[Row]) -> list[tuple[RowKey, JobRow]]:
     """Rows of :data:`_KEY_COLUMNS` then :data:`JOB_COLUMNS`: each key with its view."""
-    return [(tuple(r[:_N_KEY]), row_to_view(r[_N_KEY:])) for r in rows]
+    return [(r[0], row_to_view(r[1:])) for r in rows]
 
 
 #: How often the job names' statistics are re-read (PostgresStore._rare_name), in seconds.
@@ -369,8 +370,8 @@ class PostgresStore:
         )
         return None if row is None else row_to_view(row)
 
-    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
-        return list(await self._listed(filter, page, _KEY_COLUMNS))
+    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> PageKeys:
+        return ",".join(r[0] for r in await self._listed(filter, page, _KEY_COLUMNS))
 
     async def list_keyed_rows(
         self, filter: JobFilter, page: PageRequest
@@ -383,7 +384,7 @@ class PostgresStore:
             "AND region = %s",
             (job_id, account_id, region),
         )
-        return None if row is None else tuple(row)
+        return None if row is None else str(row[0])
 
     async def get_keyed_row(
         self, account_id: str, region: str, job_id: str

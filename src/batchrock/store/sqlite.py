@@ -44,6 +44,7 @@ from batchrock.store.base import (
     Lease,
     LeaseLost,
     ModelWork,
+    PageKeys,
     PageRequest,
     RowKey,
     StoreBusy,
@@ -79,9 +80,9 @@ _ROW_COLUMNS = (
     "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
     "success_records, error_records"
 )
-# A row's key (store/base.py RowKey): both are in the listing indexes (a covering read).
-_KEY_COLUMNS = "job_id, row_version"
-_N_KEY = 2
+# A row's key (store/base.py RowKey) as one value: both columns are in the listing indexes
+# (a covering read).
+_KEY_COLUMNS = "job_id || ':' || row_version"
 # Every column of the view: an update of any of them moves row_version on. Made at every open
 # (when it differs), so a column added to the view is never left out of an older database's.
 _VERSION_TRIGGER = (
@@ -98,7 +99,7 @@ def _job_rows(rows: Iterator[tuple[Any, ...]]) -> list[JobRow]:
 
 def _keyed_rows(rows: Iterator[tuple[Any, ...]]) -> list[tuple[RowKey, JobRow]]:
     """Rows of :data:`_KEY_COLUMNS` then :data:`_ROW_COLUMNS`: each key with its view."""
-    return [(r[:_N_KEY], row_to_view(r[_N_KEY:])) for r in rows]
+    return [(r[0], row_to_view(r[1:])) for r in rows]
 
 
 def _opt_time(value: int | None) -> datetime | None:
@@ -402,7 +403,7 @@ class SqliteStore:
 
     @_typed_errors
     async def get_row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
-        row: RowKey | None = (
+        row = (
             self._plain()
             .execute(
                 f"SELECT {_KEY_COLUMNS} FROM jobs "
@@ -411,7 +412,7 @@ class SqliteStore:
             )
             .fetchone()
         )
-        return row
+        return None if row is None else str(row[0])
 
     @_typed_errors
     async def get_keyed_row(
@@ -459,9 +460,21 @@ class SqliteStore:
         return [] if query is None else _job_rows(self._plain().execute(*query))
 
     @_typed_errors
-    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> list[RowKey]:
-        query = self._listing(filter, page, _KEY_COLUMNS)
-        return [] if query is None else self._plain().execute(*query).fetchall()
+    async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> PageKeys:
+        query = self._listing(filter, page, f"{_KEY_COLUMNS} AS k")
+        if query is None:
+            return ""
+        sql, params = query
+        # One value for the whole page: the driver steps once instead of once a row (each of
+        # its steps lets go of the GIL and takes it again, and makes a tuple: most of what a
+        # page of 1000's keys cost, docs/benchmarks.md). The aggregate reads its listing
+        # subquery's rows in the subquery's order (a co-routine, SQLite's plan for an ordered,
+        # limited subquery; group_concat's own ORDER BY needs SQLite 3.44); test_row_keys.py
+        # checks the order against the rows' on every filter and both orders.
+        (packed,) = (
+            self._plain().execute(f"SELECT group_concat(k, ',') FROM ({sql})", params).fetchone()
+        )
+        return str(packed) if packed else ""
 
     @_typed_errors
     async def list_keyed_rows(
