@@ -18,14 +18,14 @@ from typing import Any
 import orjson
 
 from batchrock import jobs
-from batchrock.api import codec, identity
+from batchrock.api import codec, identity, pagination
 from batchrock.api.identity import job_arn
 from batchrock.api.summaries import SummaryCache, SummaryPage
 from batchrock.catalogue import reported_model_id
 from batchrock.clock import FakeClock, from_micros, to_micros
 from batchrock.jobs import Counters, Job, JobStatus
 from batchrock.service import Caller, JobService
-from batchrock.store.base import JobFilter, PageRequest, job_row
+from batchrock.store.base import Cursor, JobFilter, PageRequest, job_row
 from batchrock.store.sqlite import SqliteStore
 
 
@@ -223,9 +223,17 @@ async def check_kept(path: Path) -> None:
                 expected["nextToken"] = 'a "token"/+='
                 assert page.body('a "token"/+=').body == orjson.dumps(expected)
                 assert page.more == (limit == 7)
+                expected.pop("nextToken")
+                listing = pagination.fingerprint(Caller("123456789012", region), job_filter, True)
                 if page.more:
                     last = full_page[-1]
                     assert page.last == (to_micros(last.submit_time), last.job_id)
+                    cursor = Cursor(last.submit_time, last.job_id)
+                    expected["nextToken"] = pagination.encode(cursor, listing)
+                # The API's body, made or kept (the second time round, where the cache holds
+                # the page).
+                listed = await cache.listing(job_filter, request, listing)
+                assert listed.body == orjson.dumps(expected)
         assert len(cache) == min(size, len(made))
         # The submit times kept for the cursors are evicted with the bytes.
         assert cache._submitted.keys() == cache._entries.keys()

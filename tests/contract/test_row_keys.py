@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from batchrock import jobs
-from batchrock.api import codec
+from batchrock.api import codec, pagination
 from batchrock.api.summaries import SummaryCache
-from batchrock.clock import FakeClock
+from batchrock.clock import FakeClock, from_micros
 from batchrock.jobs import Counters, JobStatus
 from batchrock.service import Caller, JobService
 from batchrock.store.base import (
@@ -155,6 +155,83 @@ async def test_a_write_by_another_process_is_never_served_stale(
     assert fresh.message is None and fresh.end_time is None
     assert (await cache.get(CALLER, running)).body == encoded(fresh)
     assert await listed() == await expected()
+
+
+async def test_a_kept_listing_is_answered_only_while_its_keys_are_the_same(
+    store: JobStore, second_store: JobStore
+) -> None:
+    """ListModelInvocationJobs' bodies (SummaryCache.listing): the body kept for a request is
+    answered again only while the page's keys read now are the ones it was made of; any
+    write by another process to a job on the page, or a new job on it, gives the new bytes."""
+    ids = await fill(store)
+    service = JobService(store, FakeClock(T0))
+    cache = SummaryCache(service, 1000)
+    everything = JobFilter(account_id=ACCOUNT, region=REGION)
+    page = PageRequest(limit=len(ids) - 1)  # all but the oldest: a nextToken
+    listing = pagination.fingerprint(CALLER, everything, True)
+
+    async def expected(job_filter: JobFilter = everything, fingerprint: str = listing) -> bytes:
+        rows = await store.list_rows(job_filter, PageRequest(limit=page.limit + 1))
+        last = rows[page.limit - 1]
+        token = pagination.encode(Cursor(from_micros(last.submit_time), last.job_id), fingerprint)
+        summaries = [codec.job_to_wire(r) for r in rows[: page.limit]]
+        return orjson.dumps({"invocationJobSummaries": summaries, "nextToken": token})
+
+    made = await cache.listing(everything, page, listing)  # from the rows: nothing kept yet
+    assert made.body == await expected()
+    joined = await cache.listing(everything, page, listing)  # from the kept summaries
+    assert joined.body == made.body
+    kept = await cache.listing(everything, page, listing)
+    assert kept is joined  # the kept body itself
+
+    # The same jobs through another filter: their keys, but that listing's own token.
+    since = JobFilter(account_id=ACCOUNT, region=REGION, submitted_after=T0 - timedelta(days=1))
+    other_listing = pagination.fingerprint(CALLER, since, True)
+    for _ in range(3):
+        other = await cache.listing(since, page, other_listing)
+        assert other.body == await expected(since, other_listing) != kept.body
+
+    running = next(
+        r.job_id
+        for r in await store.list_rows(everything, page)
+        if r.status == JobStatus.IN_PROGRESS.value
+    )
+    for processed in (1, 2):
+        await second_store.save_progress(
+            running, counters=Counters(total=9, processed=processed), now=T0
+        )
+        fresh = await cache.listing(everything, page, listing)  # the changed row read
+        assert fresh.body == await expected() != kept.body
+        kept = await cache.listing(everything, page, listing)
+        assert kept.body == fresh.body
+        assert await cache.listing(everything, page, listing) is kept
+    # A newer job: the page moves on by one.
+    await second_store.create(make_job(40, submit_time=T0 + timedelta(hours=1)), {})
+    assert (await cache.listing(everything, page, listing)).body == await expected() != kept.body
+    assert (await cache.listing(everything, page, listing)).body == await expected()
+
+
+async def test_kept_listings_are_bounded_by_the_cache_size(store: JobStore) -> None:
+    """The kept bodies hold at most ``max_jobs`` summaries between them (an empty page counts
+    one); a page larger than that is answered, never kept; 0 keeps none."""
+    await fill(store)
+    service = JobService(store, FakeClock(T0))
+    for size in (0, 5, 8):
+        cache = SummaryCache(service, size)
+        for limit, status in [(3, None), (100, None), (4, JobStatus.FAILED), (2, None)]:
+            job_filter = JobFilter(account_id=ACCOUNT, region=REGION, status=status)
+            listing = pagination.fingerprint(CALLER, job_filter, True)
+            request = PageRequest(limit=limit)
+            bodies = [await cache.listing(job_filter, request, listing) for _ in range(3)]
+            rows = await store.list_rows(job_filter, request)
+            assert all(
+                orjson.loads(b.body)["invocationJobSummaries"]
+                == [codec.job_to_wire(r) for r in rows]
+                for b in bodies
+            )
+            kept = size > 0 and max(1, len(rows)) <= size
+            assert (bodies[2] is bodies[1]) == kept, (size, limit, status)
+            assert cache._paged == sum(p.size for p in cache._pages.values()) <= size
 
 
 async def test_a_small_cache_or_none_answers_the_same(store: JobStore) -> None:

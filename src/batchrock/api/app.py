@@ -29,7 +29,6 @@ from batchrock.api.body import BodyTooLarge, ClientDisconnected, json_object, re
 from batchrock.api.openai.app import OpenAIApi
 from batchrock.api.summaries import Encoded, SummaryCache
 from batchrock.api.wrong_signatures import WrongSignatures
-from batchrock.clock import from_micros
 from batchrock.errors import (
     AccessDeniedException,
     InternalServerException,
@@ -43,7 +42,7 @@ from batchrock.jobs import JobStatus
 from batchrock.service import Caller, JobService, NewJob
 from batchrock.settings import Settings
 from batchrock.shared_state import SharedState, SharedStateBusy
-from batchrock.store.base import Cursor, JobFilter, JobStore, PageRequest, StoreBusy
+from batchrock.store.base import JobFilter, JobStore, PageRequest, StoreBusy
 
 log = logging.getLogger("batchrock.api")
 
@@ -421,13 +420,8 @@ class BedrockApp:
         listing = pagination.fingerprint(caller, job_filter, descending)
         after = pagination.decode(p["nextToken"], listing) if "nextToken" in p else None
         limit = p.get("maxResults") or self.settings.default_page_size
-        page = await self._summaries.page(
-            job_filter, PageRequest(limit=limit, descending=descending, after=after)
-        )
-        token = None
-        if page.last is not None:
-            token = pagination.encode(Cursor(from_micros(page.last[0]), page.last[1]), listing)
-        return page.body(token)
+        request_page = PageRequest(limit=limit, descending=descending, after=after)
+        return await self._summaries.listing(job_filter, request_page, listing)
 
     async def _tag(self, request: Request) -> dict[str, Any]:
         arn = request.params["resourceARN"]

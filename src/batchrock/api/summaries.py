@@ -23,9 +23,18 @@ from typing import Any, cast
 
 import orjson
 
-from batchrock.api import codec
+from batchrock.api import codec, pagination
+from batchrock.clock import from_micros
 from batchrock.service import Caller, JobService
-from batchrock.store.base import JobFilter, JobRow, PageRequest, RowKey, key_job_id
+from batchrock.store.base import (
+    Cursor,
+    JobFilter,
+    JobRow,
+    PageKeys,
+    PageRequest,
+    RowKey,
+    key_job_id,
+)
 
 _LIST_HEAD = b'{"invocationJobSummaries":['
 
@@ -70,9 +79,20 @@ class SummaryPage:
         return Encoded(b",".join(ends))
 
 
+@dataclass(frozen=True, slots=True)
+class _KeptPage:
+    #: The keys the page was made of: its rows' and the one after them (store/base.py
+    #: PageKeys), as the store read them.
+    keys: PageKeys
+    body: Encoded
+    #: What it counts against ``max_jobs``: its summaries, at least 1.
+    size: int
+
+
 class SummaryCache:
     """Encoded summaries of the jobs read lately, by row key (at most ``max_jobs``; 0 keeps
-    none and encodes every time)."""
+    none and encodes every time), and the bodies of the listings answered lately (as many
+    summaries again at most), each under its request and with the keys it was made of."""
 
     def __init__(self, service: JobService, max_jobs: int) -> None:
         self._service = service
@@ -81,6 +101,9 @@ class SummaryCache:
         #: Each kept key's submit time (µs), for a page's cursor: a job's never changes, so it
         #: need not be read with every key (store/base.py RowKey).
         self._submitted: dict[RowKey, int] = {}
+        self._pages: OrderedDict[tuple[JobFilter, PageRequest, str], _KeptPage] = OrderedDict()
+        #: The summaries in ``_pages`` (their sizes' sum), at most ``max_jobs``.
+        self._paged = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,8 +119,42 @@ class SummaryCache:
             body = self._encode(*await self._service.get_keyed(caller, job_id))
         return Encoded(body)
 
-    async def page(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
+    async def listing(self, job_filter: JobFilter, request: PageRequest, listing: str) -> Encoded:
+        """ListModelInvocationJobs' body, its ``nextToken`` (when more follow) one of
+        ``listing``'s (:func:`batchrock.api.pagination.fingerprint`).
+
+        The page's keys are read first, always. When they are the very keys the body kept for
+        the same request was made of (the same jobs, in the same order, each at the same
+        version, and the same one after the last), that body is the answer: it is what they
+        make, byte for byte, so nothing is looked up, joined or allocated per job. Otherwise
+        the page is made from its keys (or its rows) and kept in place of the old one."""
         packed = await self._service.list_keys(job_filter, request)
+        where = (job_filter, request, listing)
+        kept = self._pages.get(where)
+        if kept is not None and kept.keys == packed:
+            self._pages.move_to_end(where)
+            return kept.body
+        page, from_keys = await self._page_of(packed, job_filter, request)
+        token = None
+        if page.last is not None:
+            token = pagination.encode(Cursor(from_micros(page.last[0]), page.last[1]), listing)
+        body = page.body(token)
+        if from_keys:
+            # A page read whole may be newer than ``packed``; the next listing keeps it.
+            self._keep_page(where, _KeptPage(packed, body, max(1, len(page.summaries))))
+        return body
+
+    async def page(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
+        """The page's summaries, from their keys' kept bytes or, when one is missing, from
+        the rows read whole."""
+        packed = await self._service.list_keys(job_filter, request)
+        return (await self._page_of(packed, job_filter, request))[0]
+
+    async def _page_of(
+        self, packed: PageKeys, job_filter: JobFilter, request: PageRequest
+    ) -> tuple[SummaryPage, bool]:
+        """The page whose keys (and the one after) are ``packed``, and whether it is made of
+        those keys' kept bytes (else of the rows, read again whole)."""
         keys = packed.split(",") if packed else []
         more = len(keys) > request.limit
         if more:
@@ -106,9 +163,9 @@ class SummaryCache:
         # page with a missing key is one with a falsy entry.
         summaries: list[bytes | None] = list(map(self._entries.get, keys))
         if not all(summaries):
-            return await self._read_whole(job_filter, request)
+            return await self._read_whole(job_filter, request), False
         last = (self._submitted[keys[-1]], key_job_id(keys[-1])) if more and keys else None
-        return SummaryPage(cast("list[bytes]", summaries), more, last)
+        return SummaryPage(cast("list[bytes]", summaries), more, last), True
 
     async def _read_whole(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
         keyed, more = await self._service.list_keyed(job_filter, request)
@@ -128,3 +185,15 @@ class SummaryCache:
             while len(entries) > self._max:
                 del self._submitted[entries.popitem(last=False)[0]]
         return body
+
+    def _keep_page(self, where: tuple[JobFilter, PageRequest, str], page: _KeptPage) -> None:
+        pages = self._pages
+        old = pages.pop(where, None)
+        if old is not None:
+            self._paged -= old.size
+        if page.size > self._max:
+            return
+        pages[where] = page
+        self._paged += page.size
+        while self._paged > self._max:
+            self._paged -= pages.popitem(last=False)[1].size
