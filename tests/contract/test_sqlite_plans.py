@@ -125,7 +125,7 @@ async def test_a_listings_keys_are_read_from_the_index_alone(
     tmp_path: Path, kw: dict, after: Cursor | None
 ) -> None:
     """The key query of a listing (the API's summary cache reads only keys) is answered from
-    a listing index that holds the whole key, row_version included: no table row is read."""
+    a listing index that holds the whole key: no table row is read."""
     store = await SqliteStore.open(tmp_path / "plans.sqlite3")
     try:
         for i in range(30):
@@ -140,7 +140,19 @@ async def test_a_listings_keys_are_read_from_the_index_alone(
         if not kw and after is None:
             assert len(keys.split(",")) == 10
         (sql,) = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-        plan = " | ".join(r[3] for r in store._conn.execute("EXPLAIN QUERY PLAN " + sql))
-        assert "COVERING INDEX jobs_listing" in plan, plan
+        conn = store._conn
+        plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "INDEX jobs_listing" in plan and "SCAN jobs" not in plan, plan
+        # The key is a generated column (schema version 5), which SQLite's plan does not call
+        # covering; its program reads it from the index all the same: the table's cursor is
+        # opened (for a deferred seek), but no instruction reads a row through it.
+        roots = dict(conn.execute("SELECT name, rootpage FROM sqlite_master").fetchall())
+        program = conn.execute("EXPLAIN " + sql).fetchall()
+        opened = {r[3]: r[2] for r in program if r[1] == "OpenRead"}
+        assert roots["jobs"] in opened and roots[plan.split("INDEX ")[1].split()[0]] in opened
+        table = opened[roots["jobs"]]
+        row_reads = {"Column", "Rowid", "SeekRowid", "NotExists", "Rewind", "Last", "Next", "Prev"}
+        reads = [tuple(r) for r in program if r[1] in row_reads and r[2] == table]
+        assert not reads, reads
     finally:
         await store.close()

@@ -68,7 +68,7 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(main())
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
 
 
@@ -215,7 +215,7 @@ def test_version_3_listing_indexes_are_made_again_with_the_row_version(tmp_path:
     asyncio.run(main())
     made = listing_indexes()
     assert sorted(made) == ["jobs_listing", "jobs_listing_by_status"]
-    assert all(sql.endswith("job_id, row_version)") for sql in made.values()), made
+    assert all(sql.endswith("job_id, row_key)") for sql in made.values()), made
     # Opened again: nothing is made again (the same rows of sqlite_master, same root pages).
     conn = sqlite3.connect(path)
     roots = conn.execute("SELECT name, rootpage FROM sqlite_master WHERE type = 'index'").fetchall()
@@ -227,4 +227,53 @@ def test_version_3_listing_indexes_are_made_again_with_the_row_version(tmp_path:
         == roots
     )
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_version_4_databases_get_the_row_key_column_and_their_indexes_made_again(
+    tmp_path: Path,
+) -> None:
+    """Schema version 5: ``row_key`` (``job_id:row_version``, a virtual generated column) ends
+    the listing indexes, so a page's keys are read from the index as they are sent. A version
+    4 database (the indexes ending with row_version) gets the column and the indexes at its
+    first open; its keys follow every write as before."""
+    path = tmp_path / "old.sqlite3"
+    version_2_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE jobs ADD COLUMN row_version INTEGER NOT NULL DEFAULT 0")
+    conn.execute(
+        "CREATE INDEX jobs_listing ON jobs (account_id, region, submit_time, job_id, row_version)"
+    )
+    conn.execute(
+        "CREATE INDEX jobs_listing_by_status "
+        "ON jobs (account_id, region, status, submit_time, job_id, row_version)"
+    )
+    conn.execute("UPDATE jobs SET row_version = 6")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    everything = JobFilter(account_id="123456789012", region="us-east-1")
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        assert await store.list_row_keys(everything, PageRequest(limit=5)) == "abcdefghijkl:6"
+        await store.save_progress(
+            "abcdefghijkl", counters=Counters(total=5), now=SystemClock().now()
+        )
+        assert await store.list_row_keys(everything, PageRequest(limit=5)) == "abcdefghijkl:7"
+        assert await store.get_row_key("123456789012", "us-east-1", "abcdefghijkl") == (
+            "abcdefghijkl:7"
+        )
+        await store.close()
+        store = await SqliteStore.open(path)  # again: nothing to do
+        assert await store.list_row_keys(everything, PageRequest(limit=5)) == "abcdefghijkl:7"
+        await store.close()
+
+    asyncio.run(main())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    indexes = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name LIKE 'jobs_listing%'"
+    ).fetchall()
+    assert len(indexes) == 2 and all(sql.endswith("job_id, row_key)") for (sql,) in indexes)
     conn.close()

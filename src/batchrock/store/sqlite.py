@@ -54,7 +54,7 @@ from batchrock.store.base import (
 )
 from batchrock.store.rows import job_params, log_transition, row_to_view
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 log = logging.getLogger("batchrock.store")
 
@@ -80,9 +80,12 @@ _ROW_COLUMNS = (
     "output_kms_key_id, output_bucket_owner, vpc_config, total_records, processed_records, "
     "success_records, error_records"
 )
-# A row's key (store/base.py RowKey) as one value: both columns are in the listing indexes
-# (a covering read).
-_KEY_COLUMNS = "job_id || ':' || row_version"
+# A row's key (store/base.py RowKey): a generated column (schema version 5) that the listing
+# indexes hold, so a page's keys are read from the index as the API keys them; made from
+# job_id and row_version per row instead, they cost a third more (turning the integer into
+# text; docs/benchmarks.md).
+_KEY_COLUMNS = "row_key"
+_ROW_KEY_COLUMN = "row_key TEXT GENERATED ALWAYS AS (job_id || ':' || row_version) VIRTUAL"
 # Every column of the view: an update of any of them moves row_version on. Made at every open
 # (when it differs), so a column added to the view is never left out of an older database's.
 _VERSION_TRIGGER = (
@@ -158,35 +161,39 @@ def _row_to_event(row: sqlite3.Row) -> JobEvent:
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a database written by an older version up to :data:`SCHEMA_VERSION` (the
     schema script only creates what is missing; it never changes an existing table)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    # table_xinfo: table_info leaves generated columns out.
+    columns = {row[1] for row in conn.execute("PRAGMA table_xinfo(jobs)")}
     if "throttled_requests" not in columns:  # version 2
         conn.execute("ALTER TABLE jobs ADD COLUMN throttled_requests INTEGER NOT NULL DEFAULT 0")
     if "row_version" not in columns:  # version 3
         conn.execute("ALTER TABLE jobs ADD COLUMN row_version INTEGER NOT NULL DEFAULT 0")
     # Version 4: the listing indexes end with row_version (_ensure_listing_indexes, at every
     # open, makes them again where they differ).
+    if "row_key" not in columns:  # version 5, and the listing indexes end with it
+        conn.execute(f"ALTER TABLE jobs ADD COLUMN {_ROW_KEY_COLUMN}")
 
 
-# The listing indexes hold each row's key whole (schema version 4), so a listing's key query
-# (list_row_keys) reads the index alone, no table row: a third less CPU for the key query of
-# a page of 1000 (docs/benchmarks.md). The cost is on writes: an update of the view moves
+# The listing indexes hold each row's key whole (schema version 4: row_version; 5: row_key),
+# so a listing's key query (list_row_keys) reads the index alone, no table row: a third less
+# CPU for the key query of a page of 1000 (docs/benchmarks.md), and a third less again with
+# the key as one text. The cost is on writes: an update of the view moves
 # row_version on, which now moves the row's entry in both indexes (tens of µs, once per
 # checkpoint of a job). Made again, an older database's hold the write lock while they are
 # built: once, about 2 s at 200,000 jobs on the loaded 2-core machine.
 _LISTING_INDEXES = {
     "jobs_listing": (
-        "CREATE INDEX jobs_listing ON jobs (account_id, region, submit_time, job_id, row_version)"
+        "CREATE INDEX jobs_listing ON jobs (account_id, region, submit_time, job_id, row_key)"
     ),
     "jobs_listing_by_status": (
         "CREATE INDEX jobs_listing_by_status "
-        "ON jobs (account_id, region, status, submit_time, job_id, row_version)"
+        "ON jobs (account_id, region, status, submit_time, job_id, row_key)"
     ),
 }
 
 
 def _ensure_listing_indexes(conn: sqlite3.Connection) -> None:
     """The listing indexes, as :data:`_LISTING_INDEXES` writes them (an older database's,
-    without ``row_version``, are made again; once)."""
+    without ``row_key``, are made again; once)."""
     found = dict(
         conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"

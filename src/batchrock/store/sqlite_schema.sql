@@ -42,7 +42,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     -- Moved on by the trigger jobs_row_version (store/sqlite.py) whenever a column the API
     -- shows changes, whichever process writes: the API keeps each job's encoded summary under
     -- (job_id, row_version). Schema version 3.
-    row_version           INTEGER NOT NULL DEFAULT 0
+    row_version           INTEGER NOT NULL DEFAULT 0,
+    -- The row's key as the API keeps it, "job_id:row_version" (store/base.py RowKey): computed,
+    -- not stored in the table, but held by the listing indexes, so a page's keys are read
+    -- from the index as they are sent (schema version 5; added by migration to older ones).
+    row_key               TEXT GENERATED ALWAYS AS (job_id || ':' || row_version) VIRTUAL
 );
 
 -- Idempotency: one job per (account, clientRequestToken).
@@ -51,8 +55,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_token
 
 -- Listing: keyset pagination over (submit_time, job_id) within an account and region,
 -- with or without a status filter. The two indexes (jobs_listing, jobs_listing_by_status)
--- are made by store/sqlite.py at every open (_LISTING_INDEXES): they end with row_version,
--- which a database older than schema version 3 gets only from the migration after this.
+-- are made by store/sqlite.py at every open (_LISTING_INDEXES): they end with row_key,
+-- which a database older than schema version 5 gets only from the migration after this.
 
 -- The engine claims the oldest job in a given status.
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, submit_time, job_id);
