@@ -8,7 +8,7 @@ ownership, which statuses can be stopped) live here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from batchrock import jobs
@@ -224,6 +224,14 @@ class JobService:
         if keyed is None:
             raise ResourceNotFoundException(f"Could not find model invocation job {job_id}.")
         return keyed
+
+    async def get_keyed_many(
+        self, filter: JobFilter, job_ids: Collection[str]
+    ) -> list[tuple[RowKey, JobRow]]:
+        """The read-only views of those of ``job_ids`` that are ``filter``'s account's and
+        region's jobs, each with its row's key, in no particular order (a listing's rows
+        whose bytes are not kept)."""
+        return await self.store.get_keyed_rows(filter.account_id, filter.region, job_ids)
 
     async def list_keys(self, filter: JobFilter, page: PageRequest) -> PageKeys:
         """The keys of the rows :meth:`list` would give and of the one after them, if any

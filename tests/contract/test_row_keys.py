@@ -93,6 +93,16 @@ async def test_the_key_reads_are_the_keys_of_the_rows(store: JobStore) -> None:
     ]:
         assert await store.get_row_key(account, region, job_id) is None
         assert await store.get_keyed_row(account, region, job_id) is None
+        assert await store.get_keyed_rows(account, region, [job_id]) == []
+    # Many at once: each as get_keyed_row gives it; others' and unknown ids left out.
+    some = [ids[0], ids[5], "nosuchjob000", ids[11]]
+    many = await store.get_keyed_rows(ACCOUNT, REGION, some)
+    assert sorted(many) == sorted(
+        [k for k in [await store.get_keyed_row(ACCOUNT, REGION, i) for i in some] if k]
+    )
+    assert len(many) == 3
+    assert await store.get_keyed_rows(ACCOUNT, "eu-west-1", some) == []
+    assert await store.get_keyed_rows(ACCOUNT, REGION, []) == []
 
 
 def encoded(row: JobRow | None) -> bytes:
@@ -209,6 +219,73 @@ async def test_a_kept_listing_is_answered_only_while_its_keys_are_the_same(
     await second_store.create(make_job(40, submit_time=T0 + timedelta(hours=1)), {})
     assert (await cache.listing(everything, page, listing)).body == await expected() != kept.body
     assert (await cache.listing(everything, page, listing)).body == await expected()
+
+
+async def test_a_page_with_a_changed_job_reads_that_row_alone_never_a_stale_one(
+    store: JobStore, second_store: JobStore
+) -> None:
+    """A job on a kept page changed by another process: the page reads its row by id (not
+    the whole page again) and is the page of now. Changed once more between the page's keys
+    and that read, the row's key is no longer the listed one, and the page is read whole:
+    one moment's page, never the row listed with its later bytes. With more than half the
+    page missing, the page is read whole at once."""
+    ids = await fill(store)
+    service = JobService(store, FakeClock(T0))
+    cache = SummaryCache(service, 1000)
+    everything = JobFilter(account_id=ACCOUNT, region=REGION)
+    page = PageRequest(limit=len(ids) - 1)
+    listing = pagination.fingerprint(CALLER, everything, True)
+    reads: list[str] = []
+
+    async def expected() -> list[Any]:
+        return [codec.job_to_wire(r) for r in await store.list_rows(everything, page)]
+
+    async def listed() -> list[Any]:
+        body = await cache.listing(everything, page, listing)
+        return orjson.loads(body.body)["invocationJobSummaries"]  # type: ignore[no-any-return]
+
+    def counted(name: str, method: Any) -> Any:
+        async def call(*args: Any) -> Any:
+            reads.append(name)
+            return await method(*args)
+
+        return call
+
+    by_id, whole = service.get_keyed_many, service.list_keyed
+    service.get_keyed_many = counted("by id", by_id)  # type: ignore[method-assign]
+    service.list_keyed = counted("whole", whole)  # type: ignore[method-assign]
+    assert await listed() == await expected()
+    assert reads == ["whole"]  # nothing kept: the page at once
+    running = next(
+        r.job_id
+        for r in await store.list_rows(everything, page)
+        if r.status == JobStatus.IN_PROGRESS.value
+    )
+
+    async def progress(processed: int) -> None:
+        counters = Counters(total=9, processed=processed)
+        await second_store.save_progress(running, counters=counters, now=T0)
+
+    reads.clear()
+    await progress(1)
+    assert await listed() == await expected()
+    assert reads == ["by id"]
+    assert await listed() == await expected()  # the kept body
+    assert reads == ["by id"]
+
+    # Changed again after the page's keys were read, before its row is: read whole.
+    async def racing(*args: Any) -> Any:
+        reads.append("by id")
+        await progress(3)
+        return await by_id(*args)
+
+    reads.clear()
+    await progress(2)
+    service.get_keyed_many = racing  # type: ignore[method-assign]
+    got = await listed()
+    assert reads == ["by id", "whole"]
+    assert got == await expected()
+    assert next(s for s in got if s["jobArn"].endswith(running))["processedRecordCount"] == 3
 
 
 async def test_kept_listings_are_bounded_by_the_cache_size(store: JobStore) -> None:

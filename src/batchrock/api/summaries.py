@@ -9,10 +9,12 @@ page is their join, with no row decoded and no time formatted. Another process's
 the row's key, so its old bytes are never looked up again; correctness never depends on the
 cache, only the cost does.
 
-When a key is missing, the page is read again whole, each row with its key
-(:meth:`JobStore.list_keyed_rows`: one query, one consistent snapshot), and answered from
-those rows, each found or encoded under its own key. The entries are bounded by count
-(setting ``summary_cache_jobs``); the oldest-encoded go first.
+When a few keys are missing (a job on the page changed), their rows are read by id; each read
+under the key it was listed with is encoded and kept, and the page is the one its keys name.
+When more are missing, or a row read has moved on to another key since, the page is read again
+whole, each row with its key (:meth:`JobStore.list_keyed_rows`: one query, one consistent
+snapshot), and answered from those rows, each found or encoded under its own key. The entries
+are bounded by count (setting ``summary_cache_jobs``); the oldest-encoded go first.
 """
 
 from __future__ import annotations
@@ -162,10 +164,47 @@ class SummaryCache:
         # Looked up in C (map), and checked in C: every kept body is non-empty bytes, so a
         # page with a missing key is one with a falsy entry.
         summaries: list[bytes | None] = list(map(self._entries.get, keys))
+        filled: dict[RowKey, int] = {}
         if not all(summaries):
-            return await self._read_whole(job_filter, request), False
-        last = (self._submitted[keys[-1]], key_job_id(keys[-1])) if more and keys else None
+            found = await self._fill(job_filter, keys, summaries)
+            if found is None:
+                return await self._read_whole(job_filter, request), False
+            filled = found
+        last = None
+        if more and keys:
+            # The last job's submit time, kept beside its bytes (or just read): a concurrent
+            # listing may have evicted it while this one read the missing rows.
+            submitted = filled.get(keys[-1])
+            if submitted is None:
+                submitted = self._submitted.get(keys[-1])
+            if submitted is None:
+                return await self._read_whole(job_filter, request), False
+            last = (submitted, key_job_id(keys[-1]))
         return SummaryPage(cast("list[bytes]", summaries), more, last), True
+
+    async def _fill(
+        self, job_filter: JobFilter, keys: list[RowKey], summaries: list[bytes | None]
+    ) -> dict[RowKey, int] | None:
+        """Put the summaries of the page's missing keys in place, encoded from their rows read
+        by id, and answer those keys' submit times (µs). ``None``, with nothing put in place,
+        when more than half are missing (one ordered read of the whole page is then the
+        cheaper) or a row's key is not the one the page was listed with (the row changed
+        since: only a read of the whole page gives a page of one moment then). A row read
+        under the very key it was listed with is the row listed, so the page is the one its
+        keys name, and a job changed meanwhile costs one more read, never a stale row."""
+        missing = [i for i, body in enumerate(summaries) if body is None]
+        if 2 * len(missing) > len(keys):
+            return None
+        ids = [key_job_id(keys[i]) for i in missing]
+        rows = dict(await self._service.get_keyed_many(job_filter, ids))
+        if any(keys[i] not in rows for i in missing):
+            return None
+        submitted = {}
+        for i in missing:
+            row = rows[keys[i]]
+            summaries[i] = self._encode(keys[i], row)
+            submitted[keys[i]] = row.submit_time
+        return submitted
 
     async def _read_whole(self, job_filter: JobFilter, request: PageRequest) -> SummaryPage:
         keyed, more = await self._service.list_keyed(job_filter, request)

@@ -296,6 +296,13 @@ class JobStore(Protocol):
         """What :meth:`get_row` finds, with its key (read together), or ``None``."""
         ...
 
+    async def get_keyed_rows(
+        self, account_id: str, region: str, job_ids: Collection[str]
+    ) -> list[tuple[RowKey, JobRow]]:
+        """:meth:`get_keyed_row` of each of ``job_ids`` (at most a page's, 1000) in one read,
+        in no particular order; jobs not found are left out."""
+        ...
+
     async def transition(
         self,
         job_id: str,

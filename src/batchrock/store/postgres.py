@@ -396,6 +396,18 @@ class PostgresStore:
         )
         return _keyed(rows)[0] if rows else None
 
+    async def get_keyed_rows(
+        self, account_id: str, region: str, job_ids: Collection[str]
+    ) -> list[tuple[RowKey, JobRow]]:
+        if not job_ids:
+            return []
+        rows = await self._all(
+            f"SELECT {_KEY_COLUMNS}, {JOB_COLUMNS} FROM jobs WHERE job_id = ANY(%s) "
+            "AND account_id = %s AND region = %s",
+            (list(job_ids), account_id, region),
+        )
+        return _keyed(rows)
+
     async def get_by_id(self, job_id: str) -> Job | None:
         row = await self._one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
         return None if row is None else row_to_job(row)

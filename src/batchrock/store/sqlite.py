@@ -435,6 +435,22 @@ class SqliteStore:
         return rows[0] if rows else None
 
     @_typed_errors
+    async def get_keyed_rows(
+        self, account_id: str, region: str, job_ids: Collection[str]
+    ) -> list[tuple[RowKey, JobRow]]:
+        ids = list(job_ids)
+        if not ids:
+            return []
+        # A page is at most 1000 ids: well under SQLite's limit on parameters.
+        return _keyed_rows(
+            self._plain().execute(
+                f"SELECT {_KEY_COLUMNS}, {_ROW_COLUMNS} FROM jobs WHERE account_id = ? "
+                f"AND region = ? AND job_id IN ({_placeholders(len(ids))})",
+                (account_id, region, *ids),
+            )
+        )
+
+    @_typed_errors
     async def get_many(
         self, account_id: str, region: str, job_ids: Collection[str]
     ) -> dict[str, Job]:
