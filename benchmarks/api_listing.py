@@ -8,8 +8,10 @@ and the floor (benchmarks/_api_floor.py: a bare uvicorn app answering the very b
 gave for each request). Then, round after round, the same signed requests go to one and then
 the other (the order alternates), over ``--connections`` keep-alive connections, and each
 server's CPU time (user + system of its process, from /proc) per request is measured; wall
-time gives requests per second. Prints, per kind of request, the median ratio of batchrock to
-the floor and its range over the rounds. Nothing passes or fails: the numbers go to
+time gives requests per second. With ``--churn N`` the newest job's progress is written N times
+a second meanwhile (through a connection of the benchmark's own), so listings keep finding a
+changed job on their page, as while a job runs. Prints, per kind of request, the median ratio
+of batchrock to the floor and its range over the rounds. Nothing passes or fails: the numbers go to
 docs/benchmarks.md.
 """
 
@@ -20,6 +22,7 @@ import asyncio
 import base64
 import os
 import random
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -168,6 +171,24 @@ async def hammer(port: int, raw: bytes, total: int, connections: int) -> float:
     return elapsed
 
 
+async def churn(path: Path, per_second: float) -> None:
+    """Write the newest job's progress ``per_second`` times a second, through a connection of
+    its own (another process's write, as far as the server can tell): the first page of every
+    listing then has a job that changed since the last listing, as while a job runs."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        (newest,) = conn.execute(
+            "SELECT job_id FROM jobs ORDER BY submit_time DESC, job_id DESC LIMIT 1"
+        ).fetchone()
+        done = 0
+        while True:
+            done += 1
+            conn.execute("UPDATE jobs SET processed_records = ? WHERE job_id = ?", (done, newest))
+            await asyncio.sleep(1 / per_second)
+    finally:
+        conn.close()
+
+
 @dataclass
 class Server:
     name: str
@@ -205,6 +226,13 @@ async def main() -> None:
         choices=["h11", "httptools"],
         help="the floor's HTTP parser (batchrock serve's is httptools; h11 for older numbers)",
     )
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0,
+        help="times a second the newest job's progress is written (by another connection, "
+        "as a running job's engine would) while the servers are measured; 0: never",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="batchrock-api-bench-"))
@@ -234,6 +262,7 @@ async def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     floor: subprocess.Popen[bytes] | None = None
+    churning: asyncio.Task[None] | None = None
     kinds = {
         "List, page of 100": ("/model-invocation-jobs?maxResults=100", args.requests),
         "List, page of 1000": ("/model-invocation-jobs?maxResults=1000", args.requests // 10),
@@ -264,6 +293,8 @@ async def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         wait_serving(floor_port, "/")
+        if args.churn > 0:
+            churning = asyncio.create_task(churn(data / "batchrock.sqlite3", args.churn))
         servers = [Server("batchrock", api_port, api), Server("floor", floor_port, floor)]
         cpu: dict[tuple[str, str], list[float]] = {}
         rps: dict[tuple[str, str], list[float]] = {}
@@ -281,7 +312,8 @@ async def main() -> None:
                     rps.setdefault((kind, server.name), []).append(n / wall)
         print(
             f"{args.rounds} rounds, {args.connections} connections, {args.jobs} jobs stored, "
-            f"{args.loop} event loop, floor on {args.floor_http}"
+            f"{args.loop} event loop, floor on {args.floor_http}, "
+            f"newest job written {args.churn:g} times a second"
         )
         print(
             "| request | batchrock CPU µs | floor CPU µs | CPU ratio (median, range) "
@@ -301,6 +333,8 @@ async def main() -> None:
                 f"| **{statistics.median(speed):.2f}** ({min(speed):.2f}-{max(speed):.2f}) |"
             )
     finally:
+        if churning is not None:
+            churning.cancel()
         for proc in (api, floor):
             if proc is not None:
                 proc.terminate()
