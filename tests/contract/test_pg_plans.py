@@ -109,3 +109,24 @@ async def test_a_common_pattern_walks_the_listing_index(
     assert "batchrock_jobs_named" not in plans, plans
     assert "Index Scan Backward using jobs_listing" in plans, plans
     assert "Seq Scan on jobs" not in plans, plans
+
+
+@pytest.mark.parametrize("name", ["needle", "EVAL-n", "nightly"])
+@pytest.mark.parametrize("descending", [True, False])
+async def test_a_listings_keys_are_its_rows_keys_in_order_by_either_plan(
+    store: tuple[PostgresStore, Path], name: str, descending: bool
+) -> None:
+    """The key query (one ``string_agg`` a page, in the listing's order) gives the keys of
+    the rows the listing reads, in their order, through the rare-name function and through
+    the listing index alike."""
+    opened, log = store
+    job_filter = JobFilter(account_id=ACCOUNT, region=REGION, name_contains=name)
+    page = PageRequest(limit=100, descending=descending)
+    start = log.stat().st_size
+    packed = await opened.list_row_keys(job_filter, page)
+    with log.open(errors="replace") as f:
+        f.seek(start)
+        plans = f.read()
+    keyed = await opened.list_keyed_rows(job_filter, page)
+    assert keyed and packed == ",".join(key for key, _ in keyed)
+    assert ("batchrock_jobs_named" in plans) == (name != "nightly"), plans

@@ -111,6 +111,8 @@ _RARE_NAME_SQL = (
     "SELECT {} FROM batchrock_jobs_named("
     "%s, %s, %s, %s::bigint, %s::bigint, %s::bigint, %s, %s, %s, %s, %s)"
 )
+#: Where a listing's query goes in the query it is read through (PostgresStore._listed).
+_PAGE = "{page}"
 #: A row's key (store/base.py RowKey) as one value, its version moved on by pg_schema's
 #: migration 5.
 _KEY_COLUMNS = "job_id || ':' || row_version"
@@ -371,7 +373,13 @@ class PostgresStore:
         return None if row is None else row_to_view(row)
 
     async def list_row_keys(self, filter: JobFilter, page: PageRequest) -> PageKeys:
-        return ",".join(r[0] for r in await self._listed(filter, page, _KEY_COLUMNS))
+        # One value for the page, joined by the server in the listing's order (an aggregate's
+        # own ORDER BY), so the driver makes one row and one str, not one of each a job.
+        order = "DESC" if page.descending else "ASC"
+        around = f"SELECT string_agg(k, ',' ORDER BY s {order}, j {order}) FROM ({_PAGE}) AS p"
+        columns = f"{_KEY_COLUMNS} AS k, submit_time AS s, job_id AS j"
+        ((packed,),) = await self._listed(filter, page, columns, around)
+        return str(packed) if packed else ""
 
     async def list_keyed_rows(
         self, filter: JobFilter, page: PageRequest
@@ -416,12 +424,17 @@ class PostgresStore:
         return [row_to_job(r) for r in await self._listed(filter, page)]
 
     async def _listed(
-        self, filter: JobFilter, page: PageRequest, columns: str = JOB_COLUMNS
+        self,
+        filter: JobFilter,
+        page: PageRequest,
+        columns: str = JOB_COLUMNS,
+        around: str = _PAGE,
     ) -> list[tuple[Any, ...]]:
         """The rows of :meth:`list_jobs`, of ``columns`` (of the ``jobs`` table), as the
-        database gave them."""
+        database gave them; ``around`` is the query they are read through (``_PAGE`` in it
+        stands for the listing's own)."""
         if filter.name_contains and await self._rare_name(filter.name_contains.lower(), page.limit):
-            return await self._listed_rare_name(filter, page, columns)
+            return await self._listed_rare_name(filter, page, columns, around)
         where = ["account_id = %s", "region = %s"]
         params: list[Any] = [filter.account_id, filter.region]
         if filter.status is not None:
@@ -452,6 +465,7 @@ class PostgresStore:
             f"ORDER BY submit_time {order}, job_id {order} LIMIT %s"
         )
         params.append(page.limit)
+        sql = around.replace(_PAGE, sql)
         async with self._connection() as conn:
             # A name pattern is planned for its value (the column's statistics say how common
             # it is), not once for every pattern as a prepared statement would be.
@@ -459,7 +473,7 @@ class PostgresStore:
             return await cur.fetchall()
 
     async def _listed_rare_name(
-        self, filter: JobFilter, page: PageRequest, columns: str
+        self, filter: JobFilter, page: PageRequest, columns: str, around: str = _PAGE
     ) -> list[tuple[Any, ...]]:
         """The rows of a listing whose ``nameContains`` is rare: migration 3's function, one
         plan per session (the trigram index's matches, filtered and sorted), not planned per
@@ -481,7 +495,8 @@ class PostgresStore:
             page.limit,
         )
         async with self._connection() as conn:
-            cur = await conn.execute(_RARE_NAME_SQL.format(columns), params, prepare=True)
+            sql = around.replace(_PAGE, _RARE_NAME_SQL.format(columns))
+            cur = await conn.execute(sql, params, prepare=True)
             rows: list[tuple[Any, ...]] = await cur.fetchall()
             return rows
 
