@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -215,7 +214,7 @@ class BedrockApp:
             return
         if scope["type"] != "http":  # websockets: not ours
             return
-        request_id = str(uuid.uuid4())
+        request_id = logs.new_request_id()
         logs.request_id.set(request_id)  # on every line logged while serving it
         started = time.perf_counter()
         scope["batchrock.operation"] = UNROUTED
@@ -236,7 +235,7 @@ class BedrockApp:
                         scope["batchrock.operation"], sent, time.perf_counter() - started
                     )
                 return
-            status, body = await self._dispatch(scope, receive)
+            status, body = await self._dispatch(scope, receive, path)
             headers = [(b"content-type", b"application/json")]
             if scope["batchrock.operation"] == "Health":
                 headers.append(self._process_header)
@@ -286,9 +285,8 @@ class BedrockApp:
 
     # --- decoding -----------------------------------------------------------------------
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, Body]:
+    async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> tuple[int, Body]:
         method: str = scope["method"]
-        path = _path_of(scope)
         if path == HEALTH_PATH and method == "GET":
             scope["batchrock.operation"] = "Health"
             return 200, {"status": "ok"}
@@ -359,7 +357,11 @@ class BedrockApp:
 
     async def _read_body(self, receive: Receive, headers: list[tuple[bytes, bytes]]) -> bytes:
         limit = self.settings.max_body_bytes
-        declared = next((v for k, v in headers if k.lower() == b"content-length"), None)
+        declared = None
+        for name, value in headers:
+            if name.lower() == b"content-length":
+                declared = value
+                break
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         try:
@@ -489,7 +491,7 @@ def error_response(exc: ServiceError) -> tuple[int, list[tuple[bytes, bytes]], b
     """``exc`` as the wire carries it (status, headers, body), for the HTTP layer's own
     answers (a malformed request head, too many connections)."""
     status, body, headers = _error(exc)
-    return _finish(status, body, headers, str(uuid.uuid4()))
+    return _finish(status, body, headers, logs.new_request_id())
 
 
 def _log_request(scope: Scope, status: int, elapsed: float) -> None:
