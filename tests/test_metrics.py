@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from batchrock.api.app import BedrockApp
 from batchrock.clock import FakeClock
 from batchrock.jobs import Counters, JobStatus
-from batchrock.metrics import _MODEL_BUCKETS, MAX_MODEL_LABELS, OTHER_MODEL, Metrics
+from batchrock.metrics import _API_BUCKETS, _MODEL_BUCKETS, MAX_MODEL_LABELS, OTHER_MODEL, Metrics
 from batchrock.service import JobService
 from batchrock.settings import Settings
 from batchrock.store.sqlite import SqliteStore
@@ -173,13 +173,44 @@ def test_model_request_latencies_are_exposed_as_a_prometheus_histogram_would() -
     for route, outcome, seconds in observed:
         metrics.model_request(route, outcome, seconds)
         reference.labels(route, outcome).observe(seconds)
+    name = "batchrock_model_request_duration_seconds"
+    ours = _section(metrics.render().decode(), name)
+    assert f"{name}_bucket" in ours
+    assert ours == _section(generate_latest(registry).decode(), name)
 
-    def section(text: str) -> str:
-        lines = [
-            line for line in text.splitlines() if "batchrock_model_request_duration_sec" in line
-        ]
-        return re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", "\n".join(lines))
 
-    ours = section(metrics.render().decode())
-    assert "batchrock_model_request_duration_seconds_bucket" in ours
-    assert ours == section(generate_latest(registry).decode())
+def test_api_request_latencies_are_exposed_as_a_prometheus_histogram_would() -> None:
+    """The API's latency histogram (observed once per request) keeps its own counts too, and
+    is exposed as prometheus-client's Histogram is; the request counter beside it as before."""
+    registry = CollectorRegistry(auto_describe=True)
+    name = "batchrock_api_request_duration_seconds"
+    reference = Histogram(
+        name,
+        "Time from a request's arrival to its answer, by operation.",
+        ["operation"],
+        buckets=_API_BUCKETS,
+        registry=registry,
+    )
+    metrics = Metrics()
+    observed = [
+        ("GetModelInvocationJob", 200, 0.0),
+        ("GetModelInvocationJob", 200, _API_BUCKETS[0]),  # on a bound: counted in it
+        ("GetModelInvocationJob", 404, 0.02),
+        ("ListModelInvocationJobs", 200, 0.7),
+        ("CreateModelInvocationJob", 400, 1e6),  # past every bound
+    ]
+    for operation, code, seconds in observed:
+        metrics.api_request(operation, code, seconds)
+        reference.labels(operation).observe(seconds)
+    text = metrics.render().decode()
+    ours = _section(text, name)
+    assert f'{name}_bucket{{le="+Inf",operation="GetModelInvocationJob"}} 3.0' in ours
+    assert ours == _section(generate_latest(registry).decode(), name)
+    assert 'batchrock_api_requests_total{code="200",operation="GetModelInvocationJob"} 2.0' in text
+    assert 'batchrock_api_requests_total{code="404",operation="GetModelInvocationJob"} 1.0' in text
+
+
+def _section(text: str, name: str) -> str:
+    """The lines of metric ``name``, creation times masked."""
+    lines = [line for line in text.splitlines() if name in line]
+    return re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", "\n".join(lines))

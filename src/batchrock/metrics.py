@@ -116,8 +116,8 @@ class _FileHistogram:
 
 
 class _HotHistogram(Collector):
-    """A labelled histogram observed once per model request: plain counts in lists, no lock
-    and no labelled child per call (prometheus-client's ``Histogram.observe`` costs a few
+    """A labelled histogram observed once per model or API request: plain counts in lists, no
+    lock and no labelled child per call (prometheus-client's ``Histogram.observe`` costs a few
     microseconds, a noticeable part of a record's CPU against a fast model server). The
     event loop is its only writer; a scrape copies each series' counts in one step. It is
     exposed exactly as prometheus-client exposes a ``Histogram`` (a test compares)."""
@@ -184,13 +184,19 @@ class Metrics:
             ["operation", "code"],
             registry=r,
         )
-        self._api_latency = Histogram(
+        api_latency = (
             "batchrock_api_request_duration_seconds",
             "Time from a request's arrival to its answer, by operation.",
             ["operation"],
-            buckets=_API_BUCKETS,
-            registry=r,
         )
+        # Observed once per API request: plain counts, as the model requests' below.
+        self._api_latency: _Observer = (
+            _FileHistogram(Histogram(*api_latency, buckets=_API_BUCKETS, registry=r))
+            if multiprocess
+            else _HotHistogram(*api_latency, buckets=_API_BUCKETS)
+        )
+        if isinstance(self._api_latency, _HotHistogram):
+            r.register(self._api_latency)
         records = ["model_id"]
         self._processed = Counter(
             "batchrock_records_processed", "Records this process's engine processed.", records,
@@ -229,7 +235,7 @@ class Metrics:
             ["route"],
             registry=r,
         )
-        self._api_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._api_counters: dict[tuple[str, int], Counter] = {}
         # Only the engine's process sets it; with several API processes (a shared folder, see
         # share_between_processes) the latest value counts, not one series per process.
         self._replica_healthy = Gauge(
@@ -259,16 +265,15 @@ class Metrics:
     # --- what the API, the engine and the backends report --------------------------------
 
     def api_request(self, operation: str, code: int, seconds: float) -> None:
-        # Once per request: the labelled children are looked up once per (operation, code)
+        # Once per request: the labelled counter is looked up once per (operation, code)
         # (prometheus_client's labels() costs microseconds a call).
-        children = self._api_children.get((operation, code))
-        if children is None:
-            children = self._api_children[(operation, code)] = (
-                self._api_requests.labels(operation, str(code)),
-                self._api_latency.labels(operation),
+        counter = self._api_counters.get((operation, code))
+        if counter is None:
+            counter = self._api_counters[(operation, code)] = self._api_requests.labels(
+                operation, str(code)
             )
-        children[0].inc()
-        children[1].observe(seconds)
+        counter.inc()
+        self._api_latency.observe((operation,), seconds)
 
     def model_request(self, route: str, outcome: str, seconds: float) -> None:
         """One attempt at a model request; ``outcome`` is ``ok``, ``throttled`` or ``error``."""
