@@ -319,3 +319,87 @@ def test_unknown_members_are_ignored(api_server: ServerProcess) -> None:
     reply = _post(api_server, body)
     assert reply.status == 200
     assert reply.json()["jobArn"].startswith("arn:aws:bedrock:")
+
+
+# Values for each kind of member of a flat shape: valid, invalid and of the wrong type.
+_STRING_SAMPLES: list[Any] = [
+    "",
+    "abcdef123456",
+    "ABCDEF123456",
+    "abcdef12345",
+    "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abcdef123456",
+    "arn:aws:bedrock:us-east-1:12345678901:model-invocation-job/abcdef123456",
+    "x" * 1011,
+    "x" * 1012,
+    "Completed",
+    "completed",
+    "Descending",
+    "CreationTime",
+    "bench-job-1",
+    "a\u00e9b",
+    "\ud800",
+    None,
+    1,
+    True,
+    1.5,
+    [],
+    {},
+]
+_INTEGER_SAMPLES: list[Any] = [None, 0, 1, 1000, 1001, -1, True, False, 1.0, "5", [], 2**70]
+_TIMESTAMP_SAMPLES: list[Any] = [None, "2024-08-01T12:34:56Z", "nope", 0, 1.5, True, [], {}]
+
+
+def test_the_flat_shapes_shortcut_agrees_with_the_generic_walk() -> None:
+    """Get, Stop, ListTags and List check their members by an unrolled path
+    (validation._satisfies); for every combination of sample values, it may say "valid" only
+    where the generic walk finds no violation and no type mismatch, and must say so for
+    every such request (else it saves nothing)."""
+    from batchrock.api import model, validation
+
+    shapes = [model.operation(name).input_shape for name in model.OPERATIONS]
+    validation.prepare(shapes)
+    flat = {name: entry for name, entry in validation._FLAT.items()}
+    assert set(flat) == {
+        "GetModelInvocationJobRequest",
+        "StopModelInvocationJobRequest",
+        "ListTagsForResourceRequest",
+        "ListModelInvocationJobsRequest",
+    }
+    samples = {
+        "string": _STRING_SAMPLES,
+        "integer": _INTEGER_SAMPLES,
+        "long": _INTEGER_SAMPLES,
+        "timestamp": _TIMESTAMP_SAMPLES,
+    }
+    checked = valid = 0
+    for shape, members in flat.values():
+        for name, _, kind, *_ in members:
+            for value in samples[kind]:
+                params = {name: value} if value is not None else {}
+                # The other members: absent, then each at a valid value.
+                for others in ({}, _valid_others(shape, name)):
+                    request = {**others, **params}
+                    try:
+                        generic = not list(validation.check_structure(shape, request))
+                    except validation.TypeMismatch:
+                        generic = False
+                    assert validation._satisfies(members, request) is generic, (name, request)
+                    checked += 1
+                    valid += generic
+    assert valid > 20 and checked - valid > 20
+
+
+def _valid_others(shape: Any, but: str) -> dict[str, Any]:
+    good = {
+        "jobIdentifier": "abcdef123456",
+        "resourceARN": "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abcdef123456",
+        "maxResults": 10,
+        "statusEquals": "Completed",
+        "sortBy": "CreationTime",
+        "sortOrder": "Ascending",
+        "nameContains": "job",
+        "nextToken": "abc",
+        "submitTimeAfter": "2024-08-01T12:34:56Z",
+        "submitTimeBefore": 0,
+    }
+    return {name: good[name] for name in shape.members if name != but}

@@ -175,16 +175,91 @@ def patterns_of(shapes: Iterable[Shape]) -> set[str]:
     return found
 
 
+#: One member of a flat input shape: (name, required, type name, min, max, enum, pattern).
+_FlatMember = tuple[str, bool, str, Any, Any, frozenset[str] | None, str | None]
+#: Input shapes (by name, with the shape itself) whose members are all strings, integers or
+#: timestamps: see :func:`_satisfies`.
+_FLAT: dict[str, tuple[Shape, tuple[_FlatMember, ...]]] = {}
+_FLAT_TYPES = frozenset({"string", "integer", "long", "timestamp"})
+_TIMESTAMP_TYPES = frozenset({str, int, float})
+
+
+def _flat(shape: Shape) -> tuple[_FlatMember, ...] | None:
+    if shape.type_name != "structure" or shape.metadata.get("union"):
+        return None
+    members: dict[str, Shape] = shape.members
+    if any(member.type_name not in _FLAT_TYPES for member in members.values()):
+        return None
+    required = set(shape.required_members)
+    flat = []
+    for name, member in members.items():
+        meta = member.metadata
+        enum = meta.get("enum")
+        flat.append(
+            (
+                name,
+                name in required,
+                member.type_name,
+                meta.get("min"),
+                meta.get("max"),
+                None if enum is None else frozenset(enum),
+                meta.get("pattern"),
+            )
+        )
+    return tuple(flat)
+
+
+def _satisfies(flat: tuple[_FlatMember, ...], params: dict[str, Any]) -> bool:
+    """Whether ``params`` meets every constraint of a flat shape: the checks of
+    :func:`check_structure`, unrolled (a GetModelInvocationJob's walk through the generators
+    above cost as much as its key query). Only a yes is final: on a no the generic walk
+    runs, and words the violations."""
+    for name, required, kind, low, high, enum, pattern in flat:
+        value = params.get(name)
+        if value is None:
+            if required:
+                return False
+            continue
+        if kind == "string":
+            if type(value) is not str:
+                return False
+            size = len(value)
+            if (low is not None and size < low) or (high is not None and size > high):
+                return False
+            if enum is not None and value not in enum:
+                return False
+            if pattern is not None and not patterns.fullmatch(pattern, value):
+                return False
+        elif kind == "timestamp":
+            if type(value) not in _TIMESTAMP_TYPES:
+                return False
+        else:  # integer, long; a bool is no integer here (its type is bool)
+            if type(value) is not int:
+                return False
+            if (low is not None and value < low) or (high is not None and value > high):
+                return False
+    return True
+
+
 def prepare(shapes: Iterable[Shape]) -> None:
     """Compile every pattern reachable from ``shapes`` now, so that a pattern that cannot be
-    checked in linear time stops the server at start-up rather than failing a request."""
+    checked in linear time stops the server at start-up rather than failing a request; and
+    note the flat ones among them (:func:`_satisfies`)."""
+    shapes = list(shapes)
     for pattern in sorted(patterns_of(shapes)):
         patterns.compiled(pattern)
+    for shape in shapes:
+        flat = _flat(shape)
+        if flat is not None:
+            _FLAT[shape.name] = (shape, flat)
 
 
 def validate(shape: Shape | None, params: dict[str, Any]) -> None:
     """Raise :class:`ValidationException` listing every violation in ``params``."""
     if shape is None:
+        return
+    flat = _FLAT.get(shape.name)
+    if flat is not None and flat[0] is shape and _satisfies(flat[1], params):
         return
     try:
         problems = list(check_structure(shape, params))
