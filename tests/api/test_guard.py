@@ -183,6 +183,30 @@ def test_split_host() -> None:
         assert split_host(bad) is None, bad
 
 
+def test_host_values_are_judged_the_same_every_time() -> None:
+    """The guard keeps the parsed Host values it allowed (a client sends the same one on
+    every request): a refused value is refused again, an allowed one gives the same host to
+    the Origin check, and made-up values cannot grow what is kept past its bound."""
+    guard = _guard()
+
+    def check(host: bytes, origin: bytes | None = None) -> None:
+        headers = [(b"host", host)] + ([(b"origin", origin)] if origin else [])
+        guard.check_headers("GET", "http", headers)
+
+    for _ in range(3):
+        check(b"127.0.0.1:8765", b"http://127.0.0.1:8765")
+        check(b"LOCALHOST.:8765", b"http://localhost:8765")  # the same name, parsed alike
+        for refused in (b"evil.example", b"127.0.0.1:99999", b"127.0.0.1:x"):
+            with pytest.raises(AccessDeniedException):
+                check(refused)
+        with pytest.raises(AccessDeniedException):  # the kept host is still compared
+            check(b"127.0.0.1:8765", b"http://127.0.0.1:3000")
+    anything = _guard("127.0.0.1", "*")
+    for port in range(1, 300):
+        anything.check_headers("GET", "http", [(b"host", f"any.example:{port}".encode())])
+    assert len(anything._allowed) <= 64
+
+
 def test_origin_must_be_the_requests_own_host() -> None:
     guard = _guard()
 

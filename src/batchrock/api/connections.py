@@ -95,13 +95,16 @@ class CoalescingTransport:
     ``writelines``, which uvloop sends as one ``writev`` without copying them into one buffer
     (a page of 1000 jobs is 800 kB; asyncio's loop joins them, as this did before)."""
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "_transport")
+    __slots__ = ("_loop", "_pending", "_scheduled", "_transport", "is_closing")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
         self._scheduled = False
+        # Asked several times a request (by uvicorn and the guards): the transport's own
+        # method, not a lookup through ``__getattr__`` each time.
+        self.is_closing = transport.is_closing
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -116,7 +119,7 @@ class CoalescingTransport:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        if not self._transport.is_closing():
+        if not self.is_closing():
             if len(pending) == 1:
                 self._transport.write(pending[0])
             else:
@@ -310,10 +313,12 @@ class GuardedProtocol(HttpToolsProtocol):
         return not self._in_head or self._head_bytes > 0
 
     def _update_receive_timer(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        if self._receiving():
-            if self._receive_timer is None:  # counted from the request's first byte
+        # Twice a request: nothing to do in the usual case (a whole request read at once, or
+        # its response sent), found without a call.
+        if not self._in_head or self._head_bytes > 0:  # receiving (see _receiving)
+            if self._receive_timer is None and not (
+                self.transport is None or self.transport.is_closing()
+            ):  # counted from the request's first byte
                 self._receive_timer = self.loop.call_later(
                     self.limits.client_timeout, self._cut_off
                 )

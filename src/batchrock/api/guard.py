@@ -137,12 +137,20 @@ class HostNames:
         return any(name.endswith(suffix) for suffix in self._suffixes)
 
 
+#: How many allowed ``Host`` values a guard keeps parsed (a server has a few names and ports).
+_ALLOWED_KEPT = 64
+
+
 class RequestGuard:
     """``check(scope)`` raises :class:`AccessDeniedException` for a request a browser page may
     have sent on the user's behalf (see the module doc)."""
 
     def __init__(self, settings: Settings) -> None:
         self.hosts = HostNames(settings.host, settings.allowed_hosts)
+        #: ``Host`` values found to name this server, parsed: every request carries one, and
+        #: a client sends the same one each time (the names allowed never change). Bounded,
+        #: so that made-up values cannot grow it.
+        self._allowed: dict[str, tuple[str, int | None]] = {}
 
     def check(self, scope: Mapping[str, Any]) -> None:
         """An ASGI http scope: raise if its request is refused."""
@@ -201,13 +209,19 @@ class RequestGuard:
             raise AccessDeniedException(
                 "The request must carry exactly one Host header naming this server."
             )
-        parsed = split_host(values[0])
+        value = values[0]
+        parsed = self._allowed.get(value)
+        if parsed is not None:
+            return parsed
+        parsed = split_host(value)
         if parsed is None or not self.hosts.allows(parsed[0]):
             raise AccessDeniedException(
-                f"Requests for host {_quote(values[0])} are refused: it is not a name of this "
+                f"Requests for host {_quote(value)} are refused: it is not a name of this "
                 f"server. If a proxy forwards that name, add it to the allowed_hosts setting "
                 f"(see docs/access.md)."
             )
+        if len(self._allowed) < _ALLOWED_KEPT:
+            self._allowed[value] = parsed
         return parsed
 
 
