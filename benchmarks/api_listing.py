@@ -5,14 +5,15 @@
 Fills a fresh SQLite store with ``--jobs`` jobs (every status, optional members present and
 absent), starts ``batchrock serve`` on it (``--no-engine``: nothing else runs in the process)
 and the floor (benchmarks/_api_floor.py: a bare uvicorn app answering the very bytes batchrock
-gave for each request). Then, round after round, the same signed requests go to one and then
-the other (the order alternates), over ``--connections`` keep-alive connections, and each
-server's CPU time (user + system of its process, from /proc) per request is measured; wall
-time gives requests per second. With ``--churn N`` the newest job's progress is written N times
-a second meanwhile (through a connection of the benchmark's own), so listings keep finding a
-changed job on their page, as while a job runs. Prints, per kind of request, the median ratio
-of batchrock to the floor and its range over the rounds. Nothing passes or fails: the numbers go to
-docs/benchmarks.md.
+gave for each request); with ``--credentials`` batchrock verifies every request's signature
+against a credentials file (without, open mode). Then, round after round, the same signed
+requests go to one and then the other (the order alternates), over ``--connections``
+keep-alive connections, and each server's CPU time (user + system of its process, from
+/proc) per request is measured; wall time gives requests per second. With ``--churn N`` the
+newest job's progress is written N times a second meanwhile (through a connection of the
+benchmark's own), so listings keep finding a changed job on their page, as while a job runs.
+Prints, per kind of request, the median ratio of batchrock to the floor and its range over the
+rounds. Nothing passes or fails: the numbers go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from batchrock.store.sqlite import SqliteStore
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
+ACCESS_KEY, SECRET = "AKIAEXAMPLE000000001", "benchmark-secret-0001"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -123,7 +125,7 @@ async def fill(path: Path, n: int) -> str:
 def signed(port: int, target: str) -> bytes:
     url = f"http://127.0.0.1:{port}{target}"
     request = AWSRequest(method="GET", url=url, headers={"Accept": "application/json"})
-    SigV4Auth(Credentials("AKIAEXAMPLE", "secret"), "bedrock", REGION).add_auth(request)
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET), "bedrock", REGION).add_auth(request)
     head = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     head += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() != "host"]
     return ("\r\n".join(head) + "\r\n\r\n").encode()
@@ -233,11 +235,27 @@ async def main() -> None:
         help="times a second the newest job's progress is written (by another connection, "
         "as a running job's engine would) while the servers are measured; 0: never",
     )
+    parser.add_argument(
+        "--credentials",
+        action="store_true",
+        help="serve with a credentials file: every request's SigV4 signature is verified "
+        "(without it, open mode: the credential scope is only read)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="batchrock-api-bench-"))
     data = work / "data"
     first_id = await fill(data / "batchrock.sqlite3", args.jobs)
+    access: list[str] = []
+    if args.credentials:
+        # The benchmark's signing key, in the account its jobs belong to.
+        credentials = work / "credentials.toml"
+        credentials.write_text(
+            f'[[accounts]]\nid = "{ACCOUNT}"\n'
+            f'keys = [{{ access_key_id = "{ACCESS_KEY}", secret_access_key = "{SECRET}" }}]\n'
+        )
+        credentials.chmod(0o600)
+        access = ["--credentials-file", str(credentials)]
     api_port, floor_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
     env.update(BATCHROCK_LOG_LEVEL="warning")
@@ -256,6 +274,7 @@ async def main() -> None:
             str(api_port),
             "--data-dir",
             str(data),
+            *access,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -314,6 +333,7 @@ async def main() -> None:
             f"{args.rounds} rounds, {args.connections} connections, {args.jobs} jobs stored, "
             f"{args.loop} event loop, floor on {args.floor_http}, "
             f"newest job written {args.churn:g} times a second"
+            + (", signatures verified (credentials file)" if args.credentials else ", open mode")
         )
         print(
             "| request | batchrock CPU µs | floor CPU µs | CPU ratio (median, range) "
