@@ -153,6 +153,27 @@ class _HotHistogram(Collector):
         yield family
 
 
+def _histogram(
+    registry: CollectorRegistry,
+    multiprocess: bool,
+    name: str,
+    documentation: str,
+    labelnames: Sequence[str],
+    buckets: Sequence[float],
+) -> _Observer:
+    """A labelled histogram in ``registry``, counted in plain lists (:class:`_HotHistogram`),
+    or with several API processes in the shared folder's files as prometheus-client counts:
+    a scrape may reach a process whose memory holds none of the counts (a few microseconds
+    more an observation)."""
+    if multiprocess:
+        return _FileHistogram(
+            Histogram(name, documentation, labelnames, buckets=buckets, registry=registry)
+        )
+    hot = _HotHistogram(name, documentation, labelnames, buckets=buckets)
+    registry.register(hot)
+    return hot
+
+
 class Metrics:
     """One process's metrics. ``render()`` is the exposition text of everything registered."""
 
@@ -184,19 +205,15 @@ class Metrics:
             ["operation", "code"],
             registry=r,
         )
-        api_latency = (
+        # Observed once per API request: plain counts, as the model requests' below.
+        self._api_latency = _histogram(
+            r,
+            multiprocess,
             "batchrock_api_request_duration_seconds",
             "Time from a request's arrival to its answer, by operation.",
             ["operation"],
+            _API_BUCKETS,
         )
-        # Observed once per API request: plain counts, as the model requests' below.
-        self._api_latency: _Observer = (
-            _FileHistogram(Histogram(*api_latency, buckets=_API_BUCKETS, registry=r))
-            if multiprocess
-            else _HotHistogram(*api_latency, buckets=_API_BUCKETS)
-        )
-        if isinstance(self._api_latency, _HotHistogram):
-            r.register(self._api_latency)
         records = ["model_id"]
         self._processed = Counter(
             "batchrock_records_processed", "Records this process's engine processed.", records,
@@ -214,21 +231,14 @@ class Metrics:
         self._output_tokens = Counter(
             "batchrock_output_tokens", "Output tokens of processed records.", records, registry=r
         )
-        model_latency = (
+        self._model_latency = _histogram(
+            r,
+            multiprocess,
             "batchrock_model_request_duration_seconds",
             "One model request (one attempt) by model route and outcome.",
             ["route", "outcome"],
+            _MODEL_BUCKETS,
         )
-        # With several API processes a scrape may reach one whose memory holds none of the
-        # engine's counts: there the histogram counts in the shared files as prometheus-client
-        # does (a few microseconds more a request).
-        self._model_latency: _Observer = (
-            _FileHistogram(Histogram(*model_latency, buckets=_MODEL_BUCKETS, registry=r))
-            if multiprocess
-            else _HotHistogram(*model_latency, buckets=_MODEL_BUCKETS)
-        )
-        if isinstance(self._model_latency, _HotHistogram):
-            r.register(self._model_latency)
         self._throttled = Counter(
             "batchrock_model_requests_throttled",
             "Model requests answered 429 (throttled), retried ones included, by route.",
