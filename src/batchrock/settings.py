@@ -107,7 +107,7 @@ class Settings:
     wrong_signatures_per_address: int = field(
         default=50,
         metadata=_meta(
-            "Wrong signatures and unknown keys from one address within 5 minutes, then 429"
+            "Wrong signatures (any keys) from one address within 5 minutes, then 429"
             " (0: no per-address bound).",
             low=0,
         ),

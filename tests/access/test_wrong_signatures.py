@@ -1,8 +1,8 @@
 """Requests with a wrong SigV4 signature are bounded as failed console sign-ins are: per
 client address and access key id, 10 within 5 minutes, then ThrottlingException (429) for
 that address and key, right secret or wrong, until the oldest failure leaves the window; and
-per address for any key ids, unknown ones included (50), except for keys that signed
-correctly from that address (docs/access.md, "Wrong signatures")."""
+per address for any known key ids (50), except for keys that signed correctly from that
+address; unknown key ids are not counted (docs/access.md, "Wrong signatures")."""
 
 from __future__ import annotations
 
@@ -28,10 +28,30 @@ from batchrock.objects.local import LocalObjectStore
 from batchrock.service import JobService
 from batchrock.settings import Settings
 from batchrock.store.sqlite import SqliteStore
-from tests.access.conftest import ALICE, BOB, Key, client, error_of, write_credentials
+from tests.access.conftest import (
+    ALICE,
+    BOB,
+    READER,
+    Key,
+    client,
+    credentials_text,
+    error_of,
+    write_credentials,
+)
 from tests.api.wire import Reply, asgi_call
 
 WRONG = "not-alice-secret-0000000000000000"
+#: Known keys of one more account, to guess against from one address beyond one key's bound.
+MANY = [Key("333333333333", f"AKIAMANY{i:012d}", f"many-secret-{i:028d}") for i in range(8)]
+
+
+def _credentials(path: Path) -> Path:
+    return write_credentials(path, credentials_text((ALICE, BOB, READER, *MANY)))
+
+
+def _guess(i: int) -> Key:
+    """The key of the ``i``-th wrong guess at MANY's secrets: 9 a key, under each one's bound."""
+    return MANY[i // (MAX_FAILURES - 1)]
 
 
 def test_wrong_signatures_are_throttled_per_address_and_key(
@@ -104,7 +124,7 @@ class InProcess:
 
 
 def _in_process(tmp_path: Path, test: Callable[[InProcess], Awaitable[None]]) -> None:
-    creds = write_credentials(tmp_path / "credentials.toml")
+    creds = _credentials(tmp_path / "credentials.toml")
 
     async def main() -> None:
         store = await SqliteStore.open(tmp_path / "db.sqlite3")
@@ -190,17 +210,17 @@ def test_short_term_api_keys_with_a_wrong_signature_count_against_their_access_k
 
 
 def _unknown(i: int) -> Key:
-    return Key("333333333333", f"AKIAUNKNOWN{i:09d}", "unknown-secret-000000000000000000000")
+    return Key("444444444444", f"AKIAUNKNOWN{i:09d}", "unknown-secret-000000000000000000000")
 
 
-def test_one_address_naming_many_keys_is_throttled_but_not_with_keys_it_used_rightly(
+def test_one_address_guessing_many_keys_is_throttled_but_not_with_keys_it_used_rightly(
     server_factory: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """With boto3 against a real server of two API processes: wrong secrets for any keys and
-    unknown key ids from one address count together; past the bound every such request from
-    it is 429, and so is a right one with a key not used rightly from there before, but the
-    key a user there has been using keeps working."""
-    creds = write_credentials(tmp_path_factory.mktemp("creds") / "credentials.toml")
+    """With boto3 against a real server of two API processes: wrong secrets for any known keys
+    from one address count together; past the bound every such request from it is 429, and so
+    is a right one with a key not used rightly from there before, but the key a user there has
+    been using keeps working."""
+    creds = _credentials(tmp_path_factory.mktemp("creds") / "credentials.toml")
     per_address = 20
     server = server_factory(
         engine=False,
@@ -216,15 +236,14 @@ def test_one_address_naming_many_keys_is_throttled_but_not_with_keys_it_used_rig
             403,
         )
     for i in range(per_address - bob_guesses):
-        assert error_of(client(server.url, _unknown(i)).list_model_invocation_jobs)[:2] == (
-            "UnrecognizedClientException",
-            403,
-        )
-    code, status, message = error_of(client(server.url, _unknown(99)).list_model_invocation_jobs)
+        guessed = client(server.url, _guess(i), secret=WRONG).list_model_invocation_jobs
+        assert error_of(guessed)[:2] == ("InvalidSignatureException", 403)
+    code, status, message = error_of(
+        client(server.url, MANY[-1], secret=WRONG).list_model_invocation_jobs
+    )
     assert (code, status) == ("ThrottlingException", 429)
     assert message.startswith(
-        "Too many requests with a wrong signature or an unknown access key from this address. "
-        "Retry in "
+        "Too many requests with a wrong signature from this address. Retry in "
     )
     # BOB's right secret is refused alike: BOB never signed rightly from here.
     assert error_of(client(server.url, BOB).list_model_invocation_jobs)[:2] == (
@@ -239,41 +258,60 @@ def test_one_address_naming_many_keys_is_throttled_but_not_with_keys_it_used_rig
         403,
     )
     logged = server.log_path.read_text()
-    assert "unknown access key or API key from 127.0.0.1" in logged
-    assert "AKIAUNKNOWN" not in logged and "unknown-secret" not in logged
+    assert f"wrong signature from 127.0.0.1 for access key {MANY[0].access_key_id}" in logged
     assert WRONG not in logged and BOB.secret not in logged and ALICE.secret not in logged
+    assert MANY[0].secret not in logged
+
+
+def test_unknown_key_ids_are_not_counted_so_a_rotated_out_key_locks_nobody_out(
+    server_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Clients still sending a key that was rotated out (an unknown key id) get
+    UnrecognizedClientException however many they send, and a key never used from their
+    address before (the one that replaced it) works from it at once; unknown ids are not
+    logged."""
+    creds = _credentials(tmp_path_factory.mktemp("creds") / "credentials.toml")
+    server = server_factory(engine=False, credentials_file=creds, wrong_signatures_per_address=5)
+    for i in range(3 * MAX_FAILURES):
+        assert error_of(client(server.url, _unknown(i % 2)).list_model_invocation_jobs)[:2] == (
+            "UnrecognizedClientException",
+            403,
+        )
+    assert client(server.url, BOB).list_model_invocation_jobs()["invocationJobSummaries"] == []
+    logged = server.log_path.read_text()
+    assert "AKIAUNKNOWN" not in logged and "unknown-secret" not in logged
 
 
 def test_the_address_lockout_ends_with_the_window_and_a_key_is_known_for_a_day(
     tmp_path: Path,
 ) -> None:
     async def test(server: InProcess) -> None:
-        async def unknown(source: str, i: int) -> tuple[int, str]:
-            reply = await server.call(source, _signed(_unknown(i), "x", server.clock.now()))
+        async def guess(source: str, key: Key) -> tuple[int, str]:
+            reply = await server.call(source, _signed(key, WRONG, server.clock.now()))
             return reply.status, reply.error_type
 
         assert await server.sigv4("10.0.0.1", ALICE.secret) == (200, "")  # known from .1
         server.clock.advance(KNOWN_SECONDS)  # ... no longer
         for i in range(50):
-            assert await unknown("10.0.0.1", i) == (403, "UnrecognizedClientException")
-        assert await unknown("10.0.0.1", 50) == (429, "ThrottlingException")
+            assert await guess("10.0.0.1", _guess(i)) == (403, "InvalidSignatureException")
+        assert await guess("10.0.0.1", MANY[-1]) == (429, "ThrottlingException")
         assert await server.sigv4("10.0.0.1", ALICE.secret) == (429, "ThrottlingException")
         # Other addresses are not locked out, the guesser's address only for the window.
-        assert await unknown("10.0.0.2", 0) == (403, "UnrecognizedClientException")
+        assert await guess("10.0.0.2", MANY[-1]) == (403, "InvalidSignatureException")
         assert await server.sigv4("10.0.0.2", ALICE.secret) == (200, "")
         server.clock.advance(WINDOW_SECONDS - 1)
-        assert await unknown("10.0.0.1", 51) == (429, "ThrottlingException")  # not counted
+        assert await guess("10.0.0.1", MANY[-1]) == (429, "ThrottlingException")  # not counted
         server.clock.advance(1)
         assert await server.sigv4("10.0.0.1", ALICE.secret) == (200, "")
-        assert await unknown("10.0.0.1", 52) == (403, "UnrecognizedClientException")
+        assert await guess("10.0.0.1", MANY[-1]) == (403, "InvalidSignatureException")
 
     _in_process(tmp_path, test)
 
 
 def test_the_address_lockout_on_the_openai_api_is_a_rate_limit_error(tmp_path: Path) -> None:
     async def test(server: InProcess) -> None:
-        async def v1(source: str, key: Key) -> int:
-            signed = _signed(key, key.secret, server.clock.now(), "/v1/batches")
+        async def v1(source: str, key: Key, secret: str | None = None) -> int:
+            signed = _signed(key, secret or key.secret, server.clock.now(), "/v1/batches")
             reply = await server.call(source, signed, path="/v1/batches")
             if reply.status == 429:
                 assert reply.json()["error"]["type"] == "rate_limit_error"
@@ -281,8 +319,8 @@ def test_the_address_lockout_on_the_openai_api_is_a_rate_limit_error(tmp_path: P
 
         assert await v1("10.0.0.1", ALICE) == 200
         for i in range(50):
-            assert await v1("10.0.0.1", _unknown(i)) in (401, 403)
-        assert await v1("10.0.0.1", _unknown(50)) == 429
+            assert await v1("10.0.0.1", _guess(i), WRONG) in (401, 403)
+        assert await v1("10.0.0.1", MANY[-1], WRONG) == 429
         assert await v1("10.0.0.1", BOB) == 429
         assert await v1("10.0.0.1", ALICE) == 200  # known from there
 

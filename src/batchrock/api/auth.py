@@ -104,16 +104,13 @@ class Gate:
         try:
             who = authenticate(request, self.directory.current(), self._now())
         except auth.AuthError as exc:
-            if self.wrong_signatures is not None and _counted(exc):
+            signer = _guessed_key(exc)
+            if self.wrong_signatures is not None and signer is not None:
                 source = _source(scope)
-                signer = _signer(exc)
                 self.wrong_signatures.failed(source, signer)  # 429 past a bound, not counted
-                # A known access key id is no secret; the secret, the signature, an unknown
-                # id (it may be a secret pasted in the wrong place) are never logged.
-                if signer is not None:
-                    log.info("wrong signature from %s for access key %s", source, signer[:32])
-                else:
-                    log.info("unknown access key or API key from %s", source)
+                # A known access key id is no secret; the secret and the signature are never
+                # logged.
+                log.info("wrong signature from %s for access key %s", source, signer[:32])
             raise service_error(exc) from None
         if who.access_key_id is not None and self.wrong_signatures is not None:
             self.wrong_signatures.succeeded(_source(scope), who.access_key_id)
@@ -132,14 +129,13 @@ class Gate:
         raise service_error(denied)
 
 
-def _counted(exc: auth.AuthError) -> bool:
-    """Whether a refusal counts as a failed guess: a wrong signature for a known key, or a
-    key id or API key no account holds."""
-    return isinstance(exc, auth.SignatureMismatch | auth.UnknownApiKey | auth.UnknownAccessKey)
-
-
-def _signer(exc: auth.AuthError) -> str | None:
-    """The access key whose secret a refused request got wrong, if that is why."""
+def _guessed_key(exc: auth.AuthError) -> str | None:
+    """The access key whose secret a refused request got wrong, if it counts as a failed guess
+    at a secret: a wrong signature for a known key (a short-term API key forged for one
+    included). An access key id or API key no account holds is not counted: there is no secret
+    behind it to guess, and the usual one is a key rotated out that old clients still send,
+    which must not lock their address out of the new key (docs/access.md, "Wrong
+    signatures")."""
     if isinstance(exc, auth.SignatureMismatch):
         return exc.access_key_id
     if isinstance(exc, auth.UnknownApiKey):

@@ -7,8 +7,11 @@ several API processes, in the file they share, so spreading guesses over them ga
   a changed request, a forged short-term API key). Past ``MAX_FAILURES`` (10) within
   ``WINDOW_SECONDS`` (5 minutes), that address's requests with that key are 429, right secret
   or wrong: an answer that told a right guess apart would tell the guesser;
-- **per client address**, whatever key ids it names: those wrong signatures, and unknown access
-  key ids and API keys too (probing for key ids that exist). Past ``per_address`` (setting
+- **per client address**, whatever key ids it names: those wrong signatures, for any of the
+  keys (guessing the secrets of many keys from one place). Unknown access key ids and API keys
+  are not counted (the caller decides, :func:`batchrock.api.auth._guessed_key`): no secret stands
+  behind them, and the common case is a rotated-out key that clients still send, which must
+  not lock their address out of the key that replaced it. Past ``per_address`` (setting
   ``wrong_signatures_per_address``, 50) within the window, that address's requests are 429,
   right or wrong, except for a key that signed correctly *from that address* within the last
   ``KNOWN_SECONDS`` (a day) before: a user behind the same NAT as a guesser keeps working
@@ -81,12 +84,11 @@ class WrongSignatures:
         self._known = limiter(1, KNOWN_SECONDS)
         self._recorded: dict[tuple[str, str], float] = {}
 
-    def failed(self, source: str, access_key_id: str | None) -> None:
-        """A request from ``source`` with a wrong signature for ``access_key_id``, or naming
-        an unknown key (``None``): refused (429) if a bound is reached, else counted."""
+    def failed(self, source: str, access_key_id: str) -> None:
+        """A request from ``source`` with a wrong signature for ``access_key_id``: refused
+        (429) if a bound is reached, else counted."""
         self._refuse_if_limited(source, access_key_id)
-        if access_key_id is not None:
-            self.per_key.failed([pair_key(source, access_key_id)])
+        self.per_key.failed([pair_key(source, access_key_id)])
         if self.per_address is not None:
             self.per_address.failed([_address_key(source)])
 
@@ -124,6 +126,6 @@ class WrongSignatures:
         ):
             return  # a key this address has used rightly: its own bound is enough
         raise ThrottlingException(
-            "Too many requests with a wrong signature or an unknown access key from this "
-            f"address. Retry in {int(wait) + 1} seconds."
+            "Too many requests with a wrong signature from this address. "
+            f"Retry in {int(wait) + 1} seconds."
         )
