@@ -11,6 +11,9 @@ hold the loop, though: SQLite's own busy handler sleeps in the calling thread, s
 only :data:`_LOCK_SPIN_SECONDS`, and :func:`_typed_errors` waits the rest of ``busy_timeout``
 with ``asyncio.sleep`` between attempts (every method is one transaction with no ``await``
 inside, so an attempt that found the database locked changed nothing and is safe to repeat).
+The one slow thing a commit could do, SQLite's automatic WAL checkpoint (the fsyncs), is
+switched off on this connection and done by a thread of the store's own
+(:mod:`batchrock.store.sqlite_checkpoint`).
 
 Lifecycle decisions are :func:`batchrock.jobs.decide`'s; this module only reads the job, asks,
 and writes the answer (:meth:`SqliteStore._apply`). SQLite's errors leave as the store's typed
@@ -53,6 +56,8 @@ from batchrock.store.base import (
     UnfinishedJobsQuota,
 )
 from batchrock.store.rows import job_params, log_transition, row_to_view
+from batchrock.store.sqlite_checkpoint import DEFAULT as DEFAULT_CHECKPOINTS
+from batchrock.store.sqlite_checkpoint import Checkpoints, WalCheckpointer
 
 SCHEMA_VERSION = 5
 
@@ -294,9 +299,18 @@ class SqliteStore:
     >>> store = await SqliteStore.open(Path("batchrock.sqlite3"))
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, busy_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        checkpointer: WalCheckpointer,
+        *,
+        busy_timeout: float = 10.0,
+    ) -> None:
         self._conn = conn
         self.path = path
+        #: Checkpoints the WAL off the loop (store/sqlite_checkpoint.py); ``conn`` never does.
+        self.checkpointer = checkpointer
         #: How long a call waits, in all, for another connection's lock.
         self.busy_timeout = busy_timeout
         from batchrock.store.sqlite_files import SqliteFileStore  # it uses this module
@@ -309,13 +323,26 @@ class SqliteStore:
         self.sessions = SqliteSessionStore(conn, busy_timeout)
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout: float = 10.0) -> SqliteStore:
-        return cls.open_sync(path, busy_timeout=busy_timeout)
+    async def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout: float = 10.0,
+        checkpoints: Checkpoints = DEFAULT_CHECKPOINTS,
+    ) -> SqliteStore:
+        return cls.open_sync(path, busy_timeout=busy_timeout, checkpoints=checkpoints)
 
     @classmethod
-    def open_sync(cls, path: Path, *, busy_timeout: float = 10.0) -> SqliteStore:
+    def open_sync(
+        cls,
+        path: Path,
+        *,
+        busy_timeout: float = 10.0,
+        checkpoints: Checkpoints = DEFAULT_CHECKPOINTS,
+    ) -> SqliteStore:
         """``busy_timeout``: how long a call waits for another connection's lock before it
-        raises :class:`~batchrock.store.base.StoreBusy`."""
+        raises :class:`~batchrock.store.base.StoreBusy`; ``checkpoints``: the WAL
+        checkpointer's (store/sqlite_checkpoint.py)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = sqlite3.connect(
@@ -330,7 +357,16 @@ class SqliteStore:
         # Opening may block (it runs once, before serving); every later call spins only
         # briefly in SQLite and waits for a lock off the loop (see _typed_errors).
         conn.execute(f"PRAGMA busy_timeout = {round(_LOCK_SPIN_SECONDS * 1000)}")
-        return cls(conn, path, busy_timeout=busy_timeout)
+        # A commit on this (the loop's) connection never checkpoints: with synchronous=NORMAL
+        # the checkpoint is where the fsyncs are. The checkpointer's thread does it instead.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            checkpointer = WalCheckpointer(path, checkpoints)
+        except BaseException:
+            conn.close()
+            raise
+        checkpointer.start()
+        return cls(conn, path, checkpointer, busy_timeout=busy_timeout)
 
     # --- jobs ---------------------------------------------------------------------------
 
@@ -914,7 +950,10 @@ class SqliteStore:
         return None
 
     async def close(self) -> None:
+        # This connection first, so the checkpointer's is the process's last on the file and
+        # SQLite's checkpoint at close runs on its thread, not the loop's.
         self._conn.close()
+        await asyncio.to_thread(self.checkpointer.stop)
 
 
 #: Jobs whose records are still to be processed (NumberOfRecordsPendingProcessing).

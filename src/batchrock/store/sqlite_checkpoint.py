@@ -1,0 +1,144 @@
+"""WAL checkpoints of the job database, on a thread of their own.
+
+Why: in WAL mode SQLite checkpoints automatically (every 1000 WAL pages) inside whichever
+commit crosses the threshold, on the committing thread; with ``synchronous = NORMAL`` the
+checkpoint is where the fsyncs happen, so on a slow disk the Create whose commit triggered one
+would hold the event loop for as long as the disk takes. The store's connection therefore runs
+with ``wal_autocheckpoint = 0`` and this checkpointer, with a connection of its own, copies the
+WAL back into the database every :data:`INTERVAL` seconds (``PASSIVE``: it takes no lock that
+writers or readers wait on; when nothing was written it reads the WAL index and returns).
+
+A passive checkpoint lets the next writer start the WAL over but never shrinks the file, and
+under a steady stream of writes it may never find the WAL fully copied, so once the WAL file is
+larger than :data:`WAL_LIMIT_BYTES` it asks for ``TRUNCATE`` instead (the WAL copied back and
+cut to zero bytes). That one takes the write lock: its connection waits at most
+:data:`_BUSY_MS` for readers, then settles for a passive pass (SQLite's documented fallback)
+and tries again next time, so writers, who wait for a lock off the loop (store/sqlite.py
+``_typed_errors``), are held only briefly.
+
+Every process that opens the file (``api_processes``, workers) runs one; checkpoints from
+several connections are serialised by SQLite (one holds the checkpoint lock, the others return
+busy), so that is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("batchrock.store")
+
+#: Seconds between checkpoints: a fifth of a second of writes (a few hundred pages at the API's
+#: write rate) is what the WAL holds between passes.
+INTERVAL = 0.2
+#: WAL file size past which a checkpoint truncates the file: SQLite's own automatic threshold
+#: (1000 pages of 4 KiB).
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+#: How long a truncating checkpoint waits for readers (it holds off writers meanwhile).
+_BUSY_MS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """One checkpoint's answer (``PRAGMA wal_checkpoint``): ``busy`` when it could not copy
+    everything (another checkpoint, a reader or a writer in the way), the WAL's frames and how
+    many of them are now in the database."""
+
+    mode: str
+    busy: bool
+    wal_frames: int
+    checkpointed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoints:
+    """How often the checkpointer runs, and the WAL size past which it truncates the file."""
+
+    interval: float = INTERVAL
+    wal_limit_bytes: int = WAL_LIMIT_BYTES
+
+
+DEFAULT = Checkpoints()
+
+
+class WalCheckpointer:
+    """Checkpoints ``path``'s WAL on a daemon thread until :meth:`stop`."""
+
+    def __init__(self, path: Path, policy: Checkpoints = DEFAULT) -> None:
+        self.path = path
+        self.interval = policy.interval
+        self.wal_limit_bytes = policy.wal_limit_bytes
+        self._wal = Path(f"{path}-wal")
+        # Opened here (before serving), so a file that cannot be opened fails the store's open.
+        self._conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=_BUSY_MS / 1000
+        )
+        self._stopping = threading.Event()
+        self._failures = 0
+        #: The latest pass's answer (None before the first); tests and logs read it.
+        self.last: Pass | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"wal-checkpoint {path.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop and join the thread (blocking: call it off the loop). Its connection closes in
+        the thread; when it is the process's last one on the file, SQLite's checkpoint at
+        close runs there too."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        else:  # never started
+            self._conn.close()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.wait(self.interval):
+                self.checkpoint()
+        except BaseException:  # a defect: checkpoints stop, so say so loudly
+            log.exception("the WAL checkpointer of %s stopped", self.path)
+            raise
+        finally:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                log.exception("closing the WAL checkpointer's connection to %s failed", self.path)
+
+    def checkpoint(self) -> Pass | None:
+        """One pass; a failure is logged (the first of a run of them with its traceback, the
+        others at debug level until one succeeds again) and the next pass tries again."""
+        try:
+            mode = "TRUNCATE" if self._wal_bytes() > self.wal_limit_bytes else "PASSIVE"
+            busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except (sqlite3.Error, OSError):
+            self._failures += 1
+            if self._failures == 1:
+                log.exception("checkpointing the WAL of %s failed; trying again", self.path)
+            else:
+                log.debug("checkpointing the WAL of %s failed again", self.path, exc_info=True)
+            return None
+        if self._failures:
+            log.info(
+                "checkpointing the WAL of %s works again after %d failures",
+                self.path,
+                self._failures,
+            )
+            self._failures = 0
+        self.last = Pass(mode, bool(busy), frames, done)
+        return self.last
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except FileNotFoundError:
+            return 0

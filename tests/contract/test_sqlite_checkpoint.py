@@ -1,0 +1,154 @@
+"""The SQLite store's WAL is checkpointed on a thread of its own, never in a commit on the loop
+(store/sqlite_checkpoint.py): with synchronous=NORMAL the checkpoint is where the fsyncs are,
+and on a slow disk the Create whose commit crossed SQLite's automatic threshold held the event
+loop for as long as the disk took."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from batchrock.store.sqlite import SqliteStore
+from batchrock.store.sqlite_checkpoint import Checkpoints, WalCheckpointer
+from tests.contract.test_store import make_job
+
+# SQLite's automatic checkpoint runs once the WAL holds 1000 pages (each frame: a page and a
+# 24-byte header, after the WAL's 32-byte header).
+_AUTO_PAGES = 1000
+
+
+def _wal_bytes(path: Path) -> int:
+    wal = Path(f"{path}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def _frames(path: Path, page_size: int) -> int:
+    return max(_wal_bytes(path) - 32, 0) // (page_size + 24)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait for ``condition()`` (the checkpointer's thread works meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_commits_on_the_loop_connection_never_checkpoint(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = tmp_path / "db.sqlite3"
+        # The checkpointer waits an hour before its first pass: only the loop's commits act.
+        store = await SqliteStore.open(path, checkpoints=Checkpoints(interval=3600.0))
+        try:
+            conn = store._conn
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            await store.create(make_job(0), {})
+            # In WAL mode only a checkpoint writes the database file itself.
+            before = _digest(path)
+            n = 1
+            while _frames(path, page_size) <= 2 * _AUTO_PAGES:
+                await store.create(make_job(n), {"k": "v" * 200})
+                n += 1
+                assert n < 5_000, "the WAL did not grow"
+            # Before the fix SQLite checkpointed inside the commit that crossed 1000 pages.
+            assert _digest(path) == before, "a commit on the loop's connection checkpointed"
+            assert store.checkpointer.last is None
+            # One pass of the checkpointer (driven here) copies it all and, the WAL being over
+            # its limit, cuts the file to nothing.
+            done = store.checkpointer.checkpoint()
+            assert done is not None and done.mode == "TRUNCATE" and not done.busy
+            assert _wal_bytes(path) == 0 and _digest(path) != before
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_checkpointers_keep_the_wal_bounded(tmp_path: Path) -> None:
+    """Two stores on one file (as api_processes and workers are), each with its checkpointer:
+    after a stream of writes many times the limit the WAL is cut back under it, and every job
+    is in the database file."""
+    limit = 128 * 1024
+
+    async def scenario() -> None:
+        path = tmp_path / "db.sqlite3"
+        stores = [
+            await SqliteStore.open(path, checkpoints=Checkpoints(0.01, limit)) for _ in range(2)
+        ]
+        try:
+            total = 1500  # some 20,000 pages through the WAL: hundreds of times its limit
+            for n in range(total):
+                await stores[n % 2].create(make_job(n), {"k": "v" * 200})
+            await _until(lambda: _wal_bytes(path) <= limit, "the WAL is under its limit")
+            await _until(
+                lambda: all(
+                    s.checkpointer.last is not None
+                    and not s.checkpointer.last.busy
+                    and s.checkpointer.last.checkpointed == s.checkpointer.last.wal_frames
+                    for s in stores
+                ),
+                "a checkpoint copied the whole WAL",
+            )
+            for store in stores:
+                assert store.checkpointer.running
+        finally:
+            for store in stores:
+                await store.close()
+        # Everything is in the database file itself.
+        check = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            assert check.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == total
+        finally:
+            check.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_stops_the_checkpointer(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = tmp_path / "db.sqlite3"
+        store = await SqliteStore.open(path, checkpoints=Checkpoints(interval=0.01))
+        await store.create(make_job(1), {})
+        thread = store.checkpointer._thread
+        assert thread.is_alive()
+        await store.close()
+        assert not thread.is_alive() and thread not in threading.enumerate()
+        # The checkpointer's connection was the last: SQLite checkpointed and removed the WAL
+        # as it closed, on the checkpointer's thread.
+        assert not Path(f"{path}-wal").exists()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_checkpoint_is_logged_and_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    SqliteStore.open_sync(path).checkpointer.stop()  # the file, in WAL mode
+    checkpointer = WalCheckpointer(path)  # not started: passes are driven here
+    good = checkpointer._conn
+    checkpointer._conn = sqlite3.connect(":memory:")
+    checkpointer._conn.close()  # every pass now fails
+    caplog.set_level(logging.DEBUG, logger="batchrock.store")
+    assert checkpointer.checkpoint() is None
+    assert checkpointer.checkpoint() is None
+    failures = [r for r in caplog.records if "checkpointing the WAL" in r.getMessage()]
+    assert [r.levelno for r in failures] == [logging.ERROR, logging.DEBUG]
+    assert failures[0].exc_info is not None
+    checkpointer._conn = good
+    assert checkpointer.checkpoint() is not None
+    assert "works again after 2 failures" in caplog.records[-1].getMessage()
+    checkpointer.stop()
