@@ -167,17 +167,19 @@ def uvicorn_log_config(base: dict[str, Any]) -> dict[str, Any]:
 
 
 class BoundedWarnings:
-    """Warnings about what clients send wrong, bounded however much they send.
+    """Warnings about what clients do, bounded however often they do it.
 
     uvicorn writes a warning for each request head it cannot read (two for an Upgrade
-    request): one client sending bad heads in a loop would fill the log, and its disk. Here,
-    within a window of ``interval`` seconds (from the first such event), the first
-    ``per_source`` from each address and ``overall`` in all are logged one by one; the rest
-    are only counted, and when the window ends one line sums them up: how many, from which
-    addresses (the ``sources_named`` busiest) and why. So at most ``overall + 1`` lines an
-    interval, whatever comes in, and nothing when nothing does (the summary's timer is armed
-    by the first event of a window). The tallies are bounded too (``_KEPT`` addresses and
-    reasons; more are counted as "other").
+    request), and a server at ``max_connections`` refuses each new connection with one: one
+    client sending bad heads, or opening connections, in a loop would fill the log, and its
+    disk. Here, within a window of ``interval`` seconds (from the first such event), the
+    first ``per_source`` from each address and ``overall`` in all are logged one by one; the
+    rest are only counted, and when the window ends one line sums them up: how many, from
+    which addresses (the ``sources_named`` busiest) and why. So at most ``overall + 1`` lines
+    an interval, whatever comes in, and nothing when nothing does (the summary's timer is
+    armed by the first event of a window). The tallies are bounded too (``_KEPT`` addresses
+    and reasons; more are counted as "other"). The lines' ``action`` fields are ``action``
+    and ``summary_action``: one kind of event, one instance.
 
     Callers pass a ``reason`` that holds nothing the client sent (llhttp's fixed error
     strings, our own refusals), so no header, and no ``Authorization``, reaches the log.
@@ -195,10 +197,14 @@ class BoundedWarnings:
         per_source: int = 3,
         overall: int = 10,
         sources_named: int = 5,
+        action: str = "bad_request",
+        summary_action: str = "bad_requests_summary",
     ) -> None:
         self._log = logger
         self._one = one
         self._many = many
+        self._action = action
+        self._summary_action = summary_action
         self.interval = interval
         self._per_source = per_source
         self._overall = overall
@@ -234,7 +240,7 @@ class BoundedWarnings:
                 peer,
                 reason,
                 suffix,
-                extra={"action": "bad_request", "client": peer, "reason": reason},
+                extra={"action": self._action, "client": peer, "reason": reason},
             )
             return
         _tally(self._counted, source, "other addresses")
@@ -263,7 +269,11 @@ class BoundedWarnings:
             self.interval,
             named,
             why,
-            extra={"action": "bad_requests_summary", "count": total, "seconds": self.interval},
+            extra={
+                "action": self._summary_action,
+                "count": total,
+                "seconds": self.interval,
+            },
         )
 
 

@@ -83,6 +83,22 @@ def sockets(count: int, server: ServerProcess, first: bytes = b"") -> Iterator[l
             sock.close()
 
 
+BUSY = (
+    b"POST /model-invocation-job HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+)  # a request in progress: its body is still coming
+
+
+@contextlib.contextmanager
+def busy_connections(count: int, server: ServerProcess) -> Iterator[list[socket.socket]]:
+    """``count`` connections, each with a request in progress (its head read, its body
+    awaited), until the block ends."""
+    with sockets(count, server, first=BUSY) as working:
+        for sock in working:  # the server has read the head and waits for the body
+            assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        yield working
+
+
 def test_a_silent_new_connection_is_closed_after_the_keepalive_timeout(
     server_factory: Any,
 ) -> None:
@@ -166,13 +182,7 @@ def test_when_every_connection_is_busy_a_new_one_gets_a_429(server_factory: Any)
         http_keepalive_timeout_seconds=60,
         http_client_timeout_seconds=60,
     )
-    busy = (
-        b"POST /model-invocation-job HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-    )  # a request in progress: its body is still coming
-    with sockets(4, server, first=busy) as working:
-        for sock in working:  # the server has read the head and waits for the body
-            assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+    with busy_connections(4, server):
         with connect(server) as sock:
             sock.sendall(HEALTH)
             reply = read_reply(sock)

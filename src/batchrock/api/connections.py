@@ -33,7 +33,9 @@ A head llhttp cannot read, or refused above, is answered 400 in the API's error 
 (``x-amzn-ErrorType``, a JSON ``message``) and the connection closed. Each such head, and each
 Upgrade request, is a warning, but a bounded number of them (:class:`~batchrock.logs.
 BoundedWarnings`, setting ``bad_request_log_seconds``): one client sending bad heads in a loop
-cannot fill the log, as uvicorn's line for each did.
+cannot fill the log, as uvicorn's line for each did. So with the 429s for too many connections:
+each is a warning, bounded the same way (its own tally and lines), and each refused client
+still gets its 429.
 """
 
 from __future__ import annotations
@@ -59,18 +61,31 @@ class Limits:
     client_timeout: float
     max_connections: int
     max_head_bytes: int
-    #: The window bad heads are logged in (:class:`~batchrock.logs.BoundedWarnings`).
+    #: The window bad heads, and connections refused 429, are logged in
+    #: (:class:`~batchrock.logs.BoundedWarnings`).
     bad_request_log_seconds: float = 60.0
 
 
 def protocol_class(limits: Limits) -> type[GuardedProtocol]:
     """What uvicorn's ``Config(http=...)`` takes: the protocol, bound to ``limits`` (and
-    to one tally of bad heads for all its connections)."""
+    to one tally of bad heads, and one of connections refused, for all its connections)."""
     bad_heads = BoundedWarnings(
         log, "bad request head", "bad request heads", limits.bad_request_log_seconds
     )
+    # Apart from the bad heads: a flood of one does not hide the first lines of the other,
+    # and each summary says what it counts.
+    refusals = BoundedWarnings(
+        log,
+        "connection refused",
+        "connections refused",
+        limits.bad_request_log_seconds,
+        action="connection_refused",
+        summary_action="connections_refused_summary",
+    )
     return type(
-        "BoundGuardedProtocol", (GuardedProtocol,), {"limits": limits, "bad_heads": bad_heads}
+        "BoundGuardedProtocol",
+        (GuardedProtocol,),
+        {"limits": limits, "bad_heads": bad_heads, "refusals": refusals},
     )
 
 
@@ -156,6 +171,7 @@ def _why(exc: httptools.HttpParserError) -> str:
 class GuardedProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits]
     bad_heads: ClassVar[BoundedWarnings]
+    refusals: ClassVar[BoundedWarnings]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -286,8 +302,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.send_400_response(why)
 
     def _note_bad_head(self, what: str) -> None:
-        source = str(self.client[0]) if self.client else "?"
-        self.bad_heads.warn(self.loop, source, self._peer(), what)
+        self.bad_heads.warn(self.loop, self._source(), self._peer(), what)
 
     def send_400_response(self, msg: str) -> None:
         """A head llhttp cannot read, or refused above, in the API's error shape instead of
@@ -354,11 +369,19 @@ class GuardedProtocol(HttpToolsProtocol):
             )
             oldest.transport.abort()
             return
-        log.warning(
-            "%d connections open (max_connections), all with a request in progress: answering 429",
-            open_now,
+        # One line a refusal was one a connection a client opens in a loop: bounded. The
+        # reason is the same for each (no count of the moment), so the summary sums them up.
+        self.refusals.warn(
+            self.loop,
+            self._source(),
+            self._peer(),
+            f"{self.limits.max_connections} connections open (http_max_connections), each with"
+            " a request in progress; answered 429",
         )
         self.app = _too_many_connections
+
+    def _source(self) -> str:
+        return str(self.client[0]) if self.client else "?"
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "?"
