@@ -242,8 +242,13 @@ async def main() -> None:
         "(without it, open mode: the credential scope is only read)",
     )
     args = parser.parse_args()
+    # Removed at the end, on an error or Ctrl-C too, once measure has stopped the servers.
+    with tempfile.TemporaryDirectory(prefix="batchrock-api-bench-") as folder:
+        await measure(args, Path(folder))
 
-    work = Path(tempfile.mkdtemp(prefix="batchrock-api-bench-"))
+
+async def measure(args: argparse.Namespace, work: Path) -> None:
+    """The servers on a store of ``args.jobs`` jobs in ``work``, measured; stopped at the end."""
     data = work / "data"
     first_id = await fill(data / "batchrock.sqlite3", args.jobs)
     access: list[str] = []

@@ -87,7 +87,9 @@ async def main() -> None:
     )
     args = parser.parse_args()
     for processes in args.api_processes.split(","):
-        await run(args, int(processes))
+        # Removed after each run, on an error or Ctrl-C too, once run has stopped the server.
+        with tempfile.TemporaryDirectory(prefix="batchrock-api-load-") as folder:
+            await run(args, int(processes), Path(folder))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -102,9 +104,8 @@ def family(pid: int) -> list[int]:
     return [pid, *map(int, children)]
 
 
-async def run(args: argparse.Namespace, processes: int) -> None:
-
-    work = Path(tempfile.mkdtemp(prefix="batchrock-api-load-"))
+async def run(args: argparse.Namespace, processes: int, work: Path) -> None:
+    """One run against a server with ``processes`` API processes, its store in ``work``."""
     data = work / "data"
     await fill(data / "batchrock.sqlite3", args.jobs)
     port = free_port()

@@ -80,70 +80,72 @@ def services(
     ``args.latency_ms``, with ``fake_args`` added to its command line) and a ``batchrock
     serve`` with the routes ``routes_for(fake_port)`` gives: (API URL, data dir, server pid),
     both stopped afterwards."""
-    work = Path(tempfile.mkdtemp(prefix="batchrock-openai-bench-"))
-    fake_port, api_port = free_port(), free_port()
-    model_server = subprocess.Popen(
-        [
-            sys.executable,
-            str(fake),
-            "--port",
-            str(fake_port),
-            "--latency-ms",
-            str(args.latency_ms),
-            *fake_args,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        out = model_server.stdout
-        assert out is not None and out.readline().strip() == "ready"
-        routes = work / "models.toml"
-        routes.write_text(routes_for(fake_port))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
-        env.update(
-            BATCHROCK_MODELS_CONFIG=str(routes),
-            BATCHROCK_BUILTIN_FALLBACK="false",
-            BATCHROCK_ENGINE_RECORD_CONCURRENCY=str(args.concurrency),
-            BATCHROCK_ENGINE_POLL_SECONDS="0.05",
-            BATCHROCK_LOG_LEVEL="warning",
-            **env_extra,
-        )
-        data = work / "data"
-        server = subprocess.Popen(
+    # Removed at the end, on an error or Ctrl-C too, after the servers are stopped.
+    with tempfile.TemporaryDirectory(prefix="batchrock-openai-bench-") as folder:
+        work = Path(folder)
+        fake_port, api_port = free_port(), free_port()
+        model_server = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "batchrock.admin",
-                "serve",
-                "--host",
-                "127.0.0.1",
+                str(fake),
                 "--port",
-                str(api_port),
-                "--data-dir",
-                str(data),
+                str(fake_port),
+                "--latency-ms",
+                str(args.latency_ms),
+                *fake_args,
             ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        url = f"http://127.0.0.1:{api_port}"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/_batchrock/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield url, data, server.pid
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=15)
-        model_server.kill()
-        model_server.wait()
-        if model_server.stdout is not None:
-            model_server.stdout.close()
+        server: subprocess.Popen[bytes] | None = None
+        try:
+            out = model_server.stdout
+            assert out is not None and out.readline().strip() == "ready"
+            routes = work / "models.toml"
+            routes.write_text(routes_for(fake_port))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}
+            env.update(
+                BATCHROCK_MODELS_CONFIG=str(routes),
+                BATCHROCK_BUILTIN_FALLBACK="false",
+                BATCHROCK_ENGINE_RECORD_CONCURRENCY=str(args.concurrency),
+                BATCHROCK_ENGINE_POLL_SECONDS="0.05",
+                BATCHROCK_LOG_LEVEL="warning",
+                **env_extra,
+            )
+            data = work / "data"
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "batchrock.admin",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(api_port),
+                    "--data-dir",
+                    str(data),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            url = f"http://127.0.0.1:{api_port}"
+            for _ in range(300):
+                try:
+                    urllib.request.urlopen(url + "/_batchrock/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            yield url, data, server.pid
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=15)
+            model_server.kill()
+            model_server.wait()
+            if model_server.stdout is not None:
+                model_server.stdout.close()
 
 
 def routes_for(concurrency: int) -> Callable[[int], str]:

@@ -79,35 +79,38 @@ def main() -> None:
     )
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        folder = Path(tempfile.mkdtemp(prefix="pool-local-path-"))
-        routes = folder / "models.toml"
-        routes.write_text(
-            f'[[routes]]\nmodel = "{MODEL}"\nbackend = "openai"\n'
-            f'base_url = "http://127.0.0.1:{port}/v1"\nserved_model = "bench"\n'
-            f"max_concurrency = {args.concurrency}\n"
-        )
-        settings = {
-            "engine_processes=1": Settings(
-                data_dir=folder, models_config=routes, engine_processes=1
-            ),
-            "engine_processes=2, below the threshold": Settings(
-                data_dir=folder, models_config=routes, engine_processes=2, engine_offload_load=1
-            ),
-            "engine_processes=1 again": Settings(
-                data_dir=folder, models_config=routes, engine_processes=1
-            ),
-        }
-        results: dict[str, list[float]] = {name: [] for name in settings}
-        for number in range(args.rounds):
-            order = list(settings) if number % 2 == 0 else list(settings)[::-1]
-            for name in order:
-                run = cpu_per_record(settings[name], args.records, args.concurrency)
-                results[name].append(uvloop.run(run))
-            print(
-                f"round {number + 1}: "
-                + ", ".join(f"{name} {values[-1]:.1f} us" for name, values in results.items()),
-                flush=True,
+        # Removed at the end, on an error or Ctrl-C too (the engines run in this process,
+        # done by then).
+        with tempfile.TemporaryDirectory(prefix="pool-local-path-") as name:
+            folder = Path(name)
+            routes = folder / "models.toml"
+            routes.write_text(
+                f'[[routes]]\nmodel = "{MODEL}"\nbackend = "openai"\n'
+                f'base_url = "http://127.0.0.1:{port}/v1"\nserved_model = "bench"\n'
+                f"max_concurrency = {args.concurrency}\n"
             )
+            settings = {
+                "engine_processes=1": Settings(
+                    data_dir=folder, models_config=routes, engine_processes=1
+                ),
+                "engine_processes=2, below the threshold": Settings(
+                    data_dir=folder, models_config=routes, engine_processes=2, engine_offload_load=1
+                ),
+                "engine_processes=1 again": Settings(
+                    data_dir=folder, models_config=routes, engine_processes=1
+                ),
+            }
+            results: dict[str, list[float]] = {name: [] for name in settings}
+            for number in range(args.rounds):
+                order = list(settings) if number % 2 == 0 else list(settings)[::-1]
+                for name in order:
+                    run = cpu_per_record(settings[name], args.records, args.concurrency)
+                    results[name].append(uvloop.run(run))
+                print(
+                    f"round {number + 1}: "
+                    + ", ".join(f"{name} {values[-1]:.1f} us" for name, values in results.items()),
+                    flush=True,
+                )
     finally:
         server.kill()
         server.wait()

@@ -123,15 +123,21 @@ def measure(args: argparse.Namespace, latency: float) -> Measured:
     loop = {"BATCHROCK_EVENT_LOOP": args.event_loop} if args.event_loop else {}
     if args.engine_processes is not None:
         loop["BATCHROCK_ENGINE_PROCESSES"] = str(args.engine_processes)
-    spans_path = Path(tempfile.mkdtemp(prefix="record-path-")) / "spans.jsonl"
+    # The spans' folder is removed at the end (on an error or Ctrl-C too), after services
+    # has stopped the servers.
+    spans_folder = tempfile.TemporaryDirectory(prefix="record-path-")
+    spans_path = Path(spans_folder.name) / "spans.jsonl"
     fake_args = ["--spans", str(spans_path)] if args.breakdown else []
     if args.server == "lean":
         fake_args = ["--uvloop"]
     spans_at = 0
-    with services(setup, routes_capturing, fake_args, SERVERS[args.server], **loop) as (
-        url,
-        data,
-        pid,
+    with (
+        spans_folder,
+        services(setup, routes_capturing, fake_args, SERVERS[args.server], **loop) as (
+            url,
+            data,
+            pid,
+        ),
     ):
         source = data / "s3" / "bench-bucket" / "in" / "records.jsonl"
         write_records(source, args.records)
