@@ -41,6 +41,7 @@ still gets its 429.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -53,6 +54,11 @@ from batchrock.errors import ThrottlingException, ValidationException
 from batchrock.logs import BoundedWarnings
 
 log = logging.getLogger("batchrock.api")
+#: When each connection last became idle, in order (``_idle_since``): the one idle longest is
+#: the least. Not ``loop.time()``: uvloop's is the loop iteration's, the same for every
+#: connection accepted in one, and ``connections`` is a set, so among those "idle longest"
+#: was picked at random (tests/api/test_connections.py's idle test failed 1 run in 3 or so).
+_idle_order = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +185,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = self.limits.keepalive_timeout  # type: ignore[assignment]
         self._receive_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
-        self._idle_since = self.loop.time()
+        self._idle_since = next(_idle_order)
         # From a message's end to the next head's end ``_in_head``, with ``_head_bytes`` of
         # that head received so far (0: none yet). The reads that carry a body are not counted.
         self._in_head = True
@@ -191,7 +197,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # The request cycles write through it; uvicorn's flow control keeps the raw transport.
         self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
-        self._idle_since = self.loop.time()
+        self._idle_since = next(_idle_order)
         # uvicorn arms its keep-alive timer only after a response: a new connection that never
         # sends a byte is idle too.
         self.timeout_keep_alive_task = self.loop.call_later(
@@ -290,7 +296,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         cast(CoalescingTransport, self.transport).flush()
-        self._idle_since = self.loop.time()
+        self._idle_since = next(_idle_order)
         super().on_response_complete()  # may start a pipelined request
         self._update_receive_timer()
 
