@@ -230,6 +230,8 @@ def run_job(client: Any, data: Path, pid: int, name: str, poll_s: float = 0.1) -
         if job["status"] in ("Completed", "PartiallyCompleted", "Failed", "Stopped"):
             break
         time.sleep(poll_s)
+    if job["status"] == "Failed":  # e.g. fewer records than quota_min_records_per_job (100)
+        raise SystemExit(f"the benchmark's job failed: {job.get('message', '')}")
     cpu = tree_cpu_seconds(pid) - cpu_before
     job_id = arn.rsplit("/", 1)[-1]
     manifest = orjson.loads(
