@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
+from batchrock.console.signin_limit import MAX_FAILURES
+from tests.access.conftest import ALICE, BOB, Key, write_credentials
 from tests.conftest import bedrock_client
 
 
@@ -251,3 +256,31 @@ def test_json_lines_name_the_api_process(server_factory: Any) -> None:
         (0, server.proc.pid),
         (1, child),
     }
+
+
+def _signed_get(port: int, index: str, key: Key, secret: str) -> int:
+    """The status of a GET of /model-invocation-jobs signed with ``key``'s id and ``secret``,
+    answered by API process ``index``."""
+    request = AWSRequest("GET", f"http://127.0.0.1:{port}/model-invocation-jobs")
+    SigV4Auth(Credentials(key.access_key_id, secret), "bedrock", "us-east-1").add_auth(request)
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+    return int(_on_process(port, index, "GET", "/model-invocation-jobs", **headers)[0])
+
+
+def test_a_lockout_made_on_one_process_holds_at_once_on_the_other(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """Process 1 keeps what it read of the wrong signatures (none) while its right-signed
+    requests go on; the guesses that reach the bound on process 0 lock the key out from
+    this address on process 1 too, on its very next request: right secret or wrong."""
+    creds = write_credentials(tmp_path / "credentials.toml")
+    server = server_factory(engine=False, credentials_file=creds, api_processes=2)
+    for _ in range(3):
+        assert _signed_get(server.port, "1", ALICE, ALICE.secret) == 200
+    for _ in range(MAX_FAILURES):
+        assert _signed_get(server.port, "0", ALICE, "not-the-secret") == 403
+    assert _signed_get(server.port, "1", ALICE, ALICE.secret) == 429
+    assert _signed_get(server.port, "1", ALICE, "not-the-secret") == 429
+    # Another key from the address is not locked out, on either process.
+    assert _signed_get(server.port, "0", BOB, BOB.secret) == 200
+    assert _signed_get(server.port, "1", BOB, BOB.secret) == 200

@@ -108,3 +108,51 @@ def test_a_check_that_finds_the_file_busy_waits_off_the_loop_and_still_counts(
 
     asyncio.run(main())
     holder.close()
+
+
+def test_a_kept_answer_serves_without_sqlite_until_another_process_records_a_failure(
+    tmp_path: Path,
+) -> None:
+    """A process keeps what it read of the failures (a correctly signed request reads them
+    every time) while the generation bytes are unchanged; a failure recorded by another
+    process changes them, so a lockout made there holds here on the next check, with no
+    time passing."""
+    one, other = _two(tmp_path)
+    ticks = Ticks()
+    here = SharedSignInLimiter(ticks, one, max_failures=3, window_seconds=10)
+    there = SharedSignInLimiter(ticks, other, max_failures=3, window_seconds=10)
+    assert there.retry_after(["a", "b"]) is None
+    statements: list[str] = []
+    other._connection().set_trace_callback(statements.append)
+    for _ in range(5):
+        ticks.now += 1
+        assert there.retry_after(["a", "b"]) is None
+    assert statements == []  # every answer kept: no SQLite read
+    for _ in range(3):
+        here.failed(["a"])
+    assert there.retry_after(["a"]) == 10  # locked out at once, read afresh
+    assert statements != []
+    statements.clear()
+    assert there.retry_after(["a"]) == 10 and statements == []
+    # Its own failures count at once too, for every key (a kept "none" is forgotten).
+    assert there.retry_after(["b"]) is None
+    for _ in range(3):
+        there.failed(["b"])
+    assert there.retry_after(["b"]) == 10
+    ticks.now += 10
+    assert here.retry_after(["a", "b"]) is None  # the window slid past them: kept or not
+    assert there.retry_after(["a", "b"]) is None
+
+
+def test_the_generation_file_is_private_and_made_by_whichever_process_opens_first(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    SharedState.create(path)
+    state = SharedState(path)
+    assert state.generation_path.stat().st_mode & 0o777 == 0o600
+    state.generation_path.unlink()  # an older serve's file, say: made again, zeros
+    ticks = Ticks()
+    assert SharedSignInLimiter(ticks, state).retry_after(["a"]) is None
+    assert state.generation_path.read_bytes() == bytes(8)
+    state.close()

@@ -13,11 +13,26 @@ Every call is one short transaction (microseconds) run on the event loop; SQLite
 most :data:`BUSY_SECONDS` for another process's lock, and a call that still finds the file
 locked raises :class:`SharedStateBusy` (the rate limit then lets the request through, with a
 warning; the console answers that the service is busy).
+
+Failures are read on every correctly signed request (two keys: its address and key, its
+address) and change rarely, so each process keeps the answers it read, for as long as a
+second file beside it, :data:`GENERATION_SUFFIX`, holds the same 8 bytes: every commit that
+changes the failures writes fresh random ones there, after the commit and before it returns,
+and a process that finds them changed forgets every answer it kept. A request whose keys
+have no recorded failures is then one 8-byte read of shared memory, no SQLite read (and no
+file lock). An answer kept is one read after the bytes were last seen unchanged, so it holds
+every change whose writer has written its bytes by the time they are read: a failure (a
+lockout) recorded by one process counts on the others' next request after the recording
+call returns. The bytes are random, not a counter, because they are written outside the
+file's lock (after the commit): two writers racing can leave either's, never one a reader
+already holds (2^-64). Guide: docs/architecture.md, "Several API processes".
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -26,6 +41,10 @@ from pathlib import Path
 
 #: How long a call may wait for another process's lock (it holds the event loop meanwhile).
 BUSY_SECONDS = 0.005
+#: Beside the file (its name plus this): 8 bytes that change with every change of the failures.
+GENERATION_SUFFIX = "-generation"
+#: Answers a process keeps at most (forgotten all at once past it; about 200 bytes each).
+KEPT_ANSWERS = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sign_in_failures (key TEXT NOT NULL, at REAL NOT NULL);
@@ -50,19 +69,39 @@ class SharedState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.generation_path = Path(f"{path}{GENERATION_SUFFIX}")
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one connection; the console's file reads use threads
+        self._generation: mmap.mmap | None = None
+        #: The generation bytes the answers in :attr:`_answers` were read under.
+        self._seen = b""
+        #: key -> (the ``since`` it was read for, its failures after that, oldest first).
+        self._answers: dict[str, tuple[float, tuple[float, ...]]] = {}
 
     @classmethod
     def create(cls, path: Path) -> SharedState:
         """Make the file afresh (before forking): the schema, nothing in it."""
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", GENERATION_SUFFIX):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         state = cls(path)
         with state._transaction() as conn:
             conn.execute("SELECT 1")
+        state._generation_bytes()
         state.close()
         return state
+
+    def _generation_bytes(self) -> mmap.mmap:
+        """The generation file, mapped (made, zeros, where it is not there yet: it is only
+        ever extended to its 8 bytes, so two processes making it at once agree)."""
+        if self._generation is None:
+            fd = os.open(self.generation_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size < 8:
+                    os.ftruncate(fd, 8)
+                self._generation = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)  # the mapping keeps the file
+        return self._generation
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -80,9 +119,17 @@ class SharedState:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._generation is not None:
+            self._generation.close()
+            self._generation = None
+        self._seen = b""
+        self._answers.clear()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, failures: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``failures``: it changes the failures, so once it has
+        committed, the generation bytes change (the lock still held: this process's other
+        threads see it at once too)."""
         with self._lock:
             try:
                 conn = self._connection()
@@ -99,15 +146,28 @@ class SharedState:
             except sqlite3.OperationalError as exc:  # pragma: no cover - WAL commits don't wait
                 conn.execute("ROLLBACK")
                 raise SharedStateBusy(str(exc)) from exc
+            if failures:
+                self._answers.clear()
+                self._seen = b""
+                self._generation_bytes()[:8] = os.urandom(8)
 
     # --- failed sign-ins ------------------------------------------------------------------
 
     def recent_failures(self, key: str, since: float) -> list[float]:
         """When ``key``'s failures within the window (after ``since``) happened, oldest first.
 
-        A read without the write lock: the API asks it on every signed request (a key's
-        older failures are dropped by :meth:`add_failure`, which keeps its latest few)."""
+        A read without the write lock, and mostly not even that: the API asks it on every
+        signed request, and the answer kept from an earlier read serves while the generation
+        bytes are unchanged (see the module's docstring; a key's older failures are dropped
+        by :meth:`add_failure`, which keeps its latest few)."""
         with self._lock:
+            seen = self._generation_bytes()[:8]
+            if seen != self._seen:
+                self._answers.clear()
+                self._seen = seen
+            kept = self._answers.get(key)
+            if kept is not None and kept[0] <= since:
+                return [at for at in kept[1] if at > since]
             try:
                 rows = (
                     self._connection()
@@ -119,12 +179,15 @@ class SharedState:
                 )
             except sqlite3.OperationalError as exc:
                 raise SharedStateBusy(str(exc)) from exc
+            if len(self._answers) >= KEPT_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = (since, tuple(at for (at,) in rows))
         return [at for (at,) in rows]
 
     def add_failure(self, key: str, at: float, keep: int, max_tracked: int) -> None:
         """Count a failure of ``key``: its ``keep`` latest are kept, and at most
         ``max_tracked`` keys (the one failed longest ago is forgotten)."""
-        with self._transaction() as conn:
+        with self._transaction(failures=True) as conn:
             conn.execute("INSERT INTO sign_in_failures VALUES (?, ?)", (key, at))
             conn.execute(
                 "DELETE FROM sign_in_failures WHERE key = ? AND rowid NOT IN "
