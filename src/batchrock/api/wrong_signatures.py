@@ -21,7 +21,8 @@ several API processes, in the file they share, so spreading guesses over them ga
 Requests refused with 429 are not counted, so each lockout ends at most a window after the
 last counted failure. A correct signature is remembered for its address and key at most once
 a minute per process (:attr:`WrongSignatures.REMEMBER_EVERY`), so the shared file sees no
-write for most requests.
+write for most requests, and no read either while no failure is recorded (each process keeps
+what it read: :mod:`batchrock.shared_state`).
 """
 
 from __future__ import annotations
