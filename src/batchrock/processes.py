@@ -53,7 +53,8 @@ _PR_SET_PDEATHSIG = 1
 #: The data dir's folder of what the API processes of a ``serve`` share (metrics files, the
 #: shared-state file), one sub-folder per ``serve``, named by its process id.
 RUN_FOLDER = "serve-processes"
-#: In that folder: the file of the console's sessions and the rate limit (shared_state.py).
+#: In that folder: the file of the rate limit, failed sign-ins and wrong signatures
+#: (shared_state.py; its generation file beside it).
 SHARED_STATE = "shared.sqlite3"
 
 
