@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
-from batchrock.console.signin_limit import MAX_FAILURES
+from batchrock.access.signin_limit import MAX_FAILURES
 from tests.access.conftest import ALICE, BOB, Key, write_credentials
 from tests.conftest import bedrock_client
 

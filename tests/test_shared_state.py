@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from batchrock.access.signin_limit import SharedSignInLimiter
 from batchrock.api.throttle import SharedRateLimiter
 from batchrock.clock import FakeClock
-from batchrock.console.signin_limit import SharedSignInLimiter
 from batchrock.errors import ThrottlingException
 from batchrock.shared_state import SharedState
 

@@ -7,7 +7,7 @@ With one process these live in its memory. With several, a browser's next reques
 account's next call, may reach any of them, so they live in one small SQLite file instead,
 private to the user like everything in the data dir, made afresh when ``serve`` starts (a
 restart forgets them) and removed when it ends. Nothing in it is a secret that works
-elsewhere: failed sign-ins are kept under what :mod:`batchrock.console.signin_limit` counts.
+elsewhere: failed sign-ins are kept under what :mod:`batchrock.access.signin_limit` counts.
 
 Every call is one short transaction (microseconds) run on the event loop; SQLite waits at
 most :data:`BUSY_SECONDS` for another process's lock, and a call that still finds the file

@@ -25,10 +25,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.utils import normalize_url_path
 
+from batchrock.access.signin_limit import SignInLimiter
 from batchrock.api.app import BedrockApp
 from batchrock.api.wrong_signatures import WrongSignatures
 from batchrock.clock import FakeClock
-from batchrock.console.signin_limit import SignInLimiter
 from batchrock.service import JobService
 from batchrock.settings import Settings
 from batchrock.store.sqlite import SqliteStore

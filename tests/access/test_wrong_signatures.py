@@ -19,11 +19,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from batchrock.access.signin_limit import MAX_FAILURES, WINDOW_SECONDS
 from batchrock.api.app import BedrockApp
 from batchrock.api.openai.app import OpenAIApi
 from batchrock.api.wrong_signatures import KNOWN_SECONDS, WrongSignatures
 from batchrock.clock import FakeClock
-from batchrock.console.signin_limit import MAX_FAILURES, WINDOW_SECONDS
 from batchrock.objects.local import LocalObjectStore
 from batchrock.service import JobService
 from batchrock.settings import Settings

@@ -284,9 +284,9 @@ def test_failed_sign_ins_are_limited_per_source_and_per_key(
 ) -> None:
     """After MAX_FAILURES refused sign-ins in the window, a source (any key) and a key (any
     source) get 429, the right secret too, until the window moves on (the Clock seam)."""
+    from batchrock.access.signin_limit import MAX_FAILURES, WINDOW_SECONDS
     from batchrock.api.app import BedrockApp
     from batchrock.clock import FakeClock
-    from batchrock.console.signin_limit import MAX_FAILURES, WINDOW_SECONDS
     from batchrock.service import JobService
     from batchrock.store.sqlite import SqliteStore
 
@@ -340,7 +340,7 @@ def test_failed_sign_ins_are_limited_per_source_and_per_key(
 
 
 def test_the_sign_in_limiter_is_bounded_and_slides() -> None:
-    from batchrock.console.signin_limit import SignInLimiter
+    from batchrock.access.signin_limit import SignInLimiter
 
     ticks = Ticks()
     limiter = SignInLimiter(ticks, max_failures=3, window_seconds=10, max_tracked=5)

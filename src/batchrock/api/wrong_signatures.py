@@ -1,6 +1,6 @@
 """The bound on requests that fail to prove a credential (docs/access.md, "Wrong signatures").
 
-Counted in the console's failed-sign-in tables (:mod:`batchrock.console.signin_limit`; with
+Counted in the console's failed-sign-in tables (:mod:`batchrock.access.signin_limit`; with
 several API processes, in the file they share, so spreading guesses over them gains nothing):
 
 - **per client address and access key id**: a wrong signature for a known key (a wrong secret,
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from batchrock.console.signin_limit import (
+from batchrock.access.signin_limit import (
     MAX_FAILURES,
     WINDOW_SECONDS,
     SharedSignInLimiter,

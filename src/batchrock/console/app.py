@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 from batchrock.access.credfile import LiveDirectory
+from batchrock.access.signin_limit import SharedSignInLimiter, SignInLimiter, limit_keys
 from batchrock.api import codec, guard, identity
 from batchrock.api.auth import Gate, Identity
 from batchrock.api.body import ClientDisconnected
@@ -25,7 +26,6 @@ from batchrock.catalogue import load_catalogue
 from batchrock.console import outputs, web
 from batchrock.console.progress import RecentRates, progress, with_recent_rate
 from batchrock.console.sessions import COOKIE, Session, Sessions, SignInRefused
-from batchrock.console.signin_limit import SharedSignInLimiter, SignInLimiter, limit_keys
 from batchrock.errors import (
     AccessDeniedException,
     ResourceNotFoundException,
