@@ -360,6 +360,9 @@ class SqliteStore:
         # A commit on this (the loop's) connection never checkpoints: with synchronous=NORMAL
         # the checkpoint is where the fsyncs are. The checkpointer's thread does it instead.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # The checkpointer never truncates the WAL (that would hold writers): a commit that
+        # starts the WAL over, after a checkpoint that copied all of it, cuts it back to this.
+        conn.execute(f"PRAGMA journal_size_limit = {checkpoints.wal_limit_bytes}")
         try:
             checkpointer = WalCheckpointer(path, checkpoints)
         except BaseException:

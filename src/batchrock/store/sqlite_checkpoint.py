@@ -8,13 +8,19 @@ with ``wal_autocheckpoint = 0`` and this checkpointer, with a connection of its 
 WAL back into the database every :data:`INTERVAL` seconds (``PASSIVE``: it takes no lock that
 writers or readers wait on; when nothing was written it reads the WAL index and returns).
 
-A passive checkpoint lets the next writer start the WAL over but never shrinks the file, and
-under a steady stream of writes it may never find the WAL fully copied, so once the WAL file is
-larger than :data:`WAL_LIMIT_BYTES` it asks for ``TRUNCATE`` instead (the WAL copied back and
-cut to zero bytes). That one takes the write lock: its connection waits at most
-:data:`_BUSY_MS` for readers, then settles for a passive pass (SQLite's documented fallback)
-and tries again next time, so writers, who wait for a lock off the loop (store/sqlite.py
-``_typed_errors``), are held only briefly.
+It never truncates the WAL itself: ``TRUNCATE`` (and ``RESTART``) take the write lock and
+wait for readers, and a Create that met that lock waited out the store's busy backoff (Create
+p99 178-196 ms against 101-121 ms under benchmarks/api_load.py, docs/benchmarks.md). The file
+is bounded instead by ``PRAGMA journal_size_limit`` (:data:`WAL_LIMIT_BYTES`) on the store's
+connection: SQLite starts the WAL over when a writer begins after a checkpoint that copied
+all of it, and that writer's commit cuts the file back to the limit. Under a steady stream of
+writes a passive pass is rarely such a checkpoint: it copies what the WAL held when it began,
+and writers append meanwhile (under the benchmark, 2-3 restarts in 54 passes and a WAL of
+218-312 MiB after 10 s). So once the file is past :data:`WAL_BOUND_BYTES` a passive pass is
+followed by a ``FULL`` one, which holds writers (off the loop, store/sqlite.py
+``_typed_errors``) only while it copies what was appended during the passive pass and syncs
+the database file; it waits at most :data:`_BUSY_MS` for the write lock and for readers, and
+the next writer then starts the WAL over and cuts it back.
 
 Every process that opens the file (``api_processes``, workers) runs one; checkpoints from
 several connections are serialised by SQLite (one holds the checkpoint lock, the others return
@@ -34,10 +40,14 @@ log = logging.getLogger("batchrock.store")
 #: Seconds between checkpoints: the WAL gathers a fifth of a second of writes between passes
 #: (a Create writes some 15 pages: 1500 of the contract suite's jobs, 23,000 WAL frames).
 INTERVAL = 0.2
-#: WAL file size past which a checkpoint truncates the file: SQLite's own automatic threshold
-#: (1000 pages of 4 KiB).
+#: ``journal_size_limit``: the size the WAL file is cut back to when a writer starts it over
+#: (SQLite's automatic checkpoint threshold, 1000 pages of 4 KiB).
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
-#: How long a truncating checkpoint waits for readers (it holds off writers meanwhile).
+#: WAL file size past which a passive pass is followed by a ``FULL`` one. Each costs writers a
+#: wait (a sync of the database file), so not at every pass past the limit: under
+#: benchmarks/api_load.py the WAL grows some 30 MiB a second.
+WAL_BOUND_BYTES = 16 * 1024 * 1024
+#: How long a ``FULL`` pass waits for the write lock and for readers.
 _BUSY_MS = 20
 
 
@@ -55,10 +65,12 @@ class Pass:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoints:
-    """How often the checkpointer runs, and the WAL size past which it truncates the file."""
+    """How often the checkpointer runs, the store connection's ``journal_size_limit`` and the
+    WAL size past which a pass ends with a ``FULL`` checkpoint."""
 
     interval: float = INTERVAL
     wal_limit_bytes: int = WAL_LIMIT_BYTES
+    wal_bound_bytes: int = WAL_BOUND_BYTES
 
 
 DEFAULT = Checkpoints()
@@ -70,7 +82,7 @@ class WalCheckpointer:
     def __init__(self, path: Path, policy: Checkpoints = DEFAULT) -> None:
         self.path = path
         self.interval = policy.interval
-        self.wal_limit_bytes = policy.wal_limit_bytes
+        self.wal_bound_bytes = policy.wal_bound_bytes
         self._wal = Path(f"{path}-wal")
         # Opened here (before serving), so a file that cannot be opened fails the store's open.
         self._conn = sqlite3.connect(
@@ -115,11 +127,13 @@ class WalCheckpointer:
                 log.exception("closing the WAL checkpointer's connection to %s failed", self.path)
 
     def checkpoint(self) -> Pass | None:
-        """One pass; a failure is logged (the first of a run of them with its traceback, the
-        others at debug level until one succeeds again) and the next pass tries again."""
+        """One pass (``PASSIVE``, then ``FULL`` when the WAL is past its bound); a failure is
+        logged (the first of a run of them with its traceback, the others at debug level until
+        one succeeds again) and the next pass tries again."""
         try:
-            mode = "TRUNCATE" if self._wal_bytes() > self.wal_limit_bytes else "PASSIVE"
-            busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            answer = self._checkpoint("PASSIVE")
+            if self._wal_bytes() > self.wal_bound_bytes:
+                answer = self._checkpoint("FULL")
         except (sqlite3.Error, OSError):
             self._failures += 1
             if self._failures == 1:
@@ -134,8 +148,12 @@ class WalCheckpointer:
                 self._failures,
             )
             self._failures = 0
-        self.last = Pass(mode, bool(busy), frames, done)
-        return self.last
+        self.last = answer
+        return answer
+
+    def _checkpoint(self, mode: str) -> Pass:
+        busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return Pass(mode, bool(busy), frames, done)
 
     def _wal_bytes(self) -> int:
         try:
