@@ -4,6 +4,11 @@ jobs (default one million), every filter, first page and a deep page via token.
     .venv/bin/python benchmarks/store_scale.py --jobs 1000000
     .venv/bin/python benchmarks/store_scale.py --stores sqlite --db /tmp/scale/batchrock.sqlite3
     .venv/bin/python benchmarks/store_scale.py --database-url postgresql://u@host/db --no-api
+    .venv/bin/python benchmarks/store_scale.py --claims --jobs 50000
+
+``--claims``: instead of the listings, the engine's polls (engine/engine.py ``tick``) at N jobs
+in mixed states (:func:`mixed_job`): each ``claim`` shape the engine calls, ``start_next`` and
+the sweep's ``jobs_in``, timed the same way (the stores' answers checked the same).
 
 Both stores are filled with the same jobs in bulk, straight into their tables (SQLite: one
 ``executemany`` transaction, then the trigram name index from the table; PostgreSQL: ``COPY``
@@ -38,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,10 +91,87 @@ def job_at(i: int, rng: random.Random) -> Job:
     )
 
 
-def chunks(n: int) -> Iterator[list[tuple[Any, ...]]]:
+def chunks(
+    n: int, make: Callable[[int, random.Random], Job] = job_at
+) -> Iterator[list[tuple[Any, ...]]]:
     rng = random.Random(7)
     for start in range(0, n, CHUNK):
-        yield [job_params(job_at(i, rng)) for i in range(start, min(n, start + CHUNK))]
+        yield [job_params(make(i, rng)) for i in range(start, min(n, start + CHUNK))]
+
+
+# --- the engine's polls (--claims) ---------------------------------------------------------
+
+#: Of the mixed fill (jobs submitted 3 s apart, oldest first): the newest fifth Submitted, a
+#: backlog of Scheduled jobs in the middle, and the jobs engines run, leased (LEASED).
+SUBMITTED_SHARE, SCHEDULED_SHARE = 0.2, 0.02
+LEASED = {JobStatus.IN_PROGRESS: 300, JobStatus.VALIDATING: 100, JobStatus.STOPPING: 10}
+
+
+def mixed_status(i: int, n: int) -> JobStatus:
+    """Job ``i``'s status of ``n``: mostly ended, a Submitted burst at the end, a Scheduled
+    backlog mid-table, and the running jobs (LEASED) just before that."""
+    if i >= n - int(n * SUBMITTED_SHARE):
+        return JobStatus.SUBMITTED
+    start = n // 2
+    if start <= i < start + int(n * SCHEDULED_SHARE):
+        return JobStatus.SCHEDULED
+    for status, count in LEASED.items():
+        start -= count
+        if start <= i < start + count:
+            return status
+    return (JobStatus.COMPLETED, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)[i % 4]
+
+
+def mixed_jobs(n: int) -> Callable[[int, random.Random], Job]:
+    def make(i: int, rng: random.Random) -> Job:
+        return replace(job_at(i, rng), status=mixed_status(i, n))
+
+    return make
+
+
+async def lease_running(store: JobStore, now: datetime) -> None:
+    """The running jobs held by live engines, as an engine claims them (LEASED)."""
+    for status, count in LEASED.items():
+        for _ in range(count):
+            if await store.claim("running", {status}, now=now, lease_seconds=86_400) is None:
+                raise SystemExit(f"fewer than {count} {status.value} jobs to lease")
+
+
+def engine_cases(n: int) -> dict[str, Callable[[JobStore], Awaitable[Any]]]:
+    """The engine's polls at ``n`` mixed jobs: each claim shape engine.py ``_next_job`` calls,
+    with the engine's dwell (submitted_by) before every Submitted job (a burst of creates: all
+    still in their dwell) and after all of them."""
+    S = JobStatus
+    now = claims_now(n)
+    first_submitted = T0 + timedelta(seconds=3 * (n - int(n * SUBMITTED_SHARE)))
+    young, old = first_submitted - timedelta(seconds=1), now
+
+    def claim(
+        statuses: set[JobStatus], by: datetime | None = None
+    ) -> Callable[[JobStore], Awaitable[Any]]:
+        return lambda s: s.claim("bench", statuses, now=now, lease_seconds=3600, submitted_by=by)
+
+    return {
+        "claim Stopping (10, all leased): none": claim({S.STOPPING}),
+        "claim InProgress (300, all leased): none": claim({S.IN_PROGRESS}),
+        "claim Submitted+Validating, every Submitted in its dwell: none": claim(
+            {S.SUBMITTED, S.VALIDATING}, young
+        ),
+        "claim Submitted+Validating, dwell over: the oldest": claim(
+            {S.SUBMITTED, S.VALIDATING}, old
+        ),
+        "start_next (every model at its quota): none": lambda s: s.start_next(
+            "bench", now=now, lease_seconds=3600, max_in_progress=10
+        ),
+        "jobs_in Scheduled+Submitted, 1000 (the sweep)": lambda s: s.jobs_in(
+            {S.SCHEDULED, S.SUBMITTED}, limit=1000
+        ),
+    }
+
+
+def claims_now(n: int) -> datetime:
+    """The engines' clock in the mixed fill: a second after the newest job."""
+    return T0 + timedelta(seconds=3 * n + 1)
 
 
 def fill_sqlite(path: Path, rows: list[list[tuple[Any, ...]]]) -> None:
@@ -389,6 +472,9 @@ async def main() -> None:
     )
     parser.add_argument("--no-api", action="store_true", help="only the stores' own figures")
     parser.add_argument("--database-url", default=None, help="an empty PostgreSQL database")
+    parser.add_argument(
+        "--claims", action="store_true", help="the engine's polls on mixed jobs, no listings"
+    )
     args = parser.parse_args()
     names = args.stores.split(",")
 
@@ -406,7 +492,7 @@ async def main() -> None:
                 # Both connections open from the start: the server's CPU is read from each.
                 stores["postgres"] = await PostgresStore.open(url, min_size=2, max_size=2)
             started = time.perf_counter()
-            rows = list(chunks(args.jobs))
+            rows = list(chunks(args.jobs, mixed_jobs(args.jobs) if args.claims else job_at))
             any_id = rows[len(rows) // 2][123][0]
             print(f"generated {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
             for name in stores:
@@ -419,6 +505,8 @@ async def main() -> None:
                         await asyncio.to_thread(fill_sqlite, path, rows)
                 else:
                     await fill_postgres(url, rows)
+                if args.claims:
+                    await lease_running(stores[name], claims_now(args.jobs))
                 print(f"filled {name} in {time.perf_counter() - started:.1f} s")
             del rows
 
@@ -430,9 +518,13 @@ async def main() -> None:
                 "sqlite": time.process_time,
                 "postgres": lambda: time.process_time() + server_cpu(),
             }
-            table_header(f"query at {args.jobs:,} jobs", list(stores), cpu)
+            if args.claims:
+                title, todo = "engine poll at {:,} mixed jobs", engine_cases(args.jobs)
+            else:
+                title, todo = "query at {:,} jobs", cases(args.jobs, any_id)
+            table_header(title.format(args.jobs), list(stores), cpu)
             worst = 0.0
-            for label, fn in cases(args.jobs, any_id).items():
+            for label, fn in todo.items():
                 timings = await timed(
                     [lambda fn=fn, store=store: fn(store) for store in stores.values()],
                     [probes[name] for name in stores],
@@ -449,7 +541,7 @@ async def main() -> None:
                 print(f"\nworst PostgreSQL / SQLite ratio: {worst:.2f} (target <= 2)")
             for store in stores.values():
                 await store.close()
-            if args.no_api:
+            if args.no_api or args.claims:
                 return
             with contextlib.ExitStack() as running:
                 servers: dict[str, tuple[int, Callable[[], float]]] = {}
