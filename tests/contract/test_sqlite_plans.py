@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
-from batchrock.jobs import JobStatus
+from batchrock.jobs import Job, JobStatus
 from batchrock.store.base import Cursor, JobFilter, PageRequest
+from batchrock.store.rows import JOB_COLUMNS, N_COLUMNS, job_params
 from batchrock.store.sqlite import SqliteStore, _snapshot
 from tests.contract.test_store import T0, make_job
 
 pytestmark = pytest.mark.anyio
+S = JobStatus
 
 
 @pytest.fixture
@@ -156,3 +158,61 @@ async def test_a_listings_keys_are_read_from_the_index_alone(
         assert not reads, reads
     finally:
         await store.close()
+
+
+def _insert(path: Path, jobs: list[Job]) -> None:
+    """Jobs straight into the table (thousands through ``create`` would take seconds), on a
+    connection of its own that waits for the store's checkpointer (the store's does not)."""
+    marks = ", ".join("?" * N_COLUMNS)
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        with conn:
+            conn.executemany(
+                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({marks})", [job_params(j) for j in jobs]
+            )
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+
+
+async def _claim_steps(store: SqliteStore, **kw: Any) -> tuple[int, Job | None]:
+    """How many virtual-machine instructions SQLite ran for one claim (progress handler, one
+    call an instruction: a count of the work, not a timing), and what it took."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    store._conn.set_progress_handler(count, 1)
+    try:
+        job = await store.claim("w", {S.SUBMITTED, S.VALIDATING}, lease_seconds=30, **kw)
+    finally:
+        store._conn.set_progress_handler(None, 1)
+    return steps, job
+
+
+async def test_a_claim_does_not_walk_the_submitted_jobs_in_their_dwell(tmp_path: Path) -> None:
+    """The engine's claim of Submitted and Validating jobs with the dwell (``submitted_by``)
+    reads as much with 3,000 Submitted jobs all still in their dwell as with 30: the dwell
+    is a range of the index jobs_claim, not a test of each Submitted job (it read them all:
+    issue of claims at scale, docs/benchmarks.md "The engine's polls")."""
+    now = T0 + timedelta(hours=2)
+    steps = {}
+    for n in (30, 3000):
+        path = tmp_path / f"claims-{n}.sqlite3"
+        store = await SqliteStore.open(path)
+        try:
+            old = [make_job(i, status=S.VALIDATING, job_id=f"old{i:05d}") for i in range(5)]
+            _insert(path, old + [make_job(100 + i, job_id=f"new{i:05d}") for i in range(n)])
+            for _ in old:  # the Validating jobs are held by a live engine
+                assert await store.claim("run", {S.VALIDATING}, now=now, lease_seconds=600)
+            young = T0 + timedelta(seconds=99)  # every Submitted job is younger
+            steps[n], none = await _claim_steps(store, now=now, submitted_by=young)
+            assert none is None
+            _, oldest = await _claim_steps(store, now=now, submitted_by=now)
+            assert oldest is not None and oldest.job_id == "new00000"
+        finally:
+            await store.close()
+    assert steps[3000] <= steps[30] + 20, steps

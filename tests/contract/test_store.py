@@ -312,6 +312,46 @@ class TestStoreContract:
         taken = await store.claim("w", waiting, now=T0, lease_seconds=30, submitted_by=at)
         assert taken is not None and taken.job_id == young.job_id
 
+    async def test_claims_take_the_oldest_across_statuses_in_order(self, store: JobStore) -> None:
+        """Oldest first by (submit_time, job_id) across every requested status, whichever
+        status each is in: young Submitted jobs and live leases passed over, expired leases
+        taken, a submit_time tie broken by job_id (the store picks per status and merges)."""
+        # make_job(n) is submitted at T0 + n s. Leased first, while each is the oldest of
+        # its status: a Submitted job whose lease runs out, a Scheduled one held throughout.
+        expired = await stored_in(store, make_job(4))
+        assert await store.claim("gone", {S.SUBMITTED}, now=T0, lease_seconds=1) == expired
+        held = await stored_in(store, make_job(3, status=S.SCHEDULED))
+        assert await store.claim("alive", {S.SCHEDULED}, now=T0, lease_seconds=3600) == held
+        later = [
+            make_job(7, status=S.SCHEDULED),
+            make_job(6),  # submitted after the cutoff: still in its dwell
+            make_job(5, job_id="job000000005z"),  # at the cutoff: its dwell is over
+            make_job(5, status=S.VALIDATING),  # job000000005: before ...5z
+            make_job(2, job_id="job000000002a"),  # a tie in one status too
+            make_job(2),
+            make_job(1, status=S.VALIDATING),
+        ]
+        made = {job.job_id: await stored_in(store, job) for job in later}
+        waiting = {S.SUBMITTED, S.VALIDATING, S.SCHEDULED}
+        now, cutoff = T0 + timedelta(seconds=10), T0 + timedelta(seconds=5)
+        taken = []
+        while job := await store.claim(
+            "w", waiting, now=now, lease_seconds=60, submitted_by=cutoff
+        ):
+            taken.append((job.job_id, job.status))
+            assert len(taken) <= len(later)
+        expected = ["job000000001", "job000000002", "job000000002a", expired.job_id]
+        expected += ["job000000005", "job000000005z", "job000000007"]
+        assert [job_id for job_id, _ in taken] == expected
+        statuses = {**made, expired.job_id: expired}
+        assert all(statuses[job_id].status is status for job_id, status in taken)
+        # Without the dwell the young job is next; the held one never is.
+        young = await store.claim("w", waiting, now=now, lease_seconds=60)
+        assert young is not None and young.job_id == "job000000006"
+        assert await store.claim("w", waiting, now=now, lease_seconds=60) is None
+        lease = await store.lease(held.job_id)
+        assert lease is not None and lease.owner == "alive"
+
     async def test_finishing_releases_the_lease(self, store: JobStore) -> None:
         job, _ = await store.create(make_job(1), {})
         await store.claim("w", {S.SUBMITTED}, now=T0, lease_seconds=300)

@@ -64,6 +64,7 @@ from batchrock.store.rows import (
     JOB_COLUMNS,
     N_COLUMNS,
     Row,
+    claim_candidate,
     job_params,
     log_transition,
     row_to_job,
@@ -621,20 +622,19 @@ class PostgresStore:
     ) -> Job | None:
         if not statuses:
             return None
-        micros = to_micros(now)
-        dwell = ""
-        dwell_params: tuple[Any, ...] = ()
-        if submitted_by is not None:
-            dwell = " AND (status <> %s OR submit_time <= %s)"
-            dwell_params = (JobStatus.SUBMITTED.value, to_micros(submitted_by))
-        status_sql, values = _status_in(statuses)
+        # Submitted jobs younger than submitted_by wait (in the query, as SQLite's).
+        candidate, params = claim_candidate(
+            statuses,
+            now=to_micros(now),
+            submitted_by=None if submitted_by is None else to_micros(submitted_by),
+            mark="%s",
+            key="job_id",
+            lock=" FOR UPDATE SKIP LOCKED",
+        )
         row = await self._one(
-            f"UPDATE jobs SET lease_owner = %s, lease_expires = %s WHERE job_id = ("
-            f"  SELECT job_id FROM jobs WHERE {status_sql}"
-            f"  AND (lease_expires IS NULL OR lease_expires < %s){dwell}"
-            f"  ORDER BY submit_time, job_id LIMIT 1 FOR UPDATE SKIP LOCKED"
-            f") RETURNING {JOB_COLUMNS}",
-            (worker_id, _lease_until(now, lease_seconds), *values, micros, *dwell_params),
+            f"UPDATE jobs SET lease_owner = %s, lease_expires = %s WHERE job_id = ({candidate}) "
+            f"RETURNING {JOB_COLUMNS}",
+            (worker_id, _lease_until(now, lease_seconds), *params),
         )
         return None if row is None else row_to_job(row)
 

@@ -55,7 +55,7 @@ from batchrock.store.base import (
     StoreSnapshot,
     UnfinishedJobsQuota,
 )
-from batchrock.store.rows import job_params, log_transition, row_to_view
+from batchrock.store.rows import claim_candidate, job_params, log_transition, row_to_view
 from batchrock.store.sqlite_checkpoint import DEFAULT as DEFAULT_CHECKPOINTS
 from batchrock.store.sqlite_checkpoint import Checkpoints, WalCheckpointer
 
@@ -750,27 +750,20 @@ class SqliteStore:
         if not statuses:
             return None
         micros = to_micros(now)
-        values = [s.value for s in statuses]
         # Submitted jobs younger than submitted_by wait (the oldest job may be one of them,
         # so the filter is in the query rather than a claim-and-release).
-        dwell = "" if submitted_by is None else " AND (status != ? OR submit_time <= ?)"
-        dwell_params = (
-            () if submitted_by is None else (JobStatus.SUBMITTED.value, to_micros(submitted_by))
+        candidate, params = claim_candidate(
+            statuses,
+            now=micros,
+            submitted_by=None if submitted_by is None else to_micros(submitted_by),
+            mark="?",
+            key="rowid",
         )
         with _write(self._conn):
             row = self._conn.execute(
-                f"UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE rowid = ("
-                f"  SELECT rowid FROM jobs WHERE status IN ({_placeholders(len(values))})"
-                f"  AND (lease_expires IS NULL OR lease_expires < ?){dwell}"
-                f"  ORDER BY submit_time, job_id LIMIT 1"
-                f") RETURNING {_JOB_COLUMNS}",
-                (
-                    worker_id,
-                    micros + int(lease_seconds * 1_000_000),
-                    *values,
-                    micros,
-                    *dwell_params,
-                ),
+                f"UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE rowid = ({candidate}) "
+                f"RETURNING {_JOB_COLUMNS}",
+                (worker_id, micros + int(lease_seconds * 1_000_000), *params),
             ).fetchone()
         return None if row is None else _row_to_job(row)
 
