@@ -57,6 +57,25 @@ class TestEngineSideContract:
         started = await store.start_next("w5", now=T0, lease_seconds=30, max_in_progress=1)
         assert started is not None and started.job_id == b
 
+    async def test_start_next_counts_the_quota_per_account_region_and_model(
+        self, store: JobStore
+    ) -> None:
+        """A model is full at ``max_in_progress`` InProgress jobs of its account and region
+        (not one fewer, not one more); the other region's slots are its own."""
+        a1, a2, a3 = [await scheduled(store, n) for n in (1, 2, 3)]
+        elsewhere = await scheduled(store, 4, region="eu-west-1")
+        taken = []
+        while job := await store.start_next("w", now=T0, lease_seconds=30, max_in_progress=2):
+            taken.append(job.job_id)
+            assert len(taken) <= 4
+        assert taken == [a1, a2, elsewhere]  # a3 waits: two of its model run
+        other = await scheduled(store, 5, model_id="meta.llama3-8b-instruct-v1:0")
+        assert await store.start_next("w", now=T0, lease_seconds=30, max_in_progress=0) is None
+        third = await store.start_next("w", now=T0, lease_seconds=30, max_in_progress=3)
+        assert third is not None and third.job_id == a3
+        fourth = await store.start_next("w", now=T0, lease_seconds=30, max_in_progress=3)
+        assert fourth is not None and fourth.job_id == other
+
     async def test_start_next_skips_jobs_a_live_worker_holds(self, store: JobStore) -> None:
         job_id = await scheduled(store, 1)
         assert await store.claim("w1", {S.SCHEDULED}, now=T0, lease_seconds=30) is not None

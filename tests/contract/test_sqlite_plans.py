@@ -216,3 +216,33 @@ async def test_a_claim_does_not_walk_the_submitted_jobs_in_their_dwell(tmp_path:
         finally:
             await store.close()
     assert steps[3000] <= steps[30] + 20, steps
+
+
+async def test_start_next_counts_each_models_running_jobs_once(tmp_path: Path) -> None:
+    """``start_next`` with every model at its quota (the Scheduled backlog of a busy
+    service): the InProgress jobs are counted once per call, not once per Scheduled job it
+    passes over. Counted in SQLite's virtual-machine instructions (progress handler): they
+    grew as Scheduled x InProgress, 637,000 at 300 x 300; now 11,400."""
+    path = tmp_path / "start.sqlite3"
+    store = await SqliteStore.open(path)
+    try:
+        n = 300
+        running = [make_job(i, status=S.IN_PROGRESS, job_id=f"run{i:05d}") for i in range(n)]
+        waiting = [make_job(n + i, status=S.SCHEDULED, job_id=f"wait{i:05d}") for i in range(n)]
+        _insert(path, running + waiting)
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        store._conn.set_progress_handler(count, 1)
+        try:
+            started = await store.start_next("w", now=T0, lease_seconds=30, max_in_progress=10)
+        finally:
+            store._conn.set_progress_handler(None, 1)
+        assert started is None
+        assert steps < 60 * 2 * n, steps
+    finally:
+        await store.close()
