@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import timedelta
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +176,9 @@ def _insert(path: Path, jobs: list[Job]) -> None:
         conn.close()
 
 
-async def _claim_steps(store: SqliteStore, **kw: Any) -> tuple[int, Job | None]:
-    """How many virtual-machine instructions SQLite ran for one claim (progress handler, one
-    call an instruction: a count of the work, not a timing), and what it took."""
+async def _steps(store: SqliteStore, call: Awaitable[Job | None]) -> tuple[int, Job | None]:
+    """How many virtual-machine instructions SQLite ran for ``call`` (progress handler, one
+    call an instruction: a count of the work, not a timing), and the job it returned."""
     steps = 0
 
     def count() -> int:
@@ -187,10 +188,16 @@ async def _claim_steps(store: SqliteStore, **kw: Any) -> tuple[int, Job | None]:
 
     store._conn.set_progress_handler(count, 1)
     try:
-        job = await store.claim("w", {S.SUBMITTED, S.VALIDATING}, lease_seconds=30, **kw)
+        job = await call
     finally:
         store._conn.set_progress_handler(None, 1)
     return steps, job
+
+
+def _claim(store: SqliteStore, now: datetime, by: datetime) -> Awaitable[Job | None]:
+    """The engine's claim of Submitted and Validating jobs, with the dwell ending at ``by``."""
+    waiting = {S.SUBMITTED, S.VALIDATING}
+    return store.claim("w", waiting, now=now, lease_seconds=30, submitted_by=by)
 
 
 async def test_a_claim_does_not_walk_the_submitted_jobs_in_their_dwell(tmp_path: Path) -> None:
@@ -209,9 +216,9 @@ async def test_a_claim_does_not_walk_the_submitted_jobs_in_their_dwell(tmp_path:
             for _ in old:  # the Validating jobs are held by a live engine
                 assert await store.claim("run", {S.VALIDATING}, now=now, lease_seconds=600)
             young = T0 + timedelta(seconds=99)  # every Submitted job is younger
-            steps[n], none = await _claim_steps(store, now=now, submitted_by=young)
+            steps[n], none = await _steps(store, _claim(store, now, young))
             assert none is None
-            _, oldest = await _claim_steps(store, now=now, submitted_by=now)
+            _, oldest = await _steps(store, _claim(store, now, now))
             assert oldest is not None and oldest.job_id == "new00000"
         finally:
             await store.close()
@@ -230,18 +237,9 @@ async def test_start_next_counts_each_models_running_jobs_once(tmp_path: Path) -
         running = [make_job(i, status=S.IN_PROGRESS, job_id=f"run{i:05d}") for i in range(n)]
         waiting = [make_job(n + i, status=S.SCHEDULED, job_id=f"wait{i:05d}") for i in range(n)]
         _insert(path, running + waiting)
-        steps = 0
-
-        def count() -> int:
-            nonlocal steps
-            steps += 1
-            return 0
-
-        store._conn.set_progress_handler(count, 1)
-        try:
-            started = await store.start_next("w", now=T0, lease_seconds=30, max_in_progress=10)
-        finally:
-            store._conn.set_progress_handler(None, 1)
+        steps, started = await _steps(
+            store, store.start_next("w", now=T0, lease_seconds=30, max_in_progress=10)
+        )
         assert started is None
         assert steps < 60 * 2 * n, steps
     finally:
