@@ -179,10 +179,12 @@ class BoundedWarnings:
     an interval, whatever comes in, and nothing when nothing does (the summary's timer is
     armed by the first event of a window). The tallies are bounded too (``_KEPT`` addresses
     and reasons; more are counted as "other"). The lines' ``action`` fields are ``action``
-    and ``summary_action``: one kind of event, one instance.
+    and ``summary_action``: one kind of event, one instance. Lines are written at ``level``
+    (WARNING; INFO for what is routine, such as a wrong signature).
 
     Callers pass a ``reason`` that holds nothing the client sent (llhttp's fixed error
-    strings, our own refusals), so no header, and no ``Authorization``, reaches the log.
+    strings, our own refusals) but what is known to be no secret (an access key id an
+    account holds), so no header, and no ``Authorization``, reaches the log.
     Runs on the event loop: a few dict operations an event, the summary on a timer."""
 
     _KEPT = 1000
@@ -199,8 +201,10 @@ class BoundedWarnings:
         sources_named: int = 5,
         action: str = "bad_request",
         summary_action: str = "bad_requests_summary",
+        level: int = logging.WARNING,
     ) -> None:
         self._log = logger
+        self._level = level
         self._one = one
         self._many = many
         self._action = action
@@ -234,7 +238,8 @@ class BoundedWarnings:
                 if last
                 else ""
             )
-            self._log.warning(
+            self._log.log(
+                self._level,
                 "%s from %s: %s%s",
                 self._one,
                 peer,
@@ -262,7 +267,8 @@ class BoundedWarnings:
         why = ", ".join(
             f"{reason} ({n})" for reason, n in sorted(reasons.items(), key=lambda i: -i[1])[:3]
         )
-        self._log.warning(
+        self._log.log(
+            self._level,
             "%d more %s in the last %.0f s, not logged one by one: %s; most for: %s",
             total,
             self._many,

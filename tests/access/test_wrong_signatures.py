@@ -7,6 +7,7 @@ address; unknown key ids are not counted (docs/access.md, "Wrong signatures").""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_wrong_signatures_are_throttled_per_address_and_key(
         403,
     )
     logged = server.log_path.read_text()
-    assert f"wrong signature from 127.0.0.1 for access key {ALICE.access_key_id}" in logged
+    assert f"wrong signature from 127.0.0.1: access key {ALICE.access_key_id}" in logged
     assert WRONG not in logged and ALICE.secret not in logged and BOB.secret not in logged
 
 
@@ -258,7 +259,8 @@ def test_one_address_guessing_many_keys_is_throttled_but_not_with_keys_it_used_r
         403,
     )
     logged = server.log_path.read_text()
-    assert f"wrong signature from 127.0.0.1 for access key {MANY[0].access_key_id}" in logged
+    # The first lines from the address (3 a window in each process: the rest are summed up).
+    assert f"wrong signature from 127.0.0.1: access key {BOB.access_key_id}" in logged
     assert WRONG not in logged and BOB.secret not in logged and ALICE.secret not in logged
     assert MANY[0].secret not in logged
 
@@ -340,3 +342,48 @@ def test_a_right_signature_is_remembered_once_a_minute_not_on_every_request() ->
         bound.succeeded("10.0.0.1", ALICE.access_key_id)
         bound.succeeded("10.0.0.2", ALICE.access_key_id)
         assert record.call_count == 3
+
+
+def test_wrong_signatures_from_many_addresses_are_logged_a_bounded_number_of_times(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each address's wrong signatures are bounded (10 a key, 50 in all, then 429), but a
+    client with many addresses (an IPv6 /64) is not: it wrote one INFO line for each. Now 3
+    an address and 10 in all a window are logged one by one, and one line sums up the rest
+    when the window ends; every request is still answered as before."""
+
+    async def test(server: InProcess) -> None:
+        caplog.set_level(logging.INFO, logger="batchrock.api")
+        for _ in range(5):  # one address: its first 3 logged
+            assert await server.sigv4("10.0.0.1", WRONG) == (403, "InvalidSignatureException")
+        for i in range(300):
+            source = f"2001:db8::{i:x}"
+            assert await server.sigv4(source, WRONG) == (403, "InvalidSignatureException")
+        for _ in range(MAX_FAILURES - 5):  # the per-key bound holds as before
+            assert await server.sigv4("10.0.0.1", WRONG) == (403, "InvalidSignatureException")
+        assert await server.sigv4("10.0.0.1", WRONG) == (429, "ThrottlingException")
+        one_by_one = [r for r in caplog.records if r.getMessage().startswith("wrong signature")]
+        assert len(one_by_one) == 10, len(one_by_one)  # before: 310
+        assert all(r.levelno == logging.INFO for r in one_by_one)
+        assert all(getattr(r, "action", "") == "wrong_signature" for r in one_by_one)
+        first = [r.getMessage() for r in one_by_one]
+        assert first[0] == f"wrong signature from 10.0.0.1: access key {ALICE.access_key_id}"
+        assert first[2].endswith(" are counted, not logged one by one"), first
+        assert first[3].startswith("wrong signature from 2001:db8::0: "), first
+        assert first[9].startswith("wrong signature from 2001:db8::6: "), first
+        assert "more in the next " in first[9], first
+        server.app.gate.wrong_signature_log.summarize()  # the window's end (its timer's call)
+        summaries = [
+            r for r in caplog.records if getattr(r, "action", "") == "wrong_signatures_summary"
+        ]
+        assert len(summaries) == 1 and summaries[0].levelno == logging.INFO
+        assert vars(summaries[0])["count"] == 300  # 7 from 10.0.0.1, 293 from the /64
+        message = summaries[0].getMessage()
+        assert message.startswith(
+            "300 more wrong signatures in the last 60 s, not logged"
+            " one by one: 7 from 10.0.0.1, 1 from 2001:db8::7, "
+        ), message
+        assert message.endswith(f"most for: access key {ALICE.access_key_id} (300)"), message
+        assert WRONG not in caplog.text and ALICE.secret not in caplog.text
+
+    _in_process(tmp_path, test)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -391,3 +392,78 @@ def test_recent_rate_after_a_restart() -> None:
     assert rates.sample("j", 5) is None
     done = running.evolve(status=JobStatus.COMPLETED)
     assert with_recent_rate(p, done, 100.0) == p
+
+
+def test_refused_sign_ins_are_logged_a_bounded_number_of_times(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed sign-ins are bounded per address and per key (then 429), but each wrote a
+    line: a client with many addresses wrote one per attempt, and one past its limit a
+    warning per attempt, with no end. Now each kind is logged 3 an address and 10 in all a
+    window (batchrock.logs.BoundedWarnings), the rest summed up when the window ends."""
+    from batchrock.access.signin_limit import MAX_FAILURES
+    from batchrock.api.app import BedrockApp
+    from batchrock.clock import FakeClock
+    from batchrock.service import JobService
+
+    path = write_credentials(tmp_path / "credentials.toml")
+    settings = Settings(credentials_file=path, data_dir=tmp_path / "data")
+
+    async def main() -> None:
+        store = await SqliteStore.open(tmp_path / "s.sqlite3")
+        app = BedrockApp(JobService(store, FakeClock(T0)), settings)
+
+        async def sign_in(source: str, **body: str) -> int:
+            def app_from(scope: Any, receive: Any, send: Any) -> Any:
+                return app({**scope, "client": (source, 50000)}, receive, send)
+
+            headers = (("host", "127.0.0.1:8765"), ("content-type", "application/json"))
+            reply = await asgi_call(
+                app_from, "POST", "/console/api/session", headers=headers,
+                body=orjson.dumps(body),
+            )  # fmt: skip
+            return reply.status
+
+        try:
+            caplog.set_level("INFO", logger="batchrock.console")
+            for i in range(200):  # a different key and address each: no limit is reached
+                wrong = {"accessKeyId": f"AKIAGUESS{i:011d}", "secretAccessKey": "wrong-xyz"}
+                assert await sign_in(f"2001:db8::{i:x}", **wrong) == 401
+            for i in range(MAX_FAILURES):
+                assert await sign_in("10.0.0.1", apiKey=f"ABSK{i:040d}") == 401
+            for _ in range(100):  # past the limit, each attempt is refused 429
+                assert await sign_in("10.0.0.1", apiKey="ABSK" + "z" * 40) == 429
+            messages = [r.getMessage() for r in caplog.records]
+            refused = [m for m in messages if m.startswith("console sign-in refused")]
+            assert len(refused) == 10, len(refused)  # before: 210
+            assert refused[0] == (
+                "console sign-in refused from 2001:db8::0: AKIAGUESS00000000000; answered 401"
+            )
+            throttled = [m for m in messages if "too many failed attempts" in m]
+            assert len(throttled) == 3, len(throttled)  # before: 100
+            assert throttled[0] == (
+                "console sign-in from 10.0.0.1: refused: too many failed attempts; answered 429"
+            )
+            app.console.refused_log.summarize()  # the window's end (its timer's call)
+            app.console.throttled_log.summarize()
+            summaries = {
+                vars(r)["action"]: r for r in caplog.records if "count" in vars(r)
+            }  # fmt: skip
+            refused_summary = summaries["console_sign_ins_refused_summary"]
+            assert refused_summary.levelno == logging.INFO
+            assert vars(refused_summary)["count"] == 200  # 190 guesses, the 10 from 10.0.0.1
+            assert refused_summary.getMessage().startswith(
+                "200 more console sign-ins refused in the last 60 s, not logged one by one: "
+                "10 from 10.0.0.1, "
+            ), refused_summary.getMessage()
+            throttled_summary = summaries["console_sign_ins_throttled_summary"]
+            assert throttled_summary.levelno == logging.WARNING
+            assert throttled_summary.getMessage() == (
+                "97 more console sign-ins throttled in the last 60 s, not logged one by one: "
+                "97 from 10.0.0.1; most for: refused: too many failed attempts; answered 429 (97)"
+            )
+            assert "wrong-xyz" not in caplog.text and "ABSK" not in caplog.text
+        finally:
+            await store.close()
+
+    asyncio.run(main())

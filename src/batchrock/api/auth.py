@@ -11,10 +11,16 @@ access key id and per address (:mod:`batchrock.api.wrong_signatures`): past a bo
 answered ``ThrottlingException`` until the oldest counted failure leaves the window, right
 secret or wrong (an answer that told them apart would be an oracle for the guesser).
 docs/access.md, "Wrong signatures".
+
+Each counted wrong signature is an INFO line, but a bounded number
+(:class:`~batchrock.logs.BoundedWarnings`, the window of setting ``bad_request_log_seconds``):
+the per-address bound alone let a client with many addresses (an IPv6 /64) write a line per
+request. Other refusals (unknown keys, malformed headers) write no line of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +43,7 @@ from batchrock.errors import (
     ServiceError,
     UnrecognizedClientException,
 )
+from batchrock.logs import BoundedWarnings
 from batchrock.service import Caller
 from batchrock.settings import Settings
 
@@ -76,6 +83,16 @@ class Gate:
         self.directory = directory
         #: Requests with a wrong signature or an unknown key: per address and key, per address.
         self.wrong_signatures = wrong_signatures
+        #: Their log lines: 3 an address and 10 in all a window, then one summary line.
+        self.wrong_signature_log = BoundedWarnings(
+            log,
+            "wrong signature",
+            "wrong signatures",
+            settings.bad_request_log_seconds,
+            action="wrong_signature",
+            summary_action="wrong_signatures_summary",
+            level=logging.INFO,
+        )
 
     def identify(
         self,
@@ -109,8 +126,10 @@ class Gate:
                 source = _source(scope)
                 self.wrong_signatures.failed(source, signer)  # 429 past a bound, not counted
                 # A known access key id is no secret; the secret and the signature are never
-                # logged.
-                log.info("wrong signature from %s for access key %s", source, signer[:32])
+                # logged. (No status in the line: the OpenAI-compatible API answers its own.)
+                self.wrong_signature_log.warn(
+                    asyncio.get_running_loop(), source, source, f"access key {signer[:32]}"
+                )
             raise service_error(exc) from None
         if who.access_key_id is not None and self.wrong_signatures is not None:
             self.wrong_signatures.succeeded(_source(scope), who.access_key_id)

@@ -33,6 +33,7 @@ from batchrock.errors import (
     ValidationException,
 )
 from batchrock.jobs import JobStatus
+from batchrock.logs import BoundedWarnings
 from batchrock.objects import (
     LocalObjectStore,
     ObjectStore,
@@ -101,6 +102,27 @@ class Console:
         monotonic = service.clock.monotonic
         self.sign_in_limit: SignInLimiter = (
             SignInLimiter(monotonic) if shared is None else SharedSignInLimiter(monotonic, shared)
+        )
+        # Refused sign-ins are logged a bounded number of times (3 an address and 10 in all a
+        # window, then one summary line): else many addresses, or one past its limit, could
+        # write a line per request. Each kind has its own tally.
+        window = settings.bad_request_log_seconds
+        self.refused_log = BoundedWarnings(
+            log,
+            "console sign-in refused",
+            "console sign-ins refused",
+            window,
+            action="console_sign_in_refused",
+            summary_action="console_sign_ins_refused_summary",
+            level=logging.INFO,
+        )
+        self.throttled_log = BoundedWarnings(
+            log,
+            "console sign-in",
+            "console sign-ins throttled",
+            window,
+            action="console_sign_in_throttled",
+            summary_action="console_sign_ins_throttled_summary",
         )
         self.rates = RecentRates(service.clock.monotonic)
         self._invoke = invoke
@@ -282,7 +304,12 @@ class Console:
         keys = [] if self.sessions.open_mode else limit_keys(source, key_id, api_key)
         wait = self.sign_in_limit.retry_after(keys)
         if wait is not None:
-            log.warning("console sign-in from %s refused: too many failed attempts", source)
+            self.throttled_log.warn(
+                asyncio.get_running_loop(),
+                source,
+                source,
+                "refused: too many failed attempts; answered 429",
+            )
             raise TooManySignIns(f"Too many failed sign-ins: try again in {int(wait) + 1} seconds.")
         try:
             session = await self.sessions.sign_in(key_id, text("secretAccessKey"), api_key)
@@ -290,7 +317,9 @@ class Console:
             self.sign_in_limit.failed(keys)
             # The access key id is no secret; the secret and an API key are never logged.
             shown = key_id[:32] if key_id and not api_key else "an API key"
-            log.info("console sign-in refused from %s (%s)", source, shown)
+            self.refused_log.warn(
+                asyncio.get_running_loop(), source, source, f"{shown}; answered 401"
+            )
             raise NotSignedIn("The key or secret is not right.") from None
         await self.sessions.sign_out(web.cookie(scope, COOKIE))
         await web.send_json(
