@@ -88,8 +88,8 @@ class Settings:
     bad_request_log_seconds: float = field(
         default=60.0,
         metadata=_meta(
-            "Window for warnings about bad request heads and connections refused 429:"
-            " a few logged, the rest summed up.",
+            "Window for the lines about bad request heads, connections refused 429, wrong"
+            " signatures and refused console sign-ins: a few logged, the rest summed up.",
             low=0.01,
         ),
     )
