@@ -400,7 +400,8 @@ def test_refused_sign_ins_are_logged_a_bounded_number_of_times(
     """Failed sign-ins are bounded per address and per key (then 429), but each wrote a
     line: a client with many addresses wrote one per attempt, and one past its limit a
     warning per attempt, with no end. Now each kind is logged 3 an address and 10 in all a
-    window (batchrock.logs.BoundedWarnings), the rest summed up when the window ends."""
+    window (batchrock.logs.BoundedWarnings), the rest summed up when the window ends. An
+    access key id no account holds is not logged (it may be a secret in the wrong field)."""
     from batchrock.access.signin_limit import MAX_FAILURES
     from batchrock.api.app import BedrockApp
     from batchrock.clock import FakeClock
@@ -426,6 +427,8 @@ def test_refused_sign_ins_are_logged_a_bounded_number_of_times(
 
         try:
             caplog.set_level("INFO", logger="batchrock.console")
+            wrong_secret = {"accessKeyId": ALICE.access_key_id, "secretAccessKey": "wrong-xyz"}
+            assert await sign_in("10.0.0.9", **wrong_secret) == 401
             for i in range(200):  # a different key and address each: no limit is reached
                 wrong = {"accessKeyId": f"AKIAGUESS{i:011d}", "secretAccessKey": "wrong-xyz"}
                 assert await sign_in(f"2001:db8::{i:x}", **wrong) == 401
@@ -437,7 +440,11 @@ def test_refused_sign_ins_are_logged_a_bounded_number_of_times(
             refused = [m for m in messages if m.startswith("console sign-in refused")]
             assert len(refused) == 10, len(refused)  # before: 210
             assert refused[0] == (
-                "console sign-in refused from 2001:db8::0: AKIAGUESS00000000000; answered 401"
+                f"console sign-in refused from 10.0.0.9: {ALICE.access_key_id}; answered 401"
+            )
+            # An id no account holds may be a secret in the wrong field: not logged.
+            assert refused[1] == (
+                "console sign-in refused from 2001:db8::0: an unknown access key id; answered 401"
             )
             throttled = [m for m in messages if "too many failed attempts" in m]
             assert len(throttled) == 3, len(throttled)  # before: 100
@@ -451,9 +458,9 @@ def test_refused_sign_ins_are_logged_a_bounded_number_of_times(
             }  # fmt: skip
             refused_summary = summaries["console_sign_ins_refused_summary"]
             assert refused_summary.levelno == logging.INFO
-            assert vars(refused_summary)["count"] == 200  # 190 guesses, the 10 from 10.0.0.1
+            assert vars(refused_summary)["count"] == 201  # 191 guesses, the 10 from 10.0.0.1
             assert refused_summary.getMessage().startswith(
-                "200 more console sign-ins refused in the last 60 s, not logged one by one: "
+                "201 more console sign-ins refused in the last 60 s, not logged one by one: "
                 "10 from 10.0.0.1, "
             ), refused_summary.getMessage()
             throttled_summary = summaries["console_sign_ins_throttled_summary"]
@@ -463,6 +470,7 @@ def test_refused_sign_ins_are_logged_a_bounded_number_of_times(
                 "97 from 10.0.0.1; most for: refused: too many failed attempts; answered 429 (97)"
             )
             assert "wrong-xyz" not in caplog.text and "ABSK" not in caplog.text
+            assert "AKIAGUESS" not in caplog.text
         finally:
             await store.close()
 

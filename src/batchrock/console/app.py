@@ -315,8 +315,15 @@ class Console:
             session = await self.sessions.sign_in(key_id, text("secretAccessKey"), api_key)
         except SignInRefused:
             self.sign_in_limit.failed(keys)
-            # The access key id is no secret; the secret and an API key are never logged.
-            shown = key_id[:32] if key_id and not api_key else "an API key"
+            # A known access key id is no secret; the secret and an API key are never logged,
+            # and neither is an id no account holds (it may be a secret pasted into the
+            # wrong field), as on the API (docs/access.md, "Wrong signatures").
+            if api_key:
+                shown = "an API key"
+            elif key_id and self.directory and self.directory.current().access_key(key_id):
+                shown = key_id[:32]
+            else:
+                shown = "an unknown access key id"
             self.refused_log.warn(
                 asyncio.get_running_loop(), source, source, f"{shown}; answered 401"
             )
