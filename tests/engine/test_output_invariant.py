@@ -22,7 +22,7 @@ from batchrock.engine import file_pass, runner
 from batchrock.jobs import Job, JobStatus
 
 from .crashpoints import Process, check_output_matches_counts, gate, stop
-from .harness import Harness, jsonl, records, yielding_echo
+from .harness import Gate, Harness, jsonl, records, yielding_echo
 from .test_s3_resume import s3_harness
 
 S = JobStatus
@@ -317,3 +317,46 @@ def test_the_sampled_walks_crash_at_every_kind_of_point() -> None:
     )
     assert len(ending) == len({crash_kind(label) for label in trace})
     assert sampled(points, pg, "run-local", "stop") == sampled(points, pg, "run-local", "stop")
+
+
+# --- an output location that refuses the output ----------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["finish", "stop", "timeout"])
+def test_an_output_location_that_refuses_a_file_keeps_output_equal_to_counts(
+    tmp_path: Path, ending: str
+) -> None:
+    """The location refuses b.jsonl.out (a folder stands at its key: the local store's rename
+    into place fails for real) when b's records are done ("finish") or when the job settles
+    after a stop or a timeout midway through b. The job ends all the same (Failed, or
+    Stopped after a stop), counting a.jsonl.out's records only, and the manifest says so.
+    Before the fix Get counted b's records too, which no ``.out`` holds."""
+    files = {"a.jsonl": records(30), "b.jsonl": records(20, start=30)}
+    h = harness(tmp_path, files)
+
+    async def main() -> None:
+        job = await h.submit("s3://in-bucket/in/", OUT)
+        blocker = h.data_dir / "s3" / "out-bucket" / "results" / job.job_id / "b.jsonl.out"
+        blocker.mkdir(parents=True)
+        handler: Any = None
+        on_write: Any = None
+        if ending != "finish":
+            handler = Gate(allow=35)  # a's 30 and 5 of b's, then the model holds the rest
+
+            async def on_write(label: str) -> None:
+                if re.fullmatch(r"save file=1 spool_size=[1-9]\d*", label):
+                    if ending == "stop":
+                        await stop(h, job.job_id)
+                    elif h.clock.now() < job.expiration_time:
+                        h.clock.advance(timedelta(hours=25))  # type: ignore[attr-defined]
+
+        assert await Process(h, handler=handler, on_write=on_write).drive(job.job_id)
+        done = await check_output_matches_counts(h, OUT, job.job_id, files)
+        assert done.status is (S.STOPPED if ending == "stop" else S.FAILED), done.status
+        assert done.counters.processed == 30 and done.counters.total == 50
+        assert done.message and "Cannot write" in done.message, done.message
+        # The location takes writes again: nothing changes (the job is final).
+        blocker.rmdir()
+        assert await check_output_matches_counts(h, OUT, job.job_id, files) == done
+
+    asyncio.run(main())

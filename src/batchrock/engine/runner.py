@@ -295,7 +295,8 @@ class JobRunner:
                 if not await self._settle():
                     return
             except Exception:
-                # The job fails all the same; what the output location holds may not match.
+                # The job fails all the same (a refused write left the counts saying what the
+                # location holds: _count_without_file_in_progress).
                 log.exception("job %s: cannot settle the output of a failed job", self.job.job_id)
         if await self._move(S.FAILED, expected=jobs.sources_of(S.FAILED), message=message):
             self._remove_spool()
@@ -746,8 +747,11 @@ class JobRunner:
             if not await self._settle():
                 return
         except ObjectStoreError as exc:
-            uri = self.job.output_s3_uri
-            await self._fail(f"Cannot write the results to {uri}: {exc}", settle=False)
+            if to is S.STOPPED:
+                # A stop ends Stopped all the same, as in finish_stop.
+                await self._stopped(self._refused_message(exc))
+            else:
+                await self._fail(self._refused_message(exc), settle=False)
             return
         if not await self._move(to, expected=expected, message=message):
             await self._end_after_stop_race()
@@ -776,33 +780,96 @@ class JobRunner:
                 await self._write_manifest(out_loc, counters)
             return True
         if cp.file < len(cp.files):
-            f = cp.files[cp.file]
-            key = out_loc.child(job_id, f.out_name).key
-            spool = spool_dir(ctx.settings.data_dir, job_id) / cp.spool if cp.spool else None
-            if cp.spool_size and (spool is None or _size(spool) < cp.spool_size):
-                # The spool is gone: its records cannot be published, so they are not counted
-                # (but those in uploaded parts are).
-                log.warning("job %s: spool lost, %s ends without its records", job_id, f.uri)
-                counters = cp.back_to_parts(counters.total)
-                if not await self._save(cp, counters):
-                    return False
-            if cp.parts:
-                if not await self._complete(cp, out_loc.bucket, key, spool):
-                    log.warning("job %s: the parts of %s are lost", job_id, f.uri)
-                    counters = replace(cp.file_base, total=counters.total)
-                    cp.restart_file()
-                    if not await self._save(cp, counters):
-                        return False
-                    await ctx.objects.delete(out_loc.bucket, key)
-            elif spool is not None and cp.spool_size:
-                await asyncio.to_thread(_truncate, spool, cp.spool_size)
-                await ctx.objects.put_file(out_loc.bucket, key, spool)
-            else:
-                # An earlier run may have left one (a settle that died before its status).
-                await ctx.objects.delete(out_loc.bucket, key)
-        await self._write_manifest(out_loc, counters)
+            try:
+                settled = await self._settle_file_in_progress(cp, counters, out_loc)
+            except ObjectStoreError:
+                await self._count_without_file_in_progress(cp, counters.total, out_loc)
+                raise
+            if settled is None:
+                return False
+            counters = settled
+        await self._write_manifest_or_remove(out_loc, counters)
         await self._abort_uploads(out_loc)
         return True
+
+    async def _settle_file_in_progress(
+        self, cp: Checkpoint, counters: Counters, out_loc: S3Location
+    ) -> Counters | None:
+        """Make the ``.out`` of the file in progress hold its checkpointed records; the
+        counters that count them (``None``: the lease is lost)."""
+        ctx, job_id = self.ctx, self.job.job_id
+        f = cp.files[cp.file]
+        key = out_loc.child(job_id, f.out_name).key
+        spool = spool_dir(ctx.settings.data_dir, job_id) / cp.spool if cp.spool else None
+        if cp.spool_size and (spool is None or _size(spool) < cp.spool_size):
+            # The spool is gone: its records cannot be published, so they are not counted
+            # (but those in uploaded parts are).
+            log.warning("job %s: spool lost, %s ends without its records", job_id, f.uri)
+            counters = cp.back_to_parts(counters.total)
+            if not await self._save(cp, counters):
+                return None
+        if cp.parts:
+            if not await self._complete(cp, out_loc.bucket, key, spool):
+                log.warning("job %s: the parts of %s are lost", job_id, f.uri)
+                counters = replace(cp.file_base, total=counters.total)
+                cp.restart_file()
+                if not await self._save(cp, counters):
+                    return None
+                await ctx.objects.delete(out_loc.bucket, key)
+        elif spool is not None and cp.spool_size:
+            await asyncio.to_thread(_truncate, spool, cp.spool_size)
+            await ctx.objects.put_file(out_loc.bucket, key, spool)
+        else:
+            # An earlier run may have left one (a settle that died before its status).
+            await ctx.objects.delete(out_loc.bucket, key)
+        return counters
+
+    async def _count_without_file_in_progress(
+        self, cp: Checkpoint, total: int, out_loc: S3Location
+    ) -> None:
+        """The output location refused the ``.out`` of the file in progress (the job then
+        ends all the same: Failed, or Stopped after a stop). Its records are not counted, so
+        the counters still say what the location holds: the files published before it. They
+        were answered, but their answers are only in the spool, which goes with the job. A
+        ``.out`` that got there all the same (an earlier settle's, or one whose write failed
+        after it was made) is removed; the manifest gets the same counts (docs/engine.md,
+        "What the output location holds")."""
+        ctx, job_id = self.ctx, self.job.job_id
+        f = cp.files[cp.file]
+        key = out_loc.child(job_id, f.out_name).key
+        log.warning(
+            "job %s: the output location refuses %s; its records are not counted",
+            job_id,
+            f.out_name,
+            exc_info=True,
+        )
+        try:
+            await ctx.objects.delete(out_loc.bucket, key)
+        except ObjectStoreError:
+            log.warning("job %s: cannot remove %s either", job_id, f.out_name, exc_info=True)
+        counters = replace(cp.file_base, total=total)
+        cp.restart_file()
+        if not await self._save(cp, counters):
+            return
+        with contextlib.suppress(ObjectStoreError):  # logged there; the caller raises anyway
+            await self._write_manifest_or_remove(out_loc, counters)
+        await self._abort_uploads(out_loc)
+
+    async def _write_manifest_or_remove(self, out_loc: S3Location, counters: Counters) -> None:
+        """Write the manifest of a final status; when the location refuses it, remove the
+        one there (a progress report that may count more) before the error goes on."""
+        try:
+            await self._write_manifest(out_loc, counters)
+        except ObjectStoreError:
+            key = out_loc.child(self.job.job_id, MANIFEST_NAME).key
+            log.warning("job %s: cannot write its manifest", self.job.job_id, exc_info=True)
+            try:
+                await self.ctx.objects.delete(out_loc.bucket, key)
+            except ObjectStoreError:
+                log.warning(
+                    "job %s: cannot remove its manifest either", self.job.job_id, exc_info=True
+                )
+            raise
 
     async def _abort_uploads(self, out_loc: S3Location) -> None:
         """Abort the job's unfinished uploads (of runs that died, or of files redone): the
@@ -835,16 +902,27 @@ class JobRunner:
 
     async def finish_stop(self) -> None:
         """Stopping -> Stopped, keeping what was finished and writing the manifest."""
+        message = None
         try:
             if not await self._settle():
                 return
-        except Exception:
+        except Exception as exc:
             # A stop always ends Stopped (an output location that cannot be written, say).
             log.warning(
                 "job %s: cannot settle the output of a stop", self.job.job_id, exc_info=True
             )
-        if await self._move(S.STOPPED, expected={S.STOPPING}):
+            if isinstance(exc, ObjectStoreError):
+                message = self._refused_message(exc)
+        await self._stopped(message)
+
+    async def _stopped(self, message: str | None) -> None:
+        if await self._move(S.STOPPED, expected={S.STOPPING}, message=message):
             self._remove_spool()
+
+    def _refused_message(self, exc: ObjectStoreError) -> str:
+        """The job's message when its output location refused its results (settled to
+        count what it holds: _count_without_file_in_progress)."""
+        return f"Cannot write the results to {self.job.output_s3_uri}: {exc}"
 
 
 def _size(path: Path) -> int:

@@ -1,0 +1,114 @@
+"""A batch whose output cannot be written: its object, its files and its request_counts agree
+(docs/openai.md, "Output that cannot be written"). Through the openai SDK against a real
+``batchrock serve`` on the local object store, whose output object is made unwritable for real:
+a folder stands where the job's ``.out`` goes, so the store's rename into place fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from batchrock.api.openai.batches import result_file_id
+from tests.conftest import bedrock_client
+
+from .conftest import FAST, chat_line, client, read_lines, upload
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def output_folder(server: Any, job: str) -> Path:
+    """Where the batch's job writes its output, on the server's local object store."""
+    got = bedrock_client(server.url).get_model_invocation_job(jobIdentifier=job)
+    uri = got["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return server.data_dir / "s3" / bucket / prefix / job
+
+
+def test_a_batch_whose_output_cannot_be_written_counts_only_what_its_files_hold(
+    server_factory: Any,
+) -> None:
+    # No engine yet: the output object is blocked before the batch runs (no race with it).
+    server = server_factory(**FAST, engine=False)
+    c = client(server)
+    total = 40
+    batch = c.batches.create(
+        input_file_id=upload(c, [chat_line(i) for i in range(total)]),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    job = batch.id.removeprefix("batch_")
+    folder = output_folder(server, job)
+    blocker = folder / "input.jsonl.out"
+    blocker.mkdir(parents=True)
+    server.stop()
+    server.settings["engine"] = True
+    server.start()
+    c = client(server)
+    server.wait_history(job, "Failed")
+
+    def check(done: Any) -> None:
+        assert done.status == "failed" and done.failed_at
+        assert done.errors is not None
+        assert "Cannot write" in done.errors.data[0].message, done.errors
+        counts = done.request_counts
+        assert counts.total == total
+        good = read_lines(c, done.output_file_id)
+        bad = read_lines(c, done.error_file_id)
+        # Every counted request is in a file, and every request in a file is counted.
+        assert (len(good), len(bad)) == (counts.completed, counts.failed), counts
+        assert counts.completed + counts.failed == 0  # the answers never reached the store
+
+    # While the location still refuses the output (never a 500, never stuck finalizing).
+    check(c.batches.retrieve(batch.id))
+    # Writable again (a transient fault): read again, the same answer.
+    shutil.rmtree(blocker)
+    check(c.batches.retrieve(batch.id))
+    listed = next(b for b in c.batches.list() if b.id == batch.id)
+    check(listed)
+    # The Bedrock view of the same job agrees: Get and the manifest count what the output holds.
+    got = bedrock_client(server.url).get_model_invocation_job(jobIdentifier=job)
+    assert got["status"] == "Failed"
+    manifest = json.loads((folder / "manifest.json.out").read_bytes())
+    assert manifest["processedRecordCount"] == got.get("processedRecordCount", 0) == 0
+    assert manifest["totalRecordCount"] == total
+    assert not (folder / "input.jsonl.out").exists()
+    with pytest.raises(openai.BadRequestError, match="Cannot cancel a batch with status"):
+        c.batches.cancel(batch.id)
+
+
+def test_result_files_that_cannot_be_written_are_never_half_shown(server_factory: Any) -> None:
+    # Some requests are refused (error draws are a function of the record), so the batch has
+    # an output file and an error file; the error file's object is blocked, the output
+    # file's is not: the batch shows neither until both are written.
+    server = server_factory(**FAST, builtin_error_rate=0.3)
+    c = client(server)
+    total = 40
+    batch = c.batches.create(
+        input_file_id=upload(c, [chat_line(i) for i in range(total)]),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    job = batch.id.removeprefix("batch_")
+    bucket = server.data_dir / "s3" / "batchrock-files-123456789012"
+    blocker = bucket / "files" / result_file_id(job, "error")
+    blocker.mkdir(parents=True)
+    server.wait_history(job, "Completed")  # no read of the batch yet: nothing finalized it
+    with pytest.raises(openai.InternalServerError, match="results could not be written"):
+        c.batches.retrieve(batch.id)
+    listed = next(b for b in c.batches.list() if b.id == batch.id)
+    assert listed.status == "finalizing"
+    assert (listed.output_file_id, listed.error_file_id) == (None, None)
+    shutil.rmtree(blocker)
+    done = c.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    counts = done.request_counts
+    good = read_lines(c, done.output_file_id)
+    bad = read_lines(c, done.error_file_id)
+    assert (len(good), len(bad)) == (counts.completed, counts.failed)
+    assert counts.completed and counts.failed and counts.completed + counts.failed == total
+    assert sorted(x["custom_id"] for x in good + bad) == sorted(f"req-{i}" for i in range(total))
