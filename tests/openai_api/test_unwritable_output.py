@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from batchrock.api.openai.batches import result_file_id
 from tests.conftest import bedrock_client
 
-from .conftest import FAST, chat_line, client, read_lines, upload
+from .conftest import FAST, chat_line, client, read_lines, upload, wait_batch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,25 +30,32 @@ def output_folder(server: Any, job: str) -> Path:
     return server.data_dir / "s3" / bucket / prefix / job
 
 
-def test_a_batch_whose_output_cannot_be_written_counts_only_what_its_files_hold(
-    server_factory: Any,
-) -> None:
-    # No engine yet: the output object is blocked before the batch runs (no race with it).
-    server = server_factory(**FAST, engine=False)
+def blocked_batch(server_factory: Any, total: int, **settings: Any) -> tuple[Any, Any, Path]:
+    """A server, the batch id and the job's output folder: the batch was created with no
+    engine running and a folder put where its ``.out`` goes (no race with the engine), then
+    the server restarted with its engine."""
+    server = server_factory(**FAST, **settings, engine=False)
     c = client(server)
-    total = 40
     batch = c.batches.create(
         input_file_id=upload(c, [chat_line(i) for i in range(total)]),
         endpoint="/v1/chat/completions",
         completion_window="24h",
     )
-    job = batch.id.removeprefix("batch_")
-    folder = output_folder(server, job)
-    blocker = folder / "input.jsonl.out"
-    blocker.mkdir(parents=True)
+    folder = output_folder(server, batch.id.removeprefix("batch_"))
+    (folder / "input.jsonl.out").mkdir(parents=True)
     server.stop()
     server.settings["engine"] = True
     server.start()
+    return server, batch, folder
+
+
+def test_a_batch_whose_output_cannot_be_written_counts_only_what_its_files_hold(
+    server_factory: Any,
+) -> None:
+    total = 40
+    server, batch, folder = blocked_batch(server_factory, total)
+    job = batch.id.removeprefix("batch_")
+    blocker = folder / "input.jsonl.out"
     c = client(server)
     server.wait_history(job, "Failed")
 
@@ -79,6 +87,32 @@ def test_a_batch_whose_output_cannot_be_written_counts_only_what_its_files_hold(
     assert not (folder / "input.jsonl.out").exists()
     with pytest.raises(openai.BadRequestError, match="Cannot cancel a batch with status"):
         c.batches.cancel(batch.id)
+
+
+def test_a_cancelled_batch_whose_output_cannot_be_written_counts_only_what_its_files_hold(
+    server_factory: Any,
+) -> None:
+    total = 2000
+    server, batch, folder = blocked_batch(
+        server_factory, total, builtin_latency_ms=20, engine_record_concurrency=2
+    )
+    job = batch.id.removeprefix("batch_")
+    c = client(server)
+    deadline = time.monotonic() + 60
+    while server.progress(job)[1] == 0:  # records checkpointed: it is running
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    c.batches.cancel(batch.id)
+    done = wait_batch(c, batch.id)
+    assert done.status == "cancelled" and done.cancelled_at
+    counts = done.request_counts
+    good = read_lines(c, done.output_file_id)
+    bad = read_lines(c, done.error_file_id)
+    assert (len(good), len(bad)) == (counts.completed, counts.failed) == (0, 0), counts
+    got = bedrock_client(server.url).get_model_invocation_job(jobIdentifier=job)
+    assert got["status"] == "Stopped" and got["message"].startswith("Cannot write the results")
+    manifest = json.loads((folder / "manifest.json.out").read_bytes())
+    assert manifest["processedRecordCount"] == got.get("processedRecordCount", 0) == 0
 
 
 def test_result_files_that_cannot_be_written_are_never_half_shown(server_factory: Any) -> None:
