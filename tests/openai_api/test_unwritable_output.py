@@ -70,6 +70,7 @@ def test_a_batch_whose_output_cannot_be_written_counts_only_what_its_files_hold(
         # Every counted request is in a file, and every request in a file is counted.
         assert (len(good), len(bad)) == (counts.completed, counts.failed), counts
         assert counts.completed + counts.failed == 0  # the answers never reached the store
+        assert done.usage is not None and done.usage.total_tokens == 0
 
     # While the location still refuses the output (never a 500, never stuck finalizing).
     check(c.batches.retrieve(batch.id))
