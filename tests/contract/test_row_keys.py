@@ -30,6 +30,7 @@ from batchrock.store.base import (
     JobRow,
     JobStore,
     PageRequest,
+    StoreBusy,
     key_job_id,
     row_key,
 )
@@ -408,5 +409,44 @@ async def test_a_change_of_any_view_column_moves_the_postgres_version_on(pg_url:
             ]:
                 other.execute(f"UPDATE jobs SET {bookkeeping} WHERE job_id = %s", (job_id,))
                 assert await store.get_row_key(ACCOUNT, REGION, job_id) == key
+    finally:
+        await store.close()
+
+
+async def test_the_sqlite_key_read_waits_out_a_busy_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key read of every Get runs first outside the store's busy wrapper; a busy database
+    then takes the wrapped read, which waits and tries again (and past ``busy_timeout`` is the
+    store's StoreBusy); another error is not taken for busy. SQLite answers a WAL read busy
+    too rarely to provoke here (a recovery), so the read is made to fail."""
+    store = await SqliteStore.open(tmp_path / "db.sqlite3", busy_timeout=0.05)
+    try:
+        (job_id, *_) = await fill(store)
+        key = await store.get_row_key(ACCOUNT, REGION, job_id)
+        read = store._row_key
+        failures = {"left": 2}
+
+        def flaky(account_id: str, region: str, job_id: str) -> str | None:
+            if failures["left"]:
+                failures["left"] -= 1
+                busy = sqlite3.OperationalError("database is locked")
+                busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+                raise busy
+            return read(account_id, region, job_id)
+
+        monkeypatch.setattr(store, "_row_key", flaky)
+        assert await store.get_row_key(ACCOUNT, REGION, job_id) == key
+        assert failures["left"] == 0
+        failures["left"] = 10**6
+        with pytest.raises(StoreBusy):
+            await store.get_row_key(ACCOUNT, REGION, job_id)
+
+        def broken(account_id: str, region: str, job_id: str) -> str | None:
+            raise sqlite3.OperationalError("no such column: row_key")
+
+        monkeypatch.setattr(store, "_row_key", broken)
+        with pytest.raises(sqlite3.OperationalError, match="no such column"):
+            await store.get_row_key(ACCOUNT, REGION, job_id)
     finally:
         await store.close()

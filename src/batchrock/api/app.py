@@ -53,6 +53,10 @@ Lifespan = Callable[[], AbstractAsyncContextManager[None]]
 
 HEALTH_PATH = "/_batchrock/health"
 METRICS_PATH = "/metrics"
+#: GetModelInvocationJob's route (``GET /model-invocation-job/{jobIdentifier}``): a GET with
+#: one segment after it is a Get (api/model.py's routes; a test checks they agree).
+_GET_PREFIX = "/model-invocation-job/"
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
 #: The operation label of requests that named none: refused before routing, or no route.
 UNROUTED = "unknown"
 
@@ -184,6 +188,7 @@ class BedrockApp:
         self.gate = auth.Gate(settings, service.clock.now, directory, wrong_signatures)
         self._routes = model.routes()
         self._plans = {name: _Plan.of(model.operation(name)) for name in model.OPERATIONS}
+        self._get_shape = self._plans["GetModelInvocationJob"].shape
         self._guard = guard.RequestGuard(settings)
         # With several API processes (``shared``), what they must agree on lives in their
         # shared file: the rate limit's buckets, the console's sessions and failed sign-ins.
@@ -291,6 +296,10 @@ class BedrockApp:
             scope["batchrock.operation"] = "Health"
             return 200, {"status": "ok"}
         raw_query: bytes = scope.get("query_string", b"")
+        if method == "GET" and path.startswith(_GET_PREFIX):
+            label = path[len(_GET_PREFIX) :]
+            if label and "/" not in label:
+                return 200, await self._get_job(scope, receive, path, raw_query, label)
         operation, labels = self._route(method, path)
         scope["batchrock.operation"] = operation
         plan = self._plans[operation]
@@ -316,6 +325,43 @@ class BedrockApp:
         if isinstance(result, dict) and "jobArn" in result:
             scope["batchrock.job"] = result["jobArn"].rsplit("/", 1)[-1]
         return 200, result
+
+    async def _get_job(
+        self, scope: Scope, receive: Receive, path: str, raw_query: bytes, label: str
+    ) -> Encoded:
+        """GetModelInvocationJob, the most frequent request (clients poll it), by the steps of
+        :meth:`_dispatch` and :meth:`_invoke` in their order, without the route's walk over
+        every pattern and the handler's layers: on a real server every piece of Python a
+        request runs is paid about twice (docs/benchmarks.md, "Where a Get's CPU goes")."""
+        operation = "GetModelInvocationJob"
+        scope["batchrock.operation"] = operation
+        query = raw_query.decode("latin-1")
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        # A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+        # section 6.3): nothing to wait for (uvicorn's receive is a coroutine, an event and a
+        # message a request). Either header: read, bounded, as every request's body is.
+        body = b""
+        for name, _ in headers:
+            if name.lower() in _BODY_HEADERS:
+                body = await self._read_body(receive, headers)
+                break
+        who = self.gate.identify(scope, path, query, body)
+        identifier = unquote(label)
+        params: dict[str, Any] = {"jobIdentifier": identifier}
+        scope["batchrock.account"] = who.caller.account_id
+        scope["batchrock.job"] = identifier.rsplit("/", 1)[-1]
+        # A bare job id (what most clients poll with) meets the model's pattern and length
+        # for jobIdentifier, and names a job of the caller's own: nothing to check or parse
+        # (tests/api/test_get_path.py holds the model to that). An ARN, or anything else, is
+        # validated and parsed as every identifier is.
+        bare = identity.is_job_id(identifier)
+        if not bare:
+            validation.validate(self._get_shape, params)
+        self.gate.authorize(who, operation, params)
+        if self._limiter is not None:
+            await self._limiter.acheck(who.caller.account_id)
+        job_id = identifier if bare else _owned_job_id(identifier, who.caller)
+        return await self._summaries.get(who.caller, job_id)
 
     async def invoke(
         self, who: auth.Identity, operation: str, params: dict[str, Any]

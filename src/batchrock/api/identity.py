@@ -103,6 +103,11 @@ class JobRef:
         )
 
 
+def is_job_id(text: str) -> bool:
+    """Whether ``text`` is a bare job id (12 characters of ``[a-z0-9]``)."""
+    return _JOB_ID.fullmatch(text) is not None
+
+
 def parse_job_identifier(text: str) -> JobRef | None:
     """A bare 12-character id or a model-invocation-job ARN; ``None`` for anything else."""
     if _JOB_ID.fullmatch(text):

@@ -100,6 +100,11 @@ _VERSION_TRIGGER = (
 )
 
 
+_ROW_KEY_QUERY = (
+    f"SELECT {_KEY_COLUMNS} FROM jobs WHERE job_id = ? AND account_id = ? AND region = ?"
+)
+
+
 def _job_rows(rows: Iterator[tuple[Any, ...]]) -> list[JobRow]:
     """Plain tuples (no ``sqlite3.Row``) straight into :class:`JobRow` views."""
     return [row_to_view(r) for r in rows]
@@ -448,17 +453,23 @@ class SqliteStore:
         )
         return rows[0] if rows else None
 
-    @_typed_errors
     async def get_row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
-        row = (
-            self._plain()
-            .execute(
-                f"SELECT {_KEY_COLUMNS} FROM jobs "
-                "WHERE job_id = ? AND account_id = ? AND region = ?",
-                (job_id, account_id, region),
-            )
-            .fetchone()
-        )
+        # Every GetModelInvocationJob's one query: tried first without _typed_errors' layer
+        # (a coroutine and a frame a call, on a path where each is paid about twice,
+        # docs/benchmarks.md "Where a Get's CPU goes"). Busy: the wrapped read, which waits.
+        try:
+            return self._row_key(account_id, region, job_id)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+        return await self._row_key_waiting(account_id, region, job_id)
+
+    @_typed_errors
+    async def _row_key_waiting(self, account_id: str, region: str, job_id: str) -> RowKey | None:
+        return self._row_key(account_id, region, job_id)
+
+    def _row_key(self, account_id: str, region: str, job_id: str) -> RowKey | None:
+        row = self._plain().execute(_ROW_KEY_QUERY, (job_id, account_id, region)).fetchone()
         return None if row is None else str(row[0])
 
     @_typed_errors
