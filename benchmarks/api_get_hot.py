@@ -11,7 +11,9 @@ Each figure is the least, over ``--tries``, of the CPU time per request of ``--r
 a row: the cost of the code with warm caches. On the real server (benchmarks/api_listing.py)
 both cost about 2-2.5x this, the same code run cold after the client and the kernel had the
 core (docs/benchmarks.md, "Where a Get's CPU goes on the real server"). Nothing passes or
-fails.
+fails. With ``--credentials`` the app verifies the request's signature against a credentials
+file holding the benchmark's key (as ``api_listing.py --credentials`` serves); without, open
+mode.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from uvicorn.server import ServerState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _api_floor import make_app
-from api_listing import fill, signed
+from api_listing import ACCESS_KEY, ACCOUNT, SECRET, fill, signed
 
+from batchrock.access.credfile import LiveDirectory
 from batchrock.admin import http_config
 from batchrock.api.app import BedrockApp
 from batchrock.clock import SystemClock
@@ -113,17 +116,34 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--tries", type=int, default=5)
+    parser.add_argument(
+        "--credentials",
+        action="store_true",
+        help="verify every request's SigV4 signature against a credentials file",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="batchrock-get-hot-") as folder:
         work = Path(folder)
         first_id = await fill(work / "batchrock.sqlite3", 200)
         store = await SqliteStore.open(work / "batchrock.sqlite3")
         try:
-            app = BedrockApp(JobService(store, SystemClock()), Settings(data_dir=work))
+            settings = Settings(data_dir=work)
+            directory = None
+            if args.credentials:
+                credentials = work / "credentials.toml"
+                credentials.write_text(
+                    f'[[accounts]]\nid = "{ACCOUNT}"\nkeys = [{{ access_key_id = '
+                    f'"{ACCESS_KEY}", secret_access_key = "{SECRET}" }}]\n'
+                )
+                credentials.chmod(0o600)
+                settings = Settings(data_dir=work, credentials_file=credentials)
+                directory = LiveDirectory(credentials, interval=3600)
+            app = BedrockApp(JobService(store, SystemClock()), settings, directory=directory)
             target = f"/model-invocation-job/{first_id}"
             head = signed(8765, target)
             floor = make_app({target.encode(): b"{}"})
-            print(f"best of {args.tries} x {args.requests} requests, CPU µs per request")
+            mode = "signatures verified" if args.credentials else "open mode"
+            print(f"best of {args.tries} x {args.requests} requests, {mode}, CPU µs per request")
             print("| app | plain httptools | batchrock serve's protocol (guards) |")
             print("| --- | ---: | ---: |")
             for name, each in (("floor", floor), ("batchrock", app)):

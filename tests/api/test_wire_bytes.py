@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -301,12 +302,21 @@ def test_the_plain_credential_parse_agrees_with_the_regex() -> None:
     for header in headers:
         match = identity._SCOPE.search(header)
         expected = (match.group(1), match.group(2)) if match else None
-        plain = identity._plain_scope(header)
+        credential = identity._credential(header)
+        plain = None if credential is None else identity._plain_scope(credential)
         if plain is not None:
             assert plain == expected, header
             answered += 1
+        # And the caller, made or kept (each header asked twice): the regex's.
+        key, region = expected or (None, None)
+        account = key if key and re.fullmatch(r"\d{12}", key) else "000000000000"
+        for _ in range(2):
+            caller = identity.caller_from(
+                header, "", default_region="eu-west-1", default_account="000000000000"
+            )
+            assert (caller.account_id, caller.region) == (account, region or "eu-west-1")
     assert answered > 500  # the plain parse answered most of the near-misses itself
-    assert identity._plain_scope(good) == ("AKIAEXAMPLE", "us-east-1")
+    assert identity._plain_scope(identity._credential(good) or "") == ("AKIAEXAMPLE", "us-east-1")
     caller = identity.caller_from(
         good.replace("AKIAEXAMPLE", "123456789012"),
         "",

@@ -66,6 +66,9 @@ class Identity:
     principal: Principal | None = None
 
 
+_OPEN_KEPT = 1024
+
+
 class Gate:
     """Authentication and authorization for :class:`batchrock.api.app.BedrockApp`."""
 
@@ -93,6 +96,8 @@ class Gate:
             summary_action="wrong_signatures_summary",
             level=logging.INFO,
         )
+        #: Open mode's identities, by caller (at most _OPEN_KEPT).
+        self._open: dict[Caller, Identity] = {}
 
     def identify(
         self,
@@ -109,7 +114,13 @@ class Gate:
                 default_region=self.settings.default_region,
                 default_account=self.settings.default_account_id,
             )
-            return Identity(caller)
+            # One Identity per Caller (both frozen): made once, not per request.
+            found = self._open.get(caller)
+            if found is None:
+                if len(self._open) >= _OPEN_KEPT:
+                    self._open.clear()
+                found = self._open[caller] = Identity(caller)
+            return found
         request = HttpRequest(
             method=scope["method"],
             raw_path=raw_path,

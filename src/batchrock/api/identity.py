@@ -30,10 +30,19 @@ _JOB_ID = re.compile(r"[a-z0-9]{12}")
 def caller_from(
     authorization: str | None, query_string: str, *, default_region: str, default_account: str
 ) -> Caller:
+    credential = _credential(authorization) if authorization else None
+    if credential is not None:
+        # A client sends the same credential (key, day, region) with every request: its
+        # caller is made once (parsing it, the account's match and a frozen dataclass cost
+        # about 1.5 µs a request; docs/benchmarks.md "Where a Get's CPU goes").
+        found = _callers.get((credential, default_region, default_account))
+        if found is not None:
+            return found
     access_key: str | None = None
     region: str | None = None
+    plain = None if credential is None else _plain_scope(credential)
     if authorization:
-        scope = _plain_scope(authorization)
+        scope = plain
         if scope is None:
             match = _SCOPE.search(authorization)
             if match:
@@ -46,24 +55,39 @@ def caller_from(
         if len(parts) == 5:
             access_key, region = parts[0], parts[2]
     account = access_key if access_key and _ACCOUNT.fullmatch(access_key) else default_account
-    return Caller(account_id=account, region=region or default_region)
+    caller = Caller(account_id=account, region=region or default_region)
+    if plain is not None and credential is not None:
+        # Only a credential read whole decides the caller alone (else the regex's search of
+        # the whole header, or the query, may).
+        if len(_callers) >= _CALLERS_KEPT:
+            _callers.clear()
+        _callers[(credential, default_region, default_account)] = caller
+    return caller
 
+
+#: Callers by (credential, default region, default account), at most _CALLERS_KEPT.
+_callers: dict[tuple[str, str, str], Caller] = {}
+_CALLERS_KEPT = 1024
 
 _REGION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
-def _plain_scope(authorization: str) -> tuple[str, str] | None:
-    """What ``_SCOPE.search`` finds, by string operations, for the header every SDK sends
-    (``... Credential=KEY/YYYYMMDD/REGION/SERVICE/aws4_request, ...``); ``None`` for any
-    other shape (the regex decides those). A match must start at the first ``Credential=``
-    when the credential there is whole, so both give the same answer; this one costs a
-    fraction of a call into RE2 on every request."""
+def _credential(authorization: str) -> str | None:
+    """What follows the first ``Credential=`` up to the next comma (or the end)."""
     start = authorization.find("Credential=")
     if start < 0:
         return None
     start += len("Credential=")
     end = authorization.find(",", start)
-    credential = authorization[start:] if end < 0 else authorization[start:end]
+    return authorization[start:] if end < 0 else authorization[start:end]
+
+
+def _plain_scope(credential: str) -> tuple[str, str] | None:
+    """What ``_SCOPE.search`` finds in the header, by string operations, for the credential
+    every SDK sends (``KEY/YYYYMMDD/REGION/SERVICE/aws4_request``, what follows the first
+    ``Credential=``); ``None`` for any other shape (the regex decides those). A match must
+    start at the first ``Credential=`` when the credential there is whole, so both give the
+    same answer; this one costs a fraction of a call into RE2 on every request."""
     if credential != "".join(credential.split()):  # whitespace ends the regex's match
         return None
     parts = credential.split("/")
