@@ -102,6 +102,17 @@ def test_signing_keys_kept_are_bounded() -> None:
     assert hmac.new(key, b"x", hashlib.sha256).hexdigest() == reference.signature("x", request)
 
 
+def test_canonical_paths_kept_are_bounded_and_the_same_as_made() -> None:
+    sigv4._canonical_paths.clear()
+    made = sigv4._canonical_path("/model-invocation-job/a%3Ab/../x y#z?q=1")
+    assert sigv4._canonical_path("/model-invocation-job/a%3Ab/../x y#z?q=1") == made
+    sigv4._canonical_paths.clear()
+    assert sigv4._canonical_path("/model-invocation-job/a%3Ab/../x y#z?q=1") == made
+    for n in range(sigv4._CANONICAL_PATHS_KEPT + 10):
+        sigv4._canonical_path(f"/model-invocation-job/{n:012d}")
+    assert len(sigv4._canonical_paths) <= sigv4._CANONICAL_PATHS_KEPT
+
+
 # --- the canonical request, against botocore's signer over a rebuilt AWSRequest -------------
 
 

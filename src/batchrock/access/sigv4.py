@@ -366,11 +366,8 @@ def _sign(claim: Claim, request: HttpRequest, secret: str) -> tuple[str, str, st
     botocore's own ``urlsplit``/``normalize_url_path``/``quote`` steps; the rest follows
     ``SigV4Auth.canonical_request`` line by line (tests/access/test_sigv4_fast.py compares the
     two on varied requests)."""
-    body_hash = hashlib.sha256(request.body).hexdigest()
-    # The router reads "a" as "/a" too. '#' cannot be part of a request path; escaped, it
-    # cannot end the URL early.
-    path = request.raw_path if request.raw_path.startswith("/") else "/" + request.raw_path
-    parts = urlsplit("https://batchrock" + path.replace("#", "%23"))
+    body_hash = hashlib.sha256(request.body).hexdigest() if request.body else _EMPTY_SHA256
+    canonical_path, path_query = _canonical_path(request.raw_path)
     wanted = set(claim.signed_headers)
     kept = [(n, v) for n, v in request.headers if n in wanted and n != _CONTENT_SHA256]
     if _CONTENT_SHA256 in wanted and any(n == _CONTENT_SHA256 for n, _ in request.headers):
@@ -390,8 +387,8 @@ def _sign(claim: Claim, request: HttpRequest, secret: str) -> tuple[str, str, st
     canonical = "\n".join(
         [
             request.method.upper(),
-            quote(normalize_url_path(parts.path), safe="/~"),
-            _canonical_query(claim.signed_query) if claim.signed_query else _url_query(parts.query),
+            canonical_path,
+            _canonical_query(claim.signed_query) if claim.signed_query else _url_query(path_query),
             "\n".join(lines) + "\n",
             signed,
             body_hash,
@@ -407,8 +404,31 @@ def _sign(claim: Claim, request: HttpRequest, secret: str) -> tuple[str, str, st
         ]
     )
     signing = signing_key(secret, date, claim.region)
-    signature = hmac.new(signing, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    signature = hmac.digest(signing, string_to_sign.encode("utf-8"), "sha256").hex()
     return signature, canonical, string_to_sign
+
+
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+#: Canonical paths (and what botocore's ``urlsplit`` leaves as the query) by raw path: a
+#: client polling a job signs the same path again and again. Bounded.
+_canonical_paths: dict[str, tuple[str, str]] = {}
+_CANONICAL_PATHS_KEPT = 1024
+
+
+def _canonical_path(raw_path: str) -> tuple[str, str]:
+    """The canonical request's path for ``raw_path``, as botocore's ``urlsplit``,
+    ``normalize_url_path`` and ``quote`` make it, and the query ``urlsplit`` finds in it."""
+    found = _canonical_paths.get(raw_path)
+    if found is None:
+        # The router reads "a" as "/a" too. '#' cannot be part of a request path; escaped,
+        # it cannot end the URL early.
+        path = raw_path if raw_path.startswith("/") else "/" + raw_path
+        parts = urlsplit("https://batchrock" + path.replace("#", "%23"))
+        found = quote(normalize_url_path(parts.path), safe="/~"), parts.query
+        if len(_canonical_paths) >= _CANONICAL_PATHS_KEPT:
+            _canonical_paths.clear()
+        _canonical_paths[raw_path] = found
+    return found
 
 
 _CONTENT_SHA256 = "x-amz-content-sha256"
