@@ -32,7 +32,7 @@ from uvicorn.server import ServerState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _api_floor import make_app
-from api_listing import ACCESS_KEY, ACCOUNT, SECRET, fill, signed
+from api_listing import fill, signed, write_credentials
 
 from batchrock.access.credfile import LiveDirectory
 from batchrock.admin import http_config
@@ -130,12 +130,7 @@ async def main() -> None:
             settings = Settings(data_dir=work)
             directory = None
             if args.credentials:
-                credentials = work / "credentials.toml"
-                credentials.write_text(
-                    f'[[accounts]]\nid = "{ACCOUNT}"\nkeys = [{{ access_key_id = '
-                    f'"{ACCESS_KEY}", secret_access_key = "{SECRET}" }}]\n'
-                )
-                credentials.chmod(0o600)
+                credentials = write_credentials(work / "credentials.toml")
                 settings = Settings(data_dir=work, credentials_file=credentials)
                 directory = LiveDirectory(credentials, interval=3600)
             app = BedrockApp(JobService(store, SystemClock()), settings, directory=directory)

@@ -250,6 +250,16 @@ async def main() -> None:
         await measure(args, Path(folder))
 
 
+def write_credentials(path: Path) -> Path:
+    """A credentials file holding the benchmark's signing key, in its jobs' account."""
+    path.write_text(
+        f'[[accounts]]\nid = "{ACCOUNT}"\n'
+        f'keys = [{{ access_key_id = "{ACCESS_KEY}", secret_access_key = "{SECRET}" }}]\n'
+    )
+    path.chmod(0o600)
+    return path
+
+
 async def measure(args: argparse.Namespace, work: Path) -> None:
     """The servers on a store of ``args.jobs`` jobs in ``work``, measured; stopped at the end."""
     data = work / "data"
@@ -257,12 +267,7 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
     access: list[str] = []
     if args.credentials:
         # The benchmark's signing key, in the account its jobs belong to.
-        credentials = work / "credentials.toml"
-        credentials.write_text(
-            f'[[accounts]]\nid = "{ACCOUNT}"\n'
-            f'keys = [{{ access_key_id = "{ACCESS_KEY}", secret_access_key = "{SECRET}" }}]\n'
-        )
-        credentials.chmod(0o600)
+        credentials = write_credentials(work / "credentials.toml")
         access = ["--credentials-file", str(credentials)]
     api_port, floor_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHROCK_")}

@@ -24,6 +24,7 @@ from batchrock.clock import FakeClock
 from batchrock.service import JobService
 from batchrock.settings import Settings
 from batchrock.store.sqlite import SqliteStore
+from tests.api.test_store_busy import create_body
 from tests.api.wire import Reply, asgi_call
 
 ACCOUNT = "111111111111"
@@ -35,18 +36,6 @@ def auth(account: str, region: str = "us-east-1") -> tuple[str, str]:
         "authorization",
         f"AWS4-HMAC-SHA256 Credential={account}/20261201/{region}/bedrock/aws4_request, "
         "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
-    )
-
-
-def create_body(name: str) -> bytes:
-    return orjson.dumps(
-        {
-            "jobName": name,
-            "roleArn": "arn:aws:iam::123456789012:role/BedrockBatch",
-            "modelId": "anthropic.claude-3-haiku-20240307-v1:0",
-            "inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://in-bucket/input/"}},
-            "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://out-bucket/output/"}},
-        }
     )
 
 
