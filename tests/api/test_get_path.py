@@ -69,6 +69,11 @@ def test_the_get_path_answers_as_the_generic_route(
                 (job_id, (auth(ACCOUNT),), b""),
                 (quote(arn, safe=""), (auth(ACCOUNT),), b""),
                 (quote(other_region_arn, safe=""), (auth(ACCOUNT),), b""),
+                # Again, and the bare id with another account: identifiers read before.
+                (quote(arn, safe=""), (auth(ACCOUNT),), b""),
+                (quote(other_region_arn, safe=""), (auth(ACCOUNT),), b""),
+                (quote(arn, safe=""), (auth(OTHER),), b""),
+                ("NotAJobId", (auth(ACCOUNT),), b""),
                 (job_id, (auth(OTHER),), b""),  # another account's job: not found
                 (job_id, (auth(ACCOUNT, "eu-west-1"),), b""),  # another region's
                 ("zzzzzzzzzzzz", (auth(ACCOUNT),), b""),  # no such job
@@ -124,10 +129,11 @@ def test_the_get_path_answers_as_the_generic_route(
             assert fast_lines == generic_lines
             assert generic_counts == fast_counts
             statuses = [status for status, _, _ in fast]
-            expected = [200, 200, 404, 404, 404, 404, 400, 400, 400, 400, 404, 200, 413, 403]
+            expected = [200, 200, 404, 200, 404, 404, 400, 404, 404, 404, 400, 400, 400, 400]
+            expected += [404, 200, 413, 403]
             assert statuses == expected
             assert orjson.loads(fast[0][2])["jobArn"] == arn
-            assert fast_counts[("GetModelInvocationJob", 200)] == 3
+            assert fast_counts[("GetModelInvocationJob", 200)] == 4
         finally:
             await store.close()
 

@@ -57,6 +57,7 @@ METRICS_PATH = "/metrics"
 #: one segment after it is a Get (api/model.py's routes; a test checks they agree).
 _GET_PREFIX = "/model-invocation-job/"
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
+_GET_REFS_KEPT = 4096
 #: The operation label of requests that named none: refused before routing, or no route.
 UNROUTED = "unknown"
 
@@ -189,6 +190,8 @@ class BedrockApp:
         self._routes = model.routes()
         self._plans = {name: _Plan.of(model.operation(name)) for name in model.OPERATIONS}
         self._get_shape = self._plans["GetModelInvocationJob"].shape
+        #: GetModelInvocationJob's identifiers validated and parsed lately (_get_job).
+        self._get_refs: dict[str, identity.JobRef] = {}
         self._guard = guard.RequestGuard(settings)
         # With several API processes (``shared``), what they must agree on lives in their
         # shared file: the rate limit's buckets, the console's sessions and failed sign-ins.
@@ -350,18 +353,23 @@ class BedrockApp:
         params: dict[str, Any] = {"jobIdentifier": identifier}
         scope["batchrock.account"] = who.caller.account_id
         scope["batchrock.job"] = identifier.rsplit("/", 1)[-1]
-        # A bare job id (what most clients poll with) meets the model's pattern and length
-        # for jobIdentifier, and names a job of the caller's own: nothing to check or parse
-        # (tests/api/test_get_path.py holds the model to that). An ARN, or anything else, is
-        # validated and parsed as every identifier is.
-        bare = identity.is_job_id(identifier)
-        if not bare:
+        # An identifier read before (a client polls with the same one) was valid then and
+        # is now: its parse is kept (bounded). A bare job id meets the model's pattern and
+        # length for jobIdentifier (tests/api/test_get_path.py holds the model to that).
+        # Anything else is validated as every identifier is, before anything else is done.
+        ref = self._get_refs.get(identifier)
+        if ref is None and not identity.is_job_id(identifier):
             validation.validate(self._get_shape, params)
         self.gate.authorize(who, operation, params)
         if self._limiter is not None:
             await self._limiter.acheck(who.caller.account_id)
-        job_id = identifier if bare else _owned_job_id(identifier, who.caller)
-        return await self._summaries.get(who.caller, job_id)
+        if ref is None:
+            ref = identity.parse_job_identifier(identifier)
+            if ref is not None:
+                if len(self._get_refs) >= _GET_REFS_KEPT:
+                    self._get_refs.clear()
+                self._get_refs[identifier] = ref
+        return await self._summaries.get(who.caller, _owned(ref, identifier, who.caller))
 
     async def invoke(
         self, who: auth.Identity, operation: str, params: dict[str, Any]
@@ -495,7 +503,12 @@ def _path_of(scope: Scope) -> str:
 
 
 def _owned_job_id(identifier: str, caller: Caller) -> str:
-    ref = identity.parse_job_identifier(identifier)
+    return _owned(identity.parse_job_identifier(identifier), identifier, caller)
+
+
+def _owned(ref: identity.JobRef | None, identifier: str, caller: Caller) -> str:
+    """The job id ``identifier`` (parsed: ``ref``) names, when the caller's; else
+    ResourceNotFoundException."""
     if ref is None or not ref.owned_by(caller):
         raise ResourceNotFoundException(f"Could not find model invocation job {identifier}.")
     return ref.job_id
