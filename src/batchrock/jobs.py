@@ -122,6 +122,10 @@ OPENAI_BATCH_PREFIX = "openai:"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 JOB_ID_LENGTH = 12
 DEFAULT_TIMEOUT_HOURS = 24
+#: The shortest timeout a job has (``timeoutDurationInHours`` is 24-168 on the wire, and an
+#: OpenAI batch's window is 24 h): no job expires sooner after its submission, which the
+#: engine's expiry sweep relies on (it reads only jobs submitted at least this long ago).
+MIN_TIMEOUT_HOURS = 24
 
 
 def new_job_id() -> str:

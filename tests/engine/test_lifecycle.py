@@ -436,6 +436,36 @@ def test_scheduled_job_expires_when_it_cannot_start_in_time(tmp_path: Path) -> N
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("time_scale", [1, 3600], ids=["plain", "time_scale"])
+def test_the_sweep_expires_an_overdue_job_behind_a_thousand_waiting_ones(
+    tmp_path: Path, time_scale: float
+) -> None:
+    """1,000 older jobs wait with a week's timeout; a newer one with 24 h runs out first and
+    is expired, though it is not among the 1,000 oldest waiting jobs (the sweep read only
+    those, and missed it). Not a moment early: a microsecond before its deadline (24 h of
+    service time, an hour lasting a second at 3600) it still waits."""
+    clock = FakeClock(datetime.now(UTC), time_scale=time_scale)
+    h = Harness(tmp_path, clock=clock)
+
+    async def main() -> None:
+        for _ in range(1000):
+            await h.submit("s3://in-bucket/in/", timeout_hours=168)
+        clock.advance(1)
+        late = await h.submit("s3://in-bucket/in/", timeout_hours=24)
+        engine = h.engine()
+        deadline = late.submit_time + timedelta(hours=24) / time_scale
+        clock.advance(deadline - clock.now() - timedelta(microseconds=1))
+        await engine.expire_overdue()
+        assert (await h.get(late.job_id)).status is S.SUBMITTED
+        clock.advance(timedelta(microseconds=1))
+        await engine.expire_overdue()
+        assert await h.statuses(late.job_id) == ["Submitted", "Expired"]
+        assert (await h.get(h.job_ids[0])).status is S.SUBMITTED
+        await h.close()
+
+    asyncio.run(main())
+
+
 def test_shutdown_and_resume_on_another_engine_processes_each_record_once(tmp_path: Path) -> None:
     h = Harness(tmp_path, handler=slow(0.005), engine_record_concurrency=4)
     h.bucket("out-bucket")

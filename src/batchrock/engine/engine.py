@@ -25,6 +25,7 @@ import shutil
 import socket
 from datetime import datetime, timedelta
 
+from batchrock import jobs
 from batchrock.catalogue import Catalogue, load_catalogue
 from batchrock.clock import Clock
 from batchrock.engine.checkpoint import spool_root
@@ -50,8 +51,15 @@ def _count_takeover() -> None:
     process_metrics().lease_takeover()
 
 
-#: Waiting jobs one poll looks at (oldest first) for expiry and for the next dwell end.
+#: The jobs the expiry sweep looks at: those nobody runs while they wait.
+_EXPIRING = frozenset({S.SCHEDULED, S.SUBMITTED})
+#: Overdue jobs one poll expires at most (the rest at the next poll).
 _SWEEP = 1000
+#: What the store's floating-point deadline may be off by, and more (the sweep asks for
+#: this much past now, then checks each job's exact deadline).
+_SPARE = timedelta(milliseconds=1)
+#: A long duration whose scaled length gives the clock's time scale as a ratio.
+_PROBE = timedelta(days=10_000)
 
 
 class Engine:
@@ -184,9 +192,8 @@ class Engine:
 
     async def tick(self) -> None:
         """One poll: expire overdue jobs, then take work while there is capacity."""
-        waiting = await self.store.jobs_in({S.SCHEDULED, S.SUBMITTED}, limit=_SWEEP)
-        await self.expire_overdue(waiting)
-        self._next_due = self._dwell_end(waiting)
+        await self.expire_overdue()
+        self._next_due = await self._dwell_end()
         while len(self._running) < self.settings.engine_max_jobs:
             claimed = await self._next_job()
             if claimed is None:
@@ -206,14 +213,14 @@ class Engine:
         """How long a new job stays Submitted, in wall-clock time (scaled like timeouts)."""
         return self.clock.scaled(timedelta(seconds=self.settings.engine_min_submitted_seconds))
 
-    def _dwell_end(self, waiting: list[Job]) -> datetime | None:
-        """When the soonest Submitted job of ``waiting`` may be validated, if not yet."""
+    async def _dwell_end(self) -> datetime | None:
+        """When the soonest Submitted job still in its dwell may be validated, if any: the
+        oldest one submitted after ``now - dwell`` (one row of the store's index)."""
         now, dwell = self.clock.now(), self._dwell()
         if not dwell:
             return None
-        ends = [j.submit_time + dwell for j in waiting if j.status is S.SUBMITTED]
-        later = [end for end in ends if end > now]
-        return min(later) if later else None
+        first = await self.store.first_submitted_after(S.SUBMITTED, now - dwell)
+        return None if first is None else first + dwell
 
     async def _next_job(self) -> tuple[Job, str] | None:
         """The next job to run and the owner it was claimed as."""
@@ -281,14 +288,25 @@ class Engine:
             # Scheduled), and there is capacity for another.
             self.wake()
 
-    async def expire_overdue(self, waiting: list[Job] | None = None) -> None:
+    async def expire_overdue(self) -> None:
         """Jobs that have not started by their expiration time become Expired (nobody holds
-        a waiting job, so no runner would notice); ``waiting``: the jobs to look at, if the
-        caller has them (a poll does), else the oldest waiting ones."""
-        if waiting is None:
-            waiting = await self.store.jobs_in({S.SCHEDULED, S.SUBMITTED}, limit=_SWEEP)
-        now = self.clock.now()
-        for job in waiting:
+        a waiting job, so no runner would notice).
+
+        The store is asked only for the overdue ones: a job's deadline is at least the
+        shortest timeout (scaled) after its submission, so only jobs submitted that long
+        ago are read (a range of the store's index, not every waiting job); the store tests
+        their deadline with the clock's time scale as a ratio, and each job it returns is
+        checked here against its exact deadline (deadline_of, as its runner would)."""
+        clock = self.clock
+        now = clock.now()
+        overdue = await self.store.overdue(
+            _EXPIRING,
+            submitted_by=now - clock.scaled(timedelta(hours=jobs.MIN_TIMEOUT_HOURS)),
+            by=now + _SPARE,
+            scale=clock.scaled(_PROBE) / _PROBE,
+            limit=_SWEEP,
+        )
+        for job in overdue:
             if now < deadline_of(job, self.clock) or job.job_id in self._running:
                 continue
             with contextlib.suppress(InvalidTransition, LookupError):

@@ -416,6 +416,28 @@ class JobStore(Protocol):
         """Up to ``limit`` jobs in ``statuses``, of any owner, oldest first (engine sweeps)."""
         ...
 
+    async def overdue(
+        self,
+        statuses: Collection[JobStatus],
+        *,
+        submitted_by: datetime,
+        by: datetime,
+        scale: float,
+        limit: int,
+    ) -> list[Job]:
+        """Up to ``limit`` jobs in ``statuses`` (of any owner, in no set order) submitted at
+        or before ``submitted_by`` whose deadline, ``submit_time + (expiration_time -
+        submit_time) * scale``, is at or before ``by`` (the engine's expiry sweep). Read from
+        the index jobs_claim, each status's range up to ``submitted_by``, never from the
+        younger jobs. The deadline is computed in floating point (to within a microsecond):
+        a caller that needs it exact asks with a little to spare and checks each job."""
+        ...
+
+    async def first_submitted_after(self, status: JobStatus, after: datetime) -> datetime | None:
+        """The submit time of the oldest job in ``status`` submitted after ``after``, if any
+        (one row of the index jobs_claim: when the engine's next dwell ends)."""
+        ...
+
     async def snapshot(self) -> StoreSnapshot:
         """Jobs by status and the unfinished work per model, of every account. Runs off the
         event loop: at a million jobs the count reads the whole status index."""

@@ -65,8 +65,10 @@ from batchrock.store.rows import (
     N_COLUMNS,
     Row,
     claim_candidate,
+    first_submitted_query,
     job_params,
     log_transition,
+    overdue_query,
     row_to_job,
     row_to_view,
 )
@@ -756,6 +758,33 @@ class PostgresStore:
             (*values, limit),
         )
         return [row_to_job(r) for r in rows]
+
+    async def overdue(
+        self,
+        statuses: Collection[JobStatus],
+        *,
+        submitted_by: datetime,
+        by: datetime,
+        scale: float,
+        limit: int,
+    ) -> list[Job]:
+        if not statuses:
+            return []
+        rows = await self._all(
+            overdue_query(statuses, mark="%s", columns=JOB_COLUMNS),
+            (
+                *sorted(s.value for s in statuses),
+                to_micros(submitted_by),
+                scale,
+                to_micros(by),
+                limit,
+            ),
+        )
+        return [row_to_job(r) for r in rows]
+
+    async def first_submitted_after(self, status: JobStatus, after: datetime) -> datetime | None:
+        row = await self._one(first_submitted_query("%s"), (status.value, to_micros(after)))
+        return None if row is None else from_micros(row[0])
 
     async def snapshot(self) -> StoreSnapshot:
         # The server counts; the event loop only waits for the answer.

@@ -199,3 +199,27 @@ def claim_candidate(
         f"SELECT claim_key FROM ({merged}) AS picks ORDER BY submit_time, job_id LIMIT 1",
         params,
     )
+
+
+def overdue_query(statuses: Collection[JobStatus], *, mark: str, columns: str) -> str:
+    """The query of store/base.py ``overdue``; its parameters: each status's value (sorted),
+    then ``submitted_by``, ``scale``, ``by`` (microseconds; ``scale`` a float) and the limit.
+
+    ``submit_time <= submitted_by`` first, on its own: with the status, a range of the index
+    jobs_claim (status, submit_time, job_id), so the young jobs (every job is younger than its
+    deadline by at least the shortest timeout) are never read. The deadline is then a test of
+    each job in that range, which holds only jobs waiting longer than the shortest timeout."""
+    marks = ", ".join([mark] * len(statuses))
+    return (
+        f"SELECT {columns} FROM jobs WHERE status IN ({marks}) AND submit_time <= {mark} "
+        f"AND submit_time + (expiration_time - submit_time) * {mark} <= {mark} LIMIT {mark}"
+    )
+
+
+def first_submitted_query(mark: str) -> str:
+    """The query of store/base.py ``first_submitted_after`` (parameters: the status's value,
+    then ``after`` in microseconds): the first row of the index jobs_claim past ``after``."""
+    return (
+        f"SELECT submit_time FROM jobs WHERE status = {mark} AND submit_time > {mark} "
+        "ORDER BY submit_time LIMIT 1"
+    )

@@ -55,7 +55,14 @@ from batchrock.store.base import (
     StoreSnapshot,
     UnfinishedJobsQuota,
 )
-from batchrock.store.rows import claim_candidate, job_params, log_transition, row_to_view
+from batchrock.store.rows import (
+    claim_candidate,
+    first_submitted_query,
+    job_params,
+    log_transition,
+    overdue_query,
+    row_to_view,
+)
 from batchrock.store.sqlite_checkpoint import DEFAULT as DEFAULT_CHECKPOINTS
 from batchrock.store.sqlite_checkpoint import Checkpoints, WalCheckpointer
 
@@ -900,6 +907,37 @@ class SqliteStore:
             (*values, limit),
         ).fetchall()
         return [_row_to_job(r) for r in rows]
+
+    @_typed_errors
+    async def overdue(
+        self,
+        statuses: Collection[JobStatus],
+        *,
+        submitted_by: datetime,
+        by: datetime,
+        scale: float,
+        limit: int,
+    ) -> list[Job]:
+        if not statuses:
+            return []
+        rows = self._conn.execute(
+            overdue_query(statuses, mark="?", columns=_JOB_COLUMNS),
+            (
+                *sorted(s.value for s in statuses),
+                to_micros(submitted_by),
+                scale,
+                to_micros(by),
+                limit,
+            ),
+        ).fetchall()
+        return [_row_to_job(r) for r in rows]
+
+    @_typed_errors
+    async def first_submitted_after(self, status: JobStatus, after: datetime) -> datetime | None:
+        row = self._conn.execute(
+            first_submitted_query("?"), (status.value, to_micros(after))
+        ).fetchone()
+        return None if row is None else from_micros(row[0])
 
     @_typed_errors
     async def snapshot(self) -> StoreSnapshot:
