@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,74 @@ def test_an_engine_runs_jobs_to_the_end_on_the_store(
         await h.close()
 
     asyncio.run(main())
+
+
+def _overdue(store: JobStore, now: datetime, *, scale: float = 1.0, limit: int = 50) -> Any:
+    """The engine's expiry sweep at ``now``: jobs submitted at least 24 h (scaled) ago."""
+    return store.overdue(
+        {S.SCHEDULED, S.SUBMITTED},
+        submitted_by=now - timedelta(hours=24) * scale,
+        by=now,
+        scale=scale,
+        limit=limit,
+    )
+
+
+class TestSweepContract:
+    async def test_overdue_finds_a_job_behind_a_thousand_waiting_ones(
+        self, store: JobStore
+    ) -> None:
+        """1,000 older jobs wait with a week's timeout; a newer Submitted one and a Scheduled
+        one with 24 h are overdue from their deadline on, not a microsecond before; jobs in
+        other statuses, or submitted since, are not."""
+        week = timedelta(hours=168)
+        for n in range(1000):
+            await store.create(make_job(n, expiration_time=T0 + timedelta(seconds=n) + week), {})
+        late, _ = await store.create(make_job(2000), {})
+        queued = await scheduled(store, 2001)
+        running = await scheduled(store, 2002)
+        await store.transition(running, S.IN_PROGRESS, now=T0)
+        await store.create(make_job(90_000), {})  # submitted a day later
+        deadline = late.expiration_time
+        assert await _overdue(store, deadline - timedelta(microseconds=1)) == []
+        assert [j.job_id for j in await _overdue(store, deadline)] == [late.job_id]
+        both = await _overdue(store, deadline + timedelta(seconds=1))
+        assert sorted(j.job_id for j in both) == sorted([late.job_id, queued])
+        assert len(await _overdue(store, deadline + timedelta(seconds=1), limit=1)) == 1
+        assert await store.overdue(set(), submitted_by=T0, by=T0, scale=1, limit=5) == []
+
+    async def test_overdue_scales_the_time_since_submission(self, store: JobStore) -> None:
+        """At time scale 3600 (``scale`` 1/3600) a 24 h timeout lasts 24 s, 48 h 48 s (a job
+        submitted at T0 + 1 s with 48 h from T0: 47.9997 s), to the microsecond."""
+        scale = 1 / 3600
+        day, two = [
+            (await store.create(make_job(n, expiration_time=T0 + timedelta(hours=h)), {}))[0]
+            for n, h in ((0, 24), (1, 48))
+        ]
+        assert day.submit_time == T0 and two.submit_time == T0 + timedelta(seconds=1)
+        two_deadline = two.submit_time + (two.expiration_time - two.submit_time) * scale
+        at = T0 + timedelta(seconds=24)
+        assert await _overdue(store, at - timedelta(microseconds=1), scale=scale) == []
+        assert [j.job_id for j in await _overdue(store, at, scale=scale)] == [day.job_id]
+        before = await _overdue(store, two_deadline - timedelta(milliseconds=1), scale=scale)
+        assert [j.job_id for j in before] == [day.job_id]
+        # 47,999,722.2 us after its submission, in floating point: due a microsecond later.
+        got = await _overdue(store, two_deadline + timedelta(microseconds=1), scale=scale)
+        assert sorted(j.job_id for j in got) == sorted([day.job_id, two.job_id])
+
+    async def test_first_submitted_after_is_the_next_dwell_end(self, store: JobStore) -> None:
+        """The oldest job of the status submitted strictly after the time, past 1,000 jobs of
+        another status that are older."""
+        for n in range(1000):
+            await store.create(make_job(n, job_id=f"old{n:06d}"), {})
+        await store.create(make_job(2010), {})
+        await store.create(make_job(2020), {})
+        other = await scheduled(store, 2015)
+        assert other
+        at = T0 + timedelta(seconds=2000)
+        first = store.first_submitted_after
+        assert await first(S.SUBMITTED, at) == T0 + timedelta(seconds=2010)
+        assert await first(S.SUBMITTED, at + timedelta(seconds=10)) == at + timedelta(seconds=20)
+        assert await first(S.SCHEDULED, at) == at + timedelta(seconds=15)
+        assert await first(S.SUBMITTED, at + timedelta(seconds=20)) is None
+        assert await first(S.SUBMITTED, T0 - timedelta(microseconds=1)) == T0
