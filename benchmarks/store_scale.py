@@ -163,10 +163,37 @@ def engine_cases(n: int) -> dict[str, Callable[[JobStore], Awaitable[Any]]]:
         "start_next (every model at its quota): none": lambda s: s.start_next(
             "bench", now=now, lease_seconds=3600, max_in_progress=10
         ),
-        "jobs_in Scheduled+Submitted, 1000 (the sweep)": lambda s: s.jobs_in(
+        "jobs_in Scheduled+Submitted, 1000 (the sweep until 2026-12-02)": lambda s: s.jobs_in(
             {S.SCHEDULED, S.SUBMITTED}, limit=1000
         ),
+        # The store's side of a poll's sweep (expiry and the next dwell end), as the engine's
+        # tick runs it: the code of whichever src is on PYTHONPATH (main's export too).
+        "tick's sweep, none overdue, dwell 1 h (engine.tick, no claims)": sweep_tick(now),
     }
+
+
+def sweep_tick(now: datetime) -> Callable[[JobStore], Awaitable[Any]]:
+    """An engine's tick on a store at ``now`` with its claims left out (``_next_job`` finds
+    nothing): what the poll asks the store before it claims. One engine per store, kept."""
+    from batchrock.clock import FakeClock
+    from batchrock.engine.engine import Engine
+    from batchrock.settings import Settings
+
+    engines: dict[int, Engine] = {}
+    folder = Path(tempfile.mkdtemp(prefix="batchrock-tick-"))
+
+    async def nothing() -> None:
+        return None
+
+    async def tick(store: JobStore) -> None:
+        engine = engines.get(id(store))
+        if engine is None:
+            settings = Settings(data_dir=folder, engine_min_submitted_seconds=3600)
+            engine = engines[id(store)] = Engine(settings, store, FakeClock(now))
+            engine._next_job = nothing  # type: ignore[method-assign]
+        await engine.tick()
+
+    return tick
 
 
 def claims_now(n: int) -> datetime:
