@@ -8,7 +8,9 @@ jobs (default one million), every filter, first page and a deep page via token.
 
 ``--claims``: instead of the listings, the engine's polls (engine/engine.py ``tick``) at N jobs
 in mixed states (:func:`mixed_job`): each ``claim`` shape the engine calls, ``start_next`` and
-the sweep's ``jobs_in``, timed the same way (the stores' answers checked the same).
+the sweep's ``jobs_in`` (until 2026-12-02), and a tick's sweep (``engine.tick`` with its
+claims left out: the code of whichever ``src`` is on ``PYTHONPATH``), timed the same way (the
+stores' answers checked the same).
 
 Both stores are filled with the same jobs in bulk, straight into their tables (SQLite: one
 ``executemany`` transaction, then the trigram name index from the table; PostgreSQL: ``COPY``
