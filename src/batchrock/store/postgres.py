@@ -770,16 +770,16 @@ class PostgresStore:
     ) -> list[Job]:
         if not statuses:
             return []
-        rows = await self._all(
-            overdue_query(statuses, mark="%s", columns=JOB_COLUMNS),
-            (
-                *sorted(s.value for s in statuses),
-                to_micros(submitted_by),
-                scale,
-                to_micros(by),
-                limit,
-            ),
+        sql, params = overdue_query(
+            statuses,
+            submitted_by=submitted_by,
+            by=by,
+            scale=scale,
+            limit=limit,
+            mark="%s",
+            columns=JOB_COLUMNS,
         )
+        rows = await self._all(sql, params)
         return [row_to_job(r) for r in rows]
 
     async def first_submitted_after(self, status: JobStatus, after: datetime) -> datetime | None:

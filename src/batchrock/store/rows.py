@@ -201,19 +201,29 @@ def claim_candidate(
     )
 
 
-def overdue_query(statuses: Collection[JobStatus], *, mark: str, columns: str) -> str:
-    """The query of store/base.py ``overdue``; its parameters: each status's value (sorted),
-    then ``submitted_by``, ``scale``, ``by`` (microseconds; ``scale`` a float) and the limit.
+def overdue_query(
+    statuses: Collection[JobStatus],
+    *,
+    submitted_by: datetime,
+    by: datetime,
+    scale: float,
+    limit: int,
+    mark: str,
+    columns: str,
+) -> tuple[str, list[Any]]:
+    """The query of store/base.py ``overdue`` (``columns`` of each job), and its parameters.
 
     ``submit_time <= submitted_by`` first, on its own: with the status, a range of the index
     jobs_claim (status, submit_time, job_id), so the young jobs (every job is younger than its
     deadline by at least the shortest timeout) are never read. The deadline is then a test of
     each job in that range, which holds only jobs waiting longer than the shortest timeout."""
-    marks = ", ".join([mark] * len(statuses))
-    return (
+    values = sorted(s.value for s in statuses)
+    marks = ", ".join([mark] * len(values))
+    sql = (
         f"SELECT {columns} FROM jobs WHERE status IN ({marks}) AND submit_time <= {mark} "
         f"AND submit_time + (expiration_time - submit_time) * {mark} <= {mark} LIMIT {mark}"
     )
+    return sql, [*values, to_micros(submitted_by), scale, to_micros(by), limit]
 
 
 def first_submitted_query(mark: str) -> str:

@@ -920,16 +920,16 @@ class SqliteStore:
     ) -> list[Job]:
         if not statuses:
             return []
-        rows = self._conn.execute(
-            overdue_query(statuses, mark="?", columns=_JOB_COLUMNS),
-            (
-                *sorted(s.value for s in statuses),
-                to_micros(submitted_by),
-                scale,
-                to_micros(by),
-                limit,
-            ),
-        ).fetchall()
+        sql, params = overdue_query(
+            statuses,
+            submitted_by=submitted_by,
+            by=by,
+            scale=scale,
+            limit=limit,
+            mark="?",
+            columns=_JOB_COLUMNS,
+        )
+        rows = self._conn.execute(sql, params).fetchall()
         return [_row_to_job(r) for r in rows]
 
     @_typed_errors
