@@ -9,10 +9,14 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
+from batchrock import processes
 from batchrock.access.signin_limit import MAX_FAILURES
+from batchrock.api.wrong_signatures import pair_key
 from tests.access.conftest import ALICE, BOB, Key, write_credentials
 from tests.conftest import bedrock_client
 
@@ -284,3 +290,111 @@ def test_a_lockout_made_on_one_process_holds_at_once_on_the_other(
     # Another key from the address is not locked out, on either process.
     assert _signed_get(server.port, "0", BOB, BOB.secret) == 200
     assert _signed_get(server.port, "1", BOB, BOB.secret) == 200
+
+
+@contextmanager
+def _shared_file_locked(server: Any) -> Iterator[Path]:
+    """The server's shared file with its write lock held from this process, as another API
+    process holds it while it writes (here for as long as the block runs)."""
+    path = server.data_dir / processes.RUN_FOLDER / str(server.proc.pid) / processes.SHARED_STATE
+    holder = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield path
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def _wait_for_line(server: Any, text: str, done: list[Any], timeout: float = 30.0) -> str:
+    """The server's first log line with ``text``, waited for (or until ``done`` has
+    something in it: a request answered meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not done:
+        found = [line for line in server.log().splitlines() if text in line]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no line with {text!r}: {server.log()[-3000:]}")
+        time.sleep(0.02)
+    return ""
+
+
+def test_a_rate_limited_request_waits_for_a_locked_shared_file_with_the_loop_free(
+    server_factory: Any,
+) -> None:
+    """A take that finds the shared file locked waits for it off the event loop: the same
+    process answers others meanwhile, and the request takes its token once the file is let
+    go (not let through unchecked, not after a hold of the loop)."""
+    server = server_factory(
+        engine=False, api_processes=2, rate_limit_per_second=1000, rate_limit_burst=1000
+    )
+    answers: list[int] = []
+
+    def get() -> None:
+        answers.append(_on_process(server.port, "0", "GET", "/model-invocation-jobs")[0])
+
+    with _shared_file_locked(server):
+        waiting = threading.Thread(target=get)
+        waiting.start()
+        line = _wait_for_line(server, "the request waits for it", answers)
+        assert answers == [], "answered while the shared file was locked"
+        assert "[api 0 pid" in line
+        status, headers, _ = _on_process(server.port, "0", "GET", "/_batchrock/health")
+        assert status == 200 and headers["x-batchrock-process"] == "0"
+        assert answers == [] and waiting.is_alive()
+    waiting.join(timeout=30)
+    assert answers == [200]
+    assert _on_process(server.port, "0", "GET", "/model-invocation-jobs")[0] == 200
+
+
+def test_wrong_signatures_are_answered_and_counted_while_the_shared_file_is_locked(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """Counting a wrong signature (and recording a right one) writes the shared file from a
+    request: with the file locked, the request is answered as always without waiting, the
+    count holds at once on its process, and on the others once the file is let go."""
+    creds = write_credentials(tmp_path / "credentials.toml")
+    server = server_factory(engine=False, credentials_file=creds, api_processes=2)
+    with _shared_file_locked(server) as path:
+        for _ in range(MAX_FAILURES):
+            assert _signed_get(server.port, "0", ALICE, "not-the-secret") == 403
+        assert _signed_get(server.port, "0", ALICE, ALICE.secret) == 429  # locked out at once
+        assert _signed_get(server.port, "0", BOB, BOB.secret) == 200  # recorded as known
+        assert _on_process(server.port, "0", "GET", "/_batchrock/health")[0] == 200
+    deadline = time.monotonic() + 30
+    key = pair_key("127.0.0.1", ALICE.access_key_id)
+    while True:
+        conn = sqlite3.connect(str(path), timeout=10)
+        try:
+            (written,) = conn.execute(
+                "SELECT count(*) FROM sign_in_failures WHERE key = ?", (key,)
+            ).fetchone()
+        finally:
+            conn.close()
+        if written == MAX_FAILURES:
+            break
+        assert written < MAX_FAILURES and time.monotonic() < deadline, written
+        time.sleep(0.02)
+    assert _signed_get(server.port, "1", ALICE, ALICE.secret) == 429
+    assert _signed_get(server.port, "1", BOB, BOB.secret) == 200
+
+
+def test_a_console_sign_in_refused_while_the_shared_file_is_locked_is_counted(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    creds = write_credentials(tmp_path / "credentials.toml")
+    server = server_factory(engine=False, credentials_file=creds, api_processes=2)
+    wrong = json.dumps({"accessKeyId": ALICE.access_key_id, "secretAccessKey": "nope"})
+    right = json.dumps({"accessKeyId": ALICE.access_key_id, "secretAccessKey": ALICE.secret})
+    json_type = {"Content-Type": "application/json"}
+    with _shared_file_locked(server):
+        for _ in range(MAX_FAILURES):
+            status, _, _ = _on_process(
+                server.port, "0", "POST", "/console/api/session", wrong, **json_type
+            )
+            assert status == 401
+        status, _, _ = _on_process(
+            server.port, "0", "POST", "/console/api/session", right, **json_type
+        )
+        assert status == 429

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from batchrock import shared_state
 from batchrock.access.signin_limit import SharedSignInLimiter
-from batchrock.api.throttle import SharedRateLimiter
+from batchrock.api.throttle import BUSY_MESSAGE, SharedRateLimiter
 from batchrock.clock import FakeClock
 from batchrock.errors import ThrottlingException
-from batchrock.shared_state import SharedState
+from batchrock.shared_state import SharedState, SharedStateBusy
 
 
 class Ticks:
@@ -156,3 +159,95 @@ def test_the_generation_file_is_private_and_made_by_whichever_process_opens_firs
     assert SharedSignInLimiter(ticks, state).retry_after(["a"]) is None
     assert state.generation_path.read_bytes() == bytes(8)
     state.close()
+
+
+def test_the_loops_connection_never_waits_for_another_processs_lock(tmp_path: Path) -> None:
+    """SQLite's busy handler sleeps in the calling thread: on the event loop's connection it
+    is off (busy timeout 0), so a call that finds the file locked fails at once, and the
+    caller waits off the loop (the limiter below; failures: the writer thread)."""
+    one, _ = _two(tmp_path)
+    (timeout,) = one._connection().execute("PRAGMA busy_timeout").fetchone()
+    assert timeout == 0
+    holder = sqlite3.connect(str(tmp_path / "shared.sqlite3"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(SharedStateBusy):
+        one.take_token("111111111111", 0.0, 1.0, 1.0)
+    holder.execute("ROLLBACK")
+    assert one.take_token("111111111111", 0.0, 1.0, 1.0)
+    holder.close()
+
+
+def test_a_take_that_finds_the_file_locked_past_the_wait_is_answered_busy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the wait the request is throttled with the job store's "busy" words (the SDKs
+    retry it), never let through unchecked; a warning said it was waiting before that."""
+    one, _ = _two(tmp_path)
+    limiter = SharedRateLimiter(rate=1000.0, burst=1000, clock=FakeClock(), state=one)
+    limiter.WAIT_SECONDS = 0.2
+    limiter.WARN_AFTER_SECONDS = 0.05
+    holder = sqlite3.connect(str(tmp_path / "shared.sqlite3"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(ThrottlingException) as refused:
+        asyncio.run(limiter.acheck("111111111111"))
+    assert refused.value.message == BUSY_MESSAGE
+    assert "the request waits for it (the event loop free)" in caplog.text
+    assert "stayed locked" in caplog.text
+    holder.execute("ROLLBACK")
+    holder.close()
+    asyncio.run(limiter.acheck("111111111111"))  # free again: a token
+
+
+def test_a_failure_that_finds_the_file_locked_counts_here_at_once_and_there_once_written(
+    tmp_path: Path,
+) -> None:
+    """A failure is counted from synchronous code on the loop: it cannot wait for the lock
+    there, so it goes to the writer thread, and counts on its own process at once (no
+    request lets a guess through meanwhile), on the others once written, and once only."""
+    one, other = _two(tmp_path)
+    ticks = Ticks()
+    here = SharedSignInLimiter(ticks, one, max_failures=3, window_seconds=10)
+    there = SharedSignInLimiter(ticks, other, max_failures=3, window_seconds=10)
+    assert there.retry_after(["a"]) is None
+    holder = sqlite3.connect(str(tmp_path / "shared.sqlite3"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    for _ in range(3):
+        here.failed(["a"])  # returns: the write waits in the writer thread
+        ticks.now += 1
+    assert here.retry_after(["a"]) == 7  # counted here at once: the first at 0, now 3
+    assert there.retry_after(["a"]) is None  # not written yet
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert one.settle(timeout=30)
+    assert there.retry_after(["a"]) == 7
+    assert len(one.recent_failures("a", -1.0)) == 3  # written, and no longer pending too
+    conn = sqlite3.connect(tmp_path / "shared.sqlite3")
+    (rows,) = conn.execute("SELECT count(*) FROM sign_in_failures WHERE key = 'a'").fetchone()
+    conn.close()
+    assert rows == 3
+    one.close()
+
+
+def test_failures_that_wait_for_the_writer_are_bounded_and_given_up_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(shared_state, "WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(shared_state, "PENDING_FAILURES", 2)
+    one, _ = _two(tmp_path)
+    holder = sqlite3.connect(str(tmp_path / "shared.sqlite3"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    gate = threading.Event()  # the writer's first write waits until both are pending
+    one._writer = ThreadPoolExecutor(1)
+    one._writer.submit(gate.wait)
+    one.add_failure("key:A", 1.0, 10, 10)
+    one.add_failure("key:A", 2.0, 10, 10)
+    with pytest.raises(SharedStateBusy):
+        one.add_failure("key:B", 3.0, 10, 10)  # two already wait: the file is stuck
+    assert one.recent_failures("key:A", 0.0) == [1.0, 2.0]
+    gate.set()
+    assert one.settle(timeout=30)  # both given up after WAIT_SECONDS, the lock still held
+    assert one.recent_failures("key:A", 0.0) == []
+    assert "a failure (key) was not counted in the shared file: database is locked" in caplog.text
+    holder.execute("ROLLBACK")
+    holder.close()
+    one.close()

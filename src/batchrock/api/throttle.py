@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 
 from batchrock.clock import Clock
 from batchrock.errors import ThrottlingException
 from batchrock.settings import Settings
-from batchrock.shared_state import SharedState, SharedStateBusy
+from batchrock.shared_state import WAIT_SECONDS, SharedState, SharedStateBusy
 
 log = logging.getLogger("batchrock.api")
 
+#: What a request is answered when the shared file stays locked past ``WAIT_SECONDS`` (the
+#: words the API answers a busy job store with, api/app.py).
+BUSY_MESSAGE = "The service is busy. Resubmit your request later."
 #: Buckets are forgotten once full (a fresh one is the same) when more than this many are held.
 TRACKED_ACCOUNTS = 10_000
 
@@ -87,12 +91,22 @@ class RateLimiter:
 class SharedRateLimiter(RateLimiter):
     """The same buckets, kept in the file every API process of one ``serve`` shares (setting
     ``api_processes``): an account's rate is the same however its calls spread over the
-    processes. A check is one short SQLite transaction; one that finds the file busy past
-    :data:`batchrock.shared_state.BUSY_SECONDS` tries again after a pause (the event loop
-    free meanwhile), and after about 0.1 s of that lets the request through, with a warning."""
+    processes. A check is one short SQLite transaction on a connection that never waits for
+    another process's lock (:mod:`batchrock.shared_state`): one that finds the file locked
+    pauses with the event loop free (``asyncio.sleep``, 1 ms doubling to 20 ms) and tries
+    again, for up to :data:`~batchrock.shared_state.WAIT_SECONDS`; then the request is
+    answered ``ThrottlingException`` ("busy"), as one that finds the job store locked is.
+    A warning says so once a request has waited :attr:`WARN_AFTER_SECONDS` (the lock is
+    held for microseconds: that long means another process is stopped or stuck)."""
 
     #: Checks between two removals of the buckets that have filled up again.
     PRUNE_EVERY = 10_000
+    #: Pauses between tries on a locked file: short at first, doubling up to the cap. The
+    #: cap bounds what a long wait costs: a try that fails is a few microseconds.
+    PAUSE_FIRST_SECONDS = 0.001
+    PAUSE_MAX_SECONDS = 0.02
+    WAIT_SECONDS = WAIT_SECONDS
+    WARN_AFTER_SECONDS = 0.1
 
     def __init__(self, rate: float, burst: int, clock: Clock, state: SharedState) -> None:
         super().__init__(rate, burst, clock)
@@ -107,34 +121,48 @@ class SharedRateLimiter(RateLimiter):
             return None
         return cls(settings.rate_limit_per_second, settings.rate_limit_burst, clock, state)
 
-    #: A check that finds the file busy tries again after a pause off the event loop, this
-    #: many times, before it lets the request through (another process descheduled while it
-    #: holds the lock, on a loaded machine, holds it for milliseconds).
-    BUSY_TRIES = 20
-    BUSY_PAUSE_SECONDS = 0.005
-
     def allow(self, account_id: str) -> bool:
-        try:
-            return self._take(account_id)
-        except SharedStateBusy as exc:
-            log.warning("rate limit not checked, its shared file is busy: %s", exc)
-            return True
+        """One try, no wait: :class:`~batchrock.shared_state.SharedStateBusy` if the file is
+        locked (the API takes its tokens with :meth:`acheck`, which waits for it)."""
+        return self._take(account_id)
 
     async def acheck(self, account_id: str) -> None:
-        for _ in range(self.BUSY_TRIES):
+        # Real time, not the Clock seam: this is a wait on another process's lock, which a
+        # test's frozen clock must not stretch into a hang (as the store's, store/sqlite.py).
+        started: float | None = None
+        pause = self.PAUSE_FIRST_SECONDS
+        warned = False
+        while True:
             try:
                 allowed = self._take(account_id)
-            except SharedStateBusy:
-                await asyncio.sleep(self.BUSY_PAUSE_SECONDS)
+            except SharedStateBusy as exc:
+                now = time.monotonic()
+                if started is None:
+                    started = now
+                waited = now - started
+                if waited >= self.WAIT_SECONDS:
+                    log.warning("rate limit: the shared file stayed locked %.1f s: %s", waited, exc)
+                    raise ThrottlingException(BUSY_MESSAGE) from exc
+                if not warned and waited >= self.WARN_AFTER_SECONDS:
+                    warned = True
+                    log.warning(
+                        "rate limit: the shared file has been locked by another API process "
+                        "for %.1f s; the request waits for it (the event loop free)",
+                        waited,
+                    )
+                await asyncio.sleep(min(pause, self.WAIT_SECONDS - waited))
+                pause = min(pause * 2, self.PAUSE_MAX_SECONDS)
                 continue
             if not allowed:
                 raise ThrottlingException()
             return
-        self.check(account_id)  # a last try, through the warning
 
     def _take(self, account_id: str) -> bool:
         now = self.clock.now().timestamp()
         self._checks += 1
         if self._checks % self.PRUNE_EVERY == 0:
-            self._state.forget_full_buckets(now, self.rate, self.burst)
+            try:
+                self._state.forget_full_buckets(now, self.rate, self.burst)
+            except SharedStateBusy as exc:  # the next prune will do
+                log.debug("full buckets not pruned, the shared file is locked: %s", exc)
         return self._state.take_token(account_id, now, self.rate, self.burst)

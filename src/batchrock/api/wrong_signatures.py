@@ -22,7 +22,9 @@ Requests refused with 429 are not counted, so each lockout ends at most a window
 last counted failure. A correct signature is remembered for its address and key at most once
 a minute per process (:attr:`WrongSignatures.REMEMBER_EVERY`), so the shared file sees no
 write for most requests, and no read either while no failure is recorded (each process keeps
-what it read: :mod:`batchrock.shared_state`).
+what it read: :mod:`batchrock.shared_state`). A count never waits on the event loop for
+another process's lock on that file: where it is locked, the write goes to the file's writer
+thread, and counts on this process at once (:meth:`batchrock.shared_state.SharedState.add_failure`).
 """
 
 from __future__ import annotations
