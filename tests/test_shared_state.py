@@ -251,3 +251,35 @@ def test_failures_that_wait_for_the_writer_are_bounded_and_given_up_with_a_warni
     holder.execute("ROLLBACK")
     holder.close()
     one.close()
+
+
+def test_takes_that_find_the_file_locked_wait_in_line_behind_one_that_tries(
+    tmp_path: Path,
+) -> None:
+    """However many of a process's requests wait for the file, one of them tries again every
+    few milliseconds; the others wait in line and take theirs once it is free."""
+    one, _ = _two(tmp_path)
+    limiter = SharedRateLimiter(rate=1000.0, burst=1000, clock=FakeClock(), state=one)
+    tried: list[str] = []
+    take = one.take_token
+
+    def counted(account_id: str, now: float, rate: float, burst: float) -> bool:
+        tried.append(account_id)
+        return take(account_id, now, rate, burst)
+
+    one.take_token = counted  # type: ignore[method-assign]
+    holder = sqlite3.connect(str(tmp_path / "shared.sqlite3"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def main() -> None:
+        accounts = [f"{n:012d}" for n in range(50)]
+        checks = [asyncio.create_task(limiter.acheck(a)) for a in accounts]
+        while len(tried) < 5:  # the first has tried again, after pauses
+            await asyncio.sleep(0.001)
+        assert set(tried) == {accounts[0]} and not any(c.done() for c in checks)
+        holder.execute("ROLLBACK")
+        await asyncio.gather(*checks)  # every one took its token
+        assert set(tried) == set(accounts)
+
+    asyncio.run(main())
+    holder.close()

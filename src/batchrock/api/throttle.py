@@ -92,19 +92,22 @@ class SharedRateLimiter(RateLimiter):
     """The same buckets, kept in the file every API process of one ``serve`` shares (setting
     ``api_processes``): an account's rate is the same however its calls spread over the
     processes. A check is one short SQLite transaction on a connection that never waits for
-    another process's lock (:mod:`batchrock.shared_state`): one that finds the file locked
-    pauses with the event loop free (``asyncio.sleep``, 1 ms doubling to 20 ms) and tries
-    again, for up to :data:`~batchrock.shared_state.WAIT_SECONDS`; then the request is
-    answered ``ThrottlingException`` ("busy"), as one that finds the job store locked is.
-    A warning says so once a request has waited :attr:`WARN_AFTER_SECONDS` (the lock is
-    held for microseconds: that long means another process is stopped or stuck)."""
+    another process's lock (:mod:`batchrock.shared_state`). One that finds the file locked
+    waits for it with the event loop free: one task of the process at a time tries again,
+    after pauses (``asyncio.sleep``, 1 ms doubling to 5 ms), and the process's other takes
+    queue behind it in order, so a wait costs one try every few milliseconds however many
+    requests wait. After :data:`~batchrock.shared_state.WAIT_SECONDS` a request is
+    answered ``ThrottlingException`` ("busy"), as one that finds the job store locked is
+    (SDKs retry it), never let through unchecked. A warning says so once the file has been
+    waited for :attr:`WARN_AFTER_SECONDS` (it is held for microseconds: that long means
+    another process is stopped or stuck)."""
 
     #: Checks between two removals of the buckets that have filled up again.
     PRUNE_EVERY = 10_000
-    #: Pauses between tries on a locked file: short at first, doubling up to the cap. The
-    #: cap bounds what a long wait costs: a try that fails is a few microseconds.
+    #: Pauses between tries on a locked file: short at first (it is held for microseconds),
+    #: doubling up to the cap, which bounds what a long wait costs (a try is microseconds).
     PAUSE_FIRST_SECONDS = 0.001
-    PAUSE_MAX_SECONDS = 0.02
+    PAUSE_MAX_SECONDS = 0.005
     WAIT_SECONDS = WAIT_SECONDS
     WARN_AFTER_SECONDS = 0.1
 
@@ -112,6 +115,8 @@ class SharedRateLimiter(RateLimiter):
         super().__init__(rate, burst, clock)
         self._state = state
         self._checks = 0
+        #: Held by the one task of this process that waits for the file; the others queue.
+        self._waiting = asyncio.Lock()
 
     @classmethod
     def shared_from_settings(
@@ -127,35 +132,57 @@ class SharedRateLimiter(RateLimiter):
         return self._take(account_id)
 
     async def acheck(self, account_id: str) -> None:
+        if self._waiting.locked():
+            allowed = await self._wait_and_take(account_id)  # behind the one waiting
+        else:
+            try:
+                allowed = self._take(account_id)
+            except SharedStateBusy:
+                allowed = await self._wait_and_take(account_id)
+        if not allowed:
+            raise ThrottlingException()
+
+    async def _wait_and_take(self, account_id: str) -> bool:
         # Real time, not the Clock seam: this is a wait on another process's lock, which a
         # test's frozen clock must not stretch into a hang (as the store's, store/sqlite.py).
-        started: float | None = None
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.WAIT_SECONDS):
+                await self._waiting.acquire()
+        except TimeoutError:
+            log.debug("rate limit: waited %.1f s in line for the shared file", self.WAIT_SECONDS)
+            raise ThrottlingException(BUSY_MESSAGE) from None
+        try:
+            return await self._take_when_free(account_id, started + self.WAIT_SECONDS)
+        finally:
+            self._waiting.release()
+
+    async def _take_when_free(self, account_id: str, deadline: float) -> bool:
+        """Try, pause, try again, until the take gets the file or ``deadline`` passes."""
+        polling = time.monotonic()
         pause = self.PAUSE_FIRST_SECONDS
         warned = False
         while True:
             try:
-                allowed = self._take(account_id)
+                return self._take(account_id)
             except SharedStateBusy as exc:
                 now = time.monotonic()
-                if started is None:
-                    started = now
-                waited = now - started
-                if waited >= self.WAIT_SECONDS:
-                    log.warning("rate limit: the shared file stayed locked %.1f s: %s", waited, exc)
+                if now >= deadline:
+                    log.warning(
+                        "rate limit: the shared file stayed locked %.1f s; answered busy: %s",
+                        now - polling,
+                        exc,
+                    )
                     raise ThrottlingException(BUSY_MESSAGE) from exc
-                if not warned and waited >= self.WARN_AFTER_SECONDS:
+                if not warned and now - polling >= self.WARN_AFTER_SECONDS:
                     warned = True
                     log.warning(
                         "rate limit: the shared file has been locked by another API process "
                         "for %.1f s; the request waits for it (the event loop free)",
-                        waited,
+                        now - polling,
                     )
-                await asyncio.sleep(min(pause, self.WAIT_SECONDS - waited))
+                await asyncio.sleep(min(pause, deadline - now))
                 pause = min(pause * 2, self.PAUSE_MAX_SECONDS)
-                continue
-            if not allowed:
-                raise ThrottlingException()
-            return
 
     def _take(self, account_id: str) -> bool:
         now = self.clock.now().timestamp()
