@@ -9,9 +9,10 @@ the file its processes share, src/batchrock/shared_state.py); with ``--before SR
 ``git archive main src | tar -x -C /tmp/before``). Then, round after round, in an order that
 rotates, the same signed Get goes ``--requests`` times to each over ``--connections``
 keep-alive connections, and each server's CPU time (all its processes, from /proc schedstat)
-per request and the requests' latency are measured. With ``--rate-limit`` every server also
-takes a token of the account's rate limit for each request (a limit far above the load, so
-nothing is throttled: with several processes each take is a write to the shared file). Prints
+per request, the requests a second and the requests' latency are measured. With
+``--rate-limit`` every server also takes a token of the account's rate limit for each
+request (a limit far above the load, so nothing is throttled: with several processes each
+take is a write to the shared file). Prints
 medians and ranges over the rounds. First, since a few microseconds drown in a loaded
 machine's noise, the checks alone: a correctly signed request's wrong-signature check
 (``WrongSignatures.succeeded``) and a rate-limit take, on a shared file with a second handle
@@ -103,6 +104,8 @@ class Server:
     cpu: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
+    longest: list[float] = field(default_factory=list)
 
 
 async def hammer(port: int, raw: bytes, total: int, connections: int) -> list[float]:
@@ -219,8 +222,11 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
                 raw = signed(server.port, server.target)
                 await hammer(server.port, raw, 50, args.connections)  # warm, every process
                 before = tree_cpu_seconds(server.proc.pid)
+                began = time.perf_counter()
                 took = sorted(await hammer(server.port, raw, args.requests, args.connections))
+                server.rate.append(args.requests / (time.perf_counter() - began))
                 used = tree_cpu_seconds(server.proc.pid) - before
+                server.longest.append(took[-1])
                 server.cpu.append(used / args.requests)
                 server.p50.append(took[len(took) // 2])
                 server.p99.append(took[int(len(took) * 0.99)])
@@ -230,8 +236,10 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
             + (", a rate limit (never reached)" if args.rate_limit else "")
             + f", load average {os.getloadavg()[0]:.2f} at the end"
         )
-        print("| server | CPU µs a request (median, range) | p50 ms | p99 ms |")
-        print("| --- | ---: | ---: | ---: |")
+        print(
+            "| server | CPU µs a request (median, range) | requests/s | p50 ms | p99 ms | max ms |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
 
         def cell(values: list[float], scale: float, digits: int) -> str:
             return (
@@ -241,8 +249,9 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
 
         for server in servers:
             print(
-                f"| {server.name} | {cell(server.cpu, 1e6, 0)} | {cell(server.p50, 1e3, 2)} "
-                f"| {cell(server.p99, 1e3, 2)} |"
+                f"| {server.name} | {cell(server.cpu, 1e6, 0)} | {cell(server.rate, 1, 0)} "
+                f"| {cell(server.p50, 1e3, 2)} | {cell(server.p99, 1e3, 2)} "
+                f"| {cell(server.longest, 1e3, 1)} |"
             )
     finally:
         for server in servers:
