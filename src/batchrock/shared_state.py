@@ -282,6 +282,8 @@ class SharedState:
             # Only the key's kind: a key names an address and an access key id.
             kind = key.split(":", 1)[0]
             log.warning("a failure (%s) was not counted in the shared file: %s", kind, exc)
+        except Exception:  # on a pool's thread an exception would go nowhere: say so here
+            log.exception("a failure was not counted in the shared file")
         finally:
             if not written:
                 with self._lock:
