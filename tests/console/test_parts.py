@@ -475,3 +475,38 @@ def test_refused_sign_ins_are_logged_a_bounded_number_of_times(
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_busy_database_is_a_429_on_the_console_not_a_500(tmp_path: Path) -> None:
+    """Signing in writes the session to the store: with another connection holding the
+    database's lock for longer than the store waits, the console answers the API's busy
+    ThrottlingException (429, nothing done) and the next try, once free, signs in."""
+    from batchrock.api.app import BedrockApp
+    from batchrock.clock import FakeClock
+    from batchrock.service import JobService
+    from batchrock.store.sqlite import SqliteStore
+    from tests.api.test_store_busy import ExclusiveLock
+
+    async def main() -> None:
+        path = tmp_path / "s.sqlite3"
+        store = await SqliteStore.open(path, busy_timeout=0.05)
+        try:
+            app = BedrockApp(JobService(store, FakeClock(T0)), Settings(data_dir=tmp_path / "d"))
+            headers = (("host", "127.0.0.1:8765"), ("content-type", "application/json"))
+            lock = ExclusiveLock(path)
+            try:
+                busy = await asgi_call(
+                    app, "POST", "/console/api/session", headers=headers, body=b"{}"
+                )
+            finally:
+                lock.release()
+            assert busy.status == 429, busy.body
+            assert orjson.loads(busy.body)["code"] == "ThrottlingException"
+            again = await asgi_call(
+                app, "POST", "/console/api/session", headers=headers, body=b"{}"
+            )
+            assert again.status == 200, again.body
+        finally:
+            await store.close()
+
+    asyncio.run(main())

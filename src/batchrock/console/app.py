@@ -30,6 +30,7 @@ from batchrock.errors import (
     AccessDeniedException,
     ResourceNotFoundException,
     ServiceError,
+    ThrottlingException,
     ValidationException,
 )
 from batchrock.jobs import JobStatus
@@ -43,7 +44,8 @@ from batchrock.objects import (
 )
 from batchrock.service import JobService
 from batchrock.settings import Settings
-from batchrock.shared_state import SharedState
+from batchrock.shared_state import SharedState, SharedStateBusy
+from batchrock.store.base import StoreBusy
 
 log = logging.getLogger("batchrock.console")
 
@@ -156,6 +158,15 @@ class Console:
                 log.warning("console answer cut short: %s", exc)
                 return status
             await web.send_error(sending, exc)
+        except (StoreBusy, SharedStateBusy) as exc:
+            # Another process holds the database (or the API processes' shared file) for
+            # longer than the store waits: nothing was done, and the page's retry may succeed.
+            log.warning("console: store busy: %s", exc)
+            if status:
+                return status
+            await web.send_error(
+                sending, ThrottlingException("The service is busy. Resubmit your request later.")
+            )
         except Exception:
             log.exception("console request failed")
             if status:

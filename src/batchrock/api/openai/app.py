@@ -50,6 +50,7 @@ from batchrock.jobs import OPENAI_BATCH_PREFIX, TERMINAL, new_job_id
 from batchrock.objects.base import NoSuchKey, ObjectStore, ObjectStoreError
 from batchrock.service import Caller, JobService, NewJob
 from batchrock.settings import Settings
+from batchrock.shared_state import SharedStateBusy
 from batchrock.store.base import StoreBusy
 from batchrock.store.files import FileJob, StoredFile
 
@@ -117,9 +118,9 @@ class OpenAIApi:
             return 0
         except OpenAIError as exc:
             status, body = exc.status, exc.body()
-        except StoreBusy as exc:
-            # Another process holds the database longer than the store waits: nothing was
-            # done, and the SDK retries a 429 on its own.
+        except (StoreBusy, SharedStateBusy) as exc:
+            # Another process holds the database (or the API processes' shared file) longer
+            # than the store waits: nothing was done, and the SDK retries a 429 on its own.
             log.warning("job store busy: %s", exc)
             busy = OpenAIError(
                 429, "The service is busy. Resubmit your request later.", type="rate_limit_error"
