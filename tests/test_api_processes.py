@@ -398,3 +398,31 @@ def test_a_console_sign_in_refused_while_the_shared_file_is_locked_is_counted(
             server.port, "0", "POST", "/console/api/session", right, **json_type
         )
         assert status == 429
+
+
+def test_a_stop_answered_by_one_process_is_seen_by_the_next_get_on_the_other(
+    server_factory: Any,
+) -> None:
+    # Each process keeps the row keys it read while nothing commits to the file (store/
+    # sqlite.py get_row_key): the other's commit must make its very next Get read again.
+    server = server_factory(engine=False, api_processes=2)
+    for writer, reader in (("0", "1"), ("1", "0")):
+        body = json.dumps(
+            {
+                "jobName": f"stopped-by-{writer}",
+                "modelId": "anthropic.claude-3-haiku-20240307-v1:0",
+                "roleArn": "arn:aws:iam::123456789012:role/r",
+                "inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://in-bucket/x.jsonl"}},
+                "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://out-bucket/"}},
+            }
+        )
+        status, _, answer = _on_process(server.port, writer, "POST", "/model-invocation-job", body)
+        assert status == 200
+        job = "/model-invocation-job/" + json.loads(answer)["jobArn"].rsplit("/", 1)[1]
+        for index in (reader, reader, writer):  # both processes have read (and kept) its key
+            status, _, answer = _on_process(server.port, index, "GET", job)
+            assert status == 200 and json.loads(answer)["status"] == "Submitted"
+        status, _, _ = _on_process(server.port, writer, "POST", job + "/stop")
+        assert status == 200
+        status, _, answer = _on_process(server.port, reader, "GET", job)
+        assert status == 200 and json.loads(answer)["status"] in ("Stopping", "Stopped")
