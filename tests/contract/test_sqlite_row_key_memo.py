@@ -292,3 +292,42 @@ async def test_the_kept_pages_are_bounded(
             JobFilter(account_id=ACCOUNT, region=REGION), PageRequest(limit=limit)
         )
         assert len(store._page_keys) <= 2
+
+
+_WRITER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+for line in sys.stdin:
+    conn.execute("UPDATE jobs SET message = ? WHERE job_id = ?", (line.strip(), sys.argv[2]))
+    print("committed", flush=True)
+"""
+
+
+async def test_every_commit_of_another_process_is_seen_by_the_next_get(
+    path: Path, store: SqliteStore
+) -> None:
+    # One writer process, many commits: after each (its answer read), the very next Get
+    # answers the row's new key, whether the key was kept a moment before or not.
+    job_id = await _created(store)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), job_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdin is not None and writer.stdout is not None
+    try:
+        key = await store.get_row_key(ACCOUNT, REGION, job_id)
+        for n in range(60):
+            for _ in range(n % 3):  # kept, or not, before the commit
+                assert await store.get_row_key(ACCOUNT, REGION, job_id) == key
+            writer.stdin.write(f"message {n}\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline() == "committed\n"
+            new = await store.get_row_key(ACCOUNT, REGION, job_id)
+            assert new != key and new == _key_now(path, job_id)
+            key = new
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=30)
+        writer.stdout.close()
