@@ -212,23 +212,27 @@ async def test_close_unmaps_the_header(store: SqliteStore) -> None:
         header.read()
 
 
+def _header_of(path: Path, *pragmas: str) -> tuple[sqlite3.Connection, WalIndexHeader | None]:
+    """A plain connection to a new file with ``pragmas``, and the file's signal."""
+    conn = sqlite3.connect(path)
+    for pragma in pragmas:
+        conn.execute(f"PRAGMA {pragma}")
+    conn.execute("CREATE TABLE t (x)")
+    return conn, WalIndexHeader.open(conn, path)
+
+
 def test_no_signal_without_the_wal_index_in_a_file(tmp_path: Path) -> None:
-    rollback = sqlite3.connect(tmp_path / "rollback.sqlite3")
-    rollback.execute("CREATE TABLE t (x)")
-    assert WalIndexHeader.open(rollback, tmp_path / "rollback.sqlite3") is None
+    rollback, none = _header_of(tmp_path / "rollback.sqlite3")
+    assert none is None
     rollback.close()
     # Exclusive locking keeps the WAL index in the process's memory, not the -shm file.
-    exclusive = sqlite3.connect(tmp_path / "exclusive.sqlite3")
-    exclusive.execute("PRAGMA locking_mode = EXCLUSIVE")
-    exclusive.execute("PRAGMA journal_mode = WAL")
-    exclusive.execute("CREATE TABLE t (x)")
-    assert WalIndexHeader.open(exclusive, tmp_path / "exclusive.sqlite3") is None
+    exclusive, none = _header_of(
+        tmp_path / "exclusive.sqlite3", "locking_mode = EXCLUSIVE", "journal_mode = WAL"
+    )
+    assert none is None
     exclusive.close()
     # In WAL mode with shared memory: the header, its two copies equal.
-    shared = sqlite3.connect(tmp_path / "shared.sqlite3")
-    shared.execute("PRAGMA journal_mode = WAL")
-    shared.execute("CREATE TABLE t (x)")
-    header = WalIndexHeader.open(shared, tmp_path / "shared.sqlite3")
+    shared, header = _header_of(tmp_path / "shared.sqlite3", "journal_mode = WAL")
     assert header is not None
     before = header.read()
     assert before[:48] == before[48:]
