@@ -112,38 +112,100 @@ def test_a_cancelled_batch_whose_output_cannot_be_written_counts_only_what_its_f
     assert (len(good), len(bad)) == (counts.completed, counts.failed) == (0, 0), counts
     got = bedrock_client(server.url).get_model_invocation_job(jobIdentifier=job)
     assert got["status"] == "Stopped" and got["message"].startswith("Cannot write the results")
+    # The batch says so too: a cancelled batch with no results is not silent about why.
+    assert done.errors is not None, done
+    [error] = done.errors.data
+    assert error.code == "output_failed" and error.message == got["message"]
     manifest = json.loads((folder / "manifest.json.out").read_bytes())
     assert manifest["processedRecordCount"] == got.get("processedRecordCount", 0) == 0
 
 
-def test_result_files_that_cannot_be_written_are_never_half_shown(server_factory: Any) -> None:
-    # Some requests are refused (error draws are a function of the record), so the batch has
-    # an output file and an error file; the error file's object is blocked, the output
-    # file's is not: the batch shows neither until both are written.
-    server = server_factory(**FAST, builtin_error_rate=0.3)
+def blocked_result_files(server_factory: Any, **settings: Any) -> tuple[Any, Any, Path]:
+    """A server and an ended batch that has an output file and an error file to be (some
+    requests are refused: error draws are a function of the record), whose error file's
+    object is blocked by a folder, the output file's not; nothing has read it yet."""
+    server = server_factory(**FAST, builtin_error_rate=0.3, **settings)
     c = client(server)
-    total = 40
     batch = c.batches.create(
-        input_file_id=upload(c, [chat_line(i) for i in range(total)]),
+        input_file_id=upload(c, [chat_line(i) for i in range(TOTAL)]),
         endpoint="/v1/chat/completions",
         completion_window="24h",
     )
     job = batch.id.removeprefix("batch_")
-    bucket = server.data_dir / "s3" / "batchrock-files-123456789012"
-    blocker = bucket / "files" / result_file_id(job, "error")
+    blocker = bucket_of(server) / "files" / result_file_id(job, "error")
     blocker.mkdir(parents=True)
     server.wait_history(job, "Completed")  # no read of the batch yet: nothing finalized it
-    with pytest.raises(openai.InternalServerError, match="results could not be written"):
-        c.batches.retrieve(batch.id)
+    return server, batch, blocker
+
+
+TOTAL = 40
+
+
+def bucket_of(server: Any) -> Path:
+    return server.data_dir / "s3" / "batchrock-files-123456789012"
+
+
+def test_result_files_that_cannot_be_written_read_finalizing_never_half_shown(
+    server_factory: Any,
+) -> None:
+    server, batch, blocker = blocked_result_files(server_factory)
+    c = client(server)
+    for _ in range(3):  # each read tries again; a 200 every time, never a 500
+        got = c.batches.retrieve(batch.id)
+        assert got.status == "finalizing" and got.errors is None, got
+        assert (got.output_file_id, got.error_file_id) == (None, None)
     listed = next(b for b in c.batches.list() if b.id == batch.id)
     assert listed.status == "finalizing"
     assert (listed.output_file_id, listed.error_file_id) == (None, None)
+    # Neither file is listed by the Files API while the batch names neither.
+    assert [f.id for f in c.files.list(purpose="batch_output")] == []
+    # The failure is logged once (per reason), not once per read.
+    assert server.log().count("its result files could not be written") == 1, server.log()
     shutil.rmtree(blocker)
     done = c.batches.retrieve(batch.id)
-    assert done.status == "completed"
+    assert done.status == "completed" and done.errors is None
     counts = done.request_counts
     good = read_lines(c, done.output_file_id)
     bad = read_lines(c, done.error_file_id)
     assert (len(good), len(bad)) == (counts.completed, counts.failed)
-    assert counts.completed and counts.failed and counts.completed + counts.failed == total
-    assert sorted(x["custom_id"] for x in good + bad) == sorted(f"req-{i}" for i in range(total))
+    assert counts.completed and counts.failed and counts.completed + counts.failed == TOTAL
+    assert sorted(x["custom_id"] for x in good + bad) == sorted(f"req-{i}" for i in range(TOTAL))
+    assert {f.id for f in c.files.list(purpose="batch_output")} == {
+        done.output_file_id,
+        done.error_file_id,
+    }
+
+
+def test_result_files_still_refused_after_the_retry_bound_fail_the_batch(
+    server_factory: Any,
+) -> None:
+    # time_scale 3600: FINALIZE_RETRY (10 minutes of service time) passes in 1/6 s.
+    server, batch, blocker = blocked_result_files(server_factory, time_scale=3600)
+    c = client(server)
+    job = batch.id.removeprefix("batch_")
+    first = c.batches.retrieve(batch.id)
+    assert first.status == "finalizing", first  # the bound counts from the first failure
+    done = wait_batch(c, batch.id)  # as an SDK polling loop does: it ends
+    assert done.status == "failed" and done.failed_at and done.completed_at is None, done
+    assert done.errors is not None
+    [error] = done.errors.data
+    assert error.code == "output_failed"
+    assert "could not be written" in error.message and job in error.message, error
+    # What the batch's files hold: nothing (it has none); the job's own output is kept.
+    assert (done.output_file_id, done.error_file_id) == (None, None)
+    assert (done.request_counts.total, done.request_counts.completed) == (TOTAL, 0)
+    assert done.request_counts.failed == 0
+    assert [f.id for f in c.files.list(purpose="batch_output")] == []
+    # The output file's bytes, written before the error file was refused, are removed.
+    assert not (bucket_of(server) / "files" / result_file_id(job, "output")).exists()
+    # Failed is final: once the store would take the files, the batch stays as it was.
+    shutil.rmtree(blocker)
+    again = c.batches.retrieve(batch.id)
+    assert (again.status, again.errors, again.failed_at) == ("failed", done.errors, done.failed_at)
+    listed = next(b for b in c.batches.list() if b.id == batch.id)
+    assert listed.status == "failed" and listed.errors == done.errors
+    log = server.log()
+    assert log.count("giving up on its result files") == 1, log
+    assert log.count("its result files could not be written") == 1, log
+    got = bedrock_client(server.url).get_model_invocation_job(jobIdentifier=job)
+    assert got["status"] == "Completed"  # the job did run: only its files are missing

@@ -95,7 +95,7 @@ class OpenAIApi:
         self.gate = gate
         self._spool = settings.data_dir / "uploads"
         self.finisher = batches.Finisher(
-            self.files, objects, self._spool, settings.files_bucket_prefix
+            self.files, objects, self._spool, settings.files_bucket_prefix, service.clock
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
@@ -552,15 +552,16 @@ class OpenAIApi:
         return batches.to_wire(job, record, await self.service.store.events(job.job_id))
 
     async def _results(self, job: Any, record: FileJob, *, wait: bool) -> FileJob:
+        """The record, its result files written first when its job has ended. A write the
+        object store refuses leaves the record as it was (the batch reads ``finalizing``, and
+        a later read tries again) until the Finisher gives it up (``failed``): never a 500
+        that the SDK's polling loop would raise."""
         if not batches.has_results(job) or record.finished_at is not None:
             return record
         task = self.finisher.start(job, record, self.service.clock.now())
         if not wait:
             return record
-        try:
-            return await asyncio.shield(task)
-        except ObjectStoreError as exc:
-            raise server_error(f"The batch's results could not be written: {exc}") from None
+        return await asyncio.shield(task)
 
     async def _list_batches(self, caller: Caller, query: dict[str, list[str]]) -> dict[str, Any]:
         limit = _int_param(query, "limit", 20, 1, 100)

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from batchrock.api.openai import lines
 from batchrock.api.openai.files import SpoolFile, bucket_for, transform
+from batchrock.clock import Clock
 from batchrock.jobs import Job, JobEvent, JobStatus
-from batchrock.objects.base import NoSuchKey, ObjectStore, parse_s3_uri
+from batchrock.objects.base import NoSuchKey, ObjectStore, ObjectStoreError, parse_s3_uri
 from batchrock.store.files import FileJob, FileStore, StoredFile
 
 log = logging.getLogger("batchrock.api.openai")
@@ -51,6 +53,58 @@ def has_results(job: Job) -> bool:
     return job.status in WITH_RESULTS
 
 
+#: How long (service time: ``time_scale`` shortens it) the batch's output and error files are
+#: tried again, on each read, after the first write of them this process saw fail; then the
+#: batch is given up on: its record is finished without files (:func:`results_lost`).
+FINALIZE_RETRY = timedelta(minutes=10)
+#: The ``errors`` code of a batch whose results could not be written (llama-stack's code).
+OUTPUT_FAILED = "output_failed"
+#: Batches whose result files are being retried, remembered at most (the oldest goes first).
+_FAILING_MAX = 10_000
+
+
+def results_lost(job: Job, record: FileJob) -> bool:
+    """Whether the batch's output and error files were given up on (:data:`FINALIZE_RETRY`):
+    its record is finished without either file although its job's output holds requests.
+    (The files seam keeps no reason; a batch whose files were written always has one of
+    them: its job's output holds every request it counts, docs/openai.md.)"""
+    if record.finished_at is None or record.output_file_id or record.error_file_id:
+        return False
+    if not has_results(job):
+        return False
+    c = job.counters
+    if c.success + c.error:
+        return True
+    # An expired batch's error file also holds the requests that never ran.
+    return job.status in (S.PARTIALLY_COMPLETED, S.EXPIRED) and c.total > 0
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message, "param": None, "line": None}
+
+
+def _errors(job: Job, record: FileJob, lost: bool) -> dict[str, Any] | None:
+    data = [dict(e) for e in record.errors]
+    if not data and job.message and job.status is S.FAILED:
+        data.append(_error("batch_failed", job.message))
+    elif not data and job.message and job.status is S.STOPPED:
+        # A stop ends Stopped whatever refused its output; the job's message says what did
+        # (the engine sets none on a plain stop).
+        data.append(_error(OUTPUT_FAILED, job.message))
+    if lost:
+        minutes = int(FINALIZE_RETRY.total_seconds() // 60)
+        data.append(
+            _error(
+                OUTPUT_FAILED,
+                "The batch's output and error files could not be written to the files "
+                f"bucket (the object store refused them for {minutes} minutes; the server's "
+                f"log says why). Its job's output still holds the answers: "
+                f"{job.output_s3_uri}{job.job_id}/. Resubmit the batch to get them as files.",
+            )
+        )
+    return {"object": "list", "data": data} if data else None
+
+
 #: A batch's record is written before its job (store/files.py): a record without its job
 #: is a creation in flight for this long, and after it one a crash cut short (removed).
 ORPHAN_GRACE = timedelta(minutes=10)
@@ -79,17 +133,13 @@ def _first(events: list[JobEvent], *statuses: JobStatus) -> datetime | None:
 def to_wire(job: Job, record: FileJob, events: list[JobEvent]) -> dict[str, Any]:
     status = STATUS[job.status]
     finished = record.finished_at is not None
+    lost = results_lost(job, record)
     if has_results(job) and not finished:
         status = "finalizing"
+    elif lost and job.status is S.COMPLETED:
+        status = "failed"  # no results to show: not completed (docs/openai.md)
     c = job.counters
-    errors = None
-    if record.errors:
-        errors = {"object": "list", "data": [dict(e) for e in record.errors]}
-    elif job.status is S.FAILED and job.message:
-        errors = {
-            "object": "list",
-            "data": [{"code": "batch_failed", "message": job.message, "param": None, "line": None}],
-        }
+    errors = _errors(job, record, lost)
     created = int(job.submit_time.timestamp())
     ended = _first(events, S.COMPLETED, S.PARTIALLY_COMPLETED, S.EXPIRED, S.STOPPED)
     return {
@@ -107,14 +157,19 @@ def to_wire(job: Job, record: FileJob, events: list[JobEvent]) -> dict[str, Any]
         "in_progress_at": _seconds(_first(events, S.IN_PROGRESS)),
         "expires_at": created + WINDOW_SECONDS,
         "finalizing_at": _seconds(ended) if job.status is S.COMPLETED else None,
-        "completed_at": _seconds(record.finished_at)
-        if job.status is S.COMPLETED and finished
-        else None,
-        "failed_at": _seconds(_first(events, S.FAILED)),
+        "completed_at": _seconds(record.finished_at) if status == "completed" else None,
+        "failed_at": _seconds(record.finished_at)
+        if lost and job.status is S.COMPLETED
+        else _seconds(_first(events, S.FAILED)),
         "expired_at": _seconds(_first(events, S.PARTIALLY_COMPLETED, S.EXPIRED)),
         "cancelling_at": _seconds(_first(events, S.STOPPING)),
         "cancelled_at": _seconds(_first(events, S.STOPPED)),
-        "request_counts": {"total": c.total, "completed": c.success, "failed": c.error},
+        # What the batch's files hold (docs/openai.md): nothing, when they were given up on.
+        "request_counts": {
+            "total": c.total,
+            "completed": 0 if lost else c.success,
+            "failed": 0 if lost else c.error,
+        },
         "usage": {
             "input_tokens": c.input_tokens,
             "input_tokens_details": {"cached_tokens": 0},
@@ -131,20 +186,43 @@ def result_file_id(job_id: str, kind: str) -> str:
     return "file-" + hashlib.blake2b(f"{job_id}/{kind}".encode(), digest_size=12).hexdigest()
 
 
+@dataclass(slots=True)
+class _Failing:
+    """A batch whose result files this process could not write yet."""
+
+    since: float  # Clock.monotonic() of the first failure
+    reason: str  # the last one logged
+    attempts: int = 1
+
+
 class Finisher:
     """Writes the output and error files of ended batches, once (per process, one task per
-    batch; across processes the store records the first result and the ids agree)."""
+    batch; across processes the store records the first result and the ids agree).
+
+    A write the object store refuses leaves the batch ``finalizing`` and is tried again by
+    the next read, for :data:`FINALIZE_RETRY` after the first failure; then the batch is
+    given up on (:func:`results_lost`). Each failure is logged once per reason, not once per
+    read (a client polls)."""
 
     def __init__(
-        self, files: FileStore, objects: ObjectStore, spool_dir: Path, bucket_prefix: str
+        self,
+        files: FileStore,
+        objects: ObjectStore,
+        spool_dir: Path,
+        bucket_prefix: str,
+        clock: Clock,
     ) -> None:
         self._files = files
         self._objects = objects
         self._spool_dir = spool_dir
         self._prefix = bucket_prefix
+        self._clock = clock
         self._running: dict[str, asyncio.Task[FileJob]] = {}
+        self._failing: dict[str, _Failing] = {}
 
     def start(self, job: Job, record: FileJob, now: datetime) -> asyncio.Task[FileJob]:
+        """The task writing the batch's files: it returns the record, finished (files
+        written, or given up on) or as it was (the write failed and is tried again later)."""
         task = self._running.get(job.job_id)
         if task is None:
             task = asyncio.create_task(self._finish(job, record, now))
@@ -155,7 +233,7 @@ class Finisher:
     def _done(self, job_id: str, task: asyncio.Task[FileJob]) -> None:
         self._running.pop(job_id, None)
         if not task.cancelled() and task.exception() is not None:
-            # The next read of the batch tries again; say why this one did not finish it.
+            # Not the object store (a busy job store, say): the next read tries again.
             log.warning(
                 "batch %s: its result files could not be written",
                 batch_id(job_id),
@@ -163,6 +241,63 @@ class Finisher:
             )
 
     async def _finish(self, job: Job, record: FileJob, now: datetime) -> FileJob:
+        try:
+            done = await self._write(job, now)
+        except ObjectStoreError as exc:
+            return await self._refused(job, record, exc)
+        failing = self._failing.pop(job.job_id, None)
+        if failing is not None:
+            log.info(
+                "batch %s: its result files were written after %d failed attempt(s)",
+                batch_id(job.job_id),
+                failing.attempts,
+            )
+        return done
+
+    async def _refused(self, job: Job, record: FileJob, exc: ObjectStoreError) -> FileJob:
+        """Count a refused write; give the batch up once :data:`FINALIZE_RETRY` has passed."""
+        name, reason = batch_id(job.job_id), str(exc)[:512]
+        failing = self._failing.get(job.job_id)
+        if failing is None:
+            if len(self._failing) >= _FAILING_MAX:
+                self._failing.pop(next(iter(self._failing)))
+            failing = self._failing[job.job_id] = _Failing(self._clock.monotonic(), reason)
+            log.warning("batch %s: its result files could not be written: %s", name, reason)
+        else:
+            failing.attempts += 1
+            if reason != failing.reason:
+                failing.reason = reason
+                log.warning("batch %s: its result files could not be written: %s", name, reason)
+        limit = self._clock.scaled(FINALIZE_RETRY).total_seconds()
+        if self._clock.monotonic() - failing.since < limit:
+            return record
+        log.error(
+            "batch %s: giving up on its result files after %d attempt(s) (%s): %s",
+            name,
+            failing.attempts,
+            FINALIZE_RETRY,
+            reason,
+        )
+        await self._remove_partial(job)
+        self._failing.pop(job.job_id, None)
+        return await self._files.finish_file_job(
+            job.job_id, output_file_id=None, error_file_id=None, finished_at=self._clock.now()
+        )
+
+    async def _remove_partial(self, job: Job) -> None:
+        """Remove what a given-up write left in the files bucket (the output file's bytes,
+        say, when only the error file was refused): bytes nothing points at."""
+        bucket = bucket_for(self._prefix, job.account_id)
+        for kind in ("output", "error"):
+            key = f"files/{result_file_id(job.job_id, kind)}"
+            try:
+                await self._objects.delete(bucket, key)
+            except ObjectStoreError as exc:
+                log.warning(
+                    "batch %s: cannot remove s3://%s/%s: %s", batch_id(job.job_id), bucket, key, exc
+                )
+
+    async def _write(self, job: Job, now: datetime) -> FileJob:
         bucket = bucket_for(self._prefix, job.account_id)
         out_loc = parse_s3_uri(job.output_s3_uri)
         in_loc = parse_s3_uri(job.input_s3_uri)
@@ -194,6 +329,9 @@ class Finisher:
                         await bad.write(data)
 
                 await transform(self._objects.read(in_loc.bucket, in_loc.key), expired_block)
+            # Both files' bytes first, then their records: a refused write leaves no record
+            # (no file listed whose batch does not name it), and the retry overwrites them.
+            stored: list[StoredFile] = []
             ids: dict[str, str | None] = {}
             for kind, spool, name in (
                 ("output", good, "batch_output.jsonl"),
@@ -206,7 +344,7 @@ class Finisher:
                 file_id = result_file_id(job.job_id, kind)
                 size = spool.size
                 await spool.store(self._objects, bucket, f"files/{file_id}")
-                await self._files.add_file(
+                stored.append(
                     StoredFile(
                         file_id=file_id,
                         account_id=job.account_id,
@@ -224,6 +362,8 @@ class Finisher:
             await good.discard()
             await bad.discard()
             raise
+        for file in stored:
+            await self._files.add_file(file)
         return await self._files.finish_file_job(
             job.job_id,
             output_file_id=ids["output"],
