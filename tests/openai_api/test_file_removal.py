@@ -5,12 +5,13 @@ that nothing points at)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from batchrock.api.openai.files import remove_expired, sweep_expired
-from batchrock.objects.base import ObjectStoreError
+from batchrock.objects.base import ObjectStoreError, ReadStalled
 
 from .inprocess import Harness, harness
 
@@ -108,5 +109,28 @@ def test_the_sweep_serve_runs_removes_expired_files_and_stops_at_once(tmp_path: 
             stop.set()  # it waits minutes for the next pass; the stop ends the wait
             await asyncio.wait_for(task, 30)
             assert await h.store.files.get_file(h.account(), soon) is None
+
+    asyncio.run(scenario())
+
+
+def test_content_whose_read_fails_midway_is_cut_short_never_completed(tmp_path: Path) -> None:
+    # A read the object store gives up on after the status is sent (a stalled S3 stream,
+    # which the local store cannot be made to do for real): the answer ends short of its
+    # Content-Length, so the client sees a broken download, never a whole-looking file or a
+    # second answer after the first.
+    async def scenario() -> None:
+        async with harness(tmp_path) as h:
+            file_id = await h.upload()
+            bucket, key = await stored(h, file_id)
+
+            async def stalls(*args: Any, **kw: Any) -> AsyncIterator[bytes]:
+                yield b'{"custom_id"'
+                raise ReadStalled(bucket, key, 30)
+
+            h.objects.read = stalls  # type: ignore[method-assign]
+            reply = await h.call("GET", f"/v1/files/{file_id}/content")
+            assert reply.status == 200
+            assert reply.body == b'{"custom_id"'
+            assert int(reply.headers["content-length"]) > len(reply.body)
 
     asyncio.run(scenario())

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ServerProcess
 
-from .conftest import FAST, chat_line, client, jsonl, upload
+from .conftest import FAST, chat_line, client, jsonl, upload, wait_batch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -125,3 +125,44 @@ def test_accounts_never_see_each_others_files(server: Any) -> None:
             input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
         )
     assert a.files.retrieve(file_id).id == file_id
+
+
+def test_a_result_file_whose_bytes_are_gone_is_not_found_never_a_bare_500(server: Any) -> None:
+    c = client(server, key="444444444444")
+    batch = c.batches.create(
+        input_file_id=upload(c, [chat_line(i) for i in range(3)]),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    done = wait_batch(c, batch.id)
+    assert done.status == "completed" and done.output_file_id
+    file_id = done.output_file_id
+    bytes_at = server.data_dir / "s3" / "batchrock-files-444444444444" / "files" / file_id
+    data = bytes_at.read_bytes()
+    # Removed under the service (by hand, or a removal half done): the batch still names it,
+    # its content is a 404 in OpenAI's shape.
+    bytes_at.unlink()
+    assert c.batches.retrieve(batch.id).output_file_id == file_id
+    with pytest.raises(openai.NotFoundError) as err:
+        c.files.content(file_id)
+    assert err.value.body == {
+        "message": f"No such File object: {file_id}",
+        "type": "invalid_request_error",
+        "param": "id",
+        "code": None,
+    }
+    bytes_at.mkdir()  # a folder where the object goes: no object either
+    with pytest.raises(openai.NotFoundError):
+        c.files.content(file_id)
+    bytes_at.rmdir()
+    # Something the store will not read (a link, which it never follows): a 500 that says
+    # so, not the bare "had an error" of an unexpected failure.
+    (server.data_dir / "elsewhere").write_bytes(data)
+    bytes_at.symlink_to(server.data_dir / "elsewhere")
+    with pytest.raises(openai.InternalServerError) as failed:
+        c.files.content(file_id)
+    assert "The file's content could not be read" in str(failed.value.body), failed.value.body
+    assert "unhandled error" not in server.log()
+    bytes_at.unlink()
+    bytes_at.write_bytes(data)
+    assert c.files.content(file_id).content == data

@@ -386,7 +386,11 @@ class OpenAIApi:
         try:
             first = await anext(chunks, b"")
         except NoSuchKey:
+            # A file whose bytes are gone (removed under it, or a removal half done).
             raise not_found(f"No such File object: {file_id}", param="id") from None
+        except ObjectStoreError as exc:
+            log.warning("file %s: its content could not be read: %s", file_id, exc)
+            raise server_error(f"The file's content could not be read: {exc}") from None
         await send(
             {
                 "type": "http.response.start",
@@ -398,8 +402,15 @@ class OpenAIApi:
             }
         )
         await send({"type": "http.response.body", "body": first, "more_body": True})
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except ObjectStoreError as exc:
+            # The status is sent: the answer can only be cut short (the server closes the
+            # connection, the client sees fewer bytes than Content-Length), never completed
+            # as if the file were whole.
+            log.warning("file %s: reading its content failed midway: %s", file_id, exc)
+            return 200
         await send({"type": "http.response.body", "body": b""})
         return 200
 
