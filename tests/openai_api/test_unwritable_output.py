@@ -179,8 +179,9 @@ def test_result_files_that_cannot_be_written_read_finalizing_never_half_shown(
 def test_result_files_still_refused_after_the_retry_bound_fail_the_batch(
     server_factory: Any,
 ) -> None:
-    # time_scale 3600: FINALIZE_RETRY (10 minutes of service time) passes in 1/6 s.
-    server, batch, blocker = blocked_result_files(server_factory, time_scale=3600)
+    # time_scale 600: FINALIZE_RETRY (10 minutes of service time) passes in 1 s, and the
+    # batch's 24-hour window in 144 s (the job ends long before, however busy the machine).
+    server, batch, blocker = blocked_result_files(server_factory, time_scale=600)
     c = client(server)
     job = batch.id.removeprefix("batch_")
     first = c.batches.retrieve(batch.id)
