@@ -507,6 +507,77 @@ def frames(data: bytes) -> list[bytes]:
     return found
 
 
+#: A stand-in worker that says it is ready, then answers each record with its own pid,
+#: except records whose recordId is "hold", which it keeps for ever.
+ANSWERER = """
+import os, socket, struct, sys, msgspec
+sock = socket.socket(fileno=int(sys.argv[-1]))
+stream = sock.makefile("rb")
+def read():
+    head = stream.read(4)
+    if len(head) < 4:
+        sys.exit(0)
+    return stream.read(struct.unpack(">I", head)[0])
+def send(message):
+    data = msgspec.msgpack.encode(message)
+    sock.sendall(struct.pack(">I", len(data)) + data)
+read()
+send([])
+me = str(os.getpid()).encode()
+while True:
+    requests, cancelled = msgspec.msgpack.decode(read())
+    send([[r[0], b'{"pid":' + me + b"}", 0, "", False, 1, 2, {}] for r in requests if r[5] != "hold"])
+"""
+
+
+def test_records_go_to_the_least_busy_ready_worker_and_never_to_a_dead_one(
+    tmp_path: Path,
+) -> None:
+    """The engine picks the ready worker with the fewest records in flight (from the list of
+    ready workers it keeps, not by looking at every worker per record): records dispatched
+    in one turn alternate between two idle workers. A worker that dies leaves that list at
+    once: the record it held goes to the live one, and no later record goes to it."""
+    route = parse_route(0, {"model": MODEL, "backend": "builtin"})
+
+    async def go() -> None:
+        pool = WorkerPool(all_to_children(tmp_path), 2, [sys.executable, "-c", ANSWERER])
+        backend = pool.backend(route, _Unused())
+        try:
+            await asyncio.wait_for(backend.invoke(request("warm")), 30)
+            await until(lambda: len(pool._ready_children) == 2, "both workers to be ready")
+            first, second = pool._ready_children
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(backend.invoke(request("x", i)) for i in range(40))), 30
+            )
+            pids = [orjson.loads(orjson.dumps(a.output))["pid"] for a in answers]
+            assert sorted(pids) == sorted([first.process.pid, second.process.pid] * 20)
+            assert all((a.input_tokens, a.output_tokens) == (1, 2) for a in answers)
+
+            held = ModelRequest(MODEL, "InvokeModel", claude("held"), "hold")
+            holds = [asyncio.create_task(backend.invoke(held)) for _ in range(2)]
+            await until(
+                lambda: len(first.inflight) == len(second.inflight) == 1, "one held each"
+            )
+            os.kill(first.process.pid, signal.SIGKILL)
+            await until(lambda: first not in pool._children, "the dead worker to be reaped")
+            assert first not in pool._ready_children and first.dead
+            # Its record went to the worker that was ready, not to the one starting after it.
+            assert len(second.inflight) == 2
+            await until(lambda: len(pool._ready_children) == 2, "its replacement to be ready")
+            live = {child.process.pid for child in pool._ready_children}
+            assert first.process.pid not in live and second.process.pid in live
+            later = await asyncio.wait_for(
+                asyncio.gather(*(backend.invoke(request("y", i)) for i in range(20))), 30
+            )
+            assert {orjson.loads(orjson.dumps(a.output))["pid"] for a in later} <= live
+            for hold in holds:
+                hold.cancel()
+        finally:
+            await pool.aclose()
+
+    asyncio.run(go())
+
+
 def test_a_cancelled_record_is_cancelled_in_its_worker(tmp_path: Path) -> None:
     """The engine tells the worker (its deadline, a halted job), so the worker's request
     ends too and the route's bound on requests in flight holds there as well."""

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from batchrock import logs
-from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.base import ModelBackend, ModelRequest
 from batchrock.backends.process_pool import decode, encode, frame, read_frame
 
 log = logging.getLogger("batchrock.backends.pool")
@@ -46,11 +46,12 @@ class Worker:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._out: list[list[Any]] = []
         self._scheduled = False
+        self._loop = asyncio.get_running_loop()
 
     def take(self, message: list[Any]) -> None:
         requests, cancelled = message
         tasks = self._tasks
-        create = asyncio.get_running_loop().create_task
+        create = self._loop.create_task
         for number, leaf, model_id, invocation_type, body, record_id in requests:
             request = ModelRequest(model_id, invocation_type, body, record_id)
             tasks[number] = create(self._answer(number, leaf, request))
@@ -61,36 +62,39 @@ class Worker:
                 task.cancel()
 
     def _leaf(self, leaf: int) -> ModelBackend:
-        backend = self._leaves.get(leaf)
-        if backend is None:
-            route = self._routes[leaf]
-            backend = self._leaves[leaf] = self._types[route.backend](route, self._settings)
+        route = self._routes[leaf]
+        backend = self._leaves[leaf] = self._types[route.backend](route, self._settings)
         return backend
 
     async def _answer(self, number: int, leaf: int, request: ModelRequest) -> None:
+        item: list[Any]
         try:
-            result = await self._leaf(leaf).invoke(request)
+            backend = self._leaves.get(leaf)
+            if backend is None:
+                backend = self._leaf(leaf)
+            result = await backend.invoke(request)
         except Exception as exc:  # as ResilientBackend treats a backend that raises
             log.exception("model backend raised on record %s", request.record_id)
-            result = _failed(500, f"The model backend failed: {type(exc).__name__}: {exc}", True)
-        self._tasks.pop(number, None)
-        error = result.error
-        item: list[Any]
-        if error is None:
-            try:
-                output = _dumps(result.output)
-            except orjson.JSONEncodeError as exc:
-                item = [number, None, 500, _NOT_JSON.format(exc), False, 0, 0, {}]
-            else:
-                item = [number, output, 0, "", False]
+            message = f"The model backend failed: {type(exc).__name__}: {exc}"
+            item = [number, None, 500, message, True, 0, 0, {}]
         else:
-            item = [number, None, error.code, error.message, error.retryable]
-        if len(item) == 5:
-            item += [result.input_tokens, result.output_tokens, result.info]
+            error = result.error
+            if error is None:
+                try:
+                    output = _dumps(result.output)
+                except orjson.JSONEncodeError as exc:
+                    item = [number, None, 500, _NOT_JSON.format(exc), False, 0, 0, {}]
+                else:
+                    tokens_in, tokens_out = result.input_tokens, result.output_tokens
+                    item = [number, output, 0, "", False, tokens_in, tokens_out, result.info]
+            else:
+                item = [number, None, error.code, error.message, error.retryable]
+                item += (result.input_tokens, result.output_tokens, result.info)
+        self._tasks.pop(number, None)
         self._out.append(item)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -108,10 +112,6 @@ def _checked(item: list[Any]) -> list[Any]:
     except (TypeError, OverflowError) as exc:
         return [item[0], None, 500, _NOT_JSON.format(exc), False, 0, 0, {}]
     return item
-
-
-def _failed(code: int, message: str, retryable: bool) -> ModelResult:
-    return ModelResult(error=RecordError(code, message, retryable))
 
 
 async def serve(sock: socket.socket) -> None:

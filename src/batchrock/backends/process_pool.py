@@ -51,7 +51,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -252,7 +252,7 @@ class _Child:
     writer: asyncio.StreamWriter
     started: float
     inflight: dict[int, _Call] = field(default_factory=dict)
-    outbox: list[list[Any]] = field(default_factory=list)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     scheduled: bool = False
     #: Whether it has sent its first frame (it has read its configuration and is waiting for
@@ -297,6 +297,12 @@ class WorkerPool:
         self._broken: str | None = None
         self._closing = False
         self._started = False
+        #: The children that have said they are ready, in start order (kept by _answered,
+        #: _lost and aclose: the per-record choice of a child reads only this).
+        self._ready_children: list[_Child] = []
+        #: The loop the pool is used from (set by the first record; built it may be in
+        #: another thread).
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     def backend(self, route: Route, leaf: ModelBackend) -> PooledBackend:
         """The proxy for ``leaf`` (built from ``route`` in this process to check its
@@ -331,7 +337,7 @@ class WorkerPool:
 
     @property
     def _ready(self) -> bool:
-        return any(child.ready for child in self._children)
+        return bool(self._ready_children)
 
     def _start(self) -> None:
         if not self._started:
@@ -340,26 +346,63 @@ class WorkerPool:
                 self._start_child()
 
     async def invoke(self, leaf: int, request: ModelRequest) -> ModelResult:
+        # Once per record in the engine: the common case (a started pool with a ready child)
+        # takes no call beyond the future's; _dispatch handles the others.
         if self._broken is not None:
             return ModelResult(error=RecordError(500, self._broken))
         if self._closing:
             return ModelResult(error=_CLOSED)
-        self._start()
-        loop = asyncio.get_running_loop()
-        call = _Call(next(self._ids), leaf, request, loop.create_future())
-        self._dispatch(call)
+        if not self._started:
+            self._start()
+        call = _Call(next(self._ids), leaf, request, self._loop().create_future())
+        child = self._least_busy()
+        if child is None:
+            self._dispatch(call)
+        else:
+            call.child = child
+            call.sends = 1
+            child.inflight[call.id] = call
+            child.outbox.append(
+                (
+                    call.id,
+                    leaf,
+                    request.model_id,
+                    request.invocation_type,
+                    request.body,
+                    request.record_id,
+                )
+            )
+            if not child.scheduled:
+                self._schedule(child)
         try:
             return await call.future
         except asyncio.CancelledError:
             self._cancel(call)
             raise
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._event_loop
+        if loop is None:
+            loop = self._event_loop = asyncio.get_running_loop()
+        return loop
+
+    def _least_busy(self) -> _Child | None:
+        """The ready child with the fewest records in flight, or ``None`` when none is
+        ready (then :meth:`_dispatch` decides)."""
+        best: _Child | None = None
+        fewest = sys.maxsize
+        for child in self._ready_children:
+            load = len(child.inflight)
+            if load < fewest:
+                best, fewest = child, load
+        return best
+
     def _dispatch(self, call: _Call) -> None:
         if self._broken is not None:
             call.future.set_result(ModelResult(error=RecordError(500, self._broken)))
             return
         # Ready children first: one still starting would keep the record until it has.
-        live = [child for child in self._children if child.ready] or self._children
+        live = self._ready_children or self._children
         if not live:
             self._waiting.append(call)
             return
@@ -369,7 +412,7 @@ class WorkerPool:
         child.inflight[call.id] = call
         body = call.request
         child.outbox.append(
-            [call.id, call.leaf, body.model_id, body.invocation_type, body.body, body.record_id]
+            (call.id, call.leaf, body.model_id, body.invocation_type, body.body, body.record_id)
         )
         self._schedule(child)
 
@@ -384,7 +427,7 @@ class WorkerPool:
     def _schedule(self, child: _Child) -> None:
         if not child.scheduled:
             child.scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush, child)
+            self._loop().call_soon(self._flush, child)
 
     def _flush(self, child: _Child) -> None:
         """Send what waits for ``child`` as one frame (a turn of the loop's worth)."""
@@ -400,7 +443,7 @@ class WorkerPool:
             data = encode([requests, cancelled])
         child.writer.write(frame(data))
 
-    def _encodable(self, child: _Child, requests: list[list[Any]]) -> list[list[Any]]:
+    def _encodable(self, child: _Child, requests: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The requests that MessagePack can carry; the others are answered here (their
         modelInput held a value JSON decoding cannot make, such as an integer above 2**64)."""
         kept = []
@@ -417,7 +460,10 @@ class WorkerPool:
         return kept
 
     def _answered(self, child: _Child, answers: list[list[Any]]) -> None:
-        child.ready = True  # its first frame (empty) says so
+        if not child.ready:  # its first frame (empty) says so
+            child.ready = True
+            if not child.dead:
+                self._ready_children.append(child)
         if not answers:
             return
         child.answered += len(answers)
@@ -427,22 +473,15 @@ class WorkerPool:
             call = pop(number, None)
             if call is None or call.future.done():  # cancelled meanwhile
                 continue
+            # Positional: ModelResult(output, error, input_tokens, output_tokens, info).
             if output is None:
-                result = ModelResult(
-                    error=RecordError(code, message, retryable),
-                    input_tokens=tokens_in,
-                    output_tokens=tokens_out,
-                    info=info,
-                )
+                error = RecordError(code, message, retryable)
+                result = ModelResult(None, error, tokens_in, tokens_out, info)
             else:
                 # The output is JSON already: a Fragment is written as it is by the
                 # engine's orjson.dumps, so it is neither decoded nor encoded again here.
-                result = ModelResult(
-                    output=cast(dict[str, Any], Fragment(output)),
-                    input_tokens=tokens_in,
-                    output_tokens=tokens_out,
-                    info=info,
-                )
+                fragment = cast(dict[str, Any], Fragment(output))
+                result = ModelResult(fragment, None, tokens_in, tokens_out, info)
             call.future.set_result(result)
 
     # --- children ---------------------------------------------------------------------
@@ -499,6 +538,8 @@ class WorkerPool:
         start another in its place."""
         child.dead = True
         self._children.remove(child)
+        if child in self._ready_children:
+            self._ready_children.remove(child)
         child.writer.close()
         if child.process.poll() is None:
             child.process.kill()
@@ -567,6 +608,7 @@ class WorkerPool:
             with contextlib.suppress(Exception):
                 await task
         children, self._children = self._children, []
+        self._ready_children = []
         for child in children:
             if child.reader_task is not None:
                 child.reader_task.cancel()
@@ -602,11 +644,13 @@ class PooledBackend:
         # them once, under the routes (routes_table).
         return str(text()) if callable(text) else type(self.local).__name__
 
-    async def invoke(self, request: ModelRequest) -> ModelResult:
+    def invoke(self, request: ModelRequest) -> Coroutine[Any, Any, ModelResult]:
+        # Not a coroutine itself: it hands back the one that answers, so a record's every
+        # suspension and resumption passes one level of coroutines fewer.
         pool = self.pool
         if pool.answers_here():
-            return await self.local.invoke(request)
-        return await pool.invoke(self.leaf, request)
+            return self.local.invoke(request)
+        return pool.invoke(self.leaf, request)
 
     async def aclose(self) -> None:
         await self.local.aclose()
