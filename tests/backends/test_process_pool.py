@@ -526,7 +526,8 @@ send([])
 me = str(os.getpid()).encode()
 while True:
     requests, cancelled = msgspec.msgpack.decode(read())
-    send([[r[0], b'{"pid":' + me + b"}", 0, "", False, 1, 2, {}] for r in requests if r[5] != "hold"])
+    answer = b'{"pid":' + me + b"}"
+    send([[r[0], answer, 0, "", False, 1, 2, {}] for r in requests if r[5] != "hold"])
 """
 
 
@@ -555,9 +556,7 @@ def test_records_go_to_the_least_busy_ready_worker_and_never_to_a_dead_one(
 
             held = ModelRequest(MODEL, "InvokeModel", claude("held"), "hold")
             holds = [asyncio.create_task(backend.invoke(held)) for _ in range(2)]
-            await until(
-                lambda: len(first.inflight) == len(second.inflight) == 1, "one held each"
-            )
+            await until(lambda: len(first.inflight) == len(second.inflight) == 1, "one held each")
             os.kill(first.process.pid, signal.SIGKILL)
             await until(lambda: first not in pool._children, "the dead worker to be reaped")
             assert first not in pool._ready_children and first.dead

@@ -7,7 +7,7 @@ import random
 
 from batchrock.backends.base import MockBackend, ModelRequest, ModelResult, RecordError
 from batchrock.backends.deadlines import Deadlines, current_task
-from batchrock.backends.resilience import ResilientBackend, RetryPolicy
+from batchrock.backends.resilience import ResilientBackend, RetryPolicy, Slots
 
 REQUEST = ModelRequest("m", "InvokeModel", {}, "r1")
 OK = {"answer": 1}
@@ -122,6 +122,41 @@ def test_concurrency_is_bounded_and_queueing_does_not_eat_the_deadline() -> None
     assert peak == 3
     # 30 records at 3 at a time take ~0.5 s in all, twice the 0.25 s deadline each.
     assert all(r.ok for r in results)
+
+
+def test_slots_are_handed_out_in_arrival_order_and_none_is_lost_to_a_cancellation() -> None:
+    """max_concurrency's slots behave as asyncio.Semaphore's: a released slot goes to the
+    longest waiter (a newcomer does not take it first), a waiter cancelled while it waits
+    takes none, and one cancelled just after it was handed a slot passes it on."""
+
+    async def run() -> None:
+        slots = Slots(1)
+        got: list[str] = []
+
+        async def take(name: str) -> None:
+            await slots.wait()
+            got.append(name)
+
+        await slots.wait()  # held by this test
+        assert slots.free == 0
+        a, b, c = (asyncio.create_task(take(n)) for n in "abc")
+        await asyncio.sleep(0)
+        b.cancel()  # cancelled while waiting
+        await asyncio.sleep(0)
+        slots.release()
+        late = asyncio.create_task(take("late"))  # comes after the release: must wait
+        await asyncio.sleep(0)
+        await asyncio.wait_for(a, 5)
+        assert got == ["a"] and slots.free == 0 and b.cancelled()
+        slots.release()  # a's slot: handed to c ...
+        c.cancel()  # ... which is cancelled before it runs, so late gets it
+        await asyncio.sleep(0)
+        await asyncio.wait_for(late, 5)
+        assert c.cancelled() and got == ["a", "late"] and slots.free == 0
+        slots.release()
+        assert slots.free == 1 and not [w for w in slots.waiting if not w.done()]
+
+    asyncio.run(run())
 
 
 def test_a_backend_that_raises_is_retried_then_a_500() -> None:
