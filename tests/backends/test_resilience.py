@@ -107,20 +107,24 @@ def test_concurrency_is_bounded_and_queueing_does_not_eat_the_deadline() -> None
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        await asyncio.sleep(0.05)
-        running -= 1
+        try:
+            await asyncio.sleep(0.02)
+        finally:
+            # Counted out however the call ends (a deadline cancels it): else a cancelled
+            # call would read as one still running, and the peak as more than the bound.
+            running -= 1
         return ModelResult(output=OK)
 
-    backend = ResilientBackend(
-        MockBackend(handler), RetryPolicy(deadline_s=0.25), max_concurrency=3
-    )
+    backend = ResilientBackend(MockBackend(handler), RetryPolicy(deadline_s=1.0), max_concurrency=3)
 
     async def run() -> list[ModelResult]:
-        return await asyncio.gather(*(backend.invoke(REQUEST) for _ in range(30)))
+        return await asyncio.gather(*(backend.invoke(REQUEST) for _ in range(180)))
 
     results = asyncio.run(run())
     assert peak == 3
-    # 30 records at 3 at a time take ~0.5 s in all, twice the 0.25 s deadline each.
+    # 180 records at 3 at a time take at least 1.2 s in all, more than the 1 s deadline
+    # each; each one's own call takes 0.02 s, so only a loop stalled for a second could
+    # make one miss its deadline (a busy machine's scheduling cannot fail the test).
     assert all(r.ok for r in results)
 
 
