@@ -41,14 +41,18 @@ still gets its 429.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
+from urllib.parse import unquote
 
 import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from batchrock.api import cycle as cycles
 from batchrock.api.app import Receive, Scope, Send, bad_head_message, error_response
 from batchrock.errors import ThrottlingException, ValidationException
 from batchrock.logs import BoundedWarnings
@@ -116,13 +120,16 @@ class CoalescingTransport:
     ``writelines``, which uvloop sends as one ``writev`` without copying them into one buffer
     (a page of 1000 jobs is 800 kB; asyncio's loop joins them, as this did before)."""
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "_transport", "is_closing")
+    __slots__ = ("_loop", "_pending", "_scheduled", "_transport", "holding", "is_closing")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
         self._scheduled = False
+        #: Set while an app's first step runs in the protocol's callback (api/cycle.py): what
+        #: it writes is flushed when the step ends, without a loop callback scheduled.
+        self.holding = False
         # Asked several times a request (by uvicorn and the guards): the transport's own
         # method, not a lookup through ``__getattr__`` each time.
         self.is_closing = transport.is_closing
@@ -131,7 +138,7 @@ class CoalescingTransport:
         if not data:
             return
         self._pending.append(bytes(data))
-        if not self._scheduled:
+        if not self._scheduled and not self.holding:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
@@ -190,6 +197,14 @@ class GuardedProtocol(HttpToolsProtocol):
         # that head received so far (0: none yet). The reads that carry a body are not counted.
         self._in_head = True
         self._head_bytes = 0
+        # Inside ``_feed``: data_received sets the receive timer when the read is parsed, so a
+        # response completed within it (started at once: api/cycle.py) leaves it alone.
+        self._feeding = False
+        # When the connection last became idle (loop time; ``None``: busy since), for the one
+        # keep-alive timer (:meth:`_became_idle`).
+        self._idle_at: float | None = None
+        self._scope: dict[str, Any] = {}  # what every request's scope starts from
+        self.cycle: cycles.Cycle = None  # type: ignore[assignment]
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -198,11 +213,18 @@ class GuardedProtocol(HttpToolsProtocol):
         # The request cycles write through it; uvicorn's flow control keeps the raw transport.
         self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
         self._idle_since = next(_idle_order)
+        self._scope = {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+        }
         # uvicorn arms its keep-alive timer only after a response: a new connection that never
         # sends a byte is idle too.
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
+        self._became_idle()
         open_now = sum(1 for c in self.connections if not c.transport.is_closing())
         if open_now > self.limits.max_connections:
             self._make_room(open_now)
@@ -226,7 +248,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, with its warning a bad head bounded, and saying why
         (uvicorn's says "Invalid HTTP request received." to each), and no WebSocket."""
-        self._unset_keepalive_if_required()
+        self._idle_at = None  # busy: the keep-alive timer, when it fires, leaves it be
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -235,10 +258,24 @@ class GuardedProtocol(HttpToolsProtocol):
             self._note_bad_head("an Upgrade request (never done: answered as HTTP/1.1, closed)")
         except httptools.HttpParserError as exc:
             self._bad_head(_why(exc))
+        finally:
+            self._feeding = False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn's, for our cycle (and its keep-alive timer cancelled in every case)."""
         self._cancel_timers()
-        super().connection_lost(exc)
+        self._unset_keepalive_if_required()
+        self.connections.discard(self)
+        cycle = self.cycle
+        if cycle is not None:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.wake()
+        if self.flow is not None:
+            self.flow.resume_writing()
+        if exc is None:
+            self.transport.close()
+        self.parser = None  # type: ignore[assignment]
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -254,19 +291,30 @@ class GuardedProtocol(HttpToolsProtocol):
     # --- parser callbacks (an exception here makes the request a 400) ----------------------
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._head_bytes = self._head_bytes or 1  # begun, if within the read that ended the last
+        self._idle_at = None  # busy (a request read after a response within the same read)
 
     def on_headers_complete(self) -> None:
+        """uvicorn's, with the guards, the scope from the connection's template, and our
+        cycle, started at once (api/cycle.py)."""
         self._in_head = False
+        headers = self.headers
         size = len(self.url) + 16  # the request line, about
         hosts = 0
-        for name, value in self.headers:
+        has_body = False
+        for name, value in headers:
             size += len(name) + len(value) + 4
-            hosts += name == b"host"
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length" or name == b"transfer-encoding":
+                has_body = has_body or value != b"0"
         if size > self.limits.max_head_bytes:
             self._refuse(f"a request head of {size} bytes")
-        version = self.parser.get_http_version()
+        parser = self.parser
+        version = parser.get_http_version()
         if version != "1.1" and version != "1.0":  # llhttp reads 0.9 and 2.0 heads too
             self._refuse(f"an HTTP/{version} request")
         if hosts != 1 and version == "1.1":
@@ -274,20 +322,92 @@ class GuardedProtocol(HttpToolsProtocol):
         # No protocol is ever switched to, but llhttp stops reading at the end of a head that
         # asks (Connection: Upgrade): a body would be lost, and what follows left unanswered.
         # One without a body is answered as usual, and the connection then closed.
-        upgrade = self.parser.should_upgrade()
-        if upgrade and any(
-            name in (b"content-length", b"transfer-encoding") and value != b"0"
-            for name, value in self.headers
-        ):
+        upgrade = parser.should_upgrade()
+        if upgrade and has_body:
             self._refuse("an Upgrade request with a body")
-        super().on_headers_complete()
-        if upgrade:
-            self.cycle.keep_alive = False
+        if self.transport.is_closing():
+            # The request before it in the same read was answered and its connection closed
+            # (Connection: close, HTTP/1.0): as uvicorn, nothing after it is answered.
+            return
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        scope = self._scope.copy()
+        scope["method"] = parser.get_method().decode("ascii")
+        if version != "1.1":
+            scope["http_version"] = version
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed.query or b""
+        scope["headers"] = headers
+        scope["state"] = self.app_state.copy()
+        self.scope = scope  # type: ignore[assignment]
+        app = self.app
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency
+            or len(self.tasks) >= self.limit_concurrency
+        ):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        existing = self.cycle
+        self.cycle = cycles.Cycle(
+            self,
+            scope,
+            keep_alive=version != "1.0" and parser.should_keep_alive() and not upgrade,
+            has_body=has_body,
+            expect_100_continue=self.expect_100_continue,
+        )
+        if existing is None or existing.response_complete:
+            self._run(self.cycle, app, eager=True)
+        else:
+            # Pipelined: started when the one before is complete, in order.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, app))  # type: ignore[arg-type]
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > 65536:  # uvicorn's HIGH_WATER_LIMIT
+            self.flow.pause_reading()
+        cycle.wake()
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.more_body:
+            return
+        cycle.more_body = False
+        cycle.wake()
+
+    def _run(self, cycle: cycles.Cycle, app: Any, eager: bool) -> None:
+        """Start ``app`` on ``cycle``: at once in the parser's callback (``eager``), or, for
+        a pipelined request started from the response before it, in a task (started at once
+        there, a pipeline of a thousand requests in one read would nest a thousand deep)."""
+        context = (
+            contextvars.Context() if self.config.reset_contextvars else contextvars.copy_context()
+        )
+        coro = cycle.run_asgi(app)
+        if eager:
+            transport = cast(CoalescingTransport, self.transport)
+            transport.holding = True
+            try:
+                task = cycles.start(coro, context, self.loop)
+            finally:
+                transport.holding = False
+                transport.flush()  # what the step wrote, if it did not complete a response
+            if task is None:
+                if not cycle.response_complete:
+                    self.transport.close()  # the cycle failed: logged in cycles.start
+                return
+        else:
+            task = self.loop.create_task(coro, context=context)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     def _refuse(self, what: str) -> None:
         raise _Refused(what)  # logged (bounded) when llhttp hands it back: _feed
@@ -295,10 +415,45 @@ class GuardedProtocol(HttpToolsProtocol):
     # --- uvicorn hooks ---------------------------------------------------------------------
 
     def on_response_complete(self) -> None:
+        """uvicorn's, with the response's writes sent as one and the guards' state kept."""
         cast(CoalescingTransport, self.transport).flush()
         self._idle_since = next(_idle_order)
-        super().on_response_complete()  # may start a pipelined request
-        self._update_receive_timer()
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._run(cast(cycles.Cycle, cycle), app, eager=False)
+        else:
+            self._became_idle()
+        if not self._feeding:
+            self._update_receive_timer()
+
+    def _became_idle(self) -> None:
+        """Close the connection if it stays idle for the keep-alive timeout. uvicorn arms a
+        timer after each response and cancels it at the next read: with uvloop that pair
+        costs about 5 µs, a quarter of a bare Get. Here one timer is kept while the
+        connection lives; when it fires it closes the connection if idle long enough, or is
+        armed again for what is left (busy: armed again when idle)."""
+        self._idle_at = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def timeout_keep_alive_handler(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle_at = self._idle_at
+        if idle_at is None or self._in_request() or self.transport.is_closing():
+            return  # busy: armed again when it is idle
+        left = idle_at + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                left, self.timeout_keep_alive_handler
+            )
+        else:
+            self.transport.close()
 
     def _bad_head(self, why: str) -> None:
         """Answer a head llhttp cannot read, or refused, 400; and say so, bounded."""
