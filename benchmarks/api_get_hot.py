@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/api_get_hot.py
 
 What ``batchrock serve`` runs for one request, without sockets: its HTTP protocol (uvicorn's
-httptools one, with the guards of api/connections.py) fed the signed request head by
-``data_received``, the ASGI app run on the event loop (uvloop) until the response is
-written to a transport that keeps the bytes. Beside it the same for the floor
-(benchmarks/_api_floor.py's app on plain httptools), and each app on the other protocol.
+httptools parser with the guards of api/connections.py and the request cycle of
+api/cycle.py) fed the signed request head by ``data_received``, the ASGI app run on the
+event loop (uvloop) until the response is written to a transport that keeps the bytes.
+Beside it the same for the floor (benchmarks/_api_floor.py's app on plain httptools), and
+each app on the other protocol.
 Each figure is the least, over ``--tries``, of the CPU time per request of ``--requests`` in
 a row: the cost of the code with warm caches. On the real server (benchmarks/api_listing.py)
 both cost about 2-2.5x this, the same code run cold after the client and the kernel had the

@@ -389,3 +389,27 @@ def test_uvicorns_protocol_is_the_one_the_cycle_was_written_against() -> None:
         " callbacks): review the change, port what applies, then update UVICORN_REVIEWED"
         f" to {found}"
     )
+
+
+def test_a_cancelled_receive_leaves_another_one_waiting(tmp_path: Path) -> None:
+    got: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        first = asyncio.ensure_future(receive())
+        second = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        first.cancel()
+        got.append(await second)
+        await answering(200, [(b"content-length", b"0")])(scope, receive, send)
+
+    async def scenario() -> None:
+        made = protocol(app, True, tmp_path)
+        made.data_received(b"POST /p HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\n\r\n")
+        await settle()
+        made.data_received(b"abc")
+        await settle()
+        assert got == [{"type": "http.request", "body": b"abc", "more_body": False}]
+        assert made.cycle.response_complete
+        made.connection_lost(None)
+
+    asyncio.run(scenario())

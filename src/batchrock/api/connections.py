@@ -36,6 +36,22 @@ BoundedWarnings`, setting ``bad_request_log_seconds``): one client sending bad h
 cannot fill the log, as uvicorn's line for each did. So with the 429s for too many connections:
 each is a warning, bounded the same way (its own tally and lines), and each refused client
 still gets its 429.
+
+**The request cycle** is the project's own (api/cycle.py), not uvicorn's: uvicorn's cost a
+bare Get as much as the floor's whole app several times over (a task, an ``asyncio.Event``,
+a scope built key by key, a regex a header name and value, two timer handles a response), and
+it costs the floor and batchrock alike, so no work in the app could bring a Get to 0.8 of the
+floor's requests/s (docs/benchmarks.md, issue 12's Get). This protocol therefore replaces
+uvicorn's parser callbacks (``on_message_begin`` to ``on_response_complete``) and
+``connection_lost``: the scope is copied from a template made when the connection is, the
+app is started in ``on_headers_complete`` itself and given a task only if it suspends
+(pipelined requests after the first in flight still wait their turn and get a task each, so
+they never nest), what its first step writes is sent when the step ends (no loop callback),
+and one keep-alive timer lives with the connection, looking at when it became idle when it
+fires, instead of one armed and cancelled a response (with uvloop that pair alone was about
+5 µs). What reaches the wire is uvicorn's, byte for byte (tests/api/test_cycle.py feeds both
+the same requests and apps); uvicorn is bounded below its next release and that test holds
+its protocol's source to the one reviewed.
 """
 
 from __future__ import annotations
@@ -297,6 +313,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = self._head_bytes or 1  # begun, if within the read that ended the last
         self._idle_at = None  # busy (a request read after a response within the same read)
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # uvicorn's, but Expect: 100-continue is looked for in on_headers_complete's pass.
+        self.headers.append((name.lower(), value))
+
     def on_headers_complete(self) -> None:
         """uvicorn's, with the guards, the scope from the connection's template, and our
         cycle, started at once (api/cycle.py)."""
@@ -304,13 +324,15 @@ class GuardedProtocol(HttpToolsProtocol):
         headers = self.headers
         size = len(self.url) + 16  # the request line, about
         hosts = 0
-        has_body = False
+        has_body = expect_100_continue = False
         for name, value in headers:
             size += len(name) + len(value) + 4
             if name == b"host":
                 hosts += 1
             elif name == b"content-length" or name == b"transfer-encoding":
                 has_body = has_body or value != b"0"
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect_100_continue = True
         if size > self.limits.max_head_bytes:
             self._refuse(f"a request head of {size} bytes")
         parser = self.parser
@@ -352,12 +374,13 @@ class GuardedProtocol(HttpToolsProtocol):
             app = service_unavailable
             self.logger.warning("Exceeded concurrency limit.")
         existing = self.cycle
-        self.cycle = cycles.Cycle(
+        self.expect_100_continue = expect_100_continue
+        self.cycle = cycles.Cycle(  # keep-alive, a body, Expect: 100-continue
             self,
             scope,
-            keep_alive=version != "1.0" and parser.should_keep_alive() and not upgrade,
-            has_body=has_body,
-            expect_100_continue=self.expect_100_continue,
+            version != "1.0" and parser.should_keep_alive() and not upgrade,
+            has_body,
+            expect_100_continue,
         )
         if existing is None or existing.response_complete:
             self._run(self.cycle, app, eager=True)

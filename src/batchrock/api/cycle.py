@@ -72,7 +72,7 @@ class Cycle:
 
     __slots__ = (
         "_ready",
-        "_waiter",
+        "_waiters",
         "body",
         "chunked_encoding",
         "disconnected",
@@ -109,15 +109,15 @@ class Cycle:
         self.chunked_encoding: bool | None = None
         self.expected_content_length = 0
         self._ready = not has_body  # something new for receive (uvicorn's message_event set)
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
 
     def wake(self) -> None:
         """Something happened that ``receive`` reports: a body's piece or end, the response's
         end, a disconnect."""
         self._ready = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def run_asgi(self, app: Any) -> None:
         try:
@@ -277,11 +277,12 @@ class Cycle:
         if not self.disconnected and not self.response_complete:
             self.protocol.flow.resume_reading()
             if not self._ready:
-                waiter = self._waiter = self.protocol.loop.create_future()
+                waiter = self.protocol.loop.create_future()
+                self._waiters.append(waiter)  # one each, as an Event's: a cancelled one alone
                 try:
                     await waiter
                 finally:
-                    self._waiter = None
+                    self._waiters.remove(waiter)
             self._ready = False
         if self.disconnected or self.response_complete:
             return {"type": "http.disconnect"}
