@@ -221,13 +221,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._idle_at: float | None = None
         self._scope: dict[str, Any] = {}  # what every request's scope starts from
         self.cycle: cycles.Cycle = None  # type: ignore[assignment]
+        #: ``transport``, typed as what it is (set by connection_made).
+        self._writes: CoalescingTransport = None  # type: ignore[assignment]
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # The request cycles write through it; uvicorn's flow control keeps the raw transport.
-        self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
+        self._writes = CoalescingTransport(transport, self.loop)
+        self.transport = cast(asyncio.Transport, self._writes)
         self._idle_since = next(_idle_order)
         self._scope = {
             "type": "http",
@@ -259,7 +262,8 @@ class GuardedProtocol(HttpToolsProtocol):
             # (at most 256 KiB) more, and the whole head is measured when it ends.
             self._bad_head(f"a request head over {self.limits.max_head_bytes} bytes")
             return
-        self._update_receive_timer()
+        if not self._in_head or self._head_bytes > 0 or self._receive_timer is not None:
+            self._update_receive_timer()  # (usually: the read was a whole request, answered)
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, with its warning a bad head bounded, and saying why
@@ -416,7 +420,7 @@ class GuardedProtocol(HttpToolsProtocol):
         )
         coro = cycle.run_asgi(app)
         if eager:
-            transport = cast(CoalescingTransport, self.transport)
+            transport = self._writes
             transport.holding = True
             try:
                 task = cycles.start(coro, context, self.loop)
@@ -439,7 +443,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """uvicorn's, with the response's writes sent as one and the guards' state kept."""
-        cast(CoalescingTransport, self.transport).flush()
+        self._writes.flush()
         self._idle_since = next(_idle_order)
         self.server_state.total_requests += 1
         if self.transport.is_closing():

@@ -198,7 +198,9 @@ class Cycle:
             )
         content = [STATUS_LINE[status]]
         defaults = protocol.server_state.default_headers
-        encoded = _default_bytes(defaults)
+        seen, encoded = _defaults
+        if seen is not defaults:
+            encoded = _default_bytes(defaults)
         headers = message.get("headers", ())
         if encoded is None:
             headers = [*defaults, *headers]
