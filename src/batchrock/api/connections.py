@@ -37,11 +37,12 @@ cannot fill the log, as uvicorn's line for each did. So with the 429s for too ma
 each is a warning, bounded the same way (its own tally and lines), and each refused client
 still gets its 429.
 
-**The request cycle** is the project's own (api/cycle.py), not uvicorn's: uvicorn's cost a
-bare Get as much as the floor's whole app several times over (a task, an ``asyncio.Event``,
-a scope built key by key, a regex a header name and value, two timer handles a response), and
-it costs the floor and batchrock alike, so no work in the app could bring a Get to 0.8 of the
-floor's requests/s (docs/benchmarks.md, issue 12's Get). This protocol therefore replaces
+**The request cycle** is the project's own (api/cycle.py), not uvicorn's: uvicorn's (a task,
+an ``asyncio.Event``, a scope built key by key, a regex a header name and a value, a
+keep-alive timer armed and cancelled a response) was most of the floor's 21 µs a Get warm,
+its app 2-3 of them, and it costs the floor and batchrock alike, so no work in the app alone
+could bring a Get to 0.8 of the floor's requests/s (docs/benchmarks.md, issue 12's Get: with
+this cycle the floor's app costs 15-20 µs on serve's protocol). This protocol therefore replaces
 uvicorn's parser callbacks (``on_message_begin`` to ``on_response_complete``) and
 ``connection_lost``: the scope is copied from a template made when the connection is, the
 app is started in ``on_headers_complete`` itself and given a task only if it suspends

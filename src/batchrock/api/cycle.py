@@ -1,9 +1,9 @@
 """One request's ASGI cycle on a ``batchrock serve`` connection (api/connections.py).
 
 uvicorn's ``RequestResponseCycle`` with the same messages, checks and bytes, at less cost a
-request: a Get cost the floor (a bare app on plain uvicorn) and batchrock the same 20 µs of
-protocol, warm, where the whole floor is 21 (docs/benchmarks.md, issue 12's Get). What
-differs:
+request: uvicorn's cycle was most of the floor's 21 µs a Get warm (a bare app on plain
+uvicorn; its app is 2-3 µs), and batchrock paid it too (docs/benchmarks.md, "A request cycle
+of the project's own"). What differs:
 
 - no ``asyncio.Event`` a request: ``receive`` waits on a future only when nothing has
   arrived for it, and a request without a body (no ``Content-Length``, no
@@ -19,8 +19,13 @@ differs:
 
 What the app sees is the same, except that until its first suspension it runs outside any
 task: ``asyncio.current_task()`` is ``None`` there, and ``asyncio.timeout`` (which needs a
-task) raises. Nothing on the API's request paths uses either (tests/api/test_cycle.py sends
-every kind of request the server answers through this path).
+task) raises. No API request path uses ``asyncio.timeout`` (the suites of tests/api,
+tests/console and tests/openai_api run every route through this cycle); the one that asks
+for the current task is the PostgreSQL store's ``_checked_out``, which keeps a cancellation
+psycopg_pool would drop: a request has no task when it first waits for the pool, so that
+check is skipped for it, and a request is cancelled only at shutdown, where its finishing
+is as good. Code that must have a task can ``await asyncio.sleep(0)`` first, which hands
+it to one.
 """
 
 from __future__ import annotations
