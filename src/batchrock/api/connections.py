@@ -66,7 +66,7 @@ from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 import httptools
-from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from batchrock.api import cycle as cycles
@@ -399,7 +399,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if cycle.response_complete:
             return
         cycle.body += body
-        if len(cycle.body) > 65536:  # uvicorn's HIGH_WATER_LIMIT
+        if len(cycle.body) > HIGH_WATER_LIMIT:
             self.flow.pause_reading()
         cycle.wake()
 
