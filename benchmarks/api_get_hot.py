@@ -79,11 +79,10 @@ class KeptTransport(asyncio.Transport):
         return 0
 
 
-async def per_request(
-    app: Any, guarded: bool, head: bytes, requests: int, tries: int, data_dir: Path
-) -> float:
-    """The least CPU µs per request over ``tries`` runs of ``requests`` requests."""
-    if guarded:  # batchrock serve's protocol, limits from the default settings
+def connected(app: Any, guarded: bool, data_dir: Path) -> tuple[Any, KeptTransport]:
+    """A protocol with its connection made: batchrock serve's (``guarded``: limits from the
+    default settings) or plain uvicorn httptools."""
+    if guarded:
         config = http_config(Settings(data_dir=data_dir), app, lifespan="off")
     else:
         config = uvicorn.Config(app, http="httptools", lifespan="off", log_level="warning")
@@ -91,6 +90,14 @@ async def per_request(
     protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
     transport = KeptTransport()
     protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def per_request(
+    app: Any, guarded: bool, head: bytes, requests: int, tries: int, data_dir: Path
+) -> float:
+    """The least CPU µs per request over ``tries`` runs of ``requests`` requests."""
+    protocol, transport = connected(app, guarded, data_dir)
 
     async def one() -> None:
         protocol.data_received(head)

@@ -21,16 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 import uvloop
-from uvicorn.server import ServerState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _api_floor import make_app
-from api_get_hot import KeptTransport
+from api_get_hot import connected
 from api_listing import fill, signed
 
-from batchrock.admin import http_config
 from batchrock.api.app import BedrockApp
 from batchrock.clock import SystemClock
 from batchrock.service import JobService
@@ -55,16 +52,7 @@ async def main() -> None:
                 if args.app == "floor"
                 else BedrockApp(JobService(store, SystemClock()), Settings(data_dir=work))
             )
-            if args.protocol == "serve":
-                config = http_config(Settings(data_dir=work), app, lifespan="off")
-            else:
-                config = uvicorn.Config(app, http="httptools", lifespan="off", log_level="warning")
-            config.load()
-            protocol = config.http_protocol_class(
-                config=config, server_state=ServerState(), app_state={}
-            )
-            transport = KeptTransport()
-            protocol.connection_made(transport)
+            protocol, transport = connected(app, args.protocol == "serve", work)
             head = signed(8765, target)
             for _ in range(200 + args.requests):
                 protocol.data_received(head)
