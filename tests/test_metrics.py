@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchrock.api.app import BedrockApp
@@ -208,6 +208,40 @@ def test_api_request_latencies_are_exposed_as_a_prometheus_histogram_would() -> 
     assert ours == _section(generate_latest(registry).decode(), name)
     assert 'batchrock_api_requests_total{code="200",operation="GetModelInvocationJob"} 2.0' in text
     assert 'batchrock_api_requests_total{code="404",operation="GetModelInvocationJob"} 1.0' in text
+
+
+def test_api_request_counts_are_exposed_as_a_prometheus_counter_would() -> None:
+    """The API's request counter keeps plain counts too (incremented once per request), and
+    is exposed as prometheus-client's Counter is, byte for byte bar the creation times."""
+    registry = CollectorRegistry(auto_describe=True)
+    name = "batchrock_api_requests"
+    reference = Counter(
+        name,
+        "API requests answered, by operation and HTTP status code.",
+        ["operation", "code"],
+        registry=registry,
+    )
+    metrics = Metrics()
+    observed = [
+        ("GetModelInvocationJob", 200),
+        ("ListModelInvocationJobs", 200),
+        ("GetModelInvocationJob", 404),
+        ("GetModelInvocationJob", 200),
+        ("unknown", 403),
+    ]
+    for operation, code in observed:
+        metrics.api_request(operation, code, 0.001)
+        reference.labels(operation, str(code)).inc()
+    ours = _section(metrics.render().decode(), name)
+    assert f'{name}_total{{code="200",operation="GetModelInvocationJob"}} 2.0' in ours
+    assert f"{name}_created" in ours
+    assert ours == _section(generate_latest(registry).decode(), name)
+    assert metrics.api_requests_answered() == {
+        ("GetModelInvocationJob", 200): 2,
+        ("ListModelInvocationJobs", 200): 1,
+        ("GetModelInvocationJob", 404): 1,
+        ("unknown", 403): 1,
+    }
 
 
 def _section(text: str, name: str) -> str:

@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -136,9 +141,18 @@ class _HotHistogram(Collector):
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         series = self._series.get(labels)
         if series is None:
-            series = self._series[labels] = [[0] * (len(self._bounds) + 1), 0.0, time.time()]
+            series = self.series(labels)
         series[0][bisect.bisect_left(self._bounds, value)] += 1
         series[1] += value
+
+    def series(self, labels: tuple[str, ...]) -> list[Any]:
+        """The counts of the series ``labels`` (made empty when new), for a caller that
+        keeps it at hand: ``[counts per bucket, sum, created]``, bucket ``i`` the values
+        up to ``bounds[i]`` (and the last one past every bound)."""
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [[0] * (len(self._bounds) + 1), 0.0, time.time()]
+        return series
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(
@@ -150,6 +164,33 @@ class _HotHistogram(Collector):
             family.add_metric(list(labels), buckets, total)
             named = dict(zip(self._labelnames, labels, strict=True))
             family.samples.append(Sample(self._name + "_created", named, created))
+        yield family
+
+
+class _HotCounter(Collector):
+    """A labelled counter incremented once per API request: each series a plain list
+    ``[value, created]``, for the same reason as :class:`_HotHistogram` (prometheus-client's
+    ``inc`` takes a lock, and its labelled child costs a lookup). Exposed exactly as
+    prometheus-client exposes a ``Counter`` (a test compares)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self._name, self._documentation = name, documentation
+        self._labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], list[float]] = {}
+
+    def cell(self, labels: tuple[str, ...]) -> list[float]:
+        """The series ``labels`` (made at 0 when new): ``[value, created]``."""
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [0.0, time.time()]
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            self._name, self._documentation, labels=list(self._labelnames)
+        )
+        for labels, (value, created) in list(self._series.items()):
+            family.add_metric(list(labels), value, created=created)
         yield family
 
 
@@ -199,21 +240,30 @@ class Metrics:
                 Gauge(_TOKENS_OUT, _TOKENS_OUT_HELP, ["model_id"], registry=r,
                       multiprocess_mode="max"),
             )  # fmt: skip
-        self._api_requests = Counter(
+        api_requests = (
             "batchrock_api_requests",
             "API requests answered, by operation and HTTP status code.",
             ["operation", "code"],
-            registry=r,
         )
-        # Observed once per API request: plain counts, as the model requests' below.
-        self._api_latency = _histogram(
-            r,
-            multiprocess,
+        api_latency = (
             "batchrock_api_request_duration_seconds",
             "Time from a request's arrival to its answer, by operation.",
             ["operation"],
-            _API_BUCKETS,
         )
+        #: Counted once per API request: in one process, plain counts (:class:`_HotCounter`,
+        #: :class:`_HotHistogram`) whose series api_request keeps at hand per (operation,
+        #: code); with several API processes, prometheus-client's in the shared files.
+        self._api_hot: dict[tuple[str, int], tuple[list[float], list[Any]]] | None = None
+        if multiprocess:
+            self._api_requests = Counter(*api_requests, registry=r)
+            self._api_latency = _histogram(r, True, *api_latency, _API_BUCKETS)
+        else:
+            self._api_hot = {}
+            self._api_counts = _HotCounter(*api_requests)
+            r.register(self._api_counts)
+            self._api_times = _HotHistogram(*api_latency, buckets=_API_BUCKETS)
+            r.register(self._api_times)
+            self._api_bounds = self._api_times._bounds
         records = ["model_id"]
         self._processed = Counter(
             "batchrock_records_processed", "Records this process's engine processed.", records,
@@ -275,8 +325,32 @@ class Metrics:
     # --- what the API, the engine and the backends report --------------------------------
 
     def api_request(self, operation: str, code: int, seconds: float) -> None:
-        # Once per request: the labelled counter is looked up once per (operation, code)
-        # (prometheus_client's labels() costs microseconds a call).
+        # Once per request, so one dict lookup finds both series (a few tenths of a
+        # microsecond, against prometheus-client's lock and labelled children).
+        hot = self._api_hot
+        if hot is None:
+            self._api_request_in_files(operation, code, seconds)
+            return
+        series = hot.get((operation, code))
+        if series is None:
+            series = hot[(operation, code)] = (
+                self._api_counts.cell((operation, str(code))),
+                self._api_times.series((operation,)),
+            )
+        series[0][0] += 1
+        times = series[1]
+        times[0][bisect.bisect_left(self._api_bounds, seconds)] += 1
+        times[1] += seconds
+
+    def api_requests_answered(self) -> dict[tuple[str, int], float]:
+        """How many API requests this process answered, by (operation, HTTP status)."""
+        if self._api_hot is None:
+            return {key: counter._value.get() for key, counter in self._api_counters.items()}
+        return {key: series[0][0] for key, series in self._api_hot.items()}
+
+    def _api_request_in_files(self, operation: str, code: int, seconds: float) -> None:
+        # The labelled counter is looked up once per (operation, code): prometheus-client's
+        # labels() costs microseconds a call.
         counter = self._api_counters.get((operation, code))
         if counter is None:
             counter = self._api_counters[(operation, code)] = self._api_requests.labels(

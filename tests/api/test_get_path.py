@@ -110,8 +110,7 @@ def test_the_get_path_answers_as_the_generic_route(
                 return found
 
             def counts() -> dict[tuple[str, int], float]:
-                counters = app.metrics.process._api_counters
-                return {key: counter._value.get() for key, counter in counters.items()}
+                return app.metrics.process.api_requests_answered()
 
             caplog.set_level(logging.INFO, logger="batchrock.api")
             caplog.clear()
