@@ -186,9 +186,7 @@ class _HotCounter(Collector):
         return series
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            self._name, self._documentation, labels=list(self._labelnames)
-        )
+        family = CounterMetricFamily(self._name, self._documentation, labels=list(self._labelnames))
         for labels, (value, created) in list(self._series.items()):
             family.add_metric(list(labels), value, created=created)
         yield family

@@ -11,7 +11,15 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrock.api.guard import HostNames, RequestGuard, is_loopback, open_mode_refusal, split_host
+from batchrock.api.guard import (
+    HostNames,
+    RequestGuard,
+    _quote,
+    _same_origin,
+    is_loopback,
+    open_mode_refusal,
+    split_host,
+)
 from batchrock.errors import AccessDeniedException
 from batchrock.settings import Settings
 from tests.api.conftest import create_args
@@ -269,3 +277,108 @@ def test_open_mode_listens_on_loopback_only(tmp_path: Any) -> None:
         assert "docs/access.md" in refusal
     credentials = Settings(host="0.0.0.0", credentials_file=tmp_path / "credentials.toml")
     assert open_mode_refusal(credentials) is None
+
+
+def _reference_refusal(
+    guard: RequestGuard, method: str, path: str, headers: list[tuple[bytes, bytes]]
+) -> str | None:
+    """The guard's rules as written before its one-walk form (each header decoded, the Host
+    values listed, Authorization looked for in a walk of its own): the message of the
+    refusal, or ``None``. What the guard must still answer, input for input."""
+    upload = path == "/v1/files" and any(k.lower() == b"authorization" for k, _ in headers)
+    hosts: list[str] = []
+    origin = fetch_site = content_type = None
+    for raw_name, raw_value in headers:
+        name = raw_name.lower()
+        if name == b"host":
+            hosts.append(raw_value.decode("latin-1"))
+        elif name == b"origin":
+            origin = raw_value.decode("latin-1")
+        elif name == b"sec-fetch-site":
+            fetch_site = raw_value.decode("latin-1").strip().lower()
+        elif name == b"content-type":
+            content_type = raw_value.decode("latin-1")
+    if len(hosts) != 1:
+        return "The request must carry exactly one Host header naming this server."
+    parsed = split_host(hosts[0])
+    if parsed is None or not guard.hosts.allows(parsed[0]):
+        return (
+            f"Requests for host {_quote(hosts[0])} are refused: it is not a name of this "
+            "server. If a proxy forwards that name, add it to the allowed_hosts setting (see "
+            "docs/access.md)."
+        )
+    if fetch_site in ("cross-site", "same-site"):
+        return f"Browser requests from other sites are refused (Sec-Fetch-Site: {fetch_site})."
+    if origin is not None and not _same_origin(origin, parsed, "http"):
+        return f"Cross-origin browser requests are refused (Origin: {_quote(origin)})."
+    if content_type is not None and method.upper() == "POST":
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type in ("text/plain", "application/x-www-form-urlencoded") or (
+            media_type == "multipart/form-data" and not upload
+        ):
+            return (
+                f"Request bodies of type {_quote(media_type)} are refused (what web pages send "
+                "cross-origin); send application/json."
+            )
+    return None
+
+
+def test_the_one_walk_guard_refuses_what_the_rules_refuse() -> None:
+    """The guard walks a request's headers once (and keeps allowed Host values by their bytes):
+    crafted heads get exactly the refusal, message included, that the rules give, twice over
+    (the second time with what it kept), and what it hands on to the app is the first
+    Authorization value and whether a body follows."""
+    guard = _guard("127.0.0.1", "proxy.example")
+    host = (b"host", b"127.0.0.1:8765")
+    sig = (b"authorization", b"AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/bedrock/x")
+    heads: list[tuple[str, str, list[tuple[bytes, bytes]]]] = [
+        ("GET", "/x", [host]),
+        ("GET", "/x", [(b"Host", b"127.0.0.1:8765")]),  # a name not in lower case
+        ("GET", "/x", [(b"HOST", b"proxy.example"), (b"Authorization", b"a"), sig]),
+        ("GET", "/x", []),
+        ("GET", "/x", [host, host]),  # the same Host twice is still two
+        ("GET", "/x", [host, (b"host", b"evil.example")]),
+        ("GET", "/x", [(b"host", b"evil.example")]),
+        ("GET", "/x", [(b"host", b"EVIL.example")]),
+        ("GET", "/x", [(b"host", b"127.0.0.1\xe9")]),  # not ASCII: latin-1, quoted back
+        ("GET", "/x", [(b"host", b" 127.0.0.1:8765 ")]),
+        ("GET", "/x", [(b"host", b"127.0.0.1:99999")]),
+        ("GET", "/x", [(b"host", b"[::1]:8765")]),
+        ("GET", "/x", [(b"host", b"")]),
+        ("GET", "/x", [host, (b"sec-fetch-site", b" Cross-Site ")]),
+        ("GET", "/x", [host, (b"sec-fetch-site", b"same-origin")]),
+        ("GET", "/x", [host, (b"sec-fetch-site", b"cross-site"), (b"sec-fetch-site", b"none")]),
+        ("GET", "/x", [host, (b"origin", b"http://127.0.0.1:8765")]),
+        ("GET", "/x", [host, (b"Origin", b"http://evil.example")]),
+        ("GET", "/x", [host, (b"origin", b"http://evil.example"), (b"origin", b"null")]),
+        ("GET", "/x", [host, (b"origin", b"x" * 300)]),  # cut in the message
+        ("GET", "/x", [host, (b"content-type", b"text/plain")]),  # a GET: no body rule
+        ("POST", "/x", [host, (b"content-type", b"application/json")]),
+        ("post", "/x", [host, (b"Content-Type", b"TEXT/Plain; charset=utf-8")]),
+        ("POST", "/x", [host, (b"content-type", b"application/x-www-form-urlencoded")]),
+        ("POST", "/x", [host, (b"content-type", b"multipart/form-data; boundary=b")]),
+        ("POST", "/v1/files", [host, (b"content-type", b"multipart/form-data; boundary=b")]),
+        ("POST", "/v1/files", [host, (b"content-type", b"multipart/form-data"), sig]),
+        ("POST", "/v1/files", [host, (b"content-type", b"text/plain"), sig]),
+        ("POST", "/v1/files", [host, (b"authorization", b""), (b"content-type", b"multipart/x")]),
+        ("POST", "/x", [host, (b"content-length", b"2"), (b"content-type", b"application/json")]),
+        ("POST", "/x", [host, (b"Transfer-Encoding", b"chunked")]),
+    ]
+    for _ in range(2):
+        for method, path, headers in heads:
+            expected = _reference_refusal(guard, method, path, headers)
+            scope = {"method": method, "scheme": "http", "path": path, "headers": headers}
+            try:
+                handed_on = guard.check(scope)
+            except AccessDeniedException as exc:
+                assert exc.message == expected, (method, path, headers)
+                continue
+            assert expected is None, (method, path, headers)
+            names = [k.lower() for k, _ in headers]
+            first_authorization = next(
+                (v for k, v in headers if k.lower() == b"authorization"), None
+            )
+            body = b"content-length" in names or b"transfer-encoding" in names
+            assert handed_on == (first_authorization, body)
+    refused = sum(_reference_refusal(guard, m, p, h) is not None for m, p, h in heads)
+    assert 15 <= refused < len(heads)  # both kinds of answer were compared

@@ -20,12 +20,14 @@ import orjson
 
 from batchrock import jobs
 from batchrock.api import codec, identity, pagination
+from batchrock.api.auth import Gate
 from batchrock.api.identity import job_arn
 from batchrock.api.summaries import SummaryCache, SummaryPage
 from batchrock.catalogue import reported_model_id
 from batchrock.clock import FakeClock, from_micros, to_micros
 from batchrock.jobs import Counters, Job, JobStatus
 from batchrock.service import Caller, JobService
+from batchrock.settings import Settings
 from batchrock.store.base import Cursor, JobFilter, PageRequest, job_row
 from batchrock.store.sqlite import SqliteStore
 
@@ -324,3 +326,44 @@ def test_the_plain_credential_parse_agrees_with_the_regex() -> None:
         default_account="000000000000",
     )
     assert (caller.account_id, caller.region) == ("123456789012", "us-east-1")
+
+
+def test_open_identities_kept_by_credential_are_the_headers_own() -> None:
+    """Open mode keeps each identity by the Authorization header's credential when that alone
+    decides the caller (``Gate.open_identity``): for any header (bytes, as sent) and query,
+    in any order, asked again and again, the caller is the one ``caller_from`` reads from
+    the whole header, the query included."""
+    rng = random.Random(12)
+    settings = Settings(default_region="eu-west-1", default_account_id="000000000000")
+    gate = Gate(settings, lambda: datetime(2026, 12, 1, tzinfo=UTC))
+    good = "Credential=123456789012/20261201/us-east-1/bedrock/aws4_request"
+    variants = [
+        f"AWS4-HMAC-SHA256 {good}, SignedHeaders=host, Signature=" + "0" * 64,
+        f"AWS4-HMAC-SHA256 {good}, Signature=1",  # the same credential, another header
+        f"AWS4-HMAC-SHA256 {good}",
+        # A first credential that does not decide: the regex reads the second one, so two
+        # headers with the same first credential name different callers.
+        "Credential=X, Credential=111111111111/20261201/us-west-2/bedrock/aws4_request",
+        "Credential=X, Credential=222222222222/20261201/ap-south-1/bedrock/aws4_request",
+        "Credential=X",
+        "Credential=123456789012/20261201/us-east-1/bedrock/aws4_request\xa0",
+        "Credential=123456789012/20261201/us-east-1/bedrock/aws4_request \u0663",
+        "",
+        "Bearer abc",
+    ]
+    queries = [
+        "",
+        "X-Amz-Credential=333333333333%2F20261201%2Fca-central-1%2Fbedrock%2Faws4_request",
+    ]
+    asked: list[tuple[bytes | None, str]] = [(None, q) for q in queries]
+    asked += [(v.encode(), q) for v in variants for q in queries]
+    for _ in range(6):
+        rng.shuffle(asked)
+        for authorization, query in asked:
+            text = None if authorization is None else authorization.decode("latin-1")
+            expected = identity.caller_from(
+                text, query, default_region="eu-west-1", default_account="000000000000"
+            )
+            assert gate.open_identity(authorization, query).caller == expected, (text, query)
+    callers = {gate.open_identity(a, q).caller for a, q in asked}
+    assert len(callers) >= 5  # the headers name several callers

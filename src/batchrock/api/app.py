@@ -56,7 +56,7 @@ METRICS_PATH = "/metrics"
 #: GetModelInvocationJob's route (``GET /model-invocation-job/{jobIdentifier}``): a GET with
 #: one segment after it is a Get (api/model.py's routes; a test checks they agree).
 _GET_PREFIX = "/model-invocation-job/"
-_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+_JSON_TYPE = (b"content-type", b"application/json")
 _GET_REFS_KEPT = 4096
 #: The operation label of requests that named none: refused before routing, or no route.
 UNROUTED = "unknown"
@@ -227,26 +227,35 @@ class BedrockApp:
         started = time.perf_counter()
         scope["batchrock.operation"] = UNROUTED
         try:
-            self._guard.check(scope)  # before anything else, the health check included
+            # Before anything else, the health check included.
+            authorization, has_body = self._guard.check(scope)
             path = _path_of(scope)
-            if path == METRICS_PATH and scope["method"] == "GET":
-                await self.metrics.answer(scope, send, started)
-                return
-            if console.owns(path):
-                status = await self.console(scope, receive, send)
-                self.metrics.process.api_request("Console", status, time.perf_counter() - started)
-                return
-            if self.openai is not None and path.startswith("/v1/"):
-                sent = await self.openai(scope, receive, send)
-                if sent:
-                    self.metrics.process.api_request(
-                        scope["batchrock.operation"], sent, time.perf_counter() - started
-                    )
-                return
-            status, body = await self._dispatch(scope, receive, path)
-            headers = [(b"content-type", b"application/json")]
-            if scope["batchrock.operation"] == "Health":
-                headers.append(self._process_header)
+            label = path[len(_GET_PREFIX) :] if path.startswith(_GET_PREFIX) else ""
+            body: Body
+            if label and "/" not in label and scope["method"] == "GET":
+                status = 200
+                body = await self._get_job(scope, receive, path, label, authorization, has_body)
+                headers = [_JSON_TYPE]
+            else:
+                if path == METRICS_PATH and scope["method"] == "GET":
+                    await self.metrics.answer(scope, send, started)
+                    return
+                if console.owns(path):
+                    status = await self.console(scope, receive, send)
+                    elapsed = time.perf_counter() - started
+                    self.metrics.process.api_request("Console", status, elapsed)
+                    return
+                if self.openai is not None and path.startswith("/v1/"):
+                    sent = await self.openai(scope, receive, send)
+                    if sent:
+                        self.metrics.process.api_request(
+                            scope["batchrock.operation"], sent, time.perf_counter() - started
+                        )
+                    return
+                status, body = await self._dispatch(scope, receive, path, authorization)
+                headers = [_JSON_TYPE]
+                if scope["batchrock.operation"] == "Health":
+                    headers.append(self._process_header)
         except ClientDisconnected:
             # The client left (or was cut off for sending too slowly) before its request was
             # whole: nothing was done and there is no one to answer.
@@ -293,22 +302,19 @@ class BedrockApp:
 
     # --- decoding -----------------------------------------------------------------------
 
-    async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> tuple[int, Body]:
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, path: str, authorization: bytes | None
+    ) -> tuple[int, Body]:
         method: str = scope["method"]
         if path == HEALTH_PATH and method == "GET":
             scope["batchrock.operation"] = "Health"
             return 200, {"status": "ok"}
-        raw_query: bytes = scope.get("query_string", b"")
-        if method == "GET" and path.startswith(_GET_PREFIX):
-            label = path[len(_GET_PREFIX) :]
-            if label and "/" not in label:
-                return 200, await self._get_job(scope, receive, path, raw_query, label)
         operation, labels = self._route(method, path)
         scope["batchrock.operation"] = operation
         plan = self._plans[operation]
-        query = raw_query.decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
         body = await self._read_body(receive, scope["headers"])
-        who = self.gate.identify(scope, path, query, body)
+        who = self._identify(scope, path, query, body, authorization)
 
         params: dict[str, Any] = {name: labels[wire] for name, wire in plan.uri}
         if query and plan.query:
@@ -330,7 +336,13 @@ class BedrockApp:
         return 200, result
 
     async def _get_job(
-        self, scope: Scope, receive: Receive, path: str, raw_query: bytes, label: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        path: str,
+        label: str,
+        authorization: bytes | None,
+        has_body: bool,
     ) -> Encoded:
         """GetModelInvocationJob, the most frequent request (clients poll it), by the steps of
         :meth:`_dispatch` and :meth:`_invoke` in their order, without the route's walk over
@@ -338,38 +350,44 @@ class BedrockApp:
         request runs is paid about twice (docs/benchmarks.md, "Where a Get's CPU goes")."""
         operation = "GetModelInvocationJob"
         scope["batchrock.operation"] = operation
-        query = raw_query.decode("latin-1")
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        raw_query: bytes = scope.get("query_string", b"")
+        query = raw_query.decode("latin-1") if raw_query else ""
         # A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
         # section 6.3): nothing to wait for (uvicorn's receive is a coroutine, an event and a
         # message a request). Either header: read, bounded, as every request's body is.
-        body = b""
-        for name, _ in headers:
-            if name.lower() in _BODY_HEADERS:
-                body = await self._read_body(receive, headers)
-                break
-        who = self.gate.identify(scope, path, query, body)
-        identifier = unquote(label)
-        params: dict[str, Any] = {"jobIdentifier": identifier}
-        scope["batchrock.account"] = who.caller.account_id
-        scope["batchrock.job"] = identifier.rsplit("/", 1)[-1]
+        body = await self._read_body(receive, scope["headers"]) if has_body else b""
+        who = self._identify(scope, path, query, body, authorization)
+        caller = who.caller
+        identifier = unquote(label) if "%" in label else label
+        scope["batchrock.account"] = caller.account_id
+        scope["batchrock.job"] = identifier.rsplit("/", 1)[-1] if "/" in identifier else identifier
         # An identifier read before (a client polls with the same one) was valid then and
         # is now: its parse is kept (bounded). A bare job id meets the model's pattern and
         # length for jobIdentifier (tests/api/test_get_path.py holds the model to that).
         # Anything else is validated as every identifier is, before anything else is done.
         ref = self._get_refs.get(identifier)
         if ref is None and not identity.is_job_id(identifier):
-            validation.validate(self._get_shape, params)
-        self.gate.authorize(who, operation, params)
+            validation.validate(self._get_shape, {"jobIdentifier": identifier})
+        if who.principal is not None:  # open mode allows everything (Gate.authorize)
+            self.gate.authorize(who, operation, {"jobIdentifier": identifier})
         if self._limiter is not None:
-            await self._limiter.acheck(who.caller.account_id)
+            await self._limiter.acheck(caller.account_id)
         if ref is None:
             ref = identity.parse_job_identifier(identifier)
             if ref is not None:
                 if len(self._get_refs) >= _GET_REFS_KEPT:
                     self._get_refs.clear()
                 self._get_refs[identifier] = ref
-        return await self._summaries.get(who.caller, _owned(ref, identifier, who.caller))
+        return await self._summaries.get(caller, _owned(ref, identifier, caller))
+
+    def _identify(
+        self, scope: Scope, path: str, query: str, body: bytes, authorization: bytes | None
+    ) -> auth.Identity:
+        """Who sent the request; ``authorization``: its first Authorization header, which
+        the guard read (open mode needs nothing else of the headers)."""
+        if self.gate.directory is None:
+            return self.gate.open_identity(authorization, query)
+        return self.gate.identify(scope, path, query, body)
 
     async def invoke(
         self, who: auth.Identity, operation: str, params: dict[str, Any]
@@ -582,12 +600,10 @@ def _log_request(scope: Scope, status: int, elapsed: float) -> None:
 def _finish(
     status: int, body: Body, headers: list[tuple[bytes, bytes]], request_id: str
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The answer's payload, and ``headers`` (a list of this request's own) completed."""
     payload = body.body if isinstance(body, Encoded) else orjson.dumps(body)
-    headers = [
-        *headers,
-        (b"x-amzn-requestid", request_id.encode()),
-        (b"content-length", str(len(payload)).encode()),
-    ]
+    headers.append((b"x-amzn-requestid", request_id.encode()))
+    headers.append((b"content-length", str(len(payload)).encode()))
     return status, headers, payload
 
 

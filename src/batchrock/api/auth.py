@@ -98,6 +98,10 @@ class Gate:
         )
         #: Open mode's identities, by caller (at most _OPEN_KEPT).
         self._open: dict[Caller, Identity] = {}
+        #: And by the credential (what follows ``Credential=`` in the Authorization header,
+        #: as sent) when that alone decides the caller (at most _OPEN_KEPT): a client sends
+        #: the same one with every request.
+        self._open_credentials: dict[bytes, Identity] = {}
 
     def identify(
         self,
@@ -106,21 +110,50 @@ class Gate:
         query: str,
         body: bytes,
     ) -> Identity:
-        if self.directory is None:
-            authorization = _header(scope["headers"], b"authorization")
-            caller = identity.caller_from(
-                authorization,
-                query,
-                default_region=self.settings.default_region,
-                default_account=self.settings.default_account_id,
-            )
-            # One Identity per Caller (both frozen): made once, not per request.
-            found = self._open.get(caller)
-            if found is None:
-                if len(self._open) >= _OPEN_KEPT:
-                    self._open.clear()
-                found = self._open[caller] = Identity(caller)
-            return found
+        directory = self.directory
+        if directory is None:
+            return self.open_identity(_header(scope["headers"], b"authorization"), query)
+        return self._verified(directory, scope, raw_path, query, body)
+
+    def open_identity(self, authorization: bytes | None, query: str) -> Identity:
+        """Open mode's :meth:`identify`, from the request's first Authorization header (as
+        sent; ``None`` without one) and its query."""
+        credential = None
+        if authorization is not None:
+            start = authorization.find(b"Credential=")
+            if start >= 0:
+                end = authorization.find(b",", start)
+                credential = authorization[start + 11 : end if end >= 0 else None]
+                found = self._open_credentials.get(credential)
+                if found is not None:
+                    return found
+        caller = identity.caller_from(
+            None if authorization is None else authorization.decode("latin-1"),
+            query,
+            default_region=self.settings.default_region,
+            default_account=self.settings.default_account_id,
+        )
+        # One Identity per Caller (both frozen): made once, not per request.
+        found = self._open.get(caller)
+        if found is None:
+            if len(self._open) >= _OPEN_KEPT:
+                self._open.clear()
+            found = self._open[caller] = Identity(caller)
+        if credential is not None and identity.decides_caller(credential.decode("latin-1")):
+            if len(self._open_credentials) >= _OPEN_KEPT:
+                self._open_credentials.clear()
+            self._open_credentials[credential] = found
+        return found
+
+    def _verified(
+        self,
+        directory: LiveDirectory,
+        scope: MutableMapping[str, Any],
+        raw_path: str,
+        query: str,
+        body: bytes,
+    ) -> Identity:
+        """:meth:`identify` with a credentials file: the request's signature checked."""
         request = HttpRequest(
             method=scope["method"],
             raw_path=raw_path,
@@ -130,7 +163,7 @@ class Gate:
             secure=scope.get("scheme") == "https",
         )
         try:
-            who = authenticate(request, self.directory.current(), self._now())
+            who = authenticate(request, directory.current(), self._now())
         except auth.AuthError as exc:
             signer = _guessed_key(exc)
             if self.wrong_signatures is not None and signer is not None:
@@ -268,9 +301,9 @@ def header_pairs(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
 
 
-def _header(raw: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
-    """The first value of header ``name`` (lower case), without decoding the others."""
+def _header(raw: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower case), as sent."""
     for key, value in raw:
         if key.lower() == name:
-            return value.decode("latin-1")
+            return value
     return None

@@ -140,6 +140,24 @@ class HostNames:
 #: How many allowed ``Host`` values a guard keeps parsed (a server has a few names and ports).
 _ALLOWED_KEPT = 64
 
+#: What the one walk over a request's headers does with each (lower-case) name it reads: the
+#: guard's own, and two the API app reads next (api/app.py), so no one walks them again.
+_HOST, _ORIGIN, _FETCH_SITE, _CONTENT_TYPE, _AUTHORIZATION, _BODY = range(6)
+_READ = {
+    b"host": _HOST,
+    b"origin": _ORIGIN,
+    b"sec-fetch-site": _FETCH_SITE,
+    b"content-type": _CONTENT_TYPE,
+    b"authorization": _AUTHORIZATION,
+    b"content-length": _BODY,
+    b"transfer-encoding": _BODY,
+}
+
+#: What a request's headers hand on once the guard let them pass: the first Authorization
+#: value (``None`` without one), and whether a body follows (Content-Length or
+#: Transfer-Encoding present: without either there is none, RFC 9112 section 6.3).
+Head = tuple[bytes | None, bool]
+
 
 class RequestGuard:
     """``check(scope)`` raises :class:`AccessDeniedException` for a request a browser page may
@@ -147,22 +165,19 @@ class RequestGuard:
 
     def __init__(self, settings: Settings) -> None:
         self.hosts = HostNames(settings.host, settings.allowed_hosts)
-        #: ``Host`` values found to name this server, parsed: every request carries one, and
-        #: a client sends the same one each time (the names allowed never change). Bounded,
-        #: so that made-up values cannot grow it.
-        self._allowed: dict[str, tuple[str, int | None]] = {}
+        #: ``Host`` values (as sent) found to name this server, parsed: every request carries
+        #: one, and a client sends the same one each time (the names allowed never change).
+        #: Bounded, so that made-up values cannot grow it.
+        self._allowed: dict[bytes, tuple[str, int | None]] = {}
 
-    def check(self, scope: Mapping[str, Any]) -> None:
-        """An ASGI http scope: raise if its request is refused."""
+    def check(self, scope: Mapping[str, Any]) -> Head:
+        """An ASGI http scope: raise if its request is refused; else what it hands on."""
         headers: Sequence[tuple[bytes, bytes]] = scope.get("headers") or ()
-        # An upload to the OpenAI Files API is multipart, as a web form's is; one that carries
-        # an Authorization header cannot come from a form (a page's script sending one across
-        # origins needs a preflight, which is never answered), so it may be multipart.
-        upload = scope.get("path") == "/v1/files" and any(
-            k.lower() == b"authorization" for k, _ in headers
-        )
-        self.check_headers(
-            scope.get("method", "GET"), scope.get("scheme") or "http", headers, upload=upload
+        return self.check_headers(
+            scope.get("method", "GET"),
+            scope.get("scheme") or "http",
+            headers,
+            upload_route=scope.get("path") == "/v1/files",
         )
 
     def check_headers(
@@ -171,31 +186,50 @@ class RequestGuard:
         scheme: str,
         headers: Sequence[tuple[bytes, bytes]],
         *,
-        upload: bool = False,
-    ) -> None:
-        hosts: list[str] = []
+        upload_route: bool = False,
+    ) -> Head:
+        """Raise if a request with these headers is refused; else what it hands on.
+        ``upload_route``: the request is for the OpenAI Files API's upload (see below)."""
+        host: bytes | None = None
+        hosts = 0
         origin = fetch_site = content_type = None
+        authorization: bytes | None = None
+        body = False
+        read = _READ
         for raw_name, raw_value in headers:
-            name = raw_name.lower()
-            if name == b"host":
-                hosts.append(raw_value.decode("latin-1"))
-            elif name == b"origin":
+            kind = read.get(raw_name.lower())
+            if kind is None:
+                continue
+            if kind == _HOST:
+                host = raw_value
+                hosts += 1
+            elif kind == _AUTHORIZATION:
+                if authorization is None:
+                    authorization = raw_value
+            elif kind == _BODY:
+                body = True
+            elif kind == _ORIGIN:
                 origin = raw_value.decode("latin-1")
-            elif name == b"sec-fetch-site":
+            elif kind == _FETCH_SITE:
                 fetch_site = raw_value.decode("latin-1").strip().lower()
-            elif name == b"content-type":
+            else:
                 content_type = raw_value.decode("latin-1")
-        host = self._checked_host(hosts)
-        if fetch_site in ("cross-site", "same-site"):
+        checked = self._checked_host(host, hosts)
+        if fetch_site is not None and fetch_site in ("cross-site", "same-site"):
             raise AccessDeniedException(
                 f"Browser requests from other sites are refused (Sec-Fetch-Site: {fetch_site})."
             )
-        if origin is not None and not _same_origin(origin, host, scheme):
+        if origin is not None and not _same_origin(origin, checked, scheme):
             raise AccessDeniedException(
                 f"Cross-origin browser requests are refused (Origin: {_quote(origin)})."
             )
         if content_type is not None and method.upper() == "POST":
             media_type = content_type.split(";", 1)[0].strip().lower()
+            # An upload to the OpenAI Files API is multipart, as a web form's is; one that
+            # carries an Authorization header cannot come from a form (a page's script
+            # sending one across origins needs a preflight, which is never answered), so it
+            # may be multipart.
+            upload = upload_route and authorization is not None
             if media_type in _BROWSER_BODIES and not (
                 upload and media_type == "multipart/form-data"
             ):
@@ -203,20 +237,22 @@ class RequestGuard:
                     f"Request bodies of type {_quote(media_type)} are refused (what web pages "
                     f"send cross-origin); send application/json."
                 )
+        return authorization, body
 
-    def _checked_host(self, values: list[str]) -> tuple[str, int | None]:
-        if len(values) != 1:
+    def _checked_host(self, value: bytes | None, count: int) -> tuple[str, int | None]:
+        """The one Host header's value, parsed, if it names this server; else raise."""
+        if count != 1 or value is None:
             raise AccessDeniedException(
                 "The request must carry exactly one Host header naming this server."
             )
-        value = values[0]
         parsed = self._allowed.get(value)
         if parsed is not None:
             return parsed
-        parsed = split_host(value)
+        text = value.decode("latin-1")
+        parsed = split_host(text)
         if parsed is None or not self.hosts.allows(parsed[0]):
             raise AccessDeniedException(
-                f"Requests for host {_quote(value)} are refused: it is not a name of this "
+                f"Requests for host {_quote(text)} are refused: it is not a name of this "
                 f"server. If a proxy forwards that name, add it to the allowed_hosts setting "
                 f"(see docs/access.md)."
             )

@@ -101,6 +101,13 @@ def _plain_scope(credential: str) -> tuple[str, str] | None:
     return key, region
 
 
+def decides_caller(credential: str) -> bool:
+    """Whether the credential alone (what follows the Authorization header's first
+    ``Credential=``, up to the next comma) decides :func:`caller_from`'s caller, given the
+    defaults: for any header with that credential, whatever else it and the query hold."""
+    return _plain_scope(credential) is not None
+
+
 def partition(region: str) -> str:
     if region.startswith("cn-"):
         return "aws-cn"
