@@ -45,16 +45,24 @@ def comparable(reply: Reply) -> tuple[int, dict[str, str], bytes]:
     return reply.status, headers, reply.body
 
 
+@pytest.mark.parametrize("rate_limited", [False, True])
 def test_the_get_path_answers_as_the_generic_route(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    rate_limited: bool,
 ) -> None:
+    # With a rate limit (one no request here reaches) the path waits on the limiter.
+    limit = {"rate_limit_per_second": 1.0, "rate_limit_burst": 1000} if rate_limited else {}
+
     async def scenario() -> None:
         store = await SqliteStore.open(tmp_path / "db.sqlite3")
         try:
             app = BedrockApp(
                 JobService(store, FakeClock(datetime(2026, 12, 1, tzinfo=UTC))),
-                Settings(data_dir=tmp_path, max_body_bytes=1000),
+                Settings(data_dir=tmp_path, max_body_bytes=1000, **limit),
             )
+            assert (app._limiter is not None) == rate_limited
             mine = await asgi_call(
                 app,
                 "POST",
@@ -87,15 +95,32 @@ def test_the_get_path_answers_as_the_generic_route(
                 (job_id, (auth(ACCOUNT), ("origin", "http://elsewhere.example")), b""),
             ]
 
+            presigned = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=" + quote(
+                f"{ACCOUNT}/20261201/us-east-1/bedrock/aws4_request", safe=""
+            )
+
+            def requests() -> list[tuple[int, str, tuple[tuple[str, str], ...], bytes, bool, str]]:
+                """Each case (and its place), each without a body also without Content-Length
+                (as SDKs send a GET: then the path waits for nothing), each of the bare id's
+                also presigned (the caller from the query when no header decides it)."""
+                made = []
+                for place, (label, headers, body) in enumerate(cases):
+                    for content_length in (True, False) if not body else (True,):
+                        for query in ("", presigned) if label == job_id else ("",):
+                            made.append((place, label, headers, body, content_length, query))
+                return made
+
             async def answers() -> list[tuple[int, dict[str, str], bytes]]:
                 replies = []
-                for label, headers, body in cases:
+                for _, label, headers, body, content_length, query in requests():
                     reply = await asgi_call(
                         app,
                         "GET",
                         f"/model-invocation-job/{label}",
+                        query=query,
                         headers=(("host", "127.0.0.1"), *headers),
                         body=body,
+                        content_length=content_length,
                     )
                     replies.append(comparable(reply))
                 return replies
@@ -128,11 +153,16 @@ def test_the_get_path_answers_as_the_generic_route(
             assert fast_lines == generic_lines
             assert generic_counts == fast_counts
             statuses = [status for status, _, _ in fast]
-            expected = [200, 200, 404, 200, 404, 404, 400, 404, 404, 404, 400, 400, 400, 400]
-            expected += [404, 200, 413, 403]
-            assert statuses == expected
+            each = [200, 200, 404, 200, 404, 404, 400, 404, 404, 404, 400, 400, 400, 400]
+            each += [404, 200, 413, 403]
+            made = requests()
+            # Without an Authorization header, the presigned query names the job's owner.
+            assert statuses == [
+                200 if query and not headers else each[place]
+                for place, _, headers, _, _, query in made
+            ]
             assert orjson.loads(fast[0][2])["jobArn"] == arn
-            assert fast_counts[("GetModelInvocationJob", 200)] == 4
+            assert fast_counts[("GetModelInvocationJob", 200)] == statuses.count(200)
         finally:
             await store.close()
 

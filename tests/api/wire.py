@@ -54,8 +54,11 @@ async def asgi_call(
     query: str = "",
     headers: Sequence[tuple[str, str]] = (("host", "127.0.0.1"),),
     body: bytes = b"",
+    content_length: bool = True,
 ) -> Reply:
-    """One request through the ASGI ``app`` (``raw_path`` percent-encoded, as sent)."""
+    """One request through the ASGI ``app`` (``raw_path`` percent-encoded, as sent); with
+    a Content-Length header unless ``content_length`` is false (then the body is sent all
+    the same, for an app that asks)."""
     scope = {
         "type": "http",
         "method": method,
@@ -64,7 +67,7 @@ async def asgi_call(
         "raw_path": raw_path.encode("utf-8", "surrogateescape"),
         "query_string": query.encode("utf-8"),
         "headers": [(k.encode(), v.encode("utf-8")) for k, v in headers]
-        + [(b"content-length", str(len(body)).encode())],
+        + ([(b"content-length", str(len(body)).encode())] if content_length else []),
     }
     sent = False
 

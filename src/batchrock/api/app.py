@@ -335,7 +335,7 @@ class BedrockApp:
             scope["batchrock.job"] = result["jobArn"].rsplit("/", 1)[-1]
         return 200, result
 
-    async def _get_job(
+    def _get_job(
         self,
         scope: Scope,
         receive: Receive,
@@ -343,23 +343,60 @@ class BedrockApp:
         label: str,
         authorization: bytes | None,
         has_body: bool,
-    ) -> Encoded:
+    ) -> Awaitable[Encoded]:
         """GetModelInvocationJob, the most frequent request (clients poll it), by the steps of
         :meth:`_dispatch` and :meth:`_invoke` in their order, without the route's walk over
         every pattern and the handler's layers: on a real server every piece of Python a
-        request runs is paid about twice (docs/benchmarks.md, "Where a Get's CPU goes")."""
-        operation = "GetModelInvocationJob"
-        scope["batchrock.operation"] = operation
+        request runs is paid about twice (docs/benchmarks.md, "Where a Get's CPU goes"). A
+        request with nothing to wait for before the store (no body, no rate limit) is
+        checked here and the store's answer awaited by the caller: one coroutine less."""
+        scope["batchrock.operation"] = "GetModelInvocationJob"
         raw_query: bytes = scope.get("query_string", b"")
         query = raw_query.decode("latin-1") if raw_query else ""
-        # A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
-        # section 6.3): nothing to wait for (uvicorn's receive is a coroutine, an event and a
-        # message a request). Either header: read, bounded, as every request's body is.
-        body = await self._read_body(receive, scope["headers"]) if has_body else b""
-        who = self._identify(scope, path, query, body, authorization)
+        if has_body or self._limiter is not None:
+            return self._get_job_waiting(
+                scope, receive, path, label, query, authorization, has_body
+            )
+        who, identifier, ref = self._get_checked(scope, path, label, query, authorization, b"")
         caller = who.caller
+        return self._summaries.get(caller, self._get_owned(identifier, ref, caller))
+
+    async def _get_job_waiting(
+        self,
+        scope: Scope,
+        receive: Receive,
+        path: str,
+        label: str,
+        query: str,
+        authorization: bytes | None,
+        has_body: bool,
+    ) -> Encoded:
+        """:meth:`_get_job` for a request with a body to read or a rate limit to keep."""
+        # A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+        # section 6.3, the guard's Head): nothing to wait for (uvicorn's receive is a
+        # coroutine, an event and a message a request). Either header: read, bounded, as
+        # every request's body is.
+        body = await self._read_body(receive, scope["headers"]) if has_body else b""
+        who, identifier, ref = self._get_checked(scope, path, label, query, authorization, body)
+        caller = who.caller
+        if self._limiter is not None:
+            await self._limiter.acheck(caller.account_id)
+        return await self._summaries.get(caller, self._get_owned(identifier, ref, caller))
+
+    def _get_checked(
+        self,
+        scope: Scope,
+        path: str,
+        label: str,
+        query: str,
+        authorization: bytes | None,
+        body: bytes,
+    ) -> tuple[auth.Identity, str, identity.JobRef | None]:
+        """A Get's caller, identifier and its kept parse (if any): identified, validated and
+        authorized, in :meth:`_invoke`'s order."""
+        who = self._identify(scope, path, query, body, authorization)
         identifier = unquote(label) if "%" in label else label
-        scope["batchrock.account"] = caller.account_id
+        scope["batchrock.account"] = who.caller.account_id
         scope["batchrock.job"] = identifier.rsplit("/", 1)[-1] if "/" in identifier else identifier
         # An identifier read before (a client polls with the same one) was valid then and
         # is now: its parse is kept (bounded). A bare job id meets the model's pattern and
@@ -369,16 +406,18 @@ class BedrockApp:
         if ref is None and not identity.is_job_id(identifier):
             validation.validate(self._get_shape, {"jobIdentifier": identifier})
         if who.principal is not None:  # open mode allows everything (Gate.authorize)
-            self.gate.authorize(who, operation, {"jobIdentifier": identifier})
-        if self._limiter is not None:
-            await self._limiter.acheck(caller.account_id)
+            self.gate.authorize(who, "GetModelInvocationJob", {"jobIdentifier": identifier})
+        return who, identifier, ref
+
+    def _get_owned(self, identifier: str, ref: identity.JobRef | None, caller: Caller) -> str:
+        """The job id a checked Get names, when the caller's (the parse kept, bounded)."""
         if ref is None:
             ref = identity.parse_job_identifier(identifier)
             if ref is not None:
                 if len(self._get_refs) >= _GET_REFS_KEPT:
                     self._get_refs.clear()
                 self._get_refs[identifier] = ref
-        return await self._summaries.get(caller, _owned(ref, identifier, caller))
+        return _owned(ref, identifier, caller)
 
     def _identify(
         self, scope: Scope, path: str, query: str, body: bytes, authorization: bytes | None

@@ -173,23 +173,6 @@ class RequestGuard:
     def check(self, scope: Mapping[str, Any]) -> Head:
         """An ASGI http scope: raise if its request is refused; else what it hands on."""
         headers: Sequence[tuple[bytes, bytes]] = scope.get("headers") or ()
-        return self.check_headers(
-            scope.get("method", "GET"),
-            scope.get("scheme") or "http",
-            headers,
-            upload_route=scope.get("path") == "/v1/files",
-        )
-
-    def check_headers(
-        self,
-        method: str,
-        scheme: str,
-        headers: Sequence[tuple[bytes, bytes]],
-        *,
-        upload_route: bool = False,
-    ) -> Head:
-        """Raise if a request with these headers is refused; else what it hands on.
-        ``upload_route``: the request is for the OpenAI Files API's upload (see below)."""
         host: bytes | None = None
         hosts = 0
         origin = fetch_site = content_type = None
@@ -214,22 +197,25 @@ class RequestGuard:
                 fetch_site = raw_value.decode("latin-1").strip().lower()
             else:
                 content_type = raw_value.decode("latin-1")
-        checked = self._checked_host(host, hosts)
+        checked = self._allowed.get(host) if hosts == 1 and host is not None else None
+        if checked is None:
+            checked = self._checked_host(host, hosts)
         if fetch_site is not None and fetch_site in ("cross-site", "same-site"):
             raise AccessDeniedException(
                 f"Browser requests from other sites are refused (Sec-Fetch-Site: {fetch_site})."
             )
+        scheme = scope.get("scheme") or "http"
         if origin is not None and not _same_origin(origin, checked, scheme):
             raise AccessDeniedException(
                 f"Cross-origin browser requests are refused (Origin: {_quote(origin)})."
             )
-        if content_type is not None and method.upper() == "POST":
+        if content_type is not None and scope.get("method", "GET").upper() == "POST":
             media_type = content_type.split(";", 1)[0].strip().lower()
             # An upload to the OpenAI Files API is multipart, as a web form's is; one that
             # carries an Authorization header cannot come from a form (a page's script
             # sending one across origins needs a preflight, which is never answered), so it
             # may be multipart.
-            upload = upload_route and authorization is not None
+            upload = scope.get("path") == "/v1/files" and authorization is not None
             if media_type in _BROWSER_BODIES and not (
                 upload and media_type == "multipart/form-data"
             ):
@@ -238,6 +224,19 @@ class RequestGuard:
                     f"send cross-origin); send application/json."
                 )
         return authorization, body
+
+    def check_headers(
+        self,
+        method: str,
+        scheme: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        *,
+        upload_route: bool = False,
+    ) -> Head:
+        """:meth:`check` for a request known by its method, scheme and headers;
+        ``upload_route``: it is for the OpenAI Files API's upload (``/v1/files``)."""
+        path = "/v1/files" if upload_route else ""
+        return self.check({"method": method, "scheme": scheme, "headers": headers, "path": path})
 
     def _checked_host(self, value: bytes | None, count: int) -> tuple[str, int | None]:
         """The one Host header's value, parsed, if it names this server; else raise."""
