@@ -359,6 +359,8 @@ class BedrockApp:
             )
         who, identifier, ref = self._get_checked(scope, path, label, query, authorization, b"")
         caller = who.caller
+        if ref is not None and ref.owned_by(caller):  # the parse kept: the caller's job
+            return self._summaries.get(caller, ref.job_id)
         return self._summaries.get(caller, self._get_owned(identifier, ref, caller))
 
     async def _get_job_waiting(
@@ -394,7 +396,11 @@ class BedrockApp:
     ) -> tuple[auth.Identity, str, identity.JobRef | None]:
         """A Get's caller, identifier and its kept parse (if any): identified, validated and
         authorized, in :meth:`_invoke`'s order."""
-        who = self._identify(scope, path, query, body, authorization)
+        gate = self.gate
+        if gate.directory is None:  # open mode (_identify)
+            who = gate.open_identity(authorization, query)
+        else:
+            who = gate.identify(scope, path, query, body)
         identifier = unquote(label) if "%" in label else label
         scope["batchrock.account"] = who.caller.account_id
         scope["batchrock.job"] = identifier.rsplit("/", 1)[-1] if "/" in identifier else identifier
@@ -406,7 +412,7 @@ class BedrockApp:
         if ref is None and not identity.is_job_id(identifier):
             validation.validate(self._get_shape, {"jobIdentifier": identifier})
         if who.principal is not None:  # open mode allows everything (Gate.authorize)
-            self.gate.authorize(who, "GetModelInvocationJob", {"jobIdentifier": identifier})
+            gate.authorize(who, "GetModelInvocationJob", {"jobIdentifier": identifier})
         return who, identifier, ref
 
     def _get_owned(self, identifier: str, ref: identity.JobRef | None, caller: Caller) -> str:
