@@ -59,12 +59,12 @@ async def _copied_after_now_by(checkpointer: WalCheckpointer) -> None:
     ended = checkpointer.last
 
     def copied() -> bool:
+        # Mode NONE: the WAL held only the checkpointer's own restart write, nothing to copy.
         last = checkpointer.last
         return (
             last is not ended
             and last is not None
-            and not last.busy
-            and last.checkpointed == last.wal_frames
+            and (last.mode == "NONE" or (not last.busy and last.checkpointed == last.wal_frames))
         )
 
     await _until(copied, "a pass begun after the last write copied the whole WAL")
@@ -111,6 +111,60 @@ def test_commits_on_the_loop_connection_never_checkpoint(tmp_path: Path) -> None
             # journal_size_limit (SQLite's own behaviour, which the checkpointer relies on).
             await store.create(make_job(n), {})
             assert _wal_bytes(path) <= Checkpoints().wal_limit_bytes < grown
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def _wal_header(path: Path) -> bytes:
+    """The WAL file's 32-byte header (https://www.sqlite.org/fileformat.html#walformat): its
+    checkpoint sequence and salts change when, and only when, the WAL starts over."""
+    with open(f"{path}-wal", "rb") as wal:
+        return wal.read(32)
+
+
+def test_a_pass_that_copied_the_whole_wal_starts_it_over_off_the_loop(tmp_path: Path) -> None:
+    """The first commit into a restarted WAL writes its new header and fdatasyncs it: before
+    the fix that was the loop's next commit. Now the pass that copied everything starts the
+    WAL over on the checkpointer's thread, and the loop's commits only append."""
+
+    async def scenario() -> None:
+        path = tmp_path / "db.sqlite3"
+        limit = Checkpoints().wal_limit_bytes
+        # The checkpointer waits an hour before its first pass: passes are driven here.
+        store = await SqliteStore.open(path, checkpoints=Checkpoints(interval=3600.0))
+        try:
+            page_size = store._conn.execute("PRAGMA page_size").fetchone()[0]
+            n = 0
+            while _wal_bytes(path) <= limit:  # past the limit, so the cut back shows
+                await store.create(make_job(n), {"k": "v" * 200})
+                n += 1
+            grown, before = _wal_bytes(path), _wal_header(path)
+            done = store.checkpointer.checkpoint()
+            assert done is not None and not done.busy and done.checkpointed == done.wal_frames
+            # Started over (and cut back to the limit) by the pass, before any loop commit.
+            restarted = _wal_header(path)
+            assert restarted != before, "the pass left the WAL's start to the loop's commit"
+            assert done.restarted
+            assert _wal_bytes(path) <= limit < grown
+            assert _frames(path, page_size) >= 1
+            # The loop's next commit appends: the header stays.
+            await store.create(make_job(n), {})
+            assert _wal_header(path) == restarted
+            # An idle pass: the WAL holds the restart's write and the commit above, so it is
+            # copied and started over again; then one with only the restart's write copies
+            # nothing (and writes nothing), and the loop's commit after it still appends.
+            again = store.checkpointer.checkpoint()
+            assert again is not None and again.restarted and _wal_header(path) != restarted
+            idle = store.checkpointer.checkpoint()
+            assert idle is not None and idle.mode == "NONE" and not idle.restarted
+            header = _wal_header(path)
+            await store.create(make_job(n + 1), {})
+            assert _wal_header(path) == header
+            # Every job is read back through the loop's connection.
+            for i in range(n + 2):
+                assert await store.get_by_id(make_job(i).job_id) is not None
         finally:
             await store.close()
 

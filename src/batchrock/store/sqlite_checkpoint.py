@@ -22,6 +22,22 @@ followed by a ``FULL`` one, which holds writers (off the loop, store/sqlite.py
 the database file; it waits at most :data:`_BUSY_MS` for the write lock and for readers, and
 the next writer then starts the WAL over and cuts it back.
 
+The start over itself costs a sync: the first commit into a restarted WAL writes the WAL's new
+header and ``fdatasync``-s it (SQLite does so unless ``synchronous = OFF``, so that no frame
+written after it can reach the disk before it). Left to the loop's next commit, that is an
+``fdatasync`` on the event loop, 12-16 times in 10 s under benchmarks/api_load.py. So a pass
+that copied the whole WAL (not busy, every frame checkpointed, none appended since) ends with
+a write of the checkpointer's own (:meth:`WalCheckpointer._restart`: the schema's
+``user_version`` rewritten unchanged, one page): SQLite starts the WAL over in that commit,
+on this thread, syncs the new header here and cuts the file back to the limit (this
+connection has the same ``journal_size_limit``); the loop's next commit appends to a WAL
+already started. It is a race: a loop writer that begins between the pass and that write
+starts the WAL over itself, on the loop, as before (0-1 times in 10 s under the benchmark,
+docs/benchmarks.md). A pass that finds the WAL holding no more than such a write
+(:data:`_RESTART_FRAMES`, read from the WAL index: store/sqlite_wal_index.py) copies nothing:
+copying it would make the next writer start the WAL over again, on the loop, and restarting
+it would write at every pass of an idle store.
+
 Every process that opens the file (``api_processes``, workers) runs one; checkpoints from
 several connections are serialised by SQLite (one holds the checkpoint lock, the others return
 busy), so that is safe.
@@ -29,11 +45,14 @@ busy), so that is safe.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
+import struct
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+
+from batchrock.store.sqlite_wal_index import WalIndexHeader
 
 log = logging.getLogger("batchrock.store")
 
@@ -49,21 +68,32 @@ WAL_LIMIT_BYTES = 4 * 1024 * 1024
 WAL_BOUND_BYTES = 16 * 1024 * 1024
 #: How long a ``FULL`` pass waits for the write lock and for readers.
 _BUSY_MS = 20
+#: The WAL frames :meth:`WalCheckpointer._restart`'s write leaves (page 1, where the
+#: database header keeps ``user_version``); a WAL holding no more has nothing to copy.
+_RESTART_FRAMES = 1
+#: Where one copy of the WAL-index header keeps ``mxFrame``, the WAL's valid frames
+#: (https://www.sqlite.org/walformat.html): after its version, unused word, change counter,
+#: two flag bytes and page size.
+_MX_FRAME_AT = 16
+_HEADER = 48
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Pass:
     """One checkpoint's answer (``PRAGMA wal_checkpoint``): ``busy`` when it could not copy
     everything (another checkpoint, a reader or a writer in the way), the WAL's frames and how
-    many of them are now in the database."""
+    many of them are now in the database. Mode ``NONE``: the pass copied nothing, the WAL
+    holding at most a restart's write (``checkpointed`` 0). ``restarted``: the pass ended
+    with the write that starts the WAL over (see the module's doc)."""
 
     mode: str
     busy: bool
     wal_frames: int
     checkpointed: int
+    restarted: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Checkpoints:
     """How often the checkpointer runs, the store connection's ``journal_size_limit`` and the
     WAL size past which a pass ends with a ``FULL`` checkpoint."""
@@ -88,6 +118,16 @@ class WalCheckpointer:
         self._conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=_BUSY_MS / 1000
         )
+        try:
+            # The store's connection's settings (store/sqlite.py): the commit that starts the
+            # WAL over (here, see _restart) cuts the file back to the limit, durably as any.
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute(f"PRAGMA journal_size_limit = {policy.wal_limit_bytes}")
+            #: The WAL's frame count, read without a transaction; None: every pass copies.
+            self._wal_index = WalIndexHeader.open(self._conn, path)
+        except BaseException:
+            self._conn.close()
+            raise
         self._stopping = threading.Event()
         self._failures = 0
         #: The latest pass's answer (None before the first); tests and logs read it.
@@ -111,7 +151,14 @@ class WalCheckpointer:
         if self._thread.is_alive():
             self._thread.join()
         else:  # never started
-            self._conn.close()
+            self._close()
+
+    def _close(self) -> None:
+        # The mapping is valid while a connection of this process is open on the file.
+        wal_index, self._wal_index = self._wal_index, None
+        if wal_index is not None:
+            wal_index.close()
+        self._conn.close()
 
     def _run(self) -> None:
         try:
@@ -122,18 +169,37 @@ class WalCheckpointer:
             raise
         finally:
             try:
-                self._conn.close()
+                self._close()
             except sqlite3.Error:
                 log.exception("closing the WAL checkpointer's connection to %s failed", self.path)
 
     def checkpoint(self) -> Pass | None:
-        """One pass (``PASSIVE``, then ``FULL`` when the WAL is past its bound); a failure is
-        logged (the first of a run of them with its traceback, the others at debug level until
-        one succeeds again) and the next pass tries again."""
+        """One pass (``PASSIVE``, then ``FULL`` when the WAL is past its bound, then the write
+        that starts the WAL over when it was all copied; nothing when the WAL holds no more
+        than that write); a failure is logged (the first of a run of them with its traceback,
+        the others at debug level until one succeeds again) and the next pass tries again."""
         try:
-            answer = self._checkpoint("PASSIVE")
-            if self._wal_bytes() > self.wal_bound_bytes:
-                answer = self._checkpoint("FULL")
+            frames = self._wal_frames()
+            if frames is not None and frames <= _RESTART_FRAMES:
+                answer = Pass("NONE", False, frames, 0)
+            else:
+                # The size first: between the pass that copied everything and the restart's
+                # BEGIN, each call that lets go of the GIL is a chance for a loop writer to
+                # begin first and start the WAL over itself (the file only grows meanwhile).
+                past_bound = self._wal_bytes() > self.wal_bound_bytes
+                answer = self._checkpoint("PASSIVE")
+                if past_bound:
+                    answer = self._checkpoint("FULL")
+                if (
+                    not answer.busy
+                    and answer.wal_frames > _RESTART_FRAMES
+                    and answer.checkpointed == answer.wal_frames
+                    # A writer that began during the pass appended meanwhile: no connection
+                    # can start the WAL over until the next pass has copied that too.
+                    and self._wal_frames() in (None, answer.wal_frames)
+                    and self._restart()
+                ):
+                    answer = dataclasses.replace(answer, restarted=True)
         except (sqlite3.Error, OSError):
             self._failures += 1
             if self._failures == 1:
@@ -154,6 +220,43 @@ class WalCheckpointer:
     def _checkpoint(self, mode: str) -> Pass:
         busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         return Pass(mode, bool(busy), frames, done)
+
+    def _restart(self) -> bool:
+        """A write after a checkpoint that copied the whole WAL: SQLite starts the WAL over
+        in it and syncs the new header here, off the loop. It rewrites ``user_version``
+        unchanged (one page; the schema's own value, read in the same transaction). ``True``
+        when it did start the WAL over (the WAL index then holds its frame alone); ``False``
+        when a loop writer began first (it started the WAL over itself, on the loop, and this
+        write appended a page, without a sync, or found the lock held past :data:`_BUSY_MS`),
+        or a reader of an older snapshot kept SQLite from starting over."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            log.debug("no WAL restart on the checkpointer's thread: %s", exc)
+            return False
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        frames = self._wal_frames()
+        return frames is None or frames <= _RESTART_FRAMES
+
+    def _wal_frames(self) -> int | None:
+        """The WAL's valid frames from the WAL index (no transaction), or ``None`` where there
+        is no index to read or its header is being written."""
+        if self._wal_index is None:
+            return None
+        both = self._wal_index.read()
+        if both[:_HEADER] != both[_HEADER:]:
+            return None
+        (frames,) = struct.unpack_from("=I", both, _MX_FRAME_AT)
+        return int(frames)
 
     def _wal_bytes(self) -> int:
         try:
