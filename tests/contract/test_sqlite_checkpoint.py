@@ -171,6 +171,36 @@ def test_a_pass_that_copied_the_whole_wal_starts_it_over_off_the_loop(tmp_path: 
     asyncio.run(scenario())
 
 
+def test_another_stores_checkpointer_leaves_a_restart_alone(tmp_path: Path) -> None:
+    """Two stores on one file (api_processes, workers): one's restart write is not copied
+    and started over by the other's next pass (they would write at every pass, idle), and
+    the loop's next commit still appends."""
+
+    async def scenario() -> None:
+        path = tmp_path / "db.sqlite3"
+        policy = Checkpoints(interval=3600.0)  # passes are driven here
+        first, second = [await SqliteStore.open(path, checkpoints=policy) for _ in range(2)]
+        try:
+            for n in range(20):
+                await first.create(make_job(n), {})
+            done = first.checkpointer.checkpoint()
+            assert done is not None and done.restarted
+            header = _wal_header(path)
+            for _ in range(3):
+                idle = second.checkpointer.checkpoint()
+                assert idle is not None and idle.mode == "NONE" and not idle.restarted
+                idle = first.checkpointer.checkpoint()
+                assert idle is not None and idle.mode == "NONE"
+            assert _wal_header(path) == header
+            await second.create(make_job(20), {})
+            assert _wal_header(path) == header
+        finally:
+            for store in (first, second):
+                await store.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_checkpointers_keep_the_wal_bounded(tmp_path: Path) -> None:
     """Two stores on one file (as api_processes and workers are), each with its checkpointer,
     under a steady stream of writes: passive passes alone rarely find the WAL copied before
