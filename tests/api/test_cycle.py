@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import hashlib
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,22 @@ def test_a_cancelled_receive_leaves_another_one_waiting(tmp_path: Path) -> None:
         made.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+def test_an_app_that_waits_with_a_timeout_in_its_first_step_is_answered(tmp_path: Path) -> None:
+    """The object stores' reads wait with ``asyncio.wait_for`` (from Python 3.12 built on
+    ``asyncio.timeout``, which needs a task): in the first step, where 3.11 runs the app
+    outside any task and 3.12 in an eagerly started one, both are answered, not a 500."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.wait_for(asyncio.sleep(0), 5)
+        if sys.version_info >= (3, 12):
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0)
+        await answering(200, [(b"content-length", b"2")], b"ok")(scope, receive, send)
+
+    async def scenario() -> tuple[bytes, bool]:
+        return await exchange(app, True, tmp_path, b"GET /x HTTP/1.1\r\n" + HOST + b"\r\n")
+
+    written, _closed = asyncio.run(scenario())
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n") and written.endswith(b"\r\n\r\nok"), written

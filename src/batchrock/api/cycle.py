@@ -17,15 +17,16 @@ of the project's own"). What differs:
   own as a task's, and a task is made only if it suspends: most Gets and listings never do
   (the SQLite store answers without awaiting).
 
-What the app sees is the same, except that until its first suspension it runs outside any
-task: ``asyncio.current_task()`` is ``None`` there, and ``asyncio.timeout`` (which needs a
-task) raises. No API request path uses ``asyncio.timeout`` (the suites of tests/api,
-tests/console and tests/openai_api run every route through this cycle); the one that asks
-for the current task is the PostgreSQL store's ``_checked_out``, which keeps a cancellation
-psycopg_pool would drop: a request has no task when it first waits for the pool, so that
-check is skipped for it, and a request is cancelled only at shutdown, where its finishing
-is as good. Code that must have a task can ``await asyncio.sleep(0)`` first, which hands
-it to one.
+What the app sees is the same, except that on Python 3.11 until its first suspension it runs
+outside any task (3.12 and later start a real task eagerly, :func:`start`):
+``asyncio.current_task()`` is ``None`` there, and ``asyncio.timeout`` (which needs a task)
+raises. The one API request path that uses ``asyncio.timeout``, the shared rate limiter's
+wait for another process's lock (api/throttle.py), first hands itself to a task with ``await
+asyncio.sleep(0)``, as code that must have a task can; 3.11's ``asyncio.wait_for`` needs none.
+The one that asks for the current task is the PostgreSQL store's ``_checked_out``, which
+keeps a cancellation psycopg_pool would drop: on 3.11 a request has no task when it first
+waits for the pool, so that check is skipped for it, and a request is cancelled only at
+shutdown, where its finishing is as good.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import asyncio
 import collections.abc
 import contextvars
 import logging
+import sys
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -331,6 +333,10 @@ class _Rest(collections.abc.Coroutine[Any, Any, None]):
         raise TypeError("run by a task only")
 
 
+#: asyncio's own eager task start (Python 3.12+); 3.11 runs the first step outside a task.
+_EAGER_TASKS = sys.version_info >= (3, 12)
+
+
 def start(
     coro: collections.abc.Coroutine[Any, Any, None],
     context: contextvars.Context,
@@ -343,7 +349,22 @@ def start(
     A task costs its creation, a step scheduled on the loop, a done callback and a loop
     iteration before the app even starts; a Get that never suspends needs none of it.
     ``run_asgi`` catches what the app raises; what it raises itself (an app's error the 500
-    could not be sent for) is logged, as the loop logs a task's."""
+    could not be sent for) is logged, as the loop logs a task's.
+
+    From Python 3.12 asyncio starts a task eagerly itself (``eager_start``): the app's first
+    step then runs inside its task, so ``asyncio.current_task()`` and ``asyncio.timeout``
+    work there too (and 3.12's ``asyncio.wait_for``, which is built on ``timeout``, as the
+    object stores' reads use it). A task is made for every request then, but still no loop
+    iteration for one that never suspends."""
+    if _EAGER_TASKS:
+        task: asyncio.Task[None] = asyncio.Task(  # type: ignore[call-arg]  # 3.12+
+            coro, loop=loop, context=context, eager_start=True
+        )
+        if not task.done():
+            return task
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("Exception in ASGI cycle", exc_info=error)
+        return None
     try:
         waited = context.run(coro.send, None)
     except StopIteration:

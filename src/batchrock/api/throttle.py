@@ -146,6 +146,10 @@ class SharedRateLimiter(RateLimiter):
         # Real time, not the Clock seam: this is a wait on another process's lock, which a
         # test's frozen clock must not stretch into a hang (as the store's, store/sqlite.py).
         started = time.monotonic()
+        if asyncio.current_task() is None:
+            # Still in the request's first step, which serve's cycle runs outside any task
+            # (api/cycle.py): asyncio.timeout needs one, and this hands the request to one.
+            await asyncio.sleep(0)
         try:
             async with asyncio.timeout(self.WAIT_SECONDS):
                 await self._waiting.acquire()
