@@ -264,9 +264,11 @@ class BedrockApp:
         except ServiceError as exc:
             status, body, headers = _error(exc)
         except (StoreBusy, SharedStateBusy) as exc:
-            # Another process holds the database for longer than the store waits: nothing was
-            # done, and the client's retry (SDKs retry throttling) may well succeed.
-            log.warning("job store busy: %s", exc, extra={"request_id": request_id})
+            # Another process holds the database (or the API processes' shared file) for
+            # longer than the store waits: nothing was done, and the client's retry (SDKs
+            # retry throttling) may well succeed.
+            what = "job store" if isinstance(exc, StoreBusy) else "shared state file"
+            log.warning("%s busy: %s", what, exc, extra={"request_id": request_id})
             status, body, headers = _error(
                 ThrottlingException("The service is busy. Resubmit your request later.")
             )

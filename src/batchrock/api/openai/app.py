@@ -121,7 +121,11 @@ class OpenAIApi:
         except (StoreBusy, SharedStateBusy) as exc:
             # Another process holds the database (or the API processes' shared file) longer
             # than the store waits: nothing was done, and the SDK retries a 429 on its own.
-            log.warning("job store busy: %s", exc)
+            log.warning(
+                "%s busy: %s",
+                "job store" if isinstance(exc, StoreBusy) else "shared state file",
+                exc,
+            )
             busy = OpenAIError(
                 429, "The service is busy. Resubmit your request later.", type="rate_limit_error"
             )
