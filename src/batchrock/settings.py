@@ -208,8 +208,8 @@ class Settings:
         default=0,
         metadata=_meta(
             "Worker processes that answer the records of remote model routes (openai, "
-            "bedrock) for the engine; 0: as many as the CPUs this process may use; 1: none, "
-            "the engine process answers them itself.",
+            "bedrock) for the engine, a block of a job's lines at a time; 0: as many as the "
+            "CPUs this process may use; 1: none, the engine process answers them itself.",
             low=0,
             high=256,
         ),

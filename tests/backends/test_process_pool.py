@@ -23,18 +23,21 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrock.backends.base import ModelRequest, ModelResult
+from batchrock.backends.base import Block, BlockAnswer, ModelRequest, ModelResult
 from batchrock.backends.pool_child import Worker
 from batchrock.backends.process_pool import (
     FRAME,
     OFFLOAD_WINDOW_S,
     Offload,
     PooledBackend,
+    PooledRoute,
     WorkerPool,
     decode,
     idle_cpu_seconds,
 )
 from batchrock.backends.routing import build_resolver, parse_route
+from batchrock.engine.file_pass import answer_block
+from batchrock.metrics import process_metrics
 from batchrock.settings import Settings
 
 from .conftest import FakeServer, free_port, run, start
@@ -223,6 +226,11 @@ def request(text: str, number: int = 0) -> ModelRequest:
     return ModelRequest(MODEL, "InvokeModel", claude(text), f"R{number}")
 
 
+def per_record(backend: Any) -> Any:
+    """The record-by-record stack of a route whose blocks go to the workers whole."""
+    return backend.backend if isinstance(backend, PooledRoute) else backend
+
+
 def pool_settings(tmp_path: Path, fake: FakeServer, extra: str = "") -> Settings:
     return Settings(
         data_dir=tmp_path,
@@ -238,7 +246,7 @@ def test_retries_and_throttling_are_counted_in_the_engine(
     async def go() -> tuple[list[ModelResult], list[int]]:
         resolver = build_resolver(pool_settings(tmp_path, fake_openai))
         try:
-            backend = resolver.for_model(MODEL)
+            backend = per_record(resolver.for_model(MODEL))
             inner = getattr(backend, "inner")  # noqa: B009
             assert isinstance(inner, PooledBackend)
             answers = await asyncio.gather(
@@ -349,7 +357,7 @@ def test_an_idle_engine_answers_remote_records_itself(
         assert resolver.pool is not None and resolver.pool.offload.load == 0.8
         resolver.pool.offload = readings.offload()
         try:
-            backend = resolver.for_model(MODEL)
+            backend = per_record(resolver.for_model(MODEL))
             answers = []
             for busy in (0.1, 0.5, 0.7):
                 readings.window(busy)
@@ -380,7 +388,7 @@ def test_a_busy_engine_sends_its_workers_the_share_it_cannot_answer(
         pool = resolver.pool
         assert pool is not None
         pool.offload = readings.offload()
-        backend = resolver.for_model(MODEL)
+        backend = per_record(resolver.for_model(MODEL))
         answered = []
         answers = []
         try:
@@ -509,7 +517,8 @@ def frames(data: bytes) -> list[bytes]:
 
 #: A stand-in worker that says it is ready, then answers each record with its own pid,
 #: except records whose recordId is "hold", which it keeps for ever.
-ANSWERER = """
+#: The start of a stand-in worker: it reads its configuration and says it is ready.
+STUB = """
 import os, socket, struct, sys, msgspec
 sock = socket.socket(fileno=int(sys.argv[-1]))
 stream = sock.makefile("rb")
@@ -523,12 +532,17 @@ def send(message):
     sock.sendall(struct.pack(">I", len(data)) + data)
 read()
 send([])
+"""
+ANSWERER = (
+    STUB
+    + """
 me = str(os.getpid()).encode()
 while True:
-    requests, cancelled = msgspec.msgpack.decode(read())
+    requests, cancelled, blocks, blocks_cancelled = msgspec.msgpack.decode(read())
     answer = b'{"pid":' + me + b"}"
-    send([[r[0], answer, 0, "", False, 1, 2, {}] for r in requests if r[5] != "hold"])
+    send([[[r[0], answer, 0, "", False, 1, 2, {}] for r in requests if r[5] != "hold"], [], []])
 """
+)
 
 
 def test_records_go_to_the_least_busy_ready_worker_and_never_to_a_dead_one(
@@ -600,9 +614,9 @@ def test_a_cancelled_record_is_cancelled_in_its_worker(tmp_path: Path) -> None:
 
     asyncio.run(go())
     _config, asked, cancelled = frames(sent.read_bytes())
-    [[number, leaf, model, _, body, rid]], [] = decode(asked)
+    [[number, leaf, model, _, body, rid]], [], [], [] = decode(asked)
     assert (leaf, model, rid) == (0, MODEL, "R0") and body == claude("never answered")
-    assert decode(cancelled) == [[], [number]]
+    assert decode(cancelled) == [[], [number], [], []]
 
 
 def test_a_worker_cancels_what_the_engine_cancels(tmp_path: Path) -> None:
@@ -615,17 +629,17 @@ def test_a_worker_cancels_what_the_engine_cancels(tmp_path: Path) -> None:
 
     async def go() -> None:
         worker = Worker(Settings(data_dir=tmp_path), [route], Writer())  # type: ignore[arg-type]
-        worker.take([[[7, 0, MODEL, "InvokeModel", claude("slow"), "R7"]], []])
-        worker.take([[[8, 0, MODEL, "InvokeModel", claude("slow"), "R8"]], []])
+        worker.take([[[7, 0, MODEL, "InvokeModel", claude("slow"), "R7"]], [], [], []])
+        worker.take([[[8, 0, MODEL, "InvokeModel", claude("slow"), "R8"]], [], [], []])
         await asyncio.sleep(0.05)
         task = worker._tasks[7]
-        worker.take([[], [7]])
+        worker.take([[], [7], [], []])
         with pytest.raises(asyncio.CancelledError):
             await task
         assert list(worker._tasks) == [8]
         worker._tasks[8].cancel()
         # Cancelled before its frame left: the request and its cancellation come together.
-        worker.take([[[9, 0, MODEL, "InvokeModel", claude("slow"), "R9"]], [9]])
+        worker.take([[[9, 0, MODEL, "InvokeModel", claude("slow"), "R9"]], [9], [], []])
         assert 9 not in worker._tasks
 
     asyncio.run(go())
@@ -755,7 +769,7 @@ def test_replicas_are_judged_in_the_engine_from_the_workers_answers(
             )
         )
         try:
-            backend = resolver.for_model(MODEL)
+            backend = per_record(resolver.for_model(MODEL))
             replica_set = getattr(backend, "inner")  # noqa: B009
             assert all(isinstance(r.backend, PooledBackend) for r in replica_set.replicas)
             answers = await asyncio.gather(
@@ -791,3 +805,132 @@ def test_workers_run_on_the_engines_event_loop(tmp_path: Path, event_loop: str) 
 
     maps = asyncio.run(go())
     assert ("uvloop" in maps) is (event_loop == "uvloop")
+
+
+# --- blocks: a job's lines answered whole in a worker (PooledRoute) -----------------------
+
+
+def block_of(recs: list[dict[str, Any]], start_line: int = 0) -> Block:
+    data = b"".join(orjson.dumps(r) + b"\n" for r in recs)
+    return Block(MODEL, "InvokeModel", "j", 0, start_line, 1000, data)
+
+
+def model_attempts(route: str, outcome: str) -> float:
+    """The engine process's count of model attempts of ``route`` with ``outcome``."""
+    text = process_metrics().render().decode()
+    for line in text.splitlines():
+        if line.startswith("batchrock_model_request_duration_seconds_count{") and (
+            f'route="{route}"' in line and f'outcome="{outcome}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_block_is_answered_whole_in_a_worker_and_counted_in_the_engine(
+    tmp_path: Path, fake_openai: FakeServer
+) -> None:
+    """Its lines answered as the engine answers them (recordIds, in order, the errors), its
+    retries and throttling in its counts, each attempt in the engine's metrics."""
+    recs = records(6, {1: f"FAULT:429:2 {time.time_ns()}", 4: "FAULT:400"})
+    before = model_attempts("1:openai", "throttled"), model_attempts("1:openai", "ok")
+
+    async def go() -> tuple[BlockAnswer | None, list[int]]:
+        resolver = build_resolver(pool_settings(tmp_path, fake_openai))
+        try:
+            route = resolver.for_model(MODEL)
+            assert isinstance(route, PooledRoute)
+            answer = await asyncio.wait_for(
+                route.answer_block(block_of(recs, 7), 4, answer_block), 60
+            )
+            assert resolver.pool is not None
+            return answer, resolver.pool.pids
+        finally:
+            await resolver.aclose()
+
+    answer, pids = asyncio.run(go())
+    assert answer is not None and len(pids) == 2
+    lines = [orjson.loads(line) for line in answer.output.splitlines()]
+    assert [line["recordId"] for line in lines] == [r["recordId"] for r in recs]
+    assert "error" in lines[4] and all("modelOutput" in x for i, x in enumerate(lines) if i != 4)
+    assert (answer.line, answer.offset) == (13, 1000 + len(block_of(recs).data))
+    c = answer.counts
+    assert (c.processed, c.success, c.error, c.throttled) == (6, 5, 1, 2)
+    assert c.input_tokens > 0 and c.output_tokens > 0
+    assert model_attempts("1:openai", "throttled") == before[0] + 2
+    assert model_attempts("1:openai", "ok") >= before[1] + 5
+
+
+#: A stand-in worker that says it is ready, then dies at the first frame with a block.
+DIES_ON_BLOCKS = (
+    STUB
+    + """
+while True:
+    if msgspec.msgpack.decode(read())[2]:
+        sys.exit(9)
+"""
+)
+
+
+def test_a_block_whose_workers_keep_dying_is_answered_in_the_engine(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = parse_route(0, {"model": MODEL, "backend": "openai", "base_url": "http://x/v1"})
+
+    async def go() -> BlockAnswer | None:
+        pool = WorkerPool(all_to_children(tmp_path), 2, [sys.executable, "-c", DIES_ON_BLOCKS])
+        pooled = pool.route(route, _Unused(), _Unused(), None)
+        try:
+            return await asyncio.wait_for(
+                pooled.answer_block(block_of(records(3)), 2, answer_block), 60
+            )
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(go()) is None  # the pass answers it itself (tests/engine/test_blocks.py)
+    deaths = [r for r in caplog.records if "its 3 record(s) in flight are sent" in r.getMessage()]
+    assert 1 <= len(deaths) <= 3
+
+
+def test_a_worker_answers_blocks_and_cancels_what_the_engine_cancels(tmp_path: Path) -> None:
+    quick = parse_route(0, {"model": MODEL, "backend": "builtin"})
+    slow = parse_route(1, {"model": MODEL, "backend": "builtin", "latency_ms": 60_000})
+    written: list[bytes] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+    def item(number: int, route: int, block: Block) -> list[Any]:
+        name = f"{answer_block.__module__}:{answer_block.__qualname__}"
+        head = [number, route, name, block.model_id, block.invocation_type, block.job_id]
+        return [*head, block.file_index, block.start_line, block.start_offset, 4, block.data]
+
+    async def go() -> None:
+        worker = Worker(Settings(data_dir=tmp_path), [], Writer(), [quick, slow])  # type: ignore[arg-type]
+        worker.take([[], [], [item(1, 1, block_of(records(3)))], []])
+        await asyncio.sleep(0.05)
+        held = worker._block_tasks[1]
+        worker.take([[], [], [], [1]])
+        with pytest.raises(asyncio.CancelledError):
+            await held
+        assert written == [] and not worker._block_tasks
+        worker.take([[], [], [item(2, 0, block_of(records(3), 5))], []])
+        for _ in range(200):
+            if written:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(go())
+    (sent,) = frames(b"".join(written))
+    answers, blocks, _attempts = decode(sent)
+    assert answers == []
+    [[number, output, line, offset, processed, success, error, *_]] = blocks
+    assert (number, line, offset, processed, success, error) == (
+        2,
+        8,
+        1000 + len(block_of(records(3)).data),
+        3,
+        3,
+        0,
+    )
+    assert [orjson.loads(x)["recordId"] for x in output.splitlines()] == ["R0000", "R0001", "R0002"]

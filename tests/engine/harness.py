@@ -33,6 +33,7 @@ from batchrock.clock import Clock, FakeClock, SystemClock
 from batchrock.engine import Engine
 from batchrock.engine.file_pass import FilePass, Progress
 from batchrock.engine.grants import BucketPolicy
+from batchrock.engine.records import iter_blocks
 from batchrock.jobs import Job, JobStatus
 from batchrock.objects import LocalObjectStore, ObjectStore
 from batchrock.settings import Settings
@@ -417,12 +418,30 @@ async def one_pass(
     backend: Any, model_id: str, data: bytes, *, concurrency: int = 1, media: Any = None
 ) -> tuple[list[bytes], Progress]:
     """One FilePass over ``data`` (a whole file, one block): its output lines and progress."""
+    _, output, progress = await pass_over(
+        backend, model_id, data, concurrency=concurrency, media=media
+    )
+    return output, progress
+
+
+async def pass_over(
+    backend: Any,
+    model_id: str,
+    data: bytes,
+    *,
+    concurrency: int = 1,
+    media: Any = None,
+    block_bytes: int | None = None,
+    halt: asyncio.Event | None = None,
+) -> tuple[FilePass, list[bytes], Progress]:
+    """One FilePass over ``data``: as one block, or as the reader cuts it into blocks of
+    ``block_bytes``; the pass (``finished``), its output lines and progress."""
 
     async def blocks() -> AsyncIterator[bytes]:
         yield data
 
     fp = FilePass(
-        blocks=blocks(),
+        blocks=blocks() if block_bytes is None else iter_blocks(blocks(), block_bytes),
         backend=backend,
         model_id=model_id,
         invocation_type="InvokeModel",
@@ -431,9 +450,9 @@ async def one_pass(
         start_offset=0,
         start_line=0,
         concurrency=concurrency,
-        halt=asyncio.Event(),
+        halt=halt or asyncio.Event(),
         media=media,
     )
-    await asyncio.wait_for(fp.run(), 10)
+    await asyncio.wait_for(fp.run(), 20)
     output, _, progress = fp.take_output()
-    return output, progress
+    return fp, output, progress

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
 from batchrock.backends.neutral import MediaRef
+from batchrock.jobs import Counters
 
 InvocationType = Literal["InvokeModel", "Converse"]
 #: Encoded JSON: bytes, or the slice of an input line that msgspec kept as it was.
@@ -118,6 +119,61 @@ class ModelBackend(Protocol):
     async def invoke(self, request: ModelRequest) -> ModelResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Block:
+    """Whole lines of a job's input file (each ends with a newline) and where they start: what
+    a worker process answers at once, record by record, as the engine's pass would."""
+
+    model_id: str
+    invocation_type: str
+    job_id: str
+    #: The file's place among the job's input files (generated recordIds name it).
+    file_index: int
+    #: The number of the line before the block's first (0 at the file's start), and the
+    #: offset of the block's first byte in the file.
+    start_line: int
+    start_offset: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class BlockAnswer:
+    """A block's output lines, in input order and joined, what they count (``total`` 0), and
+    where the answered lines end (the block's end, unless its pass was halted before)."""
+
+    output: bytes
+    line: int
+    offset: int
+    counts: Counters
+
+
+#: Answers a block's records with a backend, at most ``concurrency`` at a time, in order, as
+#: the engine's pass answers any record (engine/file_pass.py ``answer_block``). The engine
+#: hands it to a :class:`BlockOffload` with each block: backends know nothing of output lines.
+BlockAnswerer = Callable[["ModelBackend", Block, int], Awaitable[BlockAnswer]]
+
+
+@runtime_checkable
+class BlockOffload(Protocol):
+    """A backend whose jobs' records may be answered a block at a time in worker processes
+    (process_pool.py): there the whole record is answered (the line's parse, retries, the
+    model's request, the output line), so the engine's part is the block's bytes both ways.
+    """
+
+    #: The worker processes that may answer blocks (sizes how many a pass keeps in flight).
+    workers: int
+    #: Answers the records of the blocks kept in this process, one by one.
+    local: ModelBackend
+
+    async def answer_block(
+        self, block: Block, concurrency: int, answerer: BlockAnswerer
+    ) -> BlockAnswer | None:
+        """The block answered by a worker process with ``answerer``, or ``None`` when this
+        process should answer it (with :attr:`local`): no worker is ready, the engine's
+        loop has time to spare, or the workers kept dying on it."""
+        ...
 
 
 Handler = Callable[[ModelRequest], Awaitable[ModelResult]]

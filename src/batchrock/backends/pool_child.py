@@ -3,27 +3,30 @@
     python -m batchrock.backends.pool_child FD
 
 ``FD`` is its end of a socket pair with the engine. The first frame is the configuration
-(the settings, the route of every leaf, the worker's number); then it answers each request
-frame's records concurrently, each with the backend its route builds, and sends the answers
-back in batches. It ignores SIGINT and SIGTERM and exits when the socket reaches its end: the
+(the settings, the route of every leaf, the worker's number, the routes whose blocks it
+answers whole); then it answers each request frame's records concurrently, each with the
+backend its route builds, and its blocks (a job's lines, each block with the engine's
+answerer: the line's parse, the retry layer, the output line), and sends the answers back in
+batches. It ignores SIGINT and SIGTERM and exits when the socket reaches its end: the
 engine closed it, or the engine is gone (however it ended).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import pickle
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from batchrock import logs
-from batchrock.backends.base import ModelBackend, ModelRequest
+from batchrock.backends.base import Block, BlockAnswerer, ModelBackend, ModelRequest
 from batchrock.backends.process_pool import decode, encode, frame, read_frame
 
 log = logging.getLogger("batchrock.backends.pool")
@@ -34,22 +37,52 @@ _dumps = orjson.dumps
 _NOT_JSON = "The model returned a response that is not JSON: {}"
 
 
+class Attempts:
+    """The attempts of the blocks' retry layers since the last frame, for the engine's
+    metrics (the engine's process counts them, as when it answers the records itself)."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[str, str], list[float]] = {}
+
+    def model_request(self, route: str, outcome: str, seconds: float) -> None:
+        times = self.times.get((route, outcome))
+        if times is None:
+            times = self.times[route, outcome] = []
+        times.append(seconds)
+
+    def take(self) -> list[list[Any]]:
+        taken, self.times = self.times, {}
+        return [[route, outcome, times] for (route, outcome), times in taken.items()]
+
+
 class Worker:
-    def __init__(self, settings: Any, routes: list[Any], writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        settings: Any,
+        routes: list[Any],
+        writer: asyncio.StreamWriter,
+        block_routes: list[Any] | None = None,
+    ) -> None:
         from batchrock.backends.routing import backend_types
 
         self._settings = settings
         self._routes = routes
+        self._block_routes = block_routes or []
         self._types = backend_types()
         self._leaves: dict[int, ModelBackend] = {}
+        self._stacks: dict[int, ModelBackend] = {}
+        self._answerers: dict[str, BlockAnswerer] = {}
+        self._attempts = Attempts()
         self._writer = writer
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._block_tasks: dict[int, asyncio.Task[None]] = {}
         self._out: list[list[Any]] = []
+        self._blocks_out: list[list[Any]] = []
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
 
     def take(self, message: list[Any]) -> None:
-        requests, cancelled = message
+        requests, cancelled, blocks, blocks_cancelled = message
         tasks = self._tasks
         create = self._loop.create_task
         for number, leaf, model_id, invocation_type, body, record_id in requests:
@@ -60,6 +93,51 @@ class Worker:
             task = tasks.pop(number, None)
             if task is not None:
                 task.cancel()
+        for item in blocks:
+            self._block_tasks[item[0]] = create(self._answer_block(item))
+        for number in blocks_cancelled:
+            task = self._block_tasks.pop(number, None)
+            if task is not None:
+                task.cancel()
+
+    def _stack(self, route: int) -> ModelBackend:
+        from batchrock.backends.routing import worker_stack
+
+        backend = self._stacks[route] = worker_stack(
+            self._block_routes[route], self._settings, self._attempts
+        )
+        return backend
+
+    def _answerer(self, name: str) -> BlockAnswerer:
+        module, _, function = name.partition(":")
+        answerer = self._answerers[name] = cast(
+            BlockAnswerer, getattr(importlib.import_module(module), function)
+        )
+        return answerer
+
+    async def _answer_block(self, item: list[Any]) -> None:
+        number, route, name, model_id, invocation_type, job_id, file_index = item[:7]
+        start_line, start_offset, concurrency, data = item[7:]
+        answer: list[Any]
+        try:
+            backend = self._stacks.get(route) or self._stack(route)
+            answerer = self._answerers.get(name) or self._answerer(name)
+            block = Block(
+                model_id, invocation_type, job_id, file_index, start_line, start_offset, data
+            )
+            done = await answerer(backend, block, concurrency)
+        except Exception:  # a bug: the engine answers the block itself
+            log.exception("model worker process could not answer a block of job %s", job_id)
+            answer = [number, None]
+        else:
+            c = done.counts
+            answer = [number, done.output, done.line, done.offset, c.processed, c.success]
+            answer += (c.error, c.input_tokens, c.output_tokens, c.throttled)
+        self._block_tasks.pop(number, None)
+        self._blocks_out.append(answer)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _leaf(self, leaf: int) -> ModelBackend:
         route = self._routes[leaf]
@@ -99,10 +177,12 @@ class Worker:
     def _flush(self) -> None:
         self._scheduled = False
         out, self._out = self._out, []
+        blocks, self._blocks_out = self._blocks_out, []
+        attempts = self._attempts.take()
         try:
-            data = encode(out)
+            data = encode([out, blocks, attempts])
         except (TypeError, OverflowError):
-            data = encode([_checked(item) for item in out])
+            data = encode([[_checked(item) for item in out], blocks, attempts])
         self._writer.write(frame(data))
 
 
@@ -117,11 +197,11 @@ def _checked(item: list[Any]) -> list[Any]:
 async def serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     try:
-        settings, routes, number = pickle.loads(await read_frame(reader))
+        settings, routes, number, block_routes = pickle.loads(await read_frame(reader))
     except asyncio.IncompleteReadError:
         return
     logs.configure(settings.log_level, settings.log_format)
-    worker = Worker(settings, routes, writer)
+    worker = Worker(settings, routes, writer, block_routes)
     # An empty frame: ready (configured, the backends' modules imported). Until it comes the
     # engine answers the records it would send here itself (process_pool.answers_here).
     writer.write(frame(encode([])))

@@ -5,7 +5,11 @@ family's body, the HTTP exchange with the model server, parsing and rendering th
 capped by one core. With ``engine_processes`` above 1 the leaves of the remote routes (the
 ``openai`` and ``bedrock`` backends, one per replica) are replaced by :class:`PooledBackend`
 proxies, and that work runs in child processes; docs/engine-processes.md tells why it is
-split this way. What stays in the engine process:
+split this way. A route with one model server is further a :class:`PooledRoute`: its jobs'
+records go to the children a block of whole lines at a time, each answered there entirely
+(the line's parse, the retry layer, the output line) by the engine's own block answerer, so
+the engine's part of a record is its share of the block's bytes. Routes with several model
+servers (``base_urls``) go record by record, as follows. What stays in the engine process:
 
 - the job: input, output, spools, checkpoints (so crash safety and exactly-once output are
   what they were: the engine writes a record's line only when its answer has come back);
@@ -58,7 +62,18 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 from orjson import Fragment
 
-from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
+from batchrock.backends.base import (
+    Block,
+    BlockAnswer,
+    BlockAnswerer,
+    ModelBackend,
+    ModelRequest,
+    ModelResult,
+    RecordError,
+)
+from batchrock.backends.resilience import Slots
+from batchrock.jobs import Counters
+from batchrock.metrics import process_metrics
 from batchrock.settings import Settings
 
 if TYPE_CHECKING:
@@ -99,9 +114,15 @@ OFFLOAD_BAND = 0.2
 OFFLOAD_FREE_CORES = 0.5
 
 #: Frames: a 4-byte big-endian length, then MessagePack (the first frame, the child's
-#: configuration, is a pickle). Parent to child: ``[requests, cancelled ids]``, each request
-#: ``[id, leaf, model_id, invocation_type, body, record_id]``. Child to parent: a list of
-#: ``[id, output | None, code, message, retryable, input_tokens, output_tokens, info]``.
+#: configuration, is a pickle). Parent to child: ``[requests, cancelled ids, blocks,
+#: cancelled block ids]``, each request ``[id, leaf, model_id, invocation_type, body,
+#: record_id]``, each block ``[id, route, answerer, model_id, invocation_type, job_id,
+#: file_index, start_line, start_offset, concurrency, data]``. Child to parent: ``[]`` once
+#: (ready), then ``[answers, block answers, model requests]``: each answer ``[id, output |
+#: None, code, message, retryable, input_tokens, output_tokens, info]``, each block answer
+#: ``[id, output, line, offset, processed, success, error, input_tokens, output_tokens,
+#: throttled]`` (``[id, None]``: answer it in the engine), and the attempts the child's
+#: retry layers made as ``[route, outcome, [seconds, ...]]`` for the engine's metrics.
 FRAME = struct.Struct(">I")
 encode = msgspec.msgpack.Encoder().encode
 decode = msgspec.msgpack.Decoder().decode
@@ -246,6 +267,20 @@ class _Call:
 
 
 @dataclass(slots=True, eq=False)
+class _BlockCall:
+    """One block of a job's lines on its way to a child and back."""
+
+    id: int
+    #: The frame's item, sent again as it is when its child dies.
+    item: tuple[Any, ...]
+    #: Its records (lines), the child's load while it answers them.
+    records: int
+    future: asyncio.Future[BlockAnswer | None]
+    sends: int = 0
+    child: _Child | None = None
+
+
+@dataclass(slots=True, eq=False)
 class _Child:
     number: int
     process: subprocess.Popen[bytes]
@@ -254,6 +289,11 @@ class _Child:
     inflight: dict[int, _Call] = field(default_factory=dict)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    blocks: dict[int, _BlockCall] = field(default_factory=dict)
+    #: The records of its blocks in flight.
+    block_records: int = 0
+    block_outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    blocks_cancelled: list[int] = field(default_factory=list)
     scheduled: bool = False
     #: Whether it has sent its first frame (it has read its configuration and is waiting for
     #: records): until then a record sent to it would wait for its start.
@@ -288,6 +328,9 @@ class WorkerPool:
         self._command = list(command or [sys.executable, "-m", "batchrock.backends.pool_child"])
         #: The route (with its replica's ``base_url``) of each leaf, by leaf number.
         self._leaves: list[Route] = []
+        #: The routes whose blocks the children answer whole (PooledRoute), by number.
+        self._block_routes: list[Route] = []
+        self._metrics = process_metrics()
         self._children: list[_Child] = []
         self._waiting: list[_Call] = []
         self._ids = itertools.count()
@@ -303,12 +346,25 @@ class WorkerPool:
         #: The loop the pool is used from (set by the first record; built it may be in
         #: another thread).
         self._event_loop: asyncio.AbstractEventLoop | None = None
+        #: Set once a child is ready (or the pool broke or closes): blocks wait on it when
+        #: every record goes to the children.
+        self._ready_event: asyncio.Event | None = None
 
     def backend(self, route: Route, leaf: ModelBackend) -> PooledBackend:
         """The proxy for ``leaf`` (built from ``route`` in this process to check its
         options; the children build their own from the same route)."""
         self._leaves.append(route)
         return PooledBackend(self, len(self._leaves) - 1, leaf)
+
+    def route(
+        self, route: Route, backend: ModelBackend, local: ModelBackend, slots: Slots | None
+    ) -> PooledRoute:
+        """``backend`` (the route's stack over its :class:`PooledBackend`) as a
+        :class:`PooledRoute`, whose jobs' blocks the children answer whole; the blocks kept
+        here ``local`` answers (the same stack over the leaf built here), and ``slots`` are
+        the route's ``max_concurrency``."""
+        self._block_routes.append(route)
+        return PooledRoute(backend, local, self, len(self._block_routes) - 1, slots)
 
     # --- calls ------------------------------------------------------------------------
 
@@ -380,6 +436,67 @@ class WorkerPool:
             self._cancel(call)
             raise
 
+    async def answer_block(
+        self, route: int, block: Block, concurrency: int, answerer: BlockAnswerer
+    ) -> BlockAnswer | None:
+        """``block`` answered whole by the least busy ready child with ``answerer``, at most
+        ``concurrency`` of its records at a time; ``None`` when it is to be answered here:
+        no child is ready, the pool is closing or broken, or the children answering it kept
+        dying (:data:`MAX_SENDS`)."""
+        if not self._started:
+            self._start()
+        child = self._least_busy()
+        if child is None and not self.offload.load and self._broken is None:
+            # Every record to the children (engine_offload_load 0): the block waits for one
+            # to be ready, as a record does.
+            await self._some_ready().wait()
+            child = self._least_busy()
+        if child is None or self._broken is not None or self._closing:
+            return None
+        item = (
+            next(self._ids),
+            route,
+            f"{answerer.__module__}:{answerer.__qualname__}",
+            block.model_id,
+            block.invocation_type,
+            block.job_id,
+            block.file_index,
+            block.start_line,
+            block.start_offset,
+            concurrency,
+            block.data,
+        )
+        call = _BlockCall(item[0], item, block.data.count(b"\n"), self._loop().create_future())
+        self._send_block(call, child)
+        try:
+            return await call.future
+        except asyncio.CancelledError:
+            self._cancel_block(call)
+            raise
+
+    def _some_ready(self) -> asyncio.Event:
+        """Set once a child is ready, or the pool is broken or closing."""
+        if self._ready_event is None:
+            self._ready_event = asyncio.Event()
+            if self._ready_children or self._broken is not None or self._closing:
+                self._ready_event.set()
+        return self._ready_event
+
+    def _send_block(self, call: _BlockCall, child: _Child) -> None:
+        call.child = child
+        call.sends += 1
+        child.blocks[call.id] = call
+        child.block_records += call.records
+        child.block_outbox.append(call.item)
+        self._schedule(child)
+
+    def _cancel_block(self, call: _BlockCall) -> None:
+        child = call.child
+        if child is not None and child.blocks.pop(call.id, None) is not None:
+            child.block_records -= call.records
+            child.blocks_cancelled.append(call.id)
+            self._schedule(child)
+
     def _loop(self) -> asyncio.AbstractEventLoop:
         loop = self._event_loop
         if loop is None:
@@ -392,7 +509,7 @@ class WorkerPool:
         best: _Child | None = None
         fewest = sys.maxsize
         for child in self._ready_children:
-            load = len(child.inflight)
+            load = len(child.inflight) + child.block_records
             if load < fewest:
                 best, fewest = child, load
         return best
@@ -432,15 +549,19 @@ class WorkerPool:
     def _flush(self, child: _Child) -> None:
         """Send what waits for ``child`` as one frame (a turn of the loop's worth)."""
         child.scheduled = False
-        if child.dead or not (child.outbox or child.cancelled):
+        if child.dead or not (
+            child.outbox or child.cancelled or child.block_outbox or child.blocks_cancelled
+        ):
             return
         requests, child.outbox = child.outbox, []
         cancelled, child.cancelled = child.cancelled, []
+        blocks, child.block_outbox = child.block_outbox, []
+        blocks_cancelled, child.blocks_cancelled = child.blocks_cancelled, []
         try:
-            data = encode([requests, cancelled])
+            data = encode([requests, cancelled, blocks, blocks_cancelled])
         except (TypeError, OverflowError):
             requests = self._encodable(child, requests)
-            data = encode([requests, cancelled])
+            data = encode([requests, cancelled, blocks, blocks_cancelled])
         child.writer.write(frame(data))
 
     def _encodable(self, child: _Child, requests: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -459,11 +580,23 @@ class WorkerPool:
                 kept.append(item)
         return kept
 
-    def _answered(self, child: _Child, answers: list[list[Any]]) -> None:
+    def _answered(self, child: _Child, received: list[Any]) -> None:
         if not child.ready:  # its first frame (empty) says so
             child.ready = True
             if not child.dead:
                 self._ready_children.append(child)
+                if self._ready_event is not None:
+                    self._ready_event.set()
+        if not received:
+            return
+        answers, blocks, attempts = received
+        if attempts:
+            model_request = self._metrics.model_request
+            for route, outcome, times in attempts:
+                for seconds in times:
+                    model_request(route, outcome, seconds)
+        if blocks:
+            self._blocks_answered(child, blocks)
         if not answers:
             return
         child.answered += len(answers)
@@ -483,6 +616,22 @@ class WorkerPool:
                 fragment = cast(dict[str, Any], Fragment(output))
                 result = ModelResult(fragment, None, tokens_in, tokens_out, info)
             call.future.set_result(result)
+
+    def _blocks_answered(self, child: _Child, answers: list[list[Any]]) -> None:
+        self._failed_starts = 0
+        for answer in answers:
+            call = child.blocks.pop(answer[0], None)
+            if call is None:  # cancelled meanwhile
+                continue
+            child.block_records -= call.records
+            child.answered += call.records
+            if call.future.done():
+                continue
+            if answer[1] is None:  # the child could not answer it (its log says why)
+                call.future.set_result(None)
+            else:
+                _, output, line, offset, *counts = answer
+                call.future.set_result(BlockAnswer(output, line, offset, Counters(0, *counts)))
 
     # --- children ---------------------------------------------------------------------
 
@@ -509,7 +658,8 @@ class WorkerPool:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        writer.write(frame(pickle.dumps((self.settings, self._leaves, number))))
+        config = (self.settings, self._leaves, number, self._block_routes)
+        writer.write(frame(pickle.dumps(config)))
         child = _Child(number, process, writer, time.monotonic())
         if self._closing:
             self._children.append(child)
@@ -546,13 +696,16 @@ class WorkerPool:
         code = await asyncio.to_thread(child.process.wait)
         calls = list(child.inflight.values())
         child.inflight.clear()
+        blocks = list(child.blocks.values())
+        child.blocks.clear()
+        child.block_records = 0
         log.warning(
             "model worker process %d (pid %d) ended (exit status %s); its %d record(s) in "
             "flight are sent again",
             child.number,
             child.process.pid,
             code,
-            len(calls),
+            len(calls) + sum(block.records for block in blocks),
         )
         if not child.answered and time.monotonic() - child.started < FAILED_START_S:
             self._start_failed(
@@ -569,6 +722,15 @@ class WorkerPool:
                 call.future.set_result(ModelResult(error=RecordError(500, message, True)))
             else:
                 self._dispatch(call)
+        for block in blocks:
+            if block.future.done():
+                continue
+            other = self._least_busy()
+            if other is None or block.sends >= MAX_SENDS:
+                # Answered in the engine: no child is ready, or its children kept dying.
+                block.future.set_result(None)
+            else:
+                self._send_block(block, other)
         if self._broken is None and not self._closing:
             self._start_child()
 
@@ -581,6 +743,8 @@ class WorkerPool:
             "in a row); see the server log, or set engine_processes = 1."
         )
         log.error("%s", self._broken)
+        if self._ready_event is not None:
+            self._ready_event.set()
         waiting, self._waiting = self._waiting, []
         for call in waiting:
             if not call.future.done():
@@ -604,6 +768,8 @@ class WorkerPool:
     async def aclose(self) -> None:
         """End every child (each exits when its socket closes) and fail what is left."""
         self._closing = True
+        if self._ready_event is not None:
+            self._ready_event.set()
         for task in list(self._starting):
             with contextlib.suppress(Exception):
                 await task
@@ -616,6 +782,9 @@ class WorkerPool:
         for call in [*self._waiting, *(c for ch in children for c in ch.inflight.values())]:
             if not call.future.done():
                 call.future.set_result(ModelResult(error=_CLOSED))
+        for block in [b for ch in children for b in ch.blocks.values()]:
+            if not block.future.done():
+                block.future.set_result(None)
         self._waiting = []
 
 
@@ -654,3 +823,86 @@ class PooledBackend:
 
     async def aclose(self) -> None:
         await self.local.aclose()
+
+
+class PooledRoute:
+    """A remote route with one model server whose jobs' records the worker processes answer a
+    block at a time (:class:`~batchrock.backends.base.BlockOffload`): each block is answered
+    whole in a child (the line's parse, the retry layer, the exchange with the model server,
+    the output line), so the engine's part of a record is its share of the block's bytes, and
+    one engine feeds as many children as the machine has cores.
+
+    Where a block goes is decided as records are with :class:`PooledBackend`
+    (:meth:`WorkerPool.answers_here`, block by block). The route's ``max_concurrency`` is
+    held here: a block sent to a child takes as many of the route's slots as records it may
+    answer at once, and gives them back when it is answered, so the bound holds across the
+    children and this process (whose blocks take a slot per record as before). Routes with
+    several model servers (``base_urls``) keep the record-by-record pool, so that replica
+    health is judged in the engine from every answer.
+    """
+
+    def __init__(
+        self,
+        backend: ModelBackend,
+        local: ModelBackend,
+        pool: WorkerPool,
+        index: int,
+        slots: Slots | None,
+    ) -> None:
+        #: The route's stack with its leaf proxied to the pool, record by record.
+        self.backend = backend
+        #: The same stack over the leaf built here: answers the blocks kept in this process.
+        self.local = local
+        self.pool = pool
+        self.index = index
+        self.workers = pool.size
+        self._slots = slots
+        #: One block takes its slots at a time: two taking theirs together could each hold
+        #: part of what the other waits for.
+        self._taking = asyncio.Lock()
+
+    def describe(self) -> str:
+        text = getattr(self.backend, "describe", None)
+        if callable(text):
+            return str(text())
+        inner = getattr(self.backend, "inner", self.backend)
+        text = getattr(inner, "describe", None)
+        return str(text()) if callable(text) else type(inner).__name__
+
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        return await self.backend.invoke(request)
+
+    async def answer_block(
+        self, block: Block, concurrency: int, answerer: BlockAnswerer
+    ) -> BlockAnswer | None:
+        pool = self.pool
+        if pool.answers_here():
+            return None
+        slots = self._slots
+        if slots is None:
+            return await pool.answer_block(self.index, block, concurrency, answerer)
+        concurrency = min(concurrency, max(1, slots.size // max(1, self.workers)))
+        await self._take(slots, concurrency)
+        try:
+            return await pool.answer_block(self.index, block, concurrency, answerer)
+        finally:
+            for _ in range(concurrency):
+                slots.release()
+
+    async def _take(self, slots: Slots, count: int) -> None:
+        async with self._taking:
+            taken = 0
+            try:
+                while taken < count:
+                    if slots.free and not slots.waiting:
+                        slots.free -= 1
+                    else:
+                        await slots.wait()
+                    taken += 1
+            except BaseException:
+                for _ in range(taken):
+                    slots.release()
+                raise
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()

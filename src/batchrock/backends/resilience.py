@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RecordError
 from batchrock.backends.deadlines import (
@@ -60,6 +61,13 @@ def deadline_error(deadline_s: float) -> RecordError:
     )
 
 
+class AttemptSink(Protocol):
+    """Where a retry layer reports each attempt (the process's metrics, or, in a worker
+    process, what it sends back to the engine for the engine's metrics)."""
+
+    def model_request(self, route: str, outcome: str, seconds: float) -> None: ...
+
+
 class Slots:
     """At most ``size`` holders at once, with ``asyncio.Semaphore``'s contract: first come,
     first served (a released slot goes straight to the longest waiter, so no newcomer takes
@@ -71,9 +79,10 @@ class Slots:
     a microsecond a record in the engine's loop). :meth:`wait` is for the other case.
     """
 
-    __slots__ = ("free", "waiting")
+    __slots__ = ("free", "size", "waiting")
 
     def __init__(self, size: int) -> None:
+        self.size = size
         #: Slots not held and not handed to a waiter.
         self.free = size
         #: Waiters in arrival order; a cancelled one stays until a release passes it over.
@@ -115,11 +124,12 @@ class ResilientBackend:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         route: str = "unnamed",
+        metrics: AttemptSink | None = None,
     ) -> None:
         self.inner = inner
         #: The metrics' label for this backend's requests (routing.route_label).
         self.route = route
-        self._metrics = process_metrics()
+        self._metrics: AttemptSink = metrics or process_metrics()
         self.policy = policy or RetryPolicy()
         self.max_concurrency = max_concurrency
         self._slots = Slots(max_concurrency) if max_concurrency else None
@@ -127,6 +137,25 @@ class ResilientBackend:
         self._rng = rng or random.Random()
         #: The per-record deadlines of the event loop this backend is used from.
         self._deadlines: Deadlines | None = None
+
+    @property
+    def slots(self) -> Slots | None:
+        """The ``max_concurrency`` bound's slots (``None``: no bound)."""
+        return self._slots
+
+    def over(self, inner: ModelBackend) -> ResilientBackend:
+        """The same retries, deadline and metrics' label over ``inner``, holding the same
+        ``max_concurrency`` slots: one bound for both."""
+        twin = ResilientBackend(
+            inner,
+            self.policy,
+            sleep=self._sleep,
+            rng=self._rng,
+            route=self.route,
+            metrics=self._metrics,
+        )
+        twin.max_concurrency, twin._slots = self.max_concurrency, self._slots
+        return twin
 
     async def invoke(self, request: ModelRequest) -> ModelResult:
         # One coroutine for every attempt, with the deadline kept by the loop's Deadlines

@@ -40,9 +40,14 @@ from typing import Any
 from batchrock.backends.base import ModelBackend, ModelRequest, ModelResult, RawAnswerer
 from batchrock.backends.builtin import BuiltinModel
 from batchrock.backends.families import base_model_id, family_for_id
-from batchrock.backends.process_pool import POOLED_TYPES, WorkerPool, worker_count
+from batchrock.backends.process_pool import (
+    POOLED_TYPES,
+    PooledBackend,
+    WorkerPool,
+    worker_count,
+)
 from batchrock.backends.replicas import HealthPolicy, ReplicaSet
-from batchrock.backends.resilience import ResilientBackend, RetryPolicy
+from batchrock.backends.resilience import AttemptSink, ResilientBackend, RetryPolicy, Slots
 from batchrock.clock import Clock, SystemClock
 from batchrock.settings import Settings
 
@@ -246,6 +251,17 @@ def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendRes
             route.max_concurrency,
             route_label(route),
         )
+        # A route with one model server, proxied to the pool: its jobs' blocks go to the
+        # workers whole (PooledRoute), the blocks kept here to the same stack over the leaf
+        # built here.
+        local: ModelBackend | None = None
+        slots: Slots | None = None
+        if (
+            pool is not None
+            and isinstance(backend, ResilientBackend)
+            and isinstance(backend.inner, PooledBackend)
+        ):
+            local, slots = backend.over(backend.inner.local), backend.slots
         if route.base_model is not None:
             if route.backend == "bedrock":
                 raise ConfigError(
@@ -253,6 +269,10 @@ def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendRes
                     "'bedrock' (Bedrock knows which model the id names)"
                 )
             backend = AnsweredAs(backend, route.base_model)
+            if local is not None:
+                local = AnsweredAs(local, route.base_model)
+        if pool is not None and local is not None:
+            backend = pool.route(route, backend, local, slots)
         backends[route.index] = backend
     fallback = builtin_fallback(settings) if settings.builtin_fallback else None
     return BackendResolver(routes, backends, fallback, settings.models_config, pool)
@@ -311,6 +331,18 @@ def _build(
     if len(replicas) == 1:
         return replicas[0][1]
     return ReplicaSet(replicas, clock, policy, route_label(route))
+
+
+def worker_stack(route: Route, settings: Settings, attempts: AttemptSink) -> ModelBackend:
+    """What a worker process answers a :class:`~batchrock.backends.process_pool.PooledRoute`'s
+    blocks with: the route's leaf under its retries and deadline, as the engine builds it,
+    but without ``max_concurrency`` (the engine holds that bound for every process), without
+    the pool (the worker is the pool), its attempts reported to ``attempts``."""
+    factory = backend_types()[route.backend]
+    backend = wrap(factory(route, settings), route.retry, None, route_label(route), attempts)
+    if route.base_model is not None:
+        backend = AnsweredAs(backend, route.base_model)
+    return backend
 
 
 def builtin_fallback(settings: Settings) -> ModelBackend:
@@ -379,6 +411,7 @@ def wrap(
     retry: RetryPolicy,
     max_concurrency: int | None,
     route: str = "unnamed",
+    metrics: AttemptSink | None = None,
 ) -> ModelBackend:
     """Apply retries, the deadline and the concurrency bound, skipping the wrapper only for a
     built-in model that can neither be slow nor throttle (the zero-latency fast path)."""
@@ -389,7 +422,9 @@ def wrap(
         and max_concurrency is None
     ):
         return backend
-    return ResilientBackend(backend, retry, max_concurrency=max_concurrency, route=route)
+    return ResilientBackend(
+        backend, retry, max_concurrency=max_concurrency, route=route, metrics=metrics
+    )
 
 
 def load_routes(path: Path) -> list[Route]:

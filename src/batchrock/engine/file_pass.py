@@ -21,6 +21,9 @@ from typing import Any
 import orjson
 
 from batchrock.backends.base import (
+    Block,
+    BlockAnswer,
+    BlockOffload,
     JsonBytes,
     MediaReader,
     ModelBackend,
@@ -56,6 +59,9 @@ _PAUSE_SECONDS = 0.0001
 #: Output waiting beyond this is written without waiting for the next checkpoint.
 FLUSH_BYTES = 1024 * 1024
 _INTERNAL_ERROR = RecordError(500, "Internal server error while invoking the model.")
+_NONE = Counters()
+#: How many rounds of its records in flight a block answered whole has at most (_run_blocks).
+BLOCK_ROUNDS = 4
 
 
 class _Deferred(Exception):
@@ -90,6 +96,15 @@ class Progress:
             output_tokens=base.output_tokens + self.output_tokens,
             throttled=base.throttled + self.throttled,
         )
+
+    def add(self, counts: Counters) -> None:
+        """``counts`` (of records after these) added to these."""
+        self.processed += counts.processed
+        self.success += counts.success
+        self.error += counts.error
+        self.input_tokens += counts.input_tokens
+        self.output_tokens += counts.output_tokens
+        self.throttled += counts.throttled
 
     def count(self, answered: ModelResult | None) -> None:
         """One more record done: the model's result, or ``None`` for a line that got no
@@ -175,6 +190,9 @@ class FilePass:
         """Return when the file is done (``finished``) or ``halt`` was set (in-flight records
         are finished first, or dropped when they do not finish within the grace period)."""
         backend = self._backend
+        if isinstance(backend, BlockOffload):
+            await self._run_blocks(backend)
+            return
         invoke_now = getattr(backend, "invoke_now", None)
         if invoke_now is not None and getattr(backend, "immediate", False):
             make_answerer = getattr(backend, "raw_answerer", None)
@@ -190,6 +208,84 @@ class FilePass:
             for w in workers:
                 w.cancel()
         self.finished = self._eof and not self._queue and self._written_seq == self._next_seq
+
+    async def _run_blocks(self, offload: BlockOffload) -> None:
+        """The pass for a route whose records worker processes may answer a block at a time:
+        the blocks go out in order, each answered whole by a worker (the line's parse, the
+        retries, the model's exchange, the output line: :func:`answer_block` there) or here
+        by the same function with the route's local backend; their answers are written in
+        block order. The engine's part of a worker's record is its share of the block's
+        bytes, so one engine feeds as many workers as the machine has cores.
+
+        At most ``ahead`` blocks are in flight (the input's blocks cut to
+        :data:`BLOCK_ROUNDS` rounds of their share of records), each answering at most
+        ``concurrency // ahead`` records at a time, so the job's
+        ``engine_record_concurrency`` bounds its records in flight across every process
+        (the route's ``max_concurrency`` is held by the offload, a block's share of it at a
+        time). A halted pass stops reading blocks;
+        blocks answered here stop taking records and end with the prefix they answered, and
+        nothing after a block that ended early is written.
+        """
+        halt, blocks, p = self._halt, self._blocks, self.progress
+        ahead = max(1, min(self._concurrency, 2 * offload.workers + 2))
+        share = max(1, self._concurrency // ahead)
+        # A block answers at most `share` records at a time: a job of one block must not
+        # be answered `share` at a time, so blocks are cut to a few rounds of `share`.
+        lines = BLOCK_ROUNDS * share
+        number, offset = self._read_line, self._read_offset
+        inflight: deque[tuple[asyncio.Task[BlockAnswer], int]] = deque()
+        create = asyncio.get_running_loop().create_task
+        complete = True
+        try:
+            while True:
+                while len(inflight) < ahead and not self._eof and not halt.is_set():
+                    try:
+                        data = await anext(blocks)
+                    except StopAsyncIteration:
+                        self._eof = True
+                        break
+                    for part in _split(data, lines):
+                        block = Block(
+                            self._model_id,
+                            self._invocation_type,
+                            self._job_id,
+                            self._file_index,
+                            number,
+                            offset,
+                            part,
+                        )
+                        number += part.count(b"\n")
+                        offset += len(part)
+                        task = create(self._answer_block(offload, block, share))
+                        inflight.append((task, offset))
+                if not inflight:
+                    break
+                task, end = inflight[0]
+                answer = await task
+                inflight.popleft()
+                self._out.append(answer.output)
+                self._out_bytes += len(answer.output)
+                p.add(answer.counts)
+                p.line, p.offset = answer.line, answer.offset
+                if self._out_bytes >= FLUSH_BYTES:
+                    self.output_ready.set()
+                if answer.offset != end:
+                    complete = False  # halted within it: what follows is not written
+                    break
+        finally:
+            for task, _ in inflight:
+                task.cancel()
+        self.finished = complete and self._eof and not inflight
+
+    async def _answer_block(
+        self, offload: BlockOffload, block: Block, concurrency: int
+    ) -> BlockAnswer:
+        answer = await offload.answer_block(block, concurrency, answer_block)
+        if answer is None:
+            answer = await answer_block(
+                offload.local, block, concurrency, halt=self._halt, media=self._media
+            )
+        return answer
 
     async def _run_in_order(
         self,
@@ -577,3 +673,61 @@ class FilePass:
         self._advanced.set()
         if self._out_bytes >= FLUSH_BYTES:
             self.output_ready.set()
+
+
+def _split(data: bytes, lines: int) -> list[bytes]:
+    """``data`` (whole lines) cut into parts of at most ``lines`` lines."""
+    if data.count(b"\n") <= lines:
+        return [data]
+    parts = []
+    start = 0
+    find = data.find
+    while start < len(data):
+        end = start
+        for _ in range(lines):
+            end = find(b"\n", end) + 1
+            if not end:
+                end = len(data)
+                break
+        parts.append(data[start:end])
+        start = end
+    return parts
+
+
+async def _one_block(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def answer_block(
+    backend: ModelBackend,
+    block: Block,
+    concurrency: int,
+    *,
+    halt: asyncio.Event | None = None,
+    media: MediaReader | None = None,
+) -> BlockAnswer:
+    """The records of ``block`` answered with ``backend``, at most ``concurrency`` at a time,
+    exactly as a pass answers them (the same :class:`FilePass`, over this one block): the
+    :data:`~batchrock.backends.base.BlockAnswerer` a worker process runs for the engine,
+    and the engine for the blocks it keeps. ``halt`` ends it early with the answered prefix.
+    """
+    fp = FilePass(
+        blocks=_one_block(block.data),
+        backend=backend,
+        model_id=block.model_id,
+        invocation_type=block.invocation_type,
+        job_id=block.job_id,
+        file_index=block.file_index,
+        start_offset=block.start_offset,
+        start_line=block.start_line,
+        concurrency=concurrency,
+        halt=halt if halt is not None else asyncio.Event(),
+        media=media,
+    )
+    await fp.run()
+    out, _, done = fp.take_output()
+    line, offset = done.line, done.offset
+    if fp.finished:  # blank lines after its last record end it too
+        line, offset = block.start_line + block.data.count(b"\n"), block.start_offset
+        offset += len(block.data)
+    return BlockAnswer(b"".join(out), line, offset, done.add_to(_NONE))
