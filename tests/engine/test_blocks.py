@@ -32,25 +32,46 @@ MODEL = "m"
 
 
 class Offload:
-    """A :class:`BlockOffload` double: blocks whose number is in ``remote`` are answered by
-    ``answer_block`` as a worker process would (with the worker's own backend), the others
-    are handed back (``None``) to be answered by the pass with :attr:`local`."""
+    """A :class:`BlockOffload` double: the blocks read whose number ``remote`` accepts are
+    taken, and their parts answered by ``answer_block`` as a worker process would (with the
+    worker's own backend, or, for those ``refuse`` names, handed back to be answered here
+    whole); the pass answers the others record by record with :attr:`local`."""
 
     def __init__(
-        self, local: ModelBackend, worker: ModelBackend, remote: Any, workers: int = 2
+        self,
+        local: ModelBackend,
+        worker: ModelBackend,
+        remote: Any,
+        workers: int = 2,
+        refuse: Any = lambda n: False,
     ) -> None:
         self.local = local
         self.worker = worker
         self.workers = workers
         self._remote = remote
-        self.blocks: list[tuple[Block, int, bool]] = []
+        self._refuse = refuse
+        self.read = 0
+        self.taken: list[int] = []
+        self.parts: list[tuple[Block, int]] = []
+
+    async def invoke(self, request: ModelRequest) -> ModelResult:
+        raise AssertionError("the pass answers its records with the offload's local backend")
+
+    async def aclose(self) -> None:
+        return None
+
+    def takes_block(self) -> bool:
+        self.read += 1
+        if self._remote(self.read - 1):
+            self.taken.append(self.read - 1)
+            return True
+        return False
 
     async def answer_block(
         self, block: Block, concurrency: int, answerer: BlockAnswerer
     ) -> BlockAnswer | None:
-        there = self._remote(len(self.blocks))
-        self.blocks.append((block, concurrency, there))
-        if not there:
+        self.parts.append((block, concurrency))
+        if self._refuse(len(self.parts) - 1):
             return None
         return await answerer(self.worker, block, concurrency)
 
@@ -72,29 +93,38 @@ def test_the_offload_double_is_what_the_pass_looks_for() -> None:
 def test_blocks_answered_anywhere_write_what_one_pass_writes() -> None:
     """A byte order mark, a blank line, records without an id (ids from their line
     numbers), failing records, a last line without a newline: the same bytes and counts
-    whether each block is answered "in a worker", here, or the file record by record."""
+    whether each block is answered "in a worker", here whole, here record by record, or the
+    file in one pass."""
     data = awkward_input()
 
     async def main() -> None:
         # (The reader ends a last line without a newline with one: so does one_pass's file.)
         want, want_progress = await one_pass(MockBackend(echo), MODEL, data + b"\n", concurrency=8)
-        for remote in (lambda n: n % 2 == 0, lambda n: True, lambda n: False):
+        cases = [
+            (lambda n: n % 2 == 0, lambda n: False),
+            (lambda n: True, lambda n: False),
+            (lambda n: False, lambda n: False),
+            (lambda n: n % 3 != 1, lambda n: n % 2 == 1),
+        ]
+        for remote, refuse in cases:
             local, worker = MockBackend(echo), MockBackend(echo)
-            offload = Offload(local, worker, remote)
+            offload = Offload(local, worker, remote, refuse=refuse)
             fp, got, progress = await block_pass(offload, data, concurrency=12)
             assert b"".join(got) == b"".join(want)
             assert progress == want_progress
             assert fp.finished
             assert len(local.calls) + len(worker.calls) == 340
-            # The file was cut into blocks, each of whole lines and in order, each answering
-            # its share of the job's concurrency: 12 // (2 * 2 + 2).
-            blocks = offload.blocks
-            assert len(blocks) > 10
-            assert all(b.data.endswith(b"\n") for b, _, _ in blocks)
-            assert all(c == 2 for _, c, _ in blocks)
-            ends = [(b.start_line, b.start_offset) for b, _, _ in blocks]
-            assert ends[0] == (0, 0) and ends == sorted(ends)
-            assert {there for _, _, there in blocks} == {remote(n) for n in range(len(blocks))}
+            assert offload.read > 10
+            assert offload.taken == [n for n in range(offload.read) if remote(n)]
+            # Each part taken is whole lines, answering its share of the job's concurrency:
+            # 12 // (2 * 2 + 2), and in 4 rounds of it at most.
+            parts = offload.parts
+            assert all(b.data.endswith(b"\n") for b, _ in parts)
+            assert all(c == 2 and b.data.count(b"\n") <= 8 for b, c in parts)
+            starts = [(b.start_line, b.start_offset) for b, _ in parts]
+            assert starts == sorted(starts)
+            if remote(0):
+                assert starts[0] == (0, 0)
 
     asyncio.run(main())
 
@@ -115,9 +145,11 @@ def test_the_jobs_records_in_flight_stay_within_its_concurrency() -> None:
         offload = Offload(backend, backend, lambda n: n % 3 == 0, workers=3)
         _, got, progress = await block_pass(offload, jsonl(records(400)), concurrency=16)
         assert progress.success == 400 and len(got) > 1
+        assert offload.parts and len(offload.taken) < offload.read
 
     asyncio.run(main())
-    # 16 // (2 * 3 + 2) = 2 records for each of 8 blocks at once.
+    # The parts (2 records each for 8 parts at once) and the records answered here share
+    # the job's 16 slots.
     assert 8 <= peak <= 16
 
 
@@ -178,6 +210,6 @@ def test_a_job_through_blocks_completes_as_in_one_process(tmp_path: Path) -> Non
         assert [x.get("modelOutput", {}).get("echo") for x in out_lines(out2)] == [
             x.get("modelOutput", {}).get("echo") for x in out_lines(out1)
         ]
-        assert offload.blocks and any(there for _, _, there in offload.blocks)
+        assert offload.parts and offload.taken
 
     asyncio.run(main())

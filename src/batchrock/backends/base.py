@@ -167,12 +167,18 @@ class BlockOffload(Protocol):
     #: Answers the records of the blocks kept in this process, one by one.
     local: ModelBackend
 
+    def takes_block(self) -> bool:
+        """Whether the block just read goes to the workers; asked once a block (otherwise
+        its records are answered here by :attr:`local`, one by one)."""
+        ...
+
     async def answer_block(
         self, block: Block, concurrency: int, answerer: BlockAnswerer
     ) -> BlockAnswer | None:
-        """The block answered by a worker process with ``answerer``, or ``None`` when this
-        process should answer it (with :attr:`local`): no worker is ready, the engine's
-        loop has time to spare, or the workers kept dying on it."""
+        """The block answered by a worker process with ``answerer``, at most
+        ``concurrency`` of its records at a time, or ``None`` when this process is to answer
+        it after all (with :attr:`local`): the pool broke or closes, or the workers kept
+        dying on it."""
         ...
 
 

@@ -872,12 +872,13 @@ class PooledRoute:
     async def invoke(self, request: ModelRequest) -> ModelResult:
         return await self.backend.invoke(request)
 
+    def takes_block(self) -> bool:
+        return not self.pool.answers_here()
+
     async def answer_block(
         self, block: Block, concurrency: int, answerer: BlockAnswerer
     ) -> BlockAnswer | None:
         pool = self.pool
-        if pool.answers_here():
-            return None
         slots = self._slots
         if slots is None:
             return await pool.answer_block(self.index, block, concurrency, answerer)

@@ -33,6 +33,7 @@ from batchrock.backends.base import (
     RawAnswerer,
     RecordError,
 )
+from batchrock.backends.resilience import Slots
 from batchrock.engine import records
 from batchrock.jobs import Counters
 
@@ -60,7 +61,7 @@ _PAUSE_SECONDS = 0.0001
 FLUSH_BYTES = 1024 * 1024
 _INTERNAL_ERROR = RecordError(500, "Internal server error while invoking the model.")
 _NONE = Counters()
-#: How many rounds of its records in flight a block answered whole has at most (_run_blocks).
+#: How many rounds of its share of records in flight a part of a block sent whole has at most.
 BLOCK_ROUNDS = 4
 
 
@@ -155,11 +156,21 @@ class FilePass:
         #: (seq, line number, end offset, line bytes): flat, one tuple per record.
         self._queue: deque[_Item] = deque()
         self._refill_lock = asyncio.Lock()
+        #: With a BlockOffload (_use_blocks): what answers the records kept here, the job's
+        #: slots, how many parts may be out and each part's share of the slots.
+        self._offload: BlockOffload | None = None
+        self._invoke = backend.invoke
+        self._slots: Slots | None = None
+        self._ahead = self._share = 1
+        #: The parts with a worker, and set when one comes back.
+        self._sent: set[asyncio.Task[None]] = set()
+        self._part_back = asyncio.Event()
+        self._failed: Exception | None = None
         self._eof = False
         self._next_seq = 0
         self._written_seq = 0
         self._advanced = asyncio.Event()
-        self._pending: dict[int, tuple[int, int, bytes, ModelResult | None]] = {}
+        self._pending: dict[int, tuple[int, int, bytes, ModelResult | Counters | None]] = {}
         #: Where the next line read starts: its number minus one, and its byte offset.
         self._read_line = start_line
         self._read_offset = start_offset
@@ -191,8 +202,7 @@ class FilePass:
         are finished first, or dropped when they do not finish within the grace period)."""
         backend = self._backend
         if isinstance(backend, BlockOffload):
-            await self._run_blocks(backend)
-            return
+            self._use_blocks(backend)
         invoke_now = getattr(backend, "invoke_now", None)
         if invoke_now is not None and getattr(backend, "immediate", False):
             make_answerer = getattr(backend, "raw_answerer", None)
@@ -204,88 +214,90 @@ class FilePass:
         workers = [asyncio.create_task(self._worker()) for _ in range(self._concurrency)]
         try:
             await asyncio.gather(*workers)
+            while self._sent and self._failed is None:  # the blocks still with a worker
+                await asyncio.wait(set(self._sent))
         finally:
             for w in workers:
                 w.cancel()
+            for task in self._sent:
+                task.cancel()
+        if self._failed is not None:
+            raise self._failed
         self.finished = self._eof and not self._queue and self._written_seq == self._next_seq
 
-    async def _run_blocks(self, offload: BlockOffload) -> None:
-        """The pass for a route whose records worker processes may answer a block at a time:
-        the blocks go out in order, each answered whole by a worker (the line's parse, the
-        retries, the model's exchange, the output line: :func:`answer_block` there) or here
-        by the same function with the route's local backend; their answers are written in
-        block order. The engine's part of a worker's record is its share of the block's
-        bytes, so one engine feeds as many workers as the machine has cores.
+    # --- blocks answered whole elsewhere (BlockOffload) ----------------------------------
 
-        At most ``ahead`` blocks are in flight (the input's blocks cut to
-        :data:`BLOCK_ROUNDS` rounds of their share of records), each answering at most
-        ``concurrency // ahead`` records at a time, so the job's
-        ``engine_record_concurrency`` bounds its records in flight across every process
-        (the route's ``max_concurrency`` is held by the offload, a block's share of it at a
-        time). A halted pass stops reading blocks;
-        blocks answered here stop taking records and end with the prefix they answered, and
-        nothing after a block that ended early is written.
+    def _use_blocks(self, offload: BlockOffload) -> None:
+        """Set this pass up for a route whose records worker processes may answer a block at
+        a time. The pass is the usual one (records taken from the queue by ``concurrency``
+        coroutines, answered by the route's ``local`` backend, written in order), except
+        that a block the offload takes (:meth:`BlockOffload.takes_block`, asked as each
+        block is read) is cut into parts of a few rounds of their share of records, each
+        part taking one place in the order and that share of the job's slots, and sent: a
+        worker answers the part's lines whole (:func:`answer_block`: the line's parse, the
+        retries, the model's exchange, the output line), and the pass writes the part's
+        output when its turn comes. The engine's part of such a record is its share of the
+        part's bytes, so one engine feeds as many workers as the machine has cores.
+
+        Every record, answered here or in a part, holds one of the job's
+        ``engine_record_concurrency`` slots while in flight (a part holds its share), so
+        the bound holds across every process; at most ``2 x workers + 2`` parts are out at
+        once. A halted pass takes no more records and sends no more parts; the parts out
+        are written if they come back in the grace period, as records are.
         """
-        halt, blocks, p = self._halt, self._blocks, self.progress
-        ahead = max(1, min(self._concurrency, 2 * offload.workers + 2))
-        share = max(1, self._concurrency // ahead)
-        # A block answers at most `share` records at a time: a job of one block must not
-        # be answered `share` at a time, so blocks are cut to a few rounds of `share`.
-        lines = BLOCK_ROUNDS * share
-        number, offset = self._read_line, self._read_offset
-        inflight: deque[tuple[asyncio.Task[BlockAnswer], int]] = deque()
-        create = asyncio.get_running_loop().create_task
-        complete = True
-        try:
-            while True:
-                while len(inflight) < ahead and not self._eof and not halt.is_set():
-                    try:
-                        data = await anext(blocks)
-                    except StopAsyncIteration:
-                        self._eof = True
-                        break
-                    for part in _split(data, lines):
-                        block = Block(
-                            self._model_id,
-                            self._invocation_type,
-                            self._job_id,
-                            self._file_index,
-                            number,
-                            offset,
-                            part,
-                        )
-                        number += part.count(b"\n")
-                        offset += len(part)
-                        task = create(self._answer_block(offload, block, share))
-                        inflight.append((task, offset))
-                if not inflight:
-                    break
-                task, end = inflight[0]
-                answer = await task
-                inflight.popleft()
-                self._out.append(answer.output)
-                self._out_bytes += len(answer.output)
-                p.add(answer.counts)
-                p.line, p.offset = answer.line, answer.offset
-                if self._out_bytes >= FLUSH_BYTES:
-                    self.output_ready.set()
-                if answer.offset != end:
-                    complete = False  # halted within it: what follows is not written
-                    break
-        finally:
-            for task, _ in inflight:
-                task.cancel()
-        self.finished = complete and self._eof and not inflight
+        self._offload = offload
+        self._invoke = offload.local.invoke
+        self._slots = Slots(self._concurrency)
+        self._ahead = max(1, min(self._concurrency, 2 * offload.workers + 2))
+        self._share = max(1, self._concurrency // self._ahead)
 
-    async def _answer_block(
-        self, offload: BlockOffload, block: Block, concurrency: int
-    ) -> BlockAnswer:
-        answer = await offload.answer_block(block, concurrency, answer_block)
-        if answer is None:
-            answer = await answer_block(
-                offload.local, block, concurrency, halt=self._halt, media=self._media
+    async def _send_block(self, offload: BlockOffload, data: bytes) -> None:
+        """Send ``data`` (whole lines, just read) to the offload, in parts."""
+        slots, share = self._slots, self._share
+        assert slots is not None
+        for part in _split(data, BLOCK_ROUNDS * share):
+            block = Block(
+                self._model_id,
+                self._invocation_type,
+                self._job_id,
+                self._file_index,
+                self._read_line,
+                self._read_offset,
+                part,
             )
-        return answer
+            self._read_line += part.count(b"\n")
+            self._read_offset += len(part)
+            seq = self._next_seq
+            self._next_seq += 1
+            for _ in range(share):
+                if slots.free and not slots.waiting:
+                    slots.free -= 1
+                else:
+                    await slots.wait()
+            task = asyncio.get_running_loop().create_task(self._answer_sent(offload, seq, block))
+            self._sent.add(task)
+            task.add_done_callback(self._sent_done)
+
+    def _sent_done(self, task: asyncio.Task[None]) -> None:
+        self._sent.discard(task)
+        self._part_back.set()
+
+    async def _answer_sent(self, offload: BlockOffload, seq: int, block: Block) -> None:
+        share, slots = self._share, self._slots
+        assert slots is not None
+        try:
+            answer = await offload.answer_block(block, share, answer_block)
+            if answer is None:  # no worker could: answered here, whole
+                answer = await answer_block(offload.local, block, share, media=self._media)
+        except Exception as exc:  # a bug: the pass ends with it (the runner fails the job)
+            log.exception("a block of job %s could not be answered", self._job_id)
+            self._failed = exc
+            self._advanced.set()
+            return
+        finally:
+            for _ in range(share):
+                slots.release()
+        self._complete(seq, answer.line, answer.offset, answer.output, answer.counts)
 
     async def _run_in_order(
         self,
@@ -550,7 +562,7 @@ class FilePass:
         """The next record to answer, waiting for input or for the writer to catch up;
         ``None`` when there is no more work (end of file, or halt)."""
         while True:
-            if self._halt.is_set():
+            if self._halt.is_set() or self._failed is not None:
                 return None
             if self._queue:
                 if self._queue[0][0] - self._written_seq >= self._window:
@@ -563,10 +575,18 @@ class FilePass:
             async with self._refill_lock:
                 if self._queue or self._eof:
                     continue
+                offload = self._offload
+                if offload is not None and len(self._sent) >= self._ahead:
+                    self._part_back.clear()
+                    await self._part_back.wait()
+                    continue
                 try:
                     block = await anext(self._blocks)
                 except StopAsyncIteration:
                     self._eof = True
+                    continue
+                if offload is not None and offload.takes_block():
+                    await self._send_block(offload, block)
                     continue
                 self._enqueue(records.block_lines(block))
 
@@ -592,7 +612,7 @@ class FilePass:
 
     async def _worker(self) -> None:
         queue, halt, window = self._queue, self._halt, self._window
-        complete, invoke = self._complete, self._backend.invoke
+        complete, invoke, slots = self._complete, self._invoke, self._slots
         model_id, invocation_type = self._model_id, self._invocation_type
         streak = 0
         monotonic = time.monotonic
@@ -624,11 +644,19 @@ class FilePass:
                 complete(seq, number, end, record, None)
                 continue
             rid, raw, body = record
+            if slots is not None:  # a job whose blocks may go to workers (_use_blocks)
+                if slots.free and not slots.waiting:
+                    slots.free -= 1
+                else:
+                    await slots.wait()
             try:
                 request = ModelRequest(model_id, invocation_type, body, rid, self._media)
                 result = await invoke(request)
             except Exception:
                 result = self._backend_failed(rid)
+            finally:
+                if slots is not None:
+                    slots.release()
             line, answered = self._render(rid, raw, result)
             complete(seq, number, end, line, answered)
 
@@ -651,8 +679,11 @@ class FilePass:
             return records.error_line(rid, raw, 500, msg), None
 
     def _complete(
-        self, seq: int, number: int, end: int, out: bytes, result: ModelResult | None
+        self, seq: int, number: int, end: int, out: bytes, result: ModelResult | Counters | None
     ) -> None:
+        """Record ``seq`` answered (its output line and result), or a part of a block sent
+        whole (its output lines and counts): written now if every earlier one is, with those
+        after it that were waiting for it."""
         if seq != self._written_seq:
             self._pending[seq] = (number, end, out, result)
             return
@@ -661,7 +692,10 @@ class FilePass:
         while True:
             self._out.append(out)
             self._out_bytes += len(out)
-            p.count(result)
+            if type(result) is Counters:
+                p.add(result)
+            else:
+                p.count(result)  # type: ignore[arg-type]
             self._written_seq += 1
             if not pending:
                 break
