@@ -826,16 +826,26 @@ def model_attempts(route: str, outcome: str) -> float:
     return 0.0
 
 
+@pytest.mark.parametrize("where", ["base_url", "base_urls"])
 def test_a_block_is_answered_whole_in_a_worker_and_counted_in_the_engine(
-    tmp_path: Path, fake_openai: FakeServer
+    tmp_path: Path, fake_openai: FakeServer, where: str
 ) -> None:
     """Its lines answered as the engine answers them (recordIds, in order, the errors), its
-    retries and throttling in its counts, each attempt in the engine's metrics."""
+    retries and throttling in its counts, each attempt in the engine's metrics; a route
+    whose ``base_urls`` lists one server is such a route too."""
     recs = records(6, {1: f"FAULT:429:2 {time.time_ns()}", 4: "FAULT:400"})
     before = model_attempts("1:openai", "throttled"), model_attempts("1:openai", "ok")
+    settings = pool_settings(tmp_path, fake_openai)
+    if where == "base_urls":
+        assert settings.models_config is not None
+        text = settings.models_config.read_text()
+        url = f"{fake_openai.url}/v1"
+        settings.models_config.write_text(
+            text.replace(f'base_url = "{url}"', f'base_urls = ["{url}"]')
+        )
 
     async def go() -> tuple[BlockAnswer | None, list[int]]:
-        resolver = build_resolver(pool_settings(tmp_path, fake_openai))
+        resolver = build_resolver(settings)
         try:
             route = resolver.for_model(MODEL)
             assert isinstance(route, PooledRoute)
@@ -878,7 +888,7 @@ def test_a_block_whose_workers_keep_dying_is_answered_in_the_engine(
 
     async def go() -> BlockAnswer | None:
         pool = WorkerPool(all_to_children(tmp_path), 2, [sys.executable, "-c", DIES_ON_BLOCKS])
-        pooled = pool.route(route, _Unused(), _Unused(), None)
+        pooled = pool.route(pool.backend(route, _Unused()), _Unused(), _Unused(), None)
         try:
             return await asyncio.wait_for(
                 pooled.answer_block(block_of(records(3)), 2, answer_block), 60
@@ -889,6 +899,25 @@ def test_a_block_whose_workers_keep_dying_is_answered_in_the_engine(
     assert asyncio.run(go()) is None  # the pass answers it itself (tests/engine/test_blocks.py)
     deaths = [r for r in caplog.records if "its 3 record(s) in flight are sent" in r.getMessage()]
     assert 1 <= len(deaths) <= 3
+
+
+def test_blocks_do_not_wait_for_workers_that_cannot_be_started(tmp_path: Path) -> None:
+    """A worker command that cannot run at all (every start an OSError) breaks the pool
+    after MAX_FAILED_STARTS tries, however few workers it has, and the block is answered in
+    the engine instead of waiting for a worker for ever."""
+    route = parse_route(0, {"model": MODEL, "backend": "openai", "base_url": "http://x/v1"})
+
+    async def go() -> BlockAnswer | None:
+        pool = WorkerPool(all_to_children(tmp_path), 1, [str(tmp_path / "no-such-python")])
+        pooled = pool.route(pool.backend(route, _Unused()), _Unused(), _Unused(), None)
+        try:
+            return await asyncio.wait_for(
+                pooled.answer_block(block_of(records(3)), 2, answer_block), 30
+            )
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(go()) is None
 
 
 def test_a_worker_answers_blocks_and_cancels_what_the_engine_cancels(tmp_path: Path) -> None:

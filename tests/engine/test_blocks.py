@@ -116,11 +116,12 @@ def test_blocks_answered_anywhere_write_what_one_pass_writes() -> None:
             assert len(local.calls) + len(worker.calls) == 340
             assert offload.read > 10
             assert offload.taken == [n for n in range(offload.read) if remote(n)]
-            # Each part taken is whole lines, answering its share of the job's concurrency:
-            # 12 // (2 * 2 + 2), and in 4 rounds of it at most.
+            # Each part taken is whole lines, answering its share of the job's concurrency
+            # (12 // (2 * 2 + 2), or its lines if fewer), in 4 rounds of it at most.
             parts = offload.parts
             assert all(b.data.endswith(b"\n") for b, _ in parts)
-            assert all(c == 2 and b.data.count(b"\n") <= 8 for b, c in parts)
+            sizes = [(b.data.count(b"\n"), c) for b, c in parts]
+            assert all(n <= 8 and c == min(2, n) for n, c in sizes)
             starts = [(b.start_line, b.start_offset) for b, _ in parts]
             assert starts == sorted(starts)
             if remote(0):
@@ -213,3 +214,55 @@ def test_a_job_through_blocks_completes_as_in_one_process(tmp_path: Path) -> Non
         assert offload.parts and offload.taken
 
     asyncio.run(main())
+
+
+def flight_recorder() -> tuple[Any, list[int]]:
+    """A handler answering after a millisecond, and the most records it had at once."""
+    flying, peak = [0], [0]
+
+    async def counted(request: ModelRequest) -> ModelResult:
+        flying[0] += 1
+        peak[0] = max(peak[0], flying[0])
+        await asyncio.sleep(0.001)
+        flying[0] -= 1
+        return await echo(request)
+
+    return counted, peak
+
+
+def test_reader_blocks_of_many_parts_stay_within_the_concurrency() -> None:
+    """A 64 KiB block of short records is many parts (16 workers: 64 // 34 = one record at
+    a time each): together they hold no more than the job's slots."""
+    handler, peak = flight_recorder()
+
+    async def main() -> None:
+        backend = MockBackend(handler)
+        offload = Offload(backend, backend, lambda n: n % 4 != 3, workers=16)
+        data = jsonl(records(3000))
+        _, _, progress = await pass_over(
+            offload, MODEL, data, concurrency=64, block_bytes=64 * 1024
+        )
+        assert progress.success == 3000 and len(offload.parts) > 100
+
+    asyncio.run(main())
+    assert 32 <= peak[0] <= 64
+
+
+def test_big_records_keep_the_jobs_concurrency() -> None:
+    """Records of 40 KB are a block each: a part of one record holds one slot, so the job
+    still has its 16 records in flight."""
+    handler, peak = flight_recorder()
+
+    async def main() -> None:
+        backend = MockBackend(handler)
+        offload = Offload(backend, backend, lambda n: True)
+        recs = [
+            {"recordId": f"REC{i:08d}", "modelInput": {"prompt": "x" * 40_000}} for i in range(64)
+        ]
+        _, _, progress = await pass_over(
+            offload, MODEL, jsonl(recs), concurrency=16, block_bytes=64 * 1024
+        )
+        assert progress.success == 64 and len(offload.parts) == 64
+
+    asyncio.run(main())
+    assert peak[0] == 16

@@ -357,13 +357,14 @@ class WorkerPool:
         return PooledBackend(self, len(self._leaves) - 1, leaf)
 
     def route(
-        self, route: Route, backend: ModelBackend, local: ModelBackend, slots: Slots | None
+        self, leaf: PooledBackend, backend: ModelBackend, local: ModelBackend, slots: Slots | None
     ) -> PooledRoute:
-        """``backend`` (the route's stack over its :class:`PooledBackend`) as a
+        """``backend`` (the route's stack over ``leaf``, its one :class:`PooledBackend`) as a
         :class:`PooledRoute`, whose jobs' blocks the children answer whole; the blocks kept
         here ``local`` answers (the same stack over the leaf built here), and ``slots`` are
-        the route's ``max_concurrency``."""
-        self._block_routes.append(route)
+        the route's ``max_concurrency``. The children build the route as the leaf's (a
+        ``base_urls`` of one URL is its ``base_url``)."""
+        self._block_routes.append(self._leaves[leaf.leaf])
         return PooledRoute(backend, local, self, len(self._block_routes) - 1, slots)
 
     # --- calls ------------------------------------------------------------------------
@@ -653,7 +654,10 @@ class WorkerPool:
             )
         except OSError as exc:
             ours.close()
+            log.warning("cannot start model worker process %d: %s", number, exc)
             self._start_failed(f"cannot start a model worker process: {exc}")
+            if self._broken is None and not self._closing:
+                self._start_child()  # as for a child that dies: try again, up to the limit
             return
         finally:
             theirs.close()

@@ -256,12 +256,14 @@ def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendRes
         # built here.
         local: ModelBackend | None = None
         slots: Slots | None = None
+        proxy: PooledBackend | None = None
         if (
             pool is not None
             and isinstance(backend, ResilientBackend)
             and isinstance(backend.inner, PooledBackend)
         ):
-            local, slots = backend.over(backend.inner.local), backend.slots
+            proxy = backend.inner
+            local, slots = backend.over(proxy.local), backend.slots
         if route.base_model is not None:
             if route.backend == "bedrock":
                 raise ConfigError(
@@ -271,8 +273,8 @@ def build_resolver(settings: Settings, clock: Clock | None = None) -> BackendRes
             backend = AnsweredAs(backend, route.base_model)
             if local is not None:
                 local = AnsweredAs(local, route.base_model)
-        if pool is not None and local is not None:
-            backend = pool.route(route, backend, local, slots)
+        if pool is not None and proxy is not None and local is not None:
+            backend = pool.route(proxy, backend, local, slots)
         backends[route.index] = backend
     fallback = builtin_fallback(settings) if settings.builtin_fallback else None
     return BackendResolver(routes, backends, fallback, settings.models_config, pool)

@@ -124,6 +124,16 @@ class Progress:
             self.throttled += answered.info.get("throttled", 0)
 
 
+@dataclass(slots=True, eq=False)
+class _Part:
+    """A part of a block sent whole: its lines (its weight in the order), the job's slots it
+    holds, and, once answered, its counts."""
+
+    lines: int
+    slots: int
+    counts: Counters = _NONE
+
+
 class FilePass:
     """Process one file from ``start_offset`` until its end or until ``halt`` is set."""
 
@@ -161,16 +171,15 @@ class FilePass:
         self._offload: BlockOffload | None = None
         self._invoke = backend.invoke
         self._slots: Slots | None = None
-        self._ahead = self._share = 1
-        #: The parts with a worker, and set when one comes back.
+        self._share = 1
+        #: The parts sent, until they come back.
         self._sent: set[asyncio.Task[None]] = set()
-        self._part_back = asyncio.Event()
         self._failed: Exception | None = None
         self._eof = False
         self._next_seq = 0
         self._written_seq = 0
         self._advanced = asyncio.Event()
-        self._pending: dict[int, tuple[int, int, bytes, ModelResult | Counters | None]] = {}
+        self._pending: dict[int, tuple[int, int, bytes, ModelResult | _Part | None]] = {}
         #: Where the next line read starts: its number minus one, and its byte offset.
         self._read_line = start_line
         self._read_offset = start_offset
@@ -240,22 +249,40 @@ class FilePass:
         part's bytes, so one engine feeds as many workers as the machine has cores.
 
         Every record, answered here or in a part, holds one of the job's
-        ``engine_record_concurrency`` slots while in flight (a part holds its share), so
-        the bound holds across every process; at most ``2 x workers + 2`` parts are out at
-        once. A halted pass takes no more records and sends no more parts; the parts out
-        are written if they come back in the grace period, as records are.
+        ``engine_record_concurrency`` slots while in flight (a part holds one for each
+        record it may answer at once: its share, ``concurrency // (2 x workers + 2)``, or
+        its lines if fewer), so the bound holds across every process. A halted pass takes
+        no more records and sends no more parts; the parts out are written if they come
+        back in the grace period, as records are.
         """
         self._offload = offload
         self._invoke = offload.local.invoke
         self._slots = Slots(self._concurrency)
-        self._ahead = max(1, min(self._concurrency, 2 * offload.workers + 2))
-        self._share = max(1, self._concurrency // self._ahead)
+        self._share = max(1, self._concurrency // (2 * offload.workers + 2))
 
     async def _send_block(self, offload: BlockOffload, data: bytes) -> None:
-        """Send ``data`` (whole lines, just read) to the offload, in parts."""
-        slots, share = self._slots, self._share
+        """Send ``data`` (whole lines, just read) to the offload, in parts. A part weighs its
+        lines in the order (the window bounds records read but not written, as for records
+        answered here) and holds a slot for each record it may answer at once."""
+        slots, share, halt = self._slots, self._share, self._halt
         assert slots is not None
         for part in _split(data, BLOCK_ROUNDS * share):
+            lines = part.count(b"\n")
+            while self._next_seq + lines - self._written_seq > self._window:
+                if halt.is_set() or self._failed is not None:
+                    return
+                self._advanced.clear()
+                await self._advanced.wait()
+            taken = min(share, lines)
+            for _ in range(taken):
+                if slots.free and not slots.waiting:
+                    slots.free -= 1
+                else:
+                    await slots.wait()
+            if halt.is_set():
+                for _ in range(taken):
+                    slots.release()
+                return
             block = Block(
                 self._model_id,
                 self._invocation_type,
@@ -265,39 +292,35 @@ class FilePass:
                 self._read_offset,
                 part,
             )
-            self._read_line += part.count(b"\n")
+            self._read_line += lines
             self._read_offset += len(part)
             seq = self._next_seq
-            self._next_seq += 1
-            for _ in range(share):
-                if slots.free and not slots.waiting:
-                    slots.free -= 1
-                else:
-                    await slots.wait()
-            task = asyncio.get_running_loop().create_task(self._answer_sent(offload, seq, block))
+            self._next_seq += lines
+            task = asyncio.get_running_loop().create_task(
+                self._answer_sent(offload, seq, block, _Part(lines, taken))
+            )
             self._sent.add(task)
-            task.add_done_callback(self._sent_done)
+            task.add_done_callback(self._sent.discard)
 
-    def _sent_done(self, task: asyncio.Task[None]) -> None:
-        self._sent.discard(task)
-        self._part_back.set()
-
-    async def _answer_sent(self, offload: BlockOffload, seq: int, block: Block) -> None:
-        share, slots = self._share, self._slots
+    async def _answer_sent(
+        self, offload: BlockOffload, seq: int, block: Block, part: _Part
+    ) -> None:
+        slots, taken = self._slots, part.slots
         assert slots is not None
         try:
-            answer = await offload.answer_block(block, share, answer_block)
+            answer = await offload.answer_block(block, taken, answer_block)
             if answer is None:  # no worker could: answered here, whole
-                answer = await answer_block(offload.local, block, share, media=self._media)
+                answer = await answer_block(offload.local, block, taken, media=self._media)
         except Exception as exc:  # a bug: the pass ends with it (the runner fails the job)
             log.exception("a block of job %s could not be answered", self._job_id)
             self._failed = exc
             self._advanced.set()
             return
         finally:
-            for _ in range(share):
+            for _ in range(taken):
                 slots.release()
-        self._complete(seq, answer.line, answer.offset, answer.output, answer.counts)
+        part.counts = answer.counts
+        self._complete(seq, answer.line, answer.offset, answer.output, part)
 
     async def _run_in_order(
         self,
@@ -576,10 +599,6 @@ class FilePass:
                 if self._queue or self._eof:
                     continue
                 offload = self._offload
-                if offload is not None and len(self._sent) >= self._ahead:
-                    self._part_back.clear()
-                    await self._part_back.wait()
-                    continue
                 try:
                     block = await anext(self._blocks)
                 except StopAsyncIteration:
@@ -679,7 +698,7 @@ class FilePass:
             return records.error_line(rid, raw, 500, msg), None
 
     def _complete(
-        self, seq: int, number: int, end: int, out: bytes, result: ModelResult | Counters | None
+        self, seq: int, number: int, end: int, out: bytes, result: ModelResult | _Part | None
     ) -> None:
         """Record ``seq`` answered (its output line and result), or a part of a block sent
         whole (its output lines and counts): written now if every earlier one is, with those
@@ -692,11 +711,12 @@ class FilePass:
         while True:
             self._out.append(out)
             self._out_bytes += len(out)
-            if type(result) is Counters:
-                p.add(result)
+            if type(result) is _Part:
+                p.add(result.counts)
+                self._written_seq += result.lines
             else:
                 p.count(result)  # type: ignore[arg-type]
-            self._written_seq += 1
+                self._written_seq += 1
             if not pending:
                 break
             nxt = pending.pop(self._written_seq, None)
