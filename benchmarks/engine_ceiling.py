@@ -169,7 +169,7 @@ async def bench(args: argparse.Namespace, folder: Path) -> dict[str, list[Run]]:
         stack = wrap(leaf, route.retry, route.max_concurrency, route_label(route))
         assert isinstance(stack, ResilientBackend) and isinstance(stack.inner, PooledBackend)
         local = stack.over(stack.inner.local)
-        pooled = pool.route(route, stack, local, stack.slots)
+        pooled = pool.route(stack.inner, stack, local, stack.slots)
         backends[name] = pooled if name == "blocks" else pooled.backend
     path = folder / "records.jsonl"
     write_records(path, args.records)
